@@ -1,0 +1,1 @@
+"""Connecfy's HTTP layer (Litestar): authenticates, validates and calls one broker operation."""

@@ -1,0 +1,459 @@
+"""The broker: one typed async method per Lua script, and the only Python that talks
+to Redis. Callers pass ``now_ms`` where it matters (tests drive time); by default the
+broker's clock is used. Scripts never read the clock themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import phonenumbers
+
+from broker import errors, ids, keys
+from broker.records import (
+    STATUSES,
+    Account,
+    AccountType,
+    ClaimedMessage,
+    DeviceRef,
+    EnqueueResult,
+    Event,
+    MessageRecord,
+    OutgoingMessage,
+    PairingCode,
+    RateDecision,
+    RegisteredDevice,
+    StatusChange,
+    SweepReport,
+)
+from broker.scripts import ScriptRegistry
+from broker.segments import count_segments
+from broker.settings import Settings
+
+MAX_MESSAGE_CHARS = 1_600
+MAX_FIELD_CHARS = 32
+MAX_ERROR_CHARS = 200
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def normalize_phone_number(number: str, field: str = "to") -> str:
+    """Return ``number`` in E.164, or raise InvalidInput.
+
+    The number must carry its country code and have a possible length for that country
+    (``phonenumbers.is_possible_number``). Whether it is allocated is not checked: the
+    carrier decides that, and the API doc's own +1555... examples must work.
+    """
+    if not isinstance(number, str) or not number.startswith("+") or len(number) > 20:
+        raise errors.InvalidInput(f"'{field}' must be an E.164 number such as +15551234567", field=field)
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        raise errors.InvalidInput(f"'{field}' is not a phone number", field=field) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise errors.InvalidInput(f"'{field}' is not a possible phone number for its country", field=field)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class Broker:
+    def __init__(
+        self,
+        redis: Any,
+        settings: Settings | None = None,
+        scripts: ScriptRegistry | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings or Settings()
+        self.scripts = scripts or ScriptRegistry()
+        self.clock = clock
+        self._shards: dict[str, keys.ShardKeys] = {}
+
+    async def start(self) -> None:
+        """Load every script (a broken one fails here) and register the platform pool."""
+        await self.scripts.load(self.redis)
+        await self.redis.sadd(keys.SHARDS, keys.pool_shard())
+
+    def shard(self, tag: str) -> keys.ShardKeys:
+        shard = self._shards.get(tag)
+        if shard is None:
+            shard = self._shards[tag] = keys.ShardKeys(tag)
+        return shard
+
+    async def _call(self, name: str, key_list: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.scripts.call(self.redis, name, key_list, args)
+
+    # Accounts -------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        email: str,
+        account_type: AccountType,
+        *,
+        password_hash: str = "",
+        operator: bool = False,
+        daily_quota: int | None = None,
+        now_ms: int | None = None,
+    ) -> Account:
+        if account_type not in ("self_managed", "api_only"):
+            raise errors.InvalidInput("account_type must be self_managed or api_only", field="account_type")
+        if not isinstance(email, str) or "@" not in email or len(email) > 254:
+            raise errors.InvalidInput("email is not an email address", field="email")
+        if daily_quota is None:
+            daily_quota = (
+                self.settings.quota_api_only if account_type == "api_only" else self.settings.quota_self_managed
+            )
+        account = Account(
+            id=ids.short_id(),
+            email=email.strip(),
+            account_type=account_type,
+            daily_quota=daily_quota,
+            operator=operator,
+            password_hash=password_hash,
+            created_ms=self.clock() if now_ms is None else now_ms,
+        )
+        if not await self.redis.set(keys.email_index(email), account.id, nx=True):
+            raise errors.EmailTaken()
+        shard = self.shard(keys.account_shard(account.id))
+        fields = msgspec.to_builtins(account)
+        fields["operator"] = int(account.operator)
+        await self.redis.hset(shard.account(), mapping=fields)
+        await self.redis.sadd(keys.SHARDS, shard.tag)
+        return account
+
+    async def get_account(self, account_id: str) -> Account:
+        raw = await self.redis.hgetall(self.shard(keys.account_shard(account_id)).account())
+        if not raw:
+            raise errors.AccountNotFound()
+        fields = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                  for k, v in raw.items()}
+        fields["operator"] = fields.get("operator") == "1"
+        return msgspec.convert(fields, Account, strict=False)
+
+    async def find_account_by_email(self, email: str) -> Account:
+        account_id = await self.redis.get(keys.email_index(email))
+        if account_id is None:
+            raise errors.AccountNotFound()
+        return await self.get_account(_text(account_id))
+
+    # Pairing ----------------------------------------------------------------------------
+
+    async def create_pairing_code(self, owner: Account | None, *, now_ms: int | None = None) -> PairingCode:
+        """A one-time code pairing a phone to ``owner``'s account, or to the platform pool
+        when ``owner`` is None (the operator's pool phones)."""
+        now = self.clock() if now_ms is None else now_ms
+        ttl_ms = self.settings.pairing_code_ttl_seconds * 1000
+        tag = keys.pool_shard() if owner is None else keys.account_shard(owner.id)
+        shard = self.shard(tag)
+        for _ in range(8):
+            code = ids.pairing_code()
+            if await self.redis.set(keys.pairing_code_index(code), tag, px=ttl_ms, nx=True):
+                await self.redis.set(shard.pairing_code(code), "" if owner is None else owner.id, px=ttl_ms)
+                return PairingCode(code, now + ttl_ms)
+        raise RuntimeError("could not find a free pairing code")
+
+    async def register_device(
+        self,
+        code: str,
+        device_name: str,
+        phone_number: str = "",
+        *,
+        now_ms: int | None = None,
+    ) -> RegisteredDevice:
+        """Redeem a pairing code; the device token is returned this once, stored hashed."""
+        if not isinstance(code, str) or not code.isalnum() or len(code) > 16:
+            raise errors.PairingCodeInvalid()
+        if not isinstance(device_name, str) or not 1 <= len(device_name.strip()) <= 64:
+            raise errors.InvalidInput("device_name must be 1 to 64 characters", field="device_name")
+        if phone_number:
+            phone_number = normalize_phone_number(phone_number, "phone_number")
+        now = self.clock() if now_ms is None else now_ms
+        code = code.upper()
+        tag = await self.redis.get(keys.pairing_code_index(code))
+        if tag is None:
+            raise errors.PairingCodeInvalid()
+        shard = self.shard(_text(tag))
+        device_id = ids.short_id()
+        token = ids.secret_token()
+        token_sha = ids.sha256_hex(token)
+        # The token index is written first: if the script then fails, the index points
+        # at no device and is dropped; a crash in between leaves only a dead pointer.
+        index = keys.device_token_index(token_sha)
+        await self.redis.set(index, f"{shard.tag}|{device_id}")
+        try:
+            owner = await self._call(
+                "register-device",
+                [shard.pairing_code(code), shard.device(device_id), shard.devices],
+                [device_id, token_sha, device_name.strip(), phone_number, now,
+                 self.settings.device_segments_per_minute, self.settings.device_segments_per_day],
+            )
+        except BaseException:
+            await self.redis.delete(index)
+            raise
+        await self.redis.delete(keys.pairing_code_index(code))
+        return RegisteredDevice(
+            device_id=device_id,
+            device_token=token,
+            device_name=device_name.strip(),
+            shard=shard.tag,
+            account_id=_text(owner),
+        )
+
+    async def find_device_by_token(self, token: str) -> DeviceRef | None:
+        """The device a token belongs to, or None. Tokens are looked up by SHA-256."""
+        if not isinstance(token, str) or not token or len(token) > 128:
+            return None
+        value = await self.redis.get(keys.device_token_index(ids.sha256_hex(token)))
+        if value is None:
+            return None
+        tag, _, device_id = _text(value).partition("|")
+        return DeviceRef(tag, device_id)
+
+    async def get_device(self, device: DeviceRef) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.shard(device.shard).device(device.device_id))
+        if not raw:
+            raise errors.DeviceNotFound()
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    # Messages ---------------------------------------------------------------------------
+
+    def route(self, account: Account, message: OutgoingMessage, index: int) -> tuple[str, str]:
+        """(route, device id) for one message, by the account's routing rules."""
+        if account.account_type == "api_only":
+            if message.device_id is not None:
+                raise errors.RoutingError(
+                    "API-only accounts send through the platform pool: omit device_id",
+                    field="device_id", index=index)
+            return "pool", ""
+        if message.device_id is None:
+            return "pool", ""
+        if not isinstance(message.device_id, str) or not message.device_id.isalnum() or len(message.device_id) > 64:
+            raise errors.DeviceNotFound(f"message {index}: no such device", index=index)
+        return "device", message.device_id
+
+    async def enqueue(
+        self,
+        account: Account,
+        messages: Sequence[OutgoingMessage],
+        *,
+        idempotency_key: str | None = None,
+        now_ms: int | None = None,
+    ) -> EnqueueResult:
+        """Queue one message or a batch, all or nothing, in one call to Redis.
+
+        Self-managed accounts: a ``device_id`` puts the message in that device's queue,
+        none puts it in the account's own pool. API-only accounts: the platform pool.
+        """
+        if not 1 <= len(messages) <= self.settings.batch_max_messages:
+            raise errors.InvalidInput(
+                f"send between 1 and {self.settings.batch_max_messages} messages", field="messages")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise errors.InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(account.shard)
+        args: list[Any] = []
+        canonical: list[tuple[str, str, str]] = []
+        for index, message in enumerate(messages):
+            try:
+                to = normalize_phone_number(message.to)
+            except errors.InvalidInput as exc:
+                raise errors.InvalidInput(f"message {index}: {exc.detail}", field="to", index=index) from None
+            text = message.message
+            if not isinstance(text, str) or not 1 <= len(text) <= MAX_MESSAGE_CHARS:
+                raise errors.InvalidInput(
+                    f"message {index}: 'message' must be 1 to {MAX_MESSAGE_CHARS} characters",
+                    field="message", index=index)
+            route, device_id = self.route(account, message, index)
+            segments = count_segments(text).count
+            args += [ids.message_id(now), route, device_id, to, text, segments]
+            canonical.append((to, text, device_id))
+        fingerprint = ""
+        if idempotency_key is not None:
+            fingerprint = hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
+        reply = await self._call(
+            "enqueue",
+            [shard.messages, shard.counters, shard.quota,
+             shard.idempotency(account.id, idempotency_key or "-"), shard.expiry, shard.events,
+             shard.pool, shard.pool_state, shard.queue, shard.devices, shard.sent(account.id)],
+            [account.id, now, self.settings.message_ttl_seconds * 1000, account.daily_quota,
+             fingerprint, self.settings.idempotency_ttl_seconds * 1000, len(messages), *args],
+        )
+        kind = _text(reply[0])
+        return EnqueueResult([_text(x) for x in reply[1:]], kind == "duplicate", shard.tag)
+
+    async def claim(self, device: DeviceRef, limit: int | None = None, *, now_ms: int | None = None
+                    ) -> list[ClaimedMessage]:
+        """Atomically claim up to ``limit`` messages for one device (see claim-12.lua)."""
+        if limit is None:
+            limit = self.settings.claim_default_limit
+        if not isinstance(limit, int) or not 1 <= limit <= self.settings.claim_max_limit:
+            raise errors.InvalidInput(
+                f"limit must be 1 to {self.settings.claim_max_limit}", field="limit")
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(device.shard)
+        did = device.device_id
+        reply = await self._call(
+            "claim",
+            [shard.device(did), shard.device_window(did), shard.messages, shard.counters, shard.queue,
+             shard.leased, shard.lease_checks, shard.expiry, shard.pool, shard.pool_state,
+             shard.last_seen, shard.events],
+            [did, now, limit, self.settings.lease_seconds * 1000, self.settings.max_leases,
+             self.settings.presence_ttl_seconds * 1000],
+        )
+        return [ClaimedMessage(_text(m[0]), _text(m[1]), _text(m[2]), int(m[3])) for m in reply]
+
+    async def report_status(
+        self,
+        device: DeviceRef,
+        message_id: str,
+        status: str,
+        error: str = "",
+        *,
+        now_ms: int | None = None,
+    ) -> StatusChange:
+        if status not in ("sent", "delivered", "failed"):
+            raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
+        if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
+            raise errors.MessageNotFound()
+        if not isinstance(error, str) or len(error) > MAX_ERROR_CHARS:
+            raise errors.InvalidInput(f"error must be at most {MAX_ERROR_CHARS} characters", field="error")
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(device.shard)
+        reply = await self._call(
+            "report-status",
+            [shard.messages, shard.counters, shard.leased, shard.lease_checks, shard.events],
+            [device.device_id, message_id, status, error, now],
+        )
+        return StatusChange(_text(reply[0]), _text(reply[1]), _text(reply[2]) == "1")
+
+    async def cancel(self, account: Account, message_id: str, *, now_ms: int | None = None) -> StatusChange:
+        if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
+            raise errors.MessageNotFound()
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(account.shard)
+        reply = await self._call(
+            "cancel",
+            [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state,
+             shard.events],
+            [account.id, message_id, now],
+        )
+        return StatusChange(_text(reply[0]), _text(reply[1]), _text(reply[2]) == "1")
+
+    async def heartbeat(
+        self,
+        device: DeviceRef,
+        *,
+        battery: int | None = None,
+        android_version: str | None = None,
+        app_version: str | None = None,
+        now_ms: int | None = None,
+    ) -> int:
+        """Refresh presence; returns the last-seen time (ms)."""
+        if battery is not None and (isinstance(battery, bool) or not isinstance(battery, int)
+                                    or not 0 <= battery <= 100):
+            raise errors.InvalidInput("battery must be a whole number from 0 to 100", field="battery")
+        for name, value in (("android_version", android_version), ("app_version", app_version)):
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_FIELD_CHARS):
+                raise errors.InvalidInput(f"{name} must be at most {MAX_FIELD_CHARS} characters", field=name)
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(device.shard)
+        did = device.device_id
+        reply = await self._call(
+            "heartbeat",
+            [shard.device(did), shard.device_presence(did), shard.last_seen],
+            [did, now, self.settings.presence_ttl_seconds * 1000,
+             "" if battery is None else battery, android_version or "", app_version or ""],
+        )
+        return int(reply)
+
+    async def is_online(self, device: DeviceRef, *, now_ms: int | None = None) -> bool:
+        now = self.clock() if now_ms is None else now_ms
+        seen = await self.redis.zscore(self.shard(device.shard).last_seen, device.device_id)
+        return seen is not None and seen + self.settings.presence_ttl_seconds * 1000 > now
+
+    async def sweep(self, shard_tag: str, *, now_ms: int | None = None) -> SweepReport:
+        """One bounded pass over a shard: expire, fail lost, return pool messages."""
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(shard_tag)
+        reply = await self._call(
+            "sweep",
+            [shard.messages, shard.counters, shard.queue, shard.leased, shard.lease_checks, shard.expiry,
+             shard.pool, shard.pool_state, shard.last_seen, shard.events],
+            [now, self.settings.sweep_batch, self.settings.max_leases,
+             self.settings.presence_ttl_seconds * 1000],
+        )
+        return SweepReport(int(reply[0]), int(reply[1]), int(reply[2]), bool(int(reply[3])))
+
+    async def sweep_all(self, *, now_ms: int | None = None, max_passes: int = 100) -> SweepReport:
+        """Sweep every shard until none has more due work (at most ``max_passes`` each)."""
+        total = SweepReport()
+        async for tag in self.redis.sscan_iter(keys.SHARDS):
+            for _ in range(max_passes):
+                report = await self.sweep(_text(tag), now_ms=now_ms)
+                total = SweepReport(total.expired + report.expired, total.lost + report.lost,
+                                    total.returned + report.returned, total.more or report.more)
+                if not report.more:
+                    break
+        return total
+
+    # Rate limits ------------------------------------------------------------------------
+
+    async def rate_limit(
+        self,
+        limiter_key: str,
+        *,
+        rate: int,
+        period_ms: int,
+        burst: int,
+        cost: int = 1,
+        now_ms: int | None = None,
+    ) -> RateDecision:
+        """GCRA: ``rate`` requests per ``period_ms`` with bursts of ``burst``.
+
+        Returns the decision when allowed; raises RateLimited carrying it when not.
+        """
+        if rate < 1 or burst < 1 or cost < 1 or period_ms < 1:
+            raise errors.InvalidInput("rate, burst, cost and period must be positive")
+        now = self.clock() if now_ms is None else now_ms
+        reply = await self._call("rate-limit", [limiter_key], [now, period_ms / rate, burst, cost])
+        decision = RateDecision(bool(int(reply[0])), burst, int(reply[1]), int(reply[2]), int(reply[3]))
+        if not decision.allowed:
+            raise errors.RateLimited(decision)
+        return decision
+
+    # Reads ------------------------------------------------------------------------------
+
+    async def get_message(self, shard_tag: str, message_id: str) -> MessageRecord:
+        raw = await self.redis.hget(self.shard(shard_tag).messages, message_id)
+        if raw is None:
+            raise errors.MessageNotFound()
+        return msgspec.json.decode(raw, type=MessageRecord)
+
+    async def counters(self, shard_tag: str) -> dict[str, int]:
+        """The raw counters hash of a shard (``a:<account>:<status>``, ``d:<device>:<status>``)."""
+        raw = await self.redis.hgetall(self.shard(shard_tag).counters)
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def account_counts(self, account: Account) -> dict[str, int]:
+        counters = await self.counters(account.shard)
+        prefix = f"a:{account.id}:"
+        return {status: counters.get(prefix + status, 0) for status in (*STATUSES, "total")}
+
+    async def events(self, shard_tag: str, count: int = 1000) -> list[Event]:
+        entries = await self.redis.xrange(self.shard(shard_tag).events, count=count)
+        events = []
+        for stream_id, fields in entries:
+            f = {_text(k): _text(v) for k, v in fields.items()}
+            events.append(Event(_text(stream_id), f["id"], f["account"], f["status"], f["device"],
+                                int(f["at"]), f["error"]))
+        return events
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,43 @@
+"""Identifiers and secrets: message ids, device and account ids, tokens, pairing codes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Pairing codes are typed by people: no 0/O, 1/I/L, U.
+_PAIRING_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def message_id(now_ms: int) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, 26 Crockford base32 chars.
+
+    Opaque, unique and time-sortable: ids compare in creation order to the millisecond.
+    """
+    value = (now_ms << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def short_id() -> str:
+    """An account or device id: 16 lower-case base32 characters (80 bits)."""
+    value = secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(16)).lower()
+
+
+def secret_token() -> str:
+    """A device token or API key: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def pairing_code() -> str:
+    """Eight characters a person can read off a screen and type (about 39 bits)."""
+    return "".join(secrets.choice(_PAIRING_ALPHABET) for _ in range(8))

@@ -1,0 +1,143 @@
+"""The Redis key map: every key Connecfy writes, and the only module that spells one.
+
+Every key starts with a hash tag naming its shard, so each script call touches one
+slot and runs unchanged on Redis Cluster.
+
+Shards (``{S}`` below):
+
+- ``{a:<account>}``: an account and everything routed inside it: its devices, their
+  queue, the account's own pool (shared by its online devices), its messages and
+  counters.
+- ``{p:<pool>}``: a platform pool (this version has one, ``default``): the pool
+  phones, the pool queue, the messages routed through it and the per-sender counters
+  of those messages.
+
+Per shard:
+
+==================================  ===========  ============================================
+key                                 type         what
+==================================  ===========  ============================================
+``{S}:messages``                    hash         message id -> JSON record
+``{S}:counters``                    hash         ``a:<account>:<status>``, ``a:<account>:total``,
+                                                 ``d:<device>:<status>``: messages per state
+``{S}:quota``                       hash         ``<account>:day``, ``<account>:used``: daily quota
+``{S}:idempotency:<account>:<h>``   string       fingerprint|ids, 24 h (h = SHA-256 of the key)
+``{S}:expiry``                      zset         queued id -> TTL deadline (ms)
+``{S}:events``                      stream       one entry per status change (id, account,
+                                                 status, device, at, error)
+``{S}:pool``                        zset         queued pool id -> virtual finish time
+``{S}:pool:state``                  hash         ``v``, ``f:<account>``, ``n:<account>``: fairness
+``{S}:queue``                       zset (lex)   ``<device>:<id>``: device-targeted queued ids
+``{S}:leased``                      zset (lex)   ``<device>:<lease_until>:<id>``: claimed ids
+``{S}:lease-checks``                zset         claimed id -> when the sweep looks next (ms)
+``{S}:devices``                     set          device ids of the shard
+``{S}:device:<device>``             hash         name, phone_number, account, token_sha256,
+                                                 per_minute, per_day, day, day_used,
+                                                 battery, android_version, app_version,
+                                                 last_seen, created
+``{S}:device:<device>:window``      zset         ``<id>:<segments>`` -> claim time: the last 60 s
+``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
+``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
+``{S}:sent:<account>``              zset         message id -> created (ms): a sender's history
+``{S}:pairing-code:<code>``         string       owner account id ("" for the pool), expiring
+``{S}:rate:<name>``                 string       GCRA theoretical arrival time (ms)
+==================================  ===========  ============================================
+
+Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
+operator, password_hash, created).
+
+Lookups across shards are plain single-key reads done before a script, each key its own
+hash tag:
+
+- ``{email:<sha256 of the lowercased email>}`` -> account id
+- ``{device-token:<sha256 of token>}`` -> ``<shard tag>|<device id>``
+- ``{pairing-code:<code>}`` -> shard tag the code pairs into
+- ``{shards}``: set of every shard tag, for the sweep
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+DEFAULT_POOL = "default"
+
+
+def account_shard(account_id: str) -> str:
+    """The shard tag of an account."""
+    return f"a:{account_id}"
+
+
+def pool_shard(pool: str = DEFAULT_POOL) -> str:
+    """The shard tag of a platform pool."""
+    return f"p:{pool}"
+
+
+class ShardKeys:
+    """The keys of one shard, built once and reused for every call into it."""
+
+    __slots__ = (
+        "tag", "prefix", "messages", "counters", "quota", "expiry", "events", "pool",
+        "pool_state", "queue", "leased", "lease_checks", "devices", "last_seen",
+    )
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.prefix = p = "{" + tag + "}"
+        self.messages = f"{p}:messages"
+        self.counters = f"{p}:counters"
+        self.quota = f"{p}:quota"
+        self.expiry = f"{p}:expiry"
+        self.events = f"{p}:events"
+        self.pool = f"{p}:pool"
+        self.pool_state = f"{p}:pool:state"
+        self.queue = f"{p}:queue"
+        self.leased = f"{p}:leased"
+        self.lease_checks = f"{p}:lease-checks"
+        self.devices = f"{p}:devices"
+        self.last_seen = f"{p}:last-seen"
+
+    def device(self, device_id: str) -> str:
+        return f"{self.prefix}:device:{device_id}"
+
+    def device_window(self, device_id: str) -> str:
+        return f"{self.prefix}:device:{device_id}:window"
+
+    def device_presence(self, device_id: str) -> str:
+        return f"{self.prefix}:device:{device_id}:presence"
+
+    def sent(self, account_id: str) -> str:
+        return f"{self.prefix}:sent:{account_id}"
+
+    def idempotency(self, account_id: str, idempotency_key: str) -> str:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        return f"{self.prefix}:idempotency:{account_id}:{digest}"
+
+    def pairing_code(self, code: str) -> str:
+        return f"{self.prefix}:pairing-code:{code}"
+
+    def rate(self, name: str) -> str:
+        return f"{self.prefix}:rate:{name}"
+
+    def account(self) -> str:
+        return f"{self.prefix}:account"
+
+
+def email_index(email: str) -> str:
+    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return "{email:" + digest + "}"
+
+
+def device_token_index(token_sha256: str) -> str:
+    return "{device-token:" + token_sha256 + "}"
+
+
+def pairing_code_index(code: str) -> str:
+    return "{pairing-code:" + code + "}"
+
+
+SHARDS = "{shards}"
+
+
+def client_rate(name: str, client: str) -> str:
+    """A rate limiter for a client address (register, login), its own slot."""
+    return "{rate:" + name + ":" + client + "}"

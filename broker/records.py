@@ -1,0 +1,130 @@
+"""Typed values that go into and come out of the broker."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+AccountType = Literal["self_managed", "api_only"]
+MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled"]
+ReportedStatus = Literal["sent", "delivered", "failed"]
+STATUSES: tuple[str, ...] = ("queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled")
+
+
+class Account(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    email: str
+    account_type: AccountType
+    daily_quota: int
+    operator: bool = False
+    password_hash: str = ""
+    created_ms: int = 0
+
+    @property
+    def shard(self) -> str:
+        """The shard its messages live in: the platform pool for API-only accounts."""
+        from broker.keys import account_shard, pool_shard
+
+        return pool_shard() if self.account_type == "api_only" else account_shard(self.id)
+
+
+class DeviceRef(msgspec.Struct, frozen=True):
+    """Where a device lives: its shard tag and its id."""
+
+    shard: str
+    device_id: str
+
+
+class PairingCode(msgspec.Struct, frozen=True):
+    code: str
+    expires_at_ms: int
+
+
+class RegisteredDevice(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    device_token: str
+    device_name: str
+    shard: str
+    account_id: str  # "" for a platform pool phone
+
+    @property
+    def ref(self) -> DeviceRef:
+        return DeviceRef(self.shard, self.device_id)
+
+
+class OutgoingMessage(msgspec.Struct, frozen=True):
+    to: str
+    message: str
+    device_id: str | None = None
+
+
+class Segments(msgspec.Struct, frozen=True):
+    encoding: Literal["GSM-7", "UCS-2"]
+    count: int
+    units: int  # septets for GSM-7, UTF-16 code units for UCS-2
+
+
+class EnqueueResult(msgspec.Struct, frozen=True):
+    ids: list[str]
+    duplicate: bool
+    shard: str
+
+
+class ClaimedMessage(msgspec.Struct, frozen=True):
+    id: str
+    to: str
+    message: str
+    segments: int
+
+
+class StatusChange(msgspec.Struct, frozen=True):
+    id: str
+    status: str
+    changed: bool
+
+
+class SweepReport(msgspec.Struct, frozen=True):
+    expired: int = 0
+    lost: int = 0
+    returned: int = 0
+    more: bool = False
+
+
+class RateDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_ms: int
+    reset_ms: int
+
+
+class MessageRecord(msgspec.Struct, frozen=True):
+    """A message as stored in Redis."""
+
+    id: str
+    account: str
+    to: str
+    body: str
+    segments: int
+    route: Literal["device", "pool"]
+    device: str
+    status: MessageStatus
+    created: int
+    expires: int
+    leases: int
+    lease_until: int
+    updated: int
+    error: str
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One status change as appended to a shard's stream."""
+
+    stream_id: str
+    id: str
+    account: str
+    status: str
+    device: str
+    at: int
+    error: str

@@ -1,0 +1,69 @@
+"""Every tunable of Connecfy in one typed object, read from ``CONNECFY_*`` variables.
+
+The defaults here are the ones the design promises; the README lists them. A field
+``lease_seconds`` is read from ``CONNECFY_LEASE_SECONDS``; ``redis_url`` also from the
+conventional ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+ENV_PREFIX = "CONNECFY_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str | None = None
+    data_dir: str = "./connecfy-data"
+
+    # Presence and leases.
+    presence_ttl_seconds: int = 45
+    lease_seconds: int = 120
+    max_leases: int = 3
+
+    # Messages.
+    message_ttl_seconds: int = 86_400
+    idempotency_ttl_seconds: int = 86_400
+    claim_default_limit: int = 10
+    claim_max_limit: int = 100
+    batch_max_messages: int = 1_000
+
+    # Per-device send budget in SMS segments (Android's own default is 30 per minute).
+    device_segments_per_minute: int = 30
+    device_segments_per_day: int = 1_000
+
+    # Daily message quota per account.
+    quota_api_only: int = 100
+    quota_self_managed: int = 10_000
+
+    pairing_code_ttl_seconds: int = 600
+    sweep_batch: int = 500
+    signup_open: bool = True
+
+    # Rate limits (GCRA): polls per device, sends per account, auth per client address.
+    tasks_per_minute: int = 6
+    tasks_burst: int = 10
+    sends_per_second: int = 20
+    sends_burst: int = 200
+    auth_per_minute: int = 20
+    auth_burst: int = 20
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; unknown ``CONNECFY_*`` names are an error."""
+        environ = os.environ if environ is None else environ
+        fields = set(cls.__struct_fields__)
+        values: dict[str, str] = {}
+        if environ.get("REDIS_URL"):
+            values["redis_url"] = environ["REDIS_URL"]
+        for name, value in environ.items():
+            if not name.startswith(ENV_PREFIX):
+                continue
+            field = name[len(ENV_PREFIX):].lower()
+            if field not in fields:
+                raise ValueError(f"unknown setting {name}")
+            values[field] = value
+        return msgspec.convert(values, cls, strict=False)

@@ -1,0 +1,59 @@
+--[[
+  The sender cancels a message that no phone holds yet: queued -> cancelled.
+  Cancelling a cancelled message is a no-op.
+
+  Input:
+    KEYS[1]  messages hash                  {S}:messages
+    KEYS[2]  counters hash                  {S}:counters
+    KEYS[3]  device queue                   {S}:queue
+    KEYS[4]  expiry sorted set              {S}:expiry
+    KEYS[5]  pool sorted set                {S}:pool
+    KEYS[6]  pool state hash                {S}:pool:state
+    KEYS[7]  events stream                  {S}:events
+
+    ARGV[1]  account id (the sender; another account's message is not found)
+    ARGV[2]  message id
+    ARGV[3]  now (ms)
+
+  Output:
+    {id, "cancelled", changed}   changed is "1" for a move, "0" for a repeat
+
+  Errors:
+    MESSAGE_NOT_FOUND              no such message of this account
+    INVALID_TRANSITION <from> cancelled   a phone already holds it, or it is final
+]]
+local rcall = redis.call
+--- @include "includes/messages"
+--- @include "includes/pool"
+--- @include "includes/leases"
+
+local messagesKey = KEYS[1]
+local countersKey = KEYS[2]
+local queueKey = KEYS[3]
+local expiryKey = KEYS[4]
+local poolKey = KEYS[5]
+local poolStateKey = KEYS[6]
+local eventsKey = KEYS[7]
+
+local account = ARGV[1]
+local id = ARGV[2]
+local now = tonumber(ARGV[3])
+
+local msg = loadMessage(messagesKey, id)
+if not msg or msg.account ~= account then
+  return redis.error_reply("MESSAGE_NOT_FOUND " .. id)
+end
+if msg.status == "cancelled" then
+  return {id, "cancelled", "0"}
+end
+if msg.status ~= "queued" then
+  return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " cancelled")
+end
+if msg.route == "device" then
+  rcall("ZREM", queueKey, queueMember(msg.device, id))
+else
+  poolRemove(poolKey, poolStateKey, account, id)
+end
+rcall("ZREM", expiryKey, id)
+setStatus(messagesKey, countersKey, eventsKey, msg, "cancelled", msg.device, now, nil)
+return {id, "cancelled", "1"}

@@ -1,0 +1,70 @@
+--[[
+  A device reports what became of a message it holds: sent, delivered or failed.
+  Allowed moves: claimed -> sent | delivered | failed, sent -> delivered | failed.
+  Repeating the current status is a no-op; any other move is a conflict.
+
+  Input:
+    KEYS[1]  messages hash                  {S}:messages
+    KEYS[2]  counters hash                  {S}:counters
+    KEYS[3]  leased set                     {S}:leased
+    KEYS[4]  lease checks sorted set        {S}:lease-checks
+    KEYS[5]  events stream                  {S}:events
+
+    ARGV[1]  device id
+    ARGV[2]  message id
+    ARGV[3]  new status: "sent" | "delivered" | "failed"
+    ARGV[4]  error text (kept with "failed"; "" otherwise)
+    ARGV[5]  now (ms)
+
+  Output:
+    {id, status, changed}   changed is "1" for a move, "0" for a repeat
+
+  Errors:
+    MESSAGE_NOT_FOUND              no such message, or not held by this device
+    INVALID_TRANSITION <from> <to> a move the rules above do not allow
+    BAD_REQUEST <reason>           a status other than the three above
+]]
+local rcall = redis.call
+--- @include "includes/messages"
+--- @include "includes/leases"
+
+local messagesKey = KEYS[1]
+local countersKey = KEYS[2]
+local leasedKey = KEYS[3]
+local leaseChecksKey = KEYS[4]
+local eventsKey = KEYS[5]
+
+local device = ARGV[1]
+local id = ARGV[2]
+local status = ARGV[3]
+local err = ARGV[4]
+local now = tonumber(ARGV[5])
+
+local allowed = {
+  claimed = {sent = true, delivered = true, failed = true},
+  sent = {delivered = true, failed = true},
+}
+if status ~= "sent" and status ~= "delivered" and status ~= "failed" then
+  return redis.error_reply("BAD_REQUEST unknown status")
+end
+
+local msg = loadMessage(messagesKey, id)
+if not msg or msg.device ~= device then
+  return redis.error_reply("MESSAGE_NOT_FOUND " .. id)
+end
+if msg.status == status then
+  return {id, status, "0"}
+end
+if not (allowed[msg.status] and allowed[msg.status][status]) then
+  return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " " .. status)
+end
+if msg.status == "claimed" then
+  dropLease(leasedKey, leaseChecksKey, msg)
+end
+if status ~= "failed" then
+  err = nil
+elseif err == "" then
+  err = "unknown"
+end
+setStatus(messagesKey, countersKey, eventsKey, msg, status, device, now, err)
+return {id, status, "1"}

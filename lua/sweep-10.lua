@@ -1,0 +1,100 @@
+--[[
+  Keep every message moving, a bounded batch per call:
+  - a queued message past its TTL becomes expired;
+  - a claimed message whose lease ran out, when it has had the most leases allowed or
+    its TTL has passed, fails with "device_lost" (device-targeted ones too);
+  - a claimed pool message whose lease ran out while its device is offline goes back
+    to the front of the pool for another phone;
+  - any other claimed message whose lease ran out stays with its device, which gets
+    it again on its next claim; the sweep looks at it again later (a pool message
+    after one presence TTL, a device-targeted one at its TTL).
+
+  Input:
+    KEYS[1]  messages hash                  {S}:messages
+    KEYS[2]  counters hash                  {S}:counters
+    KEYS[3]  device queue                   {S}:queue
+    KEYS[4]  leased set                     {S}:leased
+    KEYS[5]  lease checks sorted set        {S}:lease-checks
+    KEYS[6]  expiry sorted set              {S}:expiry
+    KEYS[7]  pool sorted set                {S}:pool
+    KEYS[8]  pool state hash                {S}:pool:state
+    KEYS[9]  last-seen sorted set           {S}:last-seen
+    KEYS[10] events stream                  {S}:events
+
+    ARGV[1]  now (ms)
+    ARGV[2]  most messages to look at, per kind of work
+    ARGV[3]  most leases per message
+    ARGV[4]  presence TTL (ms)
+
+  Output:
+    {expired, lost, returned, more}   counts; more is 1 when a batch was full
+]]
+local rcall = redis.call
+--- @include "includes/messages"
+--- @include "includes/pool"
+--- @include "includes/leases"
+
+local messagesKey = KEYS[1]
+local countersKey = KEYS[2]
+local queueKey = KEYS[3]
+local leasedKey = KEYS[4]
+local leaseChecksKey = KEYS[5]
+local expiryKey = KEYS[6]
+local poolKey = KEYS[7]
+local poolStateKey = KEYS[8]
+local lastSeenKey = KEYS[9]
+local eventsKey = KEYS[10]
+
+local now = tonumber(ARGV[1])
+local batch = tonumber(ARGV[2])
+local maxLeases = tonumber(ARGV[3])
+local presenceTtl = tonumber(ARGV[4])
+
+local expired, lost, returned, more = 0, 0, 0, 0
+
+local due = rcall("ZRANGEBYSCORE", expiryKey, "-inf", now, "LIMIT", 0, batch)
+if #due == batch then
+  more = 1
+end
+for i = 1, #due do
+  local msg = loadMessage(messagesKey, due[i])
+  rcall("ZREM", expiryKey, due[i])
+  if msg and msg.status == "queued" then
+    if msg.route == "device" then
+      rcall("ZREM", queueKey, queueMember(msg.device, msg.id))
+    else
+      poolRemove(poolKey, poolStateKey, msg.account, msg.id)
+    end
+    setStatus(messagesKey, countersKey, eventsKey, msg, "expired", msg.device, now, nil)
+    expired = expired + 1
+  end
+end
+
+due = rcall("ZRANGEBYSCORE", leaseChecksKey, "-inf", now, "LIMIT", 0, batch)
+if #due == batch then
+  more = 1
+end
+for i = 1, #due do
+  local msg = loadMessage(messagesKey, due[i])
+  if not msg or msg.status ~= "claimed" then
+    rcall("ZREM", leaseChecksKey, due[i])
+  elseif msg.lease_until > now then
+    rcall("ZADD", leaseChecksKey, msg.lease_until, msg.id)
+  elseif msg.leases >= maxLeases or now >= msg.expires then
+    dropLease(leasedKey, leaseChecksKey, msg)
+    setStatus(messagesKey, countersKey, eventsKey, msg, "failed", msg.device, now, "device_lost")
+    lost = lost + 1
+  elseif msg.route == "pool" and not isOnline(lastSeenKey, msg.device, now, presenceTtl) then
+    dropLease(leasedKey, leaseChecksKey, msg)
+    poolPush(poolKey, poolStateKey, msg.account, msg.id, true)
+    rcall("ZADD", expiryKey, msg.expires, msg.id)
+    setStatus(messagesKey, countersKey, eventsKey, msg, "queued", "", now, nil)
+    returned = returned + 1
+  elseif msg.route == "pool" then
+    rcall("ZADD", leaseChecksKey, now + presenceTtl, msg.id)
+  else
+    rcall("ZADD", leaseChecksKey, msg.expires, msg.id)
+  end
+end
+
+return {expired, lost, returned, more}

