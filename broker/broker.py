@@ -259,6 +259,7 @@ class Broker:
         shard = self.shard(account.shard)
         args: list[Any] = []
         canonical: list[tuple[str, str, str]] = []
+        message_ids = ids.message_ids(now, len(messages))
         for index, message in enumerate(messages):
             try:
                 to = normalize_phone_number(message.to)
@@ -271,7 +272,7 @@ class Broker:
                     field="message", index=index)
             route, device_id = self.route(account, message, index)
             segments = count_segments(text).count
-            args += [ids.message_id(now), route, device_id, to, text, segments]
+            args += [message_ids[index], route, device_id, to, text, segments]
             canonical.append((to, text, device_id))
         fingerprint = ""
         if idempotency_key is not None:

@@ -23,6 +23,11 @@ def message_id(now_ms: int) -> str:
     return "".join(reversed(chars))
 
 
+def message_ids(now_ms: int, count: int) -> list[str]:
+    """``count`` message ids in ascending order, so a batch keeps its order in queues."""
+    return sorted(message_id(now_ms) for _ in range(count))
+
+
 def short_id() -> str:
     """An account or device id: 16 lower-case base32 characters (80 bits)."""
     value = secrets.randbits(80)

@@ -6,14 +6,11 @@ import pytest
 
 from broker import Broker, errors
 from broker.records import OutgoingMessage
-
-TO = "+15551234567"
+from fleet import TO, self_managed
 
 
 async def self_managed_with_device(broker: Broker):
-    account = await broker.create_account("owner@example.com", "self_managed")
-    code = await broker.create_pairing_code(account)
-    device = await broker.register_device(code.code, "Pixel 7")
+    account, [device] = await self_managed(broker)
     return account, device
 
 
@@ -94,7 +91,7 @@ async def test_bad_numbers_are_refused_and_nothing_is_queued(broker: Broker, to:
     assert await broker.counters(account.shard) == {}
 
 
-@pytest.mark.parametrize("text", ["", "x" * 1601])
+@pytest.mark.parametrize("text", ["", "x" * 1601], ids=["empty", "1601-chars"])
 async def test_empty_or_overlong_message_is_refused(broker: Broker, text: str) -> None:
     account, device = await self_managed_with_device(broker)
     with pytest.raises(errors.InvalidInput):
