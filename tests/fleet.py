@@ -22,3 +22,26 @@ async def self_managed(broker: Broker, email: str = "owner@example.com", devices
                        ) -> tuple[Account, list[RegisteredDevice]]:
     account = await broker.create_account(email, "self_managed")
     return account, [await pair(broker, account, f"phone {i}") for i in range(devices)]
+
+
+async def redis_snapshot(redis) -> dict:
+    """Every key with its type and content: to show that a refused call changed nothing."""
+    snapshot = {}
+    async for key in redis.scan_iter(count=1000):
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            value = await redis.get(key)
+        elif kind == "hash":
+            value = await redis.hgetall(key)
+        elif kind == "set":
+            value = await redis.smembers(key)
+        elif kind == "zset":
+            value = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            value = await redis.lrange(key, 0, -1)
+        elif kind == "stream":
+            value = await redis.xrange(key)
+        else:
+            value = kind
+        snapshot[key] = (kind, value)
+    return snapshot
