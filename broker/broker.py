@@ -43,6 +43,17 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def check_text(value: object, field: str, *, min_chars: int = 0, max_chars: int) -> str:
+    """A string of ``min_chars`` to ``max_chars`` characters that encodes as UTF-8, or InvalidInput."""
+    if not isinstance(value, str) or not min_chars <= len(value) <= max_chars:
+        raise errors.InvalidInput(f"'{field}' must be {min_chars} to {max_chars} characters", field=field)
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise errors.InvalidInput(f"'{field}' is not valid text", field=field) from None
+    return value
+
+
 def normalize_phone_number(number: str, field: str = "to") -> str:
     """Return ``number`` in E.164, or raise InvalidInput.
 
@@ -169,8 +180,9 @@ class Broker:
         """Redeem a pairing code; the device token is returned this once, stored hashed."""
         if not isinstance(code, str) or not code.isalnum() or len(code) > 16:
             raise errors.PairingCodeInvalid()
-        if not isinstance(device_name, str) or not 1 <= len(device_name.strip()) <= 64:
-            raise errors.InvalidInput("device_name must be 1 to 64 characters", field="device_name")
+        if isinstance(device_name, str):
+            device_name = device_name.strip()
+        check_text(device_name, "device_name", min_chars=1, max_chars=64)
         if phone_number:
             phone_number = normalize_phone_number(phone_number, "phone_number")
         now = self.clock() if now_ms is None else now_ms
@@ -190,7 +202,7 @@ class Broker:
             owner = await self._call(
                 "register-device",
                 [shard.pairing_code(code), shard.device(device_id), shard.devices],
-                [device_id, token_sha, device_name.strip(), phone_number, now,
+                [device_id, token_sha, device_name, phone_number, now,
                  self.settings.device_segments_per_minute, self.settings.device_segments_per_day],
             )
         except BaseException:
@@ -200,7 +212,7 @@ class Broker:
         return RegisteredDevice(
             device_id=device_id,
             device_token=token,
-            device_name=device_name.strip(),
+            device_name=device_name,
             shard=shard.tag,
             account_id=_text(owner),
         )
@@ -253,8 +265,8 @@ class Broker:
         if not 1 <= len(messages) <= self.settings.batch_max_messages:
             raise errors.InvalidInput(
                 f"send between 1 and {self.settings.batch_max_messages} messages", field="messages")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise errors.InvalidInput("Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
+        if idempotency_key is not None:
+            check_text(idempotency_key, "Idempotency-Key", min_chars=1, max_chars=255)
         now = self.clock() if now_ms is None else now_ms
         shard = self.shard(account.shard)
         args: list[Any] = []
@@ -265,11 +277,10 @@ class Broker:
                 to = normalize_phone_number(message.to)
             except errors.InvalidInput as exc:
                 raise errors.InvalidInput(f"message {index}: {exc.detail}", field="to", index=index) from None
-            text = message.message
-            if not isinstance(text, str) or not 1 <= len(text) <= MAX_MESSAGE_CHARS:
-                raise errors.InvalidInput(
-                    f"message {index}: 'message' must be 1 to {MAX_MESSAGE_CHARS} characters",
-                    field="message", index=index)
+            try:
+                text = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
+            except errors.InvalidInput as exc:
+                raise errors.InvalidInput(f"message {index}: {exc.detail}", field="message", index=index) from None
             route, device_id = self.route(account, message, index)
             segments = count_segments(text).count
             args += [message_ids[index], route, device_id, to, text, segments]
@@ -322,8 +333,7 @@ class Broker:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
         if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
             raise errors.MessageNotFound()
-        if not isinstance(error, str) or len(error) > MAX_ERROR_CHARS:
-            raise errors.InvalidInput(f"error must be at most {MAX_ERROR_CHARS} characters", field="error")
+        check_text(error, "error", max_chars=MAX_ERROR_CHARS)
         now = self.clock() if now_ms is None else now_ms
         shard = self.shard(device.shard)
         reply = await self._call(
@@ -360,8 +370,8 @@ class Broker:
                                     or not 0 <= battery <= 100):
             raise errors.InvalidInput("battery must be a whole number from 0 to 100", field="battery")
         for name, value in (("android_version", android_version), ("app_version", app_version)):
-            if value is not None and (not isinstance(value, str) or len(value) > MAX_FIELD_CHARS):
-                raise errors.InvalidInput(f"{name} must be at most {MAX_FIELD_CHARS} characters", field=name)
+            if value is not None:
+                check_text(value, name, max_chars=MAX_FIELD_CHARS)
         now = self.clock() if now_ms is None else now_ms
         shard = self.shard(device.shard)
         did = device.device_id

@@ -56,6 +56,12 @@ CASES = {
     "quota exhausted": (errors.QuotaExceeded, lambda b, w: b.enqueue(w["api"], [OutgoingMessage(TO, "x")])),
     "bad number in a batch": (errors.InvalidInput, lambda b, w: b.enqueue(
         w["account"], [OutgoingMessage(TO, "x"), OutgoingMessage("+1 nope", "x")])),
+    "text that is not valid Unicode": (errors.InvalidInput, lambda b, w: b.enqueue(
+        w["account"], [OutgoingMessage(TO, "half an emoji \ud83d")])),
+    "device name that is not valid Unicode": (errors.InvalidInput, lambda b, w: b.register_device(
+        w["used_code"], "\udc00")),
+    "heartbeat field that is not valid Unicode": (errors.InvalidInput, lambda b, w: b.heartbeat(
+        w["phone"].ref, app_version="\ud800")),
     "claim limit out of range": (errors.InvalidInput, lambda b, w: b.claim(w["phone"].ref, 1000)),
 }
 
