@@ -34,7 +34,8 @@ async def _walk(url: str, settings: Settings) -> None:
         await broker.heartbeat(device.ref, battery=100)
         queued = await broker.enqueue(account, [OutgoingMessage("+15551234567", "Hello", device.device_id)])
         claimed = await broker.claim(device.ref)
-        assert [m.id for m in claimed] == queued.ids, (claimed, queued)
+        if [m.id for m in claimed] != queued.ids:
+            raise SystemExit(f"selfcheck failed: queued {queued.ids}, claimed {[m.id for m in claimed]}")
         change = await broker.report_status(device.ref, queued.ids[0], "sent")
         print(f"message {change.id}: queued -> claimed -> {change.status}")
         print("selfcheck passed")

@@ -32,10 +32,10 @@ def test_wheel_ships_every_script_and_the_broker_loads_them_from_it(tmp_path: Pa
 
 
 def test_connecfy_version_and_selfcheck() -> None:
-    version = subprocess.run([sys.executable, "-m", "broker.cli", "--version"], check=True,
-                             capture_output=True, text=True).stdout
+    connecfy = Path(sys.executable).parent / "connecfy"  # the console script pip installed
+    version = subprocess.run([str(connecfy), "--version"], check=True, capture_output=True, text=True).stdout
     assert version.strip() == "connecfy 0.1.0"
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    out = subprocess.run([sys.executable, "-m", "broker.cli", "selfcheck"], check=True, capture_output=True,
+    out = subprocess.run([str(connecfy), "selfcheck"], check=True, capture_output=True,
                          text=True, env=env, timeout=60).stdout
     assert "queued -> claimed -> sent" in out and out.strip().endswith("selfcheck passed")
