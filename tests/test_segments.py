@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.segments import count_segments
+from broker.segments import GSM_BASIC, GSM_EXTENSION, count_segments
 
 
 @pytest.mark.parametrize(("text", "encoding", "count"), [
@@ -37,3 +37,22 @@ def test_segments_cover_the_text(text: str) -> None:
     else:
         assert result.count * per_part >= result.units
         assert (result.count - 1) * per_part < result.units + result.count  # at most one unit lost per part
+
+
+def _by_codec(text: str) -> tuple[str, list[int]]:
+    """The reference: ask the gsm0338 codec about every character."""
+    try:
+        return "GSM-7", [len(ch.encode("gsm03.38")) for ch in text]
+    except UnicodeEncodeError:
+        return "UCS-2", [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+
+
+GSM_AND_MORE = st.text(alphabet=st.sampled_from(sorted(GSM_BASIC | GSM_EXTENSION) + ["п", "😀", "ç", "é"]),
+                       min_size=1, max_size=400)
+
+
+@given(st.one_of(st.text(min_size=1, max_size=400), GSM_AND_MORE))
+def test_tables_agree_with_the_codec(text: str) -> None:
+    encoding, sizes = _by_codec(text)
+    result = count_segments(text)
+    assert (result.encoding, result.units) == (encoding, sum(sizes))
