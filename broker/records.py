@@ -116,6 +116,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     lease_until: int
     updated: int
     error: str
+    timeline: list[tuple[str, int, str, str]] = []  # (status, at ms, device, error), oldest first
 
 
 class Event(msgspec.Struct, frozen=True):

@@ -23,6 +23,7 @@
     INVALID_TRANSITION <from> cancelled   a phone already holds it, or it is final
 ]]
 local rcall = redis.call
+--- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
@@ -55,5 +56,7 @@ else
   poolRemove(poolKey, poolStateKey, account, id)
 end
 rcall("ZREM", expiryKey, id)
-setStatus(messagesKey, countersKey, eventsKey, msg, "cancelled", msg.device, now, nil)
+local batch = newBatch()
+change(batch, eventsKey, msg, "cancelled", msg.device, now, nil)
+flush(batch, messagesKey, countersKey)
 return {id, "cancelled", "1"}

@@ -29,14 +29,17 @@
   Output:
     array of {id, to, body, segments}, oldest first; empty when nothing fits
 
-  Budget: the device's limits per_minute (segments in any 60 s) and per_day (segments
+  Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
-  wholly unused. Redelivery does not charge the budget again.
+  wholly unused. Redelivery does not charge the budget again. The window holds one
+  entry per claim, "<first id>:<segments>", and the device hash keeps their sum
+  (window_used), so a claim reads only the entries that leave the window.
 
   Errors:
     DEVICE_NOT_FOUND               no such device (removed, or never paired)
 ]]
 local rcall = redis.call
+--- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
@@ -61,7 +64,7 @@ local leaseMs = tonumber(ARGV[4])
 local maxLeases = tonumber(ARGV[5])
 local presenceTtl = tonumber(ARGV[6])
 
-local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used")
+local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used")
 if not limits[1] then
   return redis.error_reply("DEVICE_NOT_FOUND " .. device)
 end
@@ -72,12 +75,14 @@ local dayUsed = 0
 if tonumber(limits[3]) == today then
   dayUsed = tonumber(limits[4])
 end
-
-rcall("ZREMRANGEBYSCORE", windowKey, "-inf", now - 60000)
-local minuteUsed = 0
-local recent = rcall("ZRANGE", windowKey, 0, -1)
-for i = 1, #recent do
-  minuteUsed = minuteUsed + tonumber(string.match(recent[i], ":(%d+)$"))
+local windowBefore = tonumber(limits[5] or "0")
+local minuteUsed = windowBefore
+local leaving = rcall("ZRANGEBYSCORE", windowKey, "-inf", now - 60000)
+if #leaving > 0 then
+  for i = 1, #leaving do
+    minuteUsed = minuteUsed - tonumber(string.match(leaving[i], ":(%d+)$"))
+  end
+  rcall("ZREMRANGEBYSCORE", windowKey, "-inf", now - 60000)
 end
 
 local function fits(segments)
@@ -86,36 +91,42 @@ local function fits(segments)
   return minuteOk and dayOk
 end
 
+local bulk = newBulk()
+local batch = newBatch()
 local claimed = {}
+local charged = 0
 local function hand(msg)
   claimed[#claimed + 1] = {msg.id, msg.to, msg.body, tostring(msg.segments)}
 end
 
 local function claim(msg)
-  rcall("ZREM", expiryKey, msg.id)
-  takeLease(leasedKey, leaseChecksKey, msg, device, now, leaseMs)
-  rcall("ZADD", windowKey, now, msg.id .. ":" .. msg.segments)
+  bulkAdd(bulk, "ZREM", expiryKey, msg.id)
+  takeLease(bulk, leasedKey, leaseChecksKey, msg, device, now, leaseMs)
   minuteUsed = minuteUsed + msg.segments
   dayUsed = dayUsed + msg.segments
-  setStatus(messagesKey, countersKey, eventsKey, msg, "claimed", device, now, nil)
+  charged = charged + msg.segments
+  change(batch, eventsKey, msg, "claimed", device, now, nil)
   hand(msg)
 end
 
 -- 1. This device's own leases that ran out.
 local expiredLeases = rcall("ZRANGEBYLEX", leasedKey, "[" .. device .. ":",
   "(" .. device .. ":" .. string.format("%015d", now + 1), "LIMIT", 0, limit)
+local ids = {}
 for i = 1, #expiredLeases do
-  local id = string.match(expiredLeases[i], ":([^:]+)$")
-  local msg = loadMessage(messagesKey, id)
+  ids[i] = string.match(expiredLeases[i], ":([^:]+)$")
+end
+local held = loadMessages(messagesKey, ids)
+for i = 1, #expiredLeases do
+  local msg = held[i]
   if not msg or msg.status ~= "claimed" then
-    rcall("ZREM", leasedKey, expiredLeases[i])
+    bulkAdd(bulk, "ZREM", leasedKey, expiredLeases[i])
   elseif msg.leases >= maxLeases or now >= msg.expires then
-    dropLease(leasedKey, leaseChecksKey, msg)
-    setStatus(messagesKey, countersKey, eventsKey, msg, "failed", device, now, "device_lost")
+    dropLease(bulk, leasedKey, leaseChecksKey, msg)
+    change(batch, eventsKey, msg, "failed", device, now, "device_lost")
   else
-    dropLease(leasedKey, leaseChecksKey, msg)
-    takeLease(leasedKey, leaseChecksKey, msg, device, now, leaseMs)
-    saveMessage(messagesKey, msg)
+    renewLease(bulk, leasedKey, leaseChecksKey, msg, now, leaseMs)
+    keep(batch, msg)
     hand(msg)
   end
 end
@@ -125,13 +136,18 @@ local budgetFull = false
 if #claimed < limit then
   local queued = rcall("ZRANGEBYLEX", queueKey, "[" .. device .. ":", "(" .. device .. ";",
     "LIMIT", 0, limit - #claimed)
+  ids = {}
   for i = 1, #queued do
-    local msg = loadMessage(messagesKey, string.sub(queued[i], #device + 2))
+    ids[i] = string.sub(queued[i], #device + 2)
+  end
+  local found = loadMessages(messagesKey, ids)
+  for i = 1, #queued do
+    local msg = found[i]
     if msg and not fits(msg.segments) then
       budgetFull = true
       break
     end
-    rcall("ZREM", queueKey, queued[i])
+    bulkAdd(bulk, "ZREM", queueKey, queued[i])
     if msg then
       claim(msg)
     end
@@ -141,20 +157,35 @@ end
 -- 3. The pool, fair across senders, only for a device that is online.
 if not budgetFull and #claimed < limit and isOnline(lastSeenKey, device, now, presenceTtl) then
   local pooled = rcall("ZRANGE", poolKey, 0, limit - #claimed - 1, "WITHSCORES")
+  ids = {}
   for i = 1, #pooled, 2 do
-    local msg = loadMessage(messagesKey, pooled[i])
+    ids[#ids + 1] = pooled[i]
+  end
+  local found = loadMessages(messagesKey, ids)
+  local taken, lastScore = {}, nil
+  for i = 1, #ids do
+    local msg = found[i]
     if not msg then
-      rcall("ZREM", poolKey, pooled[i])
+      bulkAdd(bulk, "ZREM", poolKey, ids[i])
     elseif not fits(msg.segments) then
       break
     else
-      poolTaken(poolKey, poolStateKey, msg.account, msg.id, pooled[i + 1])
+      taken[#taken + 1] = {msg.id, msg.account}
+      lastScore = pooled[2 * i]
       claim(msg)
     end
   end
+  if #taken > 0 then
+    poolTaken(bulk, poolKey, poolStateKey, taken, lastScore)
+  end
 end
 
-if dayUsed > 0 then
-  rcall("HSET", deviceKey, "day", today, "day_used", dayUsed)
+bulkRun(bulk)
+flush(batch, messagesKey, countersKey)
+if charged > 0 then
+  rcall("ZADD", windowKey, now, claimed[#claimed][1] .. ":" .. charged)
+  rcall("HSET", deviceKey, "day", today, "day_used", dayUsed, "window_used", minuteUsed)
+elseif minuteUsed ~= windowBefore then
+  rcall("HSET", deviceKey, "window_used", minuteUsed)
 end
 return claimed

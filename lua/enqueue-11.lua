@@ -35,6 +35,7 @@
     BAD_REQUEST <reason>           malformed arguments
 ]]
 local rcall = redis.call
+--- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
@@ -78,11 +79,16 @@ if fingerprint ~= "" then
   end
 end
 
+local known = {}
 for i = 0, n - 1 do
   local base = 8 + 6 * i
   local route = ARGV[base + 1]
+  local device = ARGV[base + 2]
   if route == "device" then
-    if rcall("SISMEMBER", devicesKey, ARGV[base + 2]) == 0 then
+    if known[device] == nil then
+      known[device] = rcall("SISMEMBER", devicesKey, device) == 1
+    end
+    if not known[device] then
       return redis.error_reply("DEVICE_NOT_FOUND " .. i)
     end
   elseif route ~= "pool" then
@@ -104,7 +110,10 @@ if used + n > quota then
 end
 rcall("HSET", quotaKey, account .. ":day", day, account .. ":used", used + n)
 
+local bulk = newBulk()
+local batch = newBatch()
 local reply = {"new"}
+local pooled = {}
 for i = 0, n - 1 do
   local base = 8 + 6 * i
   local id = ARGV[base]
@@ -116,19 +125,21 @@ for i = 0, n - 1 do
     updated = now, error = ""
   }
   if route == "device" then
-    rcall("ZADD", queueKey, 0, queueMember(msg.device, id))
+    bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
   else
     msg.device = ""
-    poolPush(poolKey, poolStateKey, account, id, false)
+    pooled[#pooled + 1] = id
   end
-  rcall("ZADD", expiryKey, msg.expires, id)
-  rcall("ZADD", sentIndexKey, now, id)
-  rcall("HINCRBY", countersKey, "a:" .. account .. ":total", 1)
-  countStatus(countersKey, msg, 1)
-  saveMessage(messagesKey, msg)
-  addEvent(eventsKey, msg, now)
+  bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
+  bulkAdd(bulk, "ZADD", sentIndexKey, now, id)
+  created(batch, eventsKey, msg)
   reply[#reply + 1] = id
 end
+if #pooled > 0 then
+  poolPush(bulk, poolKey, poolStateKey, account, pooled)
+end
+bulkRun(bulk)
+flush(batch, messagesKey, countersKey)
 
 if fingerprint ~= "" then
   rcall("SET", idempotencyKey, fingerprint .. "|" .. table.concat(reply, ",", 2), "PX", idempotencyMs)

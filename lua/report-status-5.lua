@@ -25,6 +25,7 @@
     BAD_REQUEST <reason>           a status other than the three above
 ]]
 local rcall = redis.call
+--- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/leases"
 
@@ -58,13 +59,17 @@ end
 if not (allowed[msg.status] and allowed[msg.status][status]) then
   return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " " .. status)
 end
+local bulk = newBulk()
+local batch = newBatch()
 if msg.status == "claimed" then
-  dropLease(leasedKey, leaseChecksKey, msg)
+  dropLease(bulk, leasedKey, leaseChecksKey, msg)
 end
 if status ~= "failed" then
   err = nil
 elseif err == "" then
   err = "unknown"
 end
-setStatus(messagesKey, countersKey, eventsKey, msg, status, device, now, err)
+change(batch, eventsKey, msg, status, device, now, err)
+bulkRun(bulk)
+flush(batch, messagesKey, countersKey)
 return {id, status, "1"}

@@ -30,6 +30,7 @@
     {expired, lost, returned, more}   counts; more is 1 when a batch was full
 ]]
 local rcall = redis.call
+--- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
@@ -46,55 +47,61 @@ local lastSeenKey = KEYS[9]
 local eventsKey = KEYS[10]
 
 local now = tonumber(ARGV[1])
-local batch = tonumber(ARGV[2])
+local perCall = tonumber(ARGV[2])
 local maxLeases = tonumber(ARGV[3])
 local presenceTtl = tonumber(ARGV[4])
 
 local expired, lost, returned, more = 0, 0, 0, 0
+local bulk = newBulk()
+local changes = newBatch()
 
-local due = rcall("ZRANGEBYSCORE", expiryKey, "-inf", now, "LIMIT", 0, batch)
-if #due == batch then
+local due = rcall("ZRANGEBYSCORE", expiryKey, "-inf", now, "LIMIT", 0, perCall)
+if #due == perCall then
   more = 1
 end
+local found = loadMessages(messagesKey, due)
 for i = 1, #due do
-  local msg = loadMessage(messagesKey, due[i])
-  rcall("ZREM", expiryKey, due[i])
+  local msg = found[i]
+  bulkAdd(bulk, "ZREM", expiryKey, due[i])
   if msg and msg.status == "queued" then
     if msg.route == "device" then
-      rcall("ZREM", queueKey, queueMember(msg.device, msg.id))
+      bulkAdd(bulk, "ZREM", queueKey, queueMember(msg.device, msg.id))
     else
       poolRemove(poolKey, poolStateKey, msg.account, msg.id)
     end
-    setStatus(messagesKey, countersKey, eventsKey, msg, "expired", msg.device, now, nil)
+    change(changes, eventsKey, msg, "expired", msg.device, now, nil)
     expired = expired + 1
   end
 end
 
-due = rcall("ZRANGEBYSCORE", leaseChecksKey, "-inf", now, "LIMIT", 0, batch)
-if #due == batch then
+due = rcall("ZRANGEBYSCORE", leaseChecksKey, "-inf", now, "LIMIT", 0, perCall)
+if #due == perCall then
   more = 1
 end
+found = loadMessages(messagesKey, due)
 for i = 1, #due do
-  local msg = loadMessage(messagesKey, due[i])
+  local msg = found[i]
   if not msg or msg.status ~= "claimed" then
-    rcall("ZREM", leaseChecksKey, due[i])
+    bulkAdd(bulk, "ZREM", leaseChecksKey, due[i])
   elseif msg.lease_until > now then
-    rcall("ZADD", leaseChecksKey, msg.lease_until, msg.id)
+    bulkAdd(bulk, "ZADD", leaseChecksKey, msg.lease_until, msg.id)
   elseif msg.leases >= maxLeases or now >= msg.expires then
-    dropLease(leasedKey, leaseChecksKey, msg)
-    setStatus(messagesKey, countersKey, eventsKey, msg, "failed", msg.device, now, "device_lost")
+    dropLease(bulk, leasedKey, leaseChecksKey, msg)
+    change(changes, eventsKey, msg, "failed", msg.device, now, "device_lost")
     lost = lost + 1
   elseif msg.route == "pool" and not isOnline(lastSeenKey, msg.device, now, presenceTtl) then
-    dropLease(leasedKey, leaseChecksKey, msg)
-    poolPush(poolKey, poolStateKey, msg.account, msg.id, true)
-    rcall("ZADD", expiryKey, msg.expires, msg.id)
-    setStatus(messagesKey, countersKey, eventsKey, msg, "queued", "", now, nil)
+    dropLease(bulk, leasedKey, leaseChecksKey, msg)
+    poolReturn(bulk, poolKey, poolStateKey, msg.account, msg.id)
+    bulkAdd(bulk, "ZADD", expiryKey, msg.expires, msg.id)
+    change(changes, eventsKey, msg, "queued", "", now, nil)
     returned = returned + 1
   elseif msg.route == "pool" then
-    rcall("ZADD", leaseChecksKey, now + presenceTtl, msg.id)
+    bulkAdd(bulk, "ZADD", leaseChecksKey, now + presenceTtl, msg.id)
   else
-    rcall("ZADD", leaseChecksKey, msg.expires, msg.id)
+    bulkAdd(bulk, "ZADD", leaseChecksKey, msg.expires, msg.id)
   end
 end
 
+bulkRun(bulk)
+flush(changes, messagesKey, countersKey)
 return {expired, lost, returned, more}

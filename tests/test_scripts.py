@@ -34,7 +34,7 @@ def test_every_script_has_a_contract_naming_each_key_and_argument() -> None:
 def test_includes_are_expanded_once() -> None:
     claim = ScriptRegistry().scripts["claim"]
     assert "@include" not in claim.source
-    assert claim.source.count("local function setStatus") == 1
+    assert claim.source.count("local function change") == 1
 
 
 async def test_wrong_key_count_is_refused(redis_client, scripts) -> None:

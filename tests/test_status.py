@@ -23,6 +23,10 @@ async def test_sent_then_delivered(broker: Broker) -> None:
     assert (await broker.report_status(device.ref, mid, "delivered")).changed
     record = await broker.get_message(account.shard, mid)
     assert record.status == "delivered"
+    assert [(status, dev) for status, _, dev, _ in record.timeline] == [
+        ("queued", device.device_id), ("claimed", device.device_id), ("sent", device.device_id),
+        ("delivered", device.device_id)]
+    assert [at for _, at, _, _ in record.timeline] == sorted(at for _, at, _, _ in record.timeline)
     counts = await broker.account_counts(account)
     assert (counts["claimed"], counts["sent"], counts["delivered"]) == (0, 0, 1)
     assert [e.status for e in await broker.events(account.shard)] == ["queued", "claimed", "sent", "delivered"]

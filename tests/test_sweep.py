@@ -44,6 +44,8 @@ async def test_pool_message_of_an_offline_device_returns_to_the_pool(broker: Bro
     events = [(e.status, e.device) for e in await broker.events("p:default")]
     assert events == [("queued", ""), ("claimed", first.device_id), ("queued", ""),
                       ("claimed", second.device_id)]
+    timeline = (await broker.get_message("p:default", mid)).timeline
+    assert [(status, dev) for status, _, dev, _ in timeline] == events
     # The first phone comes back: it may no longer report on a message it lost.
     await broker.heartbeat(first.ref)
     assert await broker.claim(first.ref) == []

@@ -16,16 +16,24 @@ local function leasedMember(device, leaseUntil, id)
   return device .. ":" .. string.format("%015d", leaseUntil) .. ":" .. id
 end
 
-local function dropLease(leasedKey, leaseChecksKey, msg)
-  rcall("ZREM", leasedKey, leasedMember(msg.device, msg.lease_until, msg.id))
-  rcall("ZREM", leaseChecksKey, msg.id)
+-- The message is no longer claimed (reported, lost, or back in the pool).
+local function dropLease(bulk, leasedKey, leaseChecksKey, msg)
+  bulkAdd(bulk, "ZREM", leasedKey, leasedMember(msg.device, msg.lease_until, msg.id))
+  bulkAdd(bulk, "ZREM", leaseChecksKey, msg.id)
 end
 
-local function takeLease(leasedKey, leaseChecksKey, msg, device, now, leaseMs)
+-- A new lease for `device`; a message it held already must have dropped its old
+-- leased-set member first (renewLease).
+local function takeLease(bulk, leasedKey, leaseChecksKey, msg, device, now, leaseMs)
   msg.leases = msg.leases + 1
   msg.lease_until = now + leaseMs
-  rcall("ZADD", leasedKey, 0, leasedMember(device, msg.lease_until, msg.id))
-  rcall("ZADD", leaseChecksKey, msg.lease_until, msg.id)
+  bulkAdd(bulk, "ZADD", leasedKey, 0, leasedMember(device, msg.lease_until, msg.id))
+  bulkAdd(bulk, "ZADD", leaseChecksKey, msg.lease_until, msg.id)
+end
+
+local function renewLease(bulk, leasedKey, leaseChecksKey, msg, now, leaseMs)
+  bulkAdd(bulk, "ZREM", leasedKey, leasedMember(msg.device, msg.lease_until, msg.id))
+  takeLease(bulk, leasedKey, leaseChecksKey, msg, msg.device, now, leaseMs)
 end
 
 local function isOnline(lastSeenKey, device, now, presenceTtl)

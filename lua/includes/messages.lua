@@ -1,48 +1,107 @@
 --[[
   Message records and status changes.
 
-  A message is a JSON object stored in the shard's messages hash (field = id):
+  A message is a JSON object in the shard's messages hash (field = id):
     id, account, to, body, segments, route ("device" | "pool"), device (the device
     that holds it, or the target device while queued; "" for a queued pool message),
-    status, created, expires, leases, lease_until, updated, error.
+    status, created, expires, leases, lease_until, updated, error, and timeline: one
+    [status, at, device, error] entry per status change, oldest first.
 
-  setStatus moves the per-account and per-device counters (fields "a:<account>:<status>"
-  and "d:<device>:<status>" of the counters hash), saves the record and appends one
-  event to the shard's stream. Every status change goes through it.
+  A script gathers its status changes in a batch (newBatch, change), then writes them
+  with flush: the counters hash ("a:<account>:<status>", "a:<account>:total",
+  "d:<device>:<status>") moves once per distinct field, all records are saved in one
+  HSET, and each change appends one event to the shard's stream.
 ]]
+local function loadMessages(messagesKey, ids)
+  local found = {}
+  if #ids == 0 then
+    return found
+  end
+  local raw = rcall("HMGET", messagesKey, unpack(ids))
+  for i = 1, #ids do
+    if raw[i] then
+      found[i] = cjson.decode(raw[i])
+    else
+      found[i] = false
+    end
+  end
+  return found
+end
+
 local function loadMessage(messagesKey, id)
-  local raw = rcall("HGET", messagesKey, id)
-  if not raw then
-    return nil
+  return loadMessages(messagesKey, {id})[1]
+end
+
+local function newBatch()
+  return {counts = {}, fields = {}, saves = {}}
+end
+
+local function count(batch, field, delta)
+  local current = batch.counts[field]
+  if current == nil then
+    batch.fields[#batch.fields + 1] = field
+    current = 0
   end
-  return cjson.decode(raw)
+  batch.counts[field] = current + delta
 end
 
-local function saveMessage(messagesKey, msg)
-  rcall("HSET", messagesKey, msg.id, cjson.encode(msg))
-end
-
-local function countStatus(countersKey, msg, delta)
-  rcall("HINCRBY", countersKey, "a:" .. msg.account .. ":" .. msg.status, delta)
+local function countStatus(batch, msg, delta)
+  count(batch, "a:" .. msg.account .. ":" .. msg.status, delta)
   if msg.device ~= "" then
-    rcall("HINCRBY", countersKey, "d:" .. msg.device .. ":" .. msg.status, delta)
+    count(batch, "d:" .. msg.device .. ":" .. msg.status, delta)
   end
+end
+
+-- Keep a record to save, without a status change (a redelivery's new lease).
+local function keep(batch, msg)
+  batch.saves[#batch.saves + 1] = msg
 end
 
 local function addEvent(eventsKey, msg, now)
   rcall("XADD", eventsKey, "*", "id", msg.id, "account", msg.account, "status", msg.status,
-    "device", msg.device, "at", tostring(now), "error", msg.error)
+    "device", msg.device, "at", now, "error", msg.error)
 end
 
-local function setStatus(messagesKey, countersKey, eventsKey, msg, status, device, now, err)
-  countStatus(countersKey, msg, -1)
+-- A new message, already queued: counted, saved and announced at flush.
+local function created(batch, eventsKey, msg)
+  count(batch, "a:" .. msg.account .. ":total", 1)
+  countStatus(batch, msg, 1)
+  msg.timeline = {{msg.status, msg.updated, msg.device, ""}}
+  keep(batch, msg)
+  addEvent(eventsKey, msg, msg.updated)
+end
+
+local function change(batch, eventsKey, msg, status, device, now, err)
+  countStatus(batch, msg, -1)
   msg.status = status
   msg.device = device
   msg.updated = now
   if err then
     msg.error = err
   end
-  countStatus(countersKey, msg, 1)
-  saveMessage(messagesKey, msg)
+  countStatus(batch, msg, 1)
+  local timeline = msg.timeline or {}
+  timeline[#timeline + 1] = {status, now, device, err or ""}
+  msg.timeline = timeline
+  keep(batch, msg)
   addEvent(eventsKey, msg, now)
+end
+
+local function flush(batch, messagesKey, countersKey)
+  for i = 1, #batch.fields do
+    local field = batch.fields[i]
+    local delta = batch.counts[field]
+    if delta ~= 0 then
+      rcall("HINCRBY", countersKey, field, delta)
+    end
+  end
+  if #batch.saves > 0 then
+    local args = {}
+    for i = 1, #batch.saves do
+      local msg = batch.saves[i]
+      args[#args + 1] = msg.id
+      args[#args + 1] = cjson.encode(msg)
+    end
+    rcall("HSET", messagesKey, unpack(args))
+  end
 end

@@ -10,42 +10,59 @@
   A sender's k-th queued message scores max(v, f) + 1: a sender with a backlog of a
   million cannot push another sender's single message back by more than one round.
 ]]
-local function poolPush(poolKey, stateKey, account, id, atFront)
-  local v = tonumber(rcall("HGET", stateKey, "v") or "0")
-  local score
-  if atFront then
-    score = v
-    if not rcall("HGET", stateKey, "f:" .. account) then
-      rcall("HSET", stateKey, "f:" .. account, v)
-    end
-  else
-    local f = tonumber(rcall("HGET", stateKey, "f:" .. account) or "0")
-    if f < v then
-      f = v
-    end
-    score = f + 1
-    rcall("HSET", stateKey, "f:" .. account, score)
+
+-- Queue ids of one sender at the back of its turn order.
+local function poolPush(bulk, poolKey, stateKey, account, ids)
+  local state = rcall("HMGET", stateKey, "v", "f:" .. account)
+  local f = tonumber(state[2] or "0")
+  local v = tonumber(state[1] or "0")
+  if f < v then
+    f = v
   end
-  rcall("HINCRBY", stateKey, "n:" .. account, 1)
-  rcall("ZADD", poolKey, score, id)
+  for i = 1, #ids do
+    f = f + 1
+    bulkAdd(bulk, "ZADD", poolKey, f, ids[i])
+  end
+  rcall("HSET", stateKey, "f:" .. account, f)
+  rcall("HINCRBY", stateKey, "n:" .. account, #ids)
 end
 
--- Forget a sender's finish tag once it has nothing queued, so an account that
--- cancelled a backlog is not pushed back by it later.
-local function poolForget(stateKey, account)
-  if tonumber(rcall("HINCRBY", stateKey, "n:" .. account, -1)) <= 0 then
+-- Put a message back at the front of the pool (its phone went away).
+local function poolReturn(bulk, poolKey, stateKey, account, id)
+  local v = rcall("HGET", stateKey, "v") or "0"
+  bulkAdd(bulk, "ZADD", poolKey, v, id)
+  rcall("HSETNX", stateKey, "f:" .. account, v)
+  rcall("HINCRBY", stateKey, "n:" .. account, 1)
+end
+
+-- A sender's count of queued pool messages went down by `gone`; once it has none, its
+-- finish tag is forgotten so a cancelled backlog does not push it back later.
+local function poolForget(stateKey, account, gone)
+  if tonumber(rcall("HINCRBY", stateKey, "n:" .. account, -gone)) <= 0 then
     rcall("HDEL", stateKey, "n:" .. account, "f:" .. account)
   end
 end
 
 local function poolRemove(poolKey, stateKey, account, id)
   if rcall("ZREM", poolKey, id) == 1 then
-    poolForget(stateKey, account)
+    poolForget(stateKey, account, 1)
   end
 end
 
-local function poolTaken(poolKey, stateKey, account, id, score)
-  rcall("ZREM", poolKey, id)
+-- The claim took these pool messages ({id, account} pairs), the last at score `score`.
+local function poolTaken(bulk, poolKey, stateKey, taken, score)
+  local perSender, senders = {}, {}
+  for i = 1, #taken do
+    bulkAdd(bulk, "ZREM", poolKey, taken[i][1])
+    local account = taken[i][2]
+    if not perSender[account] then
+      perSender[account] = 0
+      senders[#senders + 1] = account
+    end
+    perSender[account] = perSender[account] + 1
+  end
   rcall("HSET", stateKey, "v", score)
-  poolForget(stateKey, account)
+  for i = 1, #senders do
+    poolForget(stateKey, senders[i], perSender[senders[i]])
+  end
 end
