@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from broker.keys import account_shard, pool_shard
+
 AccountType = Literal["self_managed", "api_only"]
 MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled"]
 ReportedStatus = Literal["sent", "delivered", "failed"]
@@ -24,8 +26,6 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def shard(self) -> str:
         """The shard its messages live in: the platform pool for API-only accounts."""
-        from broker.keys import account_shard, pool_shard
-
         return pool_shard() if self.account_type == "api_only" else account_shard(self.id)
 
 
