@@ -18,15 +18,20 @@ from broker.records import (
     STATUSES,
     Account,
     AccountType,
+    ApiKeyInfo,
     ClaimedMessage,
+    CreatedApiKey,
+    DeviceInfo,
     DeviceRef,
     EnqueueResult,
     Event,
+    MessagePage,
     MessageRecord,
     OutgoingMessage,
     PairingCode,
     RateDecision,
     RegisteredDevice,
+    Session,
     StatusChange,
     SweepReport,
 )
@@ -153,6 +158,86 @@ class Broker:
             raise errors.AccountNotFound()
         return await self.get_account(_text(account_id))
 
+    # Sessions and API keys ------------------------------------------------------------
+
+    async def create_session(self, account: Account, *, now_ms: int | None = None) -> Session:
+        """A server-side dashboard session; the id goes in the cookie, its hash in Redis."""
+        now = self.clock() if now_ms is None else now_ms
+        ttl_ms = self.settings.session_ttl_seconds * 1000
+        session = Session(ids.secret_token(), account.id, ids.secret_token(), now + ttl_ms)
+        key = keys.session(ids.sha256_hex(session.id))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"account": account.id, "csrf_token": session.csrf_token,
+                                    "expires_at_ms": session.expires_at_ms})
+            pipe.pexpire(key, ttl_ms)
+            await pipe.execute()
+        return session
+
+    async def get_session(self, session_id: str) -> Session | None:
+        if not isinstance(session_id, str) or not 1 <= len(session_id) <= 128:
+            return None
+        raw = await self.redis.hgetall(keys.session(ids.sha256_hex(session_id)))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return Session(session_id, fields["account"], fields["csrf_token"], int(fields["expires_at_ms"]))
+
+    async def delete_session(self, session_id: str) -> None:
+        if isinstance(session_id, str) and 1 <= len(session_id) <= 128:
+            await self.redis.delete(keys.session(ids.sha256_hex(session_id)))
+
+    async def create_api_key(self, account: Account, name: str, *, now_ms: int | None = None) -> CreatedApiKey:
+        """A send-only key; the secret is returned this once and stored as SHA-256."""
+        if isinstance(name, str):
+            name = name.strip()
+        check_text(name, "name", min_chars=1, max_chars=64)
+        info = ApiKeyInfo(ids.short_id(), name, self.clock() if now_ms is None else now_ms)
+        secret = ids.secret_token()
+        shard = self.shard(keys.account_shard(account.id))
+        secret_sha = ids.sha256_hex(secret)
+        record = {**msgspec.to_builtins(info), "sha256": secret_sha}
+        await self.redis.hset(shard.api_keys(), info.id, msgspec.json.encode(record))
+        await self.redis.set(keys.api_key_index(secret_sha), f"{account.id}|{info.id}")
+        return CreatedApiKey(info, secret)
+
+    async def list_api_keys(self, account: Account) -> list[ApiKeyInfo]:
+        shard = self.shard(keys.account_shard(account.id))
+        raw = await self.redis.hgetall(shard.api_keys())
+        used = {_text(k): int(v) for k, v in (await self.redis.hgetall(shard.api_keys_last_used())).items()}
+        found = [msgspec.json.decode(v, type=ApiKeyInfo) for v in raw.values()]
+        return sorted((msgspec.structs.replace(k, last_used_ms=used.get(k.id)) for k in found),
+                      key=lambda k: (k.created_ms, k.id))
+
+    async def revoke_api_key(self, account: Account, key_id: str) -> None:
+        """Revoke a key: it stops working at once. Another account's key is not found."""
+        shard = self.shard(keys.account_shard(account.id))
+        if not isinstance(key_id, str) or not key_id.isalnum() or len(key_id) > 64:
+            raise errors.ApiKeyNotFound()
+        raw = await self.redis.hget(shard.api_keys(), key_id)
+        if raw is None:
+            raise errors.ApiKeyNotFound()
+        # The record goes first: find_account_by_api_key refuses a key without one.
+        await self.redis.hdel(shard.api_keys(), key_id)
+        await self.redis.hdel(shard.api_keys_last_used(), key_id)
+        await self.redis.delete(keys.api_key_index(msgspec.json.decode(raw)["sha256"]))
+
+    async def find_account_by_api_key(self, secret: str, *, now_ms: int | None = None) -> Account | None:
+        """The account a live API key belongs to, or None; records when it was used."""
+        if not isinstance(secret, str) or not 1 <= len(secret) <= 128:
+            return None
+        value = await self.redis.get(keys.api_key_index(ids.sha256_hex(secret)))
+        if value is None:
+            return None
+        account_id, _, key_id = _text(value).partition("|")
+        shard = self.shard(keys.account_shard(account_id))
+        if not await self.redis.hexists(shard.api_keys(), key_id):
+            return None
+        await self.redis.hset(shard.api_keys_last_used(), key_id, self.clock() if now_ms is None else now_ms)
+        try:
+            return await self.get_account(account_id)
+        except errors.AccountNotFound:
+            return None
+
     # Pairing ----------------------------------------------------------------------------
 
     async def create_pairing_code(self, owner: Account | None, *, now_ms: int | None = None) -> PairingCode:
@@ -232,6 +317,85 @@ class Broker:
         if not raw:
             raise errors.DeviceNotFound()
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def list_devices(self, owner: Account | None, *, now_ms: int | None = None) -> list[DeviceInfo]:
+        """The devices of an account, or of the platform pool when ``owner`` is None,
+        with presence and per-device message counts, oldest paired first."""
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(keys.pool_shard() if owner is None else keys.account_shard(owner.id))
+        device_ids = sorted(_text(d) for d in await self.redis.smembers(shard.devices))
+        if not device_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for device_id in device_ids:
+                pipe.hgetall(shard.device(device_id))
+            pipe.hgetall(shard.counters)
+            replies = await pipe.execute()
+        counters = {_text(k): int(v) for k, v in replies[-1].items()}
+        ttl_ms = self.settings.presence_ttl_seconds * 1000
+        found = []
+        for device_id, raw in zip(device_ids, replies[:-1]):
+            if not raw:
+                continue
+            f = {_text(k): _text(v) for k, v in raw.items()}
+            last_seen = int(f["last_seen"]) if "last_seen" in f else None
+            found.append(DeviceInfo(
+                device_id=device_id,
+                device_name=f["name"],
+                phone_number=f.get("phone_number", ""),
+                online=last_seen is not None and last_seen + ttl_ms > now,
+                last_seen_ms=last_seen,
+                battery=int(f["battery"]) if "battery" in f else None,
+                android_version=f.get("android_version"),
+                app_version=f.get("app_version"),
+                segments_per_minute=int(f["per_minute"]),
+                segments_per_day=int(f["per_day"]),
+                created_ms=int(f["created"]),
+                counts={st: counters.get(f"d:{device_id}:{st}", 0) for st in STATUSES},
+            ))
+        return sorted(found, key=lambda d: (d.created_ms, d.device_id))
+
+    async def update_device(
+        self,
+        device: DeviceRef,
+        *,
+        name: str | None = None,
+        segments_per_minute: int | None = None,
+        segments_per_day: int | None = None,
+    ) -> None:
+        if name is not None:
+            name = check_text(name, "device_name", max_chars=256).strip()
+            check_text(name, "device_name", min_chars=1, max_chars=64)
+        for field, value in (("segments_per_minute", segments_per_minute), ("segments_per_day", segments_per_day)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= 1_000_000):
+                raise errors.InvalidInput(f"{field} must be a whole number from 1 to 1000000", field=field)
+        shard = self.shard(device.shard)
+        await self._call(
+            "update-device", [shard.device(device.device_id)],
+            [device.device_id, name or "", segments_per_minute or "", segments_per_day or ""])
+
+    async def remove_device(self, device: DeviceRef, *, now_ms: int | None = None) -> SweepReport:
+        """Remove a device; its token stops working at once. Messages queued for it fail
+        with ``device_removed``; pool messages it held go back to the pool."""
+        now = self.clock() if now_ms is None else now_ms
+        shard = self.shard(device.shard)
+        did = device.device_id
+        token_sha = await self.redis.hget(shard.device(did), "token_sha256")
+        if token_sha is None:
+            raise errors.DeviceNotFound()
+        await self.redis.delete(keys.device_token_index(_text(token_sha)))
+        failed = returned = 0
+        while True:
+            reply = await self._call(
+                "remove-device",
+                [shard.device(did), shard.device_window(did), shard.device_presence(did), shard.devices,
+                 shard.last_seen, shard.messages, shard.counters, shard.queue, shard.leased,
+                 shard.lease_checks, shard.expiry, shard.pool, shard.pool_state, shard.events],
+                [did, now, self.settings.sweep_batch])
+            failed, returned = failed + int(reply[0]), returned + int(reply[1])
+            if not int(reply[2]):
+                return SweepReport(lost=failed, returned=returned)
 
     # Messages ---------------------------------------------------------------------------
 
@@ -401,6 +565,18 @@ class Broker:
         )
         return SweepReport(int(reply[0]), int(reply[1]), int(reply[2]), bool(int(reply[3])))
 
+    async def sweep_if_leader(self, holder: str, *, lease_ms: int = 30_000, now_ms: int | None = None
+                              ) -> SweepReport | None:
+        """Sweep every shard if this process holds (or takes) the sweeper lock: one
+        sweeper at a time across workers; a dead holder's lock expires after ``lease_ms``."""
+        lock = keys.SWEEPER_LOCK
+        taken = await self.redis.set(lock, holder, nx=True, px=lease_ms)
+        if not taken:
+            if _text(await self.redis.get(lock) or b"") != holder:
+                return None
+            await self.redis.pexpire(lock, lease_ms)
+        return await self.sweep_all(now_ms=now_ms)
+
     async def sweep_all(self, *, now_ms: int | None = None, max_passes: int = 100) -> SweepReport:
         """Sweep every shard until none has more due work (at most ``max_passes`` each)."""
         total = SweepReport()
@@ -445,6 +621,61 @@ class Broker:
         if raw is None:
             raise errors.MessageNotFound()
         return msgspec.json.decode(raw, type=MessageRecord)
+
+    async def list_messages(
+        self,
+        account: Account,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: str | None = None,
+        device_id: str | None = None,
+        scan_limit: int = 5_000,
+    ) -> MessagePage:
+        """A sender's messages, newest first, ``limit`` a page, optionally only one status
+        or one device. A filtered page reads at most ``scan_limit`` ids; ``next_cursor``
+        then points past what was read, so a client pages on through sparse matches."""
+        if not isinstance(limit, int) or not 1 <= limit <= 500:
+            raise errors.InvalidInput("limit must be 1 to 500", field="limit")
+        if status is not None and status not in STATUSES:
+            raise errors.InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+        if cursor is not None and (not isinstance(cursor, str) or not cursor.isalnum() or len(cursor) > 64):
+            raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
+        shard = self.shard(account.shard)
+        index = shard.sent(account.id)
+        items: list[MessageRecord] = []
+        upper = "+" if cursor is None else f"({cursor}"
+        scanned = 0
+        last: str | None = None
+        while len(items) < limit and scanned < scan_limit:
+            chunk = limit if status is None and device_id is None else min(500, scan_limit - scanned)
+            ids_ = [_text(i) for i in await self.redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)]
+            if not ids_:
+                last = None
+                break
+            scanned += len(ids_)
+            records = await self.redis.hmget(shard.messages, ids_)
+            for message_id, raw in zip(ids_, records):
+                last = message_id
+                if raw is None:
+                    continue
+                record = msgspec.json.decode(raw, type=MessageRecord)
+                if (status is None or record.status == status) and (device_id is None or record.device == device_id):
+                    items.append(record)
+                    if len(items) == limit:
+                        break
+            upper = f"({last}"
+            if len(ids_) < chunk:
+                if len(items) < limit:
+                    last = None
+                break
+        return MessagePage(items, last)
+
+    async def stats(self, account: Account, *, now_ms: int | None = None) -> dict[str, Any]:
+        """Counts per state for the account, and its devices with presence and counts."""
+        counts = await self.account_counts(account)
+        devices = [] if account.account_type == "api_only" else await self.list_devices(account, now_ms=now_ms)
+        return {"counts": counts, "devices": devices}
 
     async def counters(self, shard_tag: str) -> dict[str, int]:
         """The raw counters hash of a shard (``a:<account>:<status>``, ``d:<device>:<status>``)."""

@@ -48,6 +48,12 @@ class DeviceNotFound(BrokerError):
         self.index = index
 
 
+class ApiKeyNotFound(BrokerError):
+    """No such API key for this account."""
+
+    code = "api_key_not_found"
+
+
 class MessageNotFound(BrokerError):
     """No such message for this caller."""
 

@@ -38,7 +38,9 @@ key                                 type         what
 ``{S}:device:<device>:window``      zset         ``<id>:<segments>`` -> claim time: the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
 ``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
-``{S}:sent:<account>``              zset         message id -> created (ms): a sender's history
+``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
+``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
+``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
 ``{S}:pairing-code:<code>``         string       owner account id ("" for the pool), expiring
 ``{S}:rate:<name>``                 string       GCRA theoretical arrival time (ms)
 ==================================  ===========  ============================================
@@ -52,7 +54,10 @@ hash tag:
 - ``{email:<sha256 of the lowercased email>}`` -> account id
 - ``{device-token:<sha256 of token>}`` -> ``<shard tag>|<device id>``
 - ``{pairing-code:<code>}`` -> shard tag the code pairs into
+- ``{api-key:<sha256 of key>}`` -> ``<account id>|<key id>``
+- ``{session:<sha256 of session id>}`` (hash: account, csrf_token, created_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
+- ``{sweeper}``: lock held by the one process sweeping, expiring
 """
 
 from __future__ import annotations
@@ -121,6 +126,12 @@ class ShardKeys:
     def account(self) -> str:
         return f"{self.prefix}:account"
 
+    def api_keys(self) -> str:
+        return f"{self.prefix}:api-keys"
+
+    def api_keys_last_used(self) -> str:
+        return f"{self.prefix}:api-keys:last-used"
+
 
 def email_index(email: str) -> str:
     digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
@@ -135,7 +146,16 @@ def pairing_code_index(code: str) -> str:
     return "{pairing-code:" + code + "}"
 
 
+def api_key_index(key_sha256: str) -> str:
+    return "{api-key:" + key_sha256 + "}"
+
+
+def session(session_sha256: str) -> str:
+    return "{session:" + session_sha256 + "}"
+
+
 SHARDS = "{shards}"
+SWEEPER_LOCK = "{sweeper}"
 
 
 def client_rate(name: str, client: str) -> str:

@@ -129,3 +129,44 @@ class Event(msgspec.Struct, frozen=True):
     device: str
     at: int
     error: str
+
+
+class Session(msgspec.Struct, frozen=True):
+    """A dashboard login. ``id`` is the cookie value, known only to the browser."""
+
+    id: str
+    account_id: str
+    csrf_token: str
+    expires_at_ms: int
+
+
+class ApiKeyInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    created_ms: int
+    last_used_ms: int | None = None
+
+
+class CreatedApiKey(msgspec.Struct, frozen=True):
+    info: ApiKeyInfo
+    api_key: str  # shown this once; stored only as SHA-256
+
+
+class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    device_name: str
+    phone_number: str
+    online: bool
+    last_seen_ms: int | None
+    battery: int | None
+    android_version: str | None
+    app_version: str | None
+    segments_per_minute: int
+    segments_per_day: int
+    created_ms: int
+    counts: dict[str, int]
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    items: list[MessageRecord]
+    next_cursor: str | None

@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     quota_self_managed: int = 10_000
 
     pairing_code_ttl_seconds: int = 600
+    session_ttl_seconds: int = 14 * 86_400
     sweep_batch: int = 500
     signup_open: bool = True
 

@@ -131,7 +131,7 @@ for i = 0, n - 1 do
     pooled[#pooled + 1] = id
   end
   bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
-  bulkAdd(bulk, "ZADD", sentIndexKey, now, id)
+  bulkAdd(bulk, "ZADD", sentIndexKey, 0, id)
   created(batch, eventsKey, msg)
   reply[#reply + 1] = id
 end

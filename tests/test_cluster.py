@@ -236,6 +236,16 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     counts = await broker.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
 
+    # Device settings and removal, in every shard.
+    for account in accounts:
+        a = per_account[account.id]["a"]
+        await broker.update_device(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
+        assert (await broker.get_device(a.ref))["per_minute"] == "20"
+        waiting = (await broker.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])).ids[0]
+        assert await broker.remove_device(a.ref) == SweepReport(lost=1)
+        assert await _status(broker, account.shard, waiting) == "failed"
+    await broker.remove_device(pool_phone.ref)
+
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).rate("sends")):
         assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
