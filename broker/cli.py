@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import tempfile
 
@@ -54,14 +55,62 @@ def selfcheck(settings: Settings) -> int:
     return 0
 
 
+async def _create_operator(url: str, settings: Settings, email: str, password: str) -> str:
+    from api.auth import hash_password
+
+    client = aioredis.from_url(url)
+    try:
+        broker = Broker(client, settings)
+        await broker.start()
+        account = await broker.create_account(email, "self_managed", operator=True,
+                                              password_hash=await hash_password(password))
+        return account.id
+    finally:
+        await client.aclose()
+
+
+def operator_create(settings: Settings, email: str, password_stdin: bool, data_dir: str | None) -> int:
+    from api.auth import MAX_PASSWORD, MIN_PASSWORD
+    from api.server import redis_url_for
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password for the operator: ")
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        print(f"connecfy: the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters", file=sys.stderr)
+        return 2
+    account_id = asyncio.run(_create_operator(redis_url_for(settings, data_dir), settings, email, password))
+    print(f"operator {email} created (account {account_id})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="connecfy", description="Connecfy SMS gateway")
     parser.add_argument("--version", action="version", version=f"connecfy {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("selfcheck", help="walk one message through a private Redis and report")
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--data-dir", default=None, help="where the private Redis keeps its data")
+    operator = commands.add_parser("operator", help="manage the operator account")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    create = operator_commands.add_parser("create", help="create the operator (pairs pool phones)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
+    settings = Settings.from_env()
     if args.command == "selfcheck":
-        return selfcheck(Settings.from_env())
+        return selfcheck(settings)
+    if args.command == "serve":
+        from api.server import serve as run_server
+
+        return run_server(settings, host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
+    if args.command == "operator":
+        return operator_create(settings, args.email, args.password_stdin, args.data_dir)
     parser.print_help()
     return 2
 

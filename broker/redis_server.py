@@ -48,8 +48,9 @@ def free_port() -> int:
 class RedisServer:
     """Start ``redis-server`` on a loopback port (and a unix socket) in ``data_dir``.
 
-    ``appendonly`` keeps every write in ``data_dir/appendonly.aof`` so a restart
-    loses nothing; tests turn it off.
+    ``port=0`` listens on the unix socket only (what ``connecfy serve`` does: nothing
+    outside the machine, nor another user, can reach it). ``appendonly`` keeps every
+    write in the data directory so a restart loses nothing; tests turn it off.
     """
 
     def __init__(
@@ -74,7 +75,23 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.port == 0:
+            return f"unix://{self.socket_path}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self) -> bool:
+        try:
+            if self.port == 0:
+                conn = socket.socket(socket.AF_UNIX)
+                conn.settimeout(0.2)
+                conn.connect(str(self.socket_path))
+            else:
+                conn = socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
+            with conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,13 +116,8 @@ class RedisServer:
             if self.process.poll() is not None:
                 log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
+            if self._answers():
+                return self
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout}s")

@@ -1,0 +1,95 @@
+"""The Litestar application: routes, credentials, errors, and the broker's lifetime.
+
+The app only authenticates, validates and calls one broker operation per request. The
+Redis client and the broker are made in the lifespan hook; a background task sweeps
+(expiry, lost devices, pool returns) while this process holds the sweeper lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request
+from litestar.openapi import OpenAPIConfig
+
+from api.api_keys import ApiKeysController
+from api.auth import AuthController
+from api.credentials import DEPENDENCIES
+from api.devices import DashboardDevicesController, PhoneController
+from api.errors import ApiError, exception_handlers
+from api.external import ExternalController
+from api.health import HealthController
+from api.sms import SmsController
+from api.stats import StatsController
+from broker import Broker, Settings, __version__
+
+log = logging.getLogger("connecfy.api")
+
+MAX_BODY = 64 * 1024
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+async def require_json(request: Request) -> None:
+    """A request that carries a body must say it is JSON (415 otherwise)."""
+    if request.method not in BODY_METHODS:
+        return
+    has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+    if has_body and request.content_type[0] != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+
+
+async def _sweep_forever(broker: Broker, holder: str) -> None:
+    while True:
+        try:
+            await broker.sweep_if_leader(holder, lease_ms=int(SWEEP_INTERVAL_SECONDS * 10_000))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
+            log.exception("sweep failed")
+        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
+
+def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
+    settings = settings or Settings.from_env()
+    if not settings.redis_url:
+        raise ValueError("the app needs REDIS_URL (connecfy serve starts a private Redis and sets it)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        client = aioredis.from_url(settings.redis_url, health_check_interval=30)
+        broker = Broker(client, settings)
+        await broker.start()
+        app.state.broker = broker
+        sweeper = asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)) if sweep else None
+        try:
+            yield
+        finally:
+            if sweeper:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await client.aclose()
+
+    return Litestar(
+        route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
+                        ApiKeysController, StatsController, AuthController, HealthController],
+        dependencies=DEPENDENCIES,
+        exception_handlers=exception_handlers(),
+        before_request=require_json,
+        request_max_body_size=MAX_BODY,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Connecfy", version=__version__, path="/schema"),
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for ASGI servers (``api.app:app_from_env``), configured by the environment."""
+    logging.basicConfig(level=logging.INFO)
+    return create_app(Settings.from_env())

@@ -1,0 +1,128 @@
+"""The three credentials, resolved by guards before any body is read.
+
+- device token: ``X-Device-Token`` or ``Authorization: Bearer``; acts as one device;
+- dashboard session: cookie ``sessionid``, and on unsafe methods the ``csrftoken`` cookie
+  echoed in ``X-CSRFToken`` (checked against the session's own token);
+- external API key: ``api_key`` in the JSON body, send-only.
+
+Each guard stores what it resolved on ``connection.state`` (``device``, ``account``,
+``session``); handlers read it from there through the dependencies below.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+
+from api.errors import forbidden, not_authenticated
+from broker import Broker, errors
+from broker.records import Account, DeviceRef, Session
+
+SESSION_COOKIE = "sessionid"
+CSRF_COOKIE = "csrftoken"
+CSRF_HEADER = "x-csrftoken"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def broker_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Broker:
+    return connection.app.state.broker
+
+
+def _device_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    token = connection.headers.get("x-device-token")
+    if token:
+        return token.strip()
+    authorization = connection.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A paired device, acting only as itself: another device's id is 403."""
+    token = _device_token(connection)
+    if not token:
+        raise not_authenticated("send the device token as X-Device-Token or Authorization: Bearer")
+    device = await broker_of(connection).find_device_by_token(token)
+    if device is None:
+        raise not_authenticated("unknown device token")
+    path_device = connection.path_params.get("device_id")
+    if path_device is not None and path_device != device.device_id:
+        raise forbidden("this token belongs to another device")
+    connection.state.device = device
+
+
+async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A logged-in dashboard user; unsafe methods must echo the CSRF token."""
+    session_id = connection.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        raise not_authenticated("log in first")
+    broker = broker_of(connection)
+    session = await broker.get_session(session_id)
+    if session is None:
+        raise not_authenticated("the session expired or was logged out")
+    if connection.scope["method"] not in SAFE_METHODS:
+        header = connection.headers.get(CSRF_HEADER, "")
+        if not header or not hmac.compare_digest(header.encode(), session.csrf_token.encode()):
+            raise forbidden("CSRF token missing or wrong: echo the csrftoken cookie in X-CSRFToken")
+    try:
+        account = await broker.get_account(session.account_id)
+    except errors.AccountNotFound:
+        raise not_authenticated("the account no longer exists") from None
+    connection.state.session = session
+    connection.state.account = account
+
+
+async def operator_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Runs after session_guard: only the operator passes."""
+    if not connection.state.account.operator:
+        raise forbidden("only the operator may do that")
+
+
+class _ApiKeyField(msgspec.Struct):
+    api_key: str = ""
+
+
+async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The send-only API key, read from the JSON body before anything else in it."""
+    body = await connection.body()  # type: ignore[attr-defined]
+    try:
+        key = msgspec.json.decode(body, type=_ApiKeyField).api_key
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        key = ""
+    if not key:
+        raise not_authenticated("send the API key as api_key in the JSON body")
+    account = await broker_of(connection).find_account_by_api_key(key)
+    if account is None:
+        raise not_authenticated("unknown or revoked API key")
+    connection.state.account = account
+
+
+def _account(request: Any) -> Account:
+    return request.state.account
+
+
+def _device(request: Any) -> DeviceRef:
+    return request.state.device
+
+
+def _session(request: Any) -> Session:
+    return request.state.session
+
+
+def _broker(request: Any) -> Broker:
+    return request.app.state.broker
+
+
+DEPENDENCIES = {
+    "account": Provide(_account, sync_to_thread=False),
+    "device": Provide(_device, sync_to_thread=False),
+    "session": Provide(_session, sync_to_thread=False),
+    "broker": Provide(_broker, sync_to_thread=False),
+}

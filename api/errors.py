@@ -1,0 +1,118 @@
+"""Every error, everywhere, as JSON: ``{"status_code", "code", "detail"}``.
+
+Handlers never build error responses themselves: they raise ``ApiError`` (or a broker
+domain error, or Litestar raises its own), and :func:`exception_handlers` maps each to
+that shape. An unexpected exception becomes a 500 with the same shape and no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from broker import errors
+
+log = logging.getLogger("connecfy.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def not_authenticated(detail: str = "authentication required") -> ApiError:
+    return ApiError(401, "not_authenticated", detail)
+
+
+def forbidden(detail: str = "this credential may not do that") -> ApiError:
+    return ApiError(403, "forbidden", detail)
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+# Broker error -> HTTP status. Anything not listed is a 400.
+_BROKER_STATUS: dict[type[errors.BrokerError], int] = {
+    errors.AccountNotFound: 404,
+    errors.ApiKeyNotFound: 404,
+    errors.DeviceNotFound: 404,
+    errors.MessageNotFound: 404,
+    errors.InvalidTransition: 409,
+    errors.IdempotencyKeyReused: 409,
+    errors.EmailTaken: 409,
+    errors.QuotaExceeded: 429,
+    errors.RateLimited: 429,
+    errors.PairingCodeInvalid: 400,
+}
+
+
+def _body(status_code: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"status_code": status_code, "code": code, "detail": detail, **extra}
+
+
+def _api_error(_: Request, exc: ApiError) -> Response:
+    return Response(_body(exc.status_code, exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+
+def _broker_error(_: Request, exc: errors.BrokerError) -> Response:
+    status = next((s for cls, s in _BROKER_STATUS.items() if isinstance(exc, cls)), 400)
+    extra: dict[str, Any] = {}
+    if getattr(exc, "field", ""):
+        extra["field"] = exc.field  # type: ignore[attr-defined]
+    if getattr(exc, "index", None) is not None:
+        extra["index"] = exc.index  # type: ignore[attr-defined]
+    return Response(_body(status, exc.code, exc.detail, **extra), status_code=status)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response:
+    detail = exc.detail or "the request body is not valid"
+    if isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("message"):
+            detail = str(first["message"])
+    return Response(_body(400, "invalid_request", detail), status_code=400)
+
+
+_HTTP_CODES = {400: "invalid_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+               429: "rate_limited", 503: "unavailable"}
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    detail = exc.detail if exc.status_code < 500 else "the server could not complete the request"
+    return Response(_body(exc.status_code, code, detail), status_code=exc.status_code,
+                    headers=getattr(exc, "headers", None) or {})
+
+
+def _redis_down(_: Request, exc: Exception) -> Response:
+    log.warning("redis unreachable: %s", exc)
+    return Response(_body(503, "unavailable", "the message store is unreachable; try again shortly"),
+                    status_code=503, headers={"Retry-After": "2"})
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return Response(_body(500, "internal_error", "the server could not complete the request"), status_code=500)
+
+
+def exception_handlers() -> dict[type[Exception] | int, Any]:
+    return {
+        ApiError: _api_error,
+        errors.BrokerError: _broker_error,
+        ValidationException: _validation_error,
+        HTTPException: _http_error,
+        RedisConnectionError: _redis_down,
+        RedisTimeoutError: _redis_down,
+        Exception: _unexpected,
+    }
