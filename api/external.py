@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, post
 
 from api.credentials import api_key_guard
 from api.sms import Queued, send_one
@@ -28,8 +28,10 @@ class ExternalController(Controller):
     tags = ["external"]
 
     @post("/send/", status_code=202, guards=[api_key_guard], operation_id="externalSend")
-    async def send(self, data: ExternalSendBody, account: Account, broker: Broker) -> ExternalQueued:
+    async def send(self, request: Request, data: ExternalSendBody, account: Account,
+                   broker: Broker) -> ExternalQueued:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        queued: Queued = await send_one(broker, account, OutgoingMessage(data.to, data.message, data.device_id))
+        queued: Queued = await send_one(broker, account, OutgoingMessage(data.to, data.message, data.device_id),
+                                        request)
         return ExternalQueued(queued.id, queued.status)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
 from api.clock import iso_utc
@@ -88,8 +88,13 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
     return OutgoingMessage(data.to, data.message, data.device_id)
 
 
-async def send_one(broker: Broker, account: Account, message: OutgoingMessage) -> Queued:
-    result = await broker.enqueue(account, [message])
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+async def send_one(broker: Broker, account: Account, message: OutgoingMessage, request: Request) -> Queued:
+    """Queue one message; a repeated ``Idempotency-Key`` with the same body gets the
+    first message back (409 ``idempotency_key_reused`` with another body)."""
+    result = await broker.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
     record = await broker.get_message(result.shard, result.ids[0])
     return Queued(record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or "")
 
@@ -99,9 +104,9 @@ class SmsController(Controller):
     tags = ["dashboard: messages"]
 
     @post("/send/", status_code=202, guards=[session_guard], operation_id="sendSms")
-    async def send(self, data: SendBody, account: Account, broker: Broker) -> Queued:
-        """Queue one message from the dashboard."""
-        return await send_one(broker, account, routed_message(account, data))
+    async def send(self, request: Request, data: SendBody, account: Account, broker: Broker) -> Queued:
+        """Queue one message from the dashboard (``Idempotency-Key`` makes retries safe)."""
+        return await send_one(broker, account, routed_message(account, data), request)
 
     @get("/", guards=[session_guard], operation_id="listMessages")
     async def list_messages(

@@ -6,6 +6,7 @@ broker's clock is used. Scripts never read the clock themselves.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ from broker.settings import Settings
 MAX_MESSAGE_CHARS = 1_600
 MAX_FIELD_CHARS = 32
 MAX_ERROR_CHARS = 200
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 def wall_clock_ms() -> int:
@@ -60,13 +62,14 @@ def check_text(value: object, field: str, *, min_chars: int = 0, max_chars: int)
 
 
 def normalize_phone_number(number: str, field: str = "to") -> str:
-    """Return ``number`` in E.164, or raise InvalidInput.
+    """Return ``number`` if it is E.164, or raise InvalidInput.
 
-    The number must carry its country code and have a possible length for that country
-    (``phonenumbers.is_possible_number``). Whether it is allocated is not checked: the
-    carrier decides that, and the API doc's own +1555... examples must work.
+    E.164 means ``+``, a country code and the number, digits only (no spaces, letters or
+    extensions), at most 15 digits; ``phonenumbers`` then checks that the country code
+    exists and the length is possible for it. Whether the number is allocated is not
+    checked: the carrier decides that, and the API doc's own +1555... examples must work.
     """
-    if not isinstance(number, str) or not number.startswith("+") or len(number) > 20:
+    if not isinstance(number, str) or not _E164.fullmatch(number):
         raise errors.InvalidInput(f"'{field}' must be an E.164 number such as +15551234567", field=field)
     try:
         parsed = phonenumbers.parse(number, None)

@@ -155,7 +155,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
 
     per_account: dict[str, dict[str, Any]] = {}
     for account in accounts:
-        a = await _register(broker, account, "Pixel A", "+1 555 000 1111")
+        a = await _register(broker, account, "Pixel A", "+15550001111")
         b = await _register(broker, account, "Pixel B")
         assert await broker.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
         assert (await broker.get_device(a.ref))["battery"] == "80"

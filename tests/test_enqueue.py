@@ -81,7 +81,9 @@ async def test_batch_with_one_unknown_device_queues_nothing(broker: Broker) -> N
     assert await broker.events(account.shard) == []
 
 
-@pytest.mark.parametrize("to", ["5551234567", "+1", "+1555", "not a number", "+999123456789", ""])
+@pytest.mark.parametrize("to", ["5551234567", "+1", "+1555", "not a number", "+999123456789", "",
+                                "+1 555 123 4567", "+1555CALLNOW", "+15551234567;ext=2", "+0123456789",
+                                "+1234567890123456", " +15551234567", "+1５５５1234567"])
 async def test_bad_numbers_are_refused_and_nothing_is_queued(broker: Broker, to: str) -> None:
     account, device = await self_managed_with_device(broker)
     with pytest.raises(errors.InvalidInput) as info:

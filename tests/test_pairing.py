@@ -15,7 +15,7 @@ async def test_a_code_pairs_one_device_and_its_token_finds_it(broker: Broker) ->
     account = await broker.create_account("owner@example.com", "self_managed")
     code = await broker.create_pairing_code(account)
     assert len(code.code) == 8 and code.expires_at_ms == broker.clock() + 600_000
-    device = await broker.register_device(code.code.lower(), " Pixel 7 ", "+1 555 123 4567")
+    device = await broker.register_device(code.code.lower(), " Pixel 7 ", "+15551234567")
     assert (device.device_name, device.account_id, device.shard) == ("Pixel 7", account.id, account.shard)
     assert await broker.find_device_by_token(device.device_token) == device.ref
     fields = await broker.get_device(device.ref)
