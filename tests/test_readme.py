@@ -28,6 +28,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield process
     finally:
         assert process.stop() == 0, process.output()
+    # The private Redis kept its data and stopped with the server.
+    assert (process.data_dir / "redis" / "appendonly.aof").exists() or (process.data_dir / "redis" / "appendonlydir").exists()
+    assert not (process.data_dir / "redis" / "redis.sock").exists()
 
 
 def test_the_walkthrough_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
