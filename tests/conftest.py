@@ -14,12 +14,19 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 
 from broker import Broker, Settings
 from broker.redis_server import RedisServer, bundled_redis_server, redis_server_version
 from broker.scripts import ScriptRegistry
+
+
+# CI explores the same examples every run (a red CI is then a real, repeatable finding);
+# a developer's runs explore new ones and keep failures in .hypothesis/.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 def _real_redis_binaries() -> dict[str, str]:
