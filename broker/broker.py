@@ -99,6 +99,9 @@ class Broker:
         await self.scripts.load(self.redis)
         await self.redis.sadd(keys.SHARDS, keys.pool_shard())
 
+    def _now(self, now_ms: int | None) -> int:
+        return self.clock() if now_ms is None else now_ms
+
     def shard(self, tag: str) -> keys.ShardKeys:
         shard = self._shards.get(tag)
         if shard is None:
@@ -135,7 +138,7 @@ class Broker:
             daily_quota=daily_quota,
             operator=operator,
             password_hash=password_hash,
-            created_ms=self.clock() if now_ms is None else now_ms,
+            created_ms=self._now(now_ms),
         )
         if not await self.redis.set(keys.email_index(email), account.id, nx=True):
             raise errors.EmailTaken()
@@ -165,7 +168,7 @@ class Broker:
 
     async def create_session(self, account: Account, *, now_ms: int | None = None) -> Session:
         """A server-side dashboard session; the id goes in the cookie, its hash in Redis."""
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         ttl_ms = self.settings.session_ttl_seconds * 1000
         session = Session(ids.secret_token(), account.id, ids.secret_token(), now + ttl_ms)
         key = keys.session(ids.sha256_hex(session.id))
@@ -194,7 +197,7 @@ class Broker:
         if isinstance(name, str):
             name = name.strip()
         check_text(name, "name", min_chars=1, max_chars=64)
-        info = ApiKeyInfo(ids.short_id(), name, self.clock() if now_ms is None else now_ms)
+        info = ApiKeyInfo(ids.short_id(), name, self._now(now_ms))
         secret = ids.secret_token()
         shard = self.shard(keys.account_shard(account.id))
         secret_sha = ids.sha256_hex(secret)
@@ -235,7 +238,7 @@ class Broker:
         shard = self.shard(keys.account_shard(account_id))
         if not await self.redis.hexists(shard.api_keys(), key_id):
             return None
-        await self.redis.hset(shard.api_keys_last_used(), key_id, self.clock() if now_ms is None else now_ms)
+        await self.redis.hset(shard.api_keys_last_used(), key_id, self._now(now_ms))
         try:
             return await self.get_account(account_id)
         except errors.AccountNotFound:
@@ -246,7 +249,7 @@ class Broker:
     async def create_pairing_code(self, owner: Account | None, *, now_ms: int | None = None) -> PairingCode:
         """A one-time code pairing a phone to ``owner``'s account, or to the platform pool
         when ``owner`` is None (the operator's pool phones)."""
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         ttl_ms = self.settings.pairing_code_ttl_seconds * 1000
         tag = keys.pool_shard() if owner is None else keys.account_shard(owner.id)
         shard = self.shard(tag)
@@ -273,7 +276,7 @@ class Broker:
         check_text(device_name, "device_name", min_chars=1, max_chars=64)
         if phone_number:
             phone_number = normalize_phone_number(phone_number, "phone_number")
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         code = code.upper()
         tag = await self.redis.get(keys.pairing_code_index(code))
         if tag is None:
@@ -324,7 +327,7 @@ class Broker:
     async def list_devices(self, owner: Account | None, *, now_ms: int | None = None) -> list[DeviceInfo]:
         """The devices of an account, or of the platform pool when ``owner`` is None,
         with presence and per-device message counts, oldest paired first."""
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(keys.pool_shard() if owner is None else keys.account_shard(owner.id))
         device_ids = sorted(_text(d) for d in await self.redis.smembers(shard.devices))
         if not device_ids:
@@ -381,7 +384,7 @@ class Broker:
     async def remove_device(self, device: DeviceRef, *, now_ms: int | None = None) -> SweepReport:
         """Remove a device; its token stops working at once. Messages queued for it fail
         with ``device_removed``; pool messages it held go back to the pool."""
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(device.shard)
         did = device.device_id
         token_sha = await self.redis.hget(shard.device(did), "token_sha256")
@@ -434,7 +437,7 @@ class Broker:
                 f"send between 1 and {self.settings.batch_max_messages} messages", field="messages")
         if idempotency_key is not None:
             check_text(idempotency_key, "Idempotency-Key", min_chars=1, max_chars=255)
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(account.shard)
         args: list[Any] = []
         canonical: list[tuple[str, str, str]] = []
@@ -474,7 +477,7 @@ class Broker:
         if not isinstance(limit, int) or not 1 <= limit <= self.settings.claim_max_limit:
             raise errors.InvalidInput(
                 f"limit must be 1 to {self.settings.claim_max_limit}", field="limit")
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(device.shard)
         did = device.device_id
         reply = await self._call(
@@ -501,7 +504,7 @@ class Broker:
         if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(device.shard)
         reply = await self._call(
             "report-status",
@@ -513,7 +516,7 @@ class Broker:
     async def cancel(self, account: Account, message_id: str, *, now_ms: int | None = None) -> StatusChange:
         if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
             raise errors.MessageNotFound()
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(account.shard)
         reply = await self._call(
             "cancel",
@@ -539,7 +542,7 @@ class Broker:
         for name, value in (("android_version", android_version), ("app_version", app_version)):
             if value is not None:
                 check_text(value, name, max_chars=MAX_FIELD_CHARS)
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(device.shard)
         did = device.device_id
         reply = await self._call(
@@ -551,13 +554,13 @@ class Broker:
         return int(reply)
 
     async def is_online(self, device: DeviceRef, *, now_ms: int | None = None) -> bool:
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         seen = await self.redis.zscore(self.shard(device.shard).last_seen, device.device_id)
         return seen is not None and seen + self.settings.presence_ttl_seconds * 1000 > now
 
     async def sweep(self, shard_tag: str, *, now_ms: int | None = None) -> SweepReport:
         """One bounded pass over a shard: expire, fail lost, return pool messages."""
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         shard = self.shard(shard_tag)
         reply = await self._call(
             "sweep",
@@ -610,7 +613,7 @@ class Broker:
         """
         if rate < 1 or burst < 1 or cost < 1 or period_ms < 1:
             raise errors.InvalidInput("rate, burst, cost and period must be positive")
-        now = self.clock() if now_ms is None else now_ms
+        now = self._now(now_ms)
         reply = await self._call("rate-limit", [limiter_key], [now, period_ms / rate, burst, cost])
         decision = RateDecision(bool(int(reply[0])), burst, int(reply[1]), int(reply[2]), int(reply[3]))
         if not decision.allowed:
