@@ -32,8 +32,11 @@
   Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
   wholly unused. Redelivery does not charge the budget again. The window holds one
-  entry per claim, "<first id>:<segments>", and the device hash keeps their sum
-  (window_used), so a claim reads only the entries that leave the window.
+  entry per charging claim, "<now>:<last id>:<segments>", and the device hash keeps
+  their sum (window_used), so a claim reads only the entries that leave the window.
+
+  A queued message whose TTL has passed is not handed out: it becomes expired here,
+  as the sweep would make it.
 
   Errors:
     DEVICE_NOT_FOUND               no such device (removed, or never paired)
@@ -109,6 +112,11 @@ local function claim(msg)
   hand(msg)
 end
 
+local function expire(msg)
+  bulkAdd(bulk, "ZREM", expiryKey, msg.id)
+  change(batch, eventsKey, msg, "expired", msg.device, now, nil)
+end
+
 -- 1. This device's own leases that ran out.
 local expiredLeases = rcall("ZRANGEBYLEX", leasedKey, "[" .. device .. ":",
   "(" .. device .. ":" .. string.format("%015d", now + 1), "LIMIT", 0, limit)
@@ -143,12 +151,14 @@ if #claimed < limit then
   local found = loadMessages(messagesKey, ids)
   for i = 1, #queued do
     local msg = found[i]
-    if msg and not fits(msg.segments) then
+    if msg and now < msg.expires and not fits(msg.segments) then
       budgetFull = true
       break
     end
     bulkAdd(bulk, "ZREM", queueKey, queued[i])
-    if msg then
+    if msg and now >= msg.expires then
+      expire(msg)
+    elseif msg then
       claim(msg)
     end
   end
@@ -167,6 +177,9 @@ if not budgetFull and #claimed < limit and isOnline(lastSeenKey, device, now, pr
     local msg = found[i]
     if not msg then
       bulkAdd(bulk, "ZREM", poolKey, ids[i])
+    elseif now >= msg.expires then
+      poolRemove(poolKey, poolStateKey, msg.account, msg.id)
+      expire(msg)
     elseif not fits(msg.segments) then
       break
     else
@@ -183,7 +196,7 @@ end
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
 if charged > 0 then
-  rcall("ZADD", windowKey, now, claimed[#claimed][1] .. ":" .. charged)
+  rcall("ZADD", windowKey, now, now .. ":" .. claimed[#claimed][1] .. ":" .. charged)
   rcall("HSET", deviceKey, "day", today, "day_used", dayUsed, "window_used", minuteUsed)
 elseif minuteUsed ~= windowBefore then
   rcall("HSET", deviceKey, "window_used", minuteUsed)

@@ -20,8 +20,10 @@
     {id, status, changed}   changed is "1" for a move, "0" for a repeat
 
   Errors:
-    MESSAGE_NOT_FOUND              no such message, or not held by this device
-    INVALID_TRANSITION <from> <to> a move the rules above do not allow
+    MESSAGE_NOT_FOUND              no such message, or it is not this device's (held by or
+                                   queued for another device, or waiting in a pool)
+    INVALID_TRANSITION <from> <to> a move the rules above do not allow, also on a message
+                                   queued for this device that it has not claimed yet
     BAD_REQUEST <reason>           a status other than the three above
 ]]
 local rcall = redis.call

@@ -152,3 +152,38 @@ async def test_unknown_device_cannot_claim(broker: Broker) -> None:
     with pytest.raises(errors.DeviceNotFound):
         await broker.claim(DeviceRef("p:default", "nosuchdevice"))
     assert await broker.counters("p:default") == {}
+
+
+async def test_a_message_claimed_twice_within_a_minute_is_counted_twice_then_forgotten(
+        redis_client, scripts, clock) -> None:
+    """With a lease under a minute a pool message can come back to the same phone inside
+    one send window: both claims are charged, and both leave the window after 60 s."""
+    broker = Broker(redis_client, Settings(lease_seconds=30, device_segments_per_minute=10), scripts, clock=clock)
+    await broker.start()
+    account, [device] = await self_managed(broker)
+    [mid] = (await broker.enqueue(account, [OutgoingMessage(TO, "z" * 400)])).ids  # 3 segments
+    assert [m.id for m in await broker.claim(device.ref)] == [mid]
+    clock.advance(46_000)  # lease over, phone silent past its presence: back to the pool
+    assert (await broker.sweep_all()).returned == 1
+    await broker.heartbeat(device.ref)
+    assert [m.id for m in await broker.claim(device.ref)] == [mid]
+    assert int((await broker.get_device(device.ref))["window_used"]) == 6
+    clock.advance(61_000)
+    await broker.heartbeat(device.ref)
+    await broker.claim(device.ref)
+    assert int((await broker.get_device(device.ref))["window_used"]) == 0
+    assert await broker.redis.zcard(broker.shard(account.shard).device_window(device.device_id)) == 0
+
+
+async def test_a_queued_message_past_its_ttl_expires_instead_of_going_out(broker: Broker, clock, settings) -> None:
+    account, [device] = await self_managed(broker)
+    [old] = (await broker.enqueue(account, [OutgoingMessage(TO, "too late", device.device_id)])).ids
+    [pooled] = (await broker.enqueue(account, [OutgoingMessage(TO, "too late, pool")])).ids
+    clock.advance(settings.message_ttl_seconds * 1000)
+    await broker.heartbeat(device.ref)
+    [fresh] = (await broker.enqueue(account, [OutgoingMessage(TO, "fresh", device.device_id)])).ids
+    assert [m.id for m in await broker.claim(device.ref)] == [fresh]
+    for mid in (old, pooled):
+        assert (await broker.get_message(account.shard, mid)).status == "expired"
+    counts = await broker.account_counts(account)
+    assert (counts["expired"], counts["claimed"], counts["queued"]) == (2, 1, 0)

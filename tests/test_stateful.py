@@ -480,11 +480,14 @@ class BrokerMachine(RuleBasedStateMachine):
                 assert (hash_.get("day"), hash_.get("day_used")) == (str(today), str(day_used))
             else:
                 assert hash_.get("day") != str(today)
-            # The window: one "<last id>:<segments>" entry per charging claim, kept at
-            # least 60 s, and their running sum in the device hash.
+            # The window: one "<now>:<last id>:<segments>" entry per charging claim, kept
+            # at least 60 s, and their running sum in the device hash.
             charges = set(self.charges[d])
-            window = {(member.rpartition(":")[0], int(member.rpartition(":")[2]), int(t))
-                      for member, t in s.windows[d]}
+            window = set()
+            for member, t in s.windows[d]:
+                at, last_id, segments = member.split(":")
+                assert int(at) == int(t), f"device {d}: window entry {member} scored {t}"
+                window.add((last_id, int(segments), int(t)))
             assert len(window) == len(s.windows[d])
             assert window <= charges, f"device {d}: window entries of no claim: {window - charges}"
             recent = {e for e in charges if e[2] > now - MINUTE_MS}
@@ -669,6 +672,10 @@ class BrokerMachine(RuleBasedStateMachine):
         def take(mid: str) -> bool:
             nonlocal minute, day
             r = recs[mid]
+            if now >= r["expires"]:  # past its TTL: expired on the spot, never handed out
+                expect[mid] = {"status": "expired", "updated": now}
+                event("claim: a queued message past its TTL expires instead")
+                return True
             seg = r["segments"]
             fits = ((minute + seg <= per_minute or (minute == 0 and seg > per_minute))
                     and (day + seg <= per_day or (day == 0 and seg > per_day)))
@@ -716,10 +723,7 @@ class BrokerMachine(RuleBasedStateMachine):
             self.msgs[mid].returned = False
         for mid in first:
             self.history[device].append((now, recs[mid]["segments"], mid))
-        if any(recs[mid]["expires"] <= now for mid in first):
-            # The claim does not look at the TTL: until a sweep expires it, a queued
-            # message past its TTL is handed out like any other.
-            event("claim: first delivery past its TTL, before a sweep")
+        assert all(recs[mid]["expires"] > now for mid in first), "a message past its TTL was handed out"
         if any(recs[mid]["segments"] > LIMITS.device_segments_per_minute for mid in first):
             event("claim: a message longer than a whole budget")
         if first:
