@@ -44,8 +44,10 @@ def server_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.workers = workers
+        self.settings = settings or {}  # CONNECFY_* variables for this server
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -61,8 +63,8 @@ class ServerProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
         self.process = subprocess.Popen(
             [str(CONNECFY), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=server_env(), cwd=self.data_dir)
+             "--data-dir", str(self.data_dir), "--workers", str(self.workers)],
+            stdout=log, stderr=subprocess.STDOUT, env={**server_env(), **self.settings}, cwd=self.data_dir)
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
