@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from api.clock import iso_utc
 from api.credentials import device_guard, session_guard
 from api.errors import ApiError, forbidden, not_found
-from broker import Broker, errors, keys
+from broker import Broker, errors, ids, keys
 from broker.records import Account, DeviceInfo, DeviceRef
 
 DeviceId = Annotated[str, Parameter(max_length=64)]
@@ -115,7 +115,7 @@ class PhoneController(Controller):
 
 async def owned_device(broker: Broker, account: Account, device_id: str) -> DeviceRef:
     """One of the account's devices, or for the operator also a platform pool phone."""
-    if device_id.isalnum():
+    if ids.is_plain_id(device_id):
         for shard in (keys.account_shard(account.id), *([keys.pool_shard()] if account.operator else [])):
             ref = DeviceRef(shard, device_id)
             if await broker.redis.sismember(broker.shard(shard).devices, device_id):
@@ -156,9 +156,7 @@ class DashboardDevicesController(Controller):
         ref = await owned_device(broker, account, device_id)
         await broker.update_device(ref, name=data.device_name, segments_per_minute=data.segments_per_minute,
                                    segments_per_day=data.segments_per_day)
-        owner = None if ref.shard == keys.pool_shard() else account
-        [info] = [d for d in await broker.list_devices(owner) if d.device_id == device_id]
-        return device_out(info)
+        return device_out(await broker.device_info(ref))
 
     @delete("/{device_id:str}/", status_code=204, operation_id="removeDevice")
     async def remove(self, device_id: DeviceId, account: Account, broker: Broker) -> Response[None]:

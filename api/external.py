@@ -6,7 +6,7 @@ import msgspec
 from litestar import Controller, Request, post
 
 from api.credentials import api_key_guard
-from api.sms import Queued, send_one
+from api.sms import IDEMPOTENCY_HEADER
 from broker import Broker
 from broker.records import Account, OutgoingMessage
 
@@ -32,6 +32,6 @@ class ExternalController(Controller):
                    broker: Broker) -> ExternalQueued:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        queued: Queued = await send_one(broker, account, OutgoingMessage(data.to, data.message, data.device_id),
-                                        request)
-        return ExternalQueued(queued.id, queued.status)
+        result = await broker.enqueue(account, [OutgoingMessage(data.to, data.message, data.device_id)],
+                                      idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
+        return ExternalQueued(result.ids[0], "queued")

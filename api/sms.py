@@ -92,8 +92,9 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 async def send_one(broker: Broker, account: Account, message: OutgoingMessage, request: Request) -> Queued:
-    """Queue one message; a repeated ``Idempotency-Key`` with the same body gets the
-    first message back (409 ``idempotency_key_reused`` with another body)."""
+    """Queue one message and show it as stored (number normalized, segments counted); a
+    repeated ``Idempotency-Key`` with the same body gets the first message back (409
+    ``idempotency_key_reused`` with another body)."""
     result = await broker.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
     record = await broker.get_message(result.shard, result.ids[0])
     return Queued(record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or "")

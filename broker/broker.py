@@ -61,6 +61,13 @@ def check_text(value: object, field: str, *, min_chars: int = 0, max_chars: int)
     return value
 
 
+def check_name(value: object, field: str) -> str:
+    """A name a person typed: surrounding spaces dropped, then 1 to 64 characters."""
+    if isinstance(value, str):
+        value = value.strip()
+    return check_text(value, field, min_chars=1, max_chars=64)
+
+
 def normalize_phone_number(number: str, field: str = "to") -> str:
     """Return ``number`` if it is E.164, or raise InvalidInput.
 
@@ -185,7 +192,7 @@ class Broker:
         raw = await self.redis.hgetall(keys.session(ids.sha256_hex(session_id)))
         if not raw:
             return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = _fields(raw)
         return Session(session_id, fields["account"], fields["csrf_token"], int(fields["expires_at_ms"]))
 
     async def delete_session(self, session_id: str) -> None:
@@ -194,9 +201,7 @@ class Broker:
 
     async def create_api_key(self, account: Account, name: str, *, now_ms: int | None = None) -> CreatedApiKey:
         """A send-only key; the secret is returned this once and stored as SHA-256."""
-        if isinstance(name, str):
-            name = name.strip()
-        check_text(name, "name", min_chars=1, max_chars=64)
+        name = check_name(name, "name")
         info = ApiKeyInfo(ids.short_id(), name, self._now(now_ms))
         secret = ids.secret_token()
         shard = self.shard(keys.account_shard(account.id))
@@ -217,7 +222,7 @@ class Broker:
     async def revoke_api_key(self, account: Account, key_id: str) -> None:
         """Revoke a key: it stops working at once. Another account's key is not found."""
         shard = self.shard(keys.account_shard(account.id))
-        if not isinstance(key_id, str) or not key_id.isalnum() or len(key_id) > 64:
+        if not ids.is_plain_id(key_id):
             raise errors.ApiKeyNotFound()
         raw = await self.redis.hget(shard.api_keys(), key_id)
         if raw is None:
@@ -269,11 +274,9 @@ class Broker:
         now_ms: int | None = None,
     ) -> RegisteredDevice:
         """Redeem a pairing code; the device token is returned this once, stored hashed."""
-        if not isinstance(code, str) or not code.isalnum() or len(code) > 16:
+        if not ids.is_plain_id(code, 16):
             raise errors.PairingCodeInvalid()
-        if isinstance(device_name, str):
-            device_name = device_name.strip()
-        check_text(device_name, "device_name", min_chars=1, max_chars=64)
+        device_name = check_name(device_name, "device_name")
         if phone_number:
             phone_number = normalize_phone_number(phone_number, "phone_number")
         now = self._now(now_ms)
@@ -322,28 +325,39 @@ class Broker:
         raw = await self.redis.hgetall(self.shard(device.shard).device(device.device_id))
         if not raw:
             raise errors.DeviceNotFound()
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return _fields(raw)
 
     async def list_devices(self, owner: Account | None, *, now_ms: int | None = None) -> list[DeviceInfo]:
         """The devices of an account, or of the platform pool when ``owner`` is None,
         with presence and per-device message counts, oldest paired first."""
-        now = self._now(now_ms)
         shard = self.shard(keys.pool_shard() if owner is None else keys.account_shard(owner.id))
         device_ids = sorted(_text(d) for d in await self.redis.smembers(shard.devices))
+        found = await self._device_infos(shard, device_ids, self._now(now_ms))
+        return sorted(found, key=lambda d: (d.created_ms, d.device_id))
+
+    async def device_info(self, device: DeviceRef, *, now_ms: int | None = None) -> DeviceInfo:
+        """One device as ``list_devices`` shows it."""
+        found = await self._device_infos(self.shard(device.shard), [device.device_id], self._now(now_ms))
+        if not found:
+            raise errors.DeviceNotFound()
+        return found[0]
+
+    async def _device_infos(self, shard: keys.ShardKeys, device_ids: list[str], now: int) -> list[DeviceInfo]:
+        """Device hashes and their counters, in one round trip; removed devices are left out."""
         if not device_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for device_id in device_ids:
                 pipe.hgetall(shard.device(device_id))
-            pipe.hgetall(shard.counters)
+                pipe.hmget(shard.counters, [f"d:{device_id}:{st}" for st in STATUSES])
             replies = await pipe.execute()
-        counters = {_text(k): int(v) for k, v in replies[-1].items()}
         ttl_ms = self.settings.presence_ttl_seconds * 1000
         found = []
-        for device_id, raw in zip(device_ids, replies[:-1]):
+        for index, device_id in enumerate(device_ids):
+            raw, counts = replies[2 * index], replies[2 * index + 1]
             if not raw:
                 continue
-            f = {_text(k): _text(v) for k, v in raw.items()}
+            f = _fields(raw)
             last_seen = int(f["last_seen"]) if "last_seen" in f else None
             found.append(DeviceInfo(
                 device_id=device_id,
@@ -357,9 +371,9 @@ class Broker:
                 segments_per_minute=int(f["per_minute"]),
                 segments_per_day=int(f["per_day"]),
                 created_ms=int(f["created"]),
-                counts={st: counters.get(f"d:{device_id}:{st}", 0) for st in STATUSES},
+                counts={st: int(n or 0) for st, n in zip(STATUSES, counts)},
             ))
-        return sorted(found, key=lambda d: (d.created_ms, d.device_id))
+        return found
 
     async def update_device(
         self,
@@ -370,8 +384,7 @@ class Broker:
         segments_per_day: int | None = None,
     ) -> None:
         if name is not None:
-            name = check_text(name, "device_name", max_chars=256).strip()
-            check_text(name, "device_name", min_chars=1, max_chars=64)
+            name = check_name(name, "device_name")
         for field, value in (("segments_per_minute", segments_per_minute), ("segments_per_day", segments_per_day)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or not 1 <= value <= 1_000_000):
@@ -415,7 +428,7 @@ class Broker:
             return "pool", ""
         if message.device_id is None:
             return "pool", ""
-        if not isinstance(message.device_id, str) or not message.device_id.isalnum() or len(message.device_id) > 64:
+        if not ids.is_plain_id(message.device_id):
             raise errors.DeviceNotFound(f"message {index}: no such device", index=index)
         return "device", message.device_id
 
@@ -501,7 +514,7 @@ class Broker:
     ) -> StatusChange:
         if status not in ("sent", "delivered", "failed"):
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
-        if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
+        if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
         now = self._now(now_ms)
@@ -514,7 +527,7 @@ class Broker:
         return StatusChange(_text(reply[0]), _text(reply[1]), _text(reply[2]) == "1")
 
     async def cancel(self, account: Account, message_id: str, *, now_ms: int | None = None) -> StatusChange:
-        if not isinstance(message_id, str) or not message_id.isalnum() or len(message_id) > 64:
+        if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         now = self._now(now_ms)
         shard = self.shard(account.shard)
@@ -645,7 +658,7 @@ class Broker:
             raise errors.InvalidInput("limit must be 1 to 500", field="limit")
         if status is not None and status not in STATUSES:
             raise errors.InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
-        if cursor is not None and (not isinstance(cursor, str) or not cursor.isalnum() or len(cursor) > 64):
+        if cursor is not None and not ids.is_plain_id(cursor):
             raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
         shard = self.shard(account.shard)
         index = shard.sent(account.id)
@@ -689,9 +702,11 @@ class Broker:
         return {_text(k): int(v) for k, v in raw.items()}
 
     async def account_counts(self, account: Account) -> dict[str, int]:
-        counters = await self.counters(account.shard)
-        prefix = f"a:{account.id}:"
-        return {status: counters.get(prefix + status, 0) for status in (*STATUSES, "total")}
+        """The account's messages per state, and in all (its own fields only: the platform
+        pool's counters hash holds every API-only sender's)."""
+        names = (*STATUSES, "total")
+        values = await self.redis.hmget(self.shard(account.shard).counters, [f"a:{account.id}:{n}" for n in names])
+        return {name: int(value or 0) for name, value in zip(names, values)}
 
     async def events(self, shard_tag: str, count: int = 1000) -> list[Event]:
         entries = await self.redis.xrange(self.shard(shard_tag).events, count=count)
@@ -705,3 +720,8 @@ class Broker:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, str]:
+    """A Redis hash reply as text."""
+    return {_text(k): _text(v) for k, v in raw.items()}

@@ -39,6 +39,12 @@ def secret_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def is_plain_id(value: object, max_chars: int = 64) -> bool:
+    """Whether ``value`` can be one of our ids: letters and digits only, so a caller's
+    string never reaches a key name with a separator or a pattern in it."""
+    return isinstance(value, str) and 0 < len(value) <= max_chars and value.isalnum()
+
+
 def sha256_hex(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
