@@ -26,6 +26,8 @@ from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
 from api.health import HealthController
+from api.observability import MIDDLEWARE, MetricsController, configure_logging, swept
+from api.openapi import complete_schema
 from api.sms import SmsController
 from api.stats import StatsController
 from broker import Broker, Settings, __version__
@@ -76,21 +78,14 @@ async def check_body(request: Request) -> None:
 async def _sweep_forever(broker: Broker, holder: str) -> None:
     while True:
         try:
-            await broker.sweep_if_leader(holder, lease_ms=int(SWEEP_INTERVAL_SECONDS * 10_000))
+            report = await broker.sweep_if_leader(holder, lease_ms=int(SWEEP_INTERVAL_SECONDS * 10_000))
+            if report is not None:
+                swept(report)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
             log.exception("sweep failed")
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-
-
-def _trailing_slashes_in_schema(app: Litestar) -> None:
-    """Litestar matches paths without their trailing slash; the API is documented (and
-    called) with it, so the OpenAPI document lists every /api/ path as served: ".../"."""
-    schema = app.openapi_schema
-    if schema.paths:
-        schema.paths = {(path + "/" if path.startswith("/api/") and not path.endswith("/") else path): item
-                        for path, item in schema.paths.items()}
 
 
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
@@ -104,7 +99,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         broker = Broker(client, settings)
         await broker.start()
         app.state.broker = broker
-        _trailing_slashes_in_schema(app)
+        complete_schema(app)
         sweeper = asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)) if sweep else None
         try:
             yield
@@ -117,7 +112,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
 
     return Litestar(
         route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
-                        ApiKeysController, StatsController, AuthController, HealthController],
+                        ApiKeysController, StatsController, AuthController, HealthController, MetricsController],
+        middleware=MIDDLEWARE,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
         before_request=check_body,
@@ -130,5 +126,5 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
 
 def app_from_env() -> Litestar:
     """Factory for ASGI servers (``api.app:app_from_env``), configured by the environment."""
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()
     return create_app(Settings.from_env())
