@@ -51,6 +51,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sends_burst: int = 200
     auth_per_minute: int = 20
     auth_burst: int = 20
+    # Client addresses for the auth limits: the socket peer, or, behind a reverse proxy
+    # that appends to it, the last address of X-Forwarded-For.
+    trust_forwarded_for: bool = False
+
+    # GET /metrics: open when empty, else it needs "Authorization: Bearer <token>".
+    metrics_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
