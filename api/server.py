@@ -7,12 +7,18 @@ subcommand given the same ``--data-dir`` finds it there. It stops when the serve
 Granian over uvicorn: on this 2-core box a bare JSON GET did about 31k requests/s on one
 granian worker against about 17k on uvicorn (uvloop + httptools), and both serve our
 Redis-bound endpoints equally, so the lighter server leaves more CPU to the app.
+
+Metrics: granian runs the app in several worker processes, so ``serve`` points
+prometheus_client's multiprocess mode at ``<data dir>/metrics`` (emptied at start)
+before any worker starts; each worker writes its counters there and a scrape of any
+worker merges them all. Logs: granian's own lines and the app's are JSON on stderr.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from broker.redis_server import RedisServer
 from broker.settings import Settings
@@ -33,11 +39,39 @@ def redis_url_for(settings: Settings, data_dir: str | None) -> str:
     return f"unix://{socket_path.resolve()}"
 
 
+def metrics_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "metrics"
+
+
+def reset_metrics_dir(path: Path) -> Path:
+    """An empty directory for the workers' metric files: counts restart with the server."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path.resolve()
+
+
+def asgi_app() -> Any:
+    """What granian serves: the app of ``api.app:app_from_env`` inside the request id,
+    access log and metrics wrapper, which sits outside Litestar's router so unmatched
+    paths (404, 405) get an id and are counted too."""
+    from api.app import app_from_env
+    from api.observability import configure_logging, instrument
+
+    app = app_from_env()
+    configure_logging()  # again: building the Litestar app installed its own root handler
+    return instrument(app)
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     data_dir = data_dir or settings.data_dir
+    # Before prometheus_client is imported anywhere: it picks its value store at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(reset_metrics_dir(metrics_dir(data_dir)))
+    from api.observability import logging_dictconfig
+
     private: RedisServer | None = None
     if not settings.redis_url:
         private = RedisServer(redis_dir(data_dir).resolve(), port=0, appendonly=True).start()
@@ -45,7 +79,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
         print(f"connecfy: private Redis at {private.url}", flush=True)
     try:
         Granian(
-            "api.app:app_from_env",
+            "api.server:asgi_app",
             factory=True,
             address=host,
             port=port,
@@ -53,6 +87,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             workers=workers,
             loop=Loops.uvloop,
             log_access=False,
+            log_dictconfig=logging_dictconfig(),
         ).serve()
     finally:
         if private is not None:
