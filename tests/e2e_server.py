@@ -44,28 +44,41 @@ def server_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None,
+                 separate_stderr: bool = False) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.settings = settings or {}  # CONNECFY_* variables for this server
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
+        # With separate_stderr, stderr (the log lines) goes to its own file, stdout to log_path.
+        self.stderr_path: Path | None = data_dir / "server.err" if separate_stderr else None
         self.process: subprocess.Popen[bytes] | None = None
+
+    def stderr(self) -> str:
+        """The server's stderr so far ("" unless started with separate_stderr)."""
+        try:
+            return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+        except OSError:
+            return ""
 
     def output(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace") + self.stderr()
         except OSError:
             return ""
 
     def start(self) -> ServerProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+        err: Any = open(self.stderr_path, "wb") if self.stderr_path else subprocess.STDOUT  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(CONNECFY), "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, env={**server_env(), **self.settings}, cwd=self.data_dir)
+            stdout=log, stderr=err, env={**server_env(), **self.settings}, cwd=self.data_dir)
         log.close()
+        if self.stderr_path:
+            err.close()
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
         while time.monotonic() < deadline:
