@@ -203,8 +203,9 @@ _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts (UTC), level, logger, message, request_id inside a
-    request, the ``fields`` a record carries (the access line's), exc when any."""
+    """One JSON object per record: ts (UTC), level, logger, message, pid (which worker),
+    request_id inside a request, the ``fields`` a record carries (the access line's), exc
+    when any."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -213,6 +214,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         rid = request_id.get()
         if rid is not None:
@@ -293,6 +295,7 @@ class ObservedApp:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        path = scope["path"]  # as sent: the router normalizes scope["path"] in place
         rid = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
@@ -319,7 +322,7 @@ class ObservedApp:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
             if status:
                 raise
             status = 500
@@ -336,14 +339,14 @@ class ObservedApp:
             method = scope.get("method", "")
             _observe(route, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                _access_line(scope, method, route, status, seconds, sent)
+                _access_line(scope, method, path, route, status, seconds, sent)
             request_id.reset(token)
 
 
-def _access_line(scope: Any, method: str, route: str, status: int, seconds: float, sent: int) -> None:
+def _access_line(scope: Any, method: str, path: str, route: str, status: int, seconds: float, sent: int) -> None:
     client = scope.get("client")
-    record = logging.LogRecord(access_log.name, logging.INFO, "", 0, "%s %s %s", (method, scope["path"], status), None)
-    record.fields = {"method": method, "path": scope["path"], "route": route, "status": status,
+    record = logging.LogRecord(access_log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None)
+    record.fields = {"method": method, "path": path, "route": route, "status": status,
                      "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None,
                      "bytes": sent}
     access_log.handle(record)  # skips the caller lookup of .info(): one line per request is hot
