@@ -1,0 +1,195 @@
+package com.connecfy.core;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.UnsupportedEncodingException;
+import java.net.HttpURLConnection;
+import java.net.URL;
+import java.net.URLEncoder;
+import java.nio.charset.Charset;
+import java.util.List;
+
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * The phone's side of the Connecfy HTTP API over {@link HttpURLConnection}: register with
+ * a pairing code, then heartbeat, claim tasks and report statuses with the device token
+ * (sent as {@code X-Device-Token}). Every error status becomes an {@link ApiException}
+ * carrying the JSON error body and any {@code Retry-After}.
+ */
+public final class ApiClient implements DeviceApi {
+    private static final Charset UTF8 = Charset.forName("UTF-8");
+    private static final int MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+    private final String server;
+    private final String deviceId;
+    private final String deviceToken;
+    private final String userAgent;
+    private final Clock clock;
+    private int connectTimeoutMillis = 10000;
+    private int readTimeoutMillis = 20000;
+
+    /** A client for {@link #register} only (no device yet). */
+    public ApiClient(String server, String userAgent, Clock clock) {
+        this(server, null, null, userAgent, clock);
+    }
+
+    public ApiClient(DeviceCredentials credentials, String userAgent, Clock clock) {
+        this(credentials.server, credentials.deviceId, credentials.deviceToken, userAgent, clock);
+    }
+
+    private ApiClient(String server, String deviceId, String deviceToken, String userAgent, Clock clock) {
+        this.server = PairingPayload.normalizeServer(server);
+        this.deviceId = deviceId;
+        this.deviceToken = deviceToken;
+        this.userAgent = userAgent;
+        this.clock = clock;
+    }
+
+    public ApiClient timeouts(int connectMillis, int readMillis) {
+        this.connectTimeoutMillis = connectMillis;
+        this.readTimeoutMillis = readMillis;
+        return this;
+    }
+
+    /**
+     * {@code POST /api/devices/register/}: redeems the one-time code. The phone number is
+     * sent only when given (the user chose to share it).
+     */
+    public DeviceCredentials register(String code, String deviceName, String phoneNumber)
+            throws IOException, ApiException {
+        try {
+            JSONObject body = new JSONObject().put("code", PairingPayload.normalizeCode(code))
+                .put("device_name", deviceName);
+            if (phoneNumber != null && !phoneNumber.trim().isEmpty()) {
+                body.put("phone_number", phoneNumber.trim());
+            }
+            JSONObject reply = new JSONObject(call("POST", "/api/devices/register/", body, false));
+            return new DeviceCredentials(server, reply.getString("device_id"), reply.getString("device_token"),
+                reply.optString("device_name", deviceName), clock.now());
+        } catch (JSONException e) {
+            throw new IOException("unreadable answer to register: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public String heartbeat(Heartbeat heartbeat) throws IOException, ApiException {
+        try {
+            String reply = call("POST", "/api/devices/" + segment(deviceId) + "/heartbeat/", heartbeat.toJson(), true);
+            return new JSONObject(reply).optString("last_seen", "");
+        } catch (JSONException e) {
+            throw new IOException("unreadable answer to heartbeat: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public List<Task> claimTasks(int limit) throws IOException, ApiException {
+        try {
+            String reply = call("GET", "/api/devices/" + segment(deviceId) + "/tasks/?limit=" + limit, null, true);
+            return Task.listFromJson(new JSONArray(reply));
+        } catch (JSONException e) {
+            throw new IOException("unreadable answer to tasks: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public void reportStatus(String messageId, String status, String error) throws IOException, ApiException {
+        try {
+            JSONObject body = new JSONObject().put("status", status);
+            if (error != null && !error.isEmpty()) {
+                body.put("error", error);
+            }
+            call("POST", "/api/sms/" + segment(messageId) + "/status/", body, true);
+        } catch (JSONException e) {
+            throw new IOException("cannot build status report: " + e.getMessage(), e);
+        }
+    }
+
+    private String call(String method, String path, JSONObject body, boolean authenticated)
+            throws IOException, ApiException {
+        if (authenticated && deviceToken == null) {
+            throw new IllegalStateException("this client has no device token");
+        }
+        HttpURLConnection connection = (HttpURLConnection) new URL(server + path).openConnection();
+        try {
+            connection.setRequestMethod(method);
+            connection.setConnectTimeout(connectTimeoutMillis);
+            connection.setReadTimeout(readTimeoutMillis);
+            connection.setUseCaches(false);
+            connection.setInstanceFollowRedirects(false);
+            connection.setRequestProperty("Accept", "application/json");
+            if (userAgent != null) {
+                connection.setRequestProperty("User-Agent", userAgent);
+            }
+            if (authenticated) {
+                connection.setRequestProperty("X-Device-Token", deviceToken);
+            }
+            if (body != null) {
+                byte[] bytes = body.toString().getBytes(UTF8);
+                connection.setDoOutput(true);
+                connection.setFixedLengthStreamingMode(bytes.length);
+                connection.setRequestProperty("Content-Type", "application/json");
+                OutputStream out = connection.getOutputStream();
+                try {
+                    out.write(bytes);
+                } finally {
+                    out.close();
+                }
+            }
+            int status = connection.getResponseCode();
+            if (status >= 200 && status < 300) {
+                return readAll(connection.getInputStream());
+            }
+            String text = readAll(connection.getErrorStream());
+            long retryAfter = RetryAfter.parseMillis(connection.getHeaderField("Retry-After"), clock.now());
+            throw error(status, text, retryAfter);
+        } finally {
+            connection.disconnect();
+        }
+    }
+
+    static ApiException error(int status, String text, long retryAfterMillis) {
+        String code = "http_" + status;
+        String detail = "the server answered HTTP " + status;
+        try {
+            JSONObject o = new JSONObject(text);
+            code = o.optString("code", code);
+            detail = o.optString("detail", detail);
+        } catch (JSONException e) {
+            // Not our JSON error shape (a proxy's page, say): keep the status-based words.
+        }
+        return new ApiException(status, code, detail, retryAfterMillis);
+    }
+
+    private static String readAll(InputStream in) throws IOException {
+        if (in == null) {
+            return "";
+        }
+        try {
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            byte[] buffer = new byte[8192];
+            int n;
+            while ((n = in.read(buffer)) > 0) {
+                if (out.size() + n > MAX_BODY_BYTES) {
+                    throw new IOException("answer larger than " + MAX_BODY_BYTES + " bytes");
+                }
+                out.write(buffer, 0, n);
+            }
+            return new String(out.toByteArray(), UTF8);
+        } finally {
+            in.close();
+        }
+    }
+
+    private static String segment(String id) {
+        try {
+            return URLEncoder.encode(id, "UTF-8").replace("+", "%20");
+        } catch (UnsupportedEncodingException e) {
+            throw new AssertionError(e);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+package com.connecfy.core;
+
+import java.io.IOException;
+import java.util.List;
+
+/**
+ * The three calls a paired phone makes with its device token. IOException: no answer
+ * (network down, server stopped, timeout); ApiException: an error status.
+ */
+public interface DeviceApi {
+    /** {@code POST /api/devices/<id>/heartbeat/}; returns the server's {@code last_seen}. */
+    String heartbeat(Heartbeat heartbeat) throws IOException, ApiException;
+
+    /** {@code GET /api/devices/<id>/tasks/?limit=N}: atomically claims up to {@code limit} messages. */
+    List<Task> claimTasks(int limit) throws IOException, ApiException;
+
+    /** {@code POST /api/sms/<id>/status/} with {@code sent}, {@code delivered} or {@code failed} (+ error). */
+    void reportStatus(String messageId, String status, String error) throws IOException, ApiException;
+}

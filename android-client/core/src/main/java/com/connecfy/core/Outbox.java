@@ -1,0 +1,242 @@
+package com.connecfy.core;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Random;
+import java.util.Set;
+
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+
+/**
+ * Status reports waiting for the server, kept in {@link Storage} so none is lost to an
+ * app restart or a dead network. A report leaves the outbox when the server answers 2xx
+ * or a final 4xx ({@link Disposition#FINAL}); 401/403 also mean the phone was unpaired.
+ * No answer, 408, 429 and 5xx keep it, with its own jittered backoff, never shorter than
+ * the server's {@code Retry-After}. When the trouble is the server's or the network's as
+ * a whole (no answer, 429, 502, 503, 504) the drain stops and the whole outbox backs off
+ * too, since the next report would fail the same way; a 408 or 500 holds back only that
+ * report.
+ *
+ * <p>Reports of one message go in the order they were added ({@code sent} before
+ * {@code delivered}); different messages do not wait for each other's backoff.
+ */
+public final class Outbox {
+    public static final String SENT = "sent";
+    public static final String DELIVERED = "delivered";
+    public static final String FAILED = "failed";
+
+    static final String DOCUMENT = "outbox.json";
+
+    /** One status report for one message. */
+    public static final class Report {
+        public final String messageId;
+        public final String status;
+        public final String error;
+        public final long queuedAt;
+        int attempts;
+        long nextAttemptAt;
+
+        Report(String messageId, String status, String error, long queuedAt, int attempts, long nextAttemptAt) {
+            this.messageId = messageId;
+            this.status = status;
+            this.error = error == null ? "" : error;
+            this.queuedAt = queuedAt;
+            this.attempts = attempts;
+            this.nextAttemptAt = nextAttemptAt;
+        }
+
+        public int attempts() {
+            return attempts;
+        }
+
+        public long nextAttemptAt() {
+            return nextAttemptAt;
+        }
+    }
+
+    /** What one {@link #drain} did. */
+    public static final class DrainResult {
+        public int accepted;
+        public int dropped;
+        public int retried;
+        public boolean unpaired;
+        /** The last error, for the user; null when every attempt got an answer it wanted. */
+        public String lastError;
+    }
+
+    private final Storage storage;
+    private final Clock clock;
+    private final Random random;
+    private final Backoff backoff;
+    private final List<Report> reports = new ArrayList<Report>();
+    private int failuresInRow;
+    private long resumeAt;
+
+    public Outbox(Storage storage, Clock clock, Random random, Backoff backoff) throws IOException {
+        this.storage = storage;
+        this.clock = clock;
+        this.random = random;
+        this.backoff = backoff;
+        load();
+    }
+
+    /** Queues a report; the same status for the same message is kept once. */
+    public synchronized void add(String messageId, String status, String error) throws IOException {
+        for (Report r : reports) {
+            if (r.messageId.equals(messageId) && r.status.equals(status)) {
+                return;
+            }
+        }
+        reports.add(new Report(messageId, status, error, clock.now(), 0, 0));
+        save();
+    }
+
+    public synchronized int size() {
+        return reports.size();
+    }
+
+    public synchronized List<Report> pending() {
+        return new ArrayList<Report>(reports);
+    }
+
+    public synchronized void clear() throws IOException {
+        reports.clear();
+        failuresInRow = 0;
+        resumeAt = 0;
+        save();
+    }
+
+    /** When a drain next has something to do (Long.MAX_VALUE: nothing waits). */
+    public synchronized long nextAttemptAt() {
+        long earliest = Long.MAX_VALUE;
+        Set<String> seen = new HashSet<String>();
+        for (Report r : reports) {
+            if (seen.add(r.messageId)) {
+                earliest = Math.min(earliest, r.nextAttemptAt);
+            }
+        }
+        return earliest == Long.MAX_VALUE ? earliest : Math.max(earliest, resumeAt);
+    }
+
+    /** Sends every report that is due, oldest first, until one gets no answer it wanted. */
+    public DrainResult drain(DeviceApi api) throws IOException {
+        DrainResult result = new DrainResult();
+        Set<Report> tried = new HashSet<Report>();
+        while (true) {
+            Report report = nextDue(tried);
+            if (report == null) {
+                return result;
+            }
+            tried.add(report);
+            try {
+                api.reportStatus(report.messageId, report.status, report.error);
+                answered(report);
+                result.accepted++;
+            } catch (ApiException e) {
+                if (e.disposition() == Disposition.FINAL) {
+                    answered(report);
+                    result.dropped++;
+                    result.lastError = e.getMessage();
+                    if (e.meansUnpaired()) {
+                        result.unpaired = true;
+                        return result;
+                    }
+                } else {
+                    boolean serverWide = isServerWide(e.status());
+                    retryLater(report, e.retryAfterMillis(), serverWide);
+                    result.retried++;
+                    result.lastError = e.getMessage();
+                    if (serverWide) {
+                        return result;
+                    }
+                }
+            } catch (IOException e) {
+                retryLater(report, -1, true);
+                result.retried++;
+                result.lastError = "no answer from the server: " + e.getMessage();
+                return result;
+            }
+        }
+    }
+
+    private synchronized Report nextDue(Set<Report> tried) {
+        long now = clock.now();
+        if (now < resumeAt) {
+            return null;
+        }
+        Set<String> blocked = new HashSet<String>();
+        for (Report r : reports) {
+            if (!blocked.add(r.messageId)) {
+                continue; // an earlier report of this message goes first
+            }
+            if (r.nextAttemptAt <= now && !tried.contains(r)) {
+                return r;
+            }
+        }
+        return null;
+    }
+
+    private synchronized void answered(Report report) throws IOException {
+        failuresInRow = 0;
+        resumeAt = 0;
+        reports.remove(report);
+        save();
+    }
+
+    static boolean isServerWide(int status) {
+        return status == 429 || status == 502 || status == 503 || status == 504;
+    }
+
+    private synchronized void retryLater(Report report, long retryAfterMillis, boolean serverWide)
+            throws IOException {
+        long now = clock.now();
+        report.attempts++;
+        if (serverWide) {
+            failuresInRow++;
+            resumeAt = now + Math.max(backoff.delayMillis(failuresInRow, random), retryAfterMillis);
+        }
+        report.nextAttemptAt = now + Math.max(backoff.delayMillis(report.attempts, random), retryAfterMillis);
+        if (reports.contains(report)) {
+            save();
+        }
+    }
+
+    private void load() throws IOException {
+        String text = storage.read(DOCUMENT);
+        if (text == null) {
+            return;
+        }
+        try {
+            JSONArray array = new JSONObject(text).getJSONArray("reports");
+            for (int i = 0; i < array.length(); i++) {
+                JSONObject o = array.getJSONObject(i);
+                reports.add(new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
+                    o.optLong("queued_at", 0), o.optInt("attempts", 0), o.optLong("next_attempt_at", 0)));
+            }
+        } catch (JSONException e) {
+            throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+        }
+    }
+
+    private void save() throws IOException {
+        try {
+            JSONArray array = new JSONArray();
+            for (Report r : reports) {
+                array.put(new JSONObject()
+                    .put("message_id", r.messageId)
+                    .put("status", r.status)
+                    .put("error", r.error)
+                    .put("queued_at", r.queuedAt)
+                    .put("attempts", r.attempts)
+                    .put("next_attempt_at", r.nextAttemptAt));
+            }
+            storage.write(DOCUMENT, new JSONObject().put("reports", array).toString());
+        } catch (JSONException e) {
+            throw new IOException(e.getMessage(), e);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+package com.connecfy.core;
+
+/**
+ * The phone's SMS stack (SmsManager on Android). {@link #send} only hands the message over;
+ * whether each part was sent and delivered arrives later through {@link SendResults}.
+ */
+public interface SmsSender {
+    /** How many SMS parts the text takes (SmsManager.divideMessage). */
+    int countParts(String message);
+
+    /** Hands the message over; an exception means it was not sent at all. */
+    void send(Task task, int parts) throws Exception;
+}

@@ -1,0 +1,249 @@
+package com.connecfy.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertTrue;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.TimeZone;
+
+import org.junit.Before;
+import org.junit.Rule;
+import org.junit.Test;
+import org.junit.rules.TemporaryFolder;
+
+/** The engine's timing on a fake clock, against a scripted API. */
+public class DeviceEngineTest {
+    @Rule
+    public TemporaryFolder folder = new TemporaryFolder();
+
+    private static final long T0 = 1700000000000L;
+
+    private FakeClock clock;
+    private FakeApi api;
+    private RecordingSender sender;
+    private FileStorage storage;
+    private Outbox outbox;
+    private final List<String> unpairedReasons = new ArrayList<String>();
+    private DeviceEngine engine;
+
+    @Before
+    public void setUp() throws IOException {
+        clock = new FakeClock(T0);
+        api = new FakeApi(clock);
+        sender = new RecordingSender(clock);
+        storage = TempDir.storage(folder, "phone");
+        engine = newEngine();
+    }
+
+    /** A fresh engine over the same storage: what the phone has after an app restart. */
+    private DeviceEngine newEngine() throws IOException {
+        outbox = new Outbox(storage, clock, new Random(5), new Backoff(1000, 60000));
+        SentIds sentIds = new SentIds(storage, clock, SentIds.DEFAULT_RETENTION_MILLIS);
+        SendPacer pacer = new SendPacer(storage, 30, 61000);
+        DailyCounts counts = new DailyCounts(storage, clock, TimeZone.getTimeZone("UTC"));
+        SendResults results = new SendResults(storage, outbox, counts, clock);
+        Heartbeat.Source source = new Heartbeat.Source() {
+            @Override
+            public Heartbeat current() {
+                return new Heartbeat(81, "14", "1.0.0");
+            }
+        };
+        DeviceEngine.Listener listener = new DeviceEngine.Listener() {
+            @Override
+            public void onUnpaired(String reason) {
+                unpairedReasons.add(reason);
+            }
+
+            @Override
+            public void onStatus(EngineStatus status) {
+            }
+        };
+        return new DeviceEngine(api, outbox, sentIds, pacer, results, sender, source, clock, new Random(11),
+            new DeviceEngine.Config(), listener);
+    }
+
+    /** Runs the engine as the service does, sleeping on the fake clock, until {@code until} ms after T0. */
+    private void runUntil(long until) {
+        for (int i = 0; i < 100000 && clock.now() < T0 + until; i++) {
+            long wait = engine.tick();
+            if (wait == Long.MAX_VALUE) {
+                clock.set(T0 + until);
+                return;
+            }
+            clock.advance(Math.max(1, Math.min(wait, T0 + until - clock.now())));
+        }
+    }
+
+    private static List<Long> relative(List<Long> times) {
+        List<Long> out = new ArrayList<Long>();
+        for (Long t : times) {
+            out.add(t - T0);
+        }
+        return out;
+    }
+
+    @Test
+    public void heartbeatsEveryFifteenSecondsAndPollsEveryTwenty() {
+        runUntil(61000);
+        assertEquals(Arrays.asList(0L, 15000L, 30000L, 45000L, 60000L), relative(api.heartbeatTimes));
+        assertEquals(Arrays.asList(0L, 20000L, 40000L, 60000L), relative(api.pollTimes));
+        assertEquals(Integer.valueOf(81), api.lastHeartbeat.battery);
+        assertEquals("14", api.lastHeartbeat.androidVersion);
+        assertEquals("1.0.0", api.lastHeartbeat.appVersion);
+        assertTrue(engine.status().isOnline(clock.now()));
+    }
+
+    @Test
+    public void aFullBatchIsFollowedByAnEarlyPoll() {
+        api.pollScript.add(FakeApi.tasks("A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9"));
+        api.pollScript.add(FakeApi.tasks("B0", "B1", "B2"));
+        runUntil(30000);
+        assertEquals(Arrays.asList(0L, 2000L, 22000L), relative(api.pollTimes));
+        assertEquals(13, sender.sent.size());
+        assertEquals(Long.valueOf(T0), sender.sentAt.get(0));
+    }
+
+    @Test
+    public void pollErrorsBackOffWithJitterWhileHeartbeatsGoOn() {
+        for (int i = 0; i < 4; i++) {
+            api.pollScript.add(new IOException("network down"));
+        }
+        runUntil(120000);
+        List<Long> polls = relative(api.pollTimes);
+        Backoff backoff = new DeviceEngine.Config().pollBackoff;
+        for (int failure = 1; failure <= 4; failure++) {
+            long gap = polls.get(failure) - polls.get(failure - 1);
+            long ceiling = backoff.ceilingMillis(failure);
+            assertTrue("gap " + gap + " after failure " + failure, gap >= ceiling / 2 && gap <= ceiling);
+        }
+        assertEquals("back to 20 s once a poll succeeds", 20000L, polls.get(5) - polls.get(4));
+        assertEquals(Arrays.asList(0L, 15000L, 30000L, 45000L, 60000L, 75000L, 90000L, 105000L),
+            relative(api.heartbeatTimes));
+    }
+
+    @Test
+    public void jitterDiffersBetweenPhones() throws IOException {
+        List<Long> gaps = new ArrayList<Long>();
+        for (int seed = 0; seed < 5; seed++) {
+            Backoff backoff = new DeviceEngine.Config().pollBackoff;
+            gaps.add(backoff.delayMillis(3, new Random(seed)));
+        }
+        assertTrue("five phones, five different waits: " + gaps, new java.util.HashSet<Long>(gaps).size() > 1);
+    }
+
+    @Test
+    public void tooManyRequestsWaitsExactlyRetryAfter() {
+        api.pollScript.add(FakeApi.tooMany(37000));
+        runUntil(60000);
+        assertEquals(Arrays.asList(0L, 37000L, 57000L), relative(api.pollTimes));
+    }
+
+    @Test
+    public void heartbeatFailuresRetrySoonerThanTheServerForgetsThePhone() {
+        api.heartbeatScript.add(Boolean.TRUE);
+        api.heartbeatScript.add(FakeApi.status(503));
+        api.heartbeatScript.add(FakeApi.status(503));
+        runUntil(40000);
+        List<Long> beats = relative(api.heartbeatTimes);
+        assertEquals(Long.valueOf(15000), beats.get(1));
+        long ceiling1 = new DeviceEngine.Config().heartbeatBackoff.ceilingMillis(1);
+        long gap = beats.get(2) - beats.get(1);
+        assertTrue("retry after " + gap, gap >= ceiling1 / 2 && gap <= ceiling1);
+        assertTrue("still online within the 45 s window", engine.status().isOnline(clock.now()));
+        assertTrue(engine.status().lastError == null);
+    }
+
+    @Test
+    public void goesOfflineWhenHeartbeatsKeepFailing() {
+        for (int i = 0; i < 50; i++) {
+            api.heartbeatScript.add(i == 0 ? Boolean.TRUE : new IOException("down"));
+        }
+        runUntil(10000);
+        assertTrue(engine.status().isOnline(clock.now()));
+        runUntil(60000);
+        assertFalse(engine.status().isOnline(clock.now()));
+        assertTrue(engine.status().lastError, engine.status().lastError.startsWith("heartbeat"));
+    }
+
+    @Test
+    public void unauthorizedStopsEverythingAndSaysUnpaired() {
+        api.pollScript.add(FakeApi.status(401));
+        runUntil(1000);
+        assertEquals(1, unpairedReasons.size());
+        assertTrue(engine.status().unpaired);
+        assertEquals(Long.MAX_VALUE, engine.tick());
+        int calls = api.log.size();
+        runUntil(120000);
+        assertEquals("nothing more is called", calls, api.log.size());
+    }
+
+    @Test
+    public void forbiddenHeartbeatAlsoUnpairs() {
+        api.heartbeatScript.add(FakeApi.status(403));
+        runUntil(1000);
+        assertEquals(1, unpairedReasons.size());
+        assertTrue(api.pollTimes.isEmpty());
+    }
+
+    @Test
+    public void aRedeliveredMessageIsNeverSentAgainEvenAfterARestart() throws IOException {
+        api.pollScript.add(FakeApi.tasks("A", "B"));
+        runUntil(1000);
+        assertEquals(Arrays.asList("A", "B"), sender.sent);
+        engine = newEngine(); // the app restarts; the server hands A out again (its report was late)
+        api.pollScript.add(FakeApi.tasks("A", "C", "C"));
+        runUntil(30000);
+        assertEquals(Arrays.asList("A", "B", "C"), sender.sent);
+        assertEquals(2, engine.status().duplicatesSkipped);
+    }
+
+    @Test
+    public void pacingKeepsEverySixtyOneSecondWindowWithinThirtyParts() {
+        List<Task> batch = new ArrayList<Task>();
+        for (int i = 0; i < 10; i++) {
+            batch.add(new Task("L" + i, "+15551234567", "fifty chars of text, which makes five parts here.."));
+        }
+        api.pollScript.add(batch);
+        runUntil(200000);
+        assertEquals(10, sender.sent.size());
+        List<Long> at = relative(sender.sentAt);
+        for (int i = 0; i < at.size(); i++) {
+            int parts = 0;
+            for (int j = 0; j < at.size(); j++) {
+                if (at.get(j) >= at.get(i) && at.get(j) < at.get(i) + 61000) {
+                    parts += 5;
+                }
+            }
+            assertTrue("window from " + at.get(i) + " has " + parts + " parts", parts <= 30);
+        }
+        assertEquals(Long.valueOf(0), at.get(5));
+        assertEquals(Long.valueOf(61000), at.get(6));
+        List<Long> polls = relative(api.pollTimes);
+        assertEquals("no claim while claimed messages wait", Long.valueOf(61000), polls.get(1));
+    }
+
+    @Test
+    public void aSendThatThrowsIsReportedFailed() {
+        sender.failWith = new SecurityException("SEND_SMS not granted");
+        api.pollScript.add(FakeApi.tasks("A"));
+        runUntil(1000);
+        assertEquals(Arrays.asList("A failed NOT_SENT SecurityException: SEND_SMS not granted"), api.reports);
+    }
+
+    @Test
+    public void statusShowsQueueAndLastPoll() {
+        api.pollScript.add(FakeApi.tasks("A", "B"));
+        runUntil(1000);
+        EngineStatus s = engine.status();
+        assertTrue(s.running);
+        assertEquals(T0, s.lastPollAt);
+        assertEquals(2, s.lastPollCount);
+        assertEquals(0, s.waitingToSend);
+        assertEquals(T0 + 20000, s.nextPollAt);
+    }
+}

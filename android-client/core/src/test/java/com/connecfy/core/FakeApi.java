@@ -1,0 +1,80 @@
+package com.connecfy.core;
+
+import java.io.IOException;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/**
+ * A scripted {@link DeviceApi} for timing tests: each call takes the next scripted
+ * outcome for its endpoint (an exception to throw, or tasks to return) and is logged
+ * with the fake clock's time. Unscripted calls succeed (no tasks).
+ */
+final class FakeApi implements DeviceApi {
+    final FakeClock clock;
+    final List<String> log = new ArrayList<String>();
+    final List<Long> heartbeatTimes = new ArrayList<Long>();
+    final List<Long> pollTimes = new ArrayList<Long>();
+    final List<String> reports = new ArrayList<String>();
+    final ArrayDeque<Object> heartbeatScript = new ArrayDeque<Object>();
+    final ArrayDeque<Object> pollScript = new ArrayDeque<Object>();
+    final ArrayDeque<Object> reportScript = new ArrayDeque<Object>();
+    Heartbeat lastHeartbeat;
+
+    FakeApi(FakeClock clock) {
+        this.clock = clock;
+    }
+
+    static ApiException status(int status) {
+        return new ApiException(status, "code_" + status, "status " + status, -1);
+    }
+
+    static ApiException tooMany(long retryAfterMillis) {
+        return new ApiException(429, "rate_limited", "slow down", retryAfterMillis);
+    }
+
+    @Override
+    public synchronized String heartbeat(Heartbeat heartbeat) throws IOException, ApiException {
+        lastHeartbeat = heartbeat;
+        heartbeatTimes.add(clock.now());
+        log.add("heartbeat@" + clock.now());
+        raise(heartbeatScript.poll());
+        return "2025-01-01T00:00:00Z";
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public synchronized List<Task> claimTasks(int limit) throws IOException, ApiException {
+        pollTimes.add(clock.now());
+        log.add("poll@" + clock.now());
+        Object next = pollScript.poll();
+        raise(next);
+        return next == null ? Collections.<Task>emptyList() : (List<Task>) next;
+    }
+
+    @Override
+    public synchronized void reportStatus(String messageId, String status, String error)
+            throws IOException, ApiException {
+        log.add("report " + messageId + " " + status + "@" + clock.now());
+        raise(reportScript.poll());
+        reports.add(messageId + " " + status + (error.isEmpty() ? "" : " " + error));
+    }
+
+    private static void raise(Object outcome) throws IOException, ApiException {
+        if (outcome instanceof IOException) {
+            throw (IOException) outcome;
+        }
+        if (outcome instanceof ApiException) {
+            throw (ApiException) outcome;
+        }
+    }
+
+    static List<Task> tasks(String... ids) {
+        List<Task> tasks = new ArrayList<Task>();
+        for (String id : ids) {
+            tasks.add(new Task(id, "+15551234567", "hello " + id));
+        }
+        return tasks;
+    }
+}
