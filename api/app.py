@@ -26,6 +26,7 @@ from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
 from api.health import HealthController
+from api.limits import AccountLimitsController, OperatorController
 from api.observability import MIDDLEWARE, MetricsController, configure_logging, swept
 from api.openapi import complete_schema
 from api.sms import SmsController
@@ -112,7 +113,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
 
     return Litestar(
         route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
-                        ApiKeysController, StatsController, AuthController, HealthController, MetricsController],
+                        ApiKeysController, StatsController, AuthController, HealthController, MetricsController,
+                        AccountLimitsController, OperatorController],
         middleware=MIDDLEWARE,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),

@@ -13,6 +13,7 @@ from litestar.datastructures import Cookie
 
 from api.credentials import CSRF_COOKIE, SESSION_COOKIE, session_guard
 from api.errors import ApiError
+from api.limits import auth_rate_guard
 from broker import Broker, errors
 from broker.records import Account, Session
 
@@ -80,7 +81,7 @@ class AuthController(Controller):
     path = "/api/auth"
     tags = ["dashboard: account"]
 
-    @post("/signup/", status_code=201, operation_id="signup")
+    @post("/signup/", status_code=201, guards=[auth_rate_guard("signup")], operation_id="signup")
     async def signup(self, request: Request, data: SignupBody, broker: Broker) -> Response[AccountOut]:
         """Create an account (self-managed or API-only) and log in."""
         if not broker.settings.signup_open:
@@ -91,7 +92,7 @@ class AuthController(Controller):
         session = await broker.create_session(account)
         return with_session_cookies(Response(account_out(account), status_code=201), request, session)
 
-    @post("/login/", status_code=200, operation_id="login")
+    @post("/login/", status_code=200, guards=[auth_rate_guard("login")], operation_id="login")
     async def login(self, request: Request, data: LoginBody, broker: Broker) -> Response[AccountOut]:
         """Log in; any bad email/password pair gets the same 401."""
         try:

@@ -11,7 +11,9 @@ from litestar.params import Parameter
 
 from api.clock import iso_utc
 from api.credentials import device_guard, session_guard
-from api.errors import ApiError, forbidden, not_found
+from api.errors import ApiError, forbidden, not_found, rate_headers
+from api.limits import auth_rate_guard
+from api.observability import claimed
 from broker import Broker, errors, ids, keys
 from broker.records import Account, DeviceInfo, DeviceRef
 
@@ -90,7 +92,7 @@ class PhoneController(Controller):
     path = "/api/devices"
     tags = ["phone"]
 
-    @post("/register/", status_code=201, operation_id="registerDevice")
+    @post("/register/", status_code=201, guards=[auth_rate_guard("register")], operation_id="registerDevice")
     async def register(self, data: RegisterBody, broker: Broker) -> Registered:
         """Redeem a one-time pairing code from the dashboard's Add Device screen."""
         device = await broker.register_device(data.code, data.device_name, data.phone_number)
@@ -98,10 +100,12 @@ class PhoneController(Controller):
 
     @get("/{device_id:str}/tasks/", guards=[device_guard], operation_id="claimTasks")
     async def tasks(self, device: DeviceRef, broker: Broker,
-                    limit: Annotated[int, Parameter(ge=1, le=100)] = 10) -> list[Task]:
-        """Atomically claim the messages this phone should send now (leased 120 s)."""
-        claimed = await broker.claim(device, limit)
-        return [Task(m.id, m.to, m.message) for m in claimed]
+                    limit: Annotated[int, Parameter(ge=1, le=100)] = 10) -> Response[list[Task]]:
+        """Atomically claim the messages this phone should send now (leased 120 s).
+        Polling faster than the tasks limit gets 429 with ``Retry-After``."""
+        result = await broker.claim_tasks(device, limit)
+        claimed(len(result.messages))
+        return Response([Task(m.id, m.to, m.message) for m in result.messages], headers=rate_headers(result.rate))
 
     @post("/{device_id:str}/heartbeat/", status_code=200, guards=[device_guard], operation_id="heartbeat")
     async def heartbeat(self, device: DeviceRef, broker: Broker,

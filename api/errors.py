@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from broker.records import RateDecision
+
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,12 +23,14 @@ log = logging.getLogger("connecfy.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra
 
 
 def not_authenticated(detail: str = "authentication required") -> ApiError:
@@ -53,6 +57,9 @@ _BROKER_STATUS: dict[type[errors.BrokerError], int] = {
     errors.QuotaExceeded: 429,
     errors.RateLimited: 429,
     errors.PairingCodeInvalid: 400,
+    errors.LimitRequestNotFound: 404,
+    errors.LimitRequestPending: 409,
+    errors.LimitRequestDecided: 409,
 }
 
 
@@ -61,17 +68,37 @@ def _body(status_code: int, code: str, detail: str, **extra: Any) -> dict[str, A
 
 
 def _api_error(_: Request, exc: ApiError) -> Response:
-    return Response(_body(exc.status_code, exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers)
+    return Response(_body(exc.status_code, exc.code, exc.detail, **exc.extra), status_code=exc.status_code,
+                    headers=exc.headers)
 
 
-def _broker_error(_: Request, exc: errors.BrokerError) -> Response:
+def rate_headers(decision: RateDecision) -> dict[str, str]:
+    """The ``RateLimit-*`` headers (IETF draft): the burst, what is left of it now, and
+    seconds until it is whole again; a refusal adds ``Retry-After`` in seconds."""
+    headers = {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(-(-decision.reset_ms // 1000)),
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(max(1, -(-decision.retry_after_ms // 1000)))
+    return headers
+
+
+def _broker_error(request: Request, exc: errors.BrokerError) -> Response:
     status = next((s for cls, s in _BROKER_STATUS.items() if isinstance(exc, cls)), 400)
     extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
     if getattr(exc, "field", ""):
         extra["field"] = exc.field  # type: ignore[attr-defined]
     if getattr(exc, "index", None) is not None:
         extra["index"] = exc.index  # type: ignore[attr-defined]
-    return Response(_body(status, exc.code, exc.detail, **extra), status_code=status)
+    if isinstance(exc, errors.RateLimited):
+        headers = rate_headers(exc.decision)
+    elif isinstance(exc, errors.QuotaExceeded):
+        now_ms = request.app.state.broker.clock()
+        headers = {"Retry-After": str(max(1, -(-(86_400_000 - now_ms % 86_400_000) // 1000)))}
+    return Response(_body(status, exc.code, exc.detail, **extra), status_code=status, headers=headers)
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:

@@ -15,11 +15,13 @@ than from a list of paths, so a new endpoint is documented the moment it is rout
   403   CSRF on an unsafe session request, a device token on another
         device's path, operator-only, or raised by the handler
   404   an id in the path or the body (``*_id``), or raised
-  409   raised, or the handler calls a broker operation that can conflict
-        (email taken, state transitions, idempotency key reused)
+  409   a POST/PUT/PATCH/DELETE that changes stored state from a body or a
+        path id (email taken, state transitions, idempotency key reused, a
+        request already pending), or raised
   413   POST/PUT/PATCH (the body cap), 415 the same (non-JSON body)
-  429   every endpoint that takes a credential or a body: rate limits and
-        quotas, with ``Retry-After`` and ``RateLimit-Limit/Remaining/Reset``
+  429   every endpoint with a guard or a body: rate limits and quotas, with
+        ``Retry-After`` (always) and ``RateLimit-Limit/Remaining/Reset`` (on a
+        rate limit; a daily quota has no window to describe)
   503   every endpoint that reaches Redis, with ``Retry-After``
   ====  =====================================================================
 
@@ -64,8 +66,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CREDENTIAL_GUARDS = (device_guard, session_guard, api_key_guard)
 
-# Broker operations whose domain errors are 409s (conflicts), found in a handler's source.
-CONFLICTING_BROKER_CALLS = re.compile(r"\bbroker\.(enqueue\w*|cancel\w*|report_status\w*|create_account\w*)\(")
 IDEMPOTENCY_MARKERS = re.compile(r"IDEMPOTENCY_HEADER|[Ii]dempotency-[Kk]ey")
 RAISED_STATUS = re.compile(r"\bApiError\(\s*(\d{3})")
 RAISED_HELPERS = {"not_authenticated": 401, "forbidden": 403, "not_found": 404}
@@ -91,9 +91,9 @@ _INTEGER = Schema(type=OpenAPIType.INTEGER)
 _STRING = Schema(type=OpenAPIType.STRING)
 RATE_LIMIT_HEADERS = {
     "Retry-After": "Seconds to wait before retrying.",
-    "RateLimit-Limit": "Requests (or messages) allowed in the limit's window.",
-    "RateLimit-Remaining": "What is left of it now.",
-    "RateLimit-Reset": "Seconds until the limit is wholly available again.",
+    "RateLimit-Limit": "On a rate limit: the requests (or messages) of a full burst.",
+    "RateLimit-Remaining": "On a rate limit: what is left of the burst now.",
+    "RateLimit-Reset": "On a rate limit: seconds until the burst is whole again.",
 }
 
 
@@ -229,8 +229,8 @@ def _describe(method: str, path: str, operation: Operation, handler: HTTPRouteHa
                 if f.name.endswith("_id") and f.name != "api_key"}
     if path_parameters or body_ids:
         statuses.add(404)  # an id in the path or the body that names nothing of this account
-    if CONFLICTING_BROKER_CALLS.search(source) or IDEMPOTENCY_MARKERS.search(source):
-        statuses.add(409)
+    if method in UNSAFE_METHODS and (has_body or path_parameters) and (credential or _uses_broker(handler)):
+        statuses.add(409)  # a change to stored state may meet a state that forbids it
     if method in BODY_METHODS:
         statuses |= {413, 415}
     if credential or has_body or guards:
@@ -324,7 +324,7 @@ def _error_responses() -> dict[str, OpenAPIResponse]:
                                        properties={"status_code": Schema(type=OpenAPIType.INTEGER, const=status)})])
         headers: dict[str, OpenAPIHeader | Reference] | None = None
         if status == 429:
-            headers = {name_: OpenAPIHeader(schema=_INTEGER, required=True, description=text)
+            headers = {name_: OpenAPIHeader(schema=_INTEGER, required=name_ == "Retry-After", description=text)
                        for name_, text in RATE_LIMIT_HEADERS.items()}
         elif status == 503:
             headers = {"Retry-After": OpenAPIHeader(schema=_INTEGER, required=True,

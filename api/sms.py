@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from api.clock import iso_utc
 from api.credentials import device_guard, session_guard
-from api.errors import ApiError, not_found
+from api.errors import ApiError, not_found, rate_headers
 from broker import Broker, errors
-from broker.records import Account, DeviceRef, MessageRecord, OutgoingMessage
+from broker.records import Account, DeviceRef, EnqueueResult, MessageRecord, OutgoingMessage
 
 MessageId = Annotated[str, Parameter(max_length=64)]
 
@@ -91,13 +91,23 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 
-async def send_one(broker: Broker, account: Account, message: OutgoingMessage, request: Request) -> Queued:
+async def send_one(broker: Broker, account: Account, message: OutgoingMessage, request: Request) -> Response[Queued]:
     """Queue one message and show it as stored (number normalized, segments counted); a
     repeated ``Idempotency-Key`` with the same body gets the first message back (409
     ``idempotency_key_reused`` with another body)."""
     result = await broker.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
     record = await broker.get_message(result.shard, result.ids[0])
-    return Queued(record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or "")
+    queued = Queued(record.id, "queued", record.to, record.device or None, record.segments,
+                    iso_utc(record.created) or "")
+    return Response(queued, status_code=202, headers=send_headers(result))
+
+
+def send_headers(result: EnqueueResult) -> dict[str, str]:
+    """The send limiter after this request, and whether it repeated an earlier one."""
+    headers = rate_headers(result.rate) if result.rate is not None else {}
+    if result.duplicate:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
 
 
 class SmsController(Controller):
@@ -105,7 +115,7 @@ class SmsController(Controller):
     tags = ["dashboard: messages"]
 
     @post("/send/", status_code=202, guards=[session_guard], operation_id="sendSms")
-    async def send(self, request: Request, data: SendBody, account: Account, broker: Broker) -> Queued:
+    async def send(self, request: Request, data: SendBody, account: Account, broker: Broker) -> Response[Queued]:
         """Queue one message from the dashboard (``Idempotency-Key`` makes retries safe)."""
         return await send_one(broker, account, routed_message(account, data), request)
 

@@ -106,6 +106,10 @@ BENCH_SETTINGS = Settings(
     device_segments_per_minute=10**9,
     device_segments_per_day=10**9,
     lease_seconds=10**7,
+    sends_per_second=10**9,
+    sends_burst=10**9,
+    tasks_per_minute=10**9,
+    tasks_burst=10**9,
 )
 
 

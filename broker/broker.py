@@ -16,16 +16,21 @@ import phonenumbers
 
 from broker import errors, ids, keys
 from broker.records import (
+    LIMIT_FIELDS,
     STATUSES,
     Account,
     AccountType,
     ApiKeyInfo,
     ClaimedMessage,
+    ClaimResult,
     CreatedApiKey,
     DeviceInfo,
     DeviceRef,
     EnqueueResult,
     Event,
+    LimitChange,
+    LimitRequest,
+    Limits,
     MessagePage,
     MessageRecord,
     OutgoingMessage,
@@ -429,7 +434,7 @@ class Broker:
         if message.device_id is None:
             return "pool", ""
         if not ids.is_plain_id(message.device_id):
-            raise errors.DeviceNotFound(f"message {index}: no such device", index=index)
+            raise errors.DeviceNotFound("no such device", index=index)
         return "device", message.device_id
 
     async def enqueue(
@@ -454,37 +459,51 @@ class Broker:
         shard = self.shard(account.shard)
         args: list[Any] = []
         canonical: list[tuple[str, str, str]] = []
+        problems: list[errors.Problem] = []
         message_ids = ids.message_ids(now, len(messages))
         for index, message in enumerate(messages):
             try:
                 to = normalize_phone_number(message.to)
-            except errors.InvalidInput as exc:
-                raise errors.InvalidInput(f"message {index}: {exc.detail}", field="to", index=index) from None
-            try:
                 text = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
+                route, device_id = self.route(account, message, index)
             except errors.InvalidInput as exc:
-                raise errors.InvalidInput(f"message {index}: {exc.detail}", field="message", index=index) from None
-            route, device_id = self.route(account, message, index)
+                problems.append(errors.Problem(index, exc.field, exc.detail, type(exc)))
+                continue
+            except errors.DeviceNotFound:
+                problems.append(errors.Problem(index, "device_id", "no such device"))
+                continue
             segments = count_segments(text).count
             args += [message_ids[index], route, device_id, to, text, segments]
             canonical.append((to, text, device_id))
+        if problems:
+            raise _invalid_messages(problems)
         fingerprint = ""
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
+        limits = self.limits(account)
         reply = await self._call(
             "enqueue",
             [shard.messages, shard.counters, shard.quota,
              shard.idempotency(account.id, idempotency_key or "-"), shard.expiry, shard.events,
-             shard.pool, shard.pool_state, shard.queue, shard.devices, shard.sent(account.id)],
-            [account.id, now, self.settings.message_ttl_seconds * 1000, account.daily_quota,
-             fingerprint, self.settings.idempotency_ttl_seconds * 1000, len(messages), *args],
+             shard.pool, shard.pool_state, shard.queue, shard.devices, shard.sent(account.id),
+             shard.send_rate(account.id)],
+            [account.id, now, self.settings.message_ttl_seconds * 1000, limits.daily_quota,
+             fingerprint, self.settings.idempotency_ttl_seconds * 1000, len(messages),
+             1000 / limits.sends_per_second, limits.sends_burst, *args],
         )
         kind = _text(reply[0])
-        return EnqueueResult([_text(x) for x in reply[1:]], kind == "duplicate", shard.tag)
+        rate = RateDecision(True, limits.sends_burst, int(reply[1]), 0, int(reply[2]))
+        return EnqueueResult([_text(x) for x in reply[3:]], kind == "duplicate", shard.tag, rate)
 
     async def claim(self, device: DeviceRef, limit: int | None = None, *, now_ms: int | None = None
                     ) -> list[ClaimedMessage]:
-        """Atomically claim up to ``limit`` messages for one device (see claim-12.lua)."""
+        """Atomically claim up to ``limit`` messages for one device (see claim-14.lua)."""
+        return (await self.claim_tasks(device, limit, now_ms=now_ms)).messages
+
+    async def claim_tasks(self, device: DeviceRef, limit: int | None = None, *, now_ms: int | None = None
+                          ) -> ClaimResult:
+        """Claim as :meth:`claim` does, with the device's poll limiter after the claim.
+        Polling faster than the tasks limit raises RateLimited and changes nothing."""
         if limit is None:
             limit = self.settings.claim_default_limit
         if not isinstance(limit, int) or not 1 <= limit <= self.settings.claim_max_limit:
@@ -497,11 +516,14 @@ class Broker:
             "claim",
             [shard.device(did), shard.device_window(did), shard.messages, shard.counters, shard.queue,
              shard.leased, shard.lease_checks, shard.expiry, shard.pool, shard.pool_state,
-             shard.last_seen, shard.events],
+             shard.last_seen, shard.events, shard.poll_rate(did), shard.account()],
             [did, now, limit, self.settings.lease_seconds * 1000, self.settings.max_leases,
-             self.settings.presence_ttl_seconds * 1000],
+             self.settings.presence_ttl_seconds * 1000, self.settings.tasks_per_minute,
+             self.settings.tasks_burst],
         )
-        return [ClaimedMessage(_text(m[0]), _text(m[1]), _text(m[2]), int(m[3])) for m in reply]
+        remaining, burst, reset = (int(x) for x in reply[0])
+        return ClaimResult([ClaimedMessage(_text(m[0]), _text(m[1]), _text(m[2]), int(m[3])) for m in reply[1:]],
+                           RateDecision(True, burst, remaining, 0, reset))
 
     async def report_status(
         self,
@@ -633,6 +655,107 @@ class Broker:
             raise errors.RateLimited(decision)
         return decision
 
+    # Limits and requests for higher ones -------------------------------------------------
+
+    def limits(self, account: Account) -> Limits:
+        """The account's limits: what the operator raised, else the server's defaults."""
+        s = self.settings
+        return Limits(
+            sends_per_second=account.sends_per_second or s.sends_per_second,
+            sends_burst=account.sends_burst or s.sends_burst,
+            tasks_per_minute=account.tasks_per_minute or s.tasks_per_minute,
+            tasks_burst=account.tasks_burst or s.tasks_burst,
+            daily_quota=account.daily_quota,
+        )
+
+    async def quota_used(self, account: Account, *, now_ms: int | None = None) -> int:
+        """Messages the account queued today (UTC), as the enqueue script counts them."""
+        day, used = await self.redis.hmget(self.shard(account.shard).quota,
+                                           [f"{account.id}:day", f"{account.id}:used"])
+        today = self._now(now_ms) // 86_400_000
+        return int(used) if day is not None and int(day) == today and used is not None else 0
+
+    async def set_limits(self, account_id: str, change: LimitChange) -> Account:
+        """Raise (or lower) an account's limits; fields left None keep their value."""
+        values = _limit_values(change)
+        if not ids.is_plain_id(account_id):
+            raise errors.AccountNotFound()
+        account = await self.get_account(account_id)
+        if values:
+            await self.redis.hset(self.shard(keys.account_shard(account.id)).account(), mapping=values)
+            account = msgspec.structs.replace(account, **values)
+        return account
+
+    async def request_limits(self, account: Account, requested: LimitChange, reason: str, *,
+                             now_ms: int | None = None) -> LimitRequest:
+        """Ask the operator for higher limits; one request waits at a time per account."""
+        if not _limit_values(requested):
+            raise errors.InvalidInput("ask for at least one limit", field="requested")
+        reason = check_text(reason.strip() if isinstance(reason, str) else reason, "reason", max_chars=1000)
+        request = LimitRequest(id=ids.short_id(), account_id=account.id, email=account.email,
+                               requested=requested, reason=reason, status="pending", created_ms=self._now(now_ms))
+        # The record goes first, so a pending id always names a stored request.
+        await self.redis.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(request))
+        if not await self.redis.hsetnx(self.shard(keys.account_shard(account.id)).account(),
+                                       "pending_request", request.id):
+            await self.redis.hdel(keys.LIMIT_REQUESTS, request.id)
+            raise errors.LimitRequestPending()
+        return request
+
+    async def get_limit_request(self, request_id: str) -> LimitRequest:
+        raw = await self.redis.hget(keys.LIMIT_REQUESTS, request_id) if ids.is_plain_id(request_id) else None
+        if raw is None:
+            raise errors.LimitRequestNotFound()
+        return msgspec.json.decode(raw, type=LimitRequest)
+
+    async def list_limit_requests(self, *, account_id: str | None = None, status: str | None = None,
+                                  limit: int = 500) -> list[LimitRequest]:
+        """Requests, newest first, optionally one account's or one status's."""
+        found = [msgspec.json.decode(v, type=LimitRequest)
+                 for v in (await self.redis.hgetall(keys.LIMIT_REQUESTS)).values()]
+        found = [r for r in found if (account_id is None or r.account_id == account_id)
+                 and (status is None or r.status == status)]
+        return sorted(found, key=lambda r: (r.created_ms, r.id), reverse=True)[:limit]
+
+    async def decide_limit_request(self, request_id: str, *, approve: bool, granted: LimitChange | None = None,
+                                   note: str = "", now_ms: int | None = None) -> LimitRequest:
+        """The operator's answer. Approving grants what was asked (or ``granted``); a raised
+        rate without a burst gets a burst scaled like the default one."""
+        request = await self.get_limit_request(request_id)
+        if request.status != "pending":
+            raise errors.LimitRequestDecided()
+        note = check_text(note, "note", max_chars=1000)
+        grant: LimitChange | None = None
+        if approve:
+            grant = self._scaled_bursts(granted if granted is not None and _limit_values(granted)
+                                        else request.requested)
+            await self.set_limits(request.account_id, grant)
+        decided = msgspec.structs.replace(request, status="approved" if approve else "rejected", granted=grant,
+                                          note=note, decided_ms=self._now(now_ms))
+        await self.redis.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(decided))
+        account_key = self.shard(keys.account_shard(request.account_id)).account()
+        if _text(await self.redis.hget(account_key, "pending_request") or b"") == request.id:
+            await self.redis.hdel(account_key, "pending_request")
+        return decided
+
+    def _scaled_bursts(self, change: LimitChange) -> LimitChange:
+        s = self.settings
+        extra: dict[str, int] = {}
+        if change.sends_per_second and not change.sends_burst:
+            extra["sends_burst"] = max(s.sends_burst, -(-change.sends_per_second * s.sends_burst // s.sends_per_second))
+        if change.tasks_per_minute and not change.tasks_burst:
+            extra["tasks_burst"] = max(s.tasks_burst, -(-change.tasks_per_minute * s.tasks_burst // s.tasks_per_minute))
+        return msgspec.structs.replace(change, **extra) if extra else change
+
+    async def pending_limit_request(self, account: Account) -> LimitRequest | None:
+        pending = await self.redis.hget(self.shard(keys.account_shard(account.id)).account(), "pending_request")
+        if pending is None:
+            return None
+        try:
+            return await self.get_limit_request(_text(pending))
+        except errors.LimitRequestNotFound:
+            return None
+
     # Reads ------------------------------------------------------------------------------
 
     async def get_message(self, shard_tag: str, message_id: str) -> MessageRecord:
@@ -716,6 +839,37 @@ class Broker:
             events.append(Event(_text(stream_id), f["id"], f["account"], f["status"], f["device"],
                                 int(f["at"]), f["error"]))
         return events
+
+
+MAX_LIMIT = 10_000_000
+
+
+def _limit_values(change: LimitChange) -> dict[str, int]:
+    """The fields a change sets, each a whole number from 1 to MAX_LIMIT, or InvalidInput."""
+    values = {}
+    for field in LIMIT_FIELDS:
+        value = getattr(change, field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+            raise errors.InvalidInput(f"{field} must be a whole number from 1 to {MAX_LIMIT}", field=field)
+        values[field] = value
+    return values
+
+
+def _invalid_messages(problems: list[errors.Problem]) -> errors.InvalidInput:
+    """One bad message is reported as itself; several as a list naming each index.
+    Unknown devices alone are DeviceNotFound, as the script reports them."""
+    if all(p.field == "device_id" and p.detail == "no such device" for p in problems):
+        indexes = [p.index for p in problems]
+        return errors.DeviceNotFound(f"message {', '.join(map(str, indexes))}: no such device",
+                                     index=indexes[0], indexes=indexes)
+    if len(problems) == 1:
+        p = problems[0]
+        return p.kind(f"message {p.index}: {p.detail}", field=p.field, index=p.index, problems=problems)
+    named = ", ".join(str(p.index) for p in problems[:20]) + (", ..." if len(problems) > 20 else "")
+    return errors.InvalidInput(f"{len(problems)} messages are invalid (messages {named}); nothing was queued",
+                               field="messages", problems=problems)
 
 
 def _text(value: Any) -> str:

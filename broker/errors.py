@@ -6,6 +6,8 @@ Each error carries a stable machine ``code``; scripts reply ``CODE detail`` and
 
 from __future__ import annotations
 
+from broker.records import RateDecision
+
 
 class BrokerError(Exception):
     code = "broker_error"
@@ -20,10 +22,25 @@ class InvalidInput(BrokerError):
 
     code = "invalid_input"
 
-    def __init__(self, detail: str, *, field: str = "", index: int | None = None) -> None:
+    def __init__(self, detail: str, *, field: str = "", index: int | None = None,
+                 problems: list[Problem] | None = None) -> None:
         super().__init__(detail)
         self.field = field
         self.index = index
+        self.problems = problems or []
+
+
+class Problem:
+    """One bad item of a batch: its index, the field, what is wrong, and the error it
+    raised alone."""
+
+    __slots__ = ("index", "field", "detail", "kind")
+
+    def __init__(self, index: int, field: str, detail: str, kind: type[InvalidInput] = InvalidInput) -> None:
+        self.index = index
+        self.field = field
+        self.detail = detail
+        self.kind = kind
 
 
 class AccountNotFound(BrokerError):
@@ -43,9 +60,10 @@ class DeviceNotFound(BrokerError):
 
     code = "device_not_found"
 
-    def __init__(self, detail: str = "", *, index: int | None = None) -> None:
+    def __init__(self, detail: str = "", *, index: int | None = None, indexes: list[int] | None = None) -> None:
         super().__init__(detail)
         self.index = index
+        self.indexes = indexes or ([] if index is None else [index])
 
 
 class ApiKeyNotFound(BrokerError):
@@ -105,20 +123,44 @@ class RateLimited(BrokerError):
 
     code = "rate_limited"
 
-    def __init__(self, decision: object) -> None:
-        super().__init__("rate limit exceeded")
+    def __init__(self, decision: RateDecision, what: str = "requests") -> None:
+        seconds = -(-decision.retry_after_ms // 1000)
+        super().__init__(f"too many {what}: the limit allows {decision.limit} at once; "
+                         f"try again in {seconds} s")
         self.decision = decision
+
+
+class LimitRequestNotFound(BrokerError):
+    """No such limit request."""
+
+    code = "limit_request_not_found"
+
+
+class LimitRequestPending(BrokerError):
+    """This account has a request for higher limits waiting for the operator already."""
+
+    code = "limit_request_pending"
+
+
+class LimitRequestDecided(BrokerError):
+    """This request was approved or rejected already."""
+
+    code = "limit_request_decided"
 
 
 def from_script_reply(message: str) -> BrokerError | None:
     """Map a script's ``CODE detail`` error reply to its domain error, if it is one."""
     code, _, detail = message.partition(" ")
     if code == "DEVICE_NOT_FOUND":
-        index = int(detail) if detail.isdigit() else None
-        return DeviceNotFound(
-            "no such device" if index is None else f"message {index}: no such device",
-            index=index,
-        )
+        indexes = [int(i) for i in detail.split(",")] if detail and all(
+            i.isdigit() for i in detail.split(",")) else []
+        if not indexes:
+            return DeviceNotFound("no such device")
+        named = ", ".join(str(i) for i in indexes)
+        return DeviceNotFound(f"message {named}: no such device", index=indexes[0], indexes=indexes)
+    if code == "RATE_LIMITED":
+        retry_after, remaining, reset, burst = (int(float(x)) for x in detail.split())
+        return RateLimited(RateDecision(False, burst, remaining, retry_after, reset))
     if code == "MESSAGE_NOT_FOUND":
         return MessageNotFound(f"no such message: {detail}")
     if code == "INVALID_TRANSITION":

@@ -42,11 +42,16 @@ key                                 type         what
 ``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
 ``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
 ``{S}:pairing-code:<code>``         string       owner account id ("" for the pool), expiring
-``{S}:rate:<name>``                 string       GCRA theoretical arrival time (ms)
+``{S}:rate:sends:<account>``        string       GCRA theoretical arrival time (ms) of a
+                                                 sender's send limiter, expiring when full
+``{S}:rate:tasks:<device>``         string       the same for a device's poll limiter
 ==================================  ===========  ============================================
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
-operator, password_hash, created).
+operator, password_hash, created_ms, the raised limits sends_per_second, sends_burst,
+tasks_per_minute, tasks_burst, and pending_request, the id of a waiting limit request).
+The claim script reads the tasks limits from it; in a platform pool it is absent and
+pool phones use the server's defaults.
 
 Lookups across shards are plain single-key reads done before a script, each key its own
 hash tag:
@@ -58,6 +63,8 @@ hash tag:
 - ``{session:<sha256 of session id>}`` (hash: account, csrf_token, created_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
 - ``{sweeper}``: lock held by the one process sweeping, expiring
+- ``{rate:<name>:<client address>}``: GCRA limiter of signup, login and register
+- ``{limit-requests}`` (hash): request id -> JSON of a request for higher limits
 """
 
 from __future__ import annotations
@@ -120,8 +127,11 @@ class ShardKeys:
     def pairing_code(self, code: str) -> str:
         return f"{self.prefix}:pairing-code:{code}"
 
-    def rate(self, name: str) -> str:
-        return f"{self.prefix}:rate:{name}"
+    def send_rate(self, account_id: str) -> str:
+        return f"{self.prefix}:rate:sends:{account_id}"
+
+    def poll_rate(self, device_id: str) -> str:
+        return f"{self.prefix}:rate:tasks:{device_id}"
 
     def account(self) -> str:
         return f"{self.prefix}:account"
@@ -156,6 +166,7 @@ def session(session_sha256: str) -> str:
 
 SHARDS = "{shards}"
 SWEEPER_LOCK = "{sweeper}"
+LIMIT_REQUESTS = "{limit-requests}"
 
 
 def client_rate(name: str, client: str) -> str:

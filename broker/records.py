@@ -22,6 +22,11 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     operator: bool = False
     password_hash: str = ""
     created_ms: int = 0
+    # Rate limits the operator raised for this account; 0 means the server's default.
+    sends_per_second: int = 0
+    sends_burst: int = 0
+    tasks_per_minute: int = 0
+    tasks_burst: int = 0
 
     @property
     def shard(self) -> str:
@@ -69,6 +74,7 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     ids: list[str]
     duplicate: bool
     shard: str
+    rate: RateDecision | None = None  # the send limiter after this request
 
 
 class ClaimedMessage(msgspec.Struct, frozen=True):
@@ -76,6 +82,11 @@ class ClaimedMessage(msgspec.Struct, frozen=True):
     to: str
     message: str
     segments: int
+
+
+class ClaimResult(msgspec.Struct, frozen=True):
+    messages: list[ClaimedMessage]
+    rate: RateDecision  # the device's poll limiter after this claim
 
 
 class StatusChange(msgspec.Struct, frozen=True):
@@ -170,3 +181,44 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
 class MessagePage(msgspec.Struct, frozen=True):
     items: list[MessageRecord]
     next_cursor: str | None
+
+
+LIMIT_FIELDS: tuple[str, ...] = ("sends_per_second", "sends_burst", "tasks_per_minute", "tasks_burst", "daily_quota")
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """An account's effective limits: its overrides, else the server's defaults."""
+
+    sends_per_second: int
+    sends_burst: int
+    tasks_per_minute: int
+    tasks_burst: int
+    daily_quota: int
+
+
+class LimitChange(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Some of an account's limits, as requested or granted; None leaves one as it is."""
+
+    sends_per_second: int | None = None
+    sends_burst: int | None = None
+    tasks_per_minute: int | None = None
+    tasks_burst: int | None = None
+    daily_quota: int | None = None
+
+
+LimitRequestStatus = Literal["pending", "approved", "rejected"]
+
+
+class LimitRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """An account's request for higher limits, and the operator's decision."""
+
+    id: str
+    account_id: str
+    email: str
+    requested: LimitChange
+    reason: str
+    status: LimitRequestStatus
+    created_ms: int
+    granted: LimitChange | None = None
+    note: str = ""
+    decided_ms: int | None = None

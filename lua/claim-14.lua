@@ -18,6 +18,8 @@
     KEYS[10] pool state hash                {S}:pool:state
     KEYS[11] last-seen sorted set           {S}:last-seen
     KEYS[12] events stream                  {S}:events
+    KEYS[13] device's poll rate limiter     {S}:rate:tasks:<device>
+    KEYS[14] shard owner's account hash     {S}:account (absent for a platform pool)
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -25,9 +27,12 @@
     ARGV[4]  lease (ms)
     ARGV[5]  most leases per message
     ARGV[6]  presence TTL (ms)
+    ARGV[7]  polls per minute, unless the account hash sets tasks_per_minute
+    ARGV[8]  poll burst, unless the account hash sets tasks_burst
 
   Output:
-    array of {id, to, body, segments}, oldest first; empty when nothing fits
+    {{remaining, burst, reset_ms}, {id, to, body, segments}, ...}: the poll rate limiter
+    after this claim, then the claimed messages, oldest first (none when nothing fits)
 
   Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
@@ -40,12 +45,15 @@
 
   Errors:
     DEVICE_NOT_FOUND               no such device (removed, or never paired)
+    RATE_LIMITED <retry after ms> <remaining> <reset ms> <burst>
+                                   polled too often; nothing changed
 ]]
 local rcall = redis.call
 --- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
+--- @include "includes/gcra"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
@@ -59,6 +67,8 @@ local poolKey = KEYS[9]
 local poolStateKey = KEYS[10]
 local lastSeenKey = KEYS[11]
 local eventsKey = KEYS[12]
+local rateKey = KEYS[13]
+local accountKey = KEYS[14]
 
 local device = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -66,11 +76,25 @@ local limit = tonumber(ARGV[3])
 local leaseMs = tonumber(ARGV[4])
 local maxLeases = tonumber(ARGV[5])
 local presenceTtl = tonumber(ARGV[6])
+local pollsPerMinute = tonumber(ARGV[7])
+local pollBurst = tonumber(ARGV[8])
 
 local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used")
 if not limits[1] then
   return redis.error_reply("DEVICE_NOT_FOUND " .. device)
 end
+local overrides = rcall("HMGET", accountKey, "tasks_per_minute", "tasks_burst")
+if tonumber(overrides[1] or "") and tonumber(overrides[1]) > 0 then
+  pollsPerMinute = tonumber(overrides[1])
+end
+if tonumber(overrides[2] or "") and tonumber(overrides[2]) > 0 then
+  pollBurst = tonumber(overrides[2])
+end
+local rate = gcraCheck(rateKey, now, 60000 / pollsPerMinute, pollBurst, 1)
+if not rate.allowed then
+  return gcraRefusal(rate)
+end
+gcraCommit(rate, now)
 local perMinute = tonumber(limits[1])
 local perDay = tonumber(limits[2])
 local today = math.floor(now / 86400000)
@@ -201,4 +225,5 @@ if charged > 0 then
 elseif minuteUsed ~= windowBefore then
   rcall("HSET", deviceKey, "window_used", minuteUsed)
 end
+table.insert(claimed, 1, {rate.remaining, pollBurst, rate.reset})
 return claimed

@@ -13,6 +13,7 @@
     KEYS[9]  device queue                   {S}:queue
     KEYS[10] devices set                    {S}:devices
     KEYS[11] sender's message index         {S}:sent:<account>
+    KEYS[12] sender's send rate limiter     {S}:rate:sends:<account>
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -21,15 +22,23 @@
     ARGV[5]  request fingerprint for the idempotency key, "" for none
     ARGV[6]  idempotency window (ms)
     ARGV[7]  number of messages N (1..1000)
+    ARGV[8]  send rate: ms per message (GCRA emission interval, see includes/gcra.lua)
+    ARGV[9]  send burst (messages); a batch costs its message count
     then six arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments
 
   Output:
-    {"new", id1, ..., idN}         queued
-    {"duplicate", id1, ..., idN}   same key and fingerprint seen before: nothing queued
+    {"new", remaining, reset_ms, id1, ..., idN}        queued
+    {"duplicate", remaining, reset_ms, id1, ..., idN}  same key and fingerprint seen
+                                                       before: nothing queued, no rate used
+    remaining and reset_ms describe the send rate limiter after this request.
+
+  Checks run in this order and a failed one changes nothing: idempotency, devices,
+  rate, quota.
 
   Errors:
-    DEVICE_NOT_FOUND <index>       a device route names no device of this shard
+    DEVICE_NOT_FOUND <i>[,<i>...]  these messages name no device of this shard
+    RATE_LIMITED <retry after ms> <remaining> <reset ms> <burst>
     QUOTA_EXCEEDED <used> <quota>  the batch would pass the daily quota
     IDEMPOTENCY_KEY_REUSED         same key, other request
     BAD_REQUEST <reason>           malformed arguments
@@ -39,6 +48,7 @@ local rcall = redis.call
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
+--- @include "includes/gcra"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -51,6 +61,7 @@ local poolStateKey = KEYS[8]
 local queueKey = KEYS[9]
 local devicesKey = KEYS[10]
 local sentIndexKey = KEYS[11]
+local rateKey = KEYS[12]
 
 local account = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -59,8 +70,11 @@ local quota = tonumber(ARGV[4])
 local fingerprint = ARGV[5]
 local idempotencyMs = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
+local sendInterval = tonumber(ARGV[8])
+local sendBurst = tonumber(ARGV[9])
+local FIRST = 10
 
-if not n or n < 1 or n > 1000 or #ARGV ~= 7 + 6 * n then
+if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + 6 * n or not sendInterval or not sendBurst then
   return redis.error_reply("BAD_REQUEST message count does not match arguments")
 end
 
@@ -71,7 +85,8 @@ if fingerprint ~= "" then
     if string.sub(seen, 1, sep - 1) ~= fingerprint then
       return redis.error_reply("IDEMPOTENCY_KEY_REUSED the key was used for another request")
     end
-    local reply = {"duplicate"}
+    local d = gcraCheck(rateKey, now, sendInterval, sendBurst, 0)
+    local reply = {"duplicate", d.remaining, d.reset}
     for id in string.gmatch(string.sub(seen, sep + 1), "[^,]+") do
       reply[#reply + 1] = id
     end
@@ -80,8 +95,9 @@ if fingerprint ~= "" then
 end
 
 local known = {}
+local missing = {}
 for i = 0, n - 1 do
-  local base = 8 + 6 * i
+  local base = FIRST + 6 * i
   local route = ARGV[base + 1]
   local device = ARGV[base + 2]
   if route == "device" then
@@ -89,7 +105,7 @@ for i = 0, n - 1 do
       known[device] = rcall("SISMEMBER", devicesKey, device) == 1
     end
     if not known[device] then
-      return redis.error_reply("DEVICE_NOT_FOUND " .. i)
+      missing[#missing + 1] = i
     end
   elseif route ~= "pool" then
     return redis.error_reply("BAD_REQUEST unknown route")
@@ -97,6 +113,14 @@ for i = 0, n - 1 do
   if not tonumber(ARGV[base + 5]) then
     return redis.error_reply("BAD_REQUEST segments must be a number")
   end
+end
+if #missing > 0 then
+  return redis.error_reply("DEVICE_NOT_FOUND " .. table.concat(missing, ","))
+end
+
+local rate = gcraCheck(rateKey, now, sendInterval, sendBurst, n)
+if not rate.allowed then
+  return gcraRefusal(rate)
 end
 
 local day = math.floor(now / 86400000)
@@ -109,13 +133,14 @@ if used + n > quota then
   return redis.error_reply("QUOTA_EXCEEDED " .. used .. " " .. quota)
 end
 rcall("HSET", quotaKey, account .. ":day", day, account .. ":used", used + n)
+gcraCommit(rate, now)
 
 local bulk = newBulk()
 local batch = newBatch()
-local reply = {"new"}
+local reply = {"new", rate.remaining, rate.reset}
 local pooled = {}
 for i = 0, n - 1 do
-  local base = 8 + 6 * i
+  local base = FIRST + 6 * i
   local id = ARGV[base]
   local route = ARGV[base + 1]
   local msg = {
@@ -142,6 +167,6 @@ bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
 
 if fingerprint ~= "" then
-  rcall("SET", idempotencyKey, fingerprint .. "|" .. table.concat(reply, ",", 2), "PX", idempotencyMs)
+  rcall("SET", idempotencyKey, fingerprint .. "|" .. table.concat(reply, ",", 4), "PX", idempotencyMs)
 end
 return reply

@@ -1,10 +1,9 @@
 --[[
-  GCRA rate limit check (generic cell rate algorithm): a bucket of `burst` requests
-  that refills one request every `interval` ms. A request costing more than the whole
-  burst is allowed when the bucket is full, and then empties it for that long.
+  GCRA rate limit check for one limiter (see includes/gcra.lua): a bucket of `burst`
+  requests that refills one request every `interval` ms.
 
   Input:
-    KEYS[1]  limiter key                    {S}:rate:<name>
+    KEYS[1]  limiter key                    {rate:<name>:<client>} or {S}:rate:<name>
 
     ARGV[1]  now (ms)
     ARGV[2]  emission interval (ms per request)
@@ -13,43 +12,18 @@
 
   Output:
     {allowed, remaining, retry_after_ms, reset_ms}
-      allowed        1 or 0
+      allowed        1 or 0 (a refused request changes nothing)
       remaining      requests that could still be made now
       retry_after_ms 0 when allowed, else when this request would be allowed
       reset_ms       when the bucket is full again
 ]]
 local rcall = redis.call
-
-local limiterKey = KEYS[1]
+--- @include "includes/gcra"
 
 local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local cost = tonumber(ARGV[4])
-
-local tat = tonumber(rcall("GET", limiterKey) or "0")
-if tat < now then
-  tat = now
+local d = gcraCheck(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+if d.allowed then
+  gcraCommit(d, now)
+  return {1, d.remaining, 0, d.reset}
 end
-local tolerance = interval * burst
-local newTat = tat + cost * interval
-local allowAt = newTat - tolerance
-
-if now < allowAt and not (cost > burst and tat == now) then
-  local remaining = math.floor((tolerance - (tat - now)) / interval)
-  if remaining < 0 then
-    remaining = 0
-  end
-  local retryAfter = allowAt - now
-  if cost > burst then
-    retryAfter = tat - now
-  end
-  return {0, remaining, math.ceil(retryAfter), math.ceil(tat - now)}
-end
-
-rcall("SET", limiterKey, newTat, "PX", math.ceil(newTat - now))
-local remaining = math.floor((tolerance - (newTat - now)) / interval)
-if remaining < 0 then
-  remaining = 0
-end
-return {1, remaining, 0, math.ceil(newTat - now)}
+return {0, d.remaining, d.retryAfter, d.reset}

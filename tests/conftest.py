@@ -96,9 +96,19 @@ async def real_redis(real_servers: dict[str, RedisServer]) -> AsyncIterator[aior
     await client.aclose()
 
 
+ROOMY_LIMITS = {"tasks_per_minute": 1_000_000, "tasks_burst": 1_000_000, "sends_per_second": 1_000_000,
+                "sends_burst": 1_000_000, "auth_per_minute": 1_000_000, "auth_burst": 1_000_000}
+
+
+def roomy_settings(**values: object) -> Settings:
+    """Settings with rate limits far above what a test does, so only the tests of rate
+    limits meet them; ``values`` override anything, rate limits included."""
+    return Settings(**{**ROOMY_LIMITS, **values})  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings()
+    return roomy_settings()
 
 
 class Clock:

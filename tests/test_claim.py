@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import roomy_settings
 from broker import Broker, Settings, errors
 from broker.records import DeviceRef, OutgoingMessage
 from fleet import TO, pair, self_managed
@@ -69,7 +70,7 @@ async def test_after_the_last_lease_a_message_fails_device_lost(broker: Broker, 
 
 
 async def test_per_minute_budget_counts_segments(redis_client, scripts, clock) -> None:
-    broker = Broker(redis_client, Settings(device_segments_per_minute=5), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(device_segments_per_minute=5), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     two_segments = "y" * 200
@@ -83,7 +84,7 @@ async def test_per_minute_budget_counts_segments(redis_client, scripts, clock) -
 
 async def test_message_longer_than_the_minute_budget_goes_out_when_the_budget_is_unused(
         redis_client, scripts, clock) -> None:
-    broker = Broker(redis_client, Settings(device_segments_per_minute=2), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(device_segments_per_minute=2), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     await broker.enqueue(account, [OutgoingMessage(TO, "short", device.device_id),
@@ -94,7 +95,7 @@ async def test_message_longer_than_the_minute_budget_goes_out_when_the_budget_is
 
 
 async def test_per_day_budget(redis_client, scripts, clock) -> None:
-    broker = Broker(redis_client, Settings(device_segments_per_day=3), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(device_segments_per_day=3), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 5)
@@ -109,7 +110,7 @@ async def test_per_day_budget(redis_client, scripts, clock) -> None:
 
 async def test_budget_stops_the_claim_in_order(redis_client, scripts, clock) -> None:
     """A message that does not fit blocks the ones behind it: order is kept."""
-    broker = Broker(redis_client, Settings(device_segments_per_minute=3), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(device_segments_per_minute=3), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     await broker.enqueue(account, [OutgoingMessage(TO, "x" * 200, device.device_id),
@@ -158,7 +159,7 @@ async def test_a_message_claimed_twice_within_a_minute_is_counted_twice_then_for
         redis_client, scripts, clock) -> None:
     """With a lease under a minute a pool message can come back to the same phone inside
     one send window: both claims are charged, and both leave the window after 60 s."""
-    broker = Broker(redis_client, Settings(lease_seconds=30, device_segments_per_minute=10), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(lease_seconds=30, device_segments_per_minute=10), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     [mid] = (await broker.enqueue(account, [OutgoingMessage(TO, "z" * 400)])).ids  # 3 segments

@@ -247,7 +247,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     await broker.remove_device(pool_phone.ref)
 
     # Rate limits: one per client address (its own slot), one inside an account's shard.
-    for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).rate("sends")):
+    for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):
         assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
         assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 0
         with pytest.raises(errors.RateLimited):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import roomy_settings
 from broker import Broker, errors
 from broker.records import OutgoingMessage
 from fleet import TO, pair, redis_snapshot, self_managed
@@ -84,7 +85,7 @@ async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
 async def test_removal_moves_large_backlogs_in_bounded_steps(redis_client, scripts, clock) -> None:
     from broker import Settings
 
-    broker = Broker(redis_client, Settings(sweep_batch=7), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(sweep_batch=7), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
     await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 30)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from conftest import roomy_settings
 from broker import Broker, errors, keys
 from broker.ids import sha256_hex
 from fleet import pair
@@ -31,7 +32,7 @@ async def test_a_code_pairs_one_device_and_its_token_finds_it(broker: Broker) ->
 async def test_an_expired_code_is_refused(broker: Broker, scripts, clock) -> None:
     from broker import Settings
 
-    short = Broker(broker.redis, Settings(pairing_code_ttl_seconds=1), scripts, clock=clock)
+    short = Broker(broker.redis, roomy_settings(pairing_code_ttl_seconds=1), scripts, clock=clock)
     account = await short.create_account("owner@example.com", "self_managed")
     code = await short.create_pairing_code(account)
     index = keys.pairing_code_index(code.code)

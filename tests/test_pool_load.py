@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from conftest import roomy_settings
 from broker import Broker, Settings
 from broker.records import OutgoingMessage
 from fleet import TO, pair
@@ -13,7 +14,7 @@ BIG = 1_000_000
 
 
 async def big_broker(real_redis, scripts, clock) -> Broker:
-    broker = Broker(real_redis, Settings(device_segments_per_minute=BIG, device_segments_per_day=BIG,
+    broker = Broker(real_redis, roomy_settings(device_segments_per_minute=BIG, device_segments_per_day=BIG,
                                           quota_api_only=BIG), scripts, clock=clock)
     await broker.start()
     return broker

@@ -47,6 +47,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conftest import roomy_settings
 from broker import Broker, Settings, errors
 from broker.records import STATUSES, Account, DeviceRef, OutgoingMessage, StatusChange, SweepReport
 
@@ -58,7 +59,7 @@ UNKNOWN_ID = "01JZZZZZZZZZZZZZZZZZZZZZZZ"
 TEXTS = {1: "a" * 10, 2: "b" * 200, 3: "c" * 400, 6: "d" * 800, 9: "e" * 1300}  # GSM-7, by segments
 
 # Small enough that budgets, quotas and the lease bound are all reached in a short run.
-LIMITS = Settings(
+LIMITS = roomy_settings(
     device_segments_per_minute=5,
     device_segments_per_day=8,
     quota_api_only=8,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import roomy_settings
 from broker import Broker, Settings
 from broker.records import OutgoingMessage
 from fleet import TO, pair, self_managed
@@ -63,7 +64,7 @@ async def test_pool_message_of_an_online_device_stays_with_it(broker: Broker, cl
 
 async def test_pool_message_moves_a_bounded_number_of_times_then_fails(
         redis_client, scripts, clock) -> None:
-    settings = Settings(max_leases=3)
+    settings = roomy_settings(max_leases=3)
     broker = Broker(redis_client, settings, scripts, clock=clock)
     await broker.start()
     sender = await broker.create_account("api@example.com", "api_only")
@@ -93,7 +94,7 @@ async def test_device_targeted_message_of_a_silent_phone_fails_at_its_ttl(broker
 
 
 async def test_sweep_is_bounded_per_call(redis_client, scripts, clock) -> None:
-    broker = Broker(redis_client, Settings(sweep_batch=10), scripts, clock=clock)
+    broker = Broker(redis_client, roomy_settings(sweep_batch=10), scripts, clock=clock)
     await broker.start()
     sender = await broker.create_account("api@example.com", "api_only")
     await broker.enqueue(sender, [OutgoingMessage(TO, "x")] * 25)

@@ -1,0 +1,179 @@
+"""Rate limits over HTTP: the per-address limit of signup, login and register, an
+account's limits and its requests for higher ones, and the operator's answers.
+
+The send and poll limits themselves are checked inside the enqueue and claim scripts
+(one round trip); this module only shows and changes them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, get, patch, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Parameter
+
+from api.clock import iso_utc
+from api.credentials import broker_of, operator_guard, session_guard
+from broker import Broker, keys
+from broker.records import Account, LimitChange, LimitRequest, Limits
+
+PlainId = Annotated[str, Parameter(max_length=64)]
+
+
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The socket peer, or behind a trusted reverse proxy the address it appended last
+    to ``X-Forwarded-For`` (the first ones are whatever the client claimed)."""
+    if broker_of(connection).settings.trust_forwarded_for:
+        forwarded = connection.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last and len(last) <= 64:
+            return last
+    client = connection.client
+    return client.host if client else "unknown"
+
+
+def auth_rate_guard(name: str) -> Any:
+    """A guard spending one request of the ``name`` limiter of the client's address:
+    ``auth_per_minute`` with bursts of ``auth_burst``, before the body is read."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        broker = broker_of(connection)
+        s = broker.settings
+        await broker.rate_limit(keys.client_rate(name, client_address(connection)),
+                                rate=s.auth_per_minute, period_ms=60_000, burst=s.auth_burst)
+
+    return guard
+
+
+class LimitsOut(msgspec.Struct):
+    sends_per_second: int
+    sends_burst: int
+    tasks_per_minute: int
+    tasks_burst: int
+    daily_quota: int
+    quota_used_today: int
+    pending_request: LimitRequestOut | None
+
+
+class LimitChangeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    sends_per_second: int | None = None
+    sends_burst: int | None = None
+    tasks_per_minute: int | None = None
+    tasks_burst: int | None = None
+    daily_quota: int | None = None
+
+    def change(self) -> LimitChange:
+        return LimitChange(**msgspec.structs.asdict(self))
+
+
+class LimitRequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str
+    sends_per_second: int | None = None
+    tasks_per_minute: int | None = None
+    daily_quota: int | None = None
+
+
+class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """What the operator grants (what was asked when left out) and a note for the account."""
+
+    note: str = ""
+    sends_per_second: int | None = None
+    sends_burst: int | None = None
+    tasks_per_minute: int | None = None
+    tasks_burst: int | None = None
+    daily_quota: int | None = None
+
+
+class LimitRequestOut(msgspec.Struct):
+    id: str
+    account_id: str
+    email: str
+    status: str
+    reason: str
+    requested: LimitChangeBody
+    granted: LimitChangeBody | None
+    note: str
+    created_at: str
+    decided_at: str | None
+
+
+def _change_out(change: LimitChange | None) -> LimitChangeBody | None:
+    return None if change is None else LimitChangeBody(**msgspec.structs.asdict(change))
+
+
+def request_out(request: LimitRequest) -> LimitRequestOut:
+    return LimitRequestOut(request.id, request.account_id, request.email, request.status, request.reason,
+                           _change_out(request.requested) or LimitChangeBody(), _change_out(request.granted),
+                           request.note, iso_utc(request.created_ms) or "", iso_utc(request.decided_ms))
+
+
+async def limits_out(broker: Broker, account: Account) -> LimitsOut:
+    limits: Limits = broker.limits(account)
+    pending = await broker.pending_limit_request(account)
+    return LimitsOut(limits.sends_per_second, limits.sends_burst, limits.tasks_per_minute, limits.tasks_burst,
+                     limits.daily_quota, await broker.quota_used(account),
+                     None if pending is None else request_out(pending))
+
+
+class AccountLimitsController(Controller):
+    path = "/api/account"
+    guards = [session_guard]
+    tags = ["dashboard: account"]
+
+    @get("/limits/", operation_id="getLimits")
+    async def limits(self, account: Account, broker: Broker) -> LimitsOut:
+        """The account's rate limits, daily quota and use today, and a request waiting for
+        the operator, if any. Tasks limits apply to each of the account's phones."""
+        return await limits_out(broker, account)
+
+    @post("/limit-requests/", status_code=201, operation_id="requestLimits")
+    async def request_limits(self, data: LimitRequestBody, account: Account, broker: Broker) -> LimitRequestOut:
+        """Ask the operator for higher limits (one request waits at a time: 409 otherwise)."""
+        requested = LimitChange(sends_per_second=data.sends_per_second, tasks_per_minute=data.tasks_per_minute,
+                                daily_quota=data.daily_quota)
+        return request_out(await broker.request_limits(account, requested, data.reason))
+
+    @get("/limit-requests/", operation_id="listOwnLimitRequests")
+    async def list_requests(self, account: Account, broker: Broker) -> list[LimitRequestOut]:
+        """The account's requests for higher limits, newest first, with the answers."""
+        return [request_out(r) for r in await broker.list_limit_requests(account_id=account.id)]
+
+
+class OperatorController(Controller):
+    path = "/api/operator"
+    guards = [session_guard, operator_guard]
+    tags = ["operator"]
+
+    @get("/limit-requests/", operation_id="listLimitRequests")
+    async def list_requests(
+        self, broker: Broker,
+        status: Literal["pending", "approved", "rejected"] | None = None,
+    ) -> list[LimitRequestOut]:
+        """Every account's requests for higher limits, newest first."""
+        return [request_out(r) for r in await broker.list_limit_requests(status=status)]
+
+    @post("/limit-requests/{request_id:str}/approve/", status_code=200, operation_id="approveLimitRequest")
+    async def approve(self, request_id: PlainId, broker: Broker,
+                      data: DecisionBody | None = None) -> LimitRequestOut:
+        """Grant a request: what was asked, or the limits given here. A raised rate
+        without a burst gets a burst scaled like the default one."""
+        data = data or DecisionBody()
+        granted = LimitChange(**{k: v for k, v in msgspec.structs.asdict(data).items() if k != "note"})
+        return request_out(await broker.decide_limit_request(request_id, approve=True, granted=granted,
+                                                             note=data.note))
+
+    @post("/limit-requests/{request_id:str}/reject/", status_code=200, operation_id="rejectLimitRequest")
+    async def reject(self, request_id: PlainId, broker: Broker,
+                     data: DecisionBody | None = None) -> LimitRequestOut:
+        """Refuse a request; the note tells the account why."""
+        data = data or DecisionBody()
+        return request_out(await broker.decide_limit_request(request_id, approve=False, note=data.note))
+
+    @patch("/accounts/{account_id:str}/limits/", operation_id="setLimits")
+    async def set_limits(self, account_id: PlainId, data: LimitChangeBody, broker: Broker) -> LimitsOut:
+        """Set an account's limits directly; fields left out keep their value."""
+        account = await broker.set_limits(account_id, data.change())
+        return await limits_out(broker, account)
