@@ -682,8 +682,15 @@ class Broker:
             raise errors.AccountNotFound()
         account = await self.get_account(account_id)
         if values:
-            await self.redis.hset(self.shard(keys.account_shard(account.id)).account(), mapping=values)
+            own = self.shard(keys.account_shard(account.id))
+            await self.redis.hset(own.account(), mapping=values)
             account = msgspec.structs.replace(account, **values)
+            # Limiters start afresh, so new limits apply at once: a limiter's state is a
+            # time measured in the old rate's units.
+            devices = [_text(d) for d in await self.redis.smembers(own.devices)]
+            await self.redis.delete(self.shard(account.shard).send_rate(account.id))
+            for device_id in devices:
+                await self.redis.delete(own.poll_rate(device_id))
         return account
 
     async def request_limits(self, account: Account, requested: LimitChange, reason: str, *,
