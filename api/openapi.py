@@ -15,8 +15,8 @@ than from a list of paths, so a new endpoint is documented the moment it is rout
   403   CSRF on an unsafe session request, a device token on another
         device's path, operator-only, or raised by the handler
   404   an id in the path or the body (``*_id``), or raised
-  409   a POST/PUT/PATCH/DELETE that changes stored state from a body or a
-        path id (email taken, state transitions, idempotency key reused, a
+  409   a POST on a path id (state transitions: cancel, status, decide), an
+        Idempotency-Key, a broker method raising a 409 error (email taken, a
         request already pending), or raised
   413   POST/PUT/PATCH (the body cap), 415 the same (non-JSON body)
   429   every endpoint with a guard or a body: rate limits and quotas, with
@@ -37,8 +37,8 @@ than from a list of paths, so a new endpoint is documented the moment it is rout
 from __future__ import annotations
 
 import inspect
-from http import HTTPStatus
 import re
+from http import HTTPStatus
 from collections.abc import Callable, Iterator
 from typing import Any, get_args
 
@@ -60,6 +60,8 @@ from litestar.openapi.spec import (
 )
 
 from api.credentials import SESSION_COOKIE, api_key_guard, device_guard, operator_guard, session_guard
+from api.errors import _BROKER_STATUS
+from broker import Broker
 
 JSON = "application/json"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -163,6 +165,20 @@ def _raised_statuses(source: str) -> set[int]:
     return statuses
 
 
+def _broker_conflicts(source: str) -> bool:
+    """Whether a broker method the handler calls raises a domain error that is a 409."""
+    conflicts = [cls.__name__ for cls, status in _BROKER_STATUS.items() if status == 409]
+    for name in set(re.findall(r"\bbroker\.(\w+)\(", source)):
+        method = getattr(Broker, name, None)
+        try:
+            text = inspect.getsource(method) if callable(method) else ""
+        except (OSError, TypeError):
+            continue
+        if any(re.search(rf"\b{cls}\b", text) for cls in conflicts):
+            return True
+    return False
+
+
 def _body_field(handler: HTTPRouteHandler) -> Any:
     return handler.parsed_fn_signature.parameters.get("data")
 
@@ -229,8 +245,9 @@ def _describe(method: str, path: str, operation: Operation, handler: HTTPRouteHa
                 if f.name.endswith("_id") and f.name != "api_key"}
     if path_parameters or body_ids:
         statuses.add(404)  # an id in the path or the body that names nothing of this account
-    if method in UNSAFE_METHODS and (has_body or path_parameters) and (credential or _uses_broker(handler)):
-        statuses.add(409)  # a change to stored state may meet a state that forbids it
+    object_ids = path_parameters - ({"device_id"} if device_guard in guards else set())  # not the caller itself
+    if (method == "POST" and object_ids) or IDEMPOTENCY_MARKERS.search(source) or _broker_conflicts(source):
+        statuses.add(409)  # an action on a stored object, a reused Idempotency-Key, a broker conflict
     if method in BODY_METHODS:
         statuses |= {413, 415}
     if credential or has_body or guards:
