@@ -1,0 +1,297 @@
+package com.connecfy.core;
+
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+import static org.junit.Assert.assertNotNull;
+import static org.junit.Assert.assertNull;
+import static org.junit.Assert.assertTrue;
+import static org.junit.Assert.fail;
+
+import java.io.File;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import java.util.TimeZone;
+
+import org.json.JSONArray;
+import org.json.JSONException;
+import org.json.JSONObject;
+import org.junit.AfterClass;
+import org.junit.BeforeClass;
+import org.junit.Test;
+
+/**
+ * The core against a real {@code connecfy serve} over real HTTP: pairing with a code
+ * made by the dashboard API, heartbeat, claim, sent/delivered/failed reports, a
+ * redelivered message not sent twice, the outbox surviving a server restart, and a
+ * removed device unpairing the phone.
+ *
+ * <p>Needs {@code -Dconnecfy.bin=<path to connecfy>} and {@code -Dconnecfy.work=<empty dir>};
+ * tests/test_android_core.py passes both. The server runs with 2 s leases so a redelivery
+ * can be seen without waiting two minutes.
+ */
+public class ServerIntegrationTest {
+    private static final String USER_AGENT = "Connecfy-Android-test/1.0.0";
+    private static final long LEASE_MILLIS = 2000;
+
+    private static ConnecfyServer server;
+    private static Dashboard dashboard;
+    private static File work;
+    private static int phones;
+
+    @BeforeClass
+    public static void startServer() throws Exception {
+        String binary = System.getProperty("connecfy.bin");
+        String workDir = System.getProperty("connecfy.work");
+        if (binary == null || workDir == null) {
+            throw new IllegalStateException(
+                "set -Dconnecfy.bin and -Dconnecfy.work (tests/test_android_core.py does)");
+        }
+        work = new File(workDir);
+        server = new ConnecfyServer(binary, new File(work, "server"),
+            Collections.singletonMap("CONNECFY_LEASE_SECONDS", String.valueOf(LEASE_MILLIS / 1000)));
+        server.start();
+        dashboard = new Dashboard(server.url);
+        dashboard.signup("phone-owner@example.com", "correct horse battery");
+    }
+
+    @AfterClass
+    public static void stopServer() throws Exception {
+        if (server != null) {
+            int status = server.stop();
+            assertEquals("connecfy serve exits 0 on SIGTERM:\n" + server.output(), 0, status);
+        }
+    }
+
+    /** One simulated phone: its own private storage, SMS stack and engine. */
+    private static final class Phone {
+        final File dir;
+        final FakeClock clock = new FakeClock(System.currentTimeMillis());
+        final List<String> handedToSms = new ArrayList<String>();
+        final List<String> unpaired = new ArrayList<String>();
+        Gateway gateway;
+        DeviceCredentials credentials;
+        DeviceEngine engine;
+
+        Phone() throws IOException {
+            dir = new File(work, "phone" + (++phones));
+            open();
+        }
+
+        /** Opens everything from storage again, as the app does after a restart. */
+        void open() throws IOException {
+            gateway = new Gateway(new FileStorage(dir), clock, TimeZone.getTimeZone("UTC"), new Random(phones),
+                new Backoff(500, 2000), 30);
+            credentials = gateway.pairing.load();
+            engine = credentials == null ? null : newEngine();
+        }
+
+        DeviceEngine newEngine() {
+            SmsSender sms = new SmsSender() {
+                @Override
+                public int countParts(String message) {
+                    return 1;
+                }
+
+                @Override
+                public void send(Task task, int parts) {
+                    handedToSms.add(task.id);
+                }
+            };
+            Heartbeat.Source source = new Heartbeat.Source() {
+                @Override
+                public Heartbeat current() {
+                    return new Heartbeat(81, "14", "1.0.0");
+                }
+            };
+            DeviceEngine.Listener listener = new DeviceEngine.Listener() {
+                @Override
+                public void onUnpaired(String reason) {
+                    unpaired.add(reason);
+                }
+
+                @Override
+                public void onStatus(EngineStatus status) {
+                }
+            };
+            return gateway.engine(credentials, USER_AGENT, sms, source, new DeviceEngine.Config(), listener);
+        }
+
+        void pair(String name) throws Exception {
+            String qr = new PairingPayload(server.url + "/", dashboard.pairingCode().toLowerCase()).toUri();
+            credentials = gateway.pairing.pair(PairingPayload.parse(qr), name, "+15551234567", USER_AGENT, clock);
+            engine = newEngine();
+        }
+
+        /** Ticks the engine, moving the phone's clock over its waits, until the outbox is empty. */
+        void drainOutbox() throws InterruptedException {
+            long deadline = System.currentTimeMillis() + 15000;
+            while (gateway.outbox.size() > 0) {
+                if (System.currentTimeMillis() > deadline) {
+                    fail("outbox did not drain: " + engine.status().lastError);
+                }
+                long wait = engine.tick();
+                clock.advance(Math.min(wait, 2000));
+                Thread.sleep(20);
+            }
+        }
+    }
+
+    @Test
+    public void pairsWithARealCodeThatWorksOnce() throws Exception {
+        String code = dashboard.pairingCode();
+        Phone phone = new Phone();
+        DeviceCredentials c = phone.gateway.pairing.pair(
+            PairingPayload.parse(new PairingPayload(server.url, code).toUri()), "Pixel 7", "+15551234567",
+            USER_AGENT, phone.clock);
+        assertEquals(server.url, c.server);
+        assertFalse(c.deviceToken.isEmpty());
+
+        DeviceCredentials stored = new Pairing(new FileStorage(phone.dir)).load();
+        assertEquals(c.deviceId, stored.deviceId);
+        assertEquals(c.deviceToken, stored.deviceToken);
+        JSONObject listed = dashboard.device(c.deviceId);
+        assertEquals("Pixel 7", listed.getString("device_name"));
+        assertEquals("+15551234567", listed.getString("phone_number"));
+
+        try {
+            new ApiClient(server.url, USER_AGENT, phone.clock).register(code, "Second phone", "");
+            fail("a pairing code worked twice");
+        } catch (ApiException e) {
+            assertEquals(400, e.status());
+            assertEquals("pairing_code_invalid", e.code());
+            assertEquals(Disposition.FINAL, e.disposition());
+        }
+    }
+
+    @Test
+    public void heartbeatsClaimsAndReportsSentDeliveredAndFailed() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Office phone");
+        String delivered = dashboard.send(phone.credentials.deviceId, "+15559998888", "Hello");
+        String undelivered = dashboard.send(phone.credentials.deviceId, "+15559998888", "Hello again");
+        String notSent = dashboard.send(phone.credentials.deviceId, "+15559998888", "And again");
+
+        phone.engine.tick();
+        assertEquals(Arrays.asList(delivered, undelivered, notSent), phone.handedToSms);
+        assertEquals(3, phone.engine.status().lastPollCount);
+        JSONObject device = dashboard.device(phone.credentials.deviceId);
+        assertTrue(device.getBoolean("online"));
+        assertEquals(81, device.getInt("battery"));
+        assertEquals("14", device.getString("android_version"));
+        assertEquals("1.0.0", device.getString("app_version"));
+        assertEquals("claimed", dashboard.message(delivered).getString("status"));
+
+        // What SmsManager's broadcasts would say:
+        SendResults results = phone.gateway.results;
+        results.partSent(delivered, 0, SmsErrors.RESULT_OK);
+        results.partDelivered(delivered, 0, 0x00);
+        results.partSent(undelivered, 0, SmsErrors.RESULT_OK);
+        results.partDelivered(undelivered, 0, 0x41);
+        results.partSent(notSent, 0, 2);
+        phone.gateway.outbox.add("01JAAAAAAAAAAAAAAAAAAAAAAA", Outbox.SENT, ""); // unknown to the server: 404
+        phone.drainOutbox();
+
+        JSONObject m1 = dashboard.message(delivered);
+        assertEquals("delivered", m1.getString("status"));
+        assertEquals(Arrays.asList("queued", "claimed", "sent", "delivered"), statuses(m1.getJSONArray("timeline")));
+        JSONObject m2 = dashboard.message(undelivered);
+        assertEquals("failed", m2.getString("status"));
+        assertEquals("DELIVERY_FAILED (TP-Status 0x41)", m2.getString("error"));
+        assertEquals(Arrays.asList("queued", "claimed", "sent", "failed"), statuses(m2.getJSONArray("timeline")));
+        JSONObject m3 = dashboard.message(notSent);
+        assertEquals("failed", m3.getString("status"));
+        assertEquals("RESULT_ERROR_RADIO_OFF (2)", m3.getString("error"));
+        assertEquals(2, phone.gateway.counts.sentToday());
+        assertEquals(2, phone.gateway.counts.failedToday());
+        assertTrue(phone.unpaired.isEmpty());
+    }
+
+    @Test
+    public void aRedeliveredMessageIsNotSentAgainAfterAnAppRestart() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Restarting phone");
+        String id = dashboard.send(phone.credentials.deviceId, "+15559998888", "Only once");
+        phone.engine.tick();
+        assertEquals(Arrays.asList(id), phone.handedToSms);
+
+        phone.open(); // the app restarts before the sent broadcast; the lease runs out meanwhile
+        Thread.sleep(LEASE_MILLIS + 500);
+        phone.engine.tick();
+        assertEquals(1, phone.engine.status().lastPollCount);
+        assertEquals("the server handed it out again", 1, phone.engine.status().duplicatesSkipped);
+        assertEquals("and it was not sent again", Arrays.asList(id), phone.handedToSms);
+
+        phone.gateway.results.partSent(id, 0, SmsErrors.RESULT_OK); // the broadcast, after the restart
+        phone.drainOutbox();
+        assertEquals("sent", dashboard.message(id).getString("status"));
+    }
+
+    @Test
+    public void theOutboxDrainsAfterTheServerComesBack() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Patient phone");
+        String first = dashboard.send(phone.credentials.deviceId, "+15559998888", "One");
+        String second = dashboard.send(phone.credentials.deviceId, "+15559998888", "Two");
+        phone.engine.tick();
+        assertEquals(Arrays.asList(first, second), phone.handedToSms);
+
+        assertEquals(0, server.stop());
+        try {
+            SendResults results = phone.gateway.results;
+            results.partSent(first, 0, SmsErrors.RESULT_OK);
+            results.partDelivered(first, 0, 0x00);
+            results.partSent(second, 0, 4);
+            long offlineUntil = phone.clock.now() + 46000; // past the server's presence window
+            while (phone.clock.now() < offlineUntil) {
+                phone.clock.advance(Math.max(1, Math.min(phone.engine.tick(), offlineUntil - phone.clock.now())));
+            }
+            assertEquals("nothing is lost while the server is away", 3, phone.gateway.outbox.size());
+            assertNotNull(phone.engine.status().lastError);
+            assertFalse(phone.engine.status().isOnline(phone.clock.now()));
+
+            phone.open(); // and the app restarts while offline
+            assertEquals(3, phone.gateway.outbox.size());
+            phone.clock.advance(phone.engine.tick());
+            assertEquals(3, phone.gateway.outbox.size());
+        } finally {
+            server.start();
+        }
+        phone.drainOutbox();
+        assertEquals("delivered", dashboard.message(first).getString("status"));
+        JSONObject failed = dashboard.message(second);
+        assertEquals("failed", failed.getString("status"));
+        assertEquals("RESULT_ERROR_NO_SERVICE (4)", failed.getString("error"));
+        for (int i = 0; i < 10 && !phone.engine.status().isOnline(phone.clock.now()); i++) {
+            phone.clock.advance(Math.min(phone.engine.tick(), 60000)); // the next heartbeat after its backoff
+        }
+        assertTrue("heartbeats resume", phone.engine.status().isOnline(phone.clock.now()));
+        assertTrue(dashboard.device(phone.credentials.deviceId).getBoolean("online"));
+    }
+
+    @Test
+    public void removingTheDeviceUnpairsThePhone() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Lost phone");
+        phone.engine.tick();
+        assertTrue(phone.unpaired.isEmpty());
+        dashboard.removeDevice(phone.credentials.deviceId);
+        phone.clock.advance(phone.engine.tick());
+        phone.engine.tick();
+        assertEquals(1, phone.unpaired.size());
+        assertTrue(phone.engine.status().unpaired);
+        phone.gateway.unpair();
+        assertNull(new Pairing(new FileStorage(phone.dir)).load());
+    }
+
+    private static List<String> statuses(JSONArray timeline) throws JSONException {
+        List<String> out = new ArrayList<String>();
+        for (int i = 0; i < timeline.length(); i++) {
+            out.add(timeline.getJSONObject(i).getString("status"));
+        }
+        return out;
+    }
+}
