@@ -16,6 +16,9 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
 
@@ -96,7 +99,11 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        client = aioredis.from_url(settings.redis_url, health_check_interval=30)
+        # Fail fast while Redis is away (503 with Retry-After), retry once on a dropped
+        # connection (a restarted Redis), and reconnect by itself afterwards.
+        client = aioredis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
+                                   socket_timeout=5, retry=Retry(NoBackoff(), 1),
+                                   retry_on_error=[RedisConnectionError])
         broker = Broker(client, settings)
         await broker.start()
         app.state.broker = broker
