@@ -105,8 +105,14 @@ public final class DeviceEngine {
             sendWaiting();
         }
         if (!unpaired && waiting.isEmpty() && clock.now() >= nextPollAt) {
-            poll();
-            sendWaiting();
+            String cannotSend = sender.whyCannotSend();
+            if (cannotSend == null) {
+                poll();
+                sendWaiting();
+            } else {
+                pollError = cannotSend;
+                nextPollAt = clock.now() + config.pollMillis;
+            }
         }
         publish();
         if (unpaired) {

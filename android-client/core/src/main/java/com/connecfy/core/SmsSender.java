@@ -5,6 +5,12 @@ package com.connecfy.core;
  * whether each part was sent and delivered arrives later through {@link SendResults}.
  */
 public interface SmsSender {
+    /**
+     * Why the phone cannot send SMS right now (the permission was withdrawn, say), or null
+     * when it can. While it cannot, the engine claims nothing.
+     */
+    String whyCannotSend();
+
     /** How many SMS parts the text takes (SmsManager.divideMessage). */
     int countParts(String message);
 

@@ -236,6 +236,20 @@ public class DeviceEngineTest {
     }
 
     @Test
+    public void claimsNothingWhileThePhoneCannotSend() {
+        sender.cannotSend = "SMS permission missing";
+        api.pollScript.add(FakeApi.tasks("A"));
+        runUntil(30000);
+        assertTrue(api.pollTimes.isEmpty());
+        assertEquals(2, api.heartbeatTimes.size());
+        assertEquals("SMS permission missing", engine.status().lastError);
+        sender.cannotSend = null;
+        runUntil(41000);
+        assertEquals(Arrays.asList(40000L), relative(api.pollTimes));
+        assertEquals(Arrays.asList("A"), sender.sent);
+    }
+
+    @Test
     public void statusShowsQueueAndLastPoll() {
         api.pollScript.add(FakeApi.tasks("A", "B"));
         runUntil(1000);

@@ -9,9 +9,15 @@ final class RecordingSender implements SmsSender {
     final List<String> sent = new ArrayList<String>();
     final List<Long> sentAt = new ArrayList<Long>();
     RuntimeException failWith;
+    String cannotSend;
 
     RecordingSender(Clock clock) {
         this.clock = clock;
+    }
+
+    @Override
+    public String whyCannotSend() {
+        return cannotSend;
     }
 
     @Override

@@ -92,6 +92,11 @@ public class ServerIntegrationTest {
         DeviceEngine newEngine() {
             SmsSender sms = new SmsSender() {
                 @Override
+                public String whyCannotSend() {
+                    return null;
+                }
+
+                @Override
                 public int countParts(String message) {
                     return 1;
                 }

@@ -1,0 +1,116 @@
+package com.connecfy.android;
+
+import android.app.Application;
+import android.app.Notification;
+import android.app.NotificationChannel;
+import android.app.NotificationManager;
+import android.app.PendingIntent;
+import android.content.Context;
+import android.content.Intent;
+import android.content.SharedPreferences;
+import android.os.Build;
+
+import com.connecfy.core.Clock;
+import com.connecfy.core.EngineStatus;
+import com.connecfy.core.FileStorage;
+import com.connecfy.core.Gateway;
+
+import java.io.File;
+import java.io.IOException;
+import java.security.SecureRandom;
+import java.util.TimeZone;
+
+/** One {@link Gateway} per process, over the app's private files; the notification channels. */
+public final class ConnecfyApp extends Application {
+    static final String CHANNEL_GATEWAY = "gateway";
+    static final String CHANNEL_ALERTS = "alerts";
+    static final int NOTIFICATION_UNPAIRED = 2;
+
+    private static final String PREFS = "connecfy";
+    private static final String PREF_ENABLED = "gateway_enabled";
+    private static final String PREF_SIM = "sim_subscription_id";
+
+    private Gateway gateway;
+    private volatile EngineStatus status = EngineStatus.STOPPED;
+
+    static ConnecfyApp of(Context context) {
+        return (ConnecfyApp) context.getApplicationContext();
+    }
+
+    @Override
+    public void onCreate() {
+        super.onCreate();
+        try {
+            gateway = new Gateway(new FileStorage(new File(getFilesDir(), "connecfy")), Clock.SYSTEM,
+                TimeZone.getDefault(), new SecureRandom());
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot open the app's storage", e);
+        }
+        if (Build.VERSION.SDK_INT >= 26) {
+            NotificationManager nm = getSystemService(NotificationManager.class);
+            nm.createNotificationChannel(new NotificationChannel(CHANNEL_GATEWAY,
+                getString(R.string.channel_gateway), NotificationManager.IMPORTANCE_LOW));
+            nm.createNotificationChannel(new NotificationChannel(CHANNEL_ALERTS,
+                getString(R.string.channel_alerts), NotificationManager.IMPORTANCE_HIGH));
+        }
+    }
+
+    Gateway gateway() {
+        return gateway;
+    }
+
+    String userAgent() {
+        return "Connecfy-Android/" + BuildConfig.VERSION_NAME + " (Android " + Build.VERSION.RELEASE + ")";
+    }
+
+    EngineStatus status() {
+        return status;
+    }
+
+    void setStatus(EngineStatus status) {
+        this.status = status;
+    }
+
+    private SharedPreferences prefs() {
+        return getSharedPreferences(PREFS, MODE_PRIVATE);
+    }
+
+    /** Whether the user wants the gateway running (kept across reboots). */
+    boolean gatewayEnabled() {
+        return prefs().getBoolean(PREF_ENABLED, false);
+    }
+
+    void setGatewayEnabled(boolean enabled) {
+        prefs().edit().putBoolean(PREF_ENABLED, enabled).apply();
+    }
+
+    /** The SIM to send from (a subscription id), or -1 for the phone's default SMS SIM. */
+    int simSubscriptionId() {
+        return prefs().getInt(PREF_SIM, -1);
+    }
+
+    void setSimSubscriptionId(int id) {
+        prefs().edit().putInt(PREF_SIM, id).apply();
+    }
+
+    /** The server no longer knows this phone: say so, and offer to pair again. */
+    void notifyUnpaired(String reason) {
+        PendingIntent open = PendingIntent.getActivity(this, 0, new Intent(this, MainActivity.class),
+            PendingIntent.FLAG_IMMUTABLE);
+        Notification n = builder(CHANNEL_ALERTS)
+            .setSmallIcon(R.drawable.ic_notification)
+            .setContentTitle(getString(R.string.unpaired_title))
+            .setContentText(getString(R.string.unpaired_text))
+            .setStyle(new Notification.BigTextStyle().bigText(getString(R.string.unpaired_text)
+                + (reason == null ? "" : "\n" + reason)))
+            .setContentIntent(open)
+            .setAutoCancel(true)
+            .build();
+        getSystemService(NotificationManager.class).notify(NOTIFICATION_UNPAIRED, n);
+    }
+
+    @SuppressWarnings("deprecation")
+    Notification.Builder builder(String channel) {
+        return Build.VERSION.SDK_INT >= 26 ? new Notification.Builder(this, channel) : new Notification.Builder(this);
+    }
+}

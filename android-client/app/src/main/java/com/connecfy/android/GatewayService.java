@@ -1,0 +1,191 @@
+package com.connecfy.android;
+
+import android.app.Notification;
+import android.app.NotificationManager;
+import android.app.PendingIntent;
+import android.app.Service;
+import android.content.Context;
+import android.content.Intent;
+import android.content.pm.ServiceInfo;
+import android.os.Build;
+import android.os.Handler;
+import android.os.HandlerThread;
+import android.os.IBinder;
+import android.os.Looper;
+import android.os.PowerManager;
+import android.text.format.DateUtils;
+
+import com.connecfy.core.DeviceCredentials;
+import com.connecfy.core.DeviceEngine;
+import com.connecfy.core.EngineStatus;
+import com.connecfy.core.Gateway;
+
+import java.io.IOException;
+
+/**
+ * The foreground service that keeps the phone working as a gateway: runs the core's
+ * {@link DeviceEngine} on its own thread (heartbeat, claims, sends, reports), holds a
+ * partial wake lock so it keeps going with the screen off, and shows its state in the
+ * notification. Started by the user, and again after a reboot or an app update.
+ */
+public final class GatewayService extends Service {
+    private static final int NOTIFICATION_ID = 1;
+    private static volatile GatewayService running;
+
+    private HandlerThread thread;
+    private Handler handler;
+    private DeviceEngine engine;
+    private PowerManager.WakeLock wakeLock;
+    private String shownText = "";
+
+    private final Runnable step = new Runnable() {
+        @Override
+        public void run() {
+            long wait = engine.tick();
+            if (wait != Long.MAX_VALUE) {
+                handler.postDelayed(this, Math.max(50, Math.min(wait, 60000)));
+            }
+        }
+    };
+
+    static void start(Context context) {
+        Intent intent = new Intent(context, GatewayService.class);
+        if (Build.VERSION.SDK_INT >= 26) {
+            context.startForegroundService(intent);
+        } else {
+            context.startService(intent);
+        }
+    }
+
+    static void stop(Context context) {
+        context.stopService(new Intent(context, GatewayService.class));
+    }
+
+    static boolean isRunning() {
+        return running != null;
+    }
+
+    /** Something is due sooner than the engine planned (a send result waits in the outbox). */
+    static void wake() {
+        GatewayService service = running;
+        if (service != null && service.handler != null) {
+            service.handler.removeCallbacks(service.step);
+            service.handler.post(service.step);
+        }
+    }
+
+    @Override
+    public void onCreate() {
+        super.onCreate();
+        goForeground(getString(R.string.notification_starting));
+        ConnecfyApp app = ConnecfyApp.of(this);
+        DeviceCredentials credentials;
+        try {
+            credentials = app.gateway().pairing.load();
+        } catch (IOException e) {
+            credentials = null;
+        }
+        if (credentials == null) {
+            stopSelf();
+            return;
+        }
+        engine = app.gateway().engine(credentials, app.userAgent(), new AndroidSmsSender(this),
+            new PhoneHeartbeat(this), new DeviceEngine.Config(), new Listener());
+        PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
+        wakeLock = power.newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "connecfy:gateway");
+        wakeLock.setReferenceCounted(false);
+        wakeLock.acquire();
+        thread = new HandlerThread("connecfy-gateway");
+        thread.start();
+        handler = new Handler(thread.getLooper());
+        handler.post(step);
+        running = this;
+    }
+
+    @Override
+    public int onStartCommand(Intent intent, int flags, int startId) {
+        return START_STICKY;
+    }
+
+    @Override
+    public void onDestroy() {
+        running = null;
+        if (handler != null) {
+            handler.removeCallbacks(step);
+            thread.quitSafely();
+        }
+        if (wakeLock != null && wakeLock.isHeld()) {
+            wakeLock.release();
+        }
+        ConnecfyApp.of(this).setStatus(EngineStatus.STOPPED);
+        super.onDestroy();
+    }
+
+    @Override
+    public IBinder onBind(Intent intent) {
+        return null;
+    }
+
+    private void goForeground(String text) {
+        Notification n = notification(text);
+        if (Build.VERSION.SDK_INT >= 34) {
+            startForeground(NOTIFICATION_ID, n, ServiceInfo.FOREGROUND_SERVICE_TYPE_REMOTE_MESSAGING);
+        } else {
+            startForeground(NOTIFICATION_ID, n);
+        }
+    }
+
+    private Notification notification(String text) {
+        PendingIntent open = PendingIntent.getActivity(this, 0, new Intent(this, MainActivity.class),
+            PendingIntent.FLAG_IMMUTABLE);
+        return ConnecfyApp.of(this).builder(ConnecfyApp.CHANNEL_GATEWAY)
+            .setSmallIcon(R.drawable.ic_notification)
+            .setContentTitle(getString(R.string.notification_title))
+            .setContentText(text)
+            .setContentIntent(open)
+            .setOngoing(true)
+            .setShowWhen(false)
+            .build();
+    }
+
+    private String describe(EngineStatus s) {
+        Gateway gateway = ConnecfyApp.of(this).gateway();
+        String state = getString(s.isOnline(System.currentTimeMillis()) ? R.string.online : R.string.offline);
+        String poll = s.lastPollAt == 0 ? getString(R.string.never)
+            : DateUtils.formatDateTime(this, s.lastPollAt, DateUtils.FORMAT_SHOW_TIME);
+        return getString(R.string.notification_text, state, gateway.counts.sentToday(), s.waitingToSend + s.outbox,
+            poll);
+    }
+
+    /** Called on the engine's thread. */
+    private final class Listener implements DeviceEngine.Listener {
+        @Override
+        public void onStatus(EngineStatus status) {
+            ConnecfyApp.of(GatewayService.this).setStatus(status);
+            String text = describe(status);
+            if (!text.equals(shownText)) {
+                shownText = text;
+                NotificationManager nm = (NotificationManager) getSystemService(NOTIFICATION_SERVICE);
+                nm.notify(NOTIFICATION_ID, notification(text));
+            }
+        }
+
+        @Override
+        public void onUnpaired(String reason) {
+            ConnecfyApp app = ConnecfyApp.of(GatewayService.this);
+            try {
+                app.gateway().unpair();
+            } catch (IOException e) {
+                // The token is dead either way; the next start finds the pairing and fails again.
+            }
+            app.setGatewayEnabled(false);
+            app.notifyUnpaired(reason);
+            new Handler(Looper.getMainLooper()).post(new Runnable() {
+                @Override
+                public void run() {
+                    stopSelf();
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,262 @@
+package com.connecfy.android;
+
+import android.Manifest;
+import android.annotation.SuppressLint;
+import android.app.Activity;
+import android.app.AlertDialog;
+import android.content.DialogInterface;
+import android.content.Intent;
+import android.content.pm.PackageManager;
+import android.net.Uri;
+import android.os.Build;
+import android.os.Bundle;
+import android.os.Handler;
+import android.os.Looper;
+import android.os.PowerManager;
+import android.provider.Settings;
+import android.telephony.SubscriptionInfo;
+import android.telephony.SubscriptionManager;
+import android.text.format.DateUtils;
+import android.view.View;
+import android.widget.AdapterView;
+import android.widget.ArrayAdapter;
+import android.widget.Button;
+import android.widget.Spinner;
+import android.widget.TextView;
+
+import com.connecfy.core.DeviceCredentials;
+import com.connecfy.core.EngineStatus;
+import com.connecfy.core.Gateway;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The main screen: paired or not, server, online state, last poll, queue, sent today,
+ * failures, and each missing permission with the button that fixes it.
+ */
+public final class MainActivity extends Activity {
+    private static final int REQUEST_SMS = 1;
+    private static final int REQUEST_NOTIFICATIONS = 2;
+    private static final int REQUEST_PHONE_STATE = 3;
+
+    private final Handler handler = new Handler(Looper.getMainLooper());
+    private final Runnable refresher = new Runnable() {
+        @Override
+        public void run() {
+            refresh();
+            handler.postDelayed(this, 1000);
+        }
+    };
+    private final List<Integer> simIds = new ArrayList<Integer>();
+
+    @Override
+    protected void onCreate(Bundle savedInstanceState) {
+        super.onCreate(savedInstanceState);
+        setContentView(R.layout.activity_main);
+        click(R.id.pair_button, new Runnable() {
+            @Override
+            public void run() {
+                startActivity(new Intent(MainActivity.this, PairActivity.class));
+            }
+        });
+        click(R.id.unpair_button, new Runnable() {
+            @Override
+            public void run() {
+                confirmUnpair();
+            }
+        });
+        click(R.id.toggle_button, new Runnable() {
+            @Override
+            public void run() {
+                ConnecfyApp app = ConnecfyApp.of(MainActivity.this);
+                boolean on = !GatewayService.isRunning();
+                app.setGatewayEnabled(on);
+                if (on) {
+                    GatewayService.start(MainActivity.this);
+                } else {
+                    GatewayService.stop(MainActivity.this);
+                }
+                refresh();
+            }
+        });
+        click(R.id.grant_sms, new Runnable() {
+            @Override
+            public void run() {
+                requestPermissions(new String[] {Manifest.permission.SEND_SMS}, REQUEST_SMS);
+            }
+        });
+        click(R.id.grant_notifications, new Runnable() {
+            @Override
+            public void run() {
+                if (Build.VERSION.SDK_INT >= 33) {
+                    requestPermissions(new String[] {Manifest.permission.POST_NOTIFICATIONS}, REQUEST_NOTIFICATIONS);
+                }
+            }
+        });
+        click(R.id.grant_battery, new Runnable() {
+            @Override
+            public void run() {
+                startActivity(new Intent(Settings.ACTION_REQUEST_IGNORE_BATTERY_OPTIMIZATIONS,
+                    Uri.parse("package:" + getPackageName())));
+            }
+        });
+        click(R.id.grant_phone_state, new Runnable() {
+            @Override
+            public void run() {
+                requestPermissions(new String[] {Manifest.permission.READ_PHONE_STATE}, REQUEST_PHONE_STATE);
+            }
+        });
+    }
+
+    @Override
+    protected void onResume() {
+        super.onResume();
+        loadSims();
+        handler.post(refresher);
+    }
+
+    @Override
+    protected void onPause() {
+        handler.removeCallbacks(refresher);
+        super.onPause();
+    }
+
+    @Override
+    public void onRequestPermissionsResult(int requestCode, String[] permissions, int[] results) {
+        if (requestCode == REQUEST_PHONE_STATE) {
+            loadSims();
+        }
+        refresh();
+    }
+
+    private void click(int id, final Runnable action) {
+        findViewById(id).setOnClickListener(new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                action.run();
+            }
+        });
+    }
+
+    private boolean granted(String permission) {
+        return checkSelfPermission(permission) == PackageManager.PERMISSION_GRANTED;
+    }
+
+    private void show(int id, boolean visible) {
+        findViewById(id).setVisibility(visible ? View.VISIBLE : View.GONE);
+    }
+
+    private void text(int id, CharSequence value) {
+        ((TextView) findViewById(id)).setText(value);
+    }
+
+    private String time(long millis) {
+        if (millis == 0) {
+            return getString(R.string.never);
+        }
+        return DateUtils.getRelativeTimeSpanString(millis, System.currentTimeMillis(), DateUtils.SECOND_IN_MILLIS)
+            .toString();
+    }
+
+    private void refresh() {
+        ConnecfyApp app = ConnecfyApp.of(this);
+        Gateway gateway = app.gateway();
+        DeviceCredentials credentials;
+        try {
+            credentials = gateway.pairing.load();
+        } catch (IOException e) {
+            credentials = null;
+        }
+        boolean paired = credentials != null;
+        boolean running = GatewayService.isRunning();
+        EngineStatus s = app.status();
+
+        text(R.id.paired, paired ? getString(R.string.paired_as, credentials.deviceName)
+            : getString(R.string.not_paired));
+        text(R.id.server, paired ? credentials.server : "");
+        show(R.id.server, paired);
+        show(R.id.pair_button, !paired);
+        show(R.id.unpair_button, paired);
+        show(R.id.toggle_button, paired);
+        ((Button) findViewById(R.id.toggle_button)).setText(running ? R.string.stop_gateway : R.string.start_gateway);
+
+        String state = !running ? getString(R.string.stopped)
+            : s.isOnline(System.currentTimeMillis()) ? getString(R.string.online) : getString(R.string.offline);
+        text(R.id.state, getString(R.string.state_line, state));
+        text(R.id.last_poll, getString(R.string.last_poll_line, time(s.lastPollAt), s.lastPollCount));
+        text(R.id.queue, getString(R.string.queue_line, s.waitingToSend, gateway.outbox.size()));
+        text(R.id.sent_today, getString(R.string.sent_today_line, gateway.counts.sentToday()));
+        text(R.id.failures, getString(R.string.failures_line, gateway.counts.failedToday()));
+        text(R.id.last_error, s.lastError == null ? "" : s.lastError);
+        show(R.id.last_error, running && s.lastError != null);
+
+        boolean sms = granted(Manifest.permission.SEND_SMS);
+        boolean notifications = Build.VERSION.SDK_INT < 33 || granted(Manifest.permission.POST_NOTIFICATIONS);
+        PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
+        boolean battery = power.isIgnoringBatteryOptimizations(getPackageName());
+        boolean phoneState = granted(Manifest.permission.READ_PHONE_STATE);
+        show(R.id.missing_title, !(sms && notifications && battery));
+        show(R.id.row_sms, !sms);
+        show(R.id.row_notifications, !notifications);
+        show(R.id.row_battery, !battery);
+        show(R.id.row_phone_state, !phoneState);
+    }
+
+    /** The SIMs to send from; the choice is offered only on a phone with more than one. */
+    @SuppressLint("MissingPermission")
+    private void loadSims() {
+        Spinner spinner = findViewById(R.id.sim);
+        simIds.clear();
+        List<String> labels = new ArrayList<String>();
+        simIds.add(-1);
+        labels.add(getString(R.string.sim_default));
+        if (granted(Manifest.permission.READ_PHONE_STATE)) {
+            List<SubscriptionInfo> sims = SubscriptionManager.from(this).getActiveSubscriptionInfoList();
+            if (sims != null) {
+                for (SubscriptionInfo sim : sims) {
+                    simIds.add(sim.getSubscriptionId());
+                    labels.add(getString(R.string.sim_label, sim.getSimSlotIndex() + 1, sim.getDisplayName()));
+                }
+            }
+        }
+        show(R.id.sim_row, simIds.size() > 2);
+        spinner.setAdapter(new ArrayAdapter<String>(this, android.R.layout.simple_spinner_dropdown_item, labels));
+        final ConnecfyApp app = ConnecfyApp.of(this);
+        int chosen = simIds.indexOf(app.simSubscriptionId());
+        spinner.setSelection(Math.max(0, chosen));
+        spinner.setOnItemSelectedListener(new AdapterView.OnItemSelectedListener() {
+            @Override
+            public void onItemSelected(AdapterView<?> parent, View view, int position, long id) {
+                app.setSimSubscriptionId(simIds.get(position));
+            }
+
+            @Override
+            public void onNothingSelected(AdapterView<?> parent) {
+            }
+        });
+    }
+
+    private void confirmUnpair() {
+        new AlertDialog.Builder(this)
+            .setTitle(R.string.unpair_title)
+            .setMessage(R.string.unpair_message)
+            .setNegativeButton(android.R.string.cancel, null)
+            .setPositiveButton(R.string.unpair, new DialogInterface.OnClickListener() {
+                @Override
+                public void onClick(DialogInterface dialog, int which) {
+                    ConnecfyApp app = ConnecfyApp.of(MainActivity.this);
+                    app.setGatewayEnabled(false);
+                    GatewayService.stop(MainActivity.this);
+                    try {
+                        app.gateway().unpair();
+                    } catch (IOException e) {
+                        text(R.id.last_error, e.getMessage());
+                    }
+                    refresh();
+                }
+            })
+            .show();
+    }
+}
