@@ -63,6 +63,17 @@ from api.credentials import SESSION_COOKIE, api_key_guard, device_guard, operato
 from api.errors import _BROKER_STATUS
 from broker import Broker
 
+DESCRIPTION = (
+    "Connecfy turns Android phones into an SMS gateway.\n\n"
+    "Credentials, never overlapping: a device token (`X-Device-Token` or `Authorization: Bearer`) acts as one "
+    "phone; the dashboard session (cookie `sessionid`, and on unsafe methods the `csrftoken` cookie echoed in "
+    "`X-CSRFToken`); a send-only API key, sent as `api_key` in the JSON body. A missing or unknown credential is "
+    "401, checked before the body.\n\n"
+    "Every error is JSON `{\"status_code\", \"code\", \"detail\"}` (schema `Error`), some with `field`, `index` "
+    "or a batch's `errors`. Bodies are JSON (415 otherwise), at most 64 KiB (413), the batch 2 MiB. A 429 carries "
+    "`Retry-After`, and on a rate limit `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 503 "
+    "(the message store unreachable) carries `Retry-After`. A path with a method it does not serve is 405."
+)
 JSON = "application/json"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -111,8 +122,10 @@ def complete_schema(app: Litestar) -> None:
         component = (components.schemas or {}).get(name)
         if isinstance(component, Schema):
             component.additional_properties = False
-    for method, path, operation, handler in _operations(app):
-        _describe(method, path, operation, handler, components)
+    for method, _, operation, handler in _operations(app):
+        _describe(method, operation, handler, components)
+    if not schema.info.description:
+        schema.info.description = DESCRIPTION
 
 
 def _trailing_slashes(app: Litestar) -> None:
@@ -214,8 +227,7 @@ def _structs_forbidding_unknown_fields(app: Litestar) -> set[str]:
 # One operation -----------------------------------------------------------------------------
 
 
-def _describe(method: str, path: str, operation: Operation, handler: HTTPRouteHandler,
-              components: Components) -> None:
+def _describe(method: str, operation: Operation, handler: HTTPRouteHandler, components: Components) -> None:
     guards = handler.resolve_guards()
     source = _source(handler)
     parameters = [p for p in operation.parameters or [] if isinstance(p, Parameter)]
@@ -242,7 +254,7 @@ def _describe(method: str, path: str, operation: Operation, handler: HTTPRouteHa
     if operator_guard in guards:
         statuses.add(403)
     body_ids = {f.name for struct in _body_structs(handler) for f in msgspec.structs.fields(struct)
-                if f.name.endswith("_id") and f.name != "api_key"}
+                if f.name.endswith("_id")}
     if path_parameters or body_ids:
         statuses.add(404)  # an id in the path or the body that names nothing of this account
     object_ids = path_parameters - ({"device_id"} if device_guard in guards else set())  # not the caller itself
