@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from e2e_server import ServerProcess, describe, expect, expect_error
-from http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, World
+from http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, TO, World
 
 LIMITS = {
     "CONNECFY_TASKS_PER_MINUTE": "60",  # one poll a second
@@ -236,4 +236,3 @@ def test_the_operator_sets_an_accounts_poll_limit(world: World) -> None:
     expect_error(op.patch("/api/operator/accounts/nosuchaccount1/limits/", json={"tasks_burst": 9}), 404)
     expect_error(owner.patch(f"/api/operator/accounts/{account_id}/limits/", json={"tasks_burst": 99}), 403)
     assert expect(owner.get("/api/account/limits/"), 200)["tasks_burst"] == 20
-    PASSWORD  # noqa: B018 - the shared password signs these users up
