@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from conftest import roomy_settings
+from fleet import redis_snapshot, self_managed
 
 from broker import Broker, errors
+from broker.records import LimitChange, OutgoingMessage
 
 KEY = "{a:test}:rate:sends"
 
@@ -61,3 +66,56 @@ async def test_bad_parameters(broker: Broker) -> None:
     with pytest.raises(errors.InvalidInput):
         await broker.rate_limit(KEY, rate=1, period_ms=1000, burst=5, cost=0)
     assert not await broker.redis.exists(KEY)
+
+
+# The limits inside the enqueue and claim scripts ---------------------------------------
+
+
+async def test_a_refused_send_changes_nothing_and_a_repeat_costs_nothing(redis_client, scripts, clock) -> None:
+
+    broker = Broker(redis_client, roomy_settings(sends_per_second=10, sends_burst=3), scripts, clock=clock)
+    await broker.start()
+    account, [phone] = await self_managed(broker)
+    message = OutgoingMessage("+15551234567", "hi", phone.device_id)
+    first = await broker.enqueue(account, [message, message], idempotency_key="k")
+    assert (first.rate.limit, first.rate.remaining) == (3, 1)
+    repeat = await broker.enqueue(account, [message, message], idempotency_key="k")
+    assert repeat.duplicate and repeat.ids == first.ids and repeat.rate.remaining == 1
+    before = await redis_snapshot(broker.redis)
+    with pytest.raises(errors.RateLimited) as info:
+        await broker.enqueue(account, [message, message])
+    assert (info.value.decision.retry_after_ms, info.value.decision.limit) == (100, 3)
+    assert await redis_snapshot(broker.redis) == before
+    clock.advance(100)
+    assert len((await broker.enqueue(account, [message, message])).ids) == 2
+
+
+async def test_a_refused_poll_changes_nothing(redis_client, scripts, clock) -> None:
+
+    broker = Broker(redis_client, roomy_settings(tasks_per_minute=6, tasks_burst=2), scripts, clock=clock)
+    await broker.start()
+    account, [phone] = await self_managed(broker)
+    assert (await broker.claim_tasks(phone.ref)).rate.remaining == 1
+    assert (await broker.claim_tasks(phone.ref)).rate.remaining == 0
+    await broker.enqueue(account, [OutgoingMessage("+15551234567", "hi", phone.device_id)])
+    before = await redis_snapshot(broker.redis)
+    with pytest.raises(errors.RateLimited) as info:
+        await broker.claim(phone.ref)
+    assert info.value.decision.retry_after_ms == 10_000
+    assert await redis_snapshot(broker.redis) == before
+    clock.advance(10_000)
+    assert len(await broker.claim(phone.ref)) == 1
+
+
+async def test_one_limit_request_waits_at_a_time_even_when_sent_together(broker: Broker) -> None:
+    account, _ = await self_managed(broker)
+    outcomes = await asyncio.gather(
+        *(broker.request_limits(account, LimitChange(daily_quota=50_000), f"try {i}") for i in range(8)),
+        return_exceptions=True)
+    made = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(made) == 1 and all(isinstance(o, errors.LimitRequestPending) for o in outcomes if o not in made)
+    assert [r.id for r in await broker.list_limit_requests(account_id=account.id)] == [made[0].id]
+    decided = await broker.decide_limit_request(made[0].id, approve=True)
+    assert decided.granted == LimitChange(daily_quota=50_000)
+    assert broker.limits(await broker.get_account(account.id)).daily_quota == 50_000
+    assert await broker.pending_limit_request(account) is None
