@@ -30,7 +30,7 @@ from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
 from api.health import HealthController
 from api.limits import AccountLimitsController, OperatorController
-from api.observability import MIDDLEWARE, MetricsController, configure_logging, swept
+from api.observability import MetricsController, configure_logging, instrument, swept
 from api.openapi import complete_schema
 from api.sms import SmsController
 from api.stats import StatsController
@@ -122,7 +122,6 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
                         ApiKeysController, StatsController, AuthController, HealthController, MetricsController,
                         AccountLimitsController, OperatorController],
-        middleware=MIDDLEWARE,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
         before_request=check_body,
@@ -130,10 +129,12 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Connecfy", version=__version__, path="/schema"),
         debug=False,
+        logging_config=None,  # configure_logging() owns the log format: JSON lines
     )
 
 
-def app_from_env() -> Litestar:
-    """Factory for ASGI servers (``api.app:app_from_env``), configured by the environment."""
+def app_from_env() -> Any:
+    """Factory for ASGI servers (``api.app:app_from_env``), configured by the environment:
+    the app inside the request id, access log and metrics wrapper."""
     configure_logging()
-    return create_app(Settings.from_env())
+    return instrument(create_app(Settings.from_env()))

@@ -41,7 +41,6 @@ log = logging.getLogger("connecfy.api")
 access_log = logging.getLogger("connecfy.access")
 
 # Empty: the observability wrapper sits outside Litestar (see instrument), not in its route stack.
-MIDDLEWARE: list[Any] = []
 
 REQUEST_ID_HEADER = b"x-request-id"
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404, 405)

@@ -39,6 +39,9 @@ def redis_url_for(settings: Settings, data_dir: str | None) -> str:
     return f"unix://{socket_path.resolve()}"
 
 
+DRAIN_SECONDS = 10
+
+
 def metrics_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "metrics"
 
@@ -56,11 +59,8 @@ def asgi_app() -> Any:
     access log and metrics wrapper, which sits outside Litestar's router so unmatched
     paths (404, 405) get an id and are counted too."""
     from api.app import app_from_env
-    from api.observability import configure_logging, instrument
 
-    app = app_from_env()
-    configure_logging()  # again: building the Litestar app installed its own root handler
-    return instrument(app)
+    return app_from_env()
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
@@ -88,6 +88,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             loop=Loops.uvloop,
             log_access=False,
             log_dictconfig=logging_dictconfig(),
+            # SIGTERM: stop accepting, let requests in flight finish, but never hang:
+            # a worker still busy after this long is killed.
+            workers_kill_timeout=DRAIN_SECONDS,
         ).serve()
     finally:
         if private is not None:

@@ -25,7 +25,7 @@ import httpx
 
 CONNECFY = Path(sys.executable).parent / "connecfy"
 READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT = 30.0
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Every (method, path) an Api client sent, for the OpenAPI check.
