@@ -8,7 +8,7 @@ dependencies)::
     python3 bench/broker_bench.py --seconds 3 --rounds 5 --json bench/results/run.json
     python3 bench/broker_bench.py --redis-url redis://127.0.0.1:6379/15
 
-Three phases run one after the other, each with ``--concurrency`` asyncio tasks sharing
+Four phases run one after the other, each with ``--concurrency`` asyncio tasks sharing
 one ``redis.asyncio`` client and its connection pool (hiredis parser, uvloop when
 importable), each as one warm-up round then ``--rounds`` measured rounds of
 ``--seconds`` each:
@@ -20,6 +20,9 @@ importable), each as one warm-up round then ``--rounds`` measured rounds of
     ``Broker.enqueue`` of one message to a device's own queue. Each task sends to its
     own device; the devices belong to a few self-managed accounts whose daily quota is
     far above anything a run can send.
+``batch``
+    ``Broker.enqueue`` of ``--batch`` messages (default 100) in one call, each task to
+    its own device: the batch send's path; its figure to read is messages/s.
 ``claim``
     ``Broker.claim`` of 10 messages for a device. Each task claims for its own device,
     whose queue is topped up before every round (with batched ``Broker.enqueue``,
@@ -285,11 +288,14 @@ async def remove_fleet(client: aioredis.Redis, fleet: Fleet) -> None:
 
 
 class EnqueuePhase:
-    name = "enqueue"
+    """``Broker.enqueue`` of ``size`` messages in one call, each task to its own device:
+    one message (the single send's path) or a batch (the batch send's)."""
 
-    def __init__(self, broker: Broker, fleet: Fleet) -> None:
+    def __init__(self, broker: Broker, fleet: Fleet, size: int = 1) -> None:
         self.broker = broker
         self.fleet = fleet
+        self.size = size
+        self.name = "enqueue" if size == 1 else "batch"
 
     async def prepare(self, calls_per_task: int) -> None:
         pass
@@ -299,10 +305,10 @@ class EnqueuePhase:
 
     async def call(self, task: int) -> int:
         account, device = self.fleet.devices[task]
-        result = await self.broker.enqueue(account, [OutgoingMessage(TO, TEXT, device.device_id)])
-        if result.duplicate or len(result.ids) != 1:
-            raise RuntimeError(f"enqueue returned {result!r}")
-        return 1
+        result = await self.broker.enqueue(account, [OutgoingMessage(TO, TEXT, device.device_id)] * self.size)
+        if result.duplicate or len(result.ids) != self.size:
+            raise RuntimeError(f"enqueue of {self.size} returned {len(result.ids)} ids")
+        return self.size
 
 
 class ClaimPhase:
@@ -421,13 +427,16 @@ async def measure(client: aioredis.Redis, args: argparse.Namespace, private: boo
         baseline = await run_phase(client, noop, args, expected_rate=0)
         enqueue = await run_broker_phase(
             client, args, run_id, EnqueuePhase, baseline.median("calls_per_second"), private)
+        batch = await run_broker_phase(
+            client, args, run_id, lambda b, f: EnqueuePhase(b, f, args.batch),
+            enqueue.median("calls_per_second") / args.batch, private)
         claim = await run_broker_phase(
             client, args, run_id, lambda b, f: ClaimPhase(b, f, b.clock()),
             enqueue.median("calls_per_second"), private)
     finally:
         if not private and not pool_registered:
             await client.srem(keys.SHARDS, keys.pool_shard())
-    return [baseline, enqueue, claim]
+    return [baseline, enqueue, batch, claim]
 
 
 # Environment and output ------------------------------------------------------------
@@ -470,7 +479,8 @@ def print_table(phases: Sequence[PhaseResult]) -> None:
         usec = phase.median("server_usec_per_call")
         ratio = rate / base_rate
         verdict = "-" if phase is baseline else ("PASS" if ratio >= TARGET_RATIO else "BELOW")
-        messages = f"{phase.median('messages_per_second'):10,.0f}" if phase.name == "claim" else f"{'-':>10}"
+        messages = (f"{phase.median('messages_per_second'):10,.0f}" if phase.name in ("claim", "batch")
+                    else f"{'-':>10}")
         print(f"{phase.name:8} {rate:10,.0f} {ratio:9.1%} {verdict:>6} {messages} "
               f"{usec:12.1f} {usec / base_usec:8.1f} {phase.median('server_busy'):9.0%} "
               f"{phase.median('server_cpu'):8.0%} {phase.median('client_cpu'):11.0%}")
@@ -505,6 +515,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="asyncio tasks (default 32)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each round (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds after the warm-up (default 5)")
+    parser.add_argument("--batch", type=int, default=100, help="messages per call in the batch phase (default 100)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.rounds < 1 or not 0 < args.seconds <= 600:
