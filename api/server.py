@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from broker.redis_server import RedisServer
+from broker.redis_server import RedisServer, RedisSupervisor
 from broker.settings import Settings
 
 
@@ -73,8 +73,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     from api.observability import logging_dictconfig
 
     private: RedisServer | None = None
+    supervisor: RedisSupervisor | None = None
     if not settings.redis_url:
         private = RedisServer(redis_dir(data_dir).resolve(), port=0, appendonly=True).start()
+        supervisor = RedisSupervisor(private).start()
         os.environ["REDIS_URL"] = private.url
         print(f"connecfy: private Redis at {private.url}", flush=True)
     try:
@@ -93,6 +95,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             workers_kill_timeout=DRAIN_SECONDS,
         ).serve()
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if private is not None:
             private.stop()
     return 0

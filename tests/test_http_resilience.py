@@ -5,12 +5,14 @@ requests in flight finish and exits 0."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
 from pathlib import Path
 
 import httpx
+import redis
 
 from broker.redis_server import RedisServer, free_port
 from e2e_server import ServerProcess, expect, expect_error
@@ -119,3 +121,31 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
         raise AssertionError("the server still answers after SIGTERM")
     except httpx.ConnectError:
         pass
+
+
+def test_the_private_redis_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path).start()
+    world = World(server)
+    try:
+        owner = world.signup()
+        phone = world.pair(owner)
+        sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "kept",
+                                                         "device_id": phone.device_id}), 202)
+        time.sleep(1.2)  # the append-only file is synced once a second
+        socket_path = tmp_path / "redis" / "redis.sock"
+        pid = int(redis.Redis(unix_socket_path=str(socket_path)).info("server")["process_id"])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            response = owner.get("/api/stats/")
+            if response.status_code == 200:
+                break
+            expect_error(response, 503, "unavailable")
+            time.sleep(0.2)
+        assert expect(owner.get("/api/stats/"), 200)["queued"] == 1
+        assert int(redis.Redis(unix_socket_path=str(socket_path)).info("server")["process_id"]) != pid
+        assert [t["id"] for t in phone.claim()] == [sent["id"]]
+    finally:
+        world.close()
+        code = server.stop()
+    assert code == 0, server.output()
