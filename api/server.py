@@ -17,6 +17,8 @@ worker merges them all. Logs: granian's own lines and the app's are JSON on stde
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,32 @@ def asgi_app() -> Any:
     return app_from_env()
 
 
+def _cannot_listen(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on ("" when it can), checked before anything
+    starts, so a busy port is one line instead of a traceback from every worker."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return str(exc)
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     data_dir = data_dir or settings.data_dir
+    problem = _cannot_listen(host, port)
+    if problem:
+        print(f"connecfy: cannot listen on {host}:{port}: {problem}", file=sys.stderr, flush=True)
+        return 1
     # Before prometheus_client is imported anywhere: it picks its value store at import.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(reset_metrics_dir(metrics_dir(data_dir)))
     from api.observability import logging_dictconfig

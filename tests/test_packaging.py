@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from e2e_server import CONNECFY, server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,3 +42,17 @@ def test_connecfy_version_and_selfcheck() -> None:
     out = subprocess.run([str(connecfy), "selfcheck"], check=True, capture_output=True,
                          text=True, env=env, timeout=60).stdout
     assert "queued -> claimed -> sent" in out and out.strip().endswith("selfcheck passed")
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run([str(CONNECFY), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                                env=server_env(), timeout=60)
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == f"connecfy: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "redis").exists(), "nothing starts before the port is known to be free"
