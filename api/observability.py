@@ -310,11 +310,13 @@ class ObservedApp:
         start = time.perf_counter()
         path = scope["path"]  # as sent: the router normalizes scope["path"] in place
         rid = None
+        forwarded = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
-                if _valid_request_id(value):
+                if rid is None and _valid_request_id(value):
                     rid = value.decode()
-                break
+            elif name == b"x-forwarded-for":
+                forwarded = value
         if rid is None:
             rid = new_request_id()
         rid_header = (REQUEST_ID_HEADER, rid.encode())
@@ -352,7 +354,7 @@ class ObservedApp:
             method = scope.get("method", "")
             _observe(route, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                _access_line(method, path, route, status, seconds, sent, scope.get("client"), rid)
+                _access_line(method, path, route, status, seconds, sent, scope.get("client"), rid, forwarded)
             request_id.reset(token)
 
 
@@ -376,12 +378,20 @@ _write_access_line = _access_line_to_logging
 
 
 def _access_line(method: str, path: str, route: str, status: int, seconds: float, sent: int,
-                 client: Any, rid: str) -> None:
-    _write_access_line({
+                 client: Any, rid: str, forwarded: bytes | None = None) -> None:
+    path = path[:MAX_LOGGED_CHARS]
+    entry = {
         "ts": "", "level": "info", "logger": "connecfy.access", "message": f"{method} {path} {status}",
         "pid": _pid[0], "request_id": rid, "method": method, "path": path, "route": route, "status": status,
         "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None, "bytes": sent,
-    })
+    }
+    if forwarded is not None:
+        # As received: whether to trust it is the proxy's business (CONNECFY_TRUST_FORWARDED_FOR).
+        entry["forwarded_for"] = forwarded[:MAX_LOGGED_CHARS].decode("latin-1")
+    _write_access_line(entry)
+
+
+MAX_LOGGED_CHARS = 512
 
 
 def instrument(app: Any) -> Any:

@@ -248,6 +248,14 @@ def test_log_lines_are_json_with_the_request_id(server: ServerProcess) -> None:
     entries = log_lines(server)  # every line on stderr parsed as one JSON object
     assert all({"ts", "level", "logger", "message", "pid"} <= set(e) for e in entries)
     assert any(e["logger"].startswith("_granian") for e in entries), "granian's own lines are JSON too"
+    assert "forwarded_for" not in line
+    # A proxy's X-Forwarded-For is logged as received, cut to 512 characters, like the path.
+    rid = "fwd-" + uuid.uuid4().hex
+    httpx.get(f"{server.base_url}/healthz/" + "x" * 2000,
+              headers={"X-Request-ID": rid, "X-Forwarded-For": "198.51.100.7, " + "9" * 1000})
+    [line] = access_lines(server, rid)
+    assert line["forwarded_for"] == ("198.51.100.7, " + "9" * 1000)[:512]
+    assert len(line["path"]) == 512 and line["status"] == 404
 
 
 # Sweeps -----------------------------------------------------------------------------------
