@@ -323,6 +323,14 @@ class ObservedApp:
         token = request_id.set(rid)
         status = 0
         sent = 0
+        body_done = False
+
+        async def receive_tracked() -> Any:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
 
         async def send_with_id(message: Any) -> None:
             nonlocal status, sent
@@ -335,7 +343,9 @@ class ObservedApp:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_tracked, send_with_id)
+            if not body_done and status:
+                await _drain(receive)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), path)
             if status:
@@ -356,6 +366,24 @@ class ObservedApp:
             if access_log.isEnabledFor(logging.INFO):
                 _access_line(method, path, route, status, seconds, sent, scope.get("client"), rid, forwarded)
             request_id.reset(token)
+
+
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
+
+
+async def _drain(receive: Any) -> None:
+    """Read and drop what is left of a request body the app answered without reading
+    (a 401 before the body, a 413 past the cap), up to DRAIN_MAX_BYTES: otherwise the
+    unread bytes are taken for the next request on a kept-alive connection, and the
+    client sees that one fail."""
+    read = 0
+    while read <= DRAIN_MAX_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _access_line_to_stderr(entry: dict[str, Any]) -> None:

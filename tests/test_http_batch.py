@@ -214,3 +214,14 @@ def test_a_bad_idempotency_key_is_400(world: World) -> None:
     body = {"to": TO, "message": "x", "device_id": phone.device_id}
     expect_error(owner.post("/api/sms/send/", json=body, headers={"Idempotency-Key": "k" * 256}), 400)
     assert footprint(owner) == (0, 0)
+
+
+def test_a_refused_body_leaves_the_kept_alive_connection_usable(world: World) -> None:
+    """A 413 (or a 401 before the body) is answered without reading the whole body; the
+    rest is drained, so the next request on the same connection is not mistaken for it."""
+    owner, phone, key = _senders(world)
+    for size in (70_000, 300_000, 1_500_000) * 4:
+        expect_error(owner.post("/api/sms/send/", json={"to": TO, "message": "x" * size}), 413)
+        expect_error(owner.post(f"/api/devices/{phone.device_id}/heartbeat/", json={"app_version": "x" * size}), 401)
+        expect(owner.post("/api/sms/send/", json={"to": TO, "message": "ok", "device_id": phone.device_id}), 202)
+    assert footprint(owner) == (12, 12)
