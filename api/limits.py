@@ -27,7 +27,8 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The socket peer, or behind a trusted reverse proxy the address it appended last
     to ``X-Forwarded-For`` (the first ones are whatever the client claimed)."""
     if broker_of(connection).settings.trust_forwarded_for:
-        forwarded = connection.headers.get("x-forwarded-for", "")
+        # Every line of the header: a proxy may add its own line rather than append.
+        forwarded = ",".join(connection.headers.getall("x-forwarded-for", []))
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last and len(last) <= 64:
             return last

@@ -108,7 +108,12 @@ def route_label(path_template: str | None) -> str:
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _observe(route: str, method: str, status: int, seconds: float) -> None:
+    if method not in KNOWN_METHODS:
+        method = "other"  # a label per made-up method would let anyone grow the metrics
     key = (route, method, status)
     child = _children.get(key)
     if child is None:
@@ -186,14 +191,28 @@ class MetricsController(Controller):
     @get("/", operation_id="metrics", guards=[metrics_token_guard], include_in_schema=False)
     async def metrics(self, broker: Broker) -> Response[bytes]:
         """Prometheus text exposition: every worker's counters, queue depths and presence."""
-        gauges: Gauges | None
-        try:
-            gauges = await read_gauges(broker.redis, broker.shard, now_ms=broker.clock(),
-                                       presence_ttl_ms=broker.settings.presence_ttl_seconds * 1000)
-        except Exception:  # noqa: BLE001 - the counters are still worth serving
-            log.warning("metrics: could not read the gauges from Redis", exc_info=True)
-            gauges = None
-        return Response(exposition(gauges), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(await _cached_gauges(broker)), media_type=CONTENT_TYPE_LATEST)
+
+
+GAUGES_MAX_AGE_SECONDS = 1.0
+_gauges_cache: list[Any] = [0.0, None]  # [monotonic time read, Gauges or None]
+
+
+async def _cached_gauges(broker: Broker) -> Gauges | None:
+    """The gauges, read from Redis at most once per GAUGES_MAX_AGE_SECONDS per process:
+    reading them costs O(shards), and an open /metrics must not let anyone make Redis
+    do that per request."""
+    read_at, gauges = _gauges_cache
+    if time.monotonic() - read_at < GAUGES_MAX_AGE_SECONDS:
+        return gauges
+    try:
+        gauges = await read_gauges(broker.redis, broker.shard, now_ms=broker.clock(),
+                                   presence_ttl_ms=broker.settings.presence_ttl_seconds * 1000)
+    except Exception:  # noqa: BLE001 - the counters are still worth serving
+        log.warning("metrics: could not read the gauges from Redis", exc_info=True)
+        gauges = None
+    _gauges_cache[:] = [time.monotonic(), gauges]
+    return gauges
 
 
 # ---------------------------------------------------------------- logging
@@ -316,7 +335,7 @@ class ObservedApp:
                 if rid is None and _valid_request_id(value):
                     rid = value.decode()
             elif name == b"x-forwarded-for":
-                forwarded = value
+                forwarded = value if forwarded is None else forwarded + b", " + value
         if rid is None:
             rid = new_request_id()
         rid_header = (REQUEST_ID_HEADER, rid.encode())

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import phonenumbers
+from redis.exceptions import WatchError
 
 from broker import errors, ids, keys
 from broker.records import (
@@ -460,6 +461,7 @@ class Broker:
         args: list[Any] = []
         canonical: list[tuple[str, str, str]] = []
         problems: list[errors.Problem] = []
+        targeted: list[tuple[int, str]] = []
         message_ids = ids.message_ids(now, len(messages))
         for index, message in enumerate(messages):
             try:
@@ -475,7 +477,16 @@ class Broker:
             segments = count_segments(text).count
             args += [message_ids[index], route, device_id, to, text, segments]
             canonical.append((to, text, device_id))
+            if route == "device":
+                targeted.append((index, device_id))
         if problems:
+            # Refused already: name the unknown devices too (the script would only reach
+            # them once the rest is valid), so one answer lists every bad item.
+            if targeted:
+                known = await self.redis.smismember(shard.devices, [d for _, d in targeted])
+                problems += [errors.Problem(i, "device_id", "no such device")
+                             for (i, _), found in zip(targeted, known) if not found]
+                problems.sort(key=lambda p: p.index)
             raise _invalid_messages(problems)
         fingerprint = ""
         if idempotency_key is not None:
@@ -685,12 +696,13 @@ class Broker:
             own = self.shard(keys.account_shard(account.id))
             await self.redis.hset(own.account(), mapping=values)
             account = msgspec.structs.replace(account, **values)
-            # Limiters start afresh, so new limits apply at once: a limiter's state is a
+            # A changed limiter starts afresh, so new limits apply at once: its state is a
             # time measured in the old rate's units.
-            devices = [_text(d) for d in await self.redis.smembers(own.devices)]
-            await self.redis.delete(self.shard(account.shard).send_rate(account.id))
-            for device_id in devices:
-                await self.redis.delete(own.poll_rate(device_id))
+            if values.keys() & {"sends_per_second", "sends_burst"}:
+                await self.redis.delete(self.shard(account.shard).send_rate(account.id))
+            if values.keys() & {"tasks_per_minute", "tasks_burst"}:
+                for device_id in [_text(d) for d in await self.redis.smembers(own.devices)]:
+                    await self.redis.delete(own.poll_rate(device_id))
         return account
 
     async def request_limits(self, account: Account, requested: LimitChange, reason: str, *,
@@ -728,30 +740,54 @@ class Broker:
                                    note: str = "", now_ms: int | None = None) -> LimitRequest:
         """The operator's answer. Approving grants what was asked (or ``granted``); a raised
         rate without a burst gets a burst scaled like the default one."""
-        request = await self.get_limit_request(request_id)
-        if request.status != "pending":
-            raise errors.LimitRequestDecided()
         note = check_text(note, "note", max_chars=1000)
-        grant: LimitChange | None = None
-        if approve:
-            grant = self._scaled_bursts(granted if granted is not None and _limit_values(granted)
-                                        else request.requested)
-            await self.set_limits(request.account_id, grant)
-        decided = msgspec.structs.replace(request, status="approved" if approve else "rejected", granted=grant,
-                                          note=note, decided_ms=self._now(now_ms))
-        await self.redis.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(decided))
-        account_key = self.shard(keys.account_shard(request.account_id)).account()
-        if _text(await self.redis.hget(account_key, "pending_request") or b"") == request.id:
+        decided = await self._decide(request_id, approve, granted, note, self._now(now_ms))
+        if decided.granted is not None:
+            await self.set_limits(decided.account_id, decided.granted)
+        account_key = self.shard(keys.account_shard(decided.account_id)).account()
+        if _text(await self.redis.hget(account_key, "pending_request") or b"") == decided.id:
             await self.redis.hdel(account_key, "pending_request")
         return decided
+
+    async def _decide(self, request_id: str, approve: bool, granted: LimitChange | None, note: str,
+                      now: int) -> LimitRequest:
+        """Move a request from pending to decided, once: of two operators answering at
+        the same moment, one wins and the other gets LimitRequestDecided (WATCH on the
+        requests hash; a concurrent change there makes this try again)."""
+        for _ in range(20):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(keys.LIMIT_REQUESTS)
+                raw = await pipe.hget(keys.LIMIT_REQUESTS, request_id) if ids.is_plain_id(request_id) else None
+                if raw is None:
+                    raise errors.LimitRequestNotFound()
+                request = msgspec.json.decode(raw, type=LimitRequest)
+                if request.status != "pending":
+                    raise errors.LimitRequestDecided()
+                grant: LimitChange | None = None
+                if approve:
+                    grant = self._scaled_bursts(granted if granted is not None and _limit_values(granted)
+                                                else request.requested)
+                    _limit_values(grant)
+                decided = msgspec.structs.replace(request, status="approved" if approve else "rejected",
+                                                  granted=grant, note=note, decided_ms=now)
+                pipe.multi()
+                pipe.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(decided))
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return decided
+        raise errors.LimitRequestDecided("the request kept changing; try again")
 
     def _scaled_bursts(self, change: LimitChange) -> LimitChange:
         s = self.settings
         extra: dict[str, int] = {}
         if change.sends_per_second and not change.sends_burst:
-            extra["sends_burst"] = max(s.sends_burst, -(-change.sends_per_second * s.sends_burst // s.sends_per_second))
+            extra["sends_burst"] = min(MAX_LIMIT, max(
+                s.sends_burst, -(-change.sends_per_second * s.sends_burst // s.sends_per_second)))
         if change.tasks_per_minute and not change.tasks_burst:
-            extra["tasks_burst"] = max(s.tasks_burst, -(-change.tasks_per_minute * s.tasks_burst // s.tasks_per_minute))
+            extra["tasks_burst"] = min(MAX_LIMIT, max(
+                s.tasks_burst, -(-change.tasks_per_minute * s.tasks_burst // s.tasks_per_minute)))
         return msgspec.structs.replace(change, **extra) if extra else change
 
     async def pending_limit_request(self, account: Account) -> LimitRequest | None:

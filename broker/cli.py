@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     create.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"connecfy: {exc}", file=sys.stderr)
+        return 2
     if args.command == "selfcheck":
         return selfcheck(settings)
     if args.command == "serve":

@@ -58,6 +58,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # GET /metrics: open when empty, else it needs "Authorization: Bearer <token>".
     metrics_token: str = ""
 
+    def __post_init__(self) -> None:
+        """Every number is a count, a length of time or a limit: 0 or less makes no sense
+        (a rate of 0 would divide by zero on every send), so it is refused at start-up."""
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ValueError(f"setting {name} must be 1 or more, not {value}")
+        if self.claim_default_limit > self.claim_max_limit:
+            raise ValueError("setting claim_default_limit must not exceed claim_max_limit")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from the environment; unknown ``CONNECFY_*`` names are an error."""

@@ -92,6 +92,12 @@ def test_any_bad_item_refuses_the_whole_batch(world: World) -> None:
     messages[8] = {**good, "device_id": "nosuchdevice0002"}
     body = batch_error(world.batch(key, messages))
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(3, "device_id"), (8, "device_id")]
+    # Bad numbers and unknown devices in one batch: every one of them is named.
+    messages = [good] * 6
+    messages[1] = {**good, "to": "+1"}
+    messages[4] = {**good, "device_id": "nosuchdevice0003"}
+    body = batch_error(world.batch(key, messages))
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "to"), (4, "device_id")]
     # One bad item alone is named too.
     body = batch_error(world.batch(key, [good, {**good, "to": "+1"}]))
     assert [e["index"] for e in body["errors"]] == [1]

@@ -236,3 +236,16 @@ def test_the_operator_sets_an_accounts_poll_limit(world: World) -> None:
     expect_error(op.patch("/api/operator/accounts/nosuchaccount1/limits/", json={"tasks_burst": 9}), 404)
     expect_error(owner.patch(f"/api/operator/accounts/{account_id}/limits/", json={"tasks_burst": 99}), 403)
     assert expect(owner.get("/api/account/limits/"), 200)["tasks_burst"] == 20
+
+
+def test_a_client_cannot_pick_its_address_with_a_header_line_of_its_own(server: ServerProcess) -> None:
+    """A proxy may add its own X-Forwarded-For line instead of appending to the client's:
+    the address is the last entry over every line, never one the client wrote."""
+    proxy_saw = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    statuses = []
+    for i in range(5):
+        response = httpx.post(f"{server.base_url}/api/auth/login/",
+                              json={"email": "nobody@example.com", "password": "x" * 9},
+                              headers=[("X-Forwarded-For", f"10.0.0.{i}"), ("X-Forwarded-For", proxy_saw)])
+        statuses.append(response.status_code)
+    assert statuses == [401, 401, 401, 401, 429], statuses

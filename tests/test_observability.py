@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import api.devices
+from api.observability import GAUGES_MAX_AGE_SECONDS
 from e2e_server import Api, ServerProcess, expect, expect_error
 
 TO = "+15551234567"
@@ -166,6 +167,7 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
     for i in range(4):
         expect(api_only.post("/api/sms/send/", json={"to": TO, "message": f"platform {i}"}), 202)
 
+    time.sleep(GAUGES_MAX_AGE_SECONDS + 0.1)  # each worker reads the gauges once a second at most
     samples = scrape(server)
     assert value(samples, "connecfy_redis_up") == 1
     assert value(samples, "connecfy_queued_messages", queue="device", shard="account") == 3
@@ -179,6 +181,7 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
     expect(second_phone.post(f"/api/devices/{second}/heartbeat/", json={}), 200)
     tasks = expect(first_phone.get(f"/api/devices/{first}/tasks/", params={"limit": 2}), 200)
     assert len(tasks) == 2
+    time.sleep(GAUGES_MAX_AGE_SECONDS + 0.1)
     after = scrape(server)
     assert value(after, "connecfy_devices_online", shard="account") == 2
     assert value(after, "connecfy_queued_messages", queue="device", shard="account") == 1
@@ -275,6 +278,7 @@ def test_sweep_counters_move_when_a_message_expires(short_ttl_server: ServerProc
     before = scrape(short_ttl_server, headers={})  # no token set: open
     user = signup(short_ttl_server, "api_only")
     expect(user.post("/api/sms/send/", json={"to": TO, "message": "nobody will send me"}), 202)
+    time.sleep(GAUGES_MAX_AGE_SECONDS + 0.1)
     assert value(scrape(short_ttl_server, headers={}), "connecfy_queued_messages", queue="pool", shard="platform") == 1
     deadline = time.monotonic() + 15
     samples = before
@@ -286,6 +290,8 @@ def test_sweep_counters_move_when_a_message_expires(short_ttl_server: ServerProc
     assert value(samples, "connecfy_swept_messages_total", outcome="expired") == 1
     assert value(samples, "connecfy_swept_messages_total", outcome="lost") == 0
     assert value(samples, "connecfy_sweeps_total") > value(before, "connecfy_sweeps_total")
+    time.sleep(GAUGES_MAX_AGE_SECONDS + 0.1)
+    samples = scrape(short_ttl_server, headers={})
     assert value(samples, "connecfy_queued_messages", queue="pool", shard="platform") == 0
     user.close()
 
@@ -315,3 +321,11 @@ def test_server_errors_carry_a_request_id_too() -> None:
             response = client.get(path, headers={"X-Request-ID": f"in-process-{status}"})
             expect_error(response, status)
             assert response.headers["x-request-id"] == f"in-process-{status}"
+
+
+def test_made_up_methods_share_one_label(server: ServerProcess) -> None:
+    for method in ("FOO0", "FOO1", "BAR"):
+        assert httpx.request(method, f"{server.base_url}/nothing/here").status_code in (404, 405)
+    samples = scrape(server)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "connecfy_http_requests_total"}
+    assert "other" in methods and not methods & {"FOO0", "FOO1", "BAR"}, methods

@@ -8,7 +8,7 @@ import pytest
 from conftest import roomy_settings
 from fleet import redis_snapshot, self_managed
 
-from broker import Broker, errors
+from broker import Broker, Settings, errors
 from broker.records import LimitChange, OutgoingMessage
 
 KEY = "{a:test}:rate:sends"
@@ -119,3 +119,28 @@ async def test_one_limit_request_waits_at_a_time_even_when_sent_together(broker:
     assert decided.granted == LimitChange(daily_quota=50_000)
     assert broker.limits(await broker.get_account(account.id)).daily_quota == 50_000
     assert await broker.pending_limit_request(account) is None
+
+
+async def test_a_request_is_decided_once_when_two_operators_answer_together(broker: Broker) -> None:
+    account, _ = await self_managed(broker)
+    request = await broker.request_limits(account, LimitChange(sends_per_second=100), "campaign")
+    outcomes = await asyncio.gather(
+        broker.decide_limit_request(request.id, approve=True),
+        broker.decide_limit_request(request.id, approve=False, note="no"),
+        broker.decide_limit_request(request.id, approve=True, granted=LimitChange(sends_per_second=5)),
+        return_exceptions=True)
+    [won] = [o for o in outcomes if not isinstance(o, Exception)]
+    assert all(isinstance(o, errors.LimitRequestDecided) for o in outcomes if o is not won)
+    assert (await broker.get_limit_request(request.id)).status == won.status
+    limits = broker.limits(await broker.get_account(account.id))
+    expected = {None: 20, 100: 100, 5: 5}[won.granted.sends_per_second if won.granted else None]
+    assert limits.sends_per_second == expected
+
+
+async def test_a_huge_rate_gets_a_burst_within_bounds(redis_client, scripts, clock) -> None:
+    broker = Broker(redis_client, Settings(), scripts, clock=clock)  # default 20/s, burst 200: ×10
+    await broker.start()
+    account, _ = await self_managed(broker)
+    request = await broker.request_limits(account, LimitChange(sends_per_second=2_000_000), "a lot")
+    decided = await broker.decide_limit_request(request.id, approve=True)
+    assert decided.granted == LimitChange(sends_per_second=2_000_000, sends_burst=10_000_000)

@@ -19,7 +19,9 @@ def test_environment_overrides() -> None:
     assert (s.lease_seconds, s.redis_url, s.signup_open) == (30, "redis://x:1/0", False)
 
 
-@pytest.mark.parametrize("env", [{"CONNECFY_LEASE_SECONDS": "soon"}, {"CONNECFY_NO_SUCH_THING": "1"}])
+@pytest.mark.parametrize("env", [{"CONNECFY_LEASE_SECONDS": "soon"}, {"CONNECFY_NO_SUCH_THING": "1"},
+                                 {"CONNECFY_SENDS_PER_SECOND": "0"}, {"CONNECFY_TASKS_BURST": "-3"},
+                                 {"CONNECFY_CLAIM_DEFAULT_LIMIT": "200"}])
 def test_bad_environment_is_an_error(env) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)
