@@ -7,6 +7,7 @@ The send and poll limits themselves are checked inside the enqueue and claim scr
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -31,9 +32,23 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
         forwarded = ",".join(connection.headers.getall("x-forwarded-for", []))
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last and len(last) <= 64:
-            return last
+            return client_key(last)
     client = connection.client
-    return client.host if client else "unknown"
+    return client_key(client.host) if client else "unknown"
+
+
+def client_key(address: str) -> str:
+    """The limiter's name for an address: IPv6 clients by their /64, which one host
+    usually holds whole (counting each of its addresses apart would let it rotate)."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def auth_rate_guard(name: str) -> Any:

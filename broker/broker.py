@@ -713,12 +713,13 @@ class Broker:
         reason = check_text(reason.strip() if isinstance(reason, str) else reason, "reason", max_chars=1000)
         request = LimitRequest(id=ids.short_id(), account_id=account.id, email=account.email,
                                requested=requested, reason=reason, status="pending", created_ms=self._now(now_ms))
+        own = self.shard(keys.account_shard(account.id))
         # The record goes first, so a pending id always names a stored request.
         await self.redis.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(request))
-        if not await self.redis.hsetnx(self.shard(keys.account_shard(account.id)).account(),
-                                       "pending_request", request.id):
+        if not await self.redis.hsetnx(own.account(), "pending_request", request.id):
             await self.redis.hdel(keys.LIMIT_REQUESTS, request.id)
             raise errors.LimitRequestPending()
+        await self.redis.zadd(own.limit_requests(), {request.id: request.created_ms})
         return request
 
     async def get_limit_request(self, request_id: str) -> LimitRequest:
@@ -729,9 +730,17 @@ class Broker:
 
     async def list_limit_requests(self, *, account_id: str | None = None, status: str | None = None,
                                   limit: int = 500) -> list[LimitRequest]:
-        """Requests, newest first, optionally one account's or one status's."""
-        found = [msgspec.json.decode(v, type=LimitRequest)
-                 for v in (await self.redis.hgetall(keys.LIMIT_REQUESTS)).values()]
+        """Requests, newest first, optionally one account's (read through its own index,
+        not the whole hash) or one status's."""
+        if account_id is not None:
+            if not ids.is_plain_id(account_id):
+                return []
+            request_ids = await self.redis.zrevrange(
+                self.shard(keys.account_shard(account_id)).limit_requests(), 0, limit - 1)
+            raws = await self.redis.hmget(keys.LIMIT_REQUESTS, request_ids) if request_ids else []
+        else:
+            raws = list((await self.redis.hgetall(keys.LIMIT_REQUESTS)).values())
+        found = [msgspec.json.decode(v, type=LimitRequest) for v in raws if v is not None]
         found = [r for r in found if (account_id is None or r.account_id == account_id)
                  and (status is None or r.status == status)]
         return sorted(found, key=lambda r: (r.created_ms, r.id), reverse=True)[:limit]

@@ -45,6 +45,7 @@ key                                 type         what
 ``{S}:rate:sends:<account>``        string       GCRA theoretical arrival time (ms) of a
                                                  sender's send limiter, expiring when full
 ``{S}:rate:tasks:<device>``         string       the same for a device's poll limiter
+``{S}:limit-requests``              zset         an account's limit request ids -> created (ms)
 ==================================  ===========  ============================================
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
@@ -135,6 +136,9 @@ class ShardKeys:
 
     def account(self) -> str:
         return f"{self.prefix}:account"
+
+    def limit_requests(self) -> str:
+        return f"{self.prefix}:limit-requests"
 
     def api_keys(self) -> str:
         return f"{self.prefix}:api-keys"

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api.limits import client_key
 from e2e_server import ServerProcess, describe, expect, expect_error
 from http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, TO, World
 
@@ -248,4 +249,21 @@ def test_a_client_cannot_pick_its_address_with_a_header_line_of_its_own(server: 
                               json={"email": "nobody@example.com", "password": "x" * 9},
                               headers=[("X-Forwarded-For", f"10.0.0.{i}"), ("X-Forwarded-For", proxy_saw)])
         statuses.append(response.status_code)
+    assert statuses == [401, 401, 401, 401, 429], statuses
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("203.0.113.9", "203.0.113.9"), ("::ffff:203.0.113.9", "203.0.113.9"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("[2001:db8:1:3::1]", "2001:db8:1:3::/64"), ("not an address", "not an address"),
+])
+def test_client_keys(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
+def test_an_ipv6_host_cannot_rotate_through_its_own_prefix(server: ServerProcess) -> None:
+    prefix = f"2001:db8:{uuid.uuid4().int % 65000:x}:1"
+    statuses = [httpx.post(f"{server.base_url}/api/auth/login/",
+                           json={"email": "nobody@example.com", "password": "x" * 9},
+                           headers={"X-Forwarded-For": f"{prefix}::{i + 1:x}"}).status_code for i in range(5)]
     assert statuses == [401, 401, 401, 401, 429], statuses
