@@ -49,6 +49,7 @@ from broker.settings import Settings
 MAX_MESSAGE_CHARS = 1_600
 MAX_FIELD_CHARS = 32
 MAX_ERROR_CHARS = 200
+LAST_USED_PRECISION_MS = 60_000
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
@@ -106,6 +107,7 @@ class Broker:
         self.scripts = scripts or ScriptRegistry()
         self.clock = clock
         self._shards: dict[str, keys.ShardKeys] = {}
+        self._key_last_written: dict[str, int] = {}  # API key id -> when its last use was written
 
     async def start(self) -> None:
         """Load every script (a broken one fails here) and register the platform pool."""
@@ -166,10 +168,7 @@ class Broker:
         raw = await self.redis.hgetall(self.shard(keys.account_shard(account_id)).account())
         if not raw:
             raise errors.AccountNotFound()
-        fields = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-                  for k, v in raw.items()}
-        fields["operator"] = fields.get("operator") == "1"
-        return msgspec.convert(fields, Account, strict=False)
+        return _account(raw)
 
     async def find_account_by_email(self, email: str) -> Account:
         account_id = await self.redis.get(keys.email_index(email))
@@ -239,21 +238,33 @@ class Broker:
         await self.redis.delete(keys.api_key_index(msgspec.json.decode(raw)["sha256"]))
 
     async def find_account_by_api_key(self, secret: str, *, now_ms: int | None = None) -> Account | None:
-        """The account a live API key belongs to, or None; records when it was used."""
+        """The account a live API key belongs to, or None; records when it was used.
+
+        Two round trips: the key index, then the key record and the account together
+        (one shard). The last-used time is written at most once a minute per key and
+        process: the high-volume path should not pay a write per message for it."""
         if not isinstance(secret, str) or not 1 <= len(secret) <= 128:
             return None
         value = await self.redis.get(keys.api_key_index(ids.sha256_hex(secret)))
         if value is None:
             return None
         account_id, _, key_id = _text(value).partition("|")
+        if not ids.is_plain_id(account_id):
+            return None
         shard = self.shard(keys.account_shard(account_id))
-        if not await self.redis.hexists(shard.api_keys(), key_id):
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(shard.api_keys(), key_id)
+            pipe.hgetall(shard.account())
+            live, raw = await pipe.execute()
+        if not live or not raw:
             return None
-        await self.redis.hset(shard.api_keys_last_used(), key_id, self._now(now_ms))
-        try:
-            return await self.get_account(account_id)
-        except errors.AccountNotFound:
-            return None
+        now = self._now(now_ms)
+        if now - self._key_last_written.get(key_id, 0) >= LAST_USED_PRECISION_MS:
+            self._key_last_written[key_id] = now
+            if len(self._key_last_written) > 10_000:
+                self._key_last_written.clear()
+            await self.redis.hset(shard.api_keys_last_used(), key_id, now)
+        return _account(raw)
 
     # Pairing ----------------------------------------------------------------------------
 
@@ -922,6 +933,13 @@ def _invalid_messages(problems: list[errors.Problem]) -> errors.InvalidInput:
     named = ", ".join(str(p.index) for p in problems[:20]) + (", ..." if len(problems) > 20 else "")
     return errors.InvalidInput(f"{len(problems)} messages are invalid (messages {named}); nothing was queued",
                                field="messages", problems=problems)
+
+
+def _account(raw: dict[Any, Any]) -> Account:
+    """An account hash as read from Redis."""
+    fields: dict[str, Any] = _fields(raw)
+    fields["operator"] = fields.get("operator") == "1"
+    return msgspec.convert(fields, Account, strict=False)
 
 
 def _text(value: Any) -> str:
