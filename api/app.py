@@ -77,6 +77,8 @@ async def check_body(request: Request) -> None:
         raise ApiError(400, "invalid_request", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_request", "the body is nested too deeply") from None
 
 
 async def _sweep_forever(broker: Broker, holder: str) -> None:

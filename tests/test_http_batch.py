@@ -231,3 +231,15 @@ def test_a_refused_body_leaves_the_kept_alive_connection_usable(world: World) ->
         expect_error(owner.post(f"/api/devices/{phone.device_id}/heartbeat/", json={"app_version": "x" * size}), 401)
         expect(owner.post("/api/sms/send/", json={"to": TO, "message": "ok", "device_id": phone.device_id}), 202)
     assert footprint(owner) == (12, 12)
+
+
+def test_a_body_nested_thousands_deep_is_refused_cleanly(world: World) -> None:
+    owner, phone, key = _senders(world)
+    deep = b"[" * 20_000 + b"]" * 20_000
+    for path, client, prefix, status in (
+            ("/api/external/send-batch/", world.api(), b'{"api_key":"%s","messages":' % key.encode(), 401),
+            ("/api/external/send/", world.api(), b'{"api_key":"%s","extra":' % key.encode(), 401),
+            ("/api/sms/send/", owner, b'{"to":"+15551234567","message":"x","extra":', 400)):
+        response = client.post(path, content=prefix + deep + b"}", headers={"Content-Type": "application/json"})
+        expect_error(response, status)
+    assert footprint(owner) == (0, 0)
