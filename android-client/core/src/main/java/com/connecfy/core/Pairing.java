@@ -26,12 +26,15 @@ public final class Pairing {
         try {
             return DeviceCredentials.fromJson(text);
         } catch (JSONException e) {
-            throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+            throw new UnreadableDocumentException(DOCUMENT, e);
         }
     }
 
-    /** Registers with the code and keeps the credentials. */
-    public synchronized DeviceCredentials pair(PairingPayload payload, String deviceName, String phoneNumber,
+    /**
+     * Registers with the code and keeps the credentials. The request (up to the client's
+     * timeouts) runs without holding this object's lock, so {@link #load} never waits for it.
+     */
+    public DeviceCredentials pair(PairingPayload payload, String deviceName, String phoneNumber,
             String userAgent, Clock clock) throws IOException, ApiException {
         DeviceCredentials credentials = new ApiClient(payload.server, userAgent, clock)
             .register(payload.code, deviceName, phoneNumber);
