@@ -30,7 +30,7 @@ public final class DailyCounts {
                 sent = o.getInt("sent");
                 failed = o.getInt("failed");
             } catch (JSONException e) {
-                throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+                throw new UnreadableDocumentException(DOCUMENT, e);
             }
         }
     }

@@ -11,12 +11,15 @@ import java.util.Set;
  * What a paired phone does, one step at a time: heartbeat every ~15 s, claim tasks every
  * ~20 s (again after 2 s when a claim came back full), send each claimed message once,
  * within the pacer's limit, and drain the outbox of status reports. Errors back off
- * with jitter; a 429 waits as long as its {@code Retry-After} says; a 401 or 403 means
- * the phone was removed from its account and everything stops.
+ * with jitter, never sooner than a {@code Retry-After}; a 429 waits exactly as long as
+ * its {@code Retry-After} says; a 401 or 403 means the phone was removed from its
+ * account and everything stops. A claimed message still waiting after its lease (the
+ * server has handed it to another phone by then) is dropped, not sent late.
  *
  * <p>The caller runs {@link #tick} on one thread and sleeps for the milliseconds it
  * returns, or until {@link #tick} is wanted sooner (a send result arrived). The clock is
- * injected, so the timing can be tested without waiting.
+ * injected, so the timing can be tested without waiting. Every schedule is on the
+ * monotonic clock ({@link Clock#elapsedMillis}); wall time is only shown.
  */
 public final class DeviceEngine {
     /** Intervals and limits; the defaults are what the server expects of a phone. */
@@ -29,7 +32,23 @@ public final class DeviceEngine {
         public long onlineMillis = 45000;
         public Backoff heartbeatBackoff = new Backoff(5000, 60000);
         public Backoff pollBackoff = new Backoff(5000, 5 * 60000);
+        /** The server's lease on a claimed message; a message not sent within it is dropped. */
+        public long leaseMillis = 120000;
     }
+
+    /** A claimed message and when (monotonic clock) the claim was asked for. */
+    private static final class Claimed {
+        final Task task;
+        final long claimedAt;
+
+        Claimed(Task task, long claimedAt) {
+            this.task = task;
+            this.claimedAt = claimedAt;
+        }
+    }
+
+    /** The error reported for a message that was claimed but never reached SmsManager. */
+    public static final String NOT_HANDED_TO_SMS_MANAGER = "not_handed_to_sms_manager";
 
     /** Told about changes; called on the engine's thread. */
     public interface Listener {
@@ -50,18 +69,26 @@ public final class DeviceEngine {
     private final Config config;
     private final Listener listener;
 
-    private final ArrayDeque<Task> waiting = new ArrayDeque<Task>();
+    private final Object tickLock = new Object();
+    private final ArrayDeque<Claimed> waiting = new ArrayDeque<Claimed>();
     private final Set<String> waitingIds = new HashSet<String>();
+    // Next-due times on the monotonic clock.
     private long nextHeartbeatAt;
     private long nextPollAt;
     private long nextSendAt;
     private int heartbeatFailures;
     private int pollFailures;
+    /** Monotonic time of the last answered heartbeat (0: none yet). */
+    private long lastHeartbeatOkElapsed;
+    private boolean heartbeatOk;
+    // Wall times, for the screen.
     private long lastHeartbeatOkAt;
     private long lastPollAt;
     private int lastPollCount;
     private int duplicatesSkipped;
+    private int leaseExpired;
     private boolean unpaired;
+    private volatile boolean stopped;
     private String heartbeatError;
     private String pollError;
     private String otherError;
@@ -81,20 +108,38 @@ public final class DeviceEngine {
         this.random = random;
         this.config = config;
         this.listener = listener;
-        long now = clock.now();
+        long now = clock.elapsedMillis();
         nextHeartbeatAt = now;
         nextPollAt = now;
     }
 
     /**
      * Does whatever is due now and returns the milliseconds until something is due next
-     * (Long.MAX_VALUE once the phone has been unpaired).
+     * (Long.MAX_VALUE once the phone has been unpaired or the engine stopped).
      */
     public long tick() {
-        if (unpaired) {
-            return Long.MAX_VALUE;
+        synchronized (tickLock) {
+            if (stopped || unpaired) {
+                return Long.MAX_VALUE;
+            }
+            return tickLocked();
         }
-        long now = clock.now();
+    }
+
+    /**
+     * Stops the engine for good: waits for a running {@link #tick} to finish, and every
+     * later tick does nothing. Safe from any thread.
+     */
+    public void stop() {
+        stopped = true;
+        synchronized (tickLock) {
+            // A tick that was running has returned.
+        }
+    }
+
+    private long tickLocked() {
+        long now = clock.elapsedMillis();
+        capSchedules(now);
         if (now >= nextHeartbeatAt) {
             heartbeat(now);
         }
@@ -104,23 +149,39 @@ public final class DeviceEngine {
         if (!unpaired) {
             sendWaiting();
         }
-        if (!unpaired && waiting.isEmpty() && clock.now() >= nextPollAt) {
+        if (!unpaired && waiting.isEmpty() && clock.elapsedMillis() >= nextPollAt) {
             String cannotSend = sender.whyCannotSend();
             if (cannotSend == null) {
                 poll();
                 sendWaiting();
             } else {
                 pollError = cannotSend;
-                nextPollAt = clock.now() + config.pollMillis;
+                nextPollAt = clock.elapsedMillis() + config.pollMillis;
             }
         }
         publish();
         if (unpaired) {
             return Long.MAX_VALUE;
         }
+        now = clock.elapsedMillis();
+        capSchedules(now);
         long next = Math.min(nextHeartbeatAt, outbox.nextAttemptAt());
         next = Math.min(next, waiting.isEmpty() ? nextPollAt : nextSendAt);
-        return Math.max(0, next - clock.now());
+        return Math.max(0, next - now);
+    }
+
+    /**
+     * No next-due time lies further ahead than its longest interval: a safeguard should a
+     * clock ever jump, so the phone can never fall silent for longer than that.
+     */
+    private void capSchedules(long now) {
+        long longestBeat = Math.max(Math.max(config.heartbeatMillis, config.heartbeatBackoff.ceilingMillis(
+            Integer.MAX_VALUE)), RetryAfter.MAX_MILLIS);
+        long longestPoll = Math.max(Math.max(config.pollMillis, config.pollBackoff.ceilingMillis(Integer.MAX_VALUE)),
+            RetryAfter.MAX_MILLIS);
+        nextHeartbeatAt = Math.min(nextHeartbeatAt, now + longestBeat);
+        nextPollAt = Math.min(nextPollAt, now + longestPoll);
+        nextSendAt = Math.min(nextSendAt, now + SendPacer.DEFAULT_WINDOW_MILLIS);
     }
 
     public EngineStatus status() {
@@ -132,6 +193,8 @@ public final class DeviceEngine {
             api.heartbeat(heartbeatSource.current());
             heartbeatFailures = 0;
             lastHeartbeatOkAt = clock.now();
+            lastHeartbeatOkElapsed = clock.elapsedMillis();
+            heartbeatOk = true;
             heartbeatError = null;
             nextHeartbeatAt = now + config.heartbeatMillis;
         } catch (ApiException e) {
@@ -139,60 +202,105 @@ public final class DeviceEngine {
                 return;
             }
             heartbeatFailures++;
-            nextHeartbeatAt = clock.now() + wait(config.heartbeatBackoff, heartbeatFailures, e.retryAfterMillis());
+            nextHeartbeatAt = clock.elapsedMillis() + wait(config.heartbeatBackoff, heartbeatFailures, e);
             heartbeatError = "heartbeat: " + e.getMessage();
         } catch (IOException e) {
             heartbeatFailures++;
-            nextHeartbeatAt = clock.now() + wait(config.heartbeatBackoff, heartbeatFailures, -1);
+            nextHeartbeatAt = clock.elapsedMillis() + wait(config.heartbeatBackoff, heartbeatFailures, null);
             heartbeatError = "heartbeat: no answer from the server (" + e.getMessage() + ")";
         }
     }
 
     private void poll() {
-        long now = clock.now();
+        long claimedAt = clock.elapsedMillis();
         try {
             List<Task> tasks = api.claimTasks(config.claimLimit);
             pollFailures = 0;
             lastPollAt = clock.now();
+            long answeredAt = clock.elapsedMillis();
             lastPollCount = tasks.size();
             pollError = null;
             for (Task task : tasks) {
-                if (sentIds.contains(task.id) || !waitingIds.add(task.id)) {
-                    duplicatesSkipped++; // a redelivery of a message this phone already sent
+                if (sentIds.contains(task.id)) {
+                    redelivered(task);
                     continue;
                 }
-                waiting.add(task);
+                if (!waitingIds.add(task.id)) {
+                    duplicatesSkipped++;
+                    continue;
+                }
+                waiting.add(new Claimed(task, claimedAt));
             }
-            nextPollAt = lastPollAt + (tasks.size() >= config.claimLimit ? config.fullBatchPollMillis
+            nextPollAt = answeredAt + (tasks.size() >= config.claimLimit ? config.fullBatchPollMillis
                 : config.pollMillis);
-            nextSendAt = lastPollAt;
+            nextSendAt = answeredAt;
         } catch (ApiException e) {
             if (stopIfUnpaired(e)) {
                 return;
             }
             pollFailures++;
-            nextPollAt = clock.now() + wait(config.pollBackoff, pollFailures, e.retryAfterMillis());
+            nextPollAt = clock.elapsedMillis() + wait(config.pollBackoff, pollFailures, e);
             pollError = "tasks: " + e.getMessage();
         } catch (IOException e) {
             pollFailures++;
-            nextPollAt = clock.now() + wait(config.pollBackoff, pollFailures, -1);
+            nextPollAt = clock.elapsedMillis() + wait(config.pollBackoff, pollFailures, null);
             pollError = "tasks: no answer from the server (" + e.getMessage() + ")";
         }
     }
 
-    /** A 429 waits exactly what the server asked; anything else backs off with jitter. */
-    private long wait(Backoff backoff, int failures, long retryAfterMillis) {
-        return retryAfterMillis >= 0 ? retryAfterMillis : backoff.delayMillis(failures, random);
+    /**
+     * A 429 with {@code Retry-After} waits exactly what the server asked; anything else
+     * backs off with jitter, never sooner than a {@code Retry-After} (a 503 during an
+     * outage must not bring every phone back in lockstep).
+     */
+    private long wait(Backoff backoff, int failures, ApiException e) {
+        long retryAfter = e == null ? -1 : e.retryAfterMillis();
+        if (e != null && e.status() == 429 && retryAfter >= 0) {
+            return retryAfter;
+        }
+        return Math.max(retryAfter, backoff.delayMillis(failures, random));
+    }
+
+    /**
+     * The server handed out again a message whose id this phone recorded before sending.
+     * If its outcome is still tracked or waits in the outbox, the report is on its way;
+     * otherwise it never reached SmsManager (storage failed, or the app died in between)
+     * and is reported failed, so it does not hang on the server.
+     */
+    private void redelivered(Task task) {
+        duplicatesSkipped++;
+        if (results.isTracked(task.id) || outbox.hasReportFor(task.id)) {
+            return;
+        }
+        reportNotHanded(task.id);
+    }
+
+    private void reportNotHanded(String messageId) {
+        try {
+            results.notHanded(messageId, NOT_HANDED_TO_SMS_MANAGER);
+        } catch (IOException e) {
+            otherError = "storage: " + e.getMessage();
+        }
     }
 
     private void sendWaiting() {
         while (!waiting.isEmpty()) {
-            Task task = waiting.peek();
+            Claimed claimed = waiting.peek();
+            Task task = claimed.task;
+            long elapsed = clock.elapsedMillis();
+            if (elapsed - claimed.claimedAt >= config.leaseMillis) {
+                // The lease ran out: the server hands the message out again, perhaps to
+                // another phone. Sending it now could send it twice.
+                waiting.poll();
+                waitingIds.remove(task.id);
+                leaseExpired++;
+                continue;
+            }
             long now = clock.now();
             int parts = Math.max(1, sender.countParts(task.message));
             long wait = pacer.waitMillis(parts, now);
             if (wait > 0) {
-                nextSendAt = now + wait;
+                nextSendAt = elapsed + Math.min(wait, SendPacer.DEFAULT_WINDOW_MILLIS);
                 return;
             }
             waiting.poll();
@@ -205,9 +313,10 @@ public final class DeviceEngine {
                 pacer.record(parts, now);
                 results.dispatched(task.id, parts);
             } catch (IOException e) {
-                // Without a durable record the message could be sent twice: leave it to the
-                // server's redelivery.
+                // Without a durable record the message could be sent twice, so it is not
+                // sent; it is reported failed rather than lost.
                 otherError = "storage: " + e.getMessage();
+                reportNotHanded(task.id);
                 continue;
             }
             try {
@@ -258,13 +367,26 @@ public final class DeviceEngine {
         if (unpaired) {
             return otherError;
         }
-        return heartbeatError != null ? heartbeatError : pollError != null ? pollError : otherError;
+        if (heartbeatError != null) {
+            return heartbeatError;
+        }
+        if (pollError != null) {
+            return pollError;
+        }
+        if (otherError == null && leaseExpired > 0) {
+            return leaseExpired + " claimed message(s) not sent within their " + config.leaseMillis / 1000
+                + " s lease; the server hands them out again";
+        }
+        return otherError;
     }
 
     private void publish() {
-        long onlineUntil = lastHeartbeatOkAt > 0 ? lastHeartbeatOkAt + config.onlineMillis : 0;
+        // Times on the screen are wall times, worked out from the monotonic clock now.
+        long wall = clock.now();
+        long elapsed = clock.elapsedMillis();
+        long onlineUntil = heartbeatOk ? wall + (lastHeartbeatOkElapsed + config.onlineMillis - elapsed) : 0;
         status = new EngineStatus(!unpaired, unpaired, onlineUntil, lastHeartbeatOkAt, lastPollAt, lastPollCount,
-            nextPollAt, waiting.size(), outbox.size(), duplicatesSkipped, lastError());
+            wall + (nextPollAt - elapsed), waiting.size(), outbox.size(), duplicatesSkipped, lastError());
         listener.onStatus(status);
     }
 }

@@ -8,10 +8,16 @@ import java.util.TimeZone;
  * Everything the phone keeps, opened from one {@link Storage}: the pairing, the outbox,
  * the sent ids, the pacer's window, the per-part results and today's counts. The app
  * holds one per process and builds a {@link DeviceEngine} from it while paired.
+ *
+ * <p>A document that cannot be read is set aside (renamed to {@code <name>.unreadable})
+ * and started afresh, so one damaged file does not keep the app from starting.
  */
 public final class Gateway {
     /** Status reports retry from ~1 s up to 5 min apart while the server is out of reach. */
     public static final Backoff OUTBOX_BACKOFF = new Backoff(2000, 5 * 60000);
+    /** How long {@link #unpair(String, long)} tries to deliver the waiting status reports. */
+    public static final long UNPAIR_DRAIN_MILLIS = 10000;
+    static final String SET_ASIDE_SUFFIX = ".unreadable";
 
     public final Storage storage;
     public final Clock clock;
@@ -23,6 +29,8 @@ public final class Gateway {
     public final DailyCounts counts;
     public final SendResults results;
 
+    private DeviceEngine engine;
+
     public Gateway(Storage storage, Clock clock, TimeZone zone, Random random) throws IOException {
         this(storage, clock, zone, random, OUTBOX_BACKOFF, SendPacer.DEFAULT_PARTS_PER_WINDOW);
     }
@@ -33,22 +41,98 @@ public final class Gateway {
         this.clock = clock;
         this.random = random;
         this.pairing = new Pairing(storage);
-        this.outbox = new Outbox(storage, clock, random, outboxBackoff);
-        this.sentIds = new SentIds(storage, clock, SentIds.DEFAULT_RETENTION_MILLIS);
-        this.pacer = new SendPacer(storage, partsPerMinute, SendPacer.DEFAULT_WINDOW_MILLIS);
-        this.counts = new DailyCounts(storage, clock, zone);
-        this.results = new SendResults(storage, outbox, counts, clock);
+        Outbox openedOutbox = null;
+        SentIds openedSentIds = null;
+        SendPacer openedPacer = null;
+        DailyCounts openedCounts = null;
+        SendResults openedResults = null;
+        for (int attempt = 0; openedResults == null; attempt++) {
+            try {
+                openedOutbox = new Outbox(storage, clock, random, outboxBackoff);
+                openedSentIds = new SentIds(storage, clock, SentIds.DEFAULT_RETENTION_MILLIS);
+                openedPacer = new SendPacer(storage, partsPerMinute, SendPacer.DEFAULT_WINDOW_MILLIS);
+                openedCounts = new DailyCounts(storage, clock, zone);
+                openedResults = new SendResults(storage, openedOutbox, openedCounts, clock);
+            } catch (UnreadableDocumentException e) {
+                if (attempt >= 5) {
+                    throw e;
+                }
+                setAside(e.document);
+            }
+        }
+        this.outbox = openedOutbox;
+        this.sentIds = openedSentIds;
+        this.pacer = openedPacer;
+        this.counts = openedCounts;
+        this.results = openedResults;
+    }
+
+    private void setAside(String document) throws IOException {
+        String text = storage.read(document);
+        if (text != null) {
+            storage.write(document + SET_ASIDE_SUFFIX, text);
+        }
+        storage.delete(document);
     }
 
     public DeviceEngine engine(DeviceCredentials credentials, String userAgent, SmsSender sender,
             Heartbeat.Source heartbeat, DeviceEngine.Config config, DeviceEngine.Listener listener) {
-        ApiClient api = new ApiClient(credentials, userAgent, clock);
-        return new DeviceEngine(api, outbox, sentIds, pacer, results, sender, heartbeat, clock, random, config,
-            listener);
+        return engine(new ApiClient(credentials, userAgent, clock), sender, heartbeat, config, listener);
     }
 
-    /** Forgets the device token and what only it could report; see {@link Pairing#forget}. */
-    public void unpair() throws IOException {
+    synchronized DeviceEngine engine(DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
+            DeviceEngine.Config config, DeviceEngine.Listener listener) {
+        engine = new DeviceEngine(api, outbox, sentIds, pacer, results, sender, heartbeat, clock, random, config,
+            listener);
+        return engine;
+    }
+
+    /**
+     * The user unpairs: stops the engine (waiting for a tick that is running, so nothing
+     * is claimed or sent after this), tries for up to {@code timeoutMillis} to deliver the
+     * status reports still waiting while the token works, then forgets the token. Blocks:
+     * call it off the UI thread. True when every report reached the server.
+     */
+    public boolean unpair(String userAgent, long timeoutMillis) throws IOException {
+        DeviceCredentials credentials;
+        try {
+            credentials = pairing.load();
+        } catch (IOException e) {
+            credentials = null;
+        }
+        int timeout = (int) Math.max(1000, Math.min(timeoutMillis, 10000));
+        DeviceApi api = credentials == null ? null
+            : new ApiClient(credentials, userAgent, clock).timeouts(timeout, timeout);
+        return unpair(api, timeoutMillis);
+    }
+
+    boolean unpair(DeviceApi api, long timeoutMillis) throws IOException {
+        long deadline = clock.elapsedMillis() + timeoutMillis;
+        DeviceEngine running;
+        synchronized (this) {
+            running = engine;
+            engine = null;
+        }
+        if (running != null) {
+            running.stop();
+        }
+        boolean delivered = true;
+        try {
+            if (api != null && outbox.size() > 0) {
+                outbox.drainNow(api, deadline);
+            }
+            delivered = outbox.size() == 0;
+        } finally {
+            forget();
+        }
+        return delivered;
+    }
+
+    /**
+     * Forgets the device token and what only it could report, at once (the server no
+     * longer accepts the token); see {@link Pairing#forget}.
+     */
+    public void forget() throws IOException {
         pairing.forget(outbox, results);
     }
 }

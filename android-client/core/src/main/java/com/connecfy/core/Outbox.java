@@ -23,6 +23,10 @@ import org.json.JSONObject;
  *
  * <p>Reports of one message go in the order they were added ({@code sent} before
  * {@code delivered}); different messages do not wait for each other's backoff.
+ *
+ * <p>Retries are scheduled on the monotonic clock ({@link Clock#elapsedMillis}), so
+ * setting the phone's time does not move them; the file keeps each next attempt as wall
+ * time, and on loading a wait is cut to at most the backoff's longest step.
  */
 public final class Outbox {
     public static final String SENT = "sent";
@@ -36,8 +40,10 @@ public final class Outbox {
         public final String messageId;
         public final String status;
         public final String error;
+        /** Wall time. */
         public final long queuedAt;
         int attempts;
+        /** On the monotonic clock. */
         long nextAttemptAt;
 
         Report(String messageId, String status, String error, long queuedAt, int attempts, long nextAttemptAt) {
@@ -91,12 +97,22 @@ public final class Outbox {
                 return;
             }
         }
-        reports.add(new Report(messageId, status, error, clock.now(), 0, 0));
+        reports.add(new Report(messageId, status, error, clock.now(), 0, clock.elapsedMillis()));
         save();
     }
 
     public synchronized int size() {
         return reports.size();
+    }
+
+    /** Whether a report of the message waits here. */
+    public synchronized boolean hasReportFor(String messageId) {
+        for (Report r : reports) {
+            if (r.messageId.equals(messageId)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     public synchronized List<Report> pending() {
@@ -110,7 +126,7 @@ public final class Outbox {
         save();
     }
 
-    /** When a drain next has something to do (Long.MAX_VALUE: nothing waits). */
+    /** When a drain next has something to do, on the monotonic clock (Long.MAX_VALUE: nothing waits). */
     public synchronized long nextAttemptAt() {
         long earliest = Long.MAX_VALUE;
         Set<String> seen = new HashSet<String>();
@@ -124,10 +140,24 @@ public final class Outbox {
 
     /** Sends every report that is due, oldest first, until one gets no answer it wanted. */
     public DrainResult drain(DeviceApi api) throws IOException {
+        return drain(api, false, Long.MAX_VALUE);
+    }
+
+    /**
+     * Tries every report once, whatever its backoff says, oldest first, until one gets no
+     * answer it wanted from the server as a whole (no answer, 429, 502-504) or the
+     * monotonic clock reaches {@code deadline} (no report is started after it). For a
+     * last attempt before the token is forgotten.
+     */
+    public DrainResult drainNow(DeviceApi api, long deadline) throws IOException {
+        return drain(api, true, deadline);
+    }
+
+    private DrainResult drain(DeviceApi api, boolean ignoreBackoff, long deadline) throws IOException {
         DrainResult result = new DrainResult();
         Set<Report> tried = new HashSet<Report>();
-        while (true) {
-            Report report = nextDue(tried);
+        while (clock.elapsedMillis() < deadline) {
+            Report report = nextDue(tried, ignoreBackoff);
             if (report == null) {
                 return result;
             }
@@ -161,10 +191,11 @@ public final class Outbox {
                 return result;
             }
         }
+        return result;
     }
 
-    private synchronized Report nextDue(Set<Report> tried) {
-        long now = clock.now();
+    private synchronized Report nextDue(Set<Report> tried, boolean ignoreBackoff) {
+        long now = ignoreBackoff ? Long.MAX_VALUE : clock.elapsedMillis();
         if (now < resumeAt) {
             return null;
         }
@@ -193,7 +224,7 @@ public final class Outbox {
 
     private synchronized void retryLater(Report report, long retryAfterMillis, boolean serverWide)
             throws IOException {
-        long now = clock.now();
+        long now = clock.elapsedMillis();
         report.attempts++;
         if (serverWide) {
             failuresInRow++;
@@ -210,19 +241,25 @@ public final class Outbox {
         if (text == null) {
             return;
         }
+        long wall = clock.now();
+        long elapsed = clock.elapsedMillis();
+        long longest = backoff.ceilingMillis(Integer.MAX_VALUE);
         try {
             JSONArray array = new JSONObject(text).getJSONArray("reports");
             for (int i = 0; i < array.length(); i++) {
                 JSONObject o = array.getJSONObject(i);
+                long wait = Math.min(Math.max(0, o.optLong("next_attempt_at", 0) - wall), longest);
                 reports.add(new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
-                    o.optLong("queued_at", 0), o.optInt("attempts", 0), o.optLong("next_attempt_at", 0)));
+                    o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + wait));
             }
         } catch (JSONException e) {
-            throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+            throw new UnreadableDocumentException(DOCUMENT, e);
         }
     }
 
     private void save() throws IOException {
+        long wall = clock.now();
+        long elapsed = clock.elapsedMillis();
         try {
             JSONArray array = new JSONArray();
             for (Report r : reports) {
@@ -232,7 +269,7 @@ public final class Outbox {
                     .put("error", r.error)
                     .put("queued_at", r.queuedAt)
                     .put("attempts", r.attempts)
-                    .put("next_attempt_at", r.nextAttemptAt));
+                    .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed)));
             }
             storage.write(DOCUMENT, new JSONObject().put("reports", array).toString());
         } catch (JSONException e) {

@@ -13,6 +13,10 @@ import org.json.JSONException;
  * gateway stalls). Counts parts, not messages, and remembers recent sends across an app
  * restart. A message with more parts than the whole limit goes out when the window is
  * empty.
+ *
+ * <p>Times are wall time (they are kept on disk, across reboots, where no monotonic clock
+ * lasts). A send that seems to lie in the future (the phone's clock was set back) counts
+ * as sent now, so no wait is ever longer than one window.
  */
 public final class SendPacer {
     static final String DOCUMENT = "pacer.json";
@@ -41,7 +45,7 @@ public final class SendPacer {
                     sends.add(new long[] {send.getLong(0), send.getLong(1)});
                 }
             } catch (JSONException e) {
-                throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+                throw new UnreadableDocumentException(DOCUMENT, e);
             }
         }
     }
@@ -52,6 +56,7 @@ public final class SendPacer {
 
     /** Milliseconds until a message of {@code parts} parts may be sent (0: now). */
     public synchronized long waitMillis(int parts, long now) {
+        notAfter(now);
         forgetBefore(now - windowMillis);
         long used = 0;
         for (long[] send : sends) {
@@ -73,6 +78,7 @@ public final class SendPacer {
     }
 
     public synchronized void record(int parts, long now) throws IOException {
+        notAfter(now);
         forgetBefore(now - windowMillis);
         sends.add(new long[] {now, parts});
         JSONArray array = new JSONArray();
@@ -80,6 +86,15 @@ public final class SendPacer {
             array.put(new JSONArray().put(send[0]).put(send[1]));
         }
         storage.write(DOCUMENT, array.toString());
+    }
+
+    /** Sends recorded later than {@code now} (the clock went back) count as sent at {@code now}. */
+    private void notAfter(long now) {
+        for (long[] send : sends) {
+            if (send[0] > now) {
+                send[0] = now;
+            }
+        }
     }
 
     private void forgetBefore(long cutoff) {

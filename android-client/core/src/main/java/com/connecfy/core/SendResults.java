@@ -60,6 +60,23 @@ public final class SendResults {
         fail(messageId, SmsErrors.notSent(error));
     }
 
+    /**
+     * The message was claimed and its id recorded, but it never reached the SMS stack (a
+     * storage error in between, or the app died there): reported failed with {@code error}.
+     * The outbox gets the report first, so a storage error after it still lets it be sent.
+     */
+    public synchronized void notHanded(String messageId, String error) throws IOException {
+        tracked.remove(messageId);
+        outbox.add(messageId, Outbox.FAILED, error);
+        counts.countFailed();
+        save();
+    }
+
+    /** Whether part results of the message are still expected. */
+    public synchronized boolean isTracked(String messageId) {
+        return tracked.containsKey(messageId);
+    }
+
     /** A sent broadcast: {@code resultCode} is {@link SmsErrors#RESULT_OK} or an error code. */
     public synchronized void partSent(String messageId, int part, int resultCode) throws IOException {
         Tracked t = tracked.get(messageId);
@@ -141,7 +158,7 @@ public final class SendResults {
                 tracked.put(id, t);
             }
         } catch (JSONException e) {
-            throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+            throw new UnreadableDocumentException(DOCUMENT, e);
         }
     }
 

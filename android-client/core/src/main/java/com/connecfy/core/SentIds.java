@@ -39,7 +39,7 @@ public final class SentIds {
                     ids.put(id, o.getLong(id));
                 }
             } catch (JSONException e) {
-                throw new IOException("unreadable " + DOCUMENT + ": " + e.getMessage(), e);
+                throw new UnreadableDocumentException(DOCUMENT, e);
             }
         }
     }

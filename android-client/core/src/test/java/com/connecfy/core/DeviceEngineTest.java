@@ -26,7 +26,7 @@ public class DeviceEngineTest {
     private FakeClock clock;
     private FakeApi api;
     private RecordingSender sender;
-    private FileStorage storage;
+    private FailingStorage storage;
     private Outbox outbox;
     private final List<String> unpairedReasons = new ArrayList<String>();
     private DeviceEngine engine;
@@ -36,7 +36,7 @@ public class DeviceEngineTest {
         clock = new FakeClock(T0);
         api = new FakeApi(clock);
         sender = new RecordingSender(clock);
-        storage = TempDir.storage(folder, "phone");
+        storage = new FailingStorage(TempDir.storage(folder, "phone"));
         engine = newEngine();
     }
 
@@ -77,6 +77,18 @@ public class DeviceEngineTest {
             }
             clock.advance(Math.max(1, Math.min(wait, T0 + until - clock.now())));
         }
+    }
+
+    /** Runs the engine for {@code millis} of passing time, whatever the wall clock shows; the longest wait. */
+    private long runFor(long millis) {
+        long end = clock.elapsedMillis() + millis;
+        long longest = 0;
+        for (int i = 0; i < 100000 && clock.elapsedMillis() < end; i++) {
+            long wait = engine.tick();
+            longest = Math.max(longest, wait);
+            clock.advance(Math.max(1, Math.min(wait, end - clock.elapsedMillis())));
+        }
+        return longest;
     }
 
     private static List<Long> relative(List<Long> times) {
@@ -200,6 +212,7 @@ public class DeviceEngineTest {
         runUntil(30000);
         assertEquals(Arrays.asList("A", "B", "C"), sender.sent);
         assertEquals(2, engine.status().duplicatesSkipped);
+        assertTrue("A's results are still awaited: no report of it", api.reports.isEmpty());
     }
 
     @Test
@@ -259,5 +272,108 @@ public class DeviceEngineTest {
         assertEquals(2, s.lastPollCount);
         assertEquals(0, s.waitingToSend);
         assertEquals(T0 + 20000, s.nextPollAt);
+    }
+
+    @Test
+    public void settingThePhonesClockBackChangesNoSchedule() {
+        runFor(20000);
+        assertEquals(2, api.heartbeatTimes.size());
+        clock.shiftWall(-3600000); // the user sets the clock back an hour
+        long longest = runFor(60000);
+        assertTrue("longest wait " + longest, longest <= 20000);
+        assertEquals("a heartbeat every 15 s", 6, api.heartbeatTimes.size());
+        assertEquals("a claim every 20 s", 4, api.pollTimes.size());
+        assertTrue(engine.status().isOnline(clock.now()));
+    }
+
+    @Test
+    public void settingThePhonesClockForwardDoesNotHurryAnything() {
+        runFor(1000);
+        clock.shiftWall(3600000);
+        runFor(14000);
+        assertEquals(1, api.heartbeatTimes.size());
+        assertEquals(1, api.pollTimes.size());
+        assertTrue(engine.status().isOnline(clock.now()));
+    }
+
+    @Test
+    public void aPacerWindowRecordedBeforeTheClockWentBackWaitsAtMostOneWindow() {
+        List<Task> batch = new ArrayList<Task>();
+        for (int i = 0; i < 4; i++) {
+            batch.add(new Task("L" + i, "+15551234567", "a hundred chars of text, which makes ten parts here, "
+                + "so three of them fill the whole window.."));
+        }
+        api.pollScript.add(batch);
+        runFor(1000);
+        assertEquals(3, sender.sent.size());
+        clock.shiftWall(-3600000);
+        long longest = runFor(70000);
+        assertTrue("longest wait " + longest, longest <= 61000);
+        assertEquals(4, sender.sent.size());
+    }
+
+    @Test
+    public void aClaimedMessageNotSentWithinItsLeaseIsDropped() {
+        List<Task> batch = new ArrayList<Task>();
+        for (int i = 0; i < 10; i++) {
+            batch.add(new Task("L" + i, "+15551234567", "a hundred chars of text, which makes ten parts here, "
+                + "so three of them fill the whole window.."));
+        }
+        api.pollScript.add(batch);
+        runFor(200000);
+        // 3 at 0 s, 3 at 61 s; the next turn (122 s) is past the 120 s lease.
+        assertEquals(Arrays.asList("L0", "L1", "L2", "L3", "L4", "L5"), sender.sent);
+        List<Long> polls = relative(api.pollTimes);
+        assertTrue("claims again once the expired ones are dropped: " + polls, polls.size() >= 2
+            && polls.get(1) <= 125000);
+        api.pollScript.add(FakeApi.tasks("L6"));
+        runFor(30000);
+        assertTrue("a dropped message is sent when it is handed out again", sender.sent.contains("L6"));
+    }
+
+    @Test
+    public void aServiceUnavailableWithRetryAfterStillBacksOffWithJitter() {
+        for (int i = 0; i < 4; i++) {
+            api.pollScript.add(new ApiException(503, "unavailable", "redis down", 2000));
+        }
+        runFor(200000);
+        List<Long> polls = relative(api.pollTimes);
+        Backoff backoff = new DeviceEngine.Config().pollBackoff;
+        for (int failure = 1; failure <= 4; failure++) {
+            long gap = polls.get(failure) - polls.get(failure - 1);
+            long ceiling = backoff.ceilingMillis(failure);
+            assertTrue("gap " + gap + " after failure " + failure, gap >= Math.max(2000, ceiling / 2)
+                && gap <= ceiling);
+        }
+    }
+
+    @Test
+    public void aStorageErrorBeforeSendingReportsFailedInsteadOfLosingTheMessage() {
+        storage.failWrites.add(SentIds.DOCUMENT);
+        api.pollScript.add(FakeApi.tasks("A"));
+        runFor(1000);
+        assertTrue(sender.sent.isEmpty());
+        assertEquals(Arrays.asList("A failed " + DeviceEngine.NOT_HANDED_TO_SMS_MANAGER), api.reports);
+    }
+
+    @Test
+    public void aRedeliveredIdThatNeverReachedSmsManagerIsReportedFailed() throws IOException {
+        // The app died after recording the id, before handing the message over.
+        new SentIds(storage, clock, SentIds.DEFAULT_RETENTION_MILLIS).add("A");
+        engine = newEngine();
+        api.pollScript.add(FakeApi.tasks("A"));
+        runFor(1000);
+        assertTrue(sender.sent.isEmpty());
+        assertEquals(Arrays.asList("A failed " + DeviceEngine.NOT_HANDED_TO_SMS_MANAGER), api.reports);
+    }
+
+    @Test
+    public void aStoppedEngineDoesNothingMore() {
+        runFor(1000);
+        int calls = api.log.size();
+        engine.stop();
+        assertEquals(Long.MAX_VALUE, engine.tick());
+        runFor(60000);
+        assertEquals(calls, api.log.size());
     }
 }

@@ -81,7 +81,7 @@ public class OutboxTest {
             Outbox reopened = open();
             assertEquals("kept on disk after " + failure, 1, reopened.size());
             assertEquals(1, reopened.pending().get(0).attempts());
-            assertTrue(reopened.pending().get(0).nextAttemptAt() > clock.now());
+            assertTrue(reopened.pending().get(0).nextAttemptAt() > clock.elapsedMillis());
         }
     }
 
@@ -111,7 +111,7 @@ public class OutboxTest {
             Outbox.DrainResult r = outbox.drain(api);
             assertEquals("one attempt per drain while the server is unreachable", callsBefore + 1, api.log.size());
             assertEquals(1, r.retried);
-            long wait = outbox.nextAttemptAt() - clock.now();
+            long wait = outbox.nextAttemptAt() - clock.elapsedMillis();
             long ceiling = backoff.ceilingMillis(attempt);
             assertTrue("wait " + wait + " within [" + ceiling / 2 + ", " + ceiling + "]",
                 wait >= ceiling / 2 && wait <= ceiling);
@@ -136,7 +136,7 @@ public class OutboxTest {
         outbox.add("m1", Outbox.SENT, "");
         api.reportScript.add(FakeApi.tooMany(45000));
         outbox.drain(api);
-        assertEquals(clock.now() + 45000, outbox.nextAttemptAt());
+        assertEquals(clock.elapsedMillis() + 45000, outbox.nextAttemptAt());
         clock.advance(44999);
         assertEquals(0, outbox.drain(api).accepted);
         clock.advance(1);
@@ -171,7 +171,7 @@ public class OutboxTest {
             int before = api.log.size();
             outbox.drain(api);
             assertEquals("status " + status, before + 1, api.log.size());
-            assertTrue(outbox.nextAttemptAt() > clock.now());
+            assertTrue(outbox.nextAttemptAt() > clock.elapsedMillis());
         }
     }
 
@@ -181,5 +181,17 @@ public class OutboxTest {
         outbox.add("a", Outbox.SENT, "");
         outbox.add("a", Outbox.SENT, "");
         assertEquals(1, outbox.size());
+    }
+
+    @Test
+    public void aStoredRetryTimeFarAheadWaitsNoLongerThanTheLongestBackoff() throws IOException {
+        Outbox outbox = open();
+        outbox.add("m1", Outbox.SENT, "");
+        api.reportScript.add(new IOException("network down"));
+        outbox.drain(api);
+        clock.shiftWall(-10L * 3600000); // set back ten hours, then the app restarts
+        Outbox reopened = open();
+        long wait = reopened.nextAttemptAt() - clock.elapsedMillis();
+        assertTrue("wait " + wait, wait > 0 && wait <= backoff.ceilingMillis(Integer.MAX_VALUE));
     }
 }

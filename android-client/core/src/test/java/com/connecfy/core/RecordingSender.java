@@ -4,7 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 /** Stands in for SmsManager: records what was handed over; parts = ceil(length / 10). */
-final class RecordingSender implements SmsSender {
+class RecordingSender implements SmsSender {
     private final Clock clock;
     final List<String> sent = new ArrayList<String>();
     final List<Long> sentAt = new ArrayList<Long>();

@@ -44,4 +44,14 @@ public class SendPacerTest {
         SendPacer reopened = new SendPacer(TempDir.storage(folder, "p"), 30, 60000);
         assertEquals(65000 - 6000, reopened.waitMillis(1, 6000));
     }
+
+    @Test
+    public void sendsThatSeemToLieInTheFutureCountAsSentNow() throws IOException {
+        SendPacer pacer = new SendPacer(TempDir.storage(folder, "p"), 30, 61000);
+        pacer.record(30, 3600000 + 5000); // then the clock was set back an hour
+        SendPacer reopened = new SendPacer(TempDir.storage(folder, "p"), 30, 61000);
+        assertEquals(61000, reopened.waitMillis(1, 5000));
+        assertEquals(1000, reopened.waitMillis(1, 65000));
+        assertEquals(0, reopened.waitMillis(1, 66000));
+    }
 }

@@ -288,7 +288,7 @@ public class ServerIntegrationTest {
         phone.engine.tick();
         assertEquals(1, phone.unpaired.size());
         assertTrue(phone.engine.status().unpaired);
-        phone.gateway.unpair();
+        phone.gateway.forget();
         assertNull(new Pairing(new FileStorage(phone.dir)).load());
     }
 
