@@ -9,6 +9,7 @@ import android.content.Context;
 import android.content.Intent;
 import android.content.SharedPreferences;
 import android.os.Build;
+import android.os.SystemClock;
 
 import com.connecfy.core.Clock;
 import com.connecfy.core.EngineStatus;
@@ -30,6 +31,22 @@ public final class ConnecfyApp extends Application {
     private static final String PREF_ENABLED = "gateway_enabled";
     private static final String PREF_SIM = "sim_subscription_id";
 
+    /**
+     * Wall time for what is stored and shown; {@code elapsedRealtime} (monotonic, counts
+     * deep sleep) for every schedule, so setting the phone's time moves none of them.
+     */
+    static final Clock CLOCK = new Clock() {
+        @Override
+        public long now() {
+            return System.currentTimeMillis();
+        }
+
+        @Override
+        public long elapsedMillis() {
+            return SystemClock.elapsedRealtime();
+        }
+    };
+
     private Gateway gateway;
     private volatile EngineStatus status = EngineStatus.STOPPED;
 
@@ -41,7 +58,7 @@ public final class ConnecfyApp extends Application {
     public void onCreate() {
         super.onCreate();
         try {
-            gateway = new Gateway(new FileStorage(new File(getFilesDir(), "connecfy")), Clock.SYSTEM,
+            gateway = new Gateway(new FileStorage(new File(getFilesDir(), "connecfy")), CLOCK,
                 TimeZone.getDefault(), new SecureRandom());
         } catch (IOException e) {
             throw new IllegalStateException("cannot open the app's storage", e);

@@ -14,6 +14,7 @@ import android.os.IBinder;
 import android.os.Looper;
 import android.os.PowerManager;
 import android.text.format.DateUtils;
+import android.util.Log;
 
 import com.connecfy.core.DeviceCredentials;
 import com.connecfy.core.DeviceEngine;
@@ -30,6 +31,9 @@ import java.io.IOException;
  */
 public final class GatewayService extends Service {
     private static final int NOTIFICATION_ID = 1;
+    private static final String TAG = "Connecfy";
+    /** After an unexpected exception in a tick, the next one comes this much later. */
+    private static final long AFTER_CRASH_MILLIS = 5000;
     private static volatile GatewayService running;
 
     private HandlerThread thread;
@@ -41,7 +45,14 @@ public final class GatewayService extends Service {
     private final Runnable step = new Runnable() {
         @Override
         public void run() {
-            long wait = engine.tick();
+            long wait;
+            try {
+                wait = engine.tick();
+            } catch (RuntimeException e) {
+                // A bug must not crash the service into a restart loop: log it and go on.
+                Log.e(TAG, "gateway tick failed", e);
+                wait = AFTER_CRASH_MILLIS;
+            }
             if (wait != Long.MAX_VALUE) {
                 handler.postDelayed(this, Math.max(50, Math.min(wait, 60000)));
             }
@@ -174,7 +185,7 @@ public final class GatewayService extends Service {
         public void onUnpaired(String reason) {
             ConnecfyApp app = ConnecfyApp.of(GatewayService.this);
             try {
-                app.gateway().unpair();
+                app.gateway().forget(); // the token no longer works: nothing left to deliver with it
             } catch (IOException e) {
                 // The token is dead either way; the next start finds the pairing and fails again.
             }

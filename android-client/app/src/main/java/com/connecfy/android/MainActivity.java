@@ -23,6 +23,7 @@ import android.widget.ArrayAdapter;
 import android.widget.Button;
 import android.widget.Spinner;
 import android.widget.TextView;
+import android.widget.Toast;
 
 import com.connecfy.core.DeviceCredentials;
 import com.connecfy.core.EngineStatus;
@@ -238,6 +239,41 @@ public final class MainActivity extends Activity {
         });
     }
 
+    /**
+     * Stops the gateway, delivers the waiting status reports (up to 10 s) and forgets the
+     * token, on a background thread: it waits for a running tick and for the server.
+     */
+    private void unpair() {
+        final ConnecfyApp app = ConnecfyApp.of(this);
+        app.setGatewayEnabled(false);
+        GatewayService.stop(this);
+        findViewById(R.id.unpair_button).setEnabled(false);
+        new Thread(new Runnable() {
+            @Override
+            public void run() {
+                String problem = null;
+                try {
+                    if (!app.gateway().unpair(app.userAgent(), Gateway.UNPAIR_DRAIN_MILLIS)) {
+                        problem = app.getString(R.string.unpair_undelivered);
+                    }
+                } catch (IOException e) {
+                    problem = app.getString(R.string.unpair_failed, e.getMessage());
+                }
+                final String message = problem;
+                handler.post(new Runnable() {
+                    @Override
+                    public void run() {
+                        findViewById(R.id.unpair_button).setEnabled(true);
+                        if (message != null) {
+                            Toast.makeText(app, message, Toast.LENGTH_LONG).show();
+                        }
+                        refresh();
+                    }
+                });
+            }
+        }, "connecfy-unpair").start();
+    }
+
     private void confirmUnpair() {
         new AlertDialog.Builder(this)
             .setTitle(R.string.unpair_title)
@@ -246,15 +282,7 @@ public final class MainActivity extends Activity {
             .setPositiveButton(R.string.unpair, new DialogInterface.OnClickListener() {
                 @Override
                 public void onClick(DialogInterface dialog, int which) {
-                    ConnecfyApp app = ConnecfyApp.of(MainActivity.this);
-                    app.setGatewayEnabled(false);
-                    GatewayService.stop(MainActivity.this);
-                    try {
-                        app.gateway().unpair();
-                    } catch (IOException e) {
-                        text(R.id.last_error, e.getMessage());
-                    }
-                    refresh();
+                    unpair();
                 }
             })
             .show();
