@@ -18,7 +18,8 @@ heartbeats, each account's accepted messages per day. After each step it checks:
   last-seen, each phone's day budget, send window and its running sum; a sender's new
   pool messages wait behind at most one round of any other sender's;
 - limits: segments handed to a phone in any 60 s and per UTC day, messages accepted per
-  account per day, leases per message; a phone is only handed its own queue, its shard's
+  account per day, leases per message, the poll rate of each phone and the send rate of
+  each sender (GCRA, modelled here; a refused call changes nothing); a phone is only handed its own queue, its shard's
   pool while online, and redeliveries of what it holds;
 - liveness: past every TTL and lease, one sweep leaves nothing queued or claimed.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -58,14 +60,22 @@ TO = "+15551234567"
 UNKNOWN_ID = "01JZZZZZZZZZZZZZZZZZZZZZZZ"
 TEXTS = {1: "a" * 10, 2: "b" * 200, 3: "c" * 400, 6: "d" * 800, 9: "e" * 1300}  # GSM-7, by segments
 
-# Small enough that budgets, quotas and the lease bound are all reached in a short run.
+# Small enough that budgets, quotas, rate limits and the lease bound are all reached in
+# a short run. Polls: one a minute with a burst of 2; sends: one a second with a burst of
+# 10, between the API-only quota (8) and the self-managed one (15).
 LIMITS = roomy_settings(
     device_segments_per_minute=5,
     device_segments_per_day=8,
     quota_api_only=8,
     quota_self_managed=15,
     max_leases=2,
+    tasks_per_minute=1,
+    tasks_burst=2,
+    sends_per_second=1,
+    sends_burst=10,
 )
+POLL_INTERVAL_MS = 60_000 // LIMITS.tasks_per_minute
+SEND_INTERVAL_MS = 1000 // LIMITS.sends_per_second
 LEASE_MS = LIMITS.lease_seconds * 1000
 PRESENCE_MS = LIMITS.presence_ttl_seconds * 1000
 TTL_MS = LIMITS.message_ttl_seconds * 1000
@@ -212,6 +222,8 @@ class BrokerMachine(RuleBasedStateMachine):
         self.shards: list[str] = []
         self.state: RedisState | None = None
         self.last_enqueue_ms = 0
+        # limiter -> (theoretical arrival time, real time it was written, its TTL in ms)
+        self.limiters: dict[tuple[str, int], tuple[int, float, int]] = {}
 
     async def _connect(self) -> Any:
         if self.server_url is None:
@@ -233,6 +245,26 @@ class BrokerMachine(RuleBasedStateMachine):
     @property
     def now(self) -> int:
         return self.clock.now_ms
+
+    def _rate(self, limiter: tuple[str, int], interval: int, burst: int, cost: int) -> tuple[bool, int, bool]:
+        """The GCRA decision the scripts must take: (allowed, new arrival time, whether
+        Redis may have expired the limiter already). Redis expires a limiter key in real
+        time while the test's clock is its own, so a limiter written longer ago than its
+        TTL (in real time) may be gone: a full bucket, which the caller then accepts."""
+        stored, written, ttl = self.limiters.get(limiter, (0, 0.0, 0))
+        now = self.now
+        maybe_gone = stored > now and time.monotonic() - written >= ttl / 1000 - 0.05
+        tat = max(stored, now)
+        new = tat + cost * interval
+        refused = now < new - interval * burst and not (cost > burst and tat == now)
+        return not refused, new, maybe_gone
+
+    def _rate_spent(self, limiter: tuple[str, int], interval: int, cost: int, new: int, gone: bool) -> None:
+        """Record an allowed request; ``gone``: Redis had expired the limiter (full bucket)."""
+        if gone:
+            new = self.now + cost * interval
+        if new > self.now:
+            self.limiters[limiter] = (new, time.monotonic(), new - self.now)
 
     # Setup ----------------------------------------------------------------------------
 
@@ -551,6 +583,8 @@ class BrokerMachine(RuleBasedStateMachine):
         canonical = [(m.to, m.message, m.device_id or "") for m in request]
         used = self.accepted[(x.index, today)]
         stored = self.idempotent.get((x.index, key)) if key else None
+        limiter = ("sends", x.index)
+        allowed, new_tat, gone = self._rate(limiter, SEND_INTERVAL_MS, LIMITS.sends_burst, len(request))
 
         result = self.call(self.broker.enqueue(x.account, request, idempotency_key=key))
 
@@ -569,6 +603,15 @@ class BrokerMachine(RuleBasedStateMachine):
             assert isinstance(result, errors.DeviceNotFound), result
             assert result.index == next(i for i, m in enumerate(request) if m.device_id and m.device_id not in own)
             outcome = "device not found"
+        elif isinstance(result, errors.RateLimited):
+            assert not allowed, f"refused a send the rate allows: {result.decision}"
+            d = result.decision
+            assert d.limit == LIMITS.sends_burst and d.retry_after_ms > 0, d
+            assert (d.retry_after_ms == new_tat - LIMITS.sends_burst * SEND_INTERVAL_MS - now
+                    if len(request) <= LIMITS.sends_burst else d.retry_after_ms == d.reset_ms), d
+            outcome = "rate limited" + (" (a batch above the burst)" if len(request) > LIMITS.sends_burst else "")
+        elif not allowed and not gone:
+            raise AssertionError(f"a send the rate refuses went through: {result!r}")
         elif used + len(request) > x.account.daily_quota:
             assert isinstance(result, errors.QuotaExceeded), result
             assert (result.used, result.quota) == (used, x.account.daily_quota)
@@ -583,6 +626,7 @@ class BrokerMachine(RuleBasedStateMachine):
         if outcome != "queued":
             self._after({})
             return
+        self._rate_spent(limiter, SEND_INTERVAL_MS, len(request), new_tat, gone and not allowed)
 
         # Only the pool messages of a sender with none queued in that pool are checked for
         # fairness below: its j-th one may wait behind at most j + 1 of any other sender's
@@ -703,7 +747,17 @@ class BrokerMachine(RuleBasedStateMachine):
                     pool_stopped = True
                     break
 
+        limiter = ("tasks", device)
+        allowed, new_tat, gone = self._rate(limiter, POLL_INTERVAL_MS, LIMITS.tasks_burst, 1)
         got = self.call(self.broker.claim(dev.ref, limit))
+        if isinstance(got, errors.RateLimited):
+            assert not allowed, f"refused a poll the rate allows: {got.decision}"
+            assert got.decision.retry_after_ms == new_tat - LIMITS.tasks_burst * POLL_INTERVAL_MS - now
+            event("claim: rate limited")
+            self._after({})
+            return
+        assert allowed or gone, f"a poll the rate refuses went through: {got!r}"
+        self._rate_spent(limiter, POLL_INTERVAL_MS, 1, new_tat, gone and not allowed)
         assert not isinstance(got, Exception), got
         assert [c.id for c in got] == handed, f"claim handed {[c.id for c in got]}, expected {handed}"
 
