@@ -503,6 +503,11 @@ class Broker:
         if idempotency_key is not None:
             fingerprint = hashlib.sha256(msgspec.json.encode(canonical)).hexdigest()
         limits = self.limits(account)
+        if len(messages) > limits.daily_quota:
+            # Never allowed, whatever the day: a 429 saying "try again tomorrow" would lie.
+            raise errors.InvalidInput(
+                f"{len(messages)} messages are more than the account's whole daily quota of "
+                f"{limits.daily_quota}; send fewer at once or ask for a higher quota", field="messages")
         reply = await self._call(
             "enqueue",
             [shard.messages, shard.counters, shard.quota,

@@ -159,14 +159,20 @@ def test_login_signup_and_register_are_limited_per_address(world: World) -> None
 def test_quota_exceeded_is_429_until_the_next_utc_day(world: World) -> None:
     sender = world.signup("api_only", **address())
     key = world.api_key(sender)["api_key"]
-    refused = world.batch(key, [{"to": TO, "message": "m"}] * 6)
+    expect(world.batch(key, [{"to": TO, "message": "m"}] * 3), 202)
+    time.sleep(1.6)  # the send limit (3 at once, 2/s) is whole again
+    refused = world.batch(key, [{"to": TO, "message": "m"}] * 3)
     body = limited(refused, "quota_exceeded")
     seconds_to_midnight = 86_400 - int(time.time()) % 86_400
     assert abs(int(refused.headers["Retry-After"]) - seconds_to_midnight) <= 5, refused.headers
     assert "quota" in body["detail"]
-    assert total(sender) == 0
+    assert total(sender) == 3
     limits = expect(sender.get("/api/account/limits/"), 200)
-    assert (limits["daily_quota"], limits["quota_used_today"]) == (5, 0), limits
+    assert (limits["daily_quota"], limits["quota_used_today"]) == (5, 3), limits
+    # A batch larger than the whole quota can never pass: 400, not "try again tomorrow".
+    too_big = expect_error(world.batch(key, [{"to": TO, "message": "m"}] * 6), 400)
+    assert "whole daily quota of 5" in too_big["detail"], too_big
+    assert total(sender) == 3
 
 
 def test_an_account_asks_for_higher_limits_and_the_operator_approves(world: World) -> None:
