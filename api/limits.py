@@ -19,7 +19,7 @@ from litestar.params import Parameter
 from api.clock import iso_utc
 from api.credentials import broker_of, operator_guard, session_guard
 from broker import Broker, keys
-from broker.records import Account, LimitChange, LimitRequest, Limits
+from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits
 
 PlainId = Annotated[str, Parameter(max_length=64)]
 
@@ -82,7 +82,7 @@ class LimitChangeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     daily_quota: int | None = None
 
     def change(self) -> LimitChange:
-        return LimitChange(**msgspec.structs.asdict(self))
+        return LimitChange(**{name: getattr(self, name) for name in LIMIT_FIELDS})
 
 
 class LimitRequestBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -92,15 +92,10 @@ class LimitRequestBody(msgspec.Struct, forbid_unknown_fields=True):
     daily_quota: int | None = None
 
 
-class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
+class DecisionBody(LimitChangeBody):
     """What the operator grants (what was asked when left out) and a note for the account."""
 
     note: str = ""
-    sends_per_second: int | None = None
-    sends_burst: int | None = None
-    tasks_per_minute: int | None = None
-    tasks_burst: int | None = None
-    daily_quota: int | None = None
 
 
 class LimitRequestOut(msgspec.Struct):
@@ -177,8 +172,7 @@ class OperatorController(Controller):
         """Grant a request: what was asked, or the limits given here. A raised rate
         without a burst gets a burst scaled like the default one."""
         data = data or DecisionBody()
-        granted = LimitChange(**{k: v for k, v in msgspec.structs.asdict(data).items() if k != "note"})
-        return request_out(await broker.decide_limit_request(request_id, approve=True, granted=granted,
+        return request_out(await broker.decide_limit_request(request_id, approve=True, granted=data.change(),
                                                              note=data.note))
 
     @post("/limit-requests/{request_id:str}/reject/", status_code=200, operation_id="rejectLimitRequest")
