@@ -1,8 +1,9 @@
 """The Litestar application: routes, credentials, errors, and the broker's lifetime.
 
 The app only authenticates, validates and calls one broker operation per request. The
-Redis client and the broker are made in the lifespan hook; a background task sweeps
-(expiry, lost devices, pool returns) while this process holds the sweeper lock.
+Redis client, the broker and the history store are made in the lifespan hook; a
+background task sweeps (expiry, lost devices, pool returns) while this process holds
+the sweeper lock, another snapshots history while it holds the snapshotter lock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from api.openapi import complete_schema
 from api.sms import SmsController
 from api.stats import StatsController
 from broker import Broker, Settings, __version__
+from broker.history import HistoryStore
+from broker.snapshotter import Snapshotter
 
 log = logging.getLogger("connecfy.api")
 
@@ -108,16 +111,21 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
                                    retry_on_error=[RedisConnectionError])
         broker = Broker(client, settings)
         await broker.start()
+        history = HistoryStore.from_settings(settings)
+        await history.start()
+        broker.history = history
         app.state.broker = broker
         complete_schema(app)
-        sweeper = asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)) if sweep else None
+        tasks = [asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)),
+                 asyncio.create_task(Snapshotter(broker, history).run_forever())] if sweep else []
         try:
             yield
         finally:
-            if sweeper:
-                sweeper.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                    await task
+            await history.close()
             await client.aclose()
 
     return Litestar(

@@ -91,6 +91,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     if problem:
         print(f"connecfy: cannot listen on {host}:{port}: {problem}", file=sys.stderr, flush=True)
         return 1
+    # The workers read their settings from the environment: the history store's SQLite
+    # file goes in this data directory.
+    os.environ["CONNECFY_DATA_DIR"] = str(Path(data_dir).resolve())
     # Before prometheus_client is imported anywhere: it picks its value store at import.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(reset_metrics_dir(metrics_dir(data_dir)))
     from api.observability import logging_dictconfig

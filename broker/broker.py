@@ -16,6 +16,7 @@ import phonenumbers
 from redis.exceptions import WatchError
 
 from broker import errors, ids, keys
+from broker.history import HistoryStore
 from broker.records import (
     LIMIT_FIELDS,
     STATUSES,
@@ -108,6 +109,8 @@ class Broker:
         self.clock = clock
         self._shards: dict[str, keys.ShardKeys] = {}
         self._key_last_written: dict[str, int] = {}  # API key id -> when its last use was written
+        # The history store, when attached: reads of messages no longer in Redis go there.
+        self.history: HistoryStore | None = None
 
     async def start(self) -> None:
         """Load every script (a broken one fails here) and register the platform pool."""
@@ -637,13 +640,26 @@ class Broker:
                               ) -> SweepReport | None:
         """Sweep every shard if this process holds (or takes) the sweeper lock: one
         sweeper at a time across workers; a dead holder's lock expires after ``lease_ms``."""
-        lock = keys.SWEEPER_LOCK
-        taken = await self.redis.set(lock, holder, nx=True, px=lease_ms)
-        if not taken:
-            if _text(await self.redis.get(lock) or b"") != holder:
-                return None
-            await self.redis.pexpire(lock, lease_ms)
+        if not await self.hold_lock(keys.SWEEPER_LOCK, holder, lease_ms):
+            return None
         return await self.sweep_all(now_ms=now_ms)
+
+    async def hold_lock(self, lock: str, holder: str, lease_ms: int) -> bool:
+        """Take ``lock`` for ``holder``, or renew it if ``holder`` has it already; False
+        while another holder's lease runs (a dead holder's lock expires after ``lease_ms``)."""
+        if await self.redis.set(lock, holder, nx=True, px=lease_ms):
+            return True
+        if _text(await self.redis.get(lock) or b"") != holder:
+            return False
+        await self.redis.pexpire(lock, lease_ms)
+        return True
+
+    async def trim(self, shard_tag: str, account_id: str, cutoff_ms: int, pairs: Sequence[str]) -> int:
+        """Remove a sender's finished messages last changed by ``cutoff_ms`` that the
+        history store holds (``pairs``: id, stored version, ...); see trim-3.lua."""
+        shard = self.shard(shard_tag)
+        return int(await self._call("trim", [shard.messages, shard.trim, shard.sent(account_id)],
+                                    [account_id, cutoff_ms, *pairs]))
 
     async def sweep_all(self, *, now_ms: int | None = None, max_passes: int = 100) -> SweepReport:
         """Sweep every shard until none has more due work (at most ``max_passes`` each)."""
@@ -827,10 +843,16 @@ class Broker:
     # Reads ------------------------------------------------------------------------------
 
     async def get_message(self, shard_tag: str, message_id: str) -> MessageRecord:
+        """A message from Redis while it is hot, else from the history store."""
         raw = await self.redis.hget(self.shard(shard_tag).messages, message_id)
-        if raw is None:
+        if raw is not None:
+            return msgspec.json.decode(raw, type=MessageRecord)
+        stored = None
+        if self.history is not None and ids.is_plain_id(message_id):
+            stored = await self.history.message(shard_tag, message_id)
+        if stored is None:
             raise errors.MessageNotFound()
-        return msgspec.json.decode(raw, type=MessageRecord)
+        return stored
 
     async def list_messages(
         self,
@@ -842,6 +864,41 @@ class Broker:
         device_id: str | None = None,
         scan_limit: int = 5_000,
     ) -> MessagePage:
+        """A sender's messages, newest first, from Redis (hot ones) and the history store
+        (stored ones, trimmed from Redis or not) merged by id without duplicates: a
+        message shows from the moment it is queued and stays after it is trimmed.
+
+        Each source is complete from the top down to its own bound (the last id it
+        looked at, or nothing left); the page keeps only what lies above the higher of
+        the two bounds, so no message is skipped between pages."""
+        hot = await self._list_hot(account, limit, cursor, status, device_id, scan_limit)
+        if self.history is None:
+            return hot
+        stored = await self.history.list_messages(account.id, limit=limit, before=cursor, status=status,
+                                                  device=device_id)
+        bounds = [b for b in (hot.next_cursor, stored[-1].id if len(stored) == limit else None) if b is not None]
+        bound = max(bounds) if bounds else None
+        # A stored row may be behind Redis (a change not yet snapshotted): Redis decides.
+        shard = self.shard(account.shard)
+        live = await self.redis.hmget(shard.messages, [r.id for r in stored]) if stored else []
+        merged = {r.id: r for r in hot.items}
+        for record, raw in zip(stored, live):
+            if record.id in merged:
+                continue
+            if raw is not None:
+                record = msgspec.json.decode(raw, type=MessageRecord)
+                if (status is not None and record.status != status) or (
+                        device_id is not None and record.device != device_id):
+                    continue
+            merged[record.id] = record
+        items = sorted((r for r in merged.values() if bound is None or r.id >= bound),
+                       key=lambda r: r.id, reverse=True)
+        if len(items) >= limit:
+            return MessagePage(items[:limit], items[limit - 1].id)
+        return MessagePage(items, bound)
+
+    async def _list_hot(self, account: Account, limit: int, cursor: str | None, status: str | None,
+                        device_id: str | None, scan_limit: int) -> MessagePage:
         """A sender's messages, newest first, ``limit`` a page, optionally only one status
         or one device. A filtered page reads at most ``scan_limit`` ids; ``next_cursor``
         then points past what was read, so a client pages on through sparse matches."""

@@ -24,7 +24,12 @@ key                                 type         what
 ``{S}:idempotency:<account>:<h>``   string       fingerprint|ids, 24 h (h = SHA-256 of the key)
 ``{S}:expiry``                      zset         queued id -> TTL deadline (ms)
 ``{S}:events``                      stream       one entry per status change (id, account,
-                                                 status, device, at, error)
+                                                 status, device, at, error); consumer group
+                                                 ``snapshotter``, entries deleted once stored
+``{S}:trim``                        zset         ``<account>:<id>:<version>`` -> last change (ms):
+                                                 finished messages stored in the history
+                                                 store, removed from Redis after the hot
+                                                 retention window if still at that version
 ``{S}:pool``                        zset         queued pool id -> virtual finish time
 ``{S}:pool:state``                  hash         ``v``, ``f:<account>``, ``n:<account>``: fairness
 ``{S}:queue``                       zset (lex)   ``<device>:<id>``: device-targeted queued ids
@@ -64,6 +69,9 @@ hash tag:
 - ``{session:<sha256 of session id>}`` (hash: account, csrf_token, created_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
 - ``{sweeper}``: lock held by the one process sweeping, expiring
+- ``{snapshotter}``: lock held by the one process copying events to the history store, expiring
+- ``{history-epoch}``: the id of this Redis's history, also kept in the history store; a
+  Redis without it beside a store that has one lost its data (``connecfy restore``)
 - ``{rate:<name>:<client address>}``: GCRA limiter of signup, login and register
 - ``{limit-requests}`` (hash): request id -> JSON of a request for higher limits
 """
@@ -90,7 +98,7 @@ class ShardKeys:
 
     __slots__ = (
         "tag", "prefix", "messages", "counters", "quota", "expiry", "events", "pool",
-        "pool_state", "queue", "leased", "lease_checks", "devices", "last_seen",
+        "pool_state", "queue", "leased", "lease_checks", "devices", "last_seen", "trim",
     )
 
     def __init__(self, tag: str) -> None:
@@ -108,6 +116,7 @@ class ShardKeys:
         self.lease_checks = f"{p}:lease-checks"
         self.devices = f"{p}:devices"
         self.last_seen = f"{p}:last-seen"
+        self.trim = f"{p}:trim"
 
     def device(self, device_id: str) -> str:
         return f"{self.prefix}:device:{device_id}"
@@ -170,6 +179,8 @@ def session(session_sha256: str) -> str:
 
 SHARDS = "{shards}"
 SWEEPER_LOCK = "{sweeper}"
+SNAPSHOTTER_LOCK = "{snapshotter}"
+HISTORY_EPOCH = "{history-epoch}"
 LIMIT_REQUESTS = "{limit-requests}"
 
 

@@ -58,6 +58,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # GET /metrics: open when empty, else it needs "Authorization: Bearer <token>".
     metrics_token: str = ""
 
+    # History: the store (empty: a SQLite file in data_dir; else a SQLAlchemy URL such as
+    # postgresql://user:pass@host/db), how often the snapshotter runs, how long finished
+    # messages stay in Redis after their last change, and how long the store keeps them.
+    database_url: str = ""
+    snapshot_interval_ms: int = 2_000
+    hot_retention_seconds: int = 3_600
+    history_retention_days: int = 90
+
     def __post_init__(self) -> None:
         """Every number is a count, a length of time or a limit: 0 or less makes no sense
         (a rate of 0 would divide by zero on every send), so it is refused at start-up."""

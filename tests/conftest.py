@@ -143,3 +143,41 @@ async def real_broker(real_redis: aioredis.Redis, settings: Settings, scripts: S
     b = Broker(real_redis, settings, scripts, clock=clock)
     await b.start()
     return b
+
+
+# History store: a SQLite file per test, and the session's private PostgreSQL server.
+
+STORES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    from postgres_server import PostgresServer, postgres_bin
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql)")
+        pytest.skip("no PostgreSQL server binaries here; CI installs them")
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'history.sqlite3'}"
+    return request.getfixturevalue("postgres_server").url
+
+
+@pytest.fixture
+async def history_store(store_url: str) -> AsyncIterator[object]:
+    from broker.history import HistoryStore, metadata
+
+    store = HistoryStore(store_url)
+    async with store.engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await store.start()
+    yield store
+    await store.close()

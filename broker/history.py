@@ -1,0 +1,263 @@
+"""The history store: messages past and present, and the directory (accounts, devices,
+API keys) that ``connecfy restore`` needs to rebuild Redis after a total loss.
+
+SQLAlchemy Core over asyncio: a SQLite file in the data directory by default
+(``aiosqlite``), PostgreSQL when ``CONNECFY_DATABASE_URL`` names one (``asyncpg``). The
+schema is created, or brought up to :data:`SCHEMA_VERSION`, at start-up.
+
+A message row keeps the Redis record as it was last seen (``record``, JSON with its
+status timeline) beside the columns the history pages filter on. ``version`` is the
+length of the record's timeline: every status change adds one entry, so an upsert
+only replaces a row with a record that has moved further, and an old event read
+again after a crash never moves a stored status backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from broker.records import MessageRecord
+from broker.settings import Settings
+
+SCHEMA_VERSION = 1
+SQLITE_FILE = "history.sqlite3"
+FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", "cancelled"})
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "connecfy_meta", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # a ULID: sorts by creation time
+    sa.Column("shard", sa.String(80), nullable=False),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("updated", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("stored_at", sa.BigInteger, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Index("messages_account_id", "account", "id"),
+    sa.Index("messages_updated", "updated"),
+)
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("fields", sa.Text, nullable=False),  # the account hash as JSON (password hash included)
+)
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.String(80), nullable=False, index=True),
+    sa.Column("fields", sa.Text, nullable=False),  # the device hash as JSON: token SHA-256, never the token
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("account", sa.String(64), nullable=False, index=True),
+    sa.Column("record", sa.Text, nullable=False),  # id, name, created_ms, sha256 of the key
+)
+
+
+def database_url(settings: Settings, data_dir: str | None = None) -> str:
+    """The store's SQLAlchemy URL: ``CONNECFY_DATABASE_URL`` (a plain ``postgresql://``
+    gets the asyncpg driver), else a SQLite file in the data directory."""
+    if settings.database_url:
+        url = make_url(settings.database_url)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+asyncpg")
+        elif url.drivername == "sqlite":
+            url = url.set(drivername="sqlite+aiosqlite")
+        return url.render_as_string(hide_password=False)
+    directory = Path(data_dir or settings.data_dir).resolve()
+    return f"sqlite+aiosqlite:///{directory / SQLITE_FILE}"
+
+
+class HistoryStore:
+    """One engine per process; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, data_dir: str | None = None) -> HistoryStore:
+        url = database_url(settings, data_dir)
+        if url.startswith("sqlite"):
+            Path(make_url(url).database or ".").parent.mkdir(parents=True, exist_ok=True)
+        return cls(url)
+
+    async def start(self) -> None:
+        """Create the schema, or migrate it; several workers may start at once."""
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                    await conn.execute(self._upsert(meta, ["name"], {"value"}),
+                                       [{"name": "schema_version", "value": str(SCHEMA_VERSION)}])
+                return
+            except DBAPIError:
+                # Another worker created the same table a moment before this one.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _upsert(self, table: sa.Table, keys: list[str], columns: Iterable[str], where: Any = None) -> Any:
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(index_elements=keys,
+                                          set_={c: stmt.excluded[c] for c in columns}, where=where)
+
+    # Bookkeeping ---------------------------------------------------------------------
+
+    async def get_meta(self, name: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(meta.c.value).where(meta.c.name == name))).scalar()
+
+    async def set_meta(self, name: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(self._upsert(meta, ["name"], {"value"}), [{"name": name, "value": value}])
+
+    # Messages ------------------------------------------------------------------------
+
+    async def upsert_messages(self, shard: str, records: Sequence[MessageRecord], now_ms: int) -> None:
+        """Store the records; a stored row is replaced only by a record further along."""
+        if not records:
+            return
+        rows = [{"id": r.id, "shard": shard, "account": r.account, "device": r.device, "status": r.status,
+                 "created": r.created, "updated": r.updated, "version": len(r.timeline), "stored_at": now_ms,
+                 "record": msgspec.json.encode(r).decode()} for r in records]
+        stmt = self._insert(messages)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c: stmt.excluded[c] for c in ("device", "status", "updated", "version", "stored_at", "record")},
+            where=messages.c.version < stmt.excluded.version)
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, rows)
+
+    async def message(self, shard: str, message_id: str) -> MessageRecord | None:
+        query = sa.select(messages.c.record).where(messages.c.id == message_id, messages.c.shard == shard)
+        async with self.engine.connect() as conn:
+            raw = (await conn.execute(query)).scalar()
+        return None if raw is None else msgspec.json.decode(raw, type=MessageRecord)
+
+    async def list_messages(self, account: str, *, limit: int, before: str | None, status: str | None,
+                            device: str | None) -> list[MessageRecord]:
+        """An account's stored messages, newest first, ids below ``before``."""
+        query = sa.select(messages.c.record).where(messages.c.account == account)
+        if before is not None:
+            query = query.where(messages.c.id < before)
+        if status is not None:
+            query = query.where(messages.c.status == status)
+        if device is not None:
+            query = query.where(messages.c.device == device)
+        query = query.order_by(messages.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            raws = (await conn.execute(query)).scalars().all()
+        return [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
+
+    async def message_rows(self, shard: str | None = None) -> list[tuple[str, MessageRecord]]:
+        """Every stored message (of one shard), oldest first, with its shard: for restore."""
+        query = sa.select(messages.c.shard, messages.c.record).order_by(messages.c.id)
+        if shard is not None:
+            query = query.where(messages.c.shard == shard)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row.shard, msgspec.json.decode(row.record, type=MessageRecord)) for row in rows]
+
+    async def lag_ms(self) -> list[int]:
+        """Per stored message, how long after its last status change its row was written."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(messages.c.stored_at - messages.c.updated))).scalars().all()
+        return [int(x) for x in rows]
+
+    async def count_messages(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar() or 0)
+
+    async def delete_older_than(self, cutoff_ms: int, batch: int = 1_000, max_batches: int = 100) -> int:
+        """Delete finished messages last changed before ``cutoff_ms``, ``batch`` rows per
+        transaction, so a large backlog never holds one long lock."""
+        deleted = 0
+        for _ in range(max_batches):
+            chosen = (sa.select(messages.c.id)
+                      .where(messages.c.updated < cutoff_ms, messages.c.status.in_(sorted(FINISHED)))
+                      .limit(batch).scalar_subquery())
+            async with self.engine.begin() as conn:
+                result = await conn.execute(sa.delete(messages).where(messages.c.id.in_(chosen)))
+            deleted += result.rowcount
+            if result.rowcount < batch:
+                break
+        return deleted
+
+    # Directory -----------------------------------------------------------------------
+
+    async def mirror_shard(self, shard: str, account: dict[str, str] | None, account_id: str | None,
+                           device_hashes: dict[str, dict[str, str]], key_records: dict[str, str]) -> None:
+        """Make the store's copy of one shard's account, devices and API keys match Redis."""
+        async with self.engine.begin() as conn:
+            if account is not None and account_id is not None:
+                await conn.execute(self._upsert(accounts, ["id"], {"fields"}),
+                                   [{"id": account_id, "fields": msgspec.json.encode(account).decode()}])
+            await self._replace(conn, devices, devices.c.shard == shard, [
+                {"id": d, "shard": shard, "fields": msgspec.json.encode(f).decode()} for d, f in device_hashes.items()])
+            if account_id is not None:
+                await self._replace(conn, api_keys, api_keys.c.account == account_id, [
+                    {"id": k, "account": account_id, "record": r} for k, r in key_records.items()])
+
+    async def _replace(self, conn: Any, table: sa.Table, owner: Any, rows: list[dict[str, str]]) -> None:
+        """Make the owner's rows of ``table`` exactly ``rows`` (by id)."""
+        gone = sa.delete(table).where(owner)
+        if rows:
+            gone = gone.where(table.c.id.not_in([row["id"] for row in rows]))
+        await conn.execute(gone)
+        if rows:
+            await conn.execute(self._upsert(table, ["id"], set(rows[0]) - {"id"}), rows)
+
+    async def directory(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]],
+                                       list[tuple[str, str]]]:
+        """Accounts (id -> hash), devices ((shard, hash)), API keys ((account, record JSON))."""
+        async with self.engine.connect() as conn:
+            found_accounts = {r.id: msgspec.json.decode(r.fields)
+                              for r in await conn.execute(sa.select(accounts.c.id, accounts.c.fields))}
+            found_devices = [(r.shard, msgspec.json.decode(r.fields))
+                             for r in await conn.execute(sa.select(devices.c.shard, devices.c.fields))]
+            found_keys = [(r.account, r.record)
+                          for r in await conn.execute(sa.select(api_keys.c.account, api_keys.c.record))]
+        return found_accounts, found_devices, found_keys
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: API workers read while the snapshotter writes; wait for a lock instead of failing."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

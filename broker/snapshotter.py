@@ -1,0 +1,231 @@
+"""The snapshotter: copies every status change from Redis to the history store, then
+lets Redis forget finished messages, so Redis memory stays flat under steady load.
+
+One pass, per shard: read the shard's event stream through the ``snapshotter``
+consumer group (first what an earlier pass read but did not acknowledge, then new
+entries), load the current records of the messages named, upsert them into the store,
+note the finished ones in the shard's trim set, then acknowledge and delete the
+entries. Finished messages whose last change is older than the hot retention window
+are then removed from Redis by ``trim-3.lua``, only if unchanged since they were
+stored. A crash anywhere loses nothing: unacknowledged entries are read again and the
+upsert never moves a stored message backwards.
+
+One snapshotter runs at a time across all workers: the holder of the
+``{snapshotter}`` lock, which expires when its holder dies. Accounts, devices and API
+keys are mirrored every :data:`DIRECTORY_EVERY` passes; history past its retention is
+deleted every :data:`RETENTION_EVERY` passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+import msgspec
+from redis.exceptions import ResponseError
+
+from broker import keys
+from broker.broker import Broker, _fields, _text
+from broker.history import FINISHED, HistoryStore
+from broker.records import MessageRecord
+
+log = logging.getLogger("connecfy.snapshotter")
+
+GROUP = "snapshotter"
+CONSUMER = "snapshotter"  # one snapshotter at a time: a successor owns what its predecessor left
+DIRECTORY_EVERY = 15
+RETENTION_EVERY = 30
+MAX_ROUNDS = 50
+
+
+class SnapshotReport(msgspec.Struct):
+    events: int = 0
+    stored: int = 0
+    trimmed: int = 0
+    deleted: int = 0
+
+
+class Batch(msgspec.Struct):
+    """Stream entries read from one shard, and the records of the messages they name."""
+
+    shard: str
+    entry_ids: list[str]
+    records: list[MessageRecord] = []
+
+
+class Snapshotter:
+    def __init__(self, broker: Broker, store: HistoryStore, *, holder: str | None = None,
+                 read_count: int = 1_000, trim_batch: int = 500, lease_ms: int | None = None) -> None:
+        self.broker = broker
+        self.redis = broker.redis
+        self.store = store
+        self.settings = broker.settings
+        self.holder = holder or uuid.uuid4().hex
+        self.read_count = read_count
+        self.trim_batch = trim_batch
+        # The lock outlives a few missed passes; a dead holder's runs out after this long.
+        self.lease_ms = lease_ms or max(10_000, 5 * self.settings.snapshot_interval_ms)
+        self.passes = 0
+        self._groups: set[str] = set()
+        self._stored_epoch: str | None = None
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
+                log.exception("snapshot failed")
+            await asyncio.sleep(self.settings.snapshot_interval_ms / 1000)
+
+    async def run_once(self, *, now_ms: int | None = None) -> SnapshotReport | None:
+        """One pass if this process holds (or takes) the snapshotter lock, else None."""
+        if not await self.broker.hold_lock(keys.SNAPSHOTTER_LOCK, self.holder, self.lease_ms):
+            return None
+        if not await self.epoch_matches():
+            return None
+        return await self.snapshot(now_ms=now_ms)
+
+    async def snapshot(self, *, now_ms: int | None = None) -> SnapshotReport:
+        report = SnapshotReport()
+        if self.passes % DIRECTORY_EVERY == 0:
+            await self.mirror_directory()
+        for shard in await self.shards():
+            for pending in (True, False):
+                for _ in range(MAX_ROUNDS):
+                    batch = await self.read(shard, pending=pending)
+                    if not batch.entry_ids:
+                        break
+                    await self.store_batch(batch, now_ms=now_ms)
+                    await self.acknowledge(batch)
+                    report.events += len(batch.entry_ids)
+                    report.stored += len(batch.records)
+                    if len(batch.entry_ids) < self.read_count:
+                        break
+        report.trimmed = await self.trim(now_ms=now_ms)
+        if self.passes % RETENTION_EVERY == 0:
+            report.deleted = await self.delete_expired_history(now_ms=now_ms)
+        self.passes += 1
+        return report
+
+    async def epoch_matches(self) -> bool:
+        """Whether this Redis and the store share one history. A Redis that lost its data
+        (no epoch) beside a store that has one is not snapshotted: its empty directory
+        would erase the store's copy. ``connecfy restore`` brings them together again."""
+        live = await self.redis.get(keys.HISTORY_EPOCH)
+        if self._stored_epoch is None:
+            self._stored_epoch = await self.store.get_meta("epoch")
+        if live is None:
+            if self._stored_epoch is not None:
+                log.error("Redis has no history epoch but the history store has one: Redis lost its "
+                          "data; run connecfy restore. Snapshots are paused.")
+                return False
+            await self.redis.set(keys.HISTORY_EPOCH, uuid.uuid4().hex, nx=True)
+            live = await self.redis.get(keys.HISTORY_EPOCH)
+        live_text = live.decode() if isinstance(live, bytes) else str(live)
+        if self._stored_epoch is None:
+            await self.store.set_meta("epoch", live_text)
+            self._stored_epoch = live_text
+        if self._stored_epoch != live_text:
+            log.error("the history store belongs to another Redis (epoch %s, Redis has %s): snapshots are paused",
+                      self._stored_epoch, live_text)
+            return False
+        return True
+
+    async def shards(self) -> list[str]:
+        return sorted([_text(tag) async for tag in self.redis.sscan_iter(keys.SHARDS)])
+
+    # The steps of a pass, in order -----------------------------------------------------
+
+    async def read(self, shard: str, *, pending: bool = False) -> Batch:
+        """Entries of one shard's stream: those read before and not yet acknowledged
+        (``pending``), else new ones; with the current records of their messages."""
+        stream = self.broker.shard(shard).events
+        if shard not in self._groups:
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(shard)
+        try:
+            reply = await self.redis.xreadgroup(GROUP, CONSUMER, {stream: "0" if pending else ">"},
+                                                count=self.read_count)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._groups.discard(shard)  # Redis lost the group (flushed): made again next time
+            return Batch(shard, [])
+        entries = reply[0][1] if reply else []
+        entry_ids = [_text(entry_id) for entry_id, _ in entries]
+        message_ids = list(dict.fromkeys(_text(fields[b"id"]) for _, fields in entries if fields))
+        records = []
+        if message_ids:
+            raws = await self.redis.hmget(self.broker.shard(shard).messages, message_ids)
+            # A message no longer in Redis was trimmed, which happens only once it is stored.
+            records = [msgspec.json.decode(raw, type=MessageRecord) for raw in raws if raw is not None]
+        return Batch(shard, entry_ids, records)
+
+    async def store_batch(self, batch: Batch, *, now_ms: int | None = None) -> None:
+        """Upsert the records, then note the finished ones for trimming."""
+        now = self.broker.clock() if now_ms is None else now_ms
+        await self.store.upsert_messages(batch.shard, batch.records, now)
+        finished = {f"{r.account}:{r.id}:{len(r.timeline)}": r.updated for r in batch.records if r.status in FINISHED}
+        if finished:
+            await self.redis.zadd(self.broker.shard(batch.shard).trim, finished)
+
+    async def acknowledge(self, batch: Batch) -> None:
+        """The entries are stored: acknowledge and delete them, so the stream stays short."""
+        if not batch.entry_ids:
+            return
+        stream = self.broker.shard(batch.shard).events
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, GROUP, *batch.entry_ids)
+            pipe.xdel(stream, *batch.entry_ids)
+            await pipe.execute()
+
+    async def trim(self, *, now_ms: int | None = None) -> int:
+        """Remove finished, stored messages older than the hot retention window."""
+        now = self.broker.clock() if now_ms is None else now_ms
+        cutoff = now - self.settings.hot_retention_seconds * 1000
+        trimmed = 0
+        for shard in await self.shards():
+            keyring = self.broker.shard(shard)
+            for _ in range(MAX_ROUNDS):
+                members = [_text(m) for m in await self.redis.zrangebyscore(
+                    keyring.trim, "-inf", cutoff, start=0, num=self.trim_batch)]
+                by_account: dict[str, list[str]] = defaultdict(list)
+                for member in members:
+                    account, message_id, version = member.split(":")
+                    by_account[account] += [message_id, version]
+                for account, pairs in by_account.items():
+                    trimmed += await self.broker.trim(shard, account, cutoff, pairs)
+                if len(members) < self.trim_batch:
+                    break
+        return trimmed
+
+    # Less often ------------------------------------------------------------------------
+
+    async def mirror_directory(self) -> None:
+        """Copy every shard's account, devices and API keys into the store."""
+        for shard in await self.shards():
+            keyring = self.broker.shard(shard)
+            device_ids = sorted(_text(d) for d in await self.redis.smembers(keyring.devices))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(keyring.account())
+                pipe.hgetall(keyring.api_keys())
+                for device_id in device_ids:
+                    pipe.hgetall(keyring.device(device_id))
+                account, key_records, *device_hashes = await pipe.execute()
+            account_id = shard[2:] if shard.startswith("a:") else None
+            await self.store.mirror_shard(
+                shard, _fields(account) if account else None, account_id,
+                {d: _fields(h) for d, h in zip(device_ids, device_hashes) if h},
+                {_text(k): _text(v) for k, v in key_records.items()})
+
+    async def delete_expired_history(self, *, now_ms: int | None = None) -> int:
+        now = self.broker.clock() if now_ms is None else now_ms
+        cutoff = now - self.settings.history_retention_days * 86_400_000
+        return await self.store.delete_older_than(cutoff)

@@ -1,0 +1,203 @@
+"""The snapshotter on a real Redis and a real store (SQLite and PostgreSQL): every
+status change reaches the store, finished messages leave Redis after the hot
+retention window and stay visible, one snapshotter at a time, retention in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from conftest import roomy_settings
+from broker import Broker, errors
+from broker.history import HistoryStore
+from broker.records import MessageRecord, OutgoingMessage
+from broker.snapshotter import GROUP, Snapshotter
+from fleet import TO, pair, self_managed
+
+HOT_MS = 60_000
+
+
+@pytest.fixture
+async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Broker:
+    """A broker on the newest real Redis with the history store attached; hot window 60 s."""
+    b = Broker(real_redis, roomy_settings(hot_retention_seconds=HOT_MS // 1000), scripts, clock=clock)
+    await b.start()
+    b.history = history_store
+    return b
+
+
+async def stored(store: HistoryStore) -> dict[str, MessageRecord]:
+    return {r.id: r for _, r in await store.message_rows()}
+
+
+async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbroker: Broker, history_store) -> None:
+    account, [device] = await self_managed(hbroker)
+    queued = (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(5)])).ids
+    claimed = [m.id for m in await hbroker.claim(device.ref, 3)]
+    await hbroker.report_status(device.ref, claimed[0], "sent")
+    await hbroker.report_status(device.ref, claimed[1], "failed", "no signal")
+    await hbroker.cancel(account, queued[4])
+    report = await Snapshotter(hbroker, history_store).run_once()
+    assert report is not None and report.events == 11
+    rows = await stored(history_store)
+    assert {i: r.status for i, r in rows.items()} == {
+        queued[0]: "sent", queued[1]: "failed", queued[2]: "claimed", queued[3]: "queued", queued[4]: "cancelled"}
+    assert rows[queued[1]].error == "no signal"
+    assert [step[0] for step in rows[queued[0]].timeline] == ["queued", "claimed", "sent"]
+    for mid in queued:  # the store holds exactly what Redis holds
+        assert rows[mid] == await hbroker.get_message(account.shard, mid)
+    events = hbroker.shard(account.shard).events
+    assert await hbroker.redis.xlen(events) == 0
+    assert (await hbroker.redis.xpending(events, GROUP))["pending"] == 0
+
+
+async def test_an_older_record_never_moves_a_stored_message_back(hbroker: Broker, history_store, clock) -> None:
+    account, [device] = await self_managed(hbroker)
+    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.claim(device.ref)
+    claimed = await hbroker.get_message(account.shard, mid)
+    clock.advance(5)
+    await hbroker.report_status(device.ref, mid, "delivered")
+    delivered = await hbroker.get_message(account.shard, mid)
+    await history_store.upsert_messages(account.shard, [delivered], clock())
+    await history_store.upsert_messages(account.shard, [claimed], clock() + 10)
+    assert (await stored(history_store))[mid] == delivered
+
+
+async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
+        hbroker: Broker, history_store, clock) -> None:
+    account, [device] = await self_managed(hbroker)
+    ids = (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(4)])).ids
+    for m in await hbroker.claim(device.ref, 2):
+        await hbroker.report_status(device.ref, m.id, "sent")
+    snapshotter = Snapshotter(hbroker, history_store)
+    counts = await hbroker.account_counts(account)
+    before = [await hbroker.get_message(account.shard, mid) for mid in ids]
+    await snapshotter.run_once()
+    clock.advance(HOT_MS - 1)
+    assert (await snapshotter.run_once()).trimmed == 0
+    clock.advance(1)
+    assert (await snapshotter.run_once()).trimmed == 2
+    messages = hbroker.shard(account.shard).messages
+    assert [await hbroker.redis.hexists(messages, mid) for mid in ids] == [False, False, True, True]
+    assert await hbroker.redis.zcard(hbroker.shard(account.shard).sent(account.id)) == 2
+    assert [await hbroker.get_message(account.shard, mid) for mid in ids] == before
+    page = await hbroker.list_messages(account)
+    assert [m.id for m in page.items] == ids[::-1] and page.next_cursor is None
+    assert [m.id for m in (await hbroker.list_messages(account, status="sent")).items] == ids[1::-1]
+    assert await hbroker.account_counts(account) == counts
+    with pytest.raises(errors.MessageNotFound):
+        await hbroker.get_message("a:someoneelse", ids[0])
+
+
+async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_is_stored(
+        hbroker: Broker, history_store, clock) -> None:
+    account, [device] = await self_managed(hbroker)
+    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.claim(device.ref)
+    await hbroker.report_status(device.ref, mid, "sent")
+    snapshotter = Snapshotter(hbroker, history_store)
+    await snapshotter.run_once()
+    clock.advance(HOT_MS)
+    await hbroker.report_status(device.ref, mid, "delivered")
+    clock.advance(HOT_MS)
+    assert await snapshotter.trim() == 0  # the stored row says sent: Redis keeps the record
+    assert (await hbroker.get_message(account.shard, mid)).status == "delivered"
+    report = await snapshotter.run_once()  # stores the delivery first, then trims
+    assert (report.stored, report.trimmed) == (1, 1)
+    assert not await hbroker.redis.hexists(hbroker.shard(account.shard).messages, mid)
+    assert (await hbroker.get_message(account.shard, mid)).status == "delivered"
+
+
+async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
+        hbroker: Broker, history_store, clock) -> None:
+    account, [one, two] = await self_managed(hbroker, devices=2)
+    snapshotter = Snapshotter(hbroker, history_store)
+    ids = []
+    for round_ in range(3):
+        for i in range(10):
+            device = (one, two)[i % 2]
+            ids += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"r{round_}m{i}", device.device_id)])).ids
+            clock.advance(1)
+        for device in (one, two):
+            for m in await hbroker.claim(device.ref, 3):
+                await hbroker.report_status(device.ref, m.id, "sent")
+        await snapshotter.run_once()
+        clock.advance(HOT_MS)  # each round's finished messages are trimmed by the next pass
+    await snapshotter.run_once()
+    assert await hbroker.redis.hlen(hbroker.shard(account.shard).messages) < len(ids)
+    everything = {mid: await hbroker.get_message(account.shard, mid) for mid in ids}
+    for status, device_id, limit in [(None, None, 7), ("sent", None, 4), ("queued", two.device_id, 3),
+                                     (None, one.device_id, 5)]:
+        expected = [mid for mid in reversed(ids) if (status is None or everything[mid].status == status)
+                    and (device_id is None or everything[mid].device == device_id)]
+        seen, cursor = [], None
+        while True:
+            page = await hbroker.list_messages(account, limit=limit, cursor=cursor, status=status,
+                                               device_id=device_id)
+            seen += [m.id for m in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == expected, (status, device_id)
+
+
+async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbroker: Broker, history_store) -> None:
+    account, [device] = await self_managed(hbroker)
+    first = Snapshotter(hbroker, history_store, lease_ms=300)
+    second = Snapshotter(hbroker, history_store, lease_ms=300)
+    assert await first.run_once() is not None
+    assert await second.run_once() is None
+    await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
+    await asyncio.sleep(0.4)  # the first one died: its lock runs out
+    report = await second.run_once()
+    assert report is not None and report.stored == 1
+    assert await first.run_once() is None
+
+
+async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, history_store, clock) -> None:
+    account, [device] = await self_managed(hbroker)
+    day = 86_400_000
+    template = await hbroker.get_message(
+        account.shard, (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
+    old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * day)
+           for i in range(2_500)]
+    young = [msgspec.structs.replace(template, id=f"NEW{i:05d}", status="sent", updated=clock() - 89 * day)
+             for i in range(3)]
+    waiting = msgspec.structs.replace(template, id="QUEUED00001", updated=clock() - 91 * day)
+    await history_store.upsert_messages(account.shard, [*old, *young, waiting], clock())
+    assert await Snapshotter(hbroker, history_store).delete_expired_history() == 2_500
+    assert sorted(await stored(history_store)) == ["NEW00000", "NEW00001", "NEW00002", "QUEUED00001"]
+
+
+async def test_accounts_devices_and_keys_are_mirrored_without_clear_secrets(hbroker: Broker, history_store) -> None:
+    account, [kept, removed] = await self_managed(hbroker, devices=2)
+    pool_phone = await pair(hbroker, None, "pool phone")
+    key = await hbroker.create_api_key(account, "backend")
+    revoked = await hbroker.create_api_key(account, "old")
+    snapshotter = Snapshotter(hbroker, history_store)
+    await snapshotter.mirror_directory()
+    await hbroker.remove_device(removed.ref)
+    await hbroker.revoke_api_key(account, revoked.info.id)
+    await snapshotter.mirror_directory()
+    accounts, devices, keys_ = await history_store.directory()
+    assert accounts[account.id]["email"] == account.email
+    assert sorted((shard, d["id"]) for shard, d in devices) == sorted(
+        [(account.shard, kept.device_id), ("p:default", pool_phone.device_id)])
+    assert [msgspec.json.decode(r)["id"] for _, r in keys_] == [key.info.id]
+    dump = repr((accounts, devices, keys_))
+    for secret in (kept.device_token, pool_phone.device_token, key.api_key):
+        assert secret not in dump
+
+
+async def test_a_redis_that_lost_its_data_is_not_snapshotted(hbroker: Broker, history_store) -> None:
+    account, [device] = await self_managed(hbroker)
+    await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
+    await Snapshotter(hbroker, history_store).run_once()
+    before = await history_store.directory()
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    assert await Snapshotter(hbroker, history_store).run_once() is None
+    assert await history_store.directory() == before
