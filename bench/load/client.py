@@ -1,0 +1,128 @@
+"""One HTTP session for the whole swarm, and the recorder every figure comes from.
+
+Every request is timed from its *planned* start, not from when the client got round to
+sending it: a phone planned to poll at t, a sender planned its n-th message at
+t0 + n/rate. A slow server therefore cannot hide behind a slow client (coordinated
+omission). The client's own lateness (actual start minus planned) is kept apart as
+``lag``: when it grows, the load generator, not the server, is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+
+KINDS = ("send", "batch", "poll", "heartbeat", "status")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0–100) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class Second:
+    """What happened in one second of the run, for the plot and the progress line."""
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Recorder:
+    """Latencies, errors and a per-second series, keyed by request kind."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, Counter[str]] = defaultdict(Counter)
+        self.lags: list[float] = []
+        self.seconds: dict[int, Second] = defaultdict(Second)
+        self.messages_accepted = 0
+
+    def now(self) -> float:
+        """Seconds since the run started (the clock every planned time is on)."""
+        return time.monotonic() - self.t0
+
+    def record(self, kind: str, planned: float, started: float, finished: float, outcome: str,
+               messages: int = 0) -> None:
+        """One request: ``outcome`` is "ok", an HTTP status such as "503", or an exception
+        name; ``messages`` is how many messages a successful send queued."""
+        latency = finished - planned
+        second = self.seconds[int(finished)]
+        second.requests[kind] += 1
+        if outcome == "ok":
+            self.latencies[kind].append(latency)
+            second.latencies[kind].append(latency)
+            second.messages += messages
+            self.messages_accepted += messages
+        else:
+            self.errors[kind][outcome] += 1
+            second.errors[kind] += 1
+        self.lags.append(started - planned)
+
+    def error_count(self) -> int:
+        return sum(sum(c.values()) for c in self.errors.values())
+
+
+class Http:
+    """aiohttp against one base URL, every call recorded under a kind."""
+
+    def __init__(self, base_url: str, recorder: Recorder, *, connections: int = 256,
+                 timeout: float = 30.0, cookies: bool = False) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.recorder = recorder
+        # Phones and API-key senders carry their credential in each request; only a
+        # dashboard session keeps cookies, each in a session of its own.
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            cookie_jar=aiohttp.CookieJar(unsafe=True) if cookies else aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(self, kind: str | None, method: str, path: str, *, planned: float | None = None,
+                   ok: tuple[int, ...] = (200, 201, 202, 204), messages: int = 0,
+                   **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        """Make one request; returns (status, decoded JSON body or None, headers).
+        Status 0 means no HTTP answer (connection refused, reset, timeout)."""
+        started = self.recorder.now()
+        planned = started if planned is None else planned
+        body: Any = None
+        headers: dict[str, str] = {}
+        try:
+            async with self.session.request(method, self.base_url + path, **kwargs) as response:
+                raw = await response.read()
+                status = response.status
+                headers = dict(response.headers)
+            if raw:
+                try:
+                    body = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    body = None
+            outcome = "ok" if status in ok else str(status)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            status, outcome = 0, type(exc).__name__
+        if kind is not None:
+            self.recorder.record(kind, planned, started, self.recorder.now(), outcome,
+                                 messages if outcome == "ok" else 0)
+        return status, body, headers
+
+
+def retry_after(headers: dict[str, str], default: float) -> float:
+    """Seconds a 429 or 503 asks to wait, or ``default``."""
+    try:
+        return max(0.0, float(headers.get("Retry-After", default)))
+    except ValueError:
+        return default

@@ -1,0 +1,184 @@
+"""The server under test: a ``connecfy serve`` started by the bench, or one at ``--target``.
+
+A local server gets settings scaled to the run: the auth limit out of the way (a swarm
+pairs thousands of phones from one address), the server-wide poll limit, presence TTL
+and lease shrunk by the time scale so that a phone polling ten times as often is
+neither refused nor taken for offline. A target keeps its own settings; the bench
+raises only its own accounts' limits, through the operator's endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis.asyncio as aioredis
+
+READY_TIMEOUT = 60.0
+
+
+def connecfy_command() -> list[str]:
+    beside = Path(sys.executable).parent / "connecfy"
+    found = str(beside) if beside.exists() else shutil.which("connecfy")
+    return [found] if found else [sys.executable, "-m", "broker.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scaled_settings(time_scale: float) -> dict[str, str]:
+    """``CONNECFY_*`` for a local server whose phones run ``1/time_scale`` times faster."""
+    polls_per_minute = math.ceil(3 / time_scale)          # a phone polls every 20 s
+    return {
+        "CONNECFY_AUTH_PER_MINUTE": "1000000",
+        "CONNECFY_AUTH_BURST": "1000000",
+        "CONNECFY_SIGNUP_OPEN": "true",
+        "CONNECFY_TASKS_PER_MINUTE": str(max(6, 4 * polls_per_minute)),
+        "CONNECFY_TASKS_BURST": str(max(10, 4 * polls_per_minute)),
+        "CONNECFY_PRESENCE_TTL_SECONDS": str(max(2, math.ceil(45 * time_scale))),
+        "CONNECFY_LEASE_SECONDS": str(max(3, math.ceil(120 * time_scale))),
+    }
+
+
+@dataclass
+class Deployment:
+    base_url: str
+    operator_email: str
+    operator_password: str
+    workers: int | None = None           # known only for a local server
+    redis_url: str | None = None         # for memory, the no-op baseline and a restart
+    server_pid: int | None = None        # for CPU: the process and all its children
+    restart_command: str | None = None   # how to restart Redis on a target
+
+    def processes(self) -> list[psutil.Process]:
+        if self.server_pid is None:
+            return []
+        try:
+            root = psutil.Process(self.server_pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server and every child (workers, private Redis)."""
+        if self.server_pid is None:
+            return None
+        total = 0.0
+        for process in self.processes():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    async def redis_memory(self) -> int | None:
+        if not self.redis_url:
+            return None
+        client = aioredis.from_url(self.redis_url, socket_timeout=2)
+        try:
+            return int((await client.info("memory"))["used_memory"])
+        except (aioredis.RedisError, OSError):
+            return None
+        finally:
+            await client.aclose()
+
+    async def restart_redis(self) -> None:
+        """Restart Redis. A local server's private Redis is shut down cleanly (its
+        append-only file flushed) and ``connecfy serve`` starts it again; a target's
+        is restarted by ``--redis-restart-command``."""
+        if self.restart_command:
+            process = await asyncio.create_subprocess_shell(self.restart_command)
+            if await process.wait() != 0:
+                raise RuntimeError(f"{self.restart_command!r} exited with {process.returncode}")
+            return
+        if not self.redis_url:
+            raise RuntimeError("no way to restart Redis: give --redis-restart-command")
+        client = aioredis.from_url(self.redis_url)
+        try:
+            await client.shutdown()
+        except (aioredis.ConnectionError, OSError):
+            pass  # the connection drops as Redis exits
+        finally:
+            await client.aclose()
+
+
+class LocalServer:
+    """``connecfy serve`` in a temp data dir, with its private Redis and an operator."""
+
+    def __init__(self, *, workers: int, time_scale: float, extra: dict[str, str] | None = None) -> None:
+        self.workers = workers
+        self.settings = {**scaled_settings(time_scale), **(extra or {})}
+        self.dir = Path(tempfile.mkdtemp(prefix="connecfy-bench-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Deployment:
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("CONNECFY_")}
+        env.update(self.settings)
+        with open(self.dir / "server.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [*connecfy_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--data-dir", str(self.dir), "--workers", str(self.workers)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        base_url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._ready(base_url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"connecfy serve did not start:\n{self.log()}")
+            time.sleep(0.2)
+        email, password = "operator@bench.invalid", "bench-operator-password"
+        created = subprocess.run(
+            [*connecfy_command(), "operator", "create", "--email", email, "--password-stdin",
+             "--data-dir", str(self.dir)], input=password + "\n", capture_output=True, text=True,
+            env=env, timeout=60)
+        if created.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"operator create failed: {created.stdout}{created.stderr}")
+        socket_path = (self.dir / "redis" / "redis.sock").resolve()
+        return Deployment(base_url, email, password, workers=self.workers,
+                          redis_url=f"unix://{socket_path}", server_pid=self.process.pid)
+
+    def _ready(self, base_url: str) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                return conn.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "server.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; the data dir is removed. Returns the exit status."""
+        status = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                status = self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        elif self.process is not None:
+            status = self.process.returncode
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return status

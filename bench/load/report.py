@@ -1,0 +1,104 @@
+"""What a run prints and writes: the live progress line, the table, JSON and a PNG."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.load.client import KINDS, Recorder, percentile
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def progress_line(recorder: Recorder, elapsed: float, open_messages: int, phase: str) -> str:
+    """One line on the last full second: requests and p99 latency per kind, errors (and
+    the total so far), accepted messages not yet finished by the phones."""
+    second = recorder.seconds.get(int(elapsed) - 1)
+    parts = [f"{elapsed:6.0f}s {phase:<8}"]
+    for kind in KINDS:
+        count = second.requests[kind] if second else 0
+        p99 = percentile(second.latencies[kind], 99) if second else 0.0
+        parts.append(f"{kind} {count:>4}/s {p99 * 1000:>4.0f}ms")
+    errors = sum(second.errors.values()) if second else 0
+    parts.append(f"err {errors}/s ({recorder.error_count()})")
+    parts.append(f"open {open_messages}")
+    return " | ".join(parts)
+
+
+def latency_row(name: str, values: list[float], seconds: float, errors: int) -> dict[str, Any]:
+    return {"name": name, "count": len(values), "per_second": len(values) / seconds if seconds else 0.0,
+            "p50_ms": percentile(values, 50) * 1000, "p95_ms": percentile(values, 95) * 1000,
+            "p99_ms": percentile(values, 99) * 1000, "max_ms": max(values, default=0.0) * 1000,
+            "errors": errors}
+
+
+def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
+    w = out.write
+    w(f"\nscenario {result['scenario']}: {result['phones']} phones, {result['rate']} messages/s planned, "
+      f"{result['seconds']} s of load, time scale {result['time_scale']}, target {result['target']}\n\n")
+    w(f"{'':24} {'count':>9} {'per s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'errors':>7}\n")
+    for row in result["requests"] + result["end_to_end"]:
+        w(f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {row['p50_ms']:>9,.1f} "
+          f"{row['p95_ms']:>9,.1f} {row['p99_ms']:>9,.1f} {row['max_ms']:>9,.1f} {row['errors']:>7,}\n")
+    if result.get("errors"):
+        w(f"\nerrors by kind: {json.dumps(result['errors'])}\n")
+    lag = result["client_lag_ms"]
+    w(f"client lag (planned → sent): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms"
+      " (large values mean the load generator, not the server, fell behind)\n")
+    server = result["server"]
+    cpu = "n/a" if server["cpu_percent"] is None else f"{server['cpu_percent']:.0f}% of one core"
+    mem = "n/a" if server["redis_used_memory_max"] is None else f"{server['redis_used_memory_max'] / 2**20:,.1f} MiB max"
+    w(f"server CPU during load: {cpu}; Redis used_memory: {mem}; load generator CPU: "
+      f"{result['client_cpu_percent']:.0f}% of one core\n")
+    for line in result.get("ratios", []):
+        w(f"{line}\n")
+    for name, figures in result.get("scenario_figures", {}).items():
+        w(f"{name}: {json.dumps(figures)}\n")
+    inv = result["invariants"]
+    verdict = "OK" if inv["ok"] else "BROKEN"
+    w(f"\ninvariants {verdict}: {inv['accepted']:,} accepted; final states {inv['final_states']}; "
+      f"lost {inv['lost']}, claimed by two phones {inv['claimed_twice']}, status mismatch "
+      f"{inv['status_mismatch']}, unknown claims {inv['unknown_claims']}, unfinished on server "
+      f"{inv['not_final_on_server']}; redeliveries to the same phone {inv['redeliveries']}, sends without "
+      f"an answer {inv['uncertain_sends']}, queued without a 202 {inv['queued_without_202']}\n")
+    if not inv["ok"]:
+        w(f"examples: {json.dumps(inv['examples'])}\n")
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def write_plot(path: Path, recorder: Recorder, result: dict[str, Any]) -> None:
+    """Throughput (requests and messages per second) and p99 latency per kind over time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = sorted(recorder.seconds)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    for kind in KINDS:
+        top.plot(seconds, [recorder.seconds[s].requests[kind] for s in seconds], label=f"{kind} req/s")
+        bottom.plot(seconds, [percentile(recorder.seconds[s].latencies[kind], 99) * 1000 for s in seconds],
+                    label=f"{kind} p99")
+    top.plot(seconds, [recorder.seconds[s].messages for s in seconds], "k--", label="messages accepted/s")
+    top.plot(seconds, [sum(recorder.seconds[s].errors.values()) for s in seconds], "r:", label="errors/s")
+    top.set_ylabel("per second")
+    top.legend(loc="upper right", fontsize=8)
+    bottom.set_ylabel("p99 latency (ms)")
+    bottom.set_xlabel("seconds since start")
+    bottom.legend(loc="upper right", fontsize=8)
+    for name, at in result.get("marks", {}).items():
+        for axis in (top, bottom):
+            axis.axvline(at, color="grey", linewidth=0.8)
+        top.annotate(name, (at, 0), fontsize=8, rotation=90, va="bottom")
+    figure.suptitle(f"{result['scenario']}: {result['phones']} phones, {result['rate']} msg/s planned")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
