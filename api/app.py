@@ -26,6 +26,7 @@ from litestar.openapi import OpenAPIConfig
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
 from api.credentials import DEPENDENCIES
+from api.dashboard import dashboard_router, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
@@ -131,7 +132,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
     return Litestar(
         route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
                         ApiKeysController, StatsController, AuthController, HealthController, MetricsController,
-                        AccountLimitsController, OperatorController],
+                        AccountLimitsController, OperatorController, dashboard_router],
+        template_config=template_config,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
         before_request=check_body,

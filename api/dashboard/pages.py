@@ -1,0 +1,190 @@
+"""The dashboard's pages: read through the broker and the JSON API's converters, render
+with Jinja. Changes go through the JSON API from ``static/app.js``.
+
+A page request without a live session is redirected to the login page (HTML), never
+answered with the JSON 401 of the API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Controller, MediaType, Request, Response, Router, get
+from litestar.connection import ASGIConnection
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.handlers import BaseRouteHandler
+from litestar.response import Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from api.api_keys import key_out
+from api.credentials import SESSION_COOKIE, session_guard
+from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
+from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
+from api.devices import device_out
+from api.errors import ApiError
+from api.limits import limits_out, request_out
+from api.sms import message_out
+from broker import Broker, errors, ids
+from broker.records import STATUSES, Account
+from broker.segments import GSM_BASIC, GSM_EXTENSION
+
+HERE = Path(__file__).parent
+LOGIN_PATH = "/login/"
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a live session."""
+
+
+async def page_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The API's session guard, with "log in first" turned into a redirect."""
+    try:
+        await session_guard(connection, handler)
+    except ApiError as exc:
+        if exc.status_code == 401:
+            raise LoginRequired from None
+        raise
+
+
+def see_other(location: str) -> Response[str]:
+    return Response("", status_code=303, media_type=MediaType.TEXT, headers={"location": location})
+
+
+def _to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[str]:
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path  # as asked: trailing slash kept
+    target = path + (f"?{request.url.query}" if request.url.query else "")
+    return see_other(f"{LOGIN_PATH}?next={quote(target, safe='')}")
+
+
+def local_next(value: str | None) -> str:
+    """Where to go after logging in: a path on this server only (no open redirect)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def server_url(request: Request[Any, Any, Any]) -> str:
+    """The base URL the browser used to reach the dashboard: what the phone should call."""
+    return str(request.base_url).rstrip("/")
+
+
+def _page(name: str, request: Request[Any, Any, Any], nav: str, **context: Any) -> Template:
+    account: Account | None = getattr(request.state, "account", None)
+    return Template(template_name=name, context={"account": account, "nav": nav, **context})
+
+
+class PublicPages(Controller):
+    """Sign up and log in: the only pages open without a session."""
+
+    path = "/"
+
+    @get("/login/")
+    async def login(self, request: Request[Any, Any, Any], broker: Broker, next: str | None = None) -> Response[Any]:
+        target = local_next(next)
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if session_id and await broker.get_session(session_id) is not None:
+            return see_other(target)
+        return _page("login.html", request, "login", next=target)
+
+    @get("/signup/")
+    async def signup(self, request: Request[Any, Any, Any], broker: Broker) -> Template:
+        return _page("signup.html", request, "signup", signup_open=broker.settings.signup_open)
+
+
+class AccountPages(Controller):
+    """Everything behind the login."""
+
+    path = "/"
+    guards = [page_guard]
+
+    @get("/")
+    async def overview(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        page = await broker.list_messages(account, limit=RECENT_MESSAGES)
+        activity = hourly_activity(page.items, broker.clock(), truncated=page.next_cursor is not None)
+        return _page("overview.html", request, "overview", activity=activity)
+
+    @get("/devices/")
+    async def devices(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        return _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
+
+    @get("/devices/add/")
+    async def add_device(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
+                         pool: bool = False) -> Template:
+        pool = pool and account.operator
+        known = await broker.list_devices(None if pool else account) if pool or account.account_type != "api_only" \
+            else []
+        return _page("add_device.html", request, "devices", pool=pool, server_url=server_url(request),
+                     known_device_ids=[d.device_id for d in known],
+                     code_ttl_seconds=broker.settings.pairing_code_ttl_seconds)
+
+    @get("/devices/pairing-qr.svg")
+    async def pairing_qr(self, request: Request[Any, Any, Any], code: str) -> Response[str]:
+        """The QR code of a pairing code (the code itself is made by the JSON API)."""
+        if not ids.is_plain_id(code, max_chars=32):
+            raise ApiError(400, "invalid_request", "code must be letters and digits")
+        svg = pairing_qr_svg(pairing_uri(server_url(request), code))
+        return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
+
+    @get("/send/")
+    async def send(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        tables = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
+        return _page("send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=tables)
+
+    @get("/messages/")
+    async def messages(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
+                       status: str | None = None, device_id: str | None = None,
+                       cursor: str | None = None) -> Template:
+        status = status or None
+        device_id = device_id or None
+        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        problem = None
+        items: list[Any] = []
+        next_cursor = None
+        try:
+            page = await broker.list_messages(account, limit=50, cursor=cursor or None, status=status,
+                                              device_id=device_id)
+            items = [message_out(r) for r in page.items]
+            next_cursor = page.next_cursor
+        except errors.InvalidInput as exc:
+            problem = exc.detail
+        filters = {k: v for k, v in {"status": status, "device_id": device_id}.items() if v}
+        return _page("messages.html", request, "messages", messages=items, next_cursor=next_cursor,
+                     statuses=STATUSES, devices=[device_out(d) for d in devices],
+                     device_names={d.device_id: d.device_name for d in devices}, filters=filters,
+                     paged=bool(cursor), problem=problem)
+
+    @get("/api-keys/")
+    async def api_keys(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        keys_ = [key_out(k) for k in await broker.list_api_keys(account)]
+        return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
+
+    @get("/settings/")
+    async def settings(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        own = [request_out(r) for r in await broker.list_limit_requests(account_id=account.id)]
+        operator: dict[str, Any] = {}
+        if account.operator:
+            operator = {
+                "pending": [request_out(r) for r in await broker.list_limit_requests(status="pending")],
+                "pool": [device_out(d) for d in await broker.list_devices(None)],
+            }
+        return _page("settings.html", request, "settings", limits=await limits_out(broker, account),
+                     requests=own, operator=operator)
+
+
+template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+
+dashboard_router = Router(
+    path="/",
+    route_handlers=[
+        PublicPages,
+        AccountPages,
+        create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),
+    ],
+    include_in_schema=False,
+    exception_handlers={LoginRequired: _to_login},
+)

@@ -1,0 +1,348 @@
+/* Connecfy dashboard: every change is a call to the JSON API with the session cookie
+   and the CSRF token; the pages only render what the server read. No dependencies. */
+"use strict";
+
+const POLL_MS = 3000;
+
+function cookie(name) {
+  const found = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
+/* One JSON API call: {ok, status, body}. Unsafe methods echo the csrftoken cookie. */
+async function api(method, path, body, headers) {
+  const init = { method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json" }, headers || {}) };
+  if (!["GET", "HEAD"].includes(method)) init.headers["X-CSRFToken"] = cookie("csrftoken");
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    return { ok: false, status: 0, body: { detail: "the server could not be reached; check the connection and try again" } };
+  }
+  if (response.status === 401 && !path.startsWith("/api/auth/")) {
+    location.href = "/login/?next=" + encodeURIComponent(location.pathname + location.search);
+  }
+  const text = await response.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch (err) { parsed = { detail: text }; }
+  return { ok: response.ok, status: response.status, body: parsed };
+}
+
+function problem(result) {
+  const body = result.body || {};
+  let text = body.detail || "something went wrong (" + result.status + ")";
+  if (result.status === 429 && body.code !== "quota_exceeded") text += " — try again shortly";
+  return text;
+}
+
+function toast(text) {
+  const box = document.querySelector(".toast");
+  if (!box) return;
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+/* Fields to a JSON body: numbers as numbers, empty optional fields left out. */
+function formBody(form) {
+  const body = {};
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if ((el.type === "radio" || el.type === "checkbox") && !el.checked) continue;
+    if (el.value === "" && !el.required) continue;
+    body[el.name] = el.type === "number" ? Number(el.value) : el.value;
+  }
+  return body;
+}
+
+function showError(form, text) {
+  const box = form.querySelector(".error");
+  if (box) { box.textContent = text; box.hidden = !text; }
+}
+
+const afterSubmit = {
+  reload: () => location.reload(),
+  sent: (form, body) => {
+    const box = form.parentElement.querySelector("[data-sent]");
+    box.replaceChildren(
+      el("p", {}, el("strong", {}, "Queued."), " " + body.segments + " segment(s) to " + body.to + ". "),
+      el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" }, "see its status")));
+    box.hidden = false;
+    form.elements.message.value = "";
+    form.elements.message.dispatchEvent(new Event("input"));
+    delete form.dataset.idempotencyKey;
+  },
+  "key-created": (form, body) => {
+    const box = document.querySelector("[data-new-key]");
+    box.querySelector("[data-key-value]").textContent = body.api_key;
+    const payload = JSON.stringify({ api_key: body.api_key, to: "+15551234567", message: "Hello from Connecfy" });
+    box.querySelector("[data-curl]").textContent =
+      "curl -X POST " + box.dataset.server + "/api/external/send/ \\\n  -H 'Content-Type: application/json' \\\n  -d '" + payload + "'";
+    box.hidden = false;
+    form.reset();
+    toast("Key \u201c" + body.name + "\u201d created");
+  },
+};
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  node.append(...children);
+  return node;
+}
+
+async function submitApiForm(event) {
+  const form = event.target.closest("form[data-api]");
+  if (!form) return;
+  event.preventDefault();
+  const [method, path] = form.dataset.api.split(" ");
+  const button = form.querySelector("[type=submit]");
+  showError(form, "");
+  if (button) button.disabled = true;
+  const headers = {};
+  if (form.hasAttribute("data-idempotent")) {
+    /* A retried click of the same form sends the same key: the message is queued once. */
+    form.dataset.idempotencyKey = form.dataset.idempotencyKey || crypto.getRandomValues(new Uint32Array(4)).join("-");
+    headers["Idempotency-Key"] = form.dataset.idempotencyKey;
+  }
+  const result = await api(method, path, formBody(form), headers);
+  if (button) button.disabled = false;
+  if (!result.ok) {
+    if (result.status !== 409 || !form.dataset.idempotencyKey) delete form.dataset.idempotencyKey;
+    showError(form, problem(result));
+    return;
+  }
+  const then = form.dataset.then || "reload";
+  if (then.startsWith("go:")) location.href = then.slice(3);
+  else if (then.startsWith("toast:")) toast(then.slice(6));
+  else afterSubmit[then](form, result.body);
+}
+
+const actions = {
+  logout: async () => {
+    await api("POST", "/api/auth/logout/");
+    location.href = "/login/";
+  },
+  "remove-device": async (button) => {
+    if (!confirm("Remove " + button.dataset.name + "? Its token stops working at once.")) return;
+    const result = await api("DELETE", "/api/devices/" + button.dataset.deviceId + "/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  "cancel-message": async (button) => {
+    const result = await api("POST", "/api/sms/" + button.dataset.messageId + "/cancel/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  "revoke-key": async (button) => {
+    if (!confirm("Revoke " + button.dataset.name + "? Senders using it get 401 from now on.")) return;
+    const result = await api("DELETE", "/api/api-keys/" + button.dataset.keyId + "/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  decide: async (button) => {
+    const id = button.dataset.requestId;
+    const note = document.getElementById("note-" + id).value;
+    const result = await api("POST", "/api/operator/limit-requests/" + id + "/" + button.dataset.decision + "/", { note });
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  copy: async (button) => {
+    const text = document.querySelector(button.dataset.copyFrom).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      toast("Copied");
+    } catch (err) {
+      const range = document.createRange();
+      range.selectNodeContents(document.querySelector(button.dataset.copyFrom));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      toast("Selected: press Ctrl+C to copy");
+    }
+  },
+  "new-code": () => newPairingCode(),
+};
+
+/* Times: local, and relative when recent. */
+function ago(iso) {
+  const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 5) return "just now";
+  if (seconds < 60) return seconds + " s ago";
+  if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+  if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+  return new Date(iso).toLocaleString();
+}
+
+function localTimes(root) {
+  for (const t of (root || document).querySelectorAll("time[datetime]")) {
+    t.title = new Date(t.dateTime).toLocaleString();
+    t.textContent = ago(t.dateTime);
+  }
+}
+
+function timeNode(iso, empty) {
+  if (!iso) return el("span", { class: "muted" }, empty || "never");
+  const t = el("time", { datetime: iso }, "");
+  localTimes({ querySelectorAll: () => [t] });
+  return t;
+}
+
+/* Presence without a reload: the devices list and the overview poll GET /api/devices/. */
+function presenceBadge(online) {
+  return el("span", { class: "badge " + (online ? "online" : "offline"), "data-field": "presence" }, online ? "Online" : "Offline");
+}
+
+function updateDeviceCards(devices) {
+  const list = document.querySelector("[data-live-devices]");
+  const shown = [...list.querySelectorAll(":scope > li[data-device-id]")].map((n) => n.dataset.deviceId).sort().join();
+  if (devices.map((d) => d.device_id).sort().join() !== shown) return location.reload();
+  for (const d of devices) {
+    const card = list.querySelector(':scope > li[data-device-id="' + d.device_id + '"]');
+    card.querySelector('[data-field="presence"]').replaceWith(presenceBadge(d.online));
+    card.querySelector('[data-field="last_seen"]').replaceChildren(timeNode(d.last_seen));
+    card.querySelector('[data-field="battery"]').textContent = d.battery === null ? "–" : d.battery + " %";
+    card.querySelector('[data-field="android_version"]').textContent = d.android_version || "–";
+    card.querySelector('[data-field="app_version"]').textContent = d.app_version || "–";
+    for (const dd of card.querySelectorAll("[data-count]")) dd.textContent = d.counts[dd.dataset.count] || 0;
+  }
+}
+
+function updateOverview(stats) {
+  const online = stats.devices.filter((d) => d.online).length;
+  const values = Object.assign({}, stats, {
+    success_rate: stats.sent + stats.failed ? stats.success_rate.toFixed(1) + " %" : "–",
+    waiting: stats.queued + stats.claimed,
+    devices_online: online + " of " + stats.devices.length,
+  });
+  for (const node of document.querySelectorAll("[data-stat]")) node.textContent = values[node.dataset.stat];
+  const list = document.querySelector("[data-live-device-list]");
+  if (!list) return;
+  list.replaceChildren(...stats.devices.map((d) => el("li", { "data-device-id": d.device_id },
+    presenceBadge(d.online), " ", el("a", { href: "/devices/" }, d.device_name), " ",
+    el("span", { class: "muted" }, "last seen "), timeNode(d.last_seen))));
+  document.querySelector("[data-when-no-devices]").hidden = stats.devices.length > 0;
+  document.body.dataset.statsLoaded = "true";
+}
+
+function poll(path, render) {
+  let running = false;
+  const tick = async () => {
+    if (running || document.hidden) return;
+    running = true;
+    const result = await api("GET", path);
+    running = false;
+    if (result.ok) render(result.body);
+  };
+  tick();
+  setInterval(tick, POLL_MS);
+}
+
+/* Add Device: a fresh one-time code from the JSON API, its QR code, the countdown, and a
+   note as soon as a phone has used it. */
+let countdown = null;
+
+async function newPairingCode() {
+  const box = document.querySelector("[data-pairing]");
+  const pool = box.dataset.pool === "true";
+  const result = await api("POST", "/api/devices/pairing-codes/", pool ? { pool: true } : undefined);
+  const error = box.querySelector(".error");
+  if (!result.ok) {
+    error.textContent = problem(result);
+    error.hidden = false;
+    return;
+  }
+  error.hidden = true;
+  const { code, expires_at: expiresAt } = result.body;
+  box.querySelector("[data-pairing-code]").textContent = code;
+  const img = box.querySelector("[data-pairing-qr]");
+  img.src = "/devices/pairing-qr.svg?code=" + encodeURIComponent(code);
+  img.hidden = false;
+  box.dataset.code = code;
+  const expiry = box.querySelector("[data-pairing-expiry]");
+  clearInterval(countdown);
+  const show = () => {
+    const left = Math.max(0, Math.round((Date.parse(expiresAt) - Date.now()) / 1000));
+    if (left === 0) {
+      expiry.textContent = "This code has expired: make a new one.";
+      box.classList.add("expired");
+      clearInterval(countdown);
+      return;
+    }
+    box.classList.remove("expired");
+    expiry.textContent = "Expires in " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") + " · works once";
+  };
+  show();
+  countdown = setInterval(show, 1000);
+}
+
+function watchPairing() {
+  const box = document.querySelector("[data-pairing]");
+  const known = new Set(box.dataset.known.split(",").filter(Boolean));
+  const path = box.dataset.pool === "true" ? "/api/devices/?pool=true" : "/api/devices/";
+  poll(path, (devices) => {
+    const fresh = devices.filter((d) => !known.has(d.device_id));
+    if (!fresh.length) return;
+    const note = box.querySelector("[data-paired]");
+    note.replaceChildren(...fresh.map((d) => el("span", { "data-paired-device": d.device_id },
+      "\u2713 " + d.device_name + " is paired and " + (d.online ? "online" : "waiting for its first heartbeat") + ". ")),
+      el("a", { href: box.dataset.pool === "true" ? "/settings/" : "/devices/" }, "See it"));
+    note.hidden = false;
+  });
+}
+
+/* Segments as the phone will split the text: the GSM 03.38 tables come from the server
+   (broker/segments.py); the packing mirrors count_segments there. */
+function segmentsOf(text, tables) {
+  const chars = Array.from(text);
+  const inBasic = (c) => tables.basic.includes(c);
+  const inExt = (c) => tables.extension.includes(c);
+  let encoding, sizes, single, part;
+  if (chars.every(inBasic)) {
+    [encoding, sizes, single, part] = ["GSM-7", chars.map(() => 1), 160, 153];
+  } else if (chars.every((c) => inBasic(c) || inExt(c))) {
+    [encoding, sizes, single, part] = ["GSM-7", chars.map((c) => (inExt(c) ? 2 : 1)), 160, 153];
+  } else {
+    [encoding, sizes, single, part] = ["UCS-2", chars.map((c) => c.length), 70, 67];
+  }
+  const units = sizes.reduce((a, b) => a + b, 0);
+  if (units === 0) return { encoding, count: 0, units };
+  if (units <= single) return { encoding, count: 1, units };
+  let count = 1, room = part;
+  for (const size of sizes) {
+    if (size > room) { count += 1; room = part; }
+    room -= size;
+  }
+  return { encoding, count, units };
+}
+
+function watchSegments() {
+  const tables = JSON.parse(document.getElementById("gsm-tables").textContent);
+  const area = document.getElementById("message");
+  const render = () => {
+    const s = segmentsOf(area.value, tables);
+    document.querySelector("[data-seg-chars]").textContent = Array.from(area.value).length;
+    document.querySelector("[data-seg-encoding]").textContent = s.encoding;
+    document.querySelector("[data-seg-count]").textContent = s.count;
+  };
+  area.addEventListener("input", render);
+  render();
+}
+
+document.addEventListener("submit", submitApiForm);
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-action]");
+  if (button && actions[button.dataset.action]) {
+    event.preventDefault();
+    actions[button.dataset.action](button);
+  }
+});
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
+  setInterval(localTimes, 15000);
+  if (document.querySelector("[data-live-devices]")) poll("/api/devices/", updateDeviceCards);
+  if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
+  if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
+  if (document.getElementById("gsm-tables")) watchSegments();
+  document.body.dataset.ready = "true";
+});

@@ -1,0 +1,139 @@
+"""Headless Chromium (Debian's ``chromium`` package, driven by Playwright for Python)
+against a real ``connecfy serve``, for the dashboard tests.
+
+One browser for the test session; each person gets a browser context of their own (own
+cookies). :func:`shoot` writes desktop- and phone-width screenshots of a page into
+``tests/screenshots/`` and checks the phone width needs no horizontal scrolling.
+Without Chromium or Playwright the tests skip on a workstation and fail when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from e2e_server import ServerProcess
+
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# Many sign-ups and pairings from 127.0.0.1 within a minute: the per-address auth limit
+# is raised for this server only (the limit itself is tested elsewhere).
+SERVER_SETTINGS = {"CONNECFY_AUTH_PER_MINUTE": "1000", "CONNECFY_AUTH_BURST": "1000"}
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing; CI must install it (.ci/run)")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (pip)")
+    executable = chromium_path()
+    if executable is None:
+        _missing("chromium (Debian package)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("dashboard"), settings=SERVER_SETTINGS).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+class Person:
+    """One person at a browser: their own context (cookies) and page on the server."""
+
+    def __init__(self, browser: Any, base_url: str) -> None:
+        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("dialog", lambda dialog: dialog.accept())
+
+    def open(self, path: str) -> Any:
+        self.page.goto(path)
+        self.page.wait_for_selector("body[data-ready=true]")
+        return self.page
+
+    def signup(self, email: str, password: str, account_type: str = "self_managed") -> None:
+        page = self.open("/signup/")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(password)
+        page.locator(f"input[name=account_type][value={account_type}]").check()
+        page.get_by_role("button", name="Sign up").click()
+        page.wait_for_url(lambda url: urlparse(url).path == "/")
+
+    def login(self, email: str, password: str, path: str = "/") -> None:
+        page = self.open(f"/login/?next={path}")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(lambda url: urlparse(url).path == path)
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A JSON API call from inside the page, as the dashboard's own script makes it."""
+        status, answer = self.page.evaluate(
+            """async ([method, path, body]) => {
+                const headers = {"X-CSRFToken": document.cookie.match(/csrftoken=([^;]+)/)[1]};
+                const init = {method, headers, credentials: "same-origin"};
+                if (body !== null) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+                const r = await fetch(path, init);
+                const text = await r.text();
+                return [r.status, text ? JSON.parse(text) : null];
+            }""", [method, path, body])
+        return status, answer
+
+    def close(self) -> None:
+        assert not self.errors, f"script errors on the page: {self.errors}"
+        self.context.close()
+
+
+def unlabelled_controls(page: Any) -> list[str]:
+    """Visible form controls that have no label a screen reader would announce."""
+    return page.evaluate("""() => [...document.querySelectorAll("input, select, textarea")]
+        .filter((el) => el.type !== "hidden" && el.offsetParent !== null)
+        .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+        .map((el) => el.outerHTML)""")
+
+
+def horizontal_overflow(page: Any) -> int:
+    """How many pixels the page is wider than the window (0: no sideways scrolling)."""
+    return page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+
+
+def shoot(page: Any, name: str) -> None:
+    """``<name>-desktop.png`` and ``<name>-phone.png`` of the whole page; at phone width
+    nothing may stick out sideways and every control must have a label."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    assert unlabelled_controls(page) == [], name
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    assert horizontal_overflow(page) <= 0, f"{name}: wider than a {PHONE['width']} px phone"
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
