@@ -2,7 +2,8 @@
 
 ``connecfy --version`` prints the version; ``connecfy selfcheck`` starts a private Redis
 (or uses ``REDIS_URL``), loads every script and walks one message through pairing,
-heartbeat, send, claim and report, printing each step.
+heartbeat, send, claim and report, printing each step. ``connecfy restore`` rebuilds an
+empty Redis from the history store.
 """
 
 from __future__ import annotations
@@ -85,6 +86,36 @@ def operator_create(settings: Settings, email: str, password_stdin: bool, data_d
     return 0
 
 
+async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
+    from broker.history import HistoryStore
+    from broker.restore import restore
+
+    client = aioredis.from_url(url)
+    store = HistoryStore.from_settings(settings, data_dir)
+    try:
+        await store.start()
+        broker = Broker(client, settings)
+        await broker.start()
+        report = await restore(broker, store)
+        return (f"restored {report.accounts} accounts, {report.devices} devices, {report.api_keys} API keys and "
+                f"{report.live_messages} unfinished messages ({report.stored_messages} messages in the store)")
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+def restore_command(settings: Settings, data_dir: str | None) -> int:
+    from api.server import redis_url_for
+    from broker.restore import RestoreRefused
+
+    try:
+        print(asyncio.run(_restore(redis_url_for(settings, data_dir), settings, data_dir)))
+    except RestoreRefused as exc:
+        print(f"connecfy: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="connecfy", description="Connecfy SMS gateway")
     parser.add_argument("--version", action="version", version=f"connecfy {__version__}")
@@ -101,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--email", required=True)
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     create.add_argument("--data-dir", default=None)
+    restore = commands.add_parser(
+        "restore", help="rebuild an empty Redis (after a total loss) from the history store")
+    restore.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -115,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_server(settings, host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
     if args.command == "operator":
         return operator_create(settings, args.email, args.password_stdin, args.data_dir)
+    if args.command == "restore":
+        return restore_command(settings, args.data_dir)
     parser.print_help()
     return 2
 
