@@ -130,6 +130,7 @@ def shoot(page: Any, name: str) -> None:
     """``<name>-desktop.png`` and ``<name>-phone.png`` of the whole page; at phone width
     nothing may stick out sideways and every control must have a label."""
     SCREENSHOTS.mkdir(exist_ok=True)
+    page.evaluate("() => { document.querySelector('.toast').hidden = true; }")
     assert unlabelled_controls(page) == [], name
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"), full_page=True)

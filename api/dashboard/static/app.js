@@ -86,8 +86,20 @@ const afterSubmit = {
     box.hidden = false;
     form.reset();
     toast("Key \u201c" + body.name + "\u201d created");
+    refreshSection("key-list");
   },
 };
+
+/* Re-render one section of this page from the server (the key itself stays on screen). */
+async function refreshSection(id) {
+  const response = await fetch(location.href, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById(id);
+  if (fresh) {
+    document.getElementById(id).replaceWith(fresh);
+    localTimes(fresh);
+  }
+}
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -324,6 +336,7 @@ function watchSegments() {
     document.querySelector("[data-seg-chars]").textContent = Array.from(area.value).length;
     document.querySelector("[data-seg-encoding]").textContent = s.encoding;
     document.querySelector("[data-seg-count]").textContent = s.count;
+    document.querySelector("[data-seg-unit]").textContent = s.count === 1 ? "segment" : "segments";
   };
   area.addEventListener("input", render);
   render();
