@@ -19,7 +19,7 @@ try:
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
-from browser import Person, browser, horizontal_overflow, server, shoot  # noqa: F401 (fixtures)
+from browser import Person, browser, horizontal_overflow, server, shoot, unlabelled_controls  # noqa: F401
 from e2e_server import ServerProcess, expect, expect_error
 from http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
 
@@ -387,6 +387,7 @@ def test_every_page_fits_a_phone_and_labels_its_controls(people: Any) -> None:
         page = grace.open(path)
         grace.page.set_viewport_size({"width": 390, "height": 844})
         assert horizontal_overflow(page) <= 0, path
+        assert unlabelled_controls(page) == [], path
         assert page.locator("nav[aria-label=Main] a").count() == 6
     missing = grace.page.request.get("/static/no-such-file.css")
     assert missing.status == 404

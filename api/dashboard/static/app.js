@@ -125,7 +125,9 @@ async function submitApiForm(event) {
   const result = await api(method, path, formBody(form), headers);
   if (button) button.disabled = false;
   if (!result.ok) {
-    if (result.status !== 409 || !form.dataset.idempotencyKey) delete form.dataset.idempotencyKey;
+    /* Refused (4xx): nothing was queued, the corrected form is a new request. Unknown
+       outcome (no answer, 5xx): the retry keeps the key so it cannot queue twice. */
+    if (result.status !== 0 && result.status < 500) delete form.dataset.idempotencyKey;
     showError(form, problem(result));
     return;
   }
