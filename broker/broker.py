@@ -571,11 +571,17 @@ class Broker:
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
         now = self._now(now_ms)
         shard = self.shard(device.shard)
-        reply = await self._call(
-            "report-status",
-            [shard.messages, shard.counters, shard.leased, shard.lease_checks, shard.events],
-            [device.device_id, message_id, status, error, now],
-        )
+        try:
+            reply = await self._call(
+                "report-status",
+                [shard.messages, shard.counters, shard.leased, shard.lease_checks, shard.events],
+                [device.device_id, message_id, status, error, now],
+            )
+        except errors.MessageNotFound:
+            trimmed = await self._trimmed(device.shard, message_id)
+            if trimmed is None or trimmed.device != device.device_id:
+                raise
+            return _repeat_or_refuse(trimmed, status)
         return StatusChange(_text(reply[0]), _text(reply[1]), _text(reply[2]) == "1")
 
     async def cancel(self, account: Account, message_id: str, *, now_ms: int | None = None) -> StatusChange:
@@ -583,13 +589,25 @@ class Broker:
             raise errors.MessageNotFound()
         now = self._now(now_ms)
         shard = self.shard(account.shard)
-        reply = await self._call(
-            "cancel",
-            [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state,
-             shard.events],
-            [account.id, message_id, now],
-        )
+        try:
+            reply = await self._call(
+                "cancel",
+                [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state,
+                 shard.events],
+                [account.id, message_id, now],
+            )
+        except errors.MessageNotFound:
+            trimmed = await self._trimmed(account.shard, message_id)
+            if trimmed is None or trimmed.account != account.id:
+                raise
+            return _repeat_or_refuse(trimmed, "cancelled")
         return StatusChange(_text(reply[0]), _text(reply[1]), _text(reply[2]) == "1")
+
+    async def _trimmed(self, shard_tag: str, message_id: str) -> MessageRecord | None:
+        """A finished message that left Redis after its hot window, as the store keeps it."""
+        if self.history is None or await self.redis.hexists(self.shard(shard_tag).messages, message_id):
+            return None
+        return await self.history.message(shard_tag, message_id)
 
     async def heartbeat(
         self,
@@ -980,6 +998,17 @@ def _limit_values(change: LimitChange) -> dict[str, int]:
             raise errors.InvalidInput(f"{field} must be a whole number from 1 to {MAX_LIMIT}", field=field)
         values[field] = value
     return values
+
+
+def _repeat_or_refuse(trimmed: MessageRecord, status: str) -> StatusChange:
+    """A status change asked of a trimmed message: a repeat is the usual no-op; any other
+    move is refused (a phone reporting ``delivered`` after the hot window gets 404 as
+    before, since the record it would change is no longer in Redis)."""
+    if trimmed.status == status:
+        return StatusChange(trimmed.id, status, False)
+    if status == "cancelled" or trimmed.status != "sent":
+        raise errors.InvalidTransition(trimmed.status, status)
+    raise errors.MessageNotFound("the message finished and left the hot store; its history is kept")
 
 
 def _invalid_messages(problems: list[errors.Problem]) -> errors.InvalidInput:

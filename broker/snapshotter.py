@@ -52,6 +52,7 @@ class Batch(msgspec.Struct):
     shard: str
     entry_ids: list[str]
     records: list[MessageRecord] = []
+    message_ids: list[str] = []
 
 
 class Snapshotter:
@@ -92,18 +93,19 @@ class Snapshotter:
         report = SnapshotReport()
         if self.passes % DIRECTORY_EVERY == 0:
             await self.mirror_directory()
-        for shard in await self.shards():
-            for pending in (True, False):
-                for _ in range(MAX_ROUNDS):
-                    batch = await self.read(shard, pending=pending)
-                    if not batch.entry_ids:
-                        break
+        shards = await self.shards()
+        for pending in (True, False):
+            todo = shards
+            for _ in range(MAX_ROUNDS):
+                batches = [b for b in await self.read_all(todo, pending=pending) if b.entry_ids]
+                for batch in batches:
                     await self.store_batch(batch, now_ms=now_ms)
                     await self.acknowledge(batch)
                     report.events += len(batch.entry_ids)
                     report.stored += len(batch.records)
-                    if len(batch.entry_ids) < self.read_count:
-                        break
+                todo = [b.shard for b in batches if len(b.entry_ids) == self.read_count]
+                if not todo:
+                    break
         report.trimmed = await self.trim(now_ms=now_ms)
         if self.passes % RETENTION_EVERY == 0:
             report.deleted = await self.delete_expired_history(now_ms=now_ms)
@@ -142,31 +144,46 @@ class Snapshotter:
     async def read(self, shard: str, *, pending: bool = False) -> Batch:
         """Entries of one shard's stream: those read before and not yet acknowledged
         (``pending``), else new ones; with the current records of their messages."""
-        stream = self.broker.shard(shard).events
-        if shard not in self._groups:
+        return (await self.read_all([shard], pending=pending))[0]
+
+    async def read_all(self, shards: list[str], *, pending: bool = False) -> list[Batch]:
+        """:meth:`read` for many shards in two round trips (streams, then records)."""
+        await self._create_groups(shards)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.xreadgroup(GROUP, CONSUMER, {self.broker.shard(shard).events: "0" if pending else ">"},
+                                count=self.read_count)
+            replies = await pipe.execute(raise_on_error=False)
+        batches = []
+        for shard, reply in zip(shards, replies):
+            if isinstance(reply, ResponseError):
+                if "NOGROUP" not in str(reply):
+                    raise reply
+                self._groups.discard(shard)  # Redis lost the group (flushed): made again next time
+                reply = None
+            entries = reply[0][1] if reply else []
+            batches.append(Batch(shard, [_text(entry_id) for entry_id, _ in entries],
+                                 message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f))))
+        wanted = [b for b in batches if b.message_ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch in wanted:
+                pipe.hmget(self.broker.shard(batch.shard).messages, batch.message_ids)
+            raws = await pipe.execute()
+        for batch, found in zip(wanted, raws):
+            # A message no longer in Redis was trimmed, which happens only once it is stored.
+            batch.records = [msgspec.json.decode(raw, type=MessageRecord) for raw in found if raw is not None]
+        return batches
+
+    async def _create_groups(self, shards: list[str]) -> None:
+        for shard in shards:
+            if shard in self._groups:
+                continue
             try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(self.broker.shard(shard).events, GROUP, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
             self._groups.add(shard)
-        try:
-            reply = await self.redis.xreadgroup(GROUP, CONSUMER, {stream: "0" if pending else ">"},
-                                                count=self.read_count)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            self._groups.discard(shard)  # Redis lost the group (flushed): made again next time
-            return Batch(shard, [])
-        entries = reply[0][1] if reply else []
-        entry_ids = [_text(entry_id) for entry_id, _ in entries]
-        message_ids = list(dict.fromkeys(_text(fields[b"id"]) for _, fields in entries if fields))
-        records = []
-        if message_ids:
-            raws = await self.redis.hmget(self.broker.shard(shard).messages, message_ids)
-            # A message no longer in Redis was trimmed, which happens only once it is stored.
-            records = [msgspec.json.decode(raw, type=MessageRecord) for raw in raws if raw is not None]
-        return Batch(shard, entry_ids, records)
 
     async def store_batch(self, batch: Batch, *, now_ms: int | None = None) -> None:
         """Upsert the records, then note the finished ones for trimming."""
@@ -191,19 +208,22 @@ class Snapshotter:
         now = self.broker.clock() if now_ms is None else now_ms
         cutoff = now - self.settings.hot_retention_seconds * 1000
         trimmed = 0
-        for shard in await self.shards():
-            keyring = self.broker.shard(shard)
-            for _ in range(MAX_ROUNDS):
-                members = [_text(m) for m in await self.redis.zrangebyscore(
-                    keyring.trim, "-inf", cutoff, start=0, num=self.trim_batch)]
+        todo = await self.shards()
+        for _ in range(MAX_ROUNDS):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard in todo:
+                    pipe.zrangebyscore(self.broker.shard(shard).trim, "-inf", cutoff, start=0, num=self.trim_batch)
+                due = await pipe.execute()
+            for shard, members in zip(todo, due):
                 by_account: dict[str, list[str]] = defaultdict(list)
                 for member in members:
-                    account, message_id, version = member.split(":")
+                    account, message_id, version = _text(member).split(":")
                     by_account[account] += [message_id, version]
                 for account, pairs in by_account.items():
                     trimmed += await self.broker.trim(shard, account, cutoff, pairs)
-                if len(members) < self.trim_batch:
-                    break
+            todo = [shard for shard, members in zip(todo, due) if len(members) == self.trim_batch]
+            if not todo:
+                break
         return trimmed
 
     # Less often ------------------------------------------------------------------------

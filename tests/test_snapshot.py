@@ -201,3 +201,35 @@ async def test_a_redis_that_lost_its_data_is_not_snapshotted(hbroker: Broker, hi
     await hbroker.start()
     assert await Snapshotter(hbroker, history_store).run_once() is None
     assert await history_store.directory() == before
+
+
+async def test_status_changes_asked_of_a_trimmed_message(hbroker: Broker, history_store, clock) -> None:
+    account, [device, other] = await self_managed(hbroker, devices=2)
+    sent, cancelled, failed = (await hbroker.enqueue(
+        account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(3)])).ids
+    await hbroker.cancel(account, cancelled)
+    await hbroker.claim(device.ref, 2)
+    await hbroker.report_status(device.ref, sent, "sent")
+    await hbroker.report_status(device.ref, failed, "failed", "no signal")
+    snapshotter = Snapshotter(hbroker, history_store)
+    await snapshotter.run_once()
+    clock.advance(HOT_MS)
+    assert (await snapshotter.run_once()).trimmed == 3
+    counts = await hbroker.account_counts(account)
+    # Repeats stay the usual no-ops; moves the rules refuse stay refused.
+    assert not (await hbroker.report_status(device.ref, sent, "sent")).changed
+    assert not (await hbroker.cancel(account, cancelled)).changed
+    with pytest.raises(errors.InvalidTransition):
+        await hbroker.cancel(account, sent)
+    with pytest.raises(errors.InvalidTransition):
+        await hbroker.report_status(device.ref, failed, "sent")
+    # A delivery report after the hot window finds no record to change.
+    with pytest.raises(errors.MessageNotFound):
+        await hbroker.report_status(device.ref, sent, "delivered")
+    # Another device, or another account, learns nothing.
+    with pytest.raises(errors.MessageNotFound):
+        await hbroker.report_status(other.ref, sent, "sent")
+    stranger = await hbroker.create_account("stranger@example.com", "self_managed")
+    with pytest.raises(errors.MessageNotFound):
+        await hbroker.cancel(stranger, cancelled)
+    assert await hbroker.account_counts(account) == counts
