@@ -196,7 +196,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         with pytest.raises(errors.InvalidTransition):
             await broker.cancel(account, batch.ids[3])
         # batch.ids[3] stays claimed by A, which goes quiet.
-        per_account[account.id] = {"a": a, "held": batch.ids[3], "late": late}
+        per_account[account.id] = {"a": a, "held": batch.ids[3], "late": late, "done": single.ids[0]}
 
     first = await broker.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
     assert first.shard == keys.pool_shard() and not first.duplicate
@@ -235,6 +235,18 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
                           "cancelled": 1, "total": 7}
     counts = await broker.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
+
+    # The snapshotter's trim: a finished message leaves Redis only at the version stored
+    # (queued, claimed, sent, delivered: 4); counters stay.
+    for account in accounts:
+        done = per_account[account.id]["done"]
+        counts = await broker.account_counts(account)
+        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "3"]) == 0
+        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "4"]) == 1
+        with pytest.raises(errors.MessageNotFound):
+            await broker.get_message(account.shard, done)
+        assert await broker.account_counts(account) == counts
+    assert await broker.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"]) == 1
 
     # Device settings and removal, in every shard.
     for account in accounts:
