@@ -45,17 +45,36 @@ def _device_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A paired device, acting only as itself: another device's id is 403."""
+    """A paired device, acting only as itself: another device's id is 403.
+
+    The token's device comes from the broker's per-process memory of tokens (one Redis
+    round trip saved on every poll and heartbeat); a device removed since is caught by
+    the handler's script call, which then answers through :func:`unpaired`."""
     token = _device_token(connection)
     if not token:
         raise not_authenticated("send the device token as X-Device-Token or Authorization: Bearer")
-    device = await broker_of(connection).find_device_by_token(token)
+    device = await broker_of(connection).device_for_token(token)
     if device is None:
         raise not_authenticated("unknown device token")
+    connection.state.device = device
+    connection.state.device_token = token
     path_device = connection.path_params.get("device_id")
     if path_device is not None and path_device != device.device_id:
+        if not await still_paired(connection):  # a removed device's token is unknown, not another's
+            raise unpaired(connection)
         raise forbidden("this token belongs to another device")
-    connection.state.device = device
+
+
+def unpaired(connection: ASGIConnection[Any, Any, Any, Any]) -> Exception:
+    """The 401 for a token whose device was removed after the token was remembered:
+    the token is forgotten, and answered as any unknown token is."""
+    broker_of(connection).forget_device_token(connection.state.device_token)
+    return not_authenticated("unknown device token")
+
+
+async def still_paired(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Whether the request's device token still names a device (a fresh lookup)."""
+    return await broker_of(connection).find_device_by_token(connection.state.device_token) is not None
 
 
 async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

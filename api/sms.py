@@ -9,10 +9,10 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from api.clock import iso_utc
-from api.credentials import device_guard, session_guard
+from api.credentials import device_guard, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
 from broker import Broker, errors
-from broker.records import Account, DeviceRef, EnqueueResult, MessageRecord, OutgoingMessage
+from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
 
 MessageId = Annotated[str, Parameter(max_length=64)]
 
@@ -115,9 +115,10 @@ class SmsController(Controller):
     tags = ["dashboard: messages"]
 
     @post("/send/", status_code=202, guards=[session_guard], operation_id="sendSms")
-    async def send(self, request: Request, data: SendBody, account: Account, broker: Broker) -> Response[Queued]:
+    async def send(self, request: Request, data: SendBody) -> Response[Queued]:
         """Queue one message from the dashboard (``Idempotency-Key`` makes retries safe)."""
-        return await send_one(broker, account, routed_message(account, data), request)
+        account: Account = request.state.account  # not as dependencies: see api/external.py
+        return await send_one(request.app.state.broker, account, routed_message(account, data), request)
 
     @get("/", guards=[session_guard], operation_id="listMessages")
     async def list_messages(
@@ -151,7 +152,13 @@ class SmsController(Controller):
         return StatusOut(change.id, change.status)
 
     @post("/{message_id:str}/status/", status_code=200, guards=[device_guard], operation_id="reportStatus")
-    async def report(self, message_id: MessageId, data: StatusBody, device: DeviceRef, broker: Broker) -> StatusOut:
+    async def report(self, request: Request, message_id: MessageId, data: StatusBody) -> StatusOut:
         """The phone reports sent, delivered or failed for a message it holds."""
-        change = await broker.report_status(device, message_id, data.status, data.error)
+        try:
+            change = await request.app.state.broker.report_status(
+                request.state.device, message_id, data.status, data.error)
+        except errors.MessageNotFound:
+            if not await still_paired(request):  # a removed device's messages are no longer its own
+                raise unpaired(request) from None
+            raise
         return StatusOut(change.id, change.status)

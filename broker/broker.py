@@ -51,6 +51,7 @@ MAX_MESSAGE_CHARS = 1_600
 MAX_FIELD_CHARS = 32
 MAX_ERROR_CHARS = 200
 LAST_USED_PRECISION_MS = 60_000
+DEVICE_TOKEN_CACHE = 100_000  # token → device entries kept per process (some 25 MB at most)
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
@@ -109,6 +110,7 @@ class Broker:
         self.clock = clock
         self._shards: dict[str, keys.ShardKeys] = {}
         self._key_last_written: dict[str, int] = {}  # API key id -> when its last use was written
+        self._device_tokens: dict[str, DeviceRef] = {}  # token hash -> device (see device_for_token)
         # The history store, when attached: reads of messages no longer in Redis go there.
         self.history: HistoryStore | None = None
 
@@ -340,6 +342,28 @@ class Broker:
             return None
         tag, _, device_id = _text(value).partition("|")
         return DeviceRef(tag, device_id)
+
+    async def device_for_token(self, token: str) -> DeviceRef | None:
+        """:meth:`find_device_by_token`, remembered in this process: a token names one
+        device for life, so only its first use costs a Redis round trip. Whether that
+        device still exists is not remembered: the script of every call a device makes
+        checks it (claim and heartbeat raise DeviceNotFound, a status report
+        MessageNotFound), and the caller then drops the entry with
+        :meth:`forget_device_token` and checks afresh."""
+        if not isinstance(token, str) or not token or len(token) > 128:
+            return None
+        digest = ids.sha256_hex(token)
+        device = self._device_tokens.get(digest)
+        if device is None:
+            device = await self.find_device_by_token(token)
+            if device is not None:
+                if len(self._device_tokens) >= DEVICE_TOKEN_CACHE:
+                    del self._device_tokens[next(iter(self._device_tokens))]  # the oldest entry
+                self._device_tokens[digest] = device
+        return device
+
+    def forget_device_token(self, token: str) -> None:
+        self._device_tokens.pop(ids.sha256_hex(token), None)
 
     async def get_device(self, device: DeviceRef) -> dict[str, str]:
         raw = await self.redis.hgetall(self.shard(device.shard).device(device.device_id))

@@ -473,6 +473,11 @@ def test_removed_device_token_stops_at_once(world: World) -> None:
     owner = world.signup("self_managed", "remover")
     phone = world.pair(owner, "to remove")
     keep = world.pair(owner, "to keep")
+    held = send(owner, device_id=phone.device_id, message="claimed, never reported")
+    # The token is used first, so the server has it remembered (a token names its device
+    # for life, and the server keeps that mapping in memory): removal must still win.
+    assert [t["id"] for t in phone.claim()] == [held["id"]]
+    assert expect(phone.heartbeat({}), 200)["device_id"] == phone.device_id
     queued = send(owner, device_id=phone.device_id, message="never sent")
     bearer = world.api(Authorization=f"Bearer {phone.token}")
 
@@ -482,6 +487,7 @@ def test_removed_device_token_stops_at_once(world: World) -> None:
     expect_error(phone.heartbeat({}), 401)
     expect_error(bearer.get(f"/api/devices/{phone.device_id}/tasks/"), 401)
     expect_error(phone.report(queued["id"], "sent"), 401)
+    expect_error(phone.report(held["id"], "sent"), 401)
     assert [d["device_id"] for d in expect(owner.get("/api/devices/"), 200)] == [keep.device_id]
     assert [d["device_id"] for d in expect(owner.get("/api/stats/"), 200)["devices"]] == [keep.device_id]
     expect_error(owner.delete(f"/api/devices/{phone.device_id}/"), 404)

@@ -24,7 +24,7 @@ from bench.load.accounts import Account
 from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer
 from bench.load.ledger import Ledger
-from bench.load.phones import HEARTBEAT_SECONDS, POLL_SECONDS, PhoneBehaviour, PhoneSwarm
+from bench.load.phones import HEARTBEAT_SECONDS, PhoneBehaviour, PhoneSwarm
 from bench.load.senders import Sender, SenderSwarm
 
 
