@@ -1,7 +1,7 @@
 """Headless Chromium (Debian's ``chromium`` package, driven by Playwright for Python)
 against a real ``connecfy serve``, for the dashboard tests.
 
-One browser for the test session; each person gets a browser context of their own (own
+One browser per test module (the dashboard's); each person gets a browser context of their own (own
 cookies). :func:`shoot` writes desktop- and phone-width screenshots of a page into
 ``tests/screenshots/`` and checks the phone width needs no horizontal scrolling.
 Without Chromium or Playwright the tests skip on a workstation and fail when ``CI`` is set.
@@ -40,8 +40,10 @@ def _missing(what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped, not session-scoped: while Playwright's sync API is open its event
+    loop counts as running, and the asyncio tests of later modules could not start theirs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
