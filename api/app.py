@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +37,7 @@ from api.sms import SmsController
 from api.stats import StatsController
 from broker import Broker, Settings, __version__
 from broker.history import HistoryStore
+from broker.redis_client import connect
 from broker.snapshotter import Snapshotter
 
 log = logging.getLogger("connecfy.api")
@@ -107,9 +107,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Fail fast while Redis is away (503 with Retry-After), retry once on a dropped
         # connection (a restarted Redis), and reconnect by itself afterwards.
-        client = aioredis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
-                                   socket_timeout=5, retry=Retry(NoBackoff(), 1),
-                                   retry_on_error=[RedisConnectionError])
+        client = connect(settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
+                         socket_timeout=5, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         broker = Broker(client, settings)
         await broker.start()
         history = HistoryStore.from_settings(settings)

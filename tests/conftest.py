@@ -18,6 +18,7 @@ import hypothesis
 import pytest
 import redis.asyncio as aioredis
 
+from broker.redis_client import connect
 from broker import Broker, Settings
 from broker.redis_server import RedisServer, bundled_redis_server, redis_server_version
 from broker.scripts import ScriptRegistry
@@ -71,7 +72,7 @@ def real_servers() -> Iterator[dict[str, RedisServer]]:
 async def _client(backend: str, real_servers: dict[str, RedisServer]) -> aioredis.Redis:
     if backend == "fakeredis":
         return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    client = aioredis.from_url(real_servers[backend].url)
+    client = connect(real_servers[backend].url)  # as the server makes its client (hiredis packing)
     await client.flushall()
     return client
 
