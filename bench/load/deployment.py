@@ -168,8 +168,9 @@ class LocalServer:
         except OSError:
             return ""
 
-    def stop(self) -> int | None:
-        """SIGTERM and wait; the data dir is removed. Returns the exit status."""
+    def stop(self, keep_log: Path | None = None) -> int | None:
+        """SIGTERM and wait; the data dir is removed (its server log copied to
+        ``keep_log`` first, when given). Returns the exit status."""
         status = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -180,5 +181,7 @@ class LocalServer:
                 self.process.wait(timeout=10)
         elif self.process is not None:
             status = self.process.returncode
+        if keep_log is not None:
+            shutil.copyfile(self.dir / "server.log", keep_log)
         shutil.rmtree(self.dir, ignore_errors=True)
         return status

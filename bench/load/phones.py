@@ -147,8 +147,8 @@ class PhoneSwarm:
     async def pair(self, owner: Account, count: int, *, pool: bool = False, concurrency: int = 32,
                    budget: dict[str, int] | None = None) -> list[Phone]:
         """Pair ``count`` phones to ``owner`` (the operator pairs pool phones) through the
-        real pairing-code and register endpoints, and set each one's send budget (lifted
-        out of the way unless ``budget`` says otherwise)."""
+        real pairing-code and register endpoints; ``budget`` (segments per minute and per
+        day) replaces the server's default send budget of each."""
         semaphore = asyncio.Semaphore(concurrency)
         paired: list[Phone] = []
 
@@ -164,7 +164,8 @@ class PhoneSwarm:
                         break
                     await asyncio.sleep(retry_after(headers, 1.0))
                 body = expect(status, body, 201, "register phone")
-                await owner.raise_device_budget(body["device_id"], budget)
+                if budget:
+                    await owner.set_device_budget(body["device_id"], budget)
                 paired.append(Phone(self, body["device_id"], body["device_token"], pool))
 
         await asyncio.gather(*(one(n) for n in range(count)))
