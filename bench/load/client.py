@@ -101,6 +101,9 @@ class Http:
         planned = started if planned is None else planned
         body: Any = None
         headers: dict[str, str] = {}
+        if "json" in kwargs:  # msgspec encodes several times faster than aiohttp's json.dumps
+            kwargs["data"] = msgspec.json.encode(kwargs.pop("json"))
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         try:
             async with self.session.request(method, self.base_url + path, **kwargs) as response:
                 raw = await response.read()

@@ -14,6 +14,7 @@ import asyncio
 import os
 import platform
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -312,6 +313,11 @@ def print_capacity(result: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    # SIGTERM and SIGINT end the run through the finally blocks, so a server started
+    # here is stopped, not left behind.
+    main = asyncio.current_task()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(number, main.cancel)
     local: LocalServer | None = None
     if args.target:
         password = Path(args.operator_password_file).read_text().strip() if args.operator_password_file else ""
