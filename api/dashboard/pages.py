@@ -115,8 +115,8 @@ class AccountPages(Controller):
     async def add_device(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
                          pool: bool = False) -> Template:
         pool = pool and account.operator
-        known = await broker.list_devices(None if pool else account) if pool or account.account_type != "api_only" \
-            else []
+        owner = None if pool else account  # None: the platform pool
+        known = [] if owner is not None and owner.account_type == "api_only" else await broker.list_devices(owner)
         return _page("add_device.html", request, "devices", pool=pool, server_url=server_url(request),
                      known_device_ids=[d.device_id for d in known],
                      code_ttl_seconds=broker.settings.pairing_code_ttl_seconds)
