@@ -10,11 +10,13 @@ import msgspec
 import pytest
 
 from conftest import roomy_settings
-from broker import Broker, errors
-from broker.history import HistoryStore
+from broker import Broker, Settings, errors
+from broker.history import HistoryStore, database_url, metadata
 from broker.records import MessageRecord, OutgoingMessage
 from broker.snapshotter import GROUP, Snapshotter
+from e2e_server import ServerProcess, expect
 from fleet import TO, pair, self_managed
+from http_world import World
 
 HOT_MS = 60_000
 
@@ -233,3 +235,40 @@ async def test_status_changes_asked_of_a_trimmed_message(hbroker: Broker, histor
     with pytest.raises(errors.MessageNotFound):
         await hbroker.cancel(stranger, cancelled)
     assert await hbroker.account_counts(account) == counts
+
+
+def test_the_store_url_comes_from_the_settings(tmp_path) -> None:
+    assert database_url(Settings(data_dir=str(tmp_path))) == f"sqlite+aiosqlite:///{tmp_path}/history.sqlite3"
+    assert database_url(Settings(database_url="postgresql://u:p@db:5433/h")) == "postgresql+asyncpg://u:p@db:5433/h"
+    assert database_url(Settings(database_url="postgresql+asyncpg://db/h")) == "postgresql+asyncpg://db/h"
+
+
+async def test_the_server_snapshots_into_postgresql_when_given_its_url(postgres_server, tmp_path) -> None:
+    store = HistoryStore(postgres_server.url)
+    async with store.engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    plain_url = postgres_server.url.replace("+asyncpg", "")
+    server = ServerProcess(tmp_path, settings={"CONNECFY_DATABASE_URL": plain_url,
+                                               "CONNECFY_SNAPSHOT_INTERVAL_MS": "100"}).start()
+    world = World(server)
+    try:
+        owner = world.signup()
+        phone = world.pair(owner)
+        sent = [expect(owner.post("/api/sms/send/", json={"to": TO, "message": f"m{i}",
+                                                         "device_id": phone.device_id}), 202)["id"] for i in range(3)]
+        for task in phone.claim():
+            expect(phone.report(task["id"], "sent"), 200)
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:  # messages every pass, the directory every 15 passes
+            statuses = {r.id: r.status for _, r in await store.message_rows()}
+            accounts, devices, _ = await store.directory()
+            if statuses == dict.fromkeys(sent, "sent") and [d["id"] for _, d in devices] == [phone.device_id]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, (statuses, devices)
+            await asyncio.sleep(0.1)
+        assert list(accounts) == [owner.account["id"]]
+        assert not (tmp_path / "history.sqlite3").exists()
+    finally:
+        world.close()
+        await store.close()
+        assert server.stop() == 0, server.output()
