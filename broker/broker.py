@@ -51,7 +51,7 @@ MAX_MESSAGE_CHARS = 1_600
 MAX_FIELD_CHARS = 32
 MAX_ERROR_CHARS = 200
 LAST_USED_PRECISION_MS = 60_000
-DEVICE_TOKEN_CACHE = 100_000  # token → device entries kept per process (some 25 MB at most)
+CREDENTIAL_CACHE = 100_000  # device tokens and API keys remembered per process (some 25 MB each at most)
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
@@ -111,6 +111,7 @@ class Broker:
         self._shards: dict[str, keys.ShardKeys] = {}
         self._key_last_written: dict[str, int] = {}  # API key id -> when its last use was written
         self._device_tokens: dict[str, DeviceRef] = {}  # token hash -> device (see device_for_token)
+        self._api_keys: dict[str, tuple[str, str]] = {}  # key hash -> (account id, key id)
         # The history store, when attached: reads of messages no longer in Redis go there.
         self.history: HistoryStore | None = None
 
@@ -245,17 +246,27 @@ class Broker:
     async def find_account_by_api_key(self, secret: str, *, now_ms: int | None = None) -> Account | None:
         """The account a live API key belongs to, or None; records when it was used.
 
-        Two round trips: the key index, then the key record and the account together
-        (one shard). The last-used time is written at most once a minute per key and
-        process: the high-volume path should not pay a write per message for it."""
+        One round trip once the key is known to this process: the key index (which
+        account and key id a secret names, never changing) is read on a key's first use
+        and remembered; whether the key is still live, and the account, are read on every
+        call, together (one shard), so a revoked key fails at once. The last-used time is
+        written at most once a minute per key and process: the high-volume path should
+        not pay a write per message for it."""
         if not isinstance(secret, str) or not 1 <= len(secret) <= 128:
             return None
-        value = await self.redis.get(keys.api_key_index(ids.sha256_hex(secret)))
-        if value is None:
-            return None
-        account_id, _, key_id = _text(value).partition("|")
-        if not ids.is_plain_id(account_id):
-            return None
+        digest = ids.sha256_hex(secret)
+        named = self._api_keys.get(digest)
+        if named is None:
+            value = await self.redis.get(keys.api_key_index(digest))
+            if value is None:
+                return None
+            account_id, _, key_id = _text(value).partition("|")
+            if not ids.is_plain_id(account_id):
+                return None
+            if len(self._api_keys) >= CREDENTIAL_CACHE:
+                del self._api_keys[next(iter(self._api_keys))]  # the oldest entry
+            self._api_keys[digest] = named = (account_id, key_id)
+        account_id, key_id = named
         shard = self.shard(keys.account_shard(account_id))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hexists(shard.api_keys(), key_id)
@@ -357,7 +368,7 @@ class Broker:
         if device is None:
             device = await self.find_device_by_token(token)
             if device is not None:
-                if len(self._device_tokens) >= DEVICE_TOKEN_CACHE:
+                if len(self._device_tokens) >= CREDENTIAL_CACHE:
                     del self._device_tokens[next(iter(self._device_tokens))]  # the oldest entry
                 self._device_tokens[digest] = device
         return device

@@ -42,6 +42,8 @@ async def test_api_key_is_shown_once_and_finds_its_account(broker: Broker, clock
 async def test_revoked_key_stops_working_at_once(broker: Broker) -> None:
     account = await broker.create_account("owner@example.com", "api_only")
     keep, revoke = await broker.create_api_key(account, "keep"), await broker.create_api_key(account, "revoke")
+    # Used first, so this process remembers which account the key names: revoking wins anyway.
+    assert await broker.find_account_by_api_key(revoke.api_key) == account
     await broker.revoke_api_key(account, revoke.info.id)
     assert await broker.find_account_by_api_key(revoke.api_key) is None
     assert await broker.find_account_by_api_key(keep.api_key) == account
