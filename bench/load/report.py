@@ -37,12 +37,17 @@ def latency_row(name: str, values: list[float], seconds: float, errors: int) -> 
 
 
 def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The run's table; "% bare" is each kind's rate as a share of the bare Litestar
+    GET's saturated rate measured in the same run (what one endpoint could do at all)."""
     w = out.write
     w(f"\nscenario {result['scenario']}: {result['phones']} phones, {result['rate']} messages/s planned, "
       f"{result['seconds']} s of load, time scale {result['time_scale']}, target {result['target']}\n\n")
-    w(f"{'':24} {'count':>9} {'per s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'errors':>7}\n")
+    bare = result.get("baselines", {}).get("bare", {}).get("requests_per_second")
+    w(f"{'':24} {'count':>9} {'per s':>9} {'% bare':>7} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} "
+      f"{'errors':>7}\n")
     for row in result["requests"] + result["end_to_end"]:
-        w(f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {row['p50_ms']:>9,.1f} "
+        share = f"{100 * row['per_second'] / bare:>6.2f}%" if bare and row in result["requests"] else " " * 7
+        w(f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {share} {row['p50_ms']:>9,.1f} "
           f"{row['p95_ms']:>9,.1f} {row['p99_ms']:>9,.1f} {row['max_ms']:>9,.1f} {row['errors']:>7,}\n")
     if result.get("errors"):
         w(f"\nerrors by kind: {json.dumps(result['errors'])}\n")
