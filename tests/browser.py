@@ -27,6 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 # Many sign-ups and pairings from 127.0.0.1 within a minute: the per-address auth limit
 # is raised for this server only (the limit itself is tested elsewhere).
+ASSET_TYPES = frozenset({"stylesheet", "script", "image", "font", "media"})
 SERVER_SETTINGS = {"CONNECFY_AUTH_PER_MINUTE": "1000", "CONNECFY_AUTH_BURST": "1000"}
 
 
@@ -75,6 +76,18 @@ class Person:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # An asset refused by the Content-Security-Policy (anything from elsewhere) or missing
+        # is an error; a refused API call (fetch) is the page's business.
+        self.page.on("console", self._console)
+        self.page.on("response", self._asset)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def _asset(self, response: Any) -> None:
+        if response.status >= 400 and response.request.resource_type in ASSET_TYPES:
+            self.errors.append(f"{response.status} {response.url}")
         self.page.on("dialog", lambda dialog: dialog.accept())
 
     def open(self, path: str) -> Any:

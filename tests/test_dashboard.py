@@ -427,6 +427,8 @@ def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server:
             assert not response.headers["content-type"].startswith("application/json"), path
         login = anonymous.get("/login/")
         assert login.status_code == 200 and login.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in login.headers["content-security-policy"]
+        assert login.headers["x-frame-options"] == "DENY"
         assert anonymous.get("/schema/openapi.json").json()["paths"].keys().isdisjoint(
             {*PAGES, "/login/", "/signup/", "/devices/pairing-qr.svg"})
         script = anonymous.get("/static/app.js")

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
+from litestar.datastructures import ResponseHeader
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.handlers import BaseRouteHandler
 from litestar.response import Template
@@ -33,6 +34,14 @@ from broker.segments import GSM_BASIC, GSM_EXTENSION
 
 HERE = Path(__file__).parent
 LOGIN_PATH = "/login/"
+# Everything the pages load comes from this server; they are never framed by another site.
+PAGE_HEADERS = [
+    ResponseHeader(name="Content-Security-Policy",
+                   value="default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                         "form-action 'self'; frame-ancestors 'none'"),
+    ResponseHeader(name="X-Frame-Options", value="DENY"),
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
+]
 
 
 class LoginRequired(Exception):
@@ -186,5 +195,6 @@ dashboard_router = Router(
         create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),
     ],
     include_in_schema=False,
+    response_headers=PAGE_HEADERS,
     exception_handlers={LoginRequired: _to_login},
 )
