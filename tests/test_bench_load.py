@@ -122,3 +122,52 @@ def test_the_invariant_check_catches_each_kind_of_breakage() -> None:
     ledger.claim("ghost", "phone-a", 3.0)                       # an id nobody was told about
     assert ledger.check(healthy)["unknown_claims"] == 1
     assert ledger.check({**healthy, "ghost": "sent"})["ok"] is True
+
+
+async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
+    """The swarm's HTTP/1.1 client against a bare asyncio server: keep-alive answers
+    reuse one connection, ``Connection: close`` is honoured, a dropped connection is
+    an error the caller sees (recorded as "no answer"), never a hang."""
+    import asyncio
+
+    from bench.load.http1 import Http1Pool
+
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            body = await reader.readexactly(length)
+            path = head.split(b" ")[1]
+            if path == b"/drop":
+                writer.close()
+                return
+            close = path == b"/close"
+            answer = b'{"echo": %d}' % len(body)
+            writer.write(b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: %d\r\n%s\r\n%s"
+                         % (len(answer), b"Connection: close\r\n" if close else b"", answer))
+            await writer.drain()
+            if close:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Http1Pool(f"http://127.0.0.1:{port}", size=4, timeout=5)
+    try:
+        for n in range(5):
+            status, raw, headers = await pool.request("POST", "/x", body=b"a" * n, params={"limit": "3"})
+            assert (status, raw, headers) == (429, b'{"echo": %d}' % n, {"Retry-After": "7"})
+        assert connections == 1
+        assert (await pool.request("GET", "/close"))[0] == 429
+        assert (await pool.request("GET", "/again"))[0] == 429 and connections == 2
+        with pytest.raises(ConnectionError):
+            await pool.request("GET", "/drop")
+        assert (await pool.request("GET", "/after"))[0] == 429 and connections == 3
+    finally:
+        await pool.close()
+        server.close()

@@ -39,6 +39,7 @@ class Account:
         await self.http.close()
 
     def _csrf(self) -> dict[str, str]:
+        assert self.http.session is not None
         for cookie in self.http.session.cookie_jar:
             if cookie.key == "csrftoken":
                 return {"X-CSRFToken": cookie.value}

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from bench.load.http1 import Http1Pool, decoded
+
 KINDS = ("send", "batch", "poll", "heartbeat", "status")
 
 
@@ -76,21 +78,35 @@ class Recorder:
 
 
 class Http:
-    """aiohttp against one base URL, every call recorded under a kind."""
+    """Requests to one base URL, every call recorded under a kind. Phones and API-key
+    senders carry their credential in each request and go through the lean client
+    (``http1``); a dashboard session keeps cookies, in an aiohttp session of its own."""
 
     def __init__(self, base_url: str, recorder: Recorder, *, connections: int = 256,
                  timeout: float = 30.0, cookies: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.recorder = recorder
-        # Phones and API-key senders carry their credential in each request; only a
-        # dashboard session keeps cookies, each in a session of its own.
+        self.lean = None if cookies else Http1Pool(base_url, size=connections, timeout=timeout)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
             timeout=aiohttp.ClientTimeout(total=timeout),
-            cookie_jar=aiohttp.CookieJar(unsafe=True) if cookies else aiohttp.DummyCookieJar())
+            cookie_jar=aiohttp.CookieJar(unsafe=True)) if cookies else None
 
     async def close(self) -> None:
-        await self.session.close()
+        if self.lean is not None:
+            await self.lean.close()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        if self.lean is not None:
+            status, raw, headers = await self.lean.request(method, path, headers=kwargs.get("headers"),
+                                                           body=kwargs.get("data"), params=kwargs.get("params"))
+            return status, decoded(raw), headers
+        assert self.session is not None
+        async with self.session.request(method, self.base_url + path, **kwargs) as response:
+            raw = await response.read()
+            return response.status, decoded(raw), dict(response.headers)
 
     async def call(self, kind: str | None, method: str, path: str, *, planned: float | None = None,
                    ok: tuple[int, ...] = (200, 201, 202, 204), messages: int = 0,
@@ -105,15 +121,7 @@ class Http:
             kwargs["data"] = msgspec.json.encode(kwargs.pop("json"))
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         try:
-            async with self.session.request(method, self.base_url + path, **kwargs) as response:
-                raw = await response.read()
-                status = response.status
-                headers = dict(response.headers)
-            if raw:
-                try:
-                    body = msgspec.json.decode(raw)
-                except msgspec.DecodeError:
-                    body = None
+            status, body, headers = await self._exchange(method, path, **kwargs)
             outcome = "ok" if status in ok else str(status)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             status, outcome = 0, type(exc).__name__
