@@ -126,7 +126,7 @@ class Snapshotter:
                 return False
             await self.redis.set(keys.HISTORY_EPOCH, uuid.uuid4().hex, nx=True)
             live = await self.redis.get(keys.HISTORY_EPOCH)
-        live_text = live.decode() if isinstance(live, bytes) else str(live)
+        live_text = _text(live)
         if self._stored_epoch is None:
             await self.store.set_meta("epoch", live_text)
             self._stored_epoch = live_text
