@@ -107,8 +107,9 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Fail fast while Redis is away (503 with Retry-After), retry once on a dropped
         # connection (a restarted Redis), and reconnect by itself afterwards.
-        client = connect(settings.redis_url, health_check_interval=30, socket_connect_timeout=2,
-                         socket_timeout=5, retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        client = connect(settings.redis_url, max_connections=settings.redis_max_connections, pool_timeout=5,
+                         health_check_interval=30, socket_connect_timeout=2, socket_timeout=5,
+                         retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         broker = Broker(client, settings)
         await broker.start()
         history = HistoryStore.from_settings(settings)

@@ -39,6 +39,16 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
-def connect(url: str, **options: Any) -> aioredis.Redis:
-    """``redis.asyncio.from_url(url, **options)``, packing with hiredis."""
-    return with_hiredis_packing(aioredis.from_url(url, **options))
+def connect(url: str, *, max_connections: int | None = None, pool_timeout: float = 5.0,
+            **options: Any) -> aioredis.Redis:
+    """``redis.asyncio.from_url(url, **options)``, packing with hiredis.
+
+    With ``max_connections`` the pool is a blocking one: a request that finds all of
+    them busy waits up to ``pool_timeout`` seconds for one instead of failing at once.
+    (redis-py's default pool holds 100 and refuses the 101st concurrent command with
+    "Too many connections": under load that was a burst of 503s from a healthy Redis.)"""
+    if max_connections is None:
+        return with_hiredis_packing(aioredis.from_url(url, **options))
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
+                                                   **options)
+    return with_hiredis_packing(aioredis.Redis.from_pool(pool))

@@ -17,6 +17,8 @@ ENV_PREFIX = "CONNECFY_"
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
+    # Redis connections per worker process; a request finding all busy waits for one.
+    redis_max_connections: int = 64
     data_dir: str = "./connecfy-data"
 
     # Presence and leases.

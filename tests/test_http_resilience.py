@@ -149,3 +149,34 @@ def test_the_private_redis_is_restarted_when_it_dies(tmp_path: Path) -> None:
         world.close()
         code = server.stop()
     assert code == 0, server.output()
+
+
+def test_more_requests_in_flight_than_redis_connections_wait_rather_than_fail(tmp_path: Path) -> None:
+    """300 heartbeats in flight in one worker while Redis holds every command for a
+    moment (CLIENT PAUSE): each waits for one of the worker's 64 Redis connections and
+    is answered 200. (redis-py's default pool refused the 101st concurrent command with
+    "Too many connections", which the API answered as 503: the load bench found it.)"""
+    import asyncio
+
+    server = ServerProcess(tmp_path).start()
+    world = World(server)
+    try:
+        owner = world.signup()
+        phones = [world.pair(owner, f"phone {n}") for n in range(5)]
+        paused = redis.Redis(unix_socket_path=str(tmp_path / "redis" / "redis.sock"))
+
+        async def burst() -> list[int]:
+            limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+            async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30) as client:
+                paused.execute_command("CLIENT", "PAUSE", "700", "ALL")
+                answers = await asyncio.gather(*(
+                    client.post(f"/api/devices/{phones[n % 5].device_id}/heartbeat/", json={},
+                                headers={"X-Device-Token": phones[n % 5].token}) for n in range(300)))
+            return [a.status_code for a in answers]
+
+        statuses = asyncio.run(burst())
+        assert statuses == [200] * 300, {s: statuses.count(s) for s in set(statuses)}
+    finally:
+        world.close()
+        code = server.stop()
+    assert code == 0, server.output()
