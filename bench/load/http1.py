@@ -71,7 +71,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
-        return await asyncio.wait_for(self.waiter, timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that arrives as the answer does, and the caller then never stops.
+        async with asyncio.timeout(timeout):
+            return await self.waiter
 
 
 class Http1Pool:

@@ -180,9 +180,13 @@ class PhoneSwarm:
         return len(self._background)
 
     async def stop(self) -> None:
-        for phone in self.phones:
-            phone.stop()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*(t for p in self.phones for t in p.tasks), *self._background,
-                             return_exceptions=True)
+        """Cancel every phone loop and pending send, and wait until they have ended
+        (cancelling again any that went on, a few times, then leaving them)."""
+        pending = {t for p in self.phones for t in p.tasks} | set(self._background)
+        for _ in range(5):
+            pending = {t for t in pending if not t.done()}
+            if not pending:
+                return
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=2)
