@@ -80,6 +80,10 @@ class Person:
         # is an error; a refused API call (fetch) is the page's business.
         self.page.on("console", self._console)
         self.page.on("response", self._asset)
+        # One handler for the page's life: confirm() is accepted once, and every dialog's
+        # text is kept so a test can see what was asked (and that nothing else popped up).
+        self.dialogs: list[str] = []
+        self.page.on("dialog", self._dialog)
 
     def _console(self, message: Any) -> None:
         if message.type == "error" and not message.text.startswith("Failed to load resource"):
@@ -88,7 +92,10 @@ class Person:
     def _asset(self, response: Any) -> None:
         if response.status >= 400 and response.request.resource_type in ASSET_TYPES:
             self.errors.append(f"{response.status} {response.url}")
-        self.page.on("dialog", lambda dialog: dialog.accept())
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.accept()
 
     def open(self, path: str) -> Any:
         self.page.goto(path)

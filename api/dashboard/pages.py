@@ -41,6 +41,8 @@ PAGE_HEADERS = [
                          "form-action 'self'; frame-ancestors 'none'"),
     ResponseHeader(name="X-Frame-Options", value="DENY"),
     ResponseHeader(name="Referrer-Policy", value="same-origin"),
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="Cache-Control", value="no-store"),  # pages show account data
 ]
 
 
@@ -69,8 +71,14 @@ def _to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[str
 
 
 def local_next(value: str | None) -> str:
-    """Where to go after logging in: a path on this server only (no open redirect)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    """Where to go after logging in: a path on this server only (no open redirect).
+
+    A single leading "/", then printable ASCII only (0x21-0x7E) and no backslash: browsers
+    drop TAB, CR and LF from a URL ("/\t/evil.example" becomes "//evil.example") and read
+    "\\" as "/"; a non-ASCII value could not be sent in the Location header. Anything
+    else goes home."""
+    if (value and value.startswith("/") and not value.startswith("//") and "\\" not in value
+            and all("\x21" <= c <= "\x7e" for c in value)):
         return value
     return "/"
 
@@ -122,11 +130,12 @@ class AccountPages(Controller):
 
     @get("/devices/add/")
     async def add_device(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
-                         pool: bool = False) -> Template:
-        pool = pool and account.operator
-        owner = None if pool else account  # None: the platform pool
+                         pool: str | None = None) -> Template:
+        # A string, not a bool: "?pool=maybe" is a page, not a JSON 400; only "true" asks for the pool.
+        pool_code = pool == "true" and account.operator
+        owner = None if pool_code else account  # None: the platform pool
         known = [] if owner is not None and owner.account_type == "api_only" else await broker.list_devices(owner)
-        return _page("add_device.html", request, "devices", pool=pool, server_url=server_url(request),
+        return _page("add_device.html", request, "devices", pool=pool_code, server_url=server_url(request),
                      known_device_ids=[d.device_id for d in known],
                      code_ttl_seconds=broker.settings.pairing_code_ttl_seconds)
 
