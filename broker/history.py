@@ -15,7 +15,7 @@ again after a crash never moves a stored status backwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +184,40 @@ class HistoryStore:
         return [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
 
     async def message_rows(self, shard: str | None = None) -> list[tuple[str, MessageRecord]]:
-        """Every stored message (of one shard), oldest first, with its shard: for restore."""
+        """Every stored message (of one shard), oldest first, with its shard, all in memory:
+        for tests and small tools (restore reads :meth:`unfinished_messages`)."""
         query = sa.select(messages.c.shard, messages.c.record).order_by(messages.c.id)
         if shard is not None:
             query = query.where(messages.c.shard == shard)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(row.shard, msgspec.json.decode(row.record, type=MessageRecord)) for row in rows]
+
+    async def unfinished_messages(self, chunk: int = 1_000) -> AsyncIterator[list[tuple[str, MessageRecord]]]:
+        """The stored messages that are not finished, oldest first, with their shard, in
+        pages of ``chunk`` rows (keyset by id, one short query each): for restore, which
+        so never holds more than a page, however long the history."""
+        after: str | None = None
+        while True:
+            query = (sa.select(messages.c.id, messages.c.shard, messages.c.record)
+                     .where(messages.c.status.not_in(sorted(FINISHED)))
+                     .order_by(messages.c.id).limit(chunk))
+            if after is not None:
+                query = query.where(messages.c.id > after)
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            if rows:
+                yield [(row.shard, msgspec.json.decode(row.record, type=MessageRecord)) for row in rows]
+                after = rows[-1].id
+            if len(rows) < chunk:
+                return
+
+    async def message_counts(self) -> list[tuple[str, str, str, str, int]]:
+        """Stored messages per (shard, account, device, status), counted by the database."""
+        columns = (messages.c.shard, messages.c.account, messages.c.device, messages.c.status)
+        query = sa.select(*columns, sa.func.count()).group_by(*columns)
+        async with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3], int(r[4])) for r in (await conn.execute(query)).all()]
 
     async def lag_ms(self) -> list[int]:
         """Per stored message, how long after its last status change its row was written."""

@@ -10,11 +10,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
+import redis.exceptions
 
 from conftest import roomy_settings
 from broker import Broker, keys
-from broker.history import HistoryStore
+from broker.history import HistoryStore, messages
 from broker.records import LimitChange, OutgoingMessage
 from broker.restore import RestoreRefused, restore
 from broker.snapshotter import Snapshotter
@@ -112,6 +114,84 @@ async def test_restore_refuses_a_redis_that_is_not_empty(hbroker: Broker, histor
     await hbroker.redis.delete(keys.HISTORY_EPOCH)
     await hbroker.create_account("late@example.com", "self_managed")
     with pytest.raises(RestoreRefused):
+        await restore(hbroker, history_store)
+
+
+async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Broker, history_store, clock) -> None:
+    """Finished messages are counted by the database and never read (a row restore
+    cannot decode shows it); unfinished ones come a page at a time, in order across
+    the pages."""
+    owner, [phone] = await self_managed(hbroker)
+    sender = await hbroker.create_account("api@example.com", "api_only")
+    other = await hbroker.create_account("other@example.com", "api_only")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])).ids
+    pooled = []
+    for i in range(3):  # two senders' pool messages interleaved, oldest first
+        for account in (sender, other):
+            clock.advance(1)  # ids in order of sending
+            pooled += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"{i}")])).ids
+    [done, held] = [m.id for m in await hbroker.claim(phone.ref, 2)]
+    await hbroker.report_status(phone.ref, done, "sent")
+    await Snapshotter(hbroker, history_store).run_once()
+    counts = await hbroker.account_counts(owner)
+    # A finished message from long ago whose record this version could not decode.
+    async with history_store.engine.begin() as conn:
+        await conn.execute(messages.insert(), [{
+            "id": "00000000000000000000000001", "shard": owner.shard, "account": owner.id,
+            "device": phone.device_id, "status": "delivered", "created": 1, "updated": 2, "version": 3,
+            "stored_at": 3, "record": "{an older format"}])
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    report = await restore(hbroker, history_store, chunk=2)
+    assert (report.live_messages, report.stored_messages) == (10, 12)
+    assert await hbroker.account_counts(owner) == {**counts, "delivered": counts["delivered"] + 1,
+                                                   "total": counts["total"] + 1}
+    assert (await hbroker.get_message(owner.shard, held)).status == "claimed"
+    await hbroker.heartbeat(pool_phone.ref)
+    assert [m.id for m in await hbroker.claim(phone.ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.claim(pool_phone.ref, 10)] == pooled  # the senders took turns
+
+
+@pytest.mark.parametrize("broken", ["queue", "counters"])
+async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, history_store, broken) -> None:
+    """A restore fails part-way (a key of the wrong type: while writing messages, or in
+    the final step); nothing reaches the restored data in between, the epoch is not
+    set, and the restore, run again, gives back the same as one that never failed."""
+    owner, [first, second] = await self_managed(hbroker, devices=2)
+    sender = await hbroker.create_account("api@example.com", "api_only", password_hash="argon2-hash")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    owner_key = await hbroker.create_api_key(owner, "backend")
+    await hbroker.create_api_key(sender, "shop")
+    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    await hbroker.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])
+    [done, _held] = [m.id for m in await hbroker.claim(first.ref, 2)]
+    await hbroker.report_status(first.ref, done, "delivered")
+    await Snapshotter(hbroker, history_store).run_once()
+    before = await _view(hbroker, owner, sender, [first, second, pool_phone])
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    broken_key = getattr(hbroker.shard(owner.shard), broken)
+    await hbroker.redis.set(broken_key, "not a hash or a sorted set")
+    with pytest.raises(redis.exceptions.ResponseError):
+        await restore(hbroker, history_store)
+    assert not await hbroker.redis.exists(keys.HISTORY_EPOCH)
+    if broken == "queue":  # stopped before the final step: nothing lets anyone in yet
+        assert await hbroker.find_device_by_token(first.device_token) is None
+        assert await hbroker.redis.get(keys.email_index(owner.email)) is None
+        # Not even this process, which remembers the key's index from before the loss.
+        assert await hbroker.find_account_by_api_key(owner_key.api_key) is None
+        assert await hbroker.redis.smembers(keys.SHARDS) == {keys.pool_shard().encode()}
+        assert not await hbroker.redis.exists(hbroker.shard(owner.shard).counters)
+
+    await hbroker.redis.delete(broken_key)  # the cause put right, the restore runs again
+    report = await restore(hbroker, history_store)
+    assert (report.live_messages, report.stored_messages) == (6, 7)
+    assert await _view(hbroker, owner, sender, [first, second, pool_phone]) == before
+    assert [m.id for m in await hbroker.claim(first.ref, 10)] == own[2:]
+    with pytest.raises(RestoreRefused):  # done: a third run is refused
         await restore(hbroker, history_store)
 
 
