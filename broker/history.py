@@ -8,13 +8,15 @@ schema is created, or brought up to :data:`SCHEMA_VERSION`, at start-up.
 A message row keeps the Redis record as it was last seen (``record``, JSON with its
 status timeline) beside the columns the history pages filter on. ``version`` is the
 length of the record's timeline: every status change adds one entry, so an upsert
-only replaces a row with a record that has moved further, and an old event read
-again after a crash never moves a stored status backwards.
+only replaces a row with a record that has moved further (or as far, changed later:
+a Redis that lost its last second and took another path to the same length), and an
+old event read again after a crash never moves a stored status backwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,13 +82,21 @@ api_keys = sa.Table(
 
 def database_url(settings: Settings, data_dir: str | None = None) -> str:
     """The store's SQLAlchemy URL: ``CONNECFY_DATABASE_URL`` (a plain ``postgresql://``
-    gets the asyncpg driver), else a SQLite file in the data directory."""
+    gets the asyncpg driver), else a SQLite file in the data directory.
+
+    Query parameters go to ``asyncpg.connect`` as keyword arguments, which knows no
+    libpq ``sslmode``: it becomes asyncpg's ``ssl``, which takes the same values
+    (disable, allow, prefer, require, verify-ca, verify-full)."""
     if settings.database_url:
         url = make_url(settings.database_url)
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+asyncpg")
         elif url.drivername == "sqlite":
             url = url.set(drivername="sqlite+aiosqlite")
+        if url.drivername == "postgresql+asyncpg" and "sslmode" in url.query:
+            query = dict(url.query)
+            query.setdefault("ssl", query.pop("sslmode"))
+            url = url.set(query=query)
         return url.render_as_string(hide_password=False)
     directory = Path(data_dir or settings.data_dir).resolve()
     return f"sqlite+aiosqlite:///{directory / SQLITE_FILE}"
@@ -158,7 +168,9 @@ class HistoryStore:
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={c: stmt.excluded[c] for c in ("device", "status", "updated", "version", "stored_at", "record")},
-            where=messages.c.version < stmt.excluded.version)
+            where=sa.or_(messages.c.version < stmt.excluded.version,
+                         sa.and_(messages.c.version == stmt.excluded.version,
+                                 messages.c.updated < stmt.excluded.updated)))
         async with self.engine.begin() as conn:
             await conn.execute(stmt, rows)
 
@@ -229,11 +241,15 @@ class HistoryStore:
         async with self.engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar() or 0)
 
-    async def delete_older_than(self, cutoff_ms: int, batch: int = 1_000, max_batches: int = 100) -> int:
+    async def delete_older_than(self, cutoff_ms: int, batch: int = 1_000,
+                                budget_s: float = 1.0) -> tuple[int, bool]:
         """Delete finished messages last changed before ``cutoff_ms``, ``batch`` rows per
-        transaction, so a large backlog never holds one long lock."""
+        transaction, so a large backlog never holds one long lock; batch after batch
+        until one comes back short, or ``budget_s`` has passed (one batch at least).
+        Returns how many were deleted and whether that was all of them."""
         deleted = 0
-        for _ in range(max_batches):
+        started = time.monotonic()
+        while True:
             chosen = (sa.select(messages.c.id)
                       .where(messages.c.updated < cutoff_ms, messages.c.status.in_(sorted(FINISHED)))
                       .limit(batch).scalar_subquery())
@@ -241,8 +257,9 @@ class HistoryStore:
                 result = await conn.execute(sa.delete(messages).where(messages.c.id.in_(chosen)))
             deleted += result.rowcount
             if result.rowcount < batch:
-                break
-        return deleted
+                return deleted, True
+            if time.monotonic() - started >= budget_s:
+                return deleted, False
 
     # Directory -----------------------------------------------------------------------
 
@@ -282,9 +299,11 @@ class HistoryStore:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL: API workers read while the snapshotter writes; wait for a lock instead of failing."""
+    """WAL: API workers read while the snapshotter writes; wait for a lock instead of failing.
+    ``synchronous=FULL``: a commit is on disk when it returns (NORMAL in WAL mode waits
+    for the next checkpoint), since Redis may forget a message as soon as it is stored."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()

@@ -13,7 +13,8 @@ upsert never moves a stored message backwards.
 One snapshotter runs at a time across all workers: the holder of the
 ``{snapshotter}`` lock, which expires when its holder dies. Accounts, devices and API
 keys are mirrored every :data:`DIRECTORY_EVERY` passes; history past its retention is
-deleted every :data:`RETENTION_EVERY` passes.
+deleted every :data:`RETENTION_EVERY` passes, for at most about a second a pass; a
+backlog left over is taken up again on the next pass until none is left.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Batch(msgspec.Struct):
 
 class Snapshotter:
     def __init__(self, broker: Broker, store: HistoryStore, *, holder: str | None = None,
-                 read_count: int = 1_000, trim_batch: int = 500, lease_ms: int | None = None) -> None:
+                 read_count: int = 1_000, trim_batch: int = 500, lease_ms: int | None = None,
+                 retention_batch: int = 1_000, retention_budget_s: float = 1.0) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.store = store
@@ -65,6 +67,9 @@ class Snapshotter:
         self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count
         self.trim_batch = trim_batch
+        self.retention_batch = retention_batch
+        self.retention_budget_s = retention_budget_s
+        self._retention_left = False  # the last retention pass ran out of time
         # The lock outlives a few missed passes; a dead holder's runs out after this long.
         self.lease_ms = lease_ms or max(10_000, 5 * self.settings.snapshot_interval_ms)
         self.passes = 0
@@ -107,7 +112,7 @@ class Snapshotter:
                 if not todo:
                     break
         report.trimmed = await self.trim(now_ms=now_ms)
-        if self.passes % RETENTION_EVERY == 0:
+        if self.passes % RETENTION_EVERY == 0 or self._retention_left:
             report.deleted = await self.delete_expired_history(now_ms=now_ms)
         self.passes += 1
         return report
@@ -246,6 +251,10 @@ class Snapshotter:
                 {_text(k): _text(v) for k, v in key_records.items()})
 
     async def delete_expired_history(self, *, now_ms: int | None = None) -> int:
+        """Delete history past its retention for up to ``retention_budget_s``; what is
+        left is taken up on the next pass."""
         now = self.broker.clock() if now_ms is None else now_ms
         cutoff = now - self.settings.history_retention_days * 86_400_000
-        return await self.store.delete_older_than(cutoff)
+        deleted, done = await self.store.delete_older_than(cutoff, self.retention_batch, self.retention_budget_s)
+        self._retention_left = not done
+        return deleted

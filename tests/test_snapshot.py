@@ -68,6 +68,27 @@ async def test_an_older_record_never_moves_a_stored_message_back(hbroker: Broker
     assert (await stored(history_store))[mid] == delivered
 
 
+async def test_a_record_as_far_along_but_changed_later_replaces_the_stored_one(
+        hbroker: Broker, history_store, clock) -> None:
+    """A Redis that lost its last second and took another path to the same timeline
+    length: the newer record wins, an older one of that length does not."""
+    account, [device] = await self_managed(hbroker)
+    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.claim(device.ref)
+    claimed = await hbroker.get_message(account.shard, mid)
+    lost = msgspec.structs.replace(claimed, status="sent", updated=claimed.updated + 10,
+                                   timeline=[*claimed.timeline, ("sent", claimed.updated + 10, device.device_id, "")])
+    await history_store.upsert_messages(account.shard, [lost], clock())
+    clock.advance(20)
+    await hbroker.report_status(device.ref, mid, "failed", "no signal")  # the path Redis took instead
+    failed = await hbroker.get_message(account.shard, mid)
+    assert len(failed.timeline) == len(lost.timeline) and failed.updated > lost.updated
+    await history_store.upsert_messages(account.shard, [failed], clock())
+    assert (await stored(history_store))[mid] == failed
+    await history_store.upsert_messages(account.shard, [lost], clock())  # read again late: stays
+    assert (await stored(history_store))[mid] == failed
+
+
 async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
         hbroker: Broker, history_store, clock) -> None:
     account, [device] = await self_managed(hbroker)
@@ -146,6 +167,34 @@ async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
         assert seen == expected, (status, device_id)
 
 
+async def test_a_stored_row_behind_redis_is_paged_as_redis_has_it(hbroker: Broker, history_store, clock) -> None:
+    """Stored as sent, delivered since (not snapshotted yet): a page of sent messages
+    leaves it out and a page of delivered ones shows it once, as Redis has it."""
+    account, [device] = await self_managed(hbroker)
+    ids = []
+    for i in range(4):
+        clock.advance(1)
+        ids += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id)])).ids
+    for m in await hbroker.claim(device.ref, 4):
+        await hbroker.report_status(device.ref, m.id, "sent")
+    await Snapshotter(hbroker, history_store).run_once()
+    await hbroker.report_status(device.ref, ids[1], "delivered")
+    assert (await history_store.message(account.shard, ids[1])).status == "sent"  # the row is behind
+    delivered = await hbroker.get_message(account.shard, ids[1])
+    for limit in (1, 2, 10):
+        for status, expected in (("sent", [ids[3], ids[2], ids[0]]), ("delivered", [ids[1]])):
+            seen, cursor = [], None
+            while True:
+                page = await hbroker.list_messages(account, limit=limit, cursor=cursor, status=status)
+                seen += page.items
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert [m.id for m in seen] == expected, (limit, status)
+            assert all(m.status == status for m in seen)
+    assert (await hbroker.list_messages(account, status="delivered")).items == [delivered]
+
+
 async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbroker: Broker, history_store) -> None:
     account, [device] = await self_managed(hbroker)
     first = Snapshotter(hbroker, history_store, lease_ms=300)
@@ -172,6 +221,25 @@ async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, his
     await history_store.upsert_messages(account.shard, [*old, *young, waiting], clock())
     assert await Snapshotter(hbroker, history_store).delete_expired_history() == 2_500
     assert sorted(await stored(history_store)) == ["NEW00000", "NEW00001", "NEW00002", "QUEUED00001"]
+
+
+async def test_a_retention_backlog_is_deleted_until_none_is_left(hbroker: Broker, history_store, clock) -> None:
+    """Batch after batch until one comes back short (far more than a hundred batches);
+    a pass that runs out of time leaves the rest to the next pass, not 30 passes on."""
+    account, [device] = await self_managed(hbroker)
+    template = await hbroker.get_message(
+        account.shard, (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
+    old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * 86_400_000)
+           for i in range(1_050)]
+    await history_store.upsert_messages(account.shard, old, clock())
+    cutoff = clock() - 90 * 86_400_000
+    assert await history_store.delete_older_than(cutoff, batch=5, budget_s=60) == (1_050, True)  # 210 batches
+    assert await history_store.count_messages() == 0
+
+    await history_store.upsert_messages(account.shard, old[:250], clock())
+    snapshotter = Snapshotter(hbroker, history_store, retention_batch=100, retention_budget_s=0)
+    assert [(await snapshotter.run_once()).deleted for _ in range(4)] == [100, 100, 50, 0]
+    assert await history_store.count_messages() == 1  # the queued one, stored by the first pass
 
 
 async def test_accounts_devices_and_keys_are_mirrored_without_clear_secrets(hbroker: Broker, history_store) -> None:
@@ -241,6 +309,37 @@ def test_the_store_url_comes_from_the_settings(tmp_path) -> None:
     assert database_url(Settings(data_dir=str(tmp_path))) == f"sqlite+aiosqlite:///{tmp_path}/history.sqlite3"
     assert database_url(Settings(database_url="postgresql://u:p@db:5433/h")) == "postgresql+asyncpg://u:p@db:5433/h"
     assert database_url(Settings(database_url="postgresql+asyncpg://db/h")) == "postgresql+asyncpg://db/h"
+    # libpq's sslmode is asyncpg's ssl; other parameters stay as they are.
+    assert database_url(Settings(database_url="postgresql://u:p@db/h?sslmode=require")) == (
+        "postgresql+asyncpg://u:p@db/h?ssl=require")
+    assert database_url(Settings(database_url="postgres://db/h?sslmode=verify-full&command_timeout=5")) == (
+        "postgresql+asyncpg://db/h?command_timeout=5&ssl=verify-full")
+    assert database_url(Settings(database_url="postgresql+asyncpg://db/h?ssl=disable")) == (
+        "postgresql+asyncpg://db/h?ssl=disable")
+
+
+async def test_a_postgresql_url_with_sslmode_connects(postgres_server) -> None:
+    plain = postgres_server.url.replace("+asyncpg", "")
+    for mode in ("disable", "prefer"):  # the test server has no certificate: prefer falls back
+        store = HistoryStore(database_url(Settings(database_url=f"{plain}?sslmode={mode}")))
+        try:
+            await store.start()
+            assert await store.get_meta("schema_version") is not None
+        finally:
+            await store.close()
+
+
+async def test_sqlite_commits_reach_the_disk_before_they_return(tmp_path) -> None:
+    """synchronous=FULL: in WAL mode NORMAL makes a commit durable only at the next
+    checkpoint, and Redis may forget a message as soon as its row is committed."""
+    store = HistoryStore(database_url(Settings(data_dir=str(tmp_path))))
+    try:
+        await store.start()
+        async with store.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL
+    finally:
+        await store.close()
 
 
 async def test_the_server_snapshots_into_postgresql_when_given_its_url(postgres_server, tmp_path) -> None:
