@@ -2,7 +2,8 @@
 (a real pass against a real Redis and store, stopped at that point, then a fresh
 snapshotter), the whole server killed with SIGKILL under steady load, and its Redis
 killed and restarted from its append-only file. Afterwards every message accepted with
-a 202 is in the store exactly once, with its final status."""
+a 202 is in the store with its final status, each status change in its stored
+timeline exactly once."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
+import sqlalchemy as sa
 
 from conftest import roomy_settings
 from broker import Broker, keys
-from broker.history import HistoryStore
+from broker.history import HistoryStore, messages
 from broker.records import MessageRecord, OutgoingMessage
 from broker.snapshotter import GROUP, Snapshotter
 from e2e_server import ServerProcess, expect
@@ -46,9 +49,17 @@ async def _traffic(broker: Broker) -> tuple[str, list[str], object]:
 
 async def _assert_stored_once_as_in_redis(broker: Broker, store: HistoryStore, shard: str, ids: list[str],
                                           expected: dict[str, MessageRecord]) -> None:
-    rows = await store.message_rows()
-    assert sorted(r.id for _, r in rows) == sorted(ids)  # each exactly once
-    assert {r.id: r for _, r in rows} == expected
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(messages.c.id, messages.c.status, messages.c.version,
+                                             messages.c.record))).all()
+    assert sorted(row.id for row in rows) == sorted(ids)
+    for row in rows:
+        record = msgspec.json.decode(row.record, type=MessageRecord)
+        statuses = [step[0] for step in record.timeline]
+        assert len(set(statuses)) == len(statuses), statuses  # no change stored twice
+        assert row.status == record.status == statuses[-1] == expected[row.id].status
+        assert row.version == len(statuses)
+        assert record == expected[row.id]
     events = broker.shard(shard).events
     assert (await broker.redis.xpending(events, GROUP))["pending"] == 0
     assert await broker.redis.xlen(events) == 0
@@ -194,19 +205,21 @@ class Load:
         while True:
             self.drain()
             stored = _stored(data_dir)
-            if all(stored.get(mid) == ["sent"] for mid in self.accepted) or time.monotonic() > deadline:
+            if all(stored.get(mid, ("",))[0] == "sent" for mid in self.accepted) or time.monotonic() > deadline:
                 return stored
             time.sleep(0.2)
 
 
-def _stored(data_dir: Path) -> dict[str, list[str]]:
-    """id -> statuses of its rows, read straight from the SQLite file."""
+SENT = ("sent", ["queued", "claimed", "sent"])
+
+
+def _stored(data_dir: Path) -> dict[str, tuple[str, list[str]]]:
+    """id -> (status, the statuses of its stored timeline), read straight from the SQLite
+    file: a change stored twice, or one missing, shows in the timeline."""
     with sqlite3.connect(data_dir / "history.sqlite3") as db:
-        rows = db.execute("SELECT id, status FROM messages").fetchall()
-    found: dict[str, list[str]] = {}
-    for message_id, status in rows:
-        found.setdefault(message_id, []).append(status)
-    return found
+        rows = db.execute("SELECT id, status, record FROM messages").fetchall()
+    return {message_id: (status, [step[0] for step in msgspec.json.decode(record)["timeline"]])
+            for message_id, status, record in rows}
 
 
 def _start(tmp_path: Path) -> ServerProcess:
@@ -232,8 +245,8 @@ def test_server_killed_with_sigkill_under_load_loses_nothing(tmp_path: Path) -> 
         for _ in range(5):
             load.tick()
         stored = load.settle(tmp_path)
-        assert {mid: stored.get(mid) for mid in load.accepted} == {mid: ["sent"] for mid in load.accepted}
-        assert len(stored) == len(load.accepted)  # nothing else, nothing twice
+        assert {mid: stored.get(mid) for mid in load.accepted} == dict.fromkeys(load.accepted, SENT)
+        assert len(stored) == len(load.accepted)  # nothing else
         assert len(set(load.accepted)) == len(load.accepted) == 400
         again = world.api()
         expect(again.post("/api/auth/login/", json={"email": owner.account["email"], "password": PASSWORD}), 200)
@@ -268,7 +281,7 @@ def test_redis_restarted_from_its_append_only_file_loses_nothing(tmp_path: Path)
             load.tick()
             time.sleep(0.05)
         stored = load.settle(tmp_path)
-        assert {mid: stored.get(mid) for mid in load.accepted} == {mid: ["sent"] for mid in load.accepted}
+        assert {mid: stored.get(mid) for mid in load.accepted} == dict.fromkeys(load.accepted, SENT)
         assert len(stored) == len(load.accepted)
         assert int(redis.Redis(unix_socket_path=str(socket_path)).info("server")["process_id"]) != pid
     finally:
