@@ -1,6 +1,12 @@
-"""The bare baseline: one Litestar GET returning a small JSON body, served by granian
+"""The bare baselines: Litestar GETs returning a small JSON body, served by granian
 with the same worker count, event loop and access-log setting as ``connecfy serve``.
-What an endpoint of ours does is compared with what this one does on the same box.
+What an endpoint of ours does is compared with what these do on the same box.
+
+``/bare``        nothing else: what Litestar on granian can answer at all;
+``/bare-redis``  plus one no-op ``EVALSHA`` through the server's own Redis client (hiredis
+                 packing, same pool): the most an endpoint making one script call could
+                 reach, before any credential check, validation or real script work.
+                 Only served when ``BENCH_REDIS_URL`` is set.
 
     python3 -m bench.load.bare_app --port 8001 --workers 2
 """
@@ -8,8 +14,16 @@ What an endpoint of ours does is compared with what this one does on the same bo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import AsyncIterator
 
 from litestar import Litestar, get
+from litestar.datastructures import State
+
+from broker.redis_client import connect
+
+NOOP = "return 1"
 
 
 @get("/bare", sync_to_thread=False)
@@ -17,7 +31,24 @@ def bare() -> dict[str, str]:
     return {"status": "ok", "device_id": "01J0000000000000000000000"}
 
 
-app = Litestar(route_handlers=[bare], openapi_config=None)
+@get("/bare-redis")
+async def bare_redis(state: State) -> dict[str, str]:
+    await state["redis"].evalsha(state["sha"], 1, "{bench}:noop", "a", "b")
+    return {"status": "ok", "device_id": "01J0000000000000000000000"}
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    url = os.environ.get("BENCH_REDIS_URL")
+    if url:
+        client = connect(url, max_connections=64)
+        app.state["redis"], app.state["sha"] = client, await client.script_load(NOOP)
+    yield
+    if url:
+        await app.state["redis"].aclose()
+
+
+app = Litestar(route_handlers=[bare, bare_redis], openapi_config=None, lifespan=[lifespan])
 
 
 def main() -> None:

@@ -74,10 +74,12 @@ def run_wrk(name: str, url: str, *, seconds: float, connections: int, script: st
 class BareServer:
     """``bare_app`` on granian, as a separate process like ``connecfy serve``."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, redis_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        if redis_url:
+            env["BENCH_REDIS_URL"] = redis_url
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.load.bare_app", "--port", str(self.port), "--workers", str(workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -120,17 +122,21 @@ async def noop_evalsha(redis_url: str, seconds: float, concurrency: int = 32) ->
 
 
 async def measure_baselines(redis_url: str | None, workers: int, seconds: float, connections: int) -> dict[str, Any]:
-    """The bare Litestar GET (wrk) and, when Redis is reachable, the no-op EVALSHA."""
-    bare = BareServer(workers)
+    """The bare Litestar GET (wrk) and, when Redis is reachable, the bare GET with one
+    no-op EVALSHA (wrk) and the no-op EVALSHA from one client."""
+    bare = BareServer(workers, redis_url)
     try:
         result = await asyncio.to_thread(run_wrk, "bare Litestar GET", bare.url + "/bare", seconds=seconds,
                                          connections=connections, script="fixed.lua",
                                          env={"BENCH_PATH": "/bare"})
+        with_redis = await asyncio.to_thread(
+            run_wrk, "bare GET + no-op EVALSHA", bare.url + "/bare-redis", seconds=seconds,
+            connections=connections, script="fixed.lua", env={"BENCH_PATH": "/bare-redis"}) if redis_url else None
     finally:
         bare.stop()
     noop = await noop_evalsha(redis_url, max(1.5, seconds / 2)) if redis_url else None
     return {"tool": "wrk -t1 -c%d" % connections, "workers": workers, "bare": asdict(result),
-            "noop_evalsha_per_second": noop}
+            "bare_redis": asdict(with_redis) if with_redis else None, "noop_evalsha_per_second": noop}
 
 
 def write_body(payload: Any) -> str:

@@ -291,8 +291,11 @@ async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict
         for account in accounts:
             await account.close()
     bare = base["bare"]["requests_per_second"]
+    with_redis = (base.get("bare_redis") or {}).get("requests_per_second")
     rows = [{**r.__dict__, "messages_per_second": r.messages_per_second,
-             "percent_of_bare": 100 * r.requests_per_second / bare} for r in results]
+             "percent_of_bare": 100 * r.requests_per_second / bare,
+             "percent_of_bare_redis": 100 * r.requests_per_second / with_redis if with_redis else None}
+            for r in results]
     return {"scenario": "capacity", "target": deployment.base_url, "workers": deployment.workers,
             "command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "baselines": base, "endpoints": rows}
@@ -302,14 +305,18 @@ def print_capacity(result: dict[str, Any]) -> None:
     base = result["baselines"]
     print(f"\ncapacity of {result['target']} ({result['workers']} workers), {base['tool']}; "
           f"no-op EVALSHA {base['noop_evalsha_per_second'] or 0:,.0f} calls/s\n")
-    print(f"{'endpoint':24} {'req/s':>9} {'msgs/s':>9} {'% bare':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'endpoint':24} {'req/s':>9} {'msgs/s':>9} {'% bare':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+          f" {'% bare+EVALSHA':>15}")
     bare = base["bare"]
-    print(f"{'bare Litestar GET':24} {bare['requests_per_second']:>9,.0f} {'':>9} {100:>6.0f}% "
-          f"{bare['p50_ms']:>8.2f} {bare['p99_ms']:>8.2f} {bare['status_errors']:>8}")
+    for row in filter(None, (bare, base.get("bare_redis"))):
+        print(f"{row['name']:24} {row['requests_per_second']:>9,.0f} {'':>9} "
+              f"{100 * row['requests_per_second'] / bare['requests_per_second']:>6.1f}% "
+              f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['status_errors']:>8}")
     for row in result["endpoints"]:
+        with_redis = "" if row["percent_of_bare_redis"] is None else f"{row['percent_of_bare_redis']:>14.1f}%"
         print(f"{row['name']:24} {row['requests_per_second']:>9,.0f} {row['messages_per_second']:>9,.0f} "
               f"{row['percent_of_bare']:>6.1f}% {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-              f"{row['status_errors'] + row['socket_errors']:>8}")
+              f"{row['status_errors'] + row['socket_errors']:>8} {with_redis}")
 
 
 async def main_async(args: argparse.Namespace) -> int:
