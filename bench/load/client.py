@@ -57,7 +57,7 @@ class Recorder:
         return time.monotonic() - self.t0
 
     def record(self, kind: str, planned: float, started: float, finished: float, outcome: str,
-               messages: int = 0) -> None:
+               messages: int = 0, ready: float | None = None) -> None:
         """One request: ``outcome`` is "ok", an HTTP status such as "503", or an exception
         name; ``messages`` is how many messages a successful send queued."""
         latency = finished - planned
@@ -71,7 +71,7 @@ class Recorder:
         else:
             self.errors[kind][outcome] += 1
             second.errors[kind] += 1
-        self.lags.append(started - planned)
+        self.lags.append(started - max(planned, ready or planned))
 
     def error_count(self) -> int:
         return sum(sum(c.values()) for c in self.errors.values())
@@ -109,10 +109,12 @@ class Http:
             return response.status, decoded(raw), dict(response.headers)
 
     async def call(self, kind: str | None, method: str, path: str, *, planned: float | None = None,
-                   ok: tuple[int, ...] = (200, 201, 202, 204), messages: int = 0,
+                   ready: float | None = None, ok: tuple[int, ...] = (200, 201, 202, 204), messages: int = 0,
                    **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         """Make one request; returns (status, decoded JSON body or None, headers).
-        Status 0 means no HTTP answer (connection refused, reset, timeout)."""
+        Status 0 means no HTTP answer (connection refused, reset, timeout). Latency runs
+        from ``planned``; the client's own lateness from ``ready`` when later (a phone
+        cannot ask again before its previous answer came)."""
         started = self.recorder.now()
         planned = started if planned is None else planned
         body: Any = None
@@ -127,7 +129,7 @@ class Http:
             status, outcome = 0, type(exc).__name__
         if kind is not None:
             self.recorder.record(kind, planned, started, self.recorder.now(), outcome,
-                                 messages if outcome == "ok" else 0)
+                                 messages if outcome == "ok" else 0, ready=ready)
         return status, body, headers
 
 

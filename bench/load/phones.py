@@ -53,34 +53,39 @@ class Phone:
         ]
 
     async def _every(self, interval: float, action) -> None:  # type: ignore[no-untyped-def]
-        """Run ``action(planned)`` on a schedule of its own: a random phase, then every
-        ``interval`` ± 10 %. ``action`` returns how long to wait instead (a 429's
-        Retry-After, or 0 for "again at once"), or None for the usual interval."""
+        """Run ``action(planned, ready)`` on a schedule of its own: a random phase, then
+        every ``interval`` ± 10 %, measured from the planned times, so a slow answer
+        shows as latency of the requests after it too. ``ready`` is when the previous
+        answer came (the phone could not ask before). ``action`` returns how long to wait
+        instead (a 429's Retry-After, or 0 for "again at once"), or None for the usual
+        interval."""
         recorder = self.swarm.http.recorder
         planned = recorder.now() + random.uniform(0, interval)
+        ready = planned  # a phone waits for one answer before its next request
         while True:
             delay = planned - recorder.now()
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.online.is_set():
                 await self.online.wait()
-                planned = recorder.now()  # back from an offline spell: a fresh schedule, not lag
-            wait = await action(planned)
+                planned = ready = recorder.now()  # back from an offline spell: a fresh schedule
+            wait = await action(planned, ready)
+            ready = recorder.now()
             step = interval * random.uniform(1 - JITTER, 1 + JITTER) if wait is None else wait
             planned += step
             if wait is not None:
                 planned = max(planned, recorder.now() + wait)
 
-    async def heartbeat(self, planned: float) -> float | None:
+    async def heartbeat(self, planned: float, ready: float) -> float | None:
         status, _, headers = await self.swarm.http.call(
-            "heartbeat", "POST", f"/api/devices/{self.device_id}/heartbeat/", planned=planned,
+            "heartbeat", "POST", f"/api/devices/{self.device_id}/heartbeat/", planned=planned, ready=ready,
             headers=self.headers, json={"battery": 80, "android_version": "14", "app_version": "bench"})
         return retry_after(headers, 1.0) if status == 429 else None
 
-    async def poll(self, planned: float) -> float | None:
+    async def poll(self, planned: float, ready: float) -> float | None:
         limit = self.swarm.behaviour.claim_limit
         status, tasks, headers = await self.swarm.http.call(
-            "poll", "GET", f"/api/devices/{self.device_id}/tasks/", planned=planned,
+            "poll", "GET", f"/api/devices/{self.device_id}/tasks/", planned=planned, ready=ready,
             headers=self.headers, params={"limit": str(limit)})
         if status == 429:
             return retry_after(headers, 1.0)
