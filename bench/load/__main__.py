@@ -50,6 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     server.add_argument("--server-pid", type=int, help="the target's server process, for CPU figures")
     server.add_argument("--redis-restart-command", help="redis-restart on a target: a shell command")
     server.add_argument("--server-log", help="keep the log of the server started here at this path")
+    server.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a CONNECFY_* setting for the server started here (repeatable)")
     measure = parser.add_argument_group("measurement and output")
     measure.add_argument("--no-baselines", dest="baselines", action="store_false",
                          help="skip the bare Litestar and no-op EVALSHA baselines")

@@ -176,6 +176,10 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
     result["scenario_figures"] = scenario_figures(args, ledger, recorder, restart_at)
     result["ratios"] = ratio_lines(result, drained)
     result["invariants"] = invariants
+    result["series"] = [{"second": second, "requests": dict(row.requests), "errors": dict(row.errors),
+                         "messages": row.messages,
+                         "p99_ms": {k: round(percentile(v, 99) * 1000, 2) for k, v in row.latencies.items()}}
+                        for second, row in sorted(recorder.seconds.items())]
     return result, recorder
 
 
@@ -331,7 +335,8 @@ async def main_async(args: argparse.Namespace) -> int:
         deployment = Deployment(args.target, args.operator_email, password, redis_url=args.redis_url,
                                 server_pid=args.server_pid, restart_command=args.redis_restart_command)
     else:
-        local = LocalServer(workers=args.workers, time_scale=args.time_scale)
+        extra = dict(setting.split("=", 1) for setting in args.server_setting)
+        local = LocalServer(workers=args.workers, time_scale=args.time_scale, extra=extra)
         deployment = await asyncio.to_thread(local.start)
     try:
         if args.scenario == "capacity":
