@@ -16,13 +16,17 @@ The parts, one module each:
 
 ``deployment``  the server under test: started here or reached at ``--target``; its
                 CPU and its Redis's memory, and a Redis restart.
-``client``      one aiohttp session and the per-request recorder every figure comes from.
+``client``      the HTTP calls and the per-request recorder every figure comes from;
+``http1``       the lean HTTP/1.1 client phones and API-key senders use (httptools);
+``accounts``    the operator and the bench's sender accounts (dashboard sessions);
 ``phones``      the phone swarm: pair, heartbeat, poll, send after a delay, report.
 ``senders``     the open-loop sender swarm: arrivals planned in advance, latency
                 measured from the planned time.
 ``ledger``      every accepted message and every claim; the end-of-run invariants.
 ``scenarios``   steady, burst, churn, pool-fairness, redis-restart.
-``baselines``   a bare Litestar endpoint and a no-op EVALSHA on the same machine,
-                driven by wrk; ``capacity`` measures our endpoints the same way.
+``baselines``   a bare Litestar endpoint (``bare_app``), the same with one no-op
+                EVALSHA, and a no-op EVALSHA on the same machine, driven by wrk;
+                ``capacity`` measures our endpoints the same way.
+``run``         one scenario run from start to verdict, and the capacity run.
 ``report``      the live progress line, the table, the JSON file and the PNG plot.
 """
