@@ -77,6 +77,15 @@ def check_name(value: object, field: str) -> str:
     return check_text(value, field, min_chars=1, max_chars=64)
 
 
+def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
+    """Keep ``value`` under ``key`` in a per-process credential cache of at most
+    CREDENTIAL_CACHE entries, the oldest dropped first; returns ``value``."""
+    if len(cache) >= CREDENTIAL_CACHE:
+        del cache[next(iter(cache))]
+    cache[key] = value
+    return value
+
+
 def normalize_phone_number(number: str, field: str = "to") -> str:
     """Return ``number`` if it is E.164, or raise InvalidInput.
 
@@ -263,9 +272,7 @@ class Broker:
             account_id, _, key_id = _text(value).partition("|")
             if not ids.is_plain_id(account_id):
                 return None
-            if len(self._api_keys) >= CREDENTIAL_CACHE:
-                del self._api_keys[next(iter(self._api_keys))]  # the oldest entry
-            self._api_keys[digest] = named = (account_id, key_id)
+            named = _remember(self._api_keys, digest, (account_id, key_id))
         account_id, key_id = named
         shard = self.shard(keys.account_shard(account_id))
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -368,9 +375,7 @@ class Broker:
         if device is None:
             device = await self.find_device_by_token(token)
             if device is not None:
-                if len(self._device_tokens) >= CREDENTIAL_CACHE:
-                    del self._device_tokens[next(iter(self._device_tokens))]  # the oldest entry
-                self._device_tokens[digest] = device
+                _remember(self._device_tokens, digest, device)
         return device
 
     def forget_device_token(self, token: str) -> None:

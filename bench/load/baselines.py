@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.broker_bench import NoopPhase, run_round
-from bench.load.deployment import free_port
+from bench.load.deployment import answers_200, free_port
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,20 +84,11 @@ class BareServer:
             [sys.executable, "-m", "bench.load.bare_app", "--port", str(self.port), "--workers", str(workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not self._answers():
+        while not answers_200(self.port, "/bare"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("the bare baseline server did not start")
             time.sleep(0.1)
-
-    def _answers(self) -> bool:
-        import socket
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                conn.sendall(b"GET /bare HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                return conn.recv(64).startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -40,6 +40,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def answers_200(port: int, path: str) -> bool:
+    """Whether ``GET path`` on 127.0.0.1:``port`` answers 200 (a server coming up)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+            return conn.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
 def scaled_settings(time_scale: float) -> dict[str, str]:
     """``CONNECFY_*`` for a local server whose phones run ``1/time_scale`` times faster."""
     polls_per_minute = math.ceil(3 / time_scale)          # a phone polls every 20 s
@@ -137,7 +147,7 @@ class LocalServer:
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
         base_url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + READY_TIMEOUT
-        while not self._ready(base_url):
+        while not answers_200(self.port, "/readyz"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"connecfy serve did not start:\n{self.log()}")
@@ -153,14 +163,6 @@ class LocalServer:
         socket_path = (self.dir / "redis" / "redis.sock").resolve()
         return Deployment(base_url, email, password, workers=self.workers,
                           redis_url=f"unix://{socket_path}", server_pid=self.process.pid)
-
-    def _ready(self, base_url: str) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                return conn.recv(64).startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
 
     def log(self) -> str:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httptools
+import msgspec
 
 
 class _Connection(asyncio.Protocol):
@@ -132,7 +133,7 @@ class Http1Pool:
 
 
 def decoded(raw: bytes) -> Any:
-    import msgspec
+    """A JSON answer body, or None when it is empty or not JSON."""
     try:
         return msgspec.json.decode(raw) if raw else None
     except msgspec.DecodeError:
