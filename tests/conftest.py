@@ -172,6 +172,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("postgres_server").url
 
 
+async def history_broker(redis_client: aioredis.Redis, scripts: ScriptRegistry, clock: Clock, store: object,
+                         **settings: object) -> Broker:
+    """A started broker with roomy limits (and ``settings``) and ``store`` attached as its
+    history: the history tests' broker."""
+    b = Broker(redis_client, roomy_settings(**settings), scripts, clock=clock)
+    await b.start()
+    b.history = store
+    return b
+
+
 @pytest.fixture
 async def history_store(store_url: str) -> AsyncIterator[object]:
     from broker.history import HistoryStore, metadata

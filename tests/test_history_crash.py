@@ -19,7 +19,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from conftest import roomy_settings
+from conftest import history_broker
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
 from broker.records import MessageRecord, OutgoingMessage
@@ -33,10 +33,7 @@ HOT_MS = 1_000
 
 @pytest.fixture
 async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Broker:
-    b = Broker(real_redis, roomy_settings(hot_retention_seconds=HOT_MS // 1000), scripts, clock=clock)
-    await b.start()
-    b.history = history_store
-    return b
+    return await history_broker(real_redis, scripts, clock, history_store, hot_retention_seconds=HOT_MS // 1000)
 
 
 async def _traffic(broker: Broker) -> tuple[str, list[str], object]:

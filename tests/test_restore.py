@@ -10,11 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 import redis.exceptions
 
-from conftest import roomy_settings
+from conftest import history_broker
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
 from broker.records import LimitChange, OutgoingMessage
@@ -27,10 +26,7 @@ from http_world import PASSWORD, Phone, World
 
 @pytest.fixture
 async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Broker:
-    b = Broker(real_redis, roomy_settings(), scripts, clock=clock)
-    await b.start()
-    b.history = history_store
-    return b
+    return await history_broker(real_redis, scripts, clock, history_store)
 
 
 async def _view(broker: Broker, owner, sender, devices) -> dict:

@@ -9,7 +9,7 @@ import asyncio
 import msgspec
 import pytest
 
-from conftest import roomy_settings
+from conftest import history_broker
 from broker import Broker, Settings, errors
 from broker.history import HistoryStore, database_url, metadata
 from broker.records import MessageRecord, OutgoingMessage
@@ -24,10 +24,7 @@ HOT_MS = 60_000
 @pytest.fixture
 async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Broker:
     """A broker on the newest real Redis with the history store attached; hot window 60 s."""
-    b = Broker(real_redis, roomy_settings(hot_retention_seconds=HOT_MS // 1000), scripts, clock=clock)
-    await b.start()
-    b.history = history_store
-    return b
+    return await history_broker(real_redis, scripts, clock, history_store, hot_retention_seconds=HOT_MS // 1000)
 
 
 async def stored(store: HistoryStore) -> dict[str, MessageRecord]:
