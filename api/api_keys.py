@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 
-from api.clock import iso_utc
+from broker.clock import iso_utc
 from api.credentials import session_guard
 from api.errors import not_found
 from broker import Broker, errors

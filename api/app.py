@@ -3,7 +3,8 @@
 The app only authenticates, validates and calls one broker operation per request. The
 Redis client, the broker and the history store are made in the lifespan hook; a
 background task sweeps (expiry, lost devices, pool returns) while this process holds
-the sweeper lock, another snapshots history while it holds the snapshotter lock.
+the sweeper lock, another snapshots history while it holds the snapshotter lock, a third
+delivers webhooks while it holds the webhooks lock.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ from api.observability import MetricsController, configure_logging, instrument, 
 from api.openapi import complete_schema
 from api.sms import SmsController
 from api.stats import StatsController
+from api.webhooks import WebhooksController
 from broker import Broker, Settings, __version__
 from broker.history import HistoryStore
 from broker.redis_client import connect
 from broker.snapshotter import Snapshotter
+from broker.webhooks.courier import Courier
+from broker.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("connecfy.api")
 
@@ -116,9 +120,14 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         await history.start()
         broker.history = history
         app.state.broker = broker
+        # Test events from the dashboard; the dispatcher has a courier of its own.
+        app.state.webhook_courier = courier = Courier(
+            timeout_s=settings.webhook_timeout_seconds, max_in_flight=8,
+            allow_loopback=settings.webhook_allow_loopback_http)
         complete_schema(app)
         tasks = [asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)),
-                 asyncio.create_task(Snapshotter(broker, history).run_forever())] if sweep else []
+                 asyncio.create_task(Snapshotter(broker, history).run_forever()),
+                 asyncio.create_task(WebhookDispatcher(broker).run_forever())] if sweep else []
         try:
             yield
         finally:
@@ -126,13 +135,14 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await courier.close()
             await history.close()
             await client.aclose()
 
     return Litestar(
         route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
                         ApiKeysController, StatsController, AuthController, HealthController, MetricsController,
-                        AccountLimitsController, OperatorController, dashboard_router],
+                        AccountLimitsController, OperatorController, WebhooksController, dashboard_router],
         template_config=template_config,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),

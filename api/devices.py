@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
-from api.clock import iso_utc
+from broker.clock import iso_utc
 from api.credentials import device_guard, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
 from api.limits import auth_rate_guard

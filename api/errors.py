@@ -58,6 +58,10 @@ _BROKER_STATUS: dict[type[errors.BrokerError], int] = {
     errors.RateLimited: 429,
     errors.PairingCodeInvalid: 400,
     errors.LimitRequestNotFound: 404,
+    errors.WebhookNotFound: 404,
+    errors.WebhookEventNotFound: 404,
+    errors.WebhookLimitReached: 409,
+    errors.WebhookDisabled: 409,
     errors.LimitRequestPending: 409,
     errors.LimitRequestDecided: 409,
 }

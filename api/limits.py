@@ -16,7 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from api.clock import iso_utc
+from broker.clock import iso_utc
 from api.credentials import broker_of, operator_guard, session_guard
 from broker import Broker, keys
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits

@@ -62,6 +62,7 @@ from litestar.openapi.spec import (
 from api.credentials import SESSION_COOKIE, api_key_guard, device_guard, operator_guard, session_guard
 from api.errors import _BROKER_STATUS
 from broker import Broker
+from broker.webhooks.endpoints import WebhookEndpoints
 
 DESCRIPTION = (
     "Connecfy turns Android phones into an SMS gateway.\n\n"
@@ -181,8 +182,10 @@ def _raised_statuses(source: str) -> set[int]:
 def _broker_conflicts(source: str) -> bool:
     """Whether a broker method the handler calls raises a domain error that is a 409."""
     conflicts = [cls.__name__ for cls, status in _BROKER_STATUS.items() if status == 409]
-    for name in set(re.findall(r"\bbroker\.(\w+)\(", source)):
-        method = getattr(Broker, name, None)
+    called = [(Broker, name) for name in re.findall(r"\bbroker\.(\w+)\(", source)]
+    called += [(WebhookEndpoints, name) for name in re.findall(r"\bbroker\.webhooks\.(\w+)\(", source)]
+    for owner, name in set(called):
+        method = getattr(owner, name, None)
         try:
             text = inspect.getsource(method) if callable(method) else ""
         except (OSError, TypeError):

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from api.clock import iso_utc
+from broker.clock import iso_utc
 from api.credentials import device_guard, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
 from broker import Broker, errors

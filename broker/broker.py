@@ -46,6 +46,7 @@ from broker.records import (
 from broker.scripts import ScriptRegistry
 from broker.segments import count_segments
 from broker.settings import Settings
+from broker.webhooks.endpoints import WebhookEndpoints
 
 MAX_MESSAGE_CHARS = 1_600
 MAX_FIELD_CHARS = 32
@@ -123,6 +124,7 @@ class Broker:
         self._api_keys: dict[str, tuple[str, str]] = {}  # key hash -> (account id, key id)
         # The history store, when attached: reads of messages no longer in Redis go there.
         self.history: HistoryStore | None = None
+        self.webhooks = WebhookEndpoints(self)
 
     async def start(self) -> None:
         """Load every script (a broken one fails here) and register the platform pool."""

@@ -130,6 +130,30 @@ class RateLimited(BrokerError):
         self.decision = decision
 
 
+class WebhookNotFound(BrokerError):
+    """No such webhook endpoint for this account."""
+
+    code = "webhook_not_found"
+
+
+class WebhookLimitReached(BrokerError):
+    """This account has as many webhook endpoints as it may."""
+
+    code = "webhook_limit_reached"
+
+
+class WebhookEventNotFound(BrokerError):
+    """No such event in this endpoint's recent deliveries."""
+
+    code = "webhook_event_not_found"
+
+
+class WebhookDisabled(BrokerError):
+    """This webhook endpoint is disabled; enable it first."""
+
+    code = "webhook_disabled"
+
+
 class LimitRequestNotFound(BrokerError):
     """No such limit request."""
 

@@ -51,6 +51,16 @@ key                                 type         what
                                                  sender's send limiter, expiring when full
 ``{S}:rate:tasks:<device>``         string       the same for a device's poll limiter
 ``{S}:limit-requests``              zset         an account's limit request ids -> created (ms)
+``{S}:webhooks``                    set          the account's webhook endpoint ids
+``{S}:webhook:<ep>``                hash         url, events, secret, previous_secret,
+                                                 previous_until_ms, lanes, created_ms,
+                                                 queued, dropped, failing_since_ms,
+                                                 last_success_ms, disabled_ms, disabled_reason
+``{S}:webhook:<ep>:lane:<k>``       list         events waiting for the endpoint, oldest first;
+                                                 a message's events all go to one lane
+``{S}:webhook:<ep>:retry``          hash         lane -> ``<attempts>|<next attempt ms>`` of its
+                                                 first event, while that one is failing
+``{S}:webhook:<ep>:log``            list         the latest delivery attempts, newest first
 ==================================  ===========  ============================================
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
@@ -74,6 +84,14 @@ hash tag:
   Redis without it beside a store that has one lost its data (``connecfy restore``)
 - ``{rate:<name>:<client address>}``: GCRA limiter of signup, login and register
 - ``{limit-requests}`` (hash): request id -> JSON of a request for higher limits
+- ``{webhook-endpoints}``: set of ``<account>|<endpoint id>``, every webhook endpoint,
+  so a new webhook dispatcher finds the events still waiting
+- ``{webhooks}``: lock held by the one process delivering webhooks, expiring
+- ``{webhook-wake}``: set of ``<account>|<endpoint id>`` given events by hand (a manual
+  redelivery), for the dispatcher to pick up
+
+Shard streams have a second consumer group, ``webhooks``, once the dispatcher has run;
+an entry is deleted only when every group has acknowledged it.
 """
 
 from __future__ import annotations
@@ -155,6 +173,21 @@ class ShardKeys:
     def api_keys_last_used(self) -> str:
         return f"{self.prefix}:api-keys:last-used"
 
+    def webhooks(self) -> str:
+        return f"{self.prefix}:webhooks"
+
+    def webhook(self, endpoint_id: str) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}"
+
+    def webhook_lane(self, endpoint_id: str, lane: int) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}:lane:{lane}"
+
+    def webhook_retry(self, endpoint_id: str) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}:retry"
+
+    def webhook_log(self, endpoint_id: str) -> str:
+        return f"{self.prefix}:webhook:{endpoint_id}:log"
+
 
 def email_index(email: str) -> str:
     digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
@@ -182,6 +215,9 @@ SWEEPER_LOCK = "{sweeper}"
 SNAPSHOTTER_LOCK = "{snapshotter}"
 HISTORY_EPOCH = "{history-epoch}"
 LIMIT_REQUESTS = "{limit-requests}"
+WEBHOOK_ENDPOINTS = "{webhook-endpoints}"
+WEBHOOKS_LOCK = "{webhooks}"
+WEBHOOK_WAKE = "{webhook-wake}"
 
 
 def client_rate(name: str, client: str) -> str:

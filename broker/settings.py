@@ -68,6 +68,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     hot_retention_seconds: int = 3_600
     history_retention_days: int = 90
 
+    # Webhooks: each POST gets webhook_timeout_seconds; a failed event is retried with
+    # exponential backoff (first wait webhook_backoff_first_ms, doubling up to
+    # webhook_backoff_max_ms, each with jitter) until webhook_retry_seconds after it was
+    # queued; an endpoint failing that long is disabled. Each endpoint has webhook_lanes
+    # lanes delivering at once (a message's events share one, so they arrive in order),
+    # at most webhook_max_in_flight POSTs run at once in all, and at most
+    # webhook_backlog_max events wait per endpoint. Plain-HTTP loopback URLs are refused
+    # unless webhook_allow_loopback_http (for development and tests).
+    webhook_timeout_seconds: int = 5
+    webhook_retry_seconds: int = 86_400
+    webhook_backoff_first_ms: int = 1_000
+    webhook_backoff_max_ms: int = 3_600_000
+    webhook_lanes: int = 8
+    webhook_max_in_flight: int = 64
+    webhook_backlog_max: int = 1_000_000
+    webhook_poll_ms: int = 200
+    webhook_allow_loopback_http: bool = False
+
     def __post_init__(self) -> None:
         """Every number is a count, a length of time or a limit: 0 or less makes no sense
         (a rate of 0 would divide by zero on every send), so it is refused at start-up."""

@@ -4,8 +4,8 @@ lets Redis forget finished messages, so Redis memory stays flat under steady loa
 One pass, per shard: read the shard's event stream through the ``snapshotter``
 consumer group (first what an earlier pass read but did not acknowledge, then new
 entries), load the current records of the messages named, upsert them into the store,
-note the finished ones in the shard's trim set, then acknowledge and delete the
-entries. Finished messages whose last change is older than the hot retention window
+note the finished ones in the shard's trim set, then acknowledge the entries (deleted
+once the webhook dispatcher has acknowledged them too, see :mod:`broker.streams`). Finished messages whose last change is older than the hot retention window
 are then removed from Redis by ``trim-3.lua``, only if unchanged since they were
 stored. A crash anywhere loses nothing: unacknowledged entries are read again and the
 upsert never moves a stored message backwards.
@@ -24,16 +24,15 @@ import logging
 import uuid
 from collections import defaultdict
 import msgspec
-from redis.exceptions import ResponseError
 
-from broker import keys
+from broker import keys, streams
 from broker.broker import Broker, _fields, _text
 from broker.history import FINISHED, HistoryStore
 from broker.records import MessageRecord
 
 log = logging.getLogger("connecfy.snapshotter")
 
-GROUP = "snapshotter"
+GROUP = streams.SNAPSHOTTER_GROUP
 CONSUMER = "snapshotter"  # one snapshotter at a time: a successor owns what its predecessor left
 DIRECTORY_EVERY = 15
 RETENTION_EVERY = 30
@@ -154,19 +153,13 @@ class Snapshotter:
     async def read_all(self, shards: list[str], *, pending: bool = False) -> list[Batch]:
         """:meth:`read` for many shards in two round trips (streams, then records)."""
         await self._create_groups(shards)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.xreadgroup(GROUP, CONSUMER, {self.broker.shard(shard).events: "0" if pending else ">"},
-                                count=self.read_count)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await streams.read(self.redis, GROUP, CONSUMER, [self.broker.shard(s).events for s in shards],
+                                     pending=pending, count=self.read_count)
         batches = []
-        for shard, reply in zip(shards, replies):
-            if isinstance(reply, ResponseError):
-                if "NOGROUP" not in str(reply):
-                    raise reply
+        for shard, entries in zip(shards, replies):
+            if entries is None:
                 self._groups.discard(shard)  # Redis lost the group (flushed): made again next time
-                reply = None
-            entries = reply[0][1] if reply else []
+                entries = []
             batches.append(Batch(shard, [_text(entry_id) for entry_id, _ in entries],
                                  message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f))))
         wanted = [b for b in batches if b.message_ids]
@@ -181,14 +174,9 @@ class Snapshotter:
 
     async def _create_groups(self, shards: list[str]) -> None:
         for shard in shards:
-            if shard in self._groups:
-                continue
-            try:
-                await self.redis.xgroup_create(self.broker.shard(shard).events, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._groups.add(shard)
+            if shard not in self._groups:
+                await streams.ensure_group(self.redis, self.broker.shard(shard).events, GROUP)
+                self._groups.add(shard)
 
     async def store_batch(self, batch: Batch, *, now_ms: int | None = None) -> None:
         """Upsert the records, then note the finished ones for trimming."""
@@ -199,14 +187,13 @@ class Snapshotter:
             await self.redis.zadd(self.broker.shard(batch.shard).trim, finished)
 
     async def acknowledge(self, batch: Batch) -> None:
-        """The entries are stored: acknowledge and delete them, so the stream stays short."""
+        """The entries are stored: acknowledge them, and delete those the webhook
+        dispatcher is done with too, so the stream stays short."""
         if not batch.entry_ids:
             return
         stream = self.broker.shard(batch.shard).events
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, GROUP, *batch.entry_ids)
-            pipe.xdel(stream, *batch.entry_ids)
-            await pipe.execute()
+        await self.redis.xack(stream, GROUP, *batch.entry_ids)
+        await streams.release(self.redis, stream)
 
     async def trim(self, *, now_ms: int | None = None) -> int:
         """Remove finished, stored messages older than the hot retention window."""

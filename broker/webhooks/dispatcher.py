@@ -1,0 +1,367 @@
+"""The webhook dispatcher: turns every status change into events for the endpoints that
+want them, and delivers those, retrying, in order per message.
+
+One dispatcher runs at a time across all workers: the holder of the ``{webhooks}``
+lock. It has two halves.
+
+Fan-out (every ``webhook_poll_ms``): read each shard's stream through the ``webhooks``
+consumer group (first what an earlier holder read but did not acknowledge, then new
+entries); for each entry, find the endpoints of the message's account that want its
+event type; append the event to the endpoint lane its message hashes to, remember per
+endpoint and shard the last entry appended (so an entry read again after a crash is not
+queued twice), then acknowledge. Nothing here waits on a receiver.
+
+Delivery: one task per lane with events waiting. It POSTs the lane's first event; on a
+2xx the event leaves the lane; otherwise the attempt count and the time of the next try
+(exponential backoff with full jitter) are written to Redis and the lane waits, while
+the other lanes go on. Because a message's events share a lane they arrive in order; a
+restart or a new holder reads the waiting events and their retry times back from Redis
+and carries on. An event still failing a day after it was queued is given up; an
+endpoint that has not had one success for a day is disabled with the reason, its
+waiting events dropped, and new events are not queued for it until it is enabled.
+At most ``webhook_max_in_flight`` POSTs run at once, each limited to
+``webhook_timeout_seconds``: a receiver that hangs holds only its own lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+
+from broker import keys, streams
+from broker.clock import iso_utc
+from broker.webhooks import events
+from broker.webhooks.courier import Courier
+from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
+
+log = logging.getLogger("connecfy.webhooks")
+
+CONSUMER = "dispatcher"  # one dispatcher at a time: a successor owns what its predecessor left
+MAX_ROUNDS = 20
+RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one that crashed)
+MAX_WAIT_S = 5.0  # a lane waiting for its next try looks again at least this often
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def backoff_ms(attempts: int, first_ms: int, max_ms: int, rng: random.Random | None = None) -> int:
+    """How long to wait after ``attempts`` failures: the ceiling doubles from ``first_ms``
+    up to ``max_ms``, and the wait is drawn between half the ceiling and all of it, so
+    receivers coming back are not hit by every sender at the same instant."""
+    ceiling = min(max_ms, first_ms * 2 ** min(attempts - 1, 40))
+    return int(ceiling * (0.5 + 0.5 * (rng or random).random()))
+
+
+class FanOutReport(msgspec.Struct):
+    entries: int = 0
+    queued: int = 0
+    dropped: int = 0
+
+
+class WebhookDispatcher:
+    def __init__(self, broker: Any, courier: Courier | None = None, *, holder: str | None = None,
+                 read_count: int = 1_000) -> None:
+        self.broker = broker
+        self.redis = broker.redis
+        self.settings = s = broker.settings
+        self.courier = courier or Courier(timeout_s=s.webhook_timeout_seconds, max_in_flight=s.webhook_max_in_flight,
+                                          allow_loopback=s.webhook_allow_loopback_http)
+        self.holder = holder or uuid.uuid4().hex
+        self.read_count = read_count
+        self.lease_ms = max(10_000, 5 * s.webhook_poll_ms)
+        self.in_flight = asyncio.Semaphore(s.webhook_max_in_flight)
+        self.lanes: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        self.holding = False
+        self._groups: set[str] = set()
+        self._kicked: set[tuple[str, str, int]] = set()  # lanes appended to since their task last looked
+        self.passes = 0
+
+    # The loop ---------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                busy = False
+                try:
+                    report = await self.run_once()
+                    busy = report is not None and report.entries >= self.read_count
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
+                    log.exception("webhook fan-out failed")
+                if not busy:
+                    await asyncio.sleep(self.settings.webhook_poll_ms / 1000)
+        finally:
+            await self.stop()
+
+    async def run_once(self) -> FanOutReport | None:
+        """One fan-out pass if this process holds (or takes) the lock, else None."""
+        held = await self.broker.hold_lock(keys.WEBHOOKS_LOCK, self.holder, self.lease_ms)
+        if not held:
+            if self.holding:
+                log.warning("lost the webhooks lock; another process delivers now")
+                await self.stop_lanes()
+            self.holding = False
+            return None
+        if not self.holding or self.passes % RESUME_EVERY == 0:
+            self.holding = True
+            await self.resume()
+        report = await self.fan_out()
+        await self.wake()
+        self.passes += 1
+        return report
+
+    async def stop_lanes(self) -> None:
+        tasks = list(self.lanes.values())
+        self.lanes.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop(self) -> None:
+        self.holding = False
+        await self.stop_lanes()
+        await self.courier.close()
+
+    async def resume(self) -> None:
+        """Start a lane task for every lane with events waiting (after a restart, or when
+        this process takes over from another)."""
+        members = sorted(_text(m) for m in await self.redis.smembers(keys.WEBHOOK_ENDPOINTS))
+        for member in members:
+            account, _, endpoint_id = member.partition("|")
+            await self._start_waiting_lanes(account, endpoint_id)
+
+    async def wake(self) -> None:
+        """Lanes given events by hand (manual redelivery) since the last pass."""
+        for member in await self.redis.spop(keys.WEBHOOK_WAKE, 100) or []:
+            account, _, endpoint_id = _text(member).partition("|")
+            await self._start_waiting_lanes(account, endpoint_id)
+
+    async def _start_waiting_lanes(self, account: str, endpoint_id: str) -> None:
+        shard = self.broker.shard(keys.account_shard(account))
+        lanes = int(await self.redis.hget(shard.webhook(endpoint_id), "lanes") or 0)
+        if not lanes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lane in range(lanes):
+                pipe.llen(shard.webhook_lane(endpoint_id, lane))
+            lengths = await pipe.execute()
+        for lane, length in enumerate(lengths):
+            if length:
+                self._ensure_lane(account, endpoint_id, lane)
+
+    def _ensure_lane(self, account: str, endpoint_id: str, lane: int) -> None:
+        key = (account, endpoint_id, lane)
+        self._kicked.add(key)
+        task = self.lanes.get(key)
+        if task is None or task.done():
+            self.lanes[key] = asyncio.create_task(self._run_lane(account, endpoint_id, lane))
+
+    # Fan-out ----------------------------------------------------------------------------
+
+    async def fan_out(self) -> FanOutReport:
+        report = FanOutReport()
+        shards = sorted([_text(tag) async for tag in self.redis.sscan_iter(keys.SHARDS)])
+        for shard in shards:
+            if shard not in self._groups:
+                await streams.ensure_group(self.redis, self.broker.shard(shard).events, streams.WEBHOOKS_GROUP)
+                self._groups.add(shard)
+        for pending in (True, False):
+            todo = shards
+            for _ in range(MAX_ROUNDS):
+                replies = await streams.read(self.redis, streams.WEBHOOKS_GROUP, CONSUMER,
+                                             [self.broker.shard(shard).events for shard in todo],
+                                             pending=pending, count=self.read_count)
+                full = []
+                for shard, entries in zip(todo, replies):
+                    if entries is None:
+                        self._groups.discard(shard)  # Redis lost the group (flushed): made again next pass
+                        continue
+                    if entries:
+                        await self._fan_out_shard(shard, entries, report)
+                        if len(entries) == self.read_count:
+                            full.append(shard)
+                todo = full
+                if not todo:
+                    break
+        return report
+
+    async def _fan_out_shard(self, shard: str, entries: list[Any], report: FanOutReport) -> None:
+        stream = self.broker.shard(shard).events
+        parsed = [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
+                  for entry_id, fields in entries if fields]
+        accounts = sorted({f["account"] for _, f in parsed if f.get("account")})
+        endpoints = await self._endpoints(accounts, shard)
+        now = self.broker.clock()
+        touched: set[tuple[str, str, int]] = set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account in accounts:
+                for endpoint, mark in endpoints.get(account, []):
+                    room = self.settings.webhook_backlog_max - endpoint.queued
+                    queued = dropped = 0
+                    last = ""
+                    for entry_id, f in parsed:
+                        if f.get("account") != account or (mark and _after(mark, entry_id)):
+                            continue
+                        last = entry_id
+                        event_type = f"message.{f['status']}"
+                        if not endpoint.wants(event_type, int(f["at"])):
+                            continue
+                        if queued >= room:
+                            dropped += 1
+                            continue
+                        event = events.event_from_stream(shard, entry_id, f, now)
+                        lane = endpoint.lane_of(event.message_id)
+                        keyring = self.broker.shard(keys.account_shard(account))
+                        pipe.rpush(keyring.webhook_lane(endpoint.id, lane), msgspec.json.encode(event))
+                        touched.add((account, endpoint.id, lane))
+                        queued += 1
+                    if not last:
+                        continue
+                    keyring = self.broker.shard(keys.account_shard(account))
+                    if queued:
+                        pipe.hincrby(keyring.webhook(endpoint.id), "queued", queued)
+                    if dropped:
+                        pipe.hincrby(keyring.webhook(endpoint.id), "dropped", dropped)
+                        log.warning("webhook endpoint %s has %d events waiting: %d new ones dropped",
+                                    endpoint.id, endpoint.queued + queued, dropped)
+                    pipe.hset(keyring.webhook(endpoint.id), f"mark:{shard}", last)
+                    report.queued += queued
+                    report.dropped += dropped
+            await pipe.execute()
+        await self.redis.xack(stream, streams.WEBHOOKS_GROUP, *[_text(e) for e, _ in entries])
+        await streams.release(self.redis, stream)
+        report.entries += len(entries)
+        for account, endpoint_id, lane in touched:
+            self._ensure_lane(account, endpoint_id, lane)
+
+    async def _endpoints(self, accounts: list[str], shard: str) -> dict[str, list[tuple[Endpoint, str]]]:
+        """Each account's endpoints, with the last entry of ``shard`` queued for each."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account in accounts:
+                pipe.smembers(self.broker.shard(keys.account_shard(account)).webhooks())
+            memberships = await pipe.execute()
+        wanted = [(account, _text(e)) for account, members in zip(accounts, memberships) for e in sorted(members)]
+        if not wanted:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account, endpoint_id in wanted:
+                pipe.hgetall(self.broker.shard(keys.account_shard(account)).webhook(endpoint_id))
+            raws = await pipe.execute()
+        found: dict[str, list[tuple[Endpoint, str]]] = defaultdict(list)
+        for (account, endpoint_id), raw in zip(wanted, raws):
+            endpoint = endpoint_from_hash(account, endpoint_id, raw)
+            if endpoint is not None:
+                found[account].append((endpoint, _text(raw.get(f"mark:{shard}".encode(), b""))))
+        return found
+
+    # Delivery ---------------------------------------------------------------------------
+
+    async def _run_lane(self, account: str, endpoint_id: str, lane: int) -> None:
+        key = (account, endpoint_id, lane)
+        try:
+            while True:
+                self._kicked.discard(key)
+                if not await self._deliver_first(account, endpoint_id, lane) and key not in self._kicked:
+                    break  # empty, and nothing appended since it was found empty
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the lane is started again by the next pass that touches it
+            log.exception("webhook lane %s/%s/%d failed", account, endpoint_id, lane)
+            await asyncio.sleep(1)
+        finally:
+            if self.lanes.get(key) is asyncio.current_task():
+                del self.lanes[key]
+
+    async def _deliver_first(self, account: str, endpoint_id: str, lane: int) -> bool:
+        """Try the lane's first event once (or wait for its next try); False when the lane
+        is empty or its endpoint gone or disabled."""
+        shard = self.broker.shard(keys.account_shard(account))
+        lane_key = shard.webhook_lane(endpoint_id, lane)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lindex(lane_key, 0)
+            pipe.hgetall(shard.webhook(endpoint_id))
+            pipe.hget(shard.webhook_retry(endpoint_id), str(lane))
+            first, raw, retry = await pipe.execute()
+        if first is None:
+            return False
+        endpoint = endpoint_from_hash(account, endpoint_id, raw)
+        if endpoint is None or not endpoint.enabled:
+            await self.redis.delete(lane_key)  # deleted, or disabled while this lane waited
+            return False
+        attempts, _, next_ms = _text(retry or "0|0").partition("|")
+        wait_ms = int(next_ms) - self.broker.clock()
+        if wait_ms > 0:
+            await asyncio.sleep(min(wait_ms / 1000, MAX_WAIT_S))
+            return True
+        event = msgspec.json.decode(first, type=events.QueuedEvent)
+        async with self.in_flight:
+            now = self.broker.clock()
+            outcome = await self.courier.post(endpoint.url, endpoint.secrets(now), event)
+        now = self.broker.clock()
+        attempt = Attempt(event=event, attempt=int(attempts) + 1, outcome="delivered" if outcome.ok else "failed",
+                          status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
+                          at_ms=now)
+        endpoint_key = shard.webhook(endpoint_id)
+        if outcome.ok:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpop(lane_key)
+                pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
+                pipe.hincrby(endpoint_key, "queued", -1)
+                pipe.hset(endpoint_key, mapping={"failing_since_ms": 0, "last_success_ms": now})
+                await pipe.execute()
+            await log_attempt(self.redis, shard, endpoint_id, attempt)
+            return True
+        window_ms = self.settings.webhook_retry_seconds * 1000
+        failing_since = endpoint.failing_since_ms or now
+        if now - failing_since >= window_ms:
+            await self._disable(endpoint, attempt, failing_since)
+            return False
+        if now - event.queued_ms >= window_ms:
+            attempt = msgspec.structs.replace(attempt, outcome="gave_up")
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lpop(lane_key)
+                pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
+                pipe.hincrby(endpoint_key, "queued", -1)
+                await pipe.execute()
+        else:
+            wait = backoff_ms(attempt.attempt, self.settings.webhook_backoff_first_ms,
+                              self.settings.webhook_backoff_max_ms)
+            attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
+            await self.redis.hset(shard.webhook_retry(endpoint_id), str(lane), f"{attempt.attempt}|{now + wait}")
+        if not endpoint.failing_since_ms:
+            await self.redis.hset(endpoint_key, "failing_since_ms", now)
+        await log_attempt(self.redis, shard, endpoint_id, attempt)
+        return True
+
+    async def _disable(self, endpoint: Endpoint, attempt: Attempt, failing_since: int) -> None:
+        shard = self.broker.shard(keys.account_shard(endpoint.account))
+        reason = (f"no delivery succeeded for {self.settings.webhook_retry_seconds // 3600 or 1} h "
+                  f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(shard.webhook(endpoint.id), mapping={"disabled_ms": attempt.at_ms, "disabled_reason": reason,
+                                                           "queued": 0})
+            pipe.delete(shard.webhook_retry(endpoint.id),
+                        *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)))
+            await pipe.execute()
+        await log_attempt(self.redis, shard, endpoint.id, msgspec.structs.replace(attempt, outcome="disabled"))
+        log.warning("webhook endpoint %s of account %s disabled: %s", endpoint.id, endpoint.account, reason)
+
+
+def _after(mark: str, entry_id: str) -> bool:
+    """Whether stream entry ``mark`` is at or after ``entry_id`` (already queued)."""
+    def parts(value: str) -> tuple[int, int]:
+        ms, _, seq = value.partition("-")
+        return int(ms), int(seq or 0)
+    return parts(mark) >= parts(entry_id)

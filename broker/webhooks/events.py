@@ -1,0 +1,97 @@
+"""Webhook events: what a status change becomes, its body, and its signature.
+
+An event is built from one entry of a shard's stream. Its id is derived from the shard
+and the entry id, so reading the same entry again (after a crash) gives the same event,
+and every retry and manual redelivery of it carries that id: receivers de-duplicate by
+it. The body is the same bytes on every attempt.
+
+Signature (header ``Connecfy-Signature``): ``t=<unix seconds>,v1=<hex>``, where the hex is
+HMAC-SHA256 with the endpoint's secret over ``<t>.<body>``. For a day after a secret is
+rotated a second ``v1=`` signed with the previous secret follows. A receiver recomputes
+the HMAC over the raw body, compares in constant time, and refuses a ``t`` more than
+five minutes away from its clock (a replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import msgspec
+
+from broker.clock import iso_utc
+from broker.ids import crockford_base32
+from broker.records import STATUSES
+
+EVENT_TYPES: tuple[str, ...] = tuple(f"message.{status}" for status in STATUSES)
+TEST_EVENT = "webhook.test"
+SIGNATURE_HEADER = "Connecfy-Signature"
+EVENT_ID_HEADER = "Connecfy-Event-Id"
+EVENT_TYPE_HEADER = "Connecfy-Event-Type"
+TOLERANCE_SECONDS = 300
+
+
+class QueuedEvent(msgspec.Struct, array_like=True, frozen=True):
+    """An event waiting in an endpoint's lane (kept compact: a backlog can be long)."""
+
+    id: str
+    type: str
+    message_id: str
+    device: str
+    at: int  # ms, when the status changed
+    error: str
+    queued_ms: int  # when it was first queued for this endpoint: retries stop a day later
+    manual: bool = False  # queued again by hand from the delivery log
+
+
+class EventData(msgspec.Struct, omit_defaults=False):
+    message_id: str
+    status: str
+    device_id: str | None
+    error: str | None
+
+
+class EventBody(msgspec.Struct):
+    id: str
+    type: str
+    created_at: str
+    data: EventData | dict[str, str]
+
+
+def event_id(shard: str, stream_id: str) -> str:
+    """``evt_`` and 26 base32 digits of a hash of the stream entry: stable for the event."""
+    digest = hashlib.sha256(f"{shard}|{stream_id}".encode()).digest()
+    return "evt_" + crockford_base32(int.from_bytes(digest[:17], "big") >> 6, 26).lower()
+
+
+def event_from_stream(shard: str, stream_id: str, fields: dict[str, str], queued_ms: int) -> QueuedEvent:
+    return QueuedEvent(event_id(shard, stream_id), f"message.{fields['status']}", fields["id"],
+                       fields.get("device", ""), int(fields["at"]), fields.get("error", ""), queued_ms)
+
+
+def body(event: QueuedEvent) -> bytes:
+    if event.type == TEST_EVENT:
+        data: EventData | dict[str, str] = {"endpoint_id": event.message_id}
+    else:
+        data = EventData(event.message_id, event.type.removeprefix("message."), event.device or None,
+                         event.error or None)
+    return msgspec.json.encode(EventBody(event.id, event.type, iso_utc(event.at) or "", data))
+
+
+def sign(secret: str, timestamp: int, payload: bytes) -> str:
+    return hmac.new(secret.encode(), b"%d." % timestamp + payload, hashlib.sha256).hexdigest()
+
+
+def signature_header(secrets: list[str], timestamp: int, payload: bytes) -> str:
+    return ",".join([f"t={timestamp}", *(f"v1={sign(s, timestamp, payload)}" for s in secrets)])
+
+
+def verify(secret: str, header: str, payload: bytes, now_s: int, tolerance: int = TOLERANCE_SECONDS) -> bool:
+    """Whether ``header`` signs ``payload`` with ``secret`` and is recent: what a receiver
+    does (the README shows the same in a few lines)."""
+    parts = [p.partition("=") for p in header.split(",")]
+    stamps = [v for k, _, v in parts if k == "t"]
+    if len(stamps) != 1 or not stamps[0].isdigit() or abs(now_s - int(stamps[0])) > tolerance:
+        return False
+    expected = sign(secret, int(stamps[0]), payload)
+    return any(hmac.compare_digest(expected, v) for k, _, v in parts if k == "v1")
