@@ -1,25 +1,20 @@
 """The Litestar application: routes, credentials, errors, and the broker's lifetime.
 
 The app only authenticates, validates and calls one broker operation per request. The
-Redis client, the broker and the history store are made in the lifespan hook; a
-background task sweeps (expiry, lost devices, pool returns) while this process holds
-the sweeper lock, another snapshots history while it holds the snapshotter lock, a third
-delivers webhooks while it holds the webhooks lock.
+Redis client, the broker and the history store are made in the lifespan hook. Unless
+``connecfy serve`` runs them in a process of their own (``broker/background.py``), the
+background jobs run here as tasks: the sweeper (expiry, lost devices, pool returns), the
+history snapshotter and the webhook dispatcher, each only while it holds its lock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from litestar import Litestar, Request
 from litestar.openapi import OpenAPIConfig
 
@@ -32,23 +27,20 @@ from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
 from api.health import HealthController
 from api.limits import AccountLimitsController, OperatorController
-from api.observability import MetricsController, configure_logging, instrument, swept
+from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import complete_schema
 from api.sms import SmsController
 from api.stats import StatsController
 from api.webhooks import WebhooksController
 from broker import Broker, Settings, __version__
+from broker.background import Observers, redis_for, start_jobs, stop_jobs
 from broker.history import HistoryStore
-from broker.redis_client import connect
-from broker.snapshotter import Snapshotter
 from broker.webhooks.courier import Courier
-from broker.webhooks.dispatcher import WebhookDispatcher
 
 log = logging.getLogger("connecfy.api")
 
 MAX_BODY = 64 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-SWEEP_INTERVAL_SECONDS = 1.0
 
 
 _body_types: dict[int, Any] = {}
@@ -89,19 +81,6 @@ async def check_body(request: Request) -> None:
         raise ApiError(400, "invalid_request", "the body is nested too deeply") from None
 
 
-async def _sweep_forever(broker: Broker, holder: str) -> None:
-    while True:
-        try:
-            report = await broker.sweep_if_leader(holder, lease_ms=int(SWEEP_INTERVAL_SECONDS * 10_000))
-            if report is not None:
-                swept(report)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
-            log.exception("sweep failed")
-        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-
-
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
     settings = settings or Settings.from_env()
     if not settings.redis_url:
@@ -111,9 +90,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Fail fast while Redis is away (503 with Retry-After), retry once on a dropped
         # connection (a restarted Redis), and reconnect by itself afterwards.
-        client = connect(settings.redis_url, max_connections=settings.redis_max_connections, pool_timeout=5,
-                         health_check_interval=30, socket_connect_timeout=2, socket_timeout=5,
-                         retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+        client = redis_for(settings)
         broker = Broker(client, settings)
         await broker.start()
         history = HistoryStore.from_settings(settings)
@@ -125,16 +102,12 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             timeout_s=settings.webhook_timeout_seconds, max_in_flight=8,
             allow_loopback=settings.webhook_allow_loopback_http)
         complete_schema(app)
-        tasks = [asyncio.create_task(_sweep_forever(broker, uuid.uuid4().hex)),
-                 asyncio.create_task(Snapshotter(broker, history).run_forever()),
-                 asyncio.create_task(WebhookDispatcher(broker).run_forever())] if sweep else []
+        tasks = (start_jobs(broker, history, Observers(swept, webhook_attempted))
+                 if sweep and settings.background_in_workers else [])
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_jobs(tasks)
             await courier.close()
             await history.close()
             await client.aclose()

@@ -9,7 +9,8 @@
   from Redis at scrape time (``broker.gauges``).
 - :func:`configure_logging`: every log record one JSON object per line on stderr,
   carrying the request id inside a request.
-- :func:`claimed` and :func:`swept`: counters the tasks handler and the sweeper feed.
+- :func:`claimed`, :func:`swept` and :func:`webhook_attempted`: counters the tasks
+  handler, the sweeper and the webhook dispatcher feed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from api.errors import ApiError
 from broker import Broker
 from broker.gauges import Gauges, read_gauges
 from broker.records import SweepReport
+from broker.webhooks.endpoints import Attempt
 
 log = logging.getLogger("connecfy.api")
 access_log = logging.getLogger("connecfy.access")
@@ -68,6 +70,14 @@ SWEPT = Counter("connecfy_swept_messages",
                 "Messages the sweep moved: expired (TTL passed while queued), lost (failed device_lost), "
                 "returned (back to the pool from an offline phone).", ["outcome"], registry=REGISTRY)
 _swept_expired, _swept_lost, _swept_returned = (SWEPT.labels(o) for o in ("expired", "lost", "returned"))
+WEBHOOK_ATTEMPTS = Counter("connecfy_webhook_attempts",
+                           "Webhook POSTs of message events by outcome: delivered, failed (retried later), "
+                           "gave_up (a day of failures), disabled (the endpoint was disabled).",
+                           ["outcome"], registry=REGISTRY)
+WEBHOOK_DELAY = Histogram("connecfy_webhook_delay_seconds",
+                          "From a status change to its webhook's 2xx, retries included.",
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0),
+                          registry=REGISTRY)
 
 
 def claimed(messages: int) -> None:
@@ -75,6 +85,13 @@ def claimed(messages: int) -> None:
     CLAIMS.inc()
     if messages:
         CLAIMED.inc(messages)
+
+
+def webhook_attempted(attempt: Attempt) -> None:
+    """One webhook POST of a message event by the dispatcher."""
+    WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
+    if attempt.outcome == "delivered":
+        WEBHOOK_DELAY.observe(max(0, attempt.at_ms - attempt.event.at) / 1000)
 
 
 def swept(report: SweepReport) -> None:

@@ -1,4 +1,6 @@
-"""``connecfy serve``: the HTTP API on granian, with a private Redis unless REDIS_URL is set.
+"""``connecfy serve``: the HTTP API on granian, with a private Redis unless REDIS_URL is set,
+and one ``connecfy background`` process for the sweeper, the history snapshotter and the
+webhook dispatcher, so the request workers only serve requests.
 
 Without ``REDIS_URL`` a private ``redis-server`` starts in ``<data dir>/redis`` with
 append-only persistence, reachable only through its unix socket; every other
@@ -17,13 +19,16 @@ worker merges them all. Logs: granian's own lines and the app's are JSON on stde
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from broker.redis_server import RedisServer, RedisSupervisor
+from broker.redis_server import RedisServer
 from broker.settings import Settings
+from broker.supervisor import Supervisor
 
 
 def redis_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -82,6 +87,34 @@ def _cannot_listen(host: str, port: int) -> str:
     return ""
 
 
+class BackgroundProcess:
+    """``connecfy background`` for this server: the sweeper, the snapshotter and the
+    webhook dispatcher, off the request workers. It inherits the environment (the
+    Redis, the data directory, the metrics directory) and stops when the server dies."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BackgroundProcess:
+        env = {k: v for k, v in os.environ.items() if k != "CONNECFY_BACKGROUND_IN_WORKERS"}
+        self.process = subprocess.Popen([sys.executable, "-m", "broker.cli", "background", "--exit-with-parent"],
+                                        env=env, stdin=subprocess.DEVNULL,
+                                        # Its own session: a terminal's Ctrl-C reaches serve,
+                                        # which then stops this process itself.
+                                        start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -99,12 +132,15 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     from api.observability import logging_dictconfig
 
     private: RedisServer | None = None
-    supervisor: RedisSupervisor | None = None
+    supervisors: list[Supervisor] = []
     if not settings.redis_url:
         private = RedisServer(redis_dir(data_dir).resolve(), port=0, appendonly=True).start()
-        supervisor = RedisSupervisor(private).start()
+        supervisors.append(Supervisor(private, "redis-server").start())
         os.environ["REDIS_URL"] = private.url
         print(f"connecfy: private Redis at {private.url}", flush=True)
+    background = BackgroundProcess().start()
+    supervisors.append(Supervisor(background, "connecfy background").start())
+    os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
     try:
         Granian(
             "api.server:asgi_app",
@@ -121,8 +157,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             workers_kill_timeout=DRAIN_SECONDS,
         ).serve()
     finally:
-        if supervisor is not None:
+        for supervisor in supervisors:
             supervisor.stop()
+        background.stop()
         if private is not None:
             private.stop()
     return 0

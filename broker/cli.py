@@ -3,7 +3,8 @@
 ``connecfy --version`` prints the version; ``connecfy selfcheck`` starts a private Redis
 (or uses ``REDIS_URL``), loads every script and walks one message through pairing,
 heartbeat, send, claim and report, printing each step. ``connecfy restore`` rebuilds an
-empty Redis from the history store.
+empty Redis from the history store. ``connecfy background`` runs the background jobs
+(``connecfy serve`` starts one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import getpass
 import sys
 import tempfile
 
+import msgspec
 import redis.asyncio as aioredis
 
 from broker import __version__
@@ -116,6 +118,23 @@ def restore_command(settings: Settings, data_dir: str | None) -> int:
     return 0
 
 
+def background_command(settings: Settings, data_dir: str | None, exit_with_parent: bool) -> int:
+    from api.observability import configure_logging, swept, webhook_attempted
+    from api.server import redis_url_for
+    from broker.background import Observers, run
+
+    configure_logging()
+    settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
+    job = run(settings, observers=Observers(swept, webhook_attempted), exit_with_parent=exit_with_parent)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(job)
+    else:
+        uvloop.run(job)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="connecfy", description="Connecfy SMS gateway")
     parser.add_argument("--version", action="version", version=f"connecfy {__version__}")
@@ -135,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser(
         "restore", help="rebuild an empty Redis (after a total loss) from the history store")
     restore.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
+    background = commands.add_parser(
+        "background", help="run the sweeper, history snapshotter and webhook dispatcher (connecfy serve starts one)")
+    background.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
+    background.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process dies")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -151,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return operator_create(settings, args.email, args.password_stdin, args.data_dir)
     if args.command == "restore":
         return restore_command(settings, args.data_dir)
+    if args.command == "background":
+        return background_command(settings, args.data_dir, args.exit_with_parent)
     parser.print_help()
     return 2
 

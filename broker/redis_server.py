@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -141,47 +140,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class RedisSupervisor:
-    """Restart a :class:`RedisServer` whenever its process exits until :meth:`stop`.
-
-    ``connecfy serve`` watches its private Redis with this, so a Redis that crashed or
-    was killed comes back by itself from its append-only file (writes of the last second
-    may be lost, as with any ``appendfsync everysec`` Redis); the API answers 503 in the
-    meantime and recovers on its own. A restart that fails is tried again, waiting
-    twice as long each time, up to 30 s.
-    """
-
-    def __init__(self, server: RedisServer, *, interval: float = 0.5) -> None:
-        self.server = server
-        self.interval = interval
-        self.restarts = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="redis-supervisor", daemon=True)
-
-    def start(self) -> RedisSupervisor:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=15)
-
-    def _watch(self) -> None:
-        delay = self.interval
-        while not self._stopping.wait(delay):
-            process = self.server.process
-            if process is None or process.poll() is None:
-                delay = self.interval
-                continue
-            log.warning("redis-server exited with %s; restarting it", process.returncode)
-            try:
-                self.server.start()
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                delay = min(30.0, max(1.0, delay * 2))
-                log.error("redis-server did not restart (%s); trying again in %.0f s", exc, delay)
-                continue
-            self.restarts += 1
-            log.warning("redis-server is back (restart %d)", self.restarts)
-            delay = self.interval

@@ -20,6 +20,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Redis connections per worker process; a request finding all busy waits for one.
     redis_max_connections: int = 64
     data_dir: str = "./connecfy-data"
+    # The sweeper, snapshotter and webhook dispatcher run inside each API worker (each
+    # takes a Redis lock, so one of each works at a time). connecfy serve turns this off
+    # for its workers and runs them in a connecfy background process instead.
+    background_in_workers: bool = True
 
     # Presence and leases.
     presence_ttl_seconds: int = 45
