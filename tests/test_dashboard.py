@@ -385,12 +385,13 @@ def test_every_page_fits_a_phone_and_labels_its_controls(people: Any) -> None:
         page = grace.open(path)
         assert horizontal_overflow(page) <= 0, path
     grace.signup(email("grace-with-a-rather-long-address"), PASSWORD)
-    for path in ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/settings/"):
+    for path in ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/",
+                 "/settings/"):
         page = grace.open(path)
         grace.page.set_viewport_size({"width": 390, "height": 844})
         assert horizontal_overflow(page) <= 0, path
         assert unlabelled_controls(page) == [], path
-        assert page.locator("nav[aria-label=Main] a").count() == 6
+        assert page.locator("nav[aria-label=Main] a").count() == 7
     missing = grace.page.request.get("/static/no-such-file.css")
     assert missing.status == 404
 
@@ -414,7 +415,7 @@ def test_older_messages_are_paged(people: Any, world: World) -> None:
     assert page.locator(".messages > li").count() == 50
 
 
-PAGES = ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/settings/")
+PAGES = ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/", "/settings/")
 
 
 def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server: ServerProcess, world: World) -> None:

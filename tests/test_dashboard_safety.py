@@ -157,7 +157,7 @@ def test_names_are_shown_as_text_and_row_buttons_say_which_row(people: Any, worl
     expect(other_account.post("/api/account/limit-requests/", json={"reason": "more", "daily_quota": 600}), 201)
 
     for path in ("/", "/devices/", "/send/", "/messages/", f"/messages/?device_id={phone.device_id}",
-                 "/api-keys/", "/settings/"):
+                 "/api-keys/", "/webhooks/", "/settings/"):
         page = judy.open(path)
         page.locator("details").evaluate_all("(all) => all.forEach((d) => { d.open = true; })")
         clean(judy, page)

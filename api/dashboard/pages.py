@@ -28,9 +28,12 @@ from api.devices import device_out
 from api.errors import ApiError
 from api.limits import limits_out, request_out
 from api.sms import message_out
+from api.webhooks import webhook_out
 from broker import Broker, errors, ids
+from broker.clock import duration_text
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
+from broker.webhooks.events import EVENT_TYPES, SIGNATURE_HEADER
 
 HERE = Path(__file__).parent
 LOGIN_PATH = "/login/"
@@ -180,6 +183,15 @@ class AccountPages(Controller):
     async def api_keys(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
         keys_ = [key_out(k) for k in await broker.list_api_keys(account)]
         return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
+
+    @get("/webhooks/")
+    async def webhooks(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+        """The endpoints as the API lists them (no secrets); each one's delivery log is read
+        from the deliveries API by the page's script, so it can follow retries live."""
+        endpoints = [webhook_out(e) for e in await broker.webhooks.list(account)]
+        return _page("webhooks.html", request, "webhooks", endpoints=endpoints, event_types=EVENT_TYPES,
+                     signature_header=SIGNATURE_HEADER, timeout_seconds=broker.settings.webhook_timeout_seconds,
+                     retry_window=duration_text(broker.settings.webhook_retry_seconds))
 
     @get("/settings/")
     async def settings(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:

@@ -48,11 +48,17 @@ function toast(text) {
   toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
-/* Fields to a JSON body: numbers as numbers, empty optional fields left out. */
+/* Fields to a JSON body: numbers as numbers, empty optional fields left out, and the
+   checked values of data-list checkboxes as a list (an empty one when none is checked). */
 function formBody(form) {
   const body = {};
   for (const el of form.elements) {
     if (!el.name || el.disabled) continue;
+    if (el.type === "checkbox" && "list" in el.dataset) {
+      body[el.name] = body[el.name] || [];
+      if (el.checked) body[el.name].push(el.value);
+      continue;
+    }
     if ((el.type === "radio" || el.type === "checkbox") && !el.checked) continue;
     if (el.value === "" && !el.required) continue;
     body[el.name] = el.type === "number" ? Number(el.value) : el.value;
@@ -87,6 +93,14 @@ const afterSubmit = {
     form.reset();
     toast("Key \u201c" + body.name + "\u201d created");
     refreshSection("key-list");
+  },
+  "webhook-created": (form, body) => {
+    const box = document.querySelector("[data-new-secret]");
+    box.querySelector("[data-secret-value]").textContent = body.secret;
+    box.hidden = false;
+    form.reset();
+    toast("Endpoint added: " + body.url);
+    refreshSection("webhook-list");
   },
 };
 
@@ -176,11 +190,134 @@ const actions = {
     }
   },
   "new-code": () => newPairingCode(),
+  "test-webhook": (button) => testWebhook(button),
+  "rotate-secret": async (button) => {
+    const card = button.closest("[data-webhook-id]");
+    if (!confirm("Rotate the secret of " + card.dataset.url + "? The current one keeps signing too, for one day.")) return;
+    button.disabled = true;
+    const result = await api("POST", "/api/webhooks/" + card.dataset.webhookId + "/rotate-secret/");
+    button.disabled = false;
+    if (!result.ok) return toast(problem(result));
+    const box = card.querySelector("[data-rotated]");
+    box.querySelector("[data-secret-value]").textContent = result.body.secret;
+    box.querySelector("[data-previous-until]").replaceChildren(timeNode(result.body.previous_secret_valid_until));
+    box.hidden = false;
+    toast("New secret made");
+  },
+  "enable-webhook": async (button) => {
+    const result = await api("POST", "/api/webhooks/" + button.closest("[data-webhook-id]").dataset.webhookId + "/enable/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  "delete-webhook": async (button) => {
+    const card = button.closest("[data-webhook-id]");
+    if (!confirm("Delete the endpoint " + card.dataset.url + "? Events waiting for it are dropped.")) return;
+    const result = await api("DELETE", "/api/webhooks/" + card.dataset.webhookId + "/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  redeliver: async (button) => {
+    const card = button.closest("[data-webhook-id]");
+    button.disabled = true;
+    const result = await api("POST", "/api/webhooks/" + card.dataset.webhookId + "/deliveries/" + button.dataset.eventId + "/redeliver/");
+    if (!result.ok) {
+      button.disabled = false;
+      return toast(problem(result));
+    }
+    button.replaceWith(el("span", { class: "muted", "data-redelivered": result.body.event_id }, "Queued again"));
+    toast("Queued again with the same event id");
+    setTimeout(() => loadDeliveries(card.querySelector("[data-delivery-log]")), 1000);
+  },
 };
 
-/* Times: local, and relative when recent. */
+/* Webhooks: the test event's answer, and each endpoint's delivery log from the
+   deliveries API, read again every few seconds while it is open. */
+async function testWebhook(button) {
+  const card = button.closest("[data-webhook-id]");
+  const box = card.querySelector("[data-test-result]");
+  button.disabled = true;
+  box.className = "test-result";
+  box.textContent = "Sending a test event\u2026";
+  box.hidden = false;
+  const result = await api("POST", "/api/webhooks/" + card.dataset.webhookId + "/test/");
+  button.disabled = false;
+  if (!result.ok) {
+    box.classList.add("bad");
+    box.textContent = problem(result);
+    return;
+  }
+  const d = result.body;
+  const ok = d.status_code !== null && d.status_code >= 200 && d.status_code < 300;
+  box.classList.add(ok ? "good" : "bad");
+  box.replaceChildren(el("strong", {}, ok ? "Test event delivered: " : "Test event failed: "),
+    (d.status_code === null ? "no answer" : "HTTP " + d.status_code) + " in " + d.latency_ms + " ms" +
+    (d.error ? " \u2014 " + d.error : ""));
+  box.dataset.statusCode = d.status_code === null ? "" : d.status_code;
+  const log = card.querySelector("[data-delivery-log]");
+  if (log.open) loadDeliveries(log);
+}
+
+function deliveryRow(d, redeliver) {
+  const dash = () => el("span", { class: "muted" }, "\u2013");
+  return el("tr", { "data-event-id": d.event_id, "data-event-type": d.event_type, "data-outcome": d.outcome },
+    el("td", { "data-label": "Time" }, timeNode(d.at)),
+    el("td", { "data-label": "Event" }, d.event_type),
+    el("td", { "data-label": "Message" }, d.message_id ? el("code", {}, d.message_id) : dash()),
+    el("td", { "data-label": "Attempt" }, String(d.attempt), d.manual ? el("span", { class: "muted" }, " (redelivery)") : ""),
+    el("td", { "data-label": "Outcome" }, el("span", { class: "status status-" + d.outcome }, d.outcome.replace("_", " "))),
+    el("td", { "data-label": "Status" }, d.status_code === null ? dash() : String(d.status_code)),
+    el("td", { "data-label": "Latency" }, d.latency_ms + " ms"),
+    el("td", { "data-label": "Error" }, d.error || dash()),
+    el("td", { "data-label": "Next retry" }, d.next_retry_at ? timeNode(d.next_retry_at) : dash()),
+    el("td", {}, redeliver ? el("button", { type: "button", "data-action": "redeliver", "data-event-id": d.event_id,
+      "aria-label": "Redeliver " + d.event_type + " of " + d.message_id }, "Redeliver") : ""));
+}
+
+async function loadDeliveries(log) {
+  if (!log || log.dataset.loading) return;
+  const card = log.closest("[data-webhook-id]");
+  log.dataset.loading = "true";
+  const result = await api("GET", "/api/webhooks/" + card.dataset.webhookId + "/deliveries/");
+  delete log.dataset.loading;
+  const note = log.querySelector("[data-log-note]");
+  const table = log.querySelector("table");
+  if (!result.ok) {
+    note.textContent = problem(result);
+    return;
+  }
+  /* One Redeliver per message event, on its newest line, while the endpoint takes events. */
+  const seen = new Set();
+  const rows = result.body.map((d) => {
+    const offer = card.dataset.enabled === "true" && d.event_type !== "webhook.test" && !seen.has(d.event_id);
+    seen.add(d.event_id);
+    return deliveryRow(d, offer);
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  table.hidden = rows.length === 0;
+  note.textContent = rows.length === 0 ? "Nothing delivered yet." :
+    rows.length === 1 ? "One attempt so far." : "The latest " + rows.length + " attempts, newest first.";
+  log.dataset.loaded = "true";
+}
+
+function watchDeliveryLogs() {
+  /* "toggle" does not bubble: caught on the way down, so lists re-rendered later count too. */
+  document.addEventListener("toggle", (event) => {
+    if (event.target.matches("[data-delivery-log]") && event.target.open) loadDeliveries(event.target);
+  }, true);
+  setInterval(() => {
+    if (document.hidden) return;
+    for (const log of document.querySelectorAll("[data-delivery-log][open]")) loadDeliveries(log);
+  }, POLL_MS);
+}
+
+/* Times: local, and relative when recent or soon (a webhook's next retry). */
 function ago(iso) {
   const seconds = Math.round((Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < -4) {
+    const ahead = -seconds;
+    if (ahead < 60) return "in " + ahead + " s";
+    if (ahead < 3600) return "in " + Math.floor(ahead / 60) + " min";
+    if (ahead < 86400) return "in " + Math.floor(ahead / 3600) + " h";
+    return new Date(iso).toLocaleString();
+  }
   if (seconds < 5) return "just now";
   if (seconds < 60) return seconds + " s ago";
   if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
@@ -359,5 +496,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
   if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
   if (document.getElementById("gsm-tables")) watchSegments();
+  if (document.getElementById("webhook-list")) watchDeliveryLogs();
   document.body.dataset.ready = "true";
 });
