@@ -11,6 +11,7 @@ cancel, a key to revoke, a session to log out), so every cell sees the same worl
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Accounts:
     revoked_key: str
     stranger: Any  # account B's session client
     secrets: set[str] = field(default_factory=set)  # A's ids B must never see
+    webhook: str = ""  # A's webhook endpoint for the cells that only read or act on one
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,43 @@ def fresh_device(a: Accounts) -> str:
 
 def fresh_key(a: Accounts) -> str:
     return a.world.api_key(a.owner, "spare")["id"]
+
+
+HOOK_URL = "https://hooks.example.com/connecfy"  # never resolves here: deliveries fail and are logged
+
+
+def webhook(a: Accounts) -> str:
+    if not a.webhook:
+        made = expect(a.owner.post("/api/webhooks/", json={"url": HOOK_URL}), 201)
+        a.webhook = made["id"]
+        a.secrets |= {made["id"], made["secret"]}
+    return a.webhook
+
+
+def webhook_room(a: Accounts) -> None:
+    """Delete A's endpoints but the shared one: an account may have ten."""
+    for hook in expect(a.owner.get("/api/webhooks/"), 200):
+        if hook["id"] != a.webhook:
+            expect(a.owner.delete(f"/api/webhooks/{hook['id']}/"), 204)
+
+
+def fresh_webhook(a: Accounts) -> str:
+    webhook_room(a)
+    return expect(a.owner.post("/api/webhooks/", json={"url": HOOK_URL}), 201)["id"]
+
+
+def logged_event(a: Accounts) -> str:
+    """A message event in the shared endpoint's delivery log (a failed attempt)."""
+    hook = webhook(a)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        log = expect(a.owner.get(f"/api/webhooks/{hook}/deliveries/"), 200)
+        found = [d["event_id"] for d in log if d["message_id"]]
+        if found:
+            return found[0]
+        fresh_message(a)
+        time.sleep(0.3)
+    raise AssertionError("no delivery attempt was logged")
 
 
 def fresh_session(a: Accounts, user: Any = None) -> Any:
@@ -158,6 +197,24 @@ ROWS: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/api-keys/{key_id}/"): Row("session", 204, lambda a: Call(f"/api/api-keys/{fresh_key(a)}/"),
                                                other_session=404),
     ("GET", "/api/stats/"): Row("session", 200, lambda a: Call("/api/stats/"), other_session=200),
+    ("POST", "/api/webhooks/"): Row("session", 201, lambda a: webhook_room(a) or Call("/api/webhooks/", {
+        "url": HOOK_URL}), other_session=201),
+    ("GET", "/api/webhooks/"): Row("session", 200, lambda a: Call("/api/webhooks/"), other_session=200),
+    ("GET", "/api/webhooks/{webhook_id}/"): Row("session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/"),
+                                                other_session=404),
+    ("DELETE", "/api/webhooks/{webhook_id}/"): Row(
+        "session", 204, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/"), other_session=404),
+    ("POST", "/api/webhooks/{webhook_id}/rotate-secret/"): Row(
+        "session", 200, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/rotate-secret/"), other_session=404),
+    ("POST", "/api/webhooks/{webhook_id}/enable/"): Row(
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/enable/"), other_session=404),
+    ("POST", "/api/webhooks/{webhook_id}/test/"): Row(
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/test/"), other_session=404),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries/"): Row(
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/"), other_session=404),
+    ("POST", "/api/webhooks/{webhook_id}/deliveries/{event_id}/redeliver/"): Row(
+        "session", 202, lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/{logged_event(a)}/redeliver/"),
+        other_session=404),
     ("GET", "/api/account/limits/"): Row("session", 200, lambda a: Call("/api/account/limits/"), other_session=200),
     ("GET", "/api/account/limit-requests/"): Row("session", 200, lambda a: Call("/api/account/limit-requests/"),
                                                  other_session=200),

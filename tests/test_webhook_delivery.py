@@ -14,6 +14,7 @@ HTTP, and a real local HTTP receiver (``webhook_receiver.Receiver``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -126,6 +127,11 @@ def test_every_status_change_arrives_exactly_once_signed_and_in_order(world: Wor
     assert failed and all(e["data"]["error"] == "generic_failure" and e["data"]["device_id"] for e in failed)
     endpoint = expect(user.get("/api/webhooks/"), 200)[0]
     assert endpoint["queued"] == 0 and endpoint["last_success_at"] and endpoint["failing_since"] is None
+    # The background process's counters reach /metrics.
+    metrics = world.api().get("/metrics").text
+    delivered = re.search(r'^connecfy_webhook_attempts_total\{outcome="delivered"\} (\S+)$', metrics, re.M)
+    assert delivered and float(delivered.group(1)) >= total, metrics[-2000:]
+    assert re.search(r"^connecfy_webhook_delay_seconds_count (\S+)$", metrics, re.M)
 
 
 def test_event_types_filter_what_is_delivered(world: World, receivers: Any) -> None:

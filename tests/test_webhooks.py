@@ -68,6 +68,8 @@ async def test_the_courier_never_reaches_a_refused_address() -> None:
     try:
         by_name = await courier.post(f"http://localhost:{port}/hooks", ["s"], event)
         by_address = await courier.post(receiver.url, ["s"], event)
+        by_number = await courier.post(f"http://2130706433:{port}/hooks", ["s"], event)  # 127.0.0.1 in disguise
+        assert not by_number.ok  # (yarl refuses the non-canonical form before any resolver)
         assert not by_name.ok and "no public address" in by_name.error
         assert not by_address.ok and "address refused" in by_address.error
         assert receiver.received == []
@@ -151,6 +153,8 @@ async def test_refused_registrations_write_nothing(broker: Broker) -> None:
     account, _ = await self_managed(broker, devices=0)
     before = sorted([k async for k in broker.redis.scan_iter("*")])
     for url, types in [("https://10.0.0.1/", None), ("http://127.0.0.1:1/", None), ("https://localhost/", None),
+                       # Names the resolver turns into loopback: refused when resolved.
+                       ("https://2130706433/", None), ("https://0x7f.1/", None), ("https://127.1/", None),
                        (URL, ["message.nope"]), (URL, []), (URL, "message.sent"), (None, None), ("x" * 3000, None)]:
         with pytest.raises(errors.InvalidInput):
             await broker.webhooks.create(account, url, types)

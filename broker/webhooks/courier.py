@@ -82,7 +82,9 @@ class Courier:
             return Outcome(True, answer.status, latency, "")
         if 300 <= answer.status < 400:
             return Outcome(False, answer.status, latency, "redirects are not followed")
-        return Outcome(False, answer.status, latency, f"HTTP {answer.status}: {' '.join(text.split())}"[:RESPONSE_KEPT])
+        said = " ".join(text.split())
+        return Outcome(False, answer.status, latency, f"HTTP {answer.status}: {said}"[:RESPONSE_KEPT] if said
+                       else f"HTTP {answer.status}")
 
 
 def _ms_since(started: float) -> int:

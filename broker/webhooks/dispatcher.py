@@ -31,12 +31,13 @@ import logging
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from broker import keys, streams
-from broker.clock import iso_utc
+from broker.clock import duration_text, iso_utc
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
 from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
@@ -46,7 +47,8 @@ log = logging.getLogger("connecfy.webhooks")
 CONSUMER = "dispatcher"  # one dispatcher at a time: a successor owns what its predecessor left
 MAX_ROUNDS = 20
 RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one that crashed)
-MAX_WAIT_S = 5.0  # a lane waiting for its next try looks again at least this often
+MAX_WAIT_S = 5.0
+LANE_BATCH = 50  # events read from a lane at once  # a lane waiting for its next try looks again at least this often
 
 
 def _text(value: Any) -> str:
@@ -69,7 +71,7 @@ class FanOutReport(msgspec.Struct):
 
 class WebhookDispatcher:
     def __init__(self, broker: Any, courier: Courier | None = None, *, holder: str | None = None,
-                 read_count: int = 1_000) -> None:
+                 read_count: int = 1_000, on_attempt: Callable[[Attempt], None] | None = None) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.settings = s = broker.settings
@@ -77,6 +79,7 @@ class WebhookDispatcher:
                                           allow_loopback=s.webhook_allow_loopback_http)
         self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count
+        self.on_attempt = on_attempt
         self.lease_ms = max(10_000, 5 * s.webhook_poll_ms)
         self.in_flight = asyncio.Semaphore(s.webhook_max_in_flight)
         self.lanes: dict[tuple[str, str, int], asyncio.Task[None]] = {}
@@ -273,7 +276,7 @@ class WebhookDispatcher:
         try:
             while True:
                 self._kicked.discard(key)
-                if not await self._deliver_first(account, endpoint_id, lane) and key not in self._kicked:
+                if not await self._deliver_some(account, endpoint_id, lane) and key not in self._kicked:
                     break  # empty, and nothing appended since it was found empty
         except asyncio.CancelledError:
             raise
@@ -284,17 +287,19 @@ class WebhookDispatcher:
             if self.lanes.get(key) is asyncio.current_task():
                 del self.lanes[key]
 
-    async def _deliver_first(self, account: str, endpoint_id: str, lane: int) -> bool:
-        """Try the lane's first event once (or wait for its next try); False when the lane
-        is empty or its endpoint gone or disabled."""
+    async def _deliver_some(self, account: str, endpoint_id: str, lane: int) -> bool:
+        """Deliver the lane's first events in order, up to :data:`LANE_BATCH` of them, until
+        one fails (or wait for the first one's next try); False when the lane is empty or
+        its endpoint gone or disabled. One read for the batch; one transaction per event
+        (it leaves the lane and its attempt is logged together)."""
         shard = self.broker.shard(keys.account_shard(account))
         lane_key = shard.webhook_lane(endpoint_id, lane)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lindex(lane_key, 0)
+            pipe.lrange(lane_key, 0, LANE_BATCH - 1)
             pipe.hgetall(shard.webhook(endpoint_id))
             pipe.hget(shard.webhook_retry(endpoint_id), str(lane))
-            first, raw, retry = await pipe.execute()
-        if first is None:
+            firsts, raw, retry = await pipe.execute()
+        if not firsts:
             return False
         endpoint = endpoint_from_hash(account, endpoint_id, raw)
         if endpoint is None or not endpoint.enabled:
@@ -305,57 +310,77 @@ class WebhookDispatcher:
         if wait_ms > 0:
             await asyncio.sleep(min(wait_ms / 1000, MAX_WAIT_S))
             return True
-        event = msgspec.json.decode(first, type=events.QueuedEvent)
-        async with self.in_flight:
+        tried = int(attempts)
+        for first in firsts:
+            event = msgspec.json.decode(first, type=events.QueuedEvent)
+            async with self.in_flight:
+                outcome = await self.courier.post(endpoint.url, endpoint.secrets(self.broker.clock()), event)
             now = self.broker.clock()
-            outcome = await self.courier.post(endpoint.url, endpoint.secrets(now), event)
-        now = self.broker.clock()
-        attempt = Attempt(event=event, attempt=int(attempts) + 1, outcome="delivered" if outcome.ok else "failed",
-                          status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
-                          at_ms=now)
-        endpoint_key = shard.webhook(endpoint_id)
-        if outcome.ok:
+            attempt = Attempt(event=event, attempt=tried + 1, outcome="delivered" if outcome.ok else "failed",
+                              status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
+                              at_ms=now)
+            if not outcome.ok:
+                return await self._failed(endpoint, lane, attempt)
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.lpop(lane_key)
-                pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
-                pipe.hincrby(endpoint_key, "queued", -1)
-                pipe.hset(endpoint_key, mapping={"failing_since_ms": 0, "last_success_ms": now})
+                self._leave_lane(pipe, shard, endpoint_id, lane, attempt)
+                pipe.hset(shard.webhook(endpoint_id), mapping={"failing_since_ms": 0, "last_success_ms": now})
                 await pipe.execute()
-            await log_attempt(self.redis, shard, endpoint_id, attempt)
-            return True
+            self._observe(attempt)
+            tried = 0
+            endpoint = msgspec.structs.replace(endpoint, failing_since_ms=0)
+        return True
+
+    async def _failed(self, endpoint: Endpoint, lane: int, attempt: Attempt) -> bool:
+        """A failed POST of the lane's first event: try it again later, give it up after a
+        day, or disable the endpoint after a day without a success."""
+        shard = self.broker.shard(keys.account_shard(endpoint.account))
+        now = attempt.at_ms
         window_ms = self.settings.webhook_retry_seconds * 1000
         failing_since = endpoint.failing_since_ms or now
         if now - failing_since >= window_ms:
             await self._disable(endpoint, attempt, failing_since)
             return False
-        if now - event.queued_ms >= window_ms:
-            attempt = msgspec.structs.replace(attempt, outcome="gave_up")
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.lpop(lane_key)
-                pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
-                pipe.hincrby(endpoint_key, "queued", -1)
-                await pipe.execute()
-        else:
-            wait = backoff_ms(attempt.attempt, self.settings.webhook_backoff_first_ms,
-                              self.settings.webhook_backoff_max_ms)
-            attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
-            await self.redis.hset(shard.webhook_retry(endpoint_id), str(lane), f"{attempt.attempt}|{now + wait}")
-        if not endpoint.failing_since_ms:
-            await self.redis.hset(endpoint_key, "failing_since_ms", now)
-        await log_attempt(self.redis, shard, endpoint_id, attempt)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if now - attempt.event.queued_ms >= window_ms:
+                attempt = msgspec.structs.replace(attempt, outcome="gave_up")
+                self._leave_lane(pipe, shard, endpoint.id, lane, attempt)
+            else:
+                wait = backoff_ms(attempt.attempt, self.settings.webhook_backoff_first_ms,
+                                  self.settings.webhook_backoff_max_ms)
+                attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
+                pipe.hset(shard.webhook_retry(endpoint.id), str(lane), f"{attempt.attempt}|{now + wait}")
+                log_attempt(pipe, shard, endpoint.id, attempt)
+            if not endpoint.failing_since_ms:
+                pipe.hset(shard.webhook(endpoint.id), "failing_since_ms", now)
+            await pipe.execute()
+        self._observe(attempt)
         return True
+
+    @staticmethod
+    def _leave_lane(pipe: Any, shard: keys.ShardKeys, endpoint_id: str, lane: int, attempt: Attempt) -> None:
+        """Queue into ``pipe``: the lane's first event leaves it, with its attempt logged."""
+        pipe.lpop(shard.webhook_lane(endpoint_id, lane))
+        pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
+        pipe.hincrby(shard.webhook(endpoint_id), "queued", -1)
+        log_attempt(pipe, shard, endpoint_id, attempt)
+
+    def _observe(self, attempt: Attempt) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(attempt)
 
     async def _disable(self, endpoint: Endpoint, attempt: Attempt, failing_since: int) -> None:
         shard = self.broker.shard(keys.account_shard(endpoint.account))
-        reason = (f"no delivery succeeded for {self.settings.webhook_retry_seconds // 3600 or 1} h "
+        reason = (f"no delivery succeeded for {duration_text(self.settings.webhook_retry_seconds)} "
                   f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}")
+        attempt = msgspec.structs.replace(attempt, outcome="disabled")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(shard.webhook(endpoint.id), mapping={"disabled_ms": attempt.at_ms, "disabled_reason": reason,
                                                            "queued": 0})
             pipe.delete(shard.webhook_retry(endpoint.id),
                         *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)))
+            log_attempt(pipe, shard, endpoint.id, attempt)
             await pipe.execute()
-        await log_attempt(self.redis, shard, endpoint.id, msgspec.structs.replace(attempt, outcome="disabled"))
+        self._observe(attempt)
         log.warning("webhook endpoint %s of account %s disabled: %s", endpoint.id, endpoint.account, reason)
 
 

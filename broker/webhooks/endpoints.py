@@ -230,12 +230,14 @@ class WebhookEndpoints:
         outcome: Outcome = await courier.post(endpoint.url, endpoint.secrets(now), event)
         attempt = Attempt(event=event, attempt=1, outcome="test", status_code=outcome.status_code,
                           latency_ms=outcome.latency_ms, error=outcome.error, at_ms=self.broker.clock())
-        await log_attempt(self.redis, self._shard(account.id), endpoint.id, attempt)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            log_attempt(pipe, self._shard(account.id), endpoint.id, attempt)
+            await pipe.execute()
         return attempt
 
 
-async def log_attempt(redis: Any, shard: keys.ShardKeys, endpoint_id: str, attempt: Attempt) -> None:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.lpush(shard.webhook_log(endpoint_id), msgspec.json.encode(attempt))
-        pipe.ltrim(shard.webhook_log(endpoint_id), 0, LOG_SIZE - 1)
-        await pipe.execute()
+def log_attempt(pipe: Any, shard: keys.ShardKeys, endpoint_id: str, attempt: Attempt) -> None:
+    """Queue into ``pipe``: the attempt goes first in the endpoint's log, which keeps
+    the latest :data:`LOG_SIZE`."""
+    pipe.lpush(shard.webhook_log(endpoint_id), msgspec.json.encode(attempt))
+    pipe.ltrim(shard.webhook_log(endpoint_id), 0, LOG_SIZE - 1)
