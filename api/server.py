@@ -97,7 +97,8 @@ class BackgroundProcess:
 
     def start(self) -> BackgroundProcess:
         env = {k: v for k, v in os.environ.items() if k != "CONNECFY_BACKGROUND_IN_WORKERS"}
-        self.process = subprocess.Popen([sys.executable, "-m", "broker.cli", "background", "--exit-with-parent"],
+        self.process = subprocess.Popen([sys.executable, "-m", "broker.cli", "background",
+                                         "--parent-pid", str(os.getpid())],
                                         env=env, stdin=subprocess.DEVNULL,
                                         # Its own session: a terminal's Ctrl-C reaches serve,
                                         # which then stops this process itself.

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from broker.broker import Broker
 from broker.history import HistoryStore
 from broker.records import SweepReport
-from broker.redis_client import connect
+from broker.redis_client import PassLog, connect
 from broker.settings import Settings
 from broker.snapshotter import Snapshotter
 from broker.webhooks.dispatcher import WebhookDispatcher
@@ -52,15 +52,17 @@ def redis_for(settings: Settings) -> Any:
 
 async def sweep_forever(broker: Broker, on_sweep: Callable[[SweepReport], None] | None = None) -> None:
     holder = uuid.uuid4().hex
+    pass_log = PassLog(log, "sweeps")
     while True:
         try:
             report = await broker.sweep_if_leader(holder, lease_ms=int(SWEEP_INTERVAL_SECONDS * 10_000))
+            pass_log.ok()
             if report is not None and on_sweep is not None:
                 on_sweep(report)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
-            log.exception("sweep failed")
+        except Exception as exc:  # noqa: BLE001 - a failed pass is retried on the next tick
+            pass_log.failed(exc)
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
 
 
@@ -88,7 +90,8 @@ async def stop_jobs(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def _parent_gone(parent: int) -> None:
-    """Return once the process that started this one has died (we were re-parented)."""
+    """Return once ``parent`` is no longer this process's parent: it died and this one was
+    re-parented (already so if it died while this one was starting)."""
     while os.getppid() == parent:
         await asyncio.sleep(PARENT_CHECK_SECONDS)
     log.warning("the server that started this process is gone; stopping")
@@ -111,9 +114,9 @@ async def _start(broker: Broker, history: HistoryStore) -> None:
         delay = min(10.0, delay * 2)
 
 
-async def run(settings: Settings, *, observers: Observers = Observers(), exit_with_parent: bool = False) -> None:
-    """Run the jobs until SIGTERM or SIGINT (or, with ``exit_with_parent``, until the
-    parent process dies), then stop them and close the connections."""
+async def run(settings: Settings, *, observers: Observers = Observers(), parent_pid: int | None = None) -> None:
+    """Run the jobs until SIGTERM or SIGINT (or, with ``parent_pid``, until that process,
+    which started this one, is gone), then stop them and close the connections."""
     if not settings.redis_url:
         raise ValueError("the background jobs need REDIS_URL")
     client = redis_for(settings)
@@ -123,7 +126,7 @@ async def run(settings: Settings, *, observers: Observers = Observers(), exit_wi
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watchdog = asyncio.create_task(_parent_gone(os.getppid())) if exit_with_parent else None
+    watchdog = asyncio.create_task(_parent_gone(parent_pid)) if parent_pid else None
     waiters = [asyncio.create_task(stop.wait()), *([watchdog] if watchdog else [])]
     starting = asyncio.create_task(_start(broker, history))
     try:

@@ -118,14 +118,14 @@ def restore_command(settings: Settings, data_dir: str | None) -> int:
     return 0
 
 
-def background_command(settings: Settings, data_dir: str | None, exit_with_parent: bool) -> int:
+def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
     from api.observability import configure_logging, swept, webhook_attempted
     from api.server import redis_url_for
     from broker.background import Observers, run
 
     configure_logging()
     settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
-    job = run(settings, observers=Observers(swept, webhook_attempted), exit_with_parent=exit_with_parent)
+    job = run(settings, observers=Observers(swept, webhook_attempted), parent_pid=parent_pid)
     try:
         import uvloop
     except ImportError:
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     background = commands.add_parser(
         "background", help="run the sweeper, history snapshotter and webhook dispatcher (connecfy serve starts one)")
     background.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
-    background.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process dies")
+    background.add_argument("--parent-pid", type=int, default=None,
+                            help="stop when this process (the one starting this one) is gone")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "restore":
         return restore_command(settings, args.data_dir)
     if args.command == "background":
-        return background_command(settings, args.data_dir, args.exit_with_parent)
+        return background_command(settings, args.data_dir, args.parent_pid)
     parser.print_help()
     return 2
 

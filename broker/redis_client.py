@@ -10,11 +10,14 @@ poll's CPU in the API worker. hiredis (already installed for its reply parser, t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _HiredisPacking:
@@ -52,3 +55,30 @@ def connect(url: str, *, max_connections: int | None = None, pool_timeout: float
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
                                                    **options)
     return with_hiredis_packing(aioredis.Redis.from_pool(pool))
+
+
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+
+class PassLog:
+    """How a background loop (sweeper, snapshotter, webhook dispatcher) reports its
+    failed passes: Redis being away is one warning when it goes and one line when it is
+    back, not a traceback every pass; any other failure is logged with its traceback."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.away = False
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, REDIS_AWAY):
+            if not self.away:
+                self.log.warning("%s paused: Redis is unreachable (%s)", self.what, exc)
+            self.away = True
+        else:
+            self.log.error("%s failed", self.what, exc_info=exc)
+
+    def ok(self) -> None:
+        if self.away:
+            self.log.warning("%s resumed: Redis is back", self.what)
+            self.away = False

@@ -29,6 +29,7 @@ from broker import keys, streams
 from broker.broker import Broker, _fields, _text
 from broker.history import FINISHED, HistoryStore
 from broker.records import MessageRecord
+from broker.redis_client import PassLog
 
 log = logging.getLogger("connecfy.snapshotter")
 
@@ -72,6 +73,7 @@ class Snapshotter:
         # The lock outlives a few missed passes; a dead holder's runs out after this long.
         self.lease_ms = lease_ms or max(10_000, 5 * self.settings.snapshot_interval_ms)
         self.passes = 0
+        self.pass_log = PassLog(log, "snapshots")
         self._groups: set[str] = set()
         self._stored_epoch: str | None = None
 
@@ -79,10 +81,11 @@ class Snapshotter:
         while True:
             try:
                 await self.run_once()
+                self.pass_log.ok()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
-                log.exception("snapshot failed")
+            except Exception as exc:  # noqa: BLE001 - a failed pass is retried on the next tick
+                self.pass_log.failed(exc)
             await asyncio.sleep(self.settings.snapshot_interval_ms / 1000)
 
     async def run_once(self, *, now_ms: int | None = None) -> SnapshotReport | None:

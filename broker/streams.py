@@ -61,11 +61,13 @@ async def release(redis: Any, stream: str) -> None:
     A group's unacknowledged entries start at its oldest pending one; with none pending,
     it has handled everything up to its last delivered id. The stream is trimmed below
     the lowest of those marks; group positions only move forward, so a mark read a
-    moment ago is still safe."""
-    groups = await redis.xinfo_groups(stream)
+    moment ago is still safe. Until the snapshotter's group exists on the stream nothing
+    goes at all: history must see every entry, even one the dispatcher read first."""
+    groups = [{_text(k): v for k, v in info.items()} for info in await redis.xinfo_groups(stream)]
+    if SNAPSHOTTER_GROUP not in {_text(g["name"]) for g in groups}:
+        return
     marks: list[tuple[int, int]] = []
-    for info in groups:
-        fields = {_text(k): v for k, v in info.items()}
+    for fields in groups:
         if int(fields["pending"]):
             summary = await redis.xpending(stream, _text(fields["name"]))
             marks.append(_entry_id(summary["min"]))

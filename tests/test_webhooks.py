@@ -259,3 +259,27 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
         assert report.events == 3 and await broker.redis.xlen(stream) == 0
     finally:
         await store.close()
+
+
+async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Broker, tmp_path) -> None:
+    from broker.history import HistoryStore
+
+    account, (device,) = await self_managed(broker)
+    stream = broker.shard(keys.account_shard(account.id)).events
+    await broker.webhooks.create(account, URL)
+    ids = await queue_and_finish(broker, account, device, 3)
+    dispatcher = WebhookDispatcher(broker)
+    try:
+        await dispatcher.fan_out()  # before the snapshotter ever read this stream
+    finally:
+        await dispatcher.stop_lanes()
+    assert await broker.redis.xlen(stream) == 9
+    store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/h.db")
+    await store.start()
+    try:
+        report = await Snapshotter(broker, store).snapshot()
+        assert report.events == 9 and report.stored == 3
+        assert await broker.redis.xlen(stream) == 0
+        assert sorted(r.id for _, r in await store.message_rows()) == sorted(ids)
+    finally:
+        await store.close()

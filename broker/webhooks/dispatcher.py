@@ -26,7 +26,6 @@ At most ``webhook_max_in_flight`` POSTs run at once, each limited to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -38,6 +37,7 @@ import msgspec
 
 from broker import keys, streams
 from broker.clock import duration_text, iso_utc
+from broker.redis_client import REDIS_AWAY, PassLog
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
 from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
@@ -48,7 +48,8 @@ CONSUMER = "dispatcher"  # one dispatcher at a time: a successor owns what its p
 MAX_ROUNDS = 20
 RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one that crashed)
 MAX_WAIT_S = 5.0
-LANE_BATCH = 50  # events read from a lane at once  # a lane waiting for its next try looks again at least this often
+LANE_BATCH = 50  # events read from a lane at once
+STOP_WAIT_S = 5.0  # how long stopping waits for the lanes' POSTs to end  # a lane waiting for its next try looks again at least this often
 
 
 def _text(value: Any) -> str:
@@ -87,6 +88,7 @@ class WebhookDispatcher:
         self._groups: set[str] = set()
         self._kicked: set[tuple[str, str, int]] = set()  # lanes appended to since their task last looked
         self.passes = 0
+        self.pass_log = PassLog(log, "webhook deliveries")
 
     # The loop ---------------------------------------------------------------------------
 
@@ -97,10 +99,11 @@ class WebhookDispatcher:
                 try:
                     report = await self.run_once()
                     busy = report is not None and report.entries >= self.read_count
+                    self.pass_log.ok()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a failed pass is retried on the next tick
-                    log.exception("webhook fan-out failed")
+                except Exception as exc:  # noqa: BLE001 - a failed pass is retried on the next tick
+                    self.pass_log.failed(exc)
                 if not busy:
                     await asyncio.sleep(self.settings.webhook_poll_ms / 1000)
         finally:
@@ -115,7 +118,7 @@ class WebhookDispatcher:
                 await self.stop_lanes()
             self.holding = False
             return None
-        if not self.holding or self.passes % RESUME_EVERY == 0:
+        if not self.holding or self.pass_log.away or self.passes % RESUME_EVERY == 0:
             self.holding = True
             await self.resume()
         report = await self.fan_out()
@@ -128,9 +131,8 @@ class WebhookDispatcher:
         self.lanes.clear()
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
     async def stop(self) -> None:
         self.holding = False
@@ -280,6 +282,8 @@ class WebhookDispatcher:
                     break  # empty, and nothing appended since it was found empty
         except asyncio.CancelledError:
             raise
+        except REDIS_AWAY:
+            pass  # the fan-out's log says so once; the lane is started again when Redis is back
         except Exception:  # noqa: BLE001 - the lane is started again by the next pass that touches it
             log.exception("webhook lane %s/%s/%d failed", account, endpoint_id, lane)
             await asyncio.sleep(1)
@@ -315,6 +319,7 @@ class WebhookDispatcher:
             event = msgspec.json.decode(first, type=events.QueuedEvent)
             async with self.in_flight:
                 outcome = await self.courier.post(endpoint.url, endpoint.secrets(self.broker.clock()), event)
+            _raise_if_cancelling()
             now = self.broker.clock()
             attempt = Attempt(event=event, attempt=tried + 1, outcome="delivered" if outcome.ok else "failed",
                               status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
@@ -382,6 +387,15 @@ class WebhookDispatcher:
             await pipe.execute()
         self._observe(attempt)
         log.warning("webhook endpoint %s of account %s disabled: %s", endpoint.id, endpoint.account, reason)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that the HTTP client swallowed: a cancel arriving while
+    aiohttp resolves a name can come back as a failed request instead, and the lane would
+    then go on waiting for its next try, never to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def _after(mark: str, entry_id: str) -> bool:
