@@ -283,3 +283,24 @@ async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Bro
         assert sorted(r.id for _, r in await store.message_rows()) == sorted(ids)
     finally:
         await store.close()
+
+
+async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker) -> None:
+    from fleet import pair
+
+    sender = await broker.create_account("api@example.com", "api_only")
+    endpoint = await broker.webhooks.create(sender, URL, ["message.queued", "message.sent"])
+    pool_phone = await pair(broker, None, "pool phone")
+    ids = (await broker.enqueue(sender, [OutgoingMessage(TO, f"p{i}") for i in range(3)])).ids
+    assert sorted(m.id for m in await broker.claim(pool_phone.ref, limit=10)) == sorted(ids)
+    for message_id in ids:
+        await broker.report_status(pool_phone.ref, message_id, "sent")
+    dispatcher = WebhookDispatcher(broker)
+    try:
+        await dispatcher.fan_out()
+    finally:
+        await dispatcher.stop_lanes()
+    queued = await lane_events(broker, sender.id, endpoint)
+    assert sorted((e.message_id, e.type) for e in queued) == sorted(
+        (i, t) for i in ids for t in ("message.queued", "message.sent"))
+    assert all(e.device == pool_phone.device_id for e in queued if e.type == "message.sent")
