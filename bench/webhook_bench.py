@@ -62,6 +62,7 @@ import msgspec
 import psutil
 
 from bench.load import report
+from broker.cli import run_async
 from bench.load.accounts import LIFTED_BUDGET, Account, expect
 from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer
@@ -213,11 +214,7 @@ def receiver_main(sock: socket.socket, parent: int) -> None:
                 await asyncio.sleep(1.0)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops it, after reading it
-    try:
-        import uvloop
-        uvloop.run(serve())
-    except ImportError:
-        asyncio.run(serve())
+    run_async(serve())
 
 
 class ReceiverProcess:
@@ -358,19 +355,8 @@ def cpu_times(deployment: Deployment, receiver: ReceiverProcess | None) -> dict[
 
 
 async def timelines_of(account: Account) -> dict[str, list[dict[str, Any]]]:
-    """Every message of the account with its status timeline, through the history pages."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    cursor: str | None = None
-    for _ in range(100_000):
-        params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
-        status, body, _ = await account.call(None, "GET", "/api/sms/", params=params)
-        body = expect(status, body, 200, "history page")
-        for item in body["items"]:
-            found[item["id"]] = item["timeline"]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            break
-    return found
+    """Every message of the account with its status timeline."""
+    return {item["id"]: item["timeline"] for item in await account.messages()}
 
 
 class Monitor:
@@ -766,13 +752,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    return runner(main_async(args))
+    return run_async(main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

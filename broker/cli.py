@@ -14,6 +14,8 @@ import asyncio
 import getpass
 import sys
 import tempfile
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -23,6 +25,8 @@ from broker.broker import Broker
 from broker.records import OutgoingMessage
 from broker.redis_server import RedisServer, redis_server_version
 from broker.settings import Settings
+
+T = TypeVar("T")
 
 
 async def _walk(url: str, settings: Settings) -> None:
@@ -118,6 +122,15 @@ def restore_command(settings: Settings, data_dir: str | None) -> int:
     return 0
 
 
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to its end on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
     from api.observability import configure_logging, swept, webhook_attempted
     from api.server import redis_url_for
@@ -125,13 +138,7 @@ def background_command(settings: Settings, data_dir: str | None, parent_pid: int
 
     configure_logging()
     settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
-    job = run(settings, observers=Observers(swept, webhook_attempted), parent_pid=parent_pid)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(job)
-    else:
-        uvloop.run(job)
+    run_async(run(settings, observers=Observers(swept, webhook_attempted), parent_pid=parent_pid))
     return 0
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 from collections.abc import Sequence
 
 from bench.load import scenarios
+from broker.cli import run_async
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -81,13 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.seed is not None:
         random.seed(args.seed)
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     from bench.load.run import main_async
-    return runner(main_async(args))
+    return run_async(main_async(args))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from bench.load.client import Http, Recorder
 HIGH_LIMITS = {"sends_per_second": 1_000_000, "sends_burst": 1_000_000, "tasks_per_minute": 1_000_000,
                "tasks_burst": 1_000_000, "daily_quota": 10_000_000}
 # A phone's send budget out of the bench's way (the most the API accepts per day).
+MAX_HISTORY_PAGES = 100_000  # 50 million messages: a bound, never reached by a bench
 LIFTED_BUDGET = {"segments_per_minute": 100_000, "segments_per_day": 1_000_000}
 
 
@@ -85,16 +86,20 @@ class Account:
         status, body, _ = await self.call(None, "PATCH", f"/api/devices/{device_id}/", json=budget)
         expect(status, body, 200, f"raise budget of {device_id}")
 
-    async def history(self) -> dict[str, str]:
-        """Every message of this account: id → status, through the history pages."""
-        statuses: dict[str, str] = {}
+    async def messages(self) -> list[dict[str, Any]]:
+        """Every message of this account as the history pages show it, newest first."""
+        found: list[dict[str, Any]] = []
         cursor: str | None = None
-        while True:
+        for _ in range(MAX_HISTORY_PAGES):
             params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
             status, body, _ = await self.call(None, "GET", "/api/sms/", params=params)
             body = expect(status, body, 200, "history page")
-            for item in body["items"]:
-                statuses[item["id"]] = item["status"]
+            found += body["items"]
             cursor = body.get("next_cursor")
             if not cursor:
-                return statuses
+                break
+        return found
+
+    async def history(self) -> dict[str, str]:
+        """Every message of this account: id → status."""
+        return {item["id"]: item["status"] for item in await self.messages()}
