@@ -10,7 +10,6 @@ history snapshotter and the webhook dispatcher, each only while it holds its loc
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,8 +35,6 @@ from broker import Broker, Settings, __version__
 from broker.background import Observers, redis_for, start_jobs, stop_jobs
 from broker.history import HistoryStore
 from broker.webhooks.courier import Courier
-
-log = logging.getLogger("connecfy.api")
 
 MAX_BODY = 64 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

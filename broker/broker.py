@@ -17,6 +17,8 @@ from redis.exceptions import WatchError
 
 from broker import errors, ids, keys
 from broker.history import HistoryStore
+from broker.redis_client import fields as _fields
+from broker.redis_client import text as _text
 from broker.records import (
     LIMIT_FIELDS,
     STATUSES,
@@ -1075,10 +1077,3 @@ def _account(raw: dict[Any, Any]) -> Account:
     return msgspec.convert(fields, Account, strict=False)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(raw: dict[Any, Any]) -> dict[str, str]:
-    """A Redis hash reply as text."""
-    return {_text(k): _text(v) for k, v in raw.items()}

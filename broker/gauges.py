@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from broker import keys
+from broker.redis_client import text as _text
 
 PLATFORM_PREFIX = keys.pool_shard("")  # "p:": the tag of every platform pool starts so
 
@@ -65,6 +66,3 @@ async def read_gauges(redis: Any, shard_keys: Any, *, now_ms: int, presence_ttl_
         totals.devices_online += int(online)
     return Gauges(account=account, platform=platform)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

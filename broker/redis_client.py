@@ -57,6 +57,16 @@ def connect(url: str, *, max_connections: int | None = None, pool_timeout: float
     return with_hiredis_packing(aioredis.Redis.from_pool(pool))
 
 
+def text(value: Any) -> str:
+    """A Redis reply value (bytes, or already text) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def fields(raw: dict[Any, Any]) -> dict[str, str]:
+    """A Redis hash reply as text."""
+    return {text(k): text(v) for k, v in raw.items()}
+
+
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
 
 

@@ -27,7 +27,8 @@ from collections import defaultdict
 import msgspec
 
 from broker import keys
-from broker.broker import Broker, _text
+from broker.broker import Broker
+from broker.redis_client import text as _text
 from broker.errors import BrokerError
 from broker.history import HistoryStore
 

@@ -26,10 +26,12 @@ from collections import defaultdict
 import msgspec
 
 from broker import keys, streams
-from broker.broker import Broker, _fields, _text
+from broker.broker import Broker
 from broker.history import FINISHED, HistoryStore
 from broker.records import MessageRecord
 from broker.redis_client import PassLog
+from broker.redis_client import fields as _fields
+from broker.redis_client import text as _text
 
 log = logging.getLogger("connecfy.snapshotter")
 

@@ -13,16 +13,15 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from broker.redis_client import text
+
 SNAPSHOTTER_GROUP = "snapshotter"
 WEBHOOKS_GROUP = "webhooks"
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entry_id(value: Any) -> tuple[int, int]:
-    ms, _, seq = _text(value).partition("-")
+def entry_id(value: Any) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as numbers, to compare in stream order."""
+    ms, _, seq = text(value).partition("-")
     return int(ms), int(seq or 0)
 
 
@@ -63,16 +62,16 @@ async def release(redis: Any, stream: str) -> None:
     the lowest of those marks; group positions only move forward, so a mark read a
     moment ago is still safe. Until the snapshotter's group exists on the stream nothing
     goes at all: history must see every entry, even one the dispatcher read first."""
-    groups = [{_text(k): v for k, v in info.items()} for info in await redis.xinfo_groups(stream)]
-    if SNAPSHOTTER_GROUP not in {_text(g["name"]) for g in groups}:
+    groups = [{text(k): v for k, v in info.items()} for info in await redis.xinfo_groups(stream)]
+    if SNAPSHOTTER_GROUP not in {text(g["name"]) for g in groups}:
         return
     marks: list[tuple[int, int]] = []
     for fields in groups:
         if int(fields["pending"]):
-            summary = await redis.xpending(stream, _text(fields["name"]))
-            marks.append(_entry_id(summary["min"]))
+            summary = await redis.xpending(stream, text(fields["name"]))
+            marks.append(entry_id(summary["min"]))
         else:
-            ms, seq = _entry_id(fields["last-delivered-id"])
+            ms, seq = entry_id(fields["last-delivered-id"])
             marks.append((ms, seq + 1))
     if marks:
         ms, seq = min(marks)

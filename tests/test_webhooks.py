@@ -15,7 +15,7 @@ from broker.snapshotter import Snapshotter
 from broker.webhooks import events
 from broker.webhooks.addresses import SafeResolver, WebhookUrlRefused, address_allowed, check_url
 from broker.webhooks.courier import Courier
-from broker.webhooks.dispatcher import WebhookDispatcher, backoff_ms
+from broker.webhooks.dispatcher import FanOutReport, WebhookDispatcher, backoff_ms
 from broker.records import OutgoingMessage
 from conftest import roomy_settings
 from fleet import TO, self_managed
@@ -171,6 +171,15 @@ async def queue_and_finish(broker: Broker, account, device, count: int) -> list[
     return ids
 
 
+async def fan_out_once(broker: Broker) -> FanOutReport:
+    """One fan-out pass of a fresh dispatcher, its lanes stopped before they deliver much."""
+    dispatcher = WebhookDispatcher(broker)
+    try:
+        return await dispatcher.fan_out()
+    finally:
+        await dispatcher.stop_lanes()
+
+
 async def lane_events(broker: Broker, account_id: str, endpoint) -> list[events.QueuedEvent]:
     shard = broker.shard(keys.account_shard(account_id))
     found = []
@@ -212,11 +221,7 @@ async def test_a_full_backlog_drops_new_events_and_counts_them(broker: Broker) -
     account, (device,) = await self_managed(small)
     endpoint = await small.webhooks.create(account, URL, ["message.sent"])
     await queue_and_finish(small, account, device, 5)
-    dispatcher = WebhookDispatcher(small)
-    try:
-        report = await dispatcher.fan_out()
-    finally:
-        await dispatcher.stop_lanes()
+    report = await fan_out_once(small)
     assert (report.queued, report.dropped) == (3, 2)
     stored = await small.webhooks.get(account, endpoint.id)
     assert (stored.queued, stored.dropped) == (3, 2)
@@ -241,19 +246,11 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
         await queue_and_finish(broker, account, device, 2)
         await snapshotter.snapshot()
         assert await broker.redis.xlen(stream) == 6
-        dispatcher = WebhookDispatcher(broker)
-        try:
-            await dispatcher.fan_out()
-        finally:
-            await dispatcher.stop_lanes()
+        await fan_out_once(broker)
         assert await broker.redis.xlen(stream) == 0
         # And the other way round: fanned out first, the snapshotter still gets them.
         await queue_and_finish(broker, account, device, 1)
-        dispatcher = WebhookDispatcher(broker)
-        try:
-            await dispatcher.fan_out()
-        finally:
-            await dispatcher.stop_lanes()
+        await fan_out_once(broker)
         assert await broker.redis.xlen(stream) == 3
         report = await snapshotter.snapshot()
         assert report.events == 3 and await broker.redis.xlen(stream) == 0
@@ -268,11 +265,7 @@ async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Bro
     stream = broker.shard(keys.account_shard(account.id)).events
     await broker.webhooks.create(account, URL)
     ids = await queue_and_finish(broker, account, device, 3)
-    dispatcher = WebhookDispatcher(broker)
-    try:
-        await dispatcher.fan_out()  # before the snapshotter ever read this stream
-    finally:
-        await dispatcher.stop_lanes()
+    await fan_out_once(broker)  # before the snapshotter ever read this stream
     assert await broker.redis.xlen(stream) == 9
     store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/h.db")
     await store.start()
@@ -295,11 +288,7 @@ async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker
     assert sorted(m.id for m in await broker.claim(pool_phone.ref, limit=10)) == sorted(ids)
     for message_id in ids:
         await broker.report_status(pool_phone.ref, message_id, "sent")
-    dispatcher = WebhookDispatcher(broker)
-    try:
-        await dispatcher.fan_out()
-    finally:
-        await dispatcher.stop_lanes()
+    await fan_out_once(broker)
     queued = await lane_events(broker, sender.id, endpoint)
     assert sorted((e.message_id, e.type) for e in queued) == sorted(
         (i, t) for i in ids for t in ("message.queued", "message.sent"))

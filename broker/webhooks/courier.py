@@ -49,9 +49,8 @@ class Courier:
             await self._session.close()
             self._session = None
 
-    async def post(self, url: str, secrets: list[str], event: events.QueuedEvent,
-                   payload: bytes | None = None) -> Outcome:
-        payload = events.body(event) if payload is None else payload
+    async def post(self, url: str, secrets: list[str], event: events.QueuedEvent) -> Outcome:
+        payload = events.body(event)
         literal = literal_address(urlsplit(url).hostname or "")
         if literal is not None and not address_allowed(literal, self.allow_loopback):
             return Outcome(False, None, 0, f"address refused: {literal} is not public")

@@ -38,6 +38,8 @@ import msgspec
 from broker import keys, streams
 from broker.clock import duration_text, iso_utc
 from broker.redis_client import REDIS_AWAY, PassLog
+from broker.redis_client import fields as _fields
+from broker.redis_client import text as _text
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
 from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
@@ -50,10 +52,6 @@ RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one
 MAX_WAIT_S = 5.0
 LANE_BATCH = 50  # events read from a lane at once
 STOP_WAIT_S = 5.0  # how long stopping waits for the lanes' POSTs to end  # a lane waiting for its next try looks again at least this often
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def backoff_ms(attempts: int, first_ms: int, max_ms: int, rng: random.Random | None = None) -> int:
@@ -204,52 +202,59 @@ class WebhookDispatcher:
 
     async def _fan_out_shard(self, shard: str, entries: list[Any], report: FanOutReport) -> None:
         stream = self.broker.shard(shard).events
-        parsed = [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()})
-                  for entry_id, fields in entries if fields]
-        accounts = sorted({f["account"] for _, f in parsed if f.get("account")})
-        endpoints = await self._endpoints(accounts, shard)
+        by_account: dict[str, list[tuple[str, dict[str, str]]]] = defaultdict(list)
+        for entry_id, raw in entries:
+            entry = _fields(raw) if raw else {}
+            if entry.get("account"):
+                by_account[entry["account"]].append((_text(entry_id), entry))
+        endpoints = await self._endpoints(sorted(by_account), shard)
         now = self.broker.clock()
         touched: set[tuple[str, str, int]] = set()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for account in accounts:
+            for account, account_entries in by_account.items():
                 for endpoint, mark in endpoints.get(account, []):
-                    room = self.settings.webhook_backlog_max - endpoint.queued
-                    queued = dropped = 0
-                    last = ""
-                    for entry_id, f in parsed:
-                        if f.get("account") != account or (mark and _after(mark, entry_id)):
-                            continue
-                        last = entry_id
-                        event_type = f"message.{f['status']}"
-                        if not endpoint.wants(event_type, int(f["at"])):
-                            continue
-                        if queued >= room:
-                            dropped += 1
-                            continue
-                        event = events.event_from_stream(shard, entry_id, f, now)
-                        lane = endpoint.lane_of(event.message_id)
-                        keyring = self.broker.shard(keys.account_shard(account))
-                        pipe.rpush(keyring.webhook_lane(endpoint.id, lane), msgspec.json.encode(event))
-                        touched.add((account, endpoint.id, lane))
-                        queued += 1
-                    if not last:
-                        continue
-                    keyring = self.broker.shard(keys.account_shard(account))
-                    if queued:
-                        pipe.hincrby(keyring.webhook(endpoint.id), "queued", queued)
-                    if dropped:
-                        pipe.hincrby(keyring.webhook(endpoint.id), "dropped", dropped)
-                        log.warning("webhook endpoint %s has %d events waiting: %d new ones dropped",
-                                    endpoint.id, endpoint.queued + queued, dropped)
-                    pipe.hset(keyring.webhook(endpoint.id), f"mark:{shard}", last)
-                    report.queued += queued
-                    report.dropped += dropped
+                    touched |= self._queue(pipe, shard, endpoint, mark, account_entries, now, report)
             await pipe.execute()
         await self.redis.xack(stream, streams.WEBHOOKS_GROUP, *[_text(e) for e, _ in entries])
         await streams.release(self.redis, stream)
         report.entries += len(entries)
         for account, endpoint_id, lane in touched:
             self._ensure_lane(account, endpoint_id, lane)
+
+    def _queue(self, pipe: Any, shard: str, endpoint: Endpoint, mark: str, entries: list[tuple[str, dict[str, str]]],
+               now: int, report: FanOutReport) -> set[tuple[str, str, int]]:
+        """Queue into ``pipe`` the events ``endpoint`` wants among its account's ``entries``
+        after ``mark`` (the last entry of ``shard`` already queued for it), and the new
+        mark; the lanes appended to."""
+        after = streams.entry_id(mark) if mark else (0, -1)
+        entries = [(entry_id, entry) for entry_id, entry in entries if streams.entry_id(entry_id) > after]
+        if not entries:
+            return set()
+        keyring = self.broker.shard(keys.account_shard(endpoint.account))
+        room = self.settings.webhook_backlog_max - endpoint.queued
+        touched: set[tuple[str, str, int]] = set()
+        queued = dropped = 0
+        for entry_id, entry in entries:
+            if not endpoint.wants(f"message.{entry['status']}", int(entry["at"])):
+                continue
+            if queued >= room:
+                dropped += 1
+                continue
+            event = events.event_from_stream(shard, entry_id, entry, now)
+            lane = endpoint.lane_of(event.message_id)
+            pipe.rpush(keyring.webhook_lane(endpoint.id, lane), msgspec.json.encode(event))
+            touched.add((endpoint.account, endpoint.id, lane))
+            queued += 1
+        if queued:
+            pipe.hincrby(keyring.webhook(endpoint.id), "queued", queued)
+        if dropped:
+            pipe.hincrby(keyring.webhook(endpoint.id), "dropped", dropped)
+            log.warning("webhook endpoint %s has %d events waiting: %d new ones dropped",
+                        endpoint.id, endpoint.queued + queued, dropped)
+        pipe.hset(keyring.webhook(endpoint.id), f"mark:{shard}", entries[-1][0])
+        report.queued += queued
+        report.dropped += dropped
+        return touched
 
     async def _endpoints(self, accounts: list[str], shard: str) -> dict[str, list[tuple[Endpoint, str]]]:
         """Each account's endpoints, with the last entry of ``shard`` queued for each."""
@@ -398,9 +403,3 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError()
 
 
-def _after(mark: str, entry_id: str) -> bool:
-    """Whether stream entry ``mark`` is at or after ``entry_id`` (already queued)."""
-    def parts(value: str) -> tuple[int, int]:
-        ms, _, seq = value.partition("-")
-        return int(ms), int(seq or 0)
-    return parts(mark) >= parts(entry_id)

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from broker import errors, ids, keys
+from broker.redis_client import fields, text
 from broker.streams import WEBHOOKS_GROUP, ensure_group
 from broker.records import Account
 from broker.webhooks import events
@@ -69,8 +70,7 @@ _INT_FIELDS = ("lanes", "created_ms", "previous_until_ms", "queued", "dropped", 
 def endpoint_from_hash(account: str, endpoint_id: str, raw: dict[Any, Any]) -> Endpoint | None:
     if not raw:
         return None
-    f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-         for k, v in raw.items()}
+    f = fields(raw)
     if "url" not in f:
         return None  # a counter written after the endpoint was deleted
     values: dict[str, Any] = {name: int(f.get(name) or 0) for name in _INT_FIELDS}
@@ -142,8 +142,7 @@ class WebhookEndpoints:
 
     async def list(self, account: Account) -> list[Endpoint]:
         shard = self._shard(account.id)
-        endpoint_ids = sorted(e.decode() if isinstance(e, bytes) else e
-                              for e in await self.redis.smembers(shard.webhooks()))
+        endpoint_ids = sorted(text(e) for e in await self.redis.smembers(shard.webhooks()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for endpoint_id in endpoint_ids:
                 pipe.hgetall(shard.webhook(endpoint_id))
@@ -185,9 +184,11 @@ class WebhookEndpoints:
             "disabled_ms": 0, "disabled_reason": "", "failing_since_ms": 0})
         return msgspec.structs.replace(endpoint, disabled_ms=0, disabled_reason="", failing_since_ms=0)
 
-    async def deliveries(self, account: Account, endpoint_id: str, limit: int = LOG_SIZE) -> list[Attempt]:
-        endpoint = await self.get(account, endpoint_id)
-        raw = await self.redis.lrange(self._shard(account.id).webhook_log(endpoint.id), 0, limit - 1)
+    async def deliveries(self, account: Account, endpoint_id: str) -> list[Attempt]:
+        return await self._logged(await self.get(account, endpoint_id))
+
+    async def _logged(self, endpoint: Endpoint) -> list[Attempt]:
+        raw = await self.redis.lrange(self._shard(endpoint.account).webhook_log(endpoint.id), 0, LOG_SIZE - 1)
         return [msgspec.json.decode(r, type=Attempt) for r in raw]
 
     async def retry_state(self, account: Account, endpoint: Endpoint) -> dict[int, tuple[int, int]]:
@@ -195,7 +196,7 @@ class WebhookEndpoints:
         raw = await self.redis.hgetall(self._shard(account.id).webhook_retry(endpoint.id))
         state = {}
         for lane, value in raw.items():
-            attempts, _, next_ms = (value.decode() if isinstance(value, bytes) else value).partition("|")
+            attempts, _, next_ms = text(value).partition("|")
             state[int(lane)] = (int(attempts), int(next_ms))
         return state
 
@@ -206,7 +207,7 @@ class WebhookEndpoints:
         endpoint = await self.get(account, endpoint_id)
         if not endpoint.enabled:
             raise errors.WebhookDisabled()
-        logged = next((a.event for a in await self.deliveries(account, endpoint_id)
+        logged = next((a.event for a in await self._logged(endpoint)
                        if a.event.id == event_id and a.event.type != events.TEST_EVENT), None)
         if logged is None:
             raise errors.WebhookEventNotFound()
