@@ -1,0 +1,441 @@
+"""Redis Cluster readiness: each script call stays inside one hash slot, and the broker runs
+unchanged on a real three-node Redis Cluster.
+
+1. The slot test wraps the client given to a Broker in :class:`RecordingRedis`, a test
+   double of the redis client that forwards everything to the real client and records the
+   keys of each ``EVALSHA``. It drives every broker operation (on fakeredis and every real
+   ``redis-server``) and checks that every recorded call's keys share one hash tag and one
+   slot (``redis.crc.key_slot``), and that every script in ``lua/`` ran at least once.
+2. The cluster test starts three ``redis-server --cluster-enabled yes`` for every real
+   Redis version found, joins them with ``redis-cli --cluster create``, and runs the same
+   flow through ``redis.asyncio.cluster.RedisCluster``, with accounts on all three nodes.
+   A cross-slot EVAL/EVALSHA must fail with CROSSSLOT there: this shows that the cluster
+   really checks slots, so the flow passing there means something.
+
+A missing binary (redis-cli beside a redis-server) is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ClusterCrossSlotError, RedisClusterException
+
+from broker import Broker, Settings, errors, keys
+from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
+from broker.redis_server import RedisServer
+from broker.scripts import ScriptRegistry
+from tests.support.backends import REAL_REDIS
+
+TO = "+15551234567"
+
+# How ``redis-cli --cluster create`` splits the slots over three primaries.
+THIRDS = [5461, 10923]  # [0, 5460], [5461, 10922], [10923, 16383]
+
+
+# The recording proxy ------------------------------------------------------------------
+
+
+class RecordingRedis:
+    """Stands in for the redis client: forwards every attribute to ``real`` and records the
+    script name and keys of each ``evalsha`` (and ``eval``, which the broker must not use)."""
+
+    def __init__(self, real: Any, scripts: ScriptRegistry) -> None:
+        self.real = real
+        self.names = {script.sha: script.name for script in scripts.scripts.values()}
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def _record(self, name: str, numkeys: int, keys_and_args: Sequence[Any]) -> None:
+        self.calls.append((name, [_text(k) for k in keys_and_args[:int(numkeys)]]))
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        self._record(self.names.get(sha, f"unknown script {sha}"), numkeys, keys_and_args)
+        return await self.real.evalsha(sha, numkeys, *keys_and_args)
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
+        self._record("EVAL (not a registered script)", numkeys, keys_and_args)
+        return await self.real.eval(script, numkeys, *keys_and_args)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def hash_tag(key: str) -> str | None:
+    """The hash tag Redis Cluster hashes for ``key``, or None when the whole key is hashed."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start < 0 or end < 0 or end == start + 1:
+        return None
+    return key[start + 1:end]
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+def assert_one_slot_per_call(calls: Sequence[tuple[str, Sequence[str]]]) -> None:
+    assert calls, "no script call was recorded"
+    for name, call_keys in calls:
+        slots = {slot(k) for k in call_keys}
+        assert len(slots) == 1, f"{name} spans slots {sorted(slots)}: {list(call_keys)}"
+        tags = {hash_tag(k) for k in call_keys}
+        assert len(tags) == 1 and None not in tags, f"{name} keys do not share one hash tag: {list(call_keys)}"
+
+
+def assert_every_script_ran(calls: Sequence[tuple[str, Sequence[str]]], scripts: ScriptRegistry) -> None:
+    ran = {name for name, _ in calls}
+    missing = set(scripts.scripts) - ran
+    assert not missing, f"the flow never ran {sorted(missing)}: drive them in run_every_operation"
+    assert ran == set(scripts.scripts), f"calls to something other than a registered script: {ran}"
+
+
+def test_the_slot_check_catches_a_cross_slot_call() -> None:
+    """The checker itself can fail: two shards' keys in one call are refused."""
+    one, other = keys.ShardKeys(keys.account_shard("aaaa")), keys.ShardKeys(keys.account_shard("bbbb"))
+    assert slot(one.messages) != slot(other.messages)
+    assert_one_slot_per_call([("cancel", [one.messages, one.counters])])
+    with pytest.raises(AssertionError, match="spans slots"):
+        assert_one_slot_per_call([("cancel", [one.messages, other.counters])])
+    with pytest.raises(AssertionError, match="one hash tag"):
+        assert_one_slot_per_call([("rate-limit", ["no-tag-here"])])
+
+
+# The flow: every broker operation, with its results checked ---------------------------
+
+
+async def _register(broker: Broker, owner: Account | None, name: str, phone_number: str = "") -> RegisteredDevice:
+    code = await broker.create_pairing_code(owner)
+    device = await broker.register_device(code.code, name, phone_number)
+    assert device.shard == (keys.pool_shard() if owner is None else owner.shard)
+    assert device.account_id == ("" if owner is None else owner.id)
+    assert await broker.find_device_by_token(device.device_token) == device.ref
+    with pytest.raises(errors.PairingCodeInvalid):  # one code pairs one phone
+        await broker.register_device(code.code, "again")
+    return device
+
+
+async def _status(broker: Broker, shard: str, message_id: str) -> str:
+    return (await broker.get_message(shard, message_id)).status
+
+
+async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
+    """Drive every broker operation with exact expectations; returns the self-managed
+    accounts used, one in each third of the slot space (one per node on the cluster)."""
+    settings: Settings = broker.settings
+    owners: dict[int, Account] = {}
+    for i in range(500):
+        account = await broker.create_account(f"owner{i}@example.com", "self_managed")
+        owners.setdefault(bisect.bisect(THIRDS, slot(broker.shard(account.shard).messages)), account)
+        if len(owners) == 3:
+            break
+    assert len(owners) == 3, "could not place an account in every third of the slot space"
+    accounts = [owners[third] for third in range(3)]
+
+    # Platform pool: a pool phone, an API-only sender.
+    pool_phone = await _register(broker, None, "Pool phone")
+    assert await broker.heartbeat(pool_phone.ref) == clock.now_ms
+    api = await broker.create_account("api@example.com", "api_only")
+
+    per_account: dict[str, dict[str, Any]] = {}
+    for account in accounts:
+        a = await _register(broker, account, "Pixel A", "+15550001111")
+        b = await _register(broker, account, "Pixel B")
+        assert await broker.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
+        assert (await broker.get_device(a.ref))["battery"] == "80"
+        await broker.heartbeat(b.ref)
+
+        single = await broker.enqueue(account, [OutgoingMessage(TO, "single", a.device_id)])
+        assert not single.duplicate and single.shard == account.shard == keys.account_shard(account.id)
+        clock.advance(1)
+        batch_messages = [OutgoingMessage(TO, "batch a", a.device_id), OutgoingMessage(TO, "batch b", b.device_id),
+                          OutgoingMessage(TO, "own pool 1"), OutgoingMessage(TO, "own pool 2")]
+        batch = await broker.enqueue(account, batch_messages, idempotency_key="batch")
+        again = await broker.enqueue(account, batch_messages, idempotency_key="batch")
+        assert not batch.duplicate and len(batch.ids) == 4
+        assert again.duplicate and again.ids == batch.ids
+        clock.advance(1)
+        doomed = (await broker.enqueue(account, [OutgoingMessage(TO, "cancel me")])).ids[0]
+        change = await broker.cancel(account, doomed)
+        assert (change.id, change.status, change.changed) == (doomed, "cancelled", True)
+        assert not (await broker.cancel(account, doomed)).changed
+
+        # A: its own queue first, then the account's own pool (it is online).
+        claimed = await broker.claim(a.ref)
+        assert [m.id for m in claimed] == [single.ids[0], batch.ids[0], batch.ids[2], batch.ids[3]]
+        assert [m.message for m in claimed] == ["single", "batch a", "own pool 1", "own pool 2"]
+        assert [m.id for m in await broker.claim(b.ref)] == [batch.ids[1]]
+        late = (await broker.enqueue(account, [OutgoingMessage(TO, "expire me", b.device_id)])).ids[0]
+
+        assert (await broker.report_status(a.ref, single.ids[0], "sent")).changed
+        assert (await broker.report_status(a.ref, single.ids[0], "delivered")).status == "delivered"
+        assert not (await broker.report_status(a.ref, single.ids[0], "delivered")).changed
+        failed = await broker.report_status(a.ref, batch.ids[0], "failed", "RESULT_ERROR_GENERIC_FAILURE")
+        assert (failed.status, failed.changed) == ("failed", True)
+        assert (await broker.get_message(account.shard, batch.ids[0])).error == "RESULT_ERROR_GENERIC_FAILURE"
+        await broker.report_status(a.ref, batch.ids[2], "sent")
+        await broker.report_status(b.ref, batch.ids[1], "delivered")
+        with pytest.raises(errors.MessageNotFound):  # B does not hold A's message
+            await broker.report_status(b.ref, batch.ids[3], "sent")
+        with pytest.raises(errors.InvalidTransition):
+            await broker.cancel(account, batch.ids[3])
+        # batch.ids[3] stays claimed by A, which goes quiet.
+        per_account[account.id] = {"a": a, "held": batch.ids[3], "late": late, "done": single.ids[0]}
+
+    first = await broker.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
+    assert first.shard == keys.pool_shard() and not first.duplicate
+    assert (await broker.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")).ids == first.ids
+    clock.advance(1)
+    second = await broker.enqueue(api, [OutgoingMessage(TO, "api 2"), OutgoingMessage(TO, "api 3")])
+    assert (await broker.cancel(api, second.ids[1])).changed
+    await broker.heartbeat(pool_phone.ref)
+    assert [m.id for m in await broker.claim(pool_phone.ref)] == [first.ids[0], second.ids[0]]
+    await broker.report_status(pool_phone.ref, first.ids[0], "delivered")
+    # second.ids[0] stays claimed by the pool phone, which goes quiet too.
+
+    # Leases run out while every phone is offline: pool messages go back to their pools.
+    clock.advance(settings.lease_seconds * 1000 + 1)
+    assert await broker.sweep(keys.pool_shard()) == SweepReport(returned=1)
+    assert await broker.sweep_all() == SweepReport(returned=3)
+    assert await _status(broker, keys.pool_shard(), second.ids[0]) == "queued"
+    await broker.heartbeat(pool_phone.ref)
+    assert [m.id for m in await broker.claim(pool_phone.ref)] == [second.ids[0]]
+    await broker.report_status(pool_phone.ref, second.ids[0], "sent")
+    for account in accounts:
+        mine = per_account[account.id]
+        assert await _status(broker, account.shard, mine["held"]) == "queued"
+        await broker.heartbeat(mine["a"].ref)
+        assert [m.id for m in await broker.claim(mine["a"].ref)] == [mine["held"]]
+        await broker.report_status(mine["a"].ref, mine["held"], "sent")
+        assert (await broker.get_message(account.shard, mine["held"])).leases == 2
+
+    # A day later the message B never fetched has expired.
+    clock.advance(settings.message_ttl_seconds * 1000)
+    assert await broker.sweep_all() == SweepReport(expired=3)
+    for account in accounts:
+        assert await _status(broker, account.shard, per_account[account.id]["late"]) == "expired"
+        counts = await broker.account_counts(account)
+        assert counts == {"queued": 0, "claimed": 0, "sent": 2, "delivered": 2, "failed": 1, "expired": 1,
+                          "cancelled": 1, "total": 7}
+    counts = await broker.account_counts(api)
+    assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
+
+    # The snapshotter's trim: a finished message leaves Redis only at the version stored
+    # (queued, claimed, sent, delivered: 4); counters stay.
+    for account in accounts:
+        done = per_account[account.id]["done"]
+        counts = await broker.account_counts(account)
+        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "3"]) == 0
+        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "4"]) == 1
+        with pytest.raises(errors.MessageNotFound):
+            await broker.get_message(account.shard, done)
+        assert await broker.account_counts(account) == counts
+    assert await broker.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"]) == 1
+
+    # Device settings and removal, in every shard.
+    for account in accounts:
+        a = per_account[account.id]["a"]
+        await broker.update_device(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
+        assert (await broker.get_device(a.ref))["per_minute"] == "20"
+        waiting = (await broker.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])).ids[0]
+        assert await broker.remove_device(a.ref) == SweepReport(lost=1)
+        assert await _status(broker, account.shard, waiting) == "failed"
+    await broker.remove_device(pool_phone.ref)
+
+    # Rate limits: one per client address (its own slot), one inside an account's shard.
+    for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):
+        assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
+        assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 0
+        with pytest.raises(errors.RateLimited):
+            await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)
+    return accounts
+
+
+async def test_every_script_call_stays_in_one_slot(redis_client, settings, scripts, clock) -> None:
+    recorder = RecordingRedis(redis_client, scripts)
+    broker = Broker(recorder, settings, scripts, clock=clock)
+    await broker.start()
+    await run_every_operation(broker, clock)
+    assert_one_slot_per_call(recorder.calls)
+    assert_every_script_ran(recorder.calls, scripts)
+
+
+# A real Redis Cluster -----------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(self, version: str, servers: list[RedisServer]) -> None:
+        self.version = version
+        self.servers = servers
+        self.ports = [server.port for server in servers]
+
+    def client(self) -> RedisCluster:
+        return RedisCluster(host="127.0.0.1", port=self.ports[0])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_node(binary: str, root: Path, taken: set[int]) -> RedisServer:
+    """A cluster node on a free port whose bus port (port + 10000) is free as well; both
+    below Linux's ephemeral range so that no outgoing connection grabs them meanwhile."""
+    last_error: Exception | None = None
+    for _ in range(20):
+        port = random.randrange(10_000, 22_000)
+        if {port, port + 10_000} & taken or not (_bindable(port) and _bindable(port + 10_000)):
+            continue
+        server = RedisServer(root / str(port), binary=binary, port=port, cluster=True, appendonly=False)
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError) as exc:  # lost a race for the port: try another
+            last_error = exc
+            continue
+        taken |= {port, port + 10_000}
+        return server
+    raise RuntimeError(f"could not start a cluster node with {binary}: {last_error}")
+
+
+def _cluster_info(port: int) -> dict[str, str]:
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
+        info = client.execute_command("CLUSTER INFO")
+    if isinstance(info, (bytes, str)):
+        info = dict(line.split(":", 1) for line in _text(info).splitlines() if ":" in line)
+    return {_text(k): _text(v) for k, v in info.items()}
+
+
+@pytest.fixture(scope="module", params=sorted(REAL_REDIS), ids=lambda v: f"redis-{v}")
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Three primaries, no replicas, every slot assigned, cluster_state:ok on each node."""
+    version = request.param
+    binary = REAL_REDIS[version]
+    cli = Path(binary).with_name("redis-cli")
+    if not (cli.is_file() and os.access(cli, os.X_OK)):
+        pytest.fail(f"no redis-cli beside {binary} (redis {version}): the cluster test needs it", pytrace=False)
+    servers: list[RedisServer] = []
+    with tempfile.TemporaryDirectory(prefix="connecfy-test-cluster-") as root:
+        try:
+            taken: set[int] = set()
+            for _ in range(3):
+                servers.append(_start_node(binary, Path(root), taken))
+            create = subprocess.run(
+                [str(cli), "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            if create.returncode != 0:
+                pytest.fail(f"redis-cli --cluster create failed ({create.returncode}):\n"
+                            f"{create.stdout[-2000:]}\n{create.stderr[-2000:]}", pytrace=False)
+            deadline = time.monotonic() + 20
+            while True:
+                infos = [_cluster_info(s.port) for s in servers]
+                if all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == "3" for i in infos):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the cluster never reached cluster_state:ok: {infos}", pytrace=False)
+                time.sleep(0.05)
+            yield Cluster(version, servers)
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def _raw_reply(port: int, *args: str) -> bytes:
+    """Send one command over a bare socket and return the first line of the reply, so the
+    server's own error text is seen (redis-py strips the CROSSSLOT code)."""
+    payload = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        data = arg.encode()
+        payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(payload)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.split(b"\r\n", 1)[0]
+
+
+async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Cluster, settings, scripts,
+                                                            clock) -> None:
+    cluster = redis_cluster.client()
+    try:
+        await cluster.initialize()
+        primaries = cluster.get_primaries()
+        assert len(primaries) == 3
+        await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        recorder = RecordingRedis(cluster, scripts)
+        broker = Broker(recorder, settings, scripts, clock=clock)
+        await broker.start()
+        for node in primaries:  # SCRIPT LOAD reached every primary, not just one
+            loaded = await cluster.execute_command(
+                "SCRIPT EXISTS", *(s.sha for s in scripts.scripts.values()), target_nodes=node)
+            assert all(loaded), f"scripts missing on {node.name}"
+
+        accounts = await run_every_operation(broker, clock)
+
+        assert_one_slot_per_call(recorder.calls)
+        assert_every_script_ran(recorder.calls, scripts)
+        account_nodes = {cluster.get_node_from_key(broker.shard(a.shard).messages).name for a in accounts}
+        assert account_nodes == {node.name for node in primaries}, "accounts did not land on every node"
+        script_nodes = {cluster.get_node_from_key(call_keys[0]).name for _, call_keys in recorder.calls}
+        assert script_nodes == {node.name for node in primaries}, "scripts did not run on every node"
+        for node in primaries:
+            assert await cluster.execute_command("DBSIZE", target_nodes=node) > 0
+    finally:
+        await cluster.aclose()
+
+
+async def test_the_cluster_refuses_cross_slot_script_calls(redis_cluster: Cluster, scripts) -> None:
+    """Keys of two shards in one script call are refused with CROSSSLOT, on every node."""
+    one = keys.ShardKeys(keys.account_shard("one"))
+    other = keys.ShardKeys(keys.account_shard("other"))
+    assert slot(one.messages) != slot(other.messages)
+    heartbeat = scripts.scripts["heartbeat"]
+    same = [one.device("d"), one.device_presence("d"), one.last_seen]
+    crossed = [one.device("d"), one.device_presence("d"), other.last_seen]
+    args = ["d", "1800000000000", "45000", "", "", ""]
+
+    cluster = redis_cluster.client()
+    try:
+        await scripts.load(cluster)
+        # Control: the same call within one slot reaches the script, which finds no device.
+        with pytest.raises(errors.DeviceNotFound):
+            await scripts.call(cluster, "heartbeat", same, args)
+        # redis-py's cluster client refuses before sending...
+        with pytest.raises(RedisClusterException, match="same key slot"):
+            await cluster.evalsha(heartbeat.sha, 3, *crossed, *args)
+        # ...and each node refuses when the call is sent to it anyway.
+        for node in cluster.get_primaries():
+            for command in (["EVALSHA", heartbeat.sha], ["EVAL", "return 1"]):
+                call_keys = crossed if command[0] == "EVALSHA" else [one.messages, other.messages]
+                call_args = args if command[0] == "EVALSHA" else []
+                with pytest.raises(ClusterCrossSlotError):
+                    await cluster.execute_command(*command, len(call_keys), *call_keys, *call_args,
+                                                  target_nodes=node)
+                reply = _raw_reply(node.port, *command, str(len(call_keys)), *call_keys, *call_args)
+                assert reply.startswith(b"-CROSSSLOT"), reply
+    finally:
+        await cluster.aclose()

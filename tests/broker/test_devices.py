@@ -1,0 +1,94 @@
+"""Device list, settings and removal."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.backends import roomy_settings
+from broker import Broker, errors
+from broker.records import OutgoingMessage
+from tests.support.fleet import TO, pair, redis_snapshot, self_managed
+
+
+async def test_list_shows_presence_fields_limits_and_counts(broker: Broker, clock, settings) -> None:
+    account, [one, two] = await self_managed(broker, devices=2)
+    await broker.heartbeat(one.ref, battery=77, android_version="14", app_version="1.2.0")
+    await broker.enqueue(account, [OutgoingMessage(TO, "x", one.device_id)] * 2)
+    [m, _] = await broker.claim(one.ref)
+    await broker.report_status(one.ref, m.id, "sent")
+    clock.advance(settings.presence_ttl_seconds * 1000 - 1)
+    await broker.heartbeat(one.ref)
+    clock.advance(1)
+    listed = {d.device_id: d for d in await broker.list_devices(account)}
+    assert set(listed) == {one.device_id, two.device_id}
+    first, second = listed[one.device_id], listed[two.device_id]
+    assert (first.online, second.online) == (True, False)
+    assert (first.battery, first.android_version, first.app_version) == (77, "14", "1.2.0")
+    assert (second.battery, second.last_seen_ms is not None) == (None, True)
+    assert (first.segments_per_minute, first.segments_per_day) == (30, 1000)
+    assert (first.counts["sent"], first.counts["claimed"], second.counts["sent"]) == (1, 1, 0)
+
+
+async def test_pool_phones_are_listed_for_the_pool_only(broker: Broker) -> None:
+    account, [own] = await self_managed(broker)
+    phone = await pair(broker, None)
+    assert [d.device_id for d in await broker.list_devices(None)] == [phone.device_id]
+    assert [d.device_id for d in await broker.list_devices(account)] == [own.device_id]
+    other = await broker.create_account("other@example.com", "self_managed")
+    assert await broker.list_devices(other) == []
+
+
+async def test_update_name_and_budget(broker: Broker) -> None:
+    account, [device] = await self_managed(broker)
+    await broker.update_device(device.ref, segments_per_minute=2)
+    await broker.update_device(device.ref, name=" Office phone ")
+    [info] = await broker.list_devices(account)
+    assert (info.device_name, info.segments_per_minute, info.segments_per_day) == ("Office phone", 2, 1000)
+    await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 3)
+    assert len(await broker.claim(device.ref)) == 2
+
+
+@pytest.mark.parametrize("kwargs", [{"name": ""}, {"name": "x" * 65}, {"segments_per_minute": 0},
+                                    {"segments_per_day": -5}, {"segments_per_day": True},
+                                    {"segments_per_minute": "30"}])
+async def test_bad_updates_change_nothing(broker: Broker, kwargs) -> None:
+    account, [device] = await self_managed(broker)
+    before = await redis_snapshot(broker.redis)
+    with pytest.raises(errors.InvalidInput):
+        await broker.update_device(device.ref, **kwargs)
+    assert await redis_snapshot(broker.redis) == before
+
+
+async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
+    account, [device, other] = await self_managed(broker, devices=2)
+    [held_own] = (await broker.enqueue(account, [OutgoingMessage(TO, "for it, claimed", device.device_id)])).ids
+    [held_pool] = (await broker.enqueue(account, [OutgoingMessage(TO, "pool, claimed")])).ids
+    assert [m.id for m in await broker.claim(device.ref)] == [held_own, held_pool]
+    [waiting] = (await broker.enqueue(account, [OutgoingMessage(TO, "for it, queued", device.device_id)])).ids
+
+    report = await broker.remove_device(device.ref)
+    assert (report.lost, report.returned) == (2, 1)
+    assert await broker.find_device_by_token(device.device_token) is None
+    for call in (broker.claim, broker.heartbeat, broker.remove_device):
+        with pytest.raises(errors.DeviceNotFound):
+            await call(device.ref)
+    assert [d.device_id for d in await broker.list_devices(account)] == [other.device_id]
+    for mid in (held_own, waiting):
+        record = await broker.get_message(account.shard, mid)
+        assert (record.status, record.error) == ("failed", "device_removed")
+    assert [m.id for m in await broker.claim(other.ref)] == [held_pool]
+    counts = await broker.account_counts(account)
+    assert (counts["failed"], counts["claimed"], counts["queued"]) == (2, 1, 0)
+    assert await broker.redis.zcard(broker.shard(account.shard).leased) == 1
+
+
+async def test_removal_moves_large_backlogs_in_bounded_steps(redis_client, scripts, clock) -> None:
+    from broker import Settings
+
+    broker = Broker(redis_client, roomy_settings(sweep_batch=7), scripts, clock=clock)
+    await broker.start()
+    account, [device] = await self_managed(broker)
+    await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 30)
+    assert (await broker.remove_device(device.ref)).lost == 30
+    assert (await broker.account_counts(account))["failed"] == 30
+    assert await broker.redis.zcard(broker.shard(account.shard).queue) == 0

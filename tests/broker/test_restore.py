@@ -1,0 +1,248 @@
+"""``connecfy restore``: after a total loss of Redis, the history store gives back the same
+accounts, devices, API keys and unfinished messages, and phones go on with their old
+tokens."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis.exceptions
+
+from tests.support.backends import history_broker
+from broker import Broker, keys
+from broker.history import HistoryStore, messages
+from broker.records import LimitChange, OutgoingMessage
+from broker.restore import RestoreRefused, restore
+from broker.snapshotter import Snapshotter
+from tests.support.e2e_server import CONNECFY, ServerProcess, expect, expect_error, server_env
+from tests.support.fleet import TO, pair, self_managed
+from tests.support.http_world import PASSWORD, Phone, World
+
+
+@pytest.fixture
+async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Broker:
+    return await history_broker(real_redis, scripts, clock, history_store)
+
+
+async def _view(broker: Broker, owner, sender, devices) -> dict:
+    """What people see of the accounts: everything restore must give back."""
+    view = {}
+    for account in (owner, sender):
+        view[account.id] = (
+            await broker.get_account(account.id),
+            await broker.find_account_by_email(account.email),
+            [k.id for k in await broker.list_api_keys(account)],
+            await broker.account_counts(account),
+            await broker.list_messages(account, limit=500),
+        )
+    view["devices"] = ([_device_view(d) for d in await broker.list_devices(owner)],
+                       [_device_view(d) for d in await broker.list_devices(None)])
+    view["tokens"] = [await broker.find_device_by_token(d.device_token) for d in devices]
+    return view
+
+
+def _device_view(device) -> tuple:
+    """A device as listed, without presence (restore brings no heartbeat back)."""
+    return (device.device_id, device.device_name, device.phone_number, device.segments_per_minute,
+            device.segments_per_day, device.created_ms, device.counts)
+
+
+async def test_restore_gives_back_accounts_devices_keys_and_queued_messages(hbroker: Broker, history_store) -> None:
+    owner, [first, second] = await self_managed(hbroker, devices=2)
+    await hbroker.set_limits(owner.id, _raised_limits())
+    owner = await hbroker.get_account(owner.id)
+    sender = await hbroker.create_account("api@example.com", "api_only", password_hash="argon2-hash")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    owner_key = await hbroker.create_api_key(owner, "backend")
+    sender_key = await hbroker.create_api_key(sender, "shop")
+    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    own_pool = (await hbroker.enqueue(owner, [OutgoingMessage(TO, "anyone of mine")])).ids
+    pooled = (await hbroker.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])).ids
+    [done, held] = [m.id for m in await hbroker.claim(first.ref, 2)]
+    await hbroker.report_status(first.ref, done, "delivered")
+    [pool_done] = [m.id for m in await hbroker.claim(pool_phone.ref, 1)]
+    await hbroker.report_status(pool_phone.ref, pool_done, "failed", "no signal")
+    await Snapshotter(hbroker, history_store).run_once()
+    before = await _view(hbroker, owner, sender, [first, second, pool_phone])
+
+    await hbroker.redis.flushall()
+    await hbroker.start()  # a fresh server on the empty Redis
+    assert await hbroker.find_device_by_token(first.device_token) is None
+    report = await restore(hbroker, history_store)
+    assert (report.accounts, report.devices, report.api_keys) == (2, 3, 2)
+    assert (report.live_messages, report.stored_messages) == (6, 8)
+    assert await _view(hbroker, owner, sender, [first, second, pool_phone]) == before
+
+    assert (await hbroker.find_account_by_api_key(owner_key.api_key)).id == owner.id
+    assert (await hbroker.find_account_by_api_key(sender_key.api_key)).id == sender.id
+    # Phones go on with their old tokens and get what was waiting for them, in order.
+    ref = await hbroker.find_device_by_token(first.device_token)
+    for device in (second, pool_phone):
+        await hbroker.heartbeat(device.ref)
+    assert [m.id for m in await hbroker.claim(ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.claim(second.ref, 10)] == own_pool
+    assert [m.id for m in await hbroker.claim(pool_phone.ref, 10)] == pooled[1:]
+    await hbroker.report_status(first.ref, held, "sent")  # the lease held before the loss still counts
+    assert (await hbroker.get_message(owner.shard, held)).status == "sent"
+    assert (await hbroker.get_message(owner.shard, done)).status == "delivered"  # from the store
+    # The snapshotter goes on where it stopped.
+    snapshotter = Snapshotter(hbroker, history_store)
+    assert (await snapshotter.run_once()).stored == 6
+    assert (await history_store.message(owner.shard, held)).status == "sent"
+
+
+def _raised_limits() -> LimitChange:
+    return LimitChange(sends_per_second=50, daily_quota=20_000)
+
+
+async def test_restore_refuses_a_redis_that_is_not_empty(hbroker: Broker, history_store) -> None:
+    await self_managed(hbroker)
+    await Snapshotter(hbroker, history_store).run_once()
+    before = await hbroker.redis.dbsize()
+    with pytest.raises(RestoreRefused):
+        await restore(hbroker, history_store)
+    assert await hbroker.redis.dbsize() == before
+    await hbroker.redis.delete(keys.HISTORY_EPOCH)
+    await hbroker.create_account("late@example.com", "self_managed")
+    with pytest.raises(RestoreRefused):
+        await restore(hbroker, history_store)
+
+
+async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Broker, history_store, clock) -> None:
+    """Finished messages are counted by the database and never read (a row restore
+    cannot decode shows it); unfinished ones come a page at a time, in order across
+    the pages."""
+    owner, [phone] = await self_managed(hbroker)
+    sender = await hbroker.create_account("api@example.com", "api_only")
+    other = await hbroker.create_account("other@example.com", "api_only")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])).ids
+    pooled = []
+    for i in range(3):  # two senders' pool messages interleaved, oldest first
+        for account in (sender, other):
+            clock.advance(1)  # ids in order of sending
+            pooled += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"{i}")])).ids
+    [done, held] = [m.id for m in await hbroker.claim(phone.ref, 2)]
+    await hbroker.report_status(phone.ref, done, "sent")
+    await Snapshotter(hbroker, history_store).run_once()
+    counts = await hbroker.account_counts(owner)
+    # A finished message from long ago whose record this version could not decode.
+    async with history_store.engine.begin() as conn:
+        await conn.execute(messages.insert(), [{
+            "id": "00000000000000000000000001", "shard": owner.shard, "account": owner.id,
+            "device": phone.device_id, "status": "delivered", "created": 1, "updated": 2, "version": 3,
+            "stored_at": 3, "record": "{an older format"}])
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    report = await restore(hbroker, history_store, chunk=2)
+    assert (report.live_messages, report.stored_messages) == (10, 12)
+    assert await hbroker.account_counts(owner) == {**counts, "delivered": counts["delivered"] + 1,
+                                                   "total": counts["total"] + 1}
+    assert (await hbroker.get_message(owner.shard, held)).status == "claimed"
+    await hbroker.heartbeat(pool_phone.ref)
+    assert [m.id for m in await hbroker.claim(phone.ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.claim(pool_phone.ref, 10)] == pooled  # the senders took turns
+
+
+@pytest.mark.parametrize("broken", ["queue", "counters"])
+async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, history_store, broken) -> None:
+    """A restore fails part-way (a key of the wrong type: while writing messages, or in
+    the final step); nothing reaches the restored data in between, the epoch is not
+    set, and the restore, run again, gives back the same as one that never failed."""
+    owner, [first, second] = await self_managed(hbroker, devices=2)
+    sender = await hbroker.create_account("api@example.com", "api_only", password_hash="argon2-hash")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    owner_key = await hbroker.create_api_key(owner, "backend")
+    await hbroker.create_api_key(sender, "shop")
+    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    await hbroker.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])
+    [done, _held] = [m.id for m in await hbroker.claim(first.ref, 2)]
+    await hbroker.report_status(first.ref, done, "delivered")
+    await Snapshotter(hbroker, history_store).run_once()
+    before = await _view(hbroker, owner, sender, [first, second, pool_phone])
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    broken_key = getattr(hbroker.shard(owner.shard), broken)
+    await hbroker.redis.set(broken_key, "not a hash or a sorted set")
+    with pytest.raises(redis.exceptions.ResponseError):
+        await restore(hbroker, history_store)
+    assert not await hbroker.redis.exists(keys.HISTORY_EPOCH)
+    if broken == "queue":  # stopped before the final step: nothing lets anyone in yet
+        assert await hbroker.find_device_by_token(first.device_token) is None
+        assert await hbroker.redis.get(keys.email_index(owner.email)) is None
+        # Not even this process, which remembers the key's index from before the loss.
+        assert await hbroker.find_account_by_api_key(owner_key.api_key) is None
+        assert await hbroker.redis.smembers(keys.SHARDS) == {keys.pool_shard().encode()}
+        assert not await hbroker.redis.exists(hbroker.shard(owner.shard).counters)
+
+    await hbroker.redis.delete(broken_key)  # the cause put right, the restore runs again
+    report = await restore(hbroker, history_store)
+    assert (report.live_messages, report.stored_messages) == (6, 7)
+    assert await _view(hbroker, owner, sender, [first, second, pool_phone]) == before
+    assert [m.id for m in await hbroker.claim(first.ref, 10)] == own[2:]
+    with pytest.raises(RestoreRefused):  # done: a third run is refused
+        await restore(hbroker, history_store)
+
+
+def test_connecfy_restore_after_redis_lost_everything(tmp_path: Path) -> None:
+    settings = {"CONNECFY_SNAPSHOT_INTERVAL_MS": "100"}
+    server = ServerProcess(tmp_path, settings=settings).start()
+    world = World(server)
+    try:
+        owner = world.signup()
+        phone = world.pair(owner)
+        key = world.api_key(owner)["api_key"]
+        sent = [expect(world.external({"api_key": key, "to": TO, "message": f"m{i}", "device_id": phone.device_id}),
+                       202)["id"] for i in range(3)]
+        [task, *_] = phone.claim(limit=1)
+        expect(phone.report(task["id"], "sent"), 200)
+        deadline = time.monotonic() + 15
+        while _stored_devices(tmp_path) != [phone.device_id] or _stored_statuses(tmp_path) != {
+                sent[0]: "sent", sent[1]: "queued", sent[2]: "queued"}:
+            assert time.monotonic() < deadline, (_stored_devices(tmp_path), _stored_statuses(tmp_path))
+            time.sleep(0.1)
+    finally:
+        world.close()
+        assert server.stop() == 0, server.output()
+
+    shutil.rmtree(tmp_path / "redis")  # Redis lost everything, its append-only file too
+    server = ServerProcess(tmp_path, settings=settings).start()
+    world = World(server)
+    try:
+        phone = Phone(phone.device_id, phone.token, phone.name, world.api(**{"X-Device-Token": phone.token}))
+        expect_error(phone.tasks(), 401)
+        result = subprocess.run([str(CONNECFY), "restore", "--data-dir", str(tmp_path)], capture_output=True,
+                                text=True, env=server_env(), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "1 accounts, 1 devices, 1 API keys and 2 unfinished messages" in result.stdout
+        again = subprocess.run([str(CONNECFY), "restore", "--data-dir", str(tmp_path)], capture_output=True,
+                               text=True, env=server_env(), timeout=60)
+        assert again.returncode == 1 and "not empty" in again.stderr
+        assert [t["id"] for t in phone.claim()] == sent[1:]
+        user = world.api()
+        expect(user.post("/api/auth/login/", json={"email": owner.account["email"], "password": PASSWORD}), 200)
+        listed = expect(user.get("/api/sms/"), 200)
+        assert [(m["id"], m["status"]) for m in listed["items"]] == [
+            (sent[2], "claimed"), (sent[1], "claimed"), (sent[0], "sent")]
+        assert expect(world.external({"api_key": key, "to": TO, "message": "after",
+                                      "device_id": phone.device_id}), 202)["status"] == "queued"
+    finally:
+        world.close()
+        assert server.stop() == 0, server.output()
+
+
+def _stored_statuses(data_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(data_dir / "history.sqlite3") as db:
+        return dict(db.execute("SELECT id, status FROM messages").fetchall())
+
+
+def _stored_devices(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "history.sqlite3") as db:
+        return [row[0] for row in db.execute("SELECT id FROM devices")]

@@ -1,0 +1,29 @@
+"""What the dashboard tests do as people and phones: fresh addresses, a simulated phone
+redeeming the code it was shown, and the check that row buttons say which row."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.support.e2e_server import expect
+from tests.support.http_world import Phone, World
+
+
+def email(prefix: str = "web") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}@example.com"
+
+
+def register(world: World, code: str, name: str) -> Phone:
+    """The simulated phone redeems the code it was shown, over HTTP."""
+    registered = expect(world.api().post("/api/devices/register/", json={
+        "code": code, "device_name": name, "phone_number": "+15550001111"}), 201)
+    token = registered["device_token"]
+    return Phone(registered["device_id"], token, name, world.api(**{"X-Device-Token": token}))
+
+
+def duplicate_button_names(page: Any) -> list[str]:
+    """Buttons in the main part of the page that a screen reader would announce alike."""
+    names = page.evaluate("""() => [...document.querySelectorAll("main button")]
+        .map((b) => b.getAttribute("aria-label") || b.textContent.trim())""")
+    return sorted({n for n in names if names.count(n) > 1})
