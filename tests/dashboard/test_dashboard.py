@@ -2,7 +2,9 @@
 up, pairs a simulated phone with the code read from the page, sends from the form and
 watches the message go out; API keys are made, used and revoked; accounts stay apart.
 
-Every page is photographed at desktop and phone width into ``tests/screenshots/``.
+Every page is photographed at desktop and phone width into ``tests/.screenshots/`` (ignored
+by git); ``python -m tests.support.browser`` refreshes the documentation's copies in
+``docs/images/`` from these tests.
 """
 
 from __future__ import annotations

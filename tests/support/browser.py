@@ -3,14 +3,28 @@ against a real ``connecfy serve``, for the dashboard tests.
 
 One browser per test module (the dashboard's); each person gets a browser context of their own (own
 cookies). :func:`shoot` writes desktop- and phone-width screenshots of a page into
-``tests/screenshots/`` and checks the phone width needs no horizontal scrolling.
+``tests/.screenshots/`` (ignored by git, overwritten on every run) and checks the phone
+width needs no horizontal scrolling.
 Without Chromium or Playwright the tests skip on a workstation and fail when ``CI`` is set.
+
+The documentation's screenshots in ``docs/images/`` are the same pictures, and they change
+only through this command::
+
+    .venv/bin/python -m tests.support.browser [pytest options, e.g. -x]
+
+It clears ``tests/.screenshots/``, runs the dashboard tests (``tests/dashboard``), and only
+when they all pass copies into ``docs/images/`` every screenshot that is new there or shows
+other pixels (an image whose pixels are unchanged is left as it is), listing them, and names
+the images there that no test takes any more (left alone too); commit the changes wanted.
+No test run writes to ``docs/images/``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +32,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from e2e_server import ServerProcess
+from tests.support.e2e_server import ServerProcess
 
-SCREENSHOTS = Path(__file__).parent / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "tests" / ".screenshots"  # every test run's pictures (git ignores them)
+DOC_IMAGES = ROOT / "docs" / "images"  # the committed ones: see refresh_doc_images()
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -151,7 +167,7 @@ def horizontal_overflow(page: Any) -> int:
 def shoot(page: Any, name: str) -> None:
     """``<name>-desktop.png`` and ``<name>-phone.png`` of the whole page; at phone width
     nothing may stick out sideways and every control must have a label."""
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("() => { document.querySelector('.toast').hidden = true; }")
     assert unlabelled_controls(page) == [], name
     page.set_viewport_size(DESKTOP)
@@ -160,3 +176,47 @@ def shoot(page: Any, name: str) -> None:
     assert horizontal_overflow(page) <= 0, f"{name}: wider than a {PHONE['width']} px phone"
     page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+def same_pixels(a: Path, b: Path) -> bool:
+    """Whether two images show the same pixels (their PNG bytes may still differ)."""
+    from PIL import Image, ImageChops
+
+    with Image.open(a) as first, Image.open(b) as second:
+        if first.size != second.size:
+            return False
+        return ImageChops.difference(first.convert("RGBA"), second.convert("RGBA")).getbbox() is None
+
+
+def refresh_doc_images(pytest_args: list[str]) -> int:
+    """Run the dashboard tests and, when they pass, copy their screenshots to ``docs/images/``."""
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    command = [sys.executable, "-m", "pytest", "tests/dashboard", *pytest_args]
+    returncode = subprocess.run(command, cwd=ROOT).returncode
+    shots = sorted(SCREENSHOTS.glob("*.png"))
+    if returncode != 0:
+        print(f"pytest failed (exit {returncode}): docs/images/ left as it was", file=sys.stderr)
+        return 1
+    if not shots:
+        print("no screenshots were taken (is chromium installed?): docs/images/ left as it was", file=sys.stderr)
+        return 1
+    DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+    changed = 0
+    for shot in shots:
+        target = DOC_IMAGES / shot.name
+        if target.exists() and same_pixels(shot, target):
+            continue
+        print(f"{'changed' if target.exists() else 'new':>8}  docs/images/{shot.name}")
+        shutil.copyfile(shot, target)
+        changed += 1
+    taken = {shot.name for shot in shots}
+    for stale in sorted(DOC_IMAGES.glob("*-desktop.png")) + sorted(DOC_IMAGES.glob("*-phone.png")):
+        if stale.name not in taken:
+            print(f"   stale  docs/images/{stale.name} (no test takes it any more)")
+    print(f"{len(shots)} screenshots, {changed} new or changed in docs/images/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(refresh_doc_images(sys.argv[1:]))
