@@ -1,4 +1,4 @@
-"""The README's HTTP walk-through runs as written against the real server."""
+"""The HTTP walk-through of docs/api.md runs as written against the real server."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 
 from tests.support.e2e_server import ServerProcess
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def walkthrough() -> str:
-    text = README.read_text()
-    section = text[text.index("## HTTP API"):]
+    text = API_DOC.read_text()
+    section = text[text.index("## Walk-through"):]
     return section[section.index("```sh\n") + 6:section.index("```", section.index("```sh\n") + 6)]
 
 
@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def test_the_walkthrough_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
-    assert shutil.which("curl"), "curl is needed to run the README's examples"
+    assert shutil.which("curl"), "curl is needed to run the walk-through's examples"
     script = walkthrough()
     assert script.count("API=http://127.0.0.1:8000") == 1
     # Every curl must succeed (any HTTP error fails the script) and print its reply.
