@@ -45,20 +45,20 @@ class ApiKeysController(Controller):
     @post("/", status_code=201, operation_id="createApiKey")
     async def create(self, data: NewKeyBody, account: Account, broker: Broker) -> NewKeyOut:
         """A new send-only key; this response is the only time it is shown."""
-        created = await broker.create_api_key(account, data.name)
+        created = await broker.api_keys.create(account, data.name)
         return NewKeyOut(created.info.id, created.info.name, created.api_key, iso_utc(created.info.created_ms) or "")
 
     @get("/", operation_id="listApiKeys")
     async def list_keys(self, account: Account, broker: Broker) -> list[KeyOut]:
         """The account's keys, without their secrets."""
-        return [key_out(k) for k in await broker.list_api_keys(account)]
+        return [key_out(k) for k in await broker.api_keys.list(account)]
 
     @delete("/{key_id:str}/", status_code=204, operation_id="revokeApiKey")
     async def revoke(self, key_id: Annotated[str, Parameter(max_length=64)], account: Account,
                      broker: Broker) -> Response[None]:
         """Revoke a key: it stops working at once."""
         try:
-            await broker.revoke_api_key(account, key_id)
+            await broker.api_keys.revoke(account, key_id)
         except errors.ApiKeyNotFound:
             raise not_found("API key") from None
         return Response(None, status_code=204)

@@ -2,7 +2,7 @@
 
 The app only authenticates, validates and calls one broker operation per request. The
 Redis client, the broker and the history store are made in the lifespan hook. Unless
-``connecfy serve`` runs them in a process of their own (``broker/background.py``), the
+``connecfy serve`` runs them in a process of their own (``connecfy/background.py``), the
 background jobs run here as tasks: the sweeper (expiry, lost devices, pool returns), the
 history snapshotter and the webhook dispatcher, each only while it holds its lock.
 """
@@ -32,8 +32,9 @@ from api.sms import SmsController
 from api.stats import StatsController
 from api.webhooks import WebhooksController
 from broker import Broker, Settings, __version__
-from broker.background import Observers, redis_for, start_jobs, stop_jobs
+from broker.jobs import Observers, start_jobs, stop_jobs
 from broker.history import HistoryStore
+from broker.redis_client import redis_for
 from broker.webhooks.courier import Courier
 
 MAX_BODY = 64 * 1024

@@ -87,27 +87,27 @@ class AuthController(Controller):
         if not broker.settings.signup_open:
             raise ApiError(403, "signup_closed", "signup is closed on this server")
         _check_password(data.password)
-        account = await broker.create_account(data.email, data.account_type,
+        account = await broker.accounts.create(data.email, data.account_type,
                                               password_hash=await hash_password(data.password))
-        session = await broker.create_session(account)
+        session = await broker.sessions.create(account)
         return with_session_cookies(Response(account_out(account), status_code=201), request, session)
 
     @post("/login/", status_code=200, guards=[auth_rate_guard("login")], operation_id="login")
     async def login(self, request: Request, data: LoginBody, broker: Broker) -> Response[AccountOut]:
         """Log in; any bad email/password pair gets the same 401."""
         try:
-            account: Account | None = await broker.find_account_by_email(data.email)
+            account: Account | None = await broker.accounts.find_by_email(data.email)
         except (errors.AccountNotFound, errors.InvalidInput):
             account = None
         if not await password_matches(account.password_hash if account else "", data.password) or account is None:
             raise ApiError(401, "bad_credentials", "wrong email or password")
-        session = await broker.create_session(account)
+        session = await broker.sessions.create(account)
         return with_session_cookies(Response(account_out(account), status_code=200), request, session)
 
     @post("/logout/", status_code=204, guards=[session_guard], operation_id="logout")
     async def logout(self, session: Session, broker: Broker) -> Response[None]:
         """End the session; both cookies are cleared."""
-        await broker.delete_session(session.id)
+        await broker.sessions.delete(session.id)
         response: Response[None] = Response(None, status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         response.delete_cookie(CSRF_COOKIE, path="/")

@@ -53,7 +53,7 @@ async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     token = _device_token(connection)
     if not token:
         raise not_authenticated("send the device token as X-Device-Token or Authorization: Bearer")
-    device = await broker_of(connection).device_for_token(token)
+    device = await broker_of(connection).devices.for_token(token)
     if device is None:
         raise not_authenticated("unknown device token")
     connection.state.device = device
@@ -68,13 +68,13 @@ async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
 def unpaired(connection: ASGIConnection[Any, Any, Any, Any]) -> Exception:
     """The 401 for a token whose device was removed after the token was remembered:
     the token is forgotten, and answered as any unknown token is."""
-    broker_of(connection).forget_device_token(connection.state.device_token)
+    broker_of(connection).devices.forget_token(connection.state.device_token)
     return not_authenticated("unknown device token")
 
 
 async def still_paired(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     """Whether the request's device token still names a device (a fresh lookup)."""
-    return await broker_of(connection).find_device_by_token(connection.state.device_token) is not None
+    return await broker_of(connection).devices.find_by_token(connection.state.device_token) is not None
 
 
 async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -83,7 +83,7 @@ async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     if not session_id:
         raise not_authenticated("log in first")
     broker = broker_of(connection)
-    session = await broker.get_session(session_id)
+    session = await broker.sessions.get(session_id)
     if session is None:
         raise not_authenticated("the session expired or was logged out")
     if connection.scope["method"] not in SAFE_METHODS:
@@ -91,7 +91,7 @@ async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
         if not header or not hmac.compare_digest(header.encode(), session.csrf_token.encode()):
             raise forbidden("CSRF token missing or wrong: echo the csrftoken cookie in X-CSRFToken")
     try:
-        account = await broker.get_account(session.account_id)
+        account = await broker.accounts.get(session.account_id)
     except errors.AccountNotFound:
         raise not_authenticated("the account no longer exists") from None
     connection.state.session = session
@@ -117,7 +117,7 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
         key = ""  # RecursionError: skipping a value nested thousands deep
     if not key:
         raise not_authenticated("send the API key as api_key in the JSON body")
-    account = await broker_of(connection).find_account_by_api_key(key)
+    account = await broker_of(connection).api_keys.find_account(key)
     if account is None:
         raise not_authenticated("unknown or revoked API key")
     connection.state.account = account

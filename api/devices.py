@@ -14,7 +14,7 @@ from api.credentials import device_guard, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
 from api.limits import auth_rate_guard
 from api.observability import claimed
-from broker import Broker, errors, ids, keys
+from broker import Broker, errors
 from broker.records import Account, DeviceInfo, DeviceRef
 
 DeviceId = Annotated[str, Parameter(max_length=64)]
@@ -95,7 +95,7 @@ class PhoneController(Controller):
     @post("/register/", status_code=201, guards=[auth_rate_guard("register")], operation_id="registerDevice")
     async def register(self, data: RegisterBody, broker: Broker) -> Registered:
         """Redeem a one-time pairing code from the dashboard's Add Device screen."""
-        device = await broker.register_device(data.code, data.device_name, data.phone_number)
+        device = await broker.devices.register(data.code, data.device_name, data.phone_number)
         return Registered(device.device_id, device.device_token, device.device_name)
 
     # The phone's hot paths take the request itself rather than the ``device`` and
@@ -109,7 +109,7 @@ class PhoneController(Controller):
         """Atomically claim the messages this phone should send now (leased 120 s).
         Polling faster than the tasks limit gets 429 with ``Retry-After``."""
         try:
-            result = await request.app.state.broker.claim_tasks(request.state.device, limit)
+            result = await request.app.state.broker.messages.claim_tasks(request.state.device, limit)
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         claimed(len(result.messages))
@@ -121,7 +121,7 @@ class PhoneController(Controller):
         data = data or HeartbeatBody()
         device: DeviceRef = request.state.device
         try:
-            seen = await request.app.state.broker.heartbeat(
+            seen = await request.app.state.broker.presence.heartbeat(
                 device, battery=data.battery, android_version=data.android_version, app_version=data.app_version)
         except errors.DeviceNotFound:
             raise unpaired(request) from None
@@ -130,12 +130,10 @@ class PhoneController(Controller):
 
 async def owned_device(broker: Broker, account: Account, device_id: str) -> DeviceRef:
     """One of the account's devices, or for the operator also a platform pool phone."""
-    if ids.is_plain_id(device_id):
-        for shard in (keys.account_shard(account.id), *([keys.pool_shard()] if account.operator else [])):
-            ref = DeviceRef(shard, device_id)
-            if await broker.redis.sismember(broker.shard(shard).devices, device_id):
-                return ref
-    raise not_found("device")
+    try:
+        return await broker.devices.owned(account, device_id)
+    except errors.DeviceNotFound:
+        raise not_found("device") from None
 
 
 class DashboardDevicesController(Controller):
@@ -155,7 +153,7 @@ class DashboardDevicesController(Controller):
             raise forbidden("only the operator pairs platform pool phones")
         if not pool and account.account_type == "api_only":
             raise ApiError(403, "api_only_account", "API-only accounts send through the platform pool and pair no phones")
-        code = await broker.create_pairing_code(None if pool else account)
+        code = await broker.devices.create_pairing_code(None if pool else account)
         return PairingCodeOut(code.code, iso_utc(code.expires_at_ms) or "")
 
     @get("/", operation_id="listDevices")
@@ -163,22 +161,22 @@ class DashboardDevicesController(Controller):
         """The account's devices with presence; ``?pool=true``: the platform pool's (operator)."""
         if pool and not account.operator:
             raise forbidden("only the operator sees the platform pool")
-        return [device_out(d) for d in await broker.list_devices(None if pool else account)]
+        return [device_out(d) for d in await broker.devices.list(None if pool else account)]
 
     @patch("/{device_id:str}/", operation_id="updateDevice")
     async def update(self, device_id: DeviceId, data: DeviceUpdate, account: Account, broker: Broker) -> DeviceOut:
         """Rename a device or change its send budget (segments per minute and per day)."""
         ref = await owned_device(broker, account, device_id)
-        await broker.update_device(ref, name=data.device_name, segments_per_minute=data.segments_per_minute,
+        await broker.devices.update(ref, name=data.device_name, segments_per_minute=data.segments_per_minute,
                                    segments_per_day=data.segments_per_day)
-        return device_out(await broker.device_info(ref))
+        return device_out(await broker.devices.info(ref))
 
     @delete("/{device_id:str}/", status_code=204, operation_id="removeDevice")
     async def remove(self, device_id: DeviceId, account: Account, broker: Broker) -> Response[None]:
         """Remove a device: its token stops working at once."""
         ref = await owned_device(broker, account, device_id)
         try:
-            await broker.remove_device(ref)
+            await broker.devices.remove(ref)
         except errors.DeviceNotFound:
             raise not_found("device") from None
         return Response(None, status_code=204)

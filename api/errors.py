@@ -14,10 +14,9 @@ from broker.records import RateDecision
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broker import errors
+from broker.redis_client import REDIS_AWAY
 
 log = logging.getLogger("connecfy.api")
 
@@ -143,7 +142,6 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         errors.BrokerError: _broker_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
-        RedisConnectionError: _redis_down,
-        RedisTimeoutError: _redis_down,
+        **{away: _redis_down for away in REDIS_AWAY},
         Exception: _unexpected,
     }

@@ -62,7 +62,7 @@ class ExternalController(Controller):
     async def send(self, request: Request, data: ExternalSendBody) -> Response[ExternalQueued]:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        result = await request.app.state.broker.enqueue(
+        result = await request.app.state.broker.messages.enqueue(
             request.state.account, [OutgoingMessage(data.to, data.message, data.device_id)],
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
         return Response(ExternalQueued(result.ids[0], "queued"), status_code=202, headers=send_headers(result))
@@ -75,7 +75,7 @@ class ExternalController(Controller):
         order sent. ``Idempotency-Key`` covers the whole batch."""
         messages = [OutgoingMessage(m.to, m.message, m.device_id) for m in data.messages]
         try:
-            result = await request.app.state.broker.enqueue(
+            result = await request.app.state.broker.messages.enqueue(
                 request.state.account, messages, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
         except errors.DeviceNotFound as exc:
             raise ApiError(400, "invalid_input", exc.detail + "; nothing was queued", field="device_id",

@@ -25,10 +25,7 @@ class HealthController(Controller):
     async def readyz(self, broker: Broker) -> Response[Health]:
         """Redis answers and every script is loaded."""
         try:
-            await broker.redis.ping()
-            loaded = await broker.redis.script_exists(*(s.sha for s in broker.scripts.scripts.values()))
+            await broker.ready()
         except Exception:  # noqa: BLE001 - any failure means not ready
             return Response(Health("redis unreachable"), status_code=503)
-        if not all(loaded):
-            await broker.scripts.load(broker.redis)
         return Response(Health("ok"), status_code=200)

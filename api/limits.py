@@ -18,7 +18,7 @@ from litestar.params import Parameter
 
 from broker.clock import iso_utc
 from api.credentials import broker_of, operator_guard, session_guard
-from broker import Broker, keys
+from broker import Broker
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits
 
 PlainId = Annotated[str, Parameter(max_length=64)]
@@ -56,10 +56,7 @@ def auth_rate_guard(name: str) -> Any:
     ``auth_per_minute`` with bursts of ``auth_burst``, before the body is read."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        broker = broker_of(connection)
-        s = broker.settings
-        await broker.rate_limit(keys.client_rate(name, client_address(connection)),
-                                rate=s.auth_per_minute, period_ms=60_000, burst=s.auth_burst)
+        await broker_of(connection).limits.limit_client(name, client_address(connection))
 
     return guard
 
@@ -122,10 +119,10 @@ def request_out(request: LimitRequest) -> LimitRequestOut:
 
 
 async def limits_out(broker: Broker, account: Account) -> LimitsOut:
-    limits: Limits = broker.limits(account)
-    pending = await broker.pending_limit_request(account)
+    limits: Limits = broker.limits.of(account)
+    pending = await broker.limits.pending_request(account)
     return LimitsOut(limits.sends_per_second, limits.sends_burst, limits.tasks_per_minute, limits.tasks_burst,
-                     limits.daily_quota, await broker.quota_used(account),
+                     limits.daily_quota, await broker.limits.quota_used(account),
                      None if pending is None else request_out(pending))
 
 
@@ -145,12 +142,12 @@ class AccountLimitsController(Controller):
         """Ask the operator for higher limits (one request waits at a time: 409 otherwise)."""
         requested = LimitChange(sends_per_second=data.sends_per_second, tasks_per_minute=data.tasks_per_minute,
                                 daily_quota=data.daily_quota)
-        return request_out(await broker.request_limits(account, requested, data.reason))
+        return request_out(await broker.limits.request(account, requested, data.reason))
 
     @get("/limit-requests/", operation_id="listOwnLimitRequests")
     async def list_requests(self, account: Account, broker: Broker) -> list[LimitRequestOut]:
         """The account's requests for higher limits, newest first, with the answers."""
-        return [request_out(r) for r in await broker.list_limit_requests(account_id=account.id)]
+        return [request_out(r) for r in await broker.limits.list_requests(account_id=account.id)]
 
 
 class OperatorController(Controller):
@@ -164,7 +161,7 @@ class OperatorController(Controller):
         status: Literal["pending", "approved", "rejected"] | None = None,
     ) -> list[LimitRequestOut]:
         """Every account's requests for higher limits, newest first."""
-        return [request_out(r) for r in await broker.list_limit_requests(status=status)]
+        return [request_out(r) for r in await broker.limits.list_requests(status=status)]
 
     @post("/limit-requests/{request_id:str}/approve/", status_code=200, operation_id="approveLimitRequest")
     async def approve(self, request_id: PlainId, broker: Broker,
@@ -172,7 +169,7 @@ class OperatorController(Controller):
         """Grant a request: what was asked, or the limits given here. A raised rate
         without a burst gets a burst scaled like the default one."""
         data = data or DecisionBody()
-        return request_out(await broker.decide_limit_request(request_id, approve=True, granted=data.change(),
+        return request_out(await broker.limits.decide_request(request_id, approve=True, granted=data.change(),
                                                              note=data.note))
 
     @post("/limit-requests/{request_id:str}/reject/", status_code=200, operation_id="rejectLimitRequest")
@@ -180,10 +177,10 @@ class OperatorController(Controller):
                      data: DecisionBody | None = None) -> LimitRequestOut:
         """Refuse a request; the note tells the account why."""
         data = data or DecisionBody()
-        return request_out(await broker.decide_limit_request(request_id, approve=False, note=data.note))
+        return request_out(await broker.limits.decide_request(request_id, approve=False, note=data.note))
 
     @patch("/accounts/{account_id:str}/limits/", operation_id="setLimits")
     async def set_limits(self, account_id: PlainId, data: LimitChangeBody, broker: Broker) -> LimitsOut:
         """Set an account's limits directly; fields left out keep their value."""
-        account = await broker.set_limits(account_id, data.change())
+        account = await broker.limits.set(account_id, data.change())
         return await limits_out(broker, account)

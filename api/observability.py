@@ -35,7 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.errors import ApiError
 from broker import Broker
-from broker.gauges import Gauges, read_gauges
+from broker.gauges import Gauges
 from broker.records import SweepReport
 from broker.webhooks.endpoints import Attempt
 
@@ -223,8 +223,7 @@ async def _cached_gauges(broker: Broker) -> Gauges | None:
     if time.monotonic() - read_at < GAUGES_MAX_AGE_SECONDS:
         return gauges
     try:
-        gauges = await read_gauges(broker.redis, broker.shard, now_ms=broker.clock(),
-                                   presence_ttl_ms=broker.settings.presence_ttl_seconds * 1000)
+        gauges = await broker.gauges()
     except Exception:  # noqa: BLE001 - the counters are still worth serving
         log.warning("metrics: could not read the gauges from Redis", exc_info=True)
         gauges = None

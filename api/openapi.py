@@ -61,8 +61,20 @@ from litestar.openapi.spec import (
 
 from api.credentials import SESSION_COOKIE, api_key_guard, device_guard, operator_guard, session_guard
 from api.errors import _BROKER_STATUS
-from broker import Broker
+from broker.accounts import Accounts
+from broker.api_keys import ApiKeys
+from broker.devices import Devices
+from broker.limits import AccountLimits
+from broker.message_log import MessageLog
+from broker.messages import Messages
+from broker.presence import Presence
+from broker.sessions import Sessions
 from broker.webhooks.endpoints import WebhookEndpoints
+
+SERVICES: dict[str, type] = {
+    "accounts": Accounts, "sessions": Sessions, "api_keys": ApiKeys, "devices": Devices, "presence": Presence,
+    "messages": Messages, "message_log": MessageLog, "limits": AccountLimits, "webhooks": WebhookEndpoints,
+}
 
 DESCRIPTION = (
     "Connecfy turns Android phones into an SMS gateway.\n\n"
@@ -182,8 +194,8 @@ def _raised_statuses(source: str) -> set[int]:
 def _broker_conflicts(source: str) -> bool:
     """Whether a broker method the handler calls raises a domain error that is a 409."""
     conflicts = [cls.__name__ for cls, status in _BROKER_STATUS.items() if status == 409]
-    called = [(Broker, name) for name in re.findall(r"\bbroker\.(\w+)\(", source)]
-    called += [(WebhookEndpoints, name) for name in re.findall(r"\bbroker\.webhooks\.(\w+)\(", source)]
+    called = [(SERVICES[service], name) for service, name in re.findall(r"\bbroker\.(\w+)\.(\w+)\(", source)
+              if service in SERVICES]
     for owner, name in set(called):
         method = getattr(owner, name, None)
         try:

@@ -95,8 +95,8 @@ async def send_one(broker: Broker, account: Account, message: OutgoingMessage, r
     """Queue one message and show it as stored (number normalized, segments counted); a
     repeated ``Idempotency-Key`` with the same body gets the first message back (409
     ``idempotency_key_reused`` with another body)."""
-    result = await broker.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
-    record = await broker.get_message(result.shard, result.ids[0])
+    result = await broker.messages.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
+    record = await broker.message_log.get(result.shard, result.ids[0])
     queued = Queued(record.id, "queued", record.to, record.device or None, record.segments,
                     iso_utc(record.created) or "")
     return Response(queued, status_code=202, headers=send_headers(result))
@@ -131,14 +131,14 @@ class SmsController(Controller):
         device_id: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status or device."""
-        page = await broker.list_messages(account, limit=limit, cursor=cursor, status=status, device_id=device_id)
+        page = await broker.message_log.list(account, limit=limit, cursor=cursor, status=status, device_id=device_id)
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 
     @get("/{message_id:str}/", guards=[session_guard], operation_id="getMessage")
     async def detail(self, message_id: MessageId, account: Account, broker: Broker) -> MessageOut:
         """One message with its status timeline."""
         try:
-            record = await broker.get_message(account.shard, message_id)
+            record = await broker.message_log.get(account.shard, message_id)
         except errors.MessageNotFound:
             raise not_found("message") from None
         if record.account != account.id:
@@ -148,14 +148,14 @@ class SmsController(Controller):
     @post("/{message_id:str}/cancel/", status_code=200, guards=[session_guard], operation_id="cancelMessage")
     async def cancel(self, message_id: MessageId, account: Account, broker: Broker) -> StatusOut:
         """Cancel a message no phone holds yet (409 once one does)."""
-        change = await broker.cancel(account, message_id)
+        change = await broker.messages.cancel(account, message_id)
         return StatusOut(change.id, change.status)
 
     @post("/{message_id:str}/status/", status_code=200, guards=[device_guard], operation_id="reportStatus")
     async def report(self, request: Request, message_id: MessageId, data: StatusBody) -> StatusOut:
         """The phone reports sent, delivered or failed for a message it holds."""
         try:
-            change = await request.app.state.broker.report_status(
+            change = await request.app.state.broker.messages.report_status(
                 request.state.device, message_id, data.status, data.error)
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

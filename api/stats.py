@@ -32,11 +32,11 @@ class StatsController(Controller):
     @get("/", operation_id="stats")
     async def stats(self, account: Account, broker: Broker) -> StatsOut:
         """O(devices): the counters are kept by the scripts as statuses change."""
-        stats = await broker.stats(account)
-        counts = stats["counts"]
+        stats = await broker.message_log.stats(account)
+        counts = stats.counts
         sent = counts["sent"] + counts["delivered"]
         decided = sent + counts["failed"]
         rate = round(100 * sent / decided, 1) if decided else 0.0
         return StatsOut(counts["total"], sent, counts["failed"], rate, counts["delivered"], counts["queued"],
                         counts["claimed"], counts["expired"], counts["cancelled"],
-                        [device_out(d) for d in stats["devices"]])
+                        [device_out(d) for d in stats.devices])

@@ -53,7 +53,7 @@ The command statistics are read as before/after differences around each round ra
 than zeroed with ``CONFIG RESETSTAT``: the figure is the same, and a Redis given with
 ``--redis-url`` keeps its statistics (other clients' ``EVALSHA`` calls during a run do
 count, though). The private Redis (``/usr/bin/redis-server`` when present, else
-``broker.redis_server.find_redis_server()``; temp dir, appendonly off) is flushed
+``connecfy.redis_server.find_redis_server()``; temp dir, appendonly off) is flushed
 between phases. A Redis given with ``--redis-url`` is never flushed: the bench writes
 only keys of its own fresh accounts (plus their e-mail and device-token index keys and
 their entries in ``{shards}``) and deletes them after each phase; the scripts stay in
@@ -93,7 +93,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker import Broker, Settings, ids, keys  # noqa: E402
 from broker.records import Account, DeviceRef, OutgoingMessage  # noqa: E402
-from broker.redis_server import RedisServer, find_redis_server, redis_server_version  # noqa: E402
+from connecfy.redis_server import RedisServer, find_redis_server, redis_server_version  # noqa: E402
 
 DEBIAN_REDIS = "/usr/bin/redis-server"
 NOOP_SCRIPT = "return 1"
@@ -267,11 +267,11 @@ async def build_fleet(broker: Broker, fleet: Fleet, run_id: str, device_count: i
     for n in range(min(ACCOUNTS, device_count)):
         email = f"bench-{run_id}-{n}@connecfy-bench.invalid"
         fleet.index_keys.append(keys.email_index(email))
-        fleet.accounts.append(await broker.create_account(email, "self_managed", daily_quota=10**12))
+        fleet.accounts.append(await broker.accounts.create(email, "self_managed", daily_quota=10**12))
     for n in range(device_count):
         account = fleet.accounts[n % len(fleet.accounts)]
-        code = await broker.create_pairing_code(account)
-        device = await broker.register_device(code.code, f"bench phone {n}")
+        code = await broker.devices.create_pairing_code(account)
+        device = await broker.devices.register(code.code, f"bench phone {n}")
         fleet.index_keys.append(keys.device_token_index(ids.sha256_hex(device.device_token)))
         fleet.devices.append((account, device.ref))
 
@@ -305,7 +305,7 @@ class EnqueuePhase:
 
     async def call(self, task: int) -> int:
         account, device = self.fleet.devices[task]
-        result = await self.broker.enqueue(account, [OutgoingMessage(TO, TEXT, device.device_id)] * self.size)
+        result = await self.broker.messages.enqueue(account, [OutgoingMessage(TO, TEXT, device.device_id)] * self.size)
         if result.duplicate or len(result.ids) != self.size:
             raise RuntimeError(f"enqueue of {self.size} returned {len(result.ids)} ids")
         return self.size
@@ -320,6 +320,13 @@ class ClaimPhase:
         self.queued = [0] * len(fleet.devices)
         self.claims_left = [0] * len(fleet.devices)
         self.clocks = [start_ms] * len(fleet.devices)
+        # One broker per device, each on that device's own clock (they share the client
+        # and the loaded scripts): the broker's clock is the only time a claim is given.
+        self.claimers = [Broker(broker.redis, broker.settings, broker.scripts, clock=self._clock_of(task))
+                         for task in range(len(fleet.devices))]
+
+    def _clock_of(self, task: int) -> Callable[[], int]:
+        return lambda: self.clocks[task]
 
     async def prepare(self, calls_per_task: int) -> None:
         await asyncio.gather(*(self.refill(task, calls_per_task * CLAIM_LIMIT)
@@ -332,7 +339,7 @@ class ClaimPhase:
         while self.queued[task] < wanted:
             count = min(batch_max, wanted - self.queued[task])
             batch = [OutgoingMessage(TO, TEXT, device.device_id)] * count
-            result = await self.broker.enqueue(account, batch)
+            result = await self.broker.messages.enqueue(account, batch)
             self.queued[task] += len(result.ids)
         self.claims_left[task] = self.queued[task] // CLAIM_LIMIT
 
@@ -342,7 +349,7 @@ class ClaimPhase:
     async def call(self, task: int) -> int:
         self.clocks[task] += CLAIM_CLOCK_STEP_MS
         _, device = self.fleet.devices[task]
-        claimed = await self.broker.claim(device, CLAIM_LIMIT, now_ms=self.clocks[task])
+        claimed = await self.claimers[task].messages.claim(device, CLAIM_LIMIT)
         if len(claimed) != CLAIM_LIMIT:
             raise RuntimeError(f"claim returned {len(claimed)} messages, not {CLAIM_LIMIT}")
         self.queued[task] -= CLAIM_LIMIT

@@ -46,7 +46,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from broker import Broker, Settings  # noqa: E402
 from broker.history import HistoryStore, database_url  # noqa: E402
 from broker.records import OutgoingMessage  # noqa: E402
-from broker.redis_server import RedisServer  # noqa: E402
+from connecfy.redis_server import RedisServer  # noqa: E402
 from broker.snapshotter import Snapshotter  # noqa: E402
 
 TO = "+15551234567"
@@ -62,9 +62,9 @@ def percentile(values: list[float], q: float) -> float:
 
 async def phone(broker: Broker, device, stop: asyncio.Event, done: list[int]) -> None:
     while not stop.is_set():
-        claimed = await broker.claim(device.ref, 100)
+        claimed = await broker.messages.claim(device.ref, 100)
         for message in claimed:
-            await broker.report_status(device.ref, message.id, "sent")
+            await broker.messages.report_status(device.ref, message.id, "sent")
         done[0] += len(claimed)
         if len(claimed) < 100:
             await asyncio.sleep(TICK)
@@ -77,7 +77,7 @@ async def sender(broker: Broker, account, devices, rate: int, stop: asyncio.Even
     while not stop.is_set():
         batch = [OutgoingMessage(TO, f"load {queued[0] + i}", devices[(queued[0] + i) % len(devices)].device_id)
                  for i in range(per_tick)]
-        await broker.enqueue(account, batch)
+        await broker.messages.enqueue(account, batch)
         queued[0] += per_tick
         ticks += 1
         await asyncio.sleep(max(0.0, started + ticks * TICK - time.monotonic()))
@@ -94,12 +94,12 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
     await store.start()
     broker = Broker(client, settings)
     await broker.start()
-    account = await broker.create_account("bench@example.com", "self_managed")
+    account = await broker.accounts.create("bench@example.com", "self_managed")
     devices = []
     for i in range(args.devices):
-        code = await broker.create_pairing_code(account)
-        devices.append(await broker.register_device(code.code, f"phone {i}"))
-        await broker.heartbeat(devices[-1].ref)
+        code = await broker.devices.create_pairing_code(account)
+        devices.append(await broker.devices.register(code.code, f"phone {i}"))
+        await broker.presence.heartbeat(devices[-1].ref)
     snapshotter = Snapshotter(broker, store)
     baseline = int((await client.info("memory"))["used_memory"])
 
@@ -115,7 +115,7 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
     while time.monotonic() < end:
         await asyncio.sleep(SAMPLE_EVERY)
         for d in devices:
-            await broker.heartbeat(d.ref)
+            await broker.presence.heartbeat(d.ref)
         sample = {
             "t": round(time.monotonic() - started, 1),
             "used_memory": int((await client.info("memory"))["used_memory"]),

@@ -62,7 +62,7 @@ import msgspec
 import psutil
 
 from bench.load import report
-from broker.cli import run_async
+from connecfy.cli import run_async
 from bench.load.accounts import LIFTED_BUDGET, Account, expect
 from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer

@@ -172,6 +172,16 @@ class LimitRequestDecided(BrokerError):
     code = "limit_request_decided"
 
 
+class LockLost(BrokerError):
+    """A background job's lock is another holder's now (its lease lapsed): stop."""
+
+    code = "lock_lost"
+
+    def __init__(self, lock: str) -> None:
+        super().__init__(f"the lock {lock} is held by another holder now")
+        self.lock = lock
+
+
 def from_script_reply(message: str) -> BrokerError | None:
     """Map a script's ``CODE detail`` error reply to its domain error, if it is one."""
     code, _, detail = message.partition(" ")
@@ -200,3 +210,4 @@ def from_script_reply(message: str) -> BrokerError | None:
     if code == "BAD_REQUEST":
         return InvalidInput(detail)
     return None
+

@@ -11,11 +11,10 @@ one snapshot.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from broker import keys
+from broker.context import Context
 from broker.redis_client import text as _text
 
 PLATFORM_PREFIX = keys.pool_shard("")  # "p:": the tag of every platform pool starts so
@@ -36,21 +35,22 @@ class Gauges(msgspec.Struct, kw_only=True):
     platform: ShardKindGauges
 
 
-async def read_gauges(redis: Any, shard_keys: Any, *, now_ms: int, presence_ttl_ms: int) -> Gauges:
-    """Totals per kind of shard; ``shard_keys(tag)`` is ``Broker.shard`` (key names, cached).
+async def read_gauges(ctx: Context) -> Gauges:
+    """Totals per kind of shard.
 
-    A device counts as online when its last heartbeat is newer than ``now_ms -
-    presence_ttl_ms``, the rule ``Broker`` applies to each device.
+    A device counts as online when its last heartbeat is newer than the presence TTL,
+    the rule :mod:`broker.devices` applies to each device.
     """
+    redis = ctx.redis
     tags = sorted(_text(tag) for tag in await redis.smembers(keys.SHARDS))
     account = ShardKindGauges()
     platform = ShardKindGauges()
     if not tags:
         return Gauges(account=account, platform=platform)
-    horizon = f"({now_ms - presence_ttl_ms}"
+    horizon = f"({ctx.now() - ctx.settings.presence_ttl_seconds * 1000}"
     pipe = redis.pipeline(transaction=False)
     for tag in tags:
-        shard = shard_keys(tag)
+        shard = ctx.shard(tag)
         pipe.zcard(shard.queue)
         pipe.zcard(shard.pool)
         pipe.scard(shard.devices)

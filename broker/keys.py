@@ -37,10 +37,11 @@ key                                 type         what
 ``{S}:lease-checks``                zset         claimed id -> when the sweep looks next (ms)
 ``{S}:devices``                     set          device ids of the shard
 ``{S}:device:<device>``             hash         name, phone_number, account, token_sha256,
-                                                 per_minute, per_day, day, day_used,
+                                                 per_minute, per_day, day, day_used, window_used,
                                                  battery, android_version, app_version,
                                                  last_seen, created
-``{S}:device:<device>:window``      zset         ``<id>:<segments>`` -> claim time: the last 60 s
+``{S}:device:<device>:window``      zset         ``<now>:<last id>:<segments>`` -> claim time: one charging
+                                                 entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
 ``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
 ``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
@@ -76,17 +77,18 @@ hash tag:
 - ``{device-token:<sha256 of token>}`` -> ``<shard tag>|<device id>``
 - ``{pairing-code:<code>}`` -> shard tag the code pairs into
 - ``{api-key:<sha256 of key>}`` -> ``<account id>|<key id>``
-- ``{session:<sha256 of session id>}`` (hash: account, csrf_token, created_ms), expiring
+- ``{session:<sha256 of session id>}`` (hash: account, csrf_token, expires_at_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
-- ``{sweeper}``: lock held by the one process sweeping, expiring
-- ``{snapshotter}``: lock held by the one process copying events to the history store, expiring
+- ``{sweeper}``: lock held by the one process sweeping: ``<holder>|<fencing token>``, expiring
+- ``{snapshotter}``: the same for the one process copying events to the history store
+- ``<lock>:fence``: a lock's fencing counter, one more for each new holder
 - ``{history-epoch}``: the id of this Redis's history, also kept in the history store; a
   Redis without it beside a store that has one lost its data (``connecfy restore``)
 - ``{rate:<name>:<client address>}``: GCRA limiter of signup, login and register
 - ``{limit-requests}`` (hash): request id -> JSON of a request for higher limits
 - ``{webhook-endpoints}``: set of ``<account>|<endpoint id>``, every webhook endpoint,
   so a new webhook dispatcher finds the events still waiting
-- ``{webhooks}``: lock held by the one process delivering webhooks, expiring
+- ``{webhooks}``: lock held by the one process delivering webhooks, as ``{sweeper}``
 - ``{webhook-wake}``: set of ``<account>|<endpoint id>`` given events by hand (a manual
   redelivery), for the dispatcher to pick up
 
@@ -218,6 +220,11 @@ LIMIT_REQUESTS = "{limit-requests}"
 WEBHOOK_ENDPOINTS = "{webhook-endpoints}"
 WEBHOOKS_LOCK = "{webhooks}"
 WEBHOOK_WAKE = "{webhook-wake}"
+
+
+def fence(lock: str) -> str:
+    """The fencing counter of ``lock`` (same hash tag, so one script takes both)."""
+    return lock + ":fence"
 
 
 def client_rate(name: str, client: str) -> str:

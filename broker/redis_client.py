@@ -15,9 +15,18 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from broker.settings import Settings
+
+
+RedisClient = aioredis.Redis | RedisCluster
+"""What the broker talks to: one Redis (or fakeredis) or a Redis Cluster."""
 
 
 class _HiredisPacking:
@@ -65,6 +74,14 @@ def text(value: Any) -> str:
 def fields(raw: dict[Any, Any]) -> dict[str, str]:
     """A Redis hash reply as text."""
     return {text(k): text(v) for k, v in raw.items()}
+
+
+def redis_for(settings: Settings) -> aioredis.Redis:
+    """The Redis client of a server process: fail fast while Redis is away, retry once on
+    a dropped connection (a restarted Redis), reconnect by itself afterwards."""
+    return connect(settings.redis_url, max_connections=settings.redis_max_connections, pool_timeout=5,
+                   health_check_interval=30, socket_connect_timeout=2, socket_timeout=5,
+                   retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
 
 
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)

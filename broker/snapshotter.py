@@ -23,11 +23,13 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+
 import msgspec
 
 from broker import keys, streams
 from broker.broker import Broker
 from broker.history import FINISHED, HistoryStore
+from broker.locks import Lease
 from broker.records import MessageRecord
 from broker.redis_client import PassLog
 from broker.redis_client import fields as _fields
@@ -74,6 +76,7 @@ class Snapshotter:
         self._retention_left = False  # the last retention pass ran out of time
         # The lock outlives a few missed passes; a dead holder's runs out after this long.
         self.lease_ms = lease_ms or max(10_000, 5 * self.settings.snapshot_interval_ms)
+        self.lease = Lease(broker.locks, keys.SNAPSHOTTER_LOCK, self.holder, self.lease_ms)
         self.passes = 0
         self.pass_log = PassLog(log, "snapshots")
         self._groups: set[str] = set()
@@ -90,15 +93,15 @@ class Snapshotter:
                 self.pass_log.failed(exc)
             await asyncio.sleep(self.settings.snapshot_interval_ms / 1000)
 
-    async def run_once(self, *, now_ms: int | None = None) -> SnapshotReport | None:
+    async def run_once(self) -> SnapshotReport | None:
         """One pass if this process holds (or takes) the snapshotter lock, else None."""
-        if not await self.broker.hold_lock(keys.SNAPSHOTTER_LOCK, self.holder, self.lease_ms):
+        if not await self.lease.hold():
             return None
         if not await self.epoch_matches():
             return None
-        return await self.snapshot(now_ms=now_ms)
+        return await self.snapshot()
 
-    async def snapshot(self, *, now_ms: int | None = None) -> SnapshotReport:
+    async def snapshot(self) -> SnapshotReport:
         report = SnapshotReport()
         if self.passes % DIRECTORY_EVERY == 0:
             await self.mirror_directory()
@@ -108,16 +111,16 @@ class Snapshotter:
             for _ in range(MAX_ROUNDS):
                 batches = [b for b in await self.read_all(todo, pending=pending) if b.entry_ids]
                 for batch in batches:
-                    await self.store_batch(batch, now_ms=now_ms)
+                    await self.store_batch(batch)
                     await self.acknowledge(batch)
                     report.events += len(batch.entry_ids)
                     report.stored += len(batch.records)
                 todo = [b.shard for b in batches if len(b.entry_ids) == self.read_count]
                 if not todo:
                     break
-        report.trimmed = await self.trim(now_ms=now_ms)
+        report.trimmed = await self.trim()
         if self.passes % RETENTION_EVERY == 0 or self._retention_left:
-            report.deleted = await self.delete_expired_history(now_ms=now_ms)
+            report.deleted = await self.delete_expired_history()
         self.passes += 1
         return report
 
@@ -183,9 +186,9 @@ class Snapshotter:
                 await streams.ensure_group(self.redis, self.broker.shard(shard).events, GROUP)
                 self._groups.add(shard)
 
-    async def store_batch(self, batch: Batch, *, now_ms: int | None = None) -> None:
+    async def store_batch(self, batch: Batch) -> None:
         """Upsert the records, then note the finished ones for trimming."""
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.broker.clock()
         await self.store.upsert_messages(batch.shard, batch.records, now)
         finished = {f"{r.account}:{r.id}:{len(r.timeline)}": r.updated for r in batch.records if r.status in FINISHED}
         if finished:
@@ -200,9 +203,9 @@ class Snapshotter:
         await self.redis.xack(stream, GROUP, *batch.entry_ids)
         await streams.release(self.redis, stream)
 
-    async def trim(self, *, now_ms: int | None = None) -> int:
+    async def trim(self) -> int:
         """Remove finished, stored messages older than the hot retention window."""
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.broker.clock()
         cutoff = now - self.settings.hot_retention_seconds * 1000
         trimmed = 0
         todo = await self.shards()
@@ -217,7 +220,7 @@ class Snapshotter:
                     account, message_id, version = _text(member).split(":")
                     by_account[account] += [message_id, version]
                 for account, pairs in by_account.items():
-                    trimmed += await self.broker.trim(shard, account, cutoff, pairs)
+                    trimmed += await self.broker.message_log.trim(shard, account, cutoff, pairs)
             todo = [shard for shard, members in zip(todo, due) if len(members) == self.trim_batch]
             if not todo:
                 break
@@ -242,10 +245,10 @@ class Snapshotter:
                 {d: _fields(h) for d, h in zip(device_ids, device_hashes) if h},
                 {_text(k): _text(v) for k, v in key_records.items()})
 
-    async def delete_expired_history(self, *, now_ms: int | None = None) -> int:
+    async def delete_expired_history(self) -> int:
         """Delete history past its retention for up to ``retention_budget_s``; what is
         left is taken up on the next pass."""
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.broker.clock()
         cutoff = now - self.settings.history_retention_days * 86_400_000
         deleted, done = await self.store.delete_older_than(cutoff, self.retention_batch, self.retention_budget_s)
         self._retention_left = not done

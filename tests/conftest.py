@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from broker.redis_client import connect
 from broker import Broker, Settings
-from broker.redis_server import RedisServer
+from connecfy.redis_server import RedisServer
 from broker.scripts import ScriptRegistry
 from tests.support.backends import BACKENDS, NEWEST_REAL, REAL_REDIS, Clock, roomy_settings
 

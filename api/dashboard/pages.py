@@ -105,7 +105,7 @@ class PublicPages(Controller):
     async def login(self, request: Request[Any, Any, Any], broker: Broker, next: str | None = None) -> Response[Any]:
         target = local_next(next)
         session_id = request.cookies.get(SESSION_COOKIE)
-        if session_id and await broker.get_session(session_id) is not None:
+        if session_id and await broker.sessions.get(session_id) is not None:
             return see_other(target)
         return _page("login.html", request, "login", next=target)
 
@@ -122,13 +122,13 @@ class AccountPages(Controller):
 
     @get("/")
     async def overview(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        page = await broker.list_messages(account, limit=RECENT_MESSAGES)
+        page = await broker.message_log.list(account, limit=RECENT_MESSAGES)
         activity = hourly_activity(page.items, broker.clock(), truncated=page.next_cursor is not None)
         return _page("overview.html", request, "overview", activity=activity)
 
     @get("/devices/")
     async def devices(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
         return _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
 
     @get("/devices/add/")
@@ -137,7 +137,7 @@ class AccountPages(Controller):
         # A string, not a bool: "?pool=maybe" is a page, not a JSON 400; only "true" asks for the pool.
         pool_code = pool == "true" and account.operator
         owner = None if pool_code else account  # None: the platform pool
-        known = [] if owner is not None and owner.account_type == "api_only" else await broker.list_devices(owner)
+        known = [] if owner is not None and owner.account_type == "api_only" else await broker.devices.list(owner)
         return _page("add_device.html", request, "devices", pool=pool_code, server_url=server_url(request),
                      known_device_ids=[d.device_id for d in known],
                      code_ttl_seconds=broker.settings.pairing_code_ttl_seconds)
@@ -152,7 +152,7 @@ class AccountPages(Controller):
 
     @get("/send/")
     async def send(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
         tables = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
         return _page("send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=tables)
 
@@ -162,12 +162,12 @@ class AccountPages(Controller):
                        cursor: str | None = None) -> Template:
         status = status or None
         device_id = device_id or None
-        devices = [] if account.account_type == "api_only" else await broker.list_devices(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
         problem = None
         items: list[Any] = []
         next_cursor = None
         try:
-            page = await broker.list_messages(account, limit=50, cursor=cursor or None, status=status,
+            page = await broker.message_log.list(account, limit=50, cursor=cursor or None, status=status,
                                               device_id=device_id)
             items = [message_out(r) for r in page.items]
             next_cursor = page.next_cursor
@@ -181,7 +181,7 @@ class AccountPages(Controller):
 
     @get("/api-keys/")
     async def api_keys(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        keys_ = [key_out(k) for k in await broker.list_api_keys(account)]
+        keys_ = [key_out(k) for k in await broker.api_keys.list(account)]
         return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
 
     @get("/webhooks/")
@@ -195,12 +195,12 @@ class AccountPages(Controller):
 
     @get("/settings/")
     async def settings(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        own = [request_out(r) for r in await broker.list_limit_requests(account_id=account.id)]
+        own = [request_out(r) for r in await broker.limits.list_requests(account_id=account.id)]
         operator: dict[str, Any] = {}
         if account.operator:
             operator = {
-                "pending": [request_out(r) for r in await broker.list_limit_requests(status="pending")],
-                "pool": [device_out(d) for d in await broker.list_devices(None)],
+                "pending": [request_out(r) for r in await broker.limits.list_requests(status="pending")],
+                "pool": [device_out(d) for d in await broker.devices.list(None)],
             }
         return _page("settings.html", request, "settings", limits=await limits_out(broker, account),
                      requests=own, operator=operator)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.load import scenarios
-from broker.cli import run_async
+from connecfy.cli import run_async
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -31,7 +31,7 @@ READY_TIMEOUT = 60.0
 def connecfy_command() -> list[str]:
     beside = Path(sys.executable).parent / "connecfy"
     found = str(beside) if beside.exists() else shutil.which("connecfy")
-    return [found] if found else [sys.executable, "-m", "broker.cli"]
+    return [found] if found else [sys.executable, "-m", "connecfy.cli"]
 
 
 def free_port() -> int:

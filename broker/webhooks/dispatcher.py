@@ -13,7 +13,7 @@ queued twice), then acknowledge. Nothing here waits on a receiver.
 
 Delivery: one task per lane with events waiting. It POSTs the lane's first event; on a
 2xx the event leaves the lane; otherwise the attempt count and the time of the next try
-(exponential backoff with full jitter) are written to Redis and the lane waits, while
+(exponential backoff, each wait between half and all of its ceiling) are written to Redis and the lane waits, while
 the other lanes go on. Because a message's events share a lane they arrive in order; a
 restart or a new holder reads the waiting events and their retry times back from Redis
 and carries on. An event still failing a day after it was queued is given up; an
@@ -31,7 +31,7 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -42,16 +42,20 @@ from broker.redis_client import fields as _fields
 from broker.redis_client import text as _text
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
+from broker.locks import Lease
 from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
 
 log = logging.getLogger("connecfy.webhooks")
 
 CONSUMER = "dispatcher"  # one dispatcher at a time: a successor owns what its predecessor left
 MAX_ROUNDS = 20
 RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one that crashed)
-MAX_WAIT_S = 5.0
+MAX_WAIT_S = 5.0  # a lane waiting for its next try looks again at least this often
 LANE_BATCH = 50  # events read from a lane at once
-STOP_WAIT_S = 5.0  # how long stopping waits for the lanes' POSTs to end  # a lane waiting for its next try looks again at least this often
+STOP_WAIT_S = 5.0  # how long stopping waits for the lanes' POSTs to end
 
 
 def backoff_ms(attempts: int, first_ms: int, max_ms: int, rng: random.Random | None = None) -> int:
@@ -69,7 +73,7 @@ class FanOutReport(msgspec.Struct):
 
 
 class WebhookDispatcher:
-    def __init__(self, broker: Any, courier: Courier | None = None, *, holder: str | None = None,
+    def __init__(self, broker: Broker, courier: Courier | None = None, *, holder: str | None = None,
                  read_count: int = 1_000, on_attempt: Callable[[Attempt], None] | None = None) -> None:
         self.broker = broker
         self.redis = broker.redis
@@ -80,6 +84,7 @@ class WebhookDispatcher:
         self.read_count = read_count
         self.on_attempt = on_attempt
         self.lease_ms = max(10_000, 5 * s.webhook_poll_ms)
+        self.lease = Lease(broker.locks, keys.WEBHOOKS_LOCK, self.holder, self.lease_ms)
         self.in_flight = asyncio.Semaphore(s.webhook_max_in_flight)
         self.lanes: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.holding = False
@@ -109,7 +114,7 @@ class WebhookDispatcher:
 
     async def run_once(self) -> FanOutReport | None:
         """One fan-out pass if this process holds (or takes) the lock, else None."""
-        held = await self.broker.hold_lock(keys.WEBHOOKS_LOCK, self.holder, self.lease_ms)
+        held = await self.lease.hold()
         if not held:
             if self.holding:
                 log.warning("lost the webhooks lock; another process delivers now")

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from broker import errors, ids, keys
+from broker.context import Context
 from broker.redis_client import fields, text
 from broker.streams import WEBHOOKS_GROUP, ensure_group
 from broker.records import Account
@@ -109,16 +110,15 @@ def new_secret() -> str:
 class WebhookEndpoints:
     """The account side of webhooks, on the broker's Redis."""
 
-    def __init__(self, broker: Any) -> None:
-        self.broker = broker
-        self.redis = broker.redis
-        self.settings = broker.settings
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.redis = ctx.redis
+        self.settings = ctx.settings
 
     def _shard(self, account_id: str) -> keys.ShardKeys:
-        return self.broker.shard(keys.account_shard(account_id))
+        return self.ctx.account_shard(account_id)
 
-    async def create(self, account: Account, url: object, event_types: object | None = None, *,
-                     now_ms: int | None = None) -> Endpoint:
+    async def create(self, account: Account, url: object, event_types: object | None = None) -> Endpoint:
         allow = self.settings.webhook_allow_loopback_http
         url = check_url(url, allow)
         types = check_event_types(list(events.EVENT_TYPES) if event_types is None else event_types)
@@ -126,13 +126,13 @@ class WebhookEndpoints:
         shard = self._shard(account.id)
         if await self.redis.scard(shard.webhooks()) >= MAX_ENDPOINTS:
             raise errors.WebhookLimitReached(f"an account may have at most {MAX_ENDPOINTS} webhook endpoints")
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.ctx.now()
         endpoint = Endpoint(id=ids.short_id(), account=account.id, url=url, events=types,
                             lanes=self.settings.webhook_lanes, created_ms=now, secret=new_secret())
         # The dispatcher's consumer group must exist on every stream these events can be
         # in before the first of them, so the snapshotter cannot release it unseen.
         for tag in (shard.tag, keys.pool_shard()):
-            await ensure_group(self.redis, self.broker.shard(tag).events, WEBHOOKS_GROUP)
+            await ensure_group(self.redis, self.ctx.shard(tag).events, WEBHOOKS_GROUP)
         await self.redis.hset(shard.webhook(endpoint.id), mapping={
             "url": url, "events": ",".join(types), "lanes": endpoint.lanes, "created_ms": now,
             "secret": endpoint.secret})
@@ -168,9 +168,9 @@ class WebhookEndpoints:
                                 shard.webhook_log(endpoint.id),
                                 *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)))
 
-    async def rotate_secret(self, account: Account, endpoint_id: str, *, now_ms: int | None = None) -> Endpoint:
+    async def rotate_secret(self, account: Account, endpoint_id: str) -> Endpoint:
         endpoint = await self.get(account, endpoint_id)
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.ctx.now()
         secret = new_secret()
         await self.redis.hset(self._shard(account.id).webhook(endpoint.id), mapping={
             "secret": secret, "previous_secret": endpoint.secret, "previous_until_ms": now + PREVIOUS_SECRET_MS})
@@ -200,8 +200,7 @@ class WebhookEndpoints:
             state[int(lane)] = (int(attempts), int(next_ms))
         return state
 
-    async def redeliver(self, account: Account, endpoint_id: str, event_id: str, *,
-                        now_ms: int | None = None) -> events.QueuedEvent:
+    async def redeliver(self, account: Account, endpoint_id: str, event_id: str) -> events.QueuedEvent:
         """Queue an event from the delivery log again, with its id; it goes behind the
         events of its message already waiting."""
         endpoint = await self.get(account, endpoint_id)
@@ -211,7 +210,7 @@ class WebhookEndpoints:
                        if a.event.id == event_id and a.event.type != events.TEST_EVENT), None)
         if logged is None:
             raise errors.WebhookEventNotFound()
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.ctx.now()
         again = msgspec.structs.replace(logged, queued_ms=now, manual=True)
         shard = self._shard(account.id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -221,16 +220,15 @@ class WebhookEndpoints:
         await self.redis.sadd(keys.WEBHOOK_WAKE, f"{account.id}|{endpoint.id}")
         return again
 
-    async def send_test(self, account: Account, endpoint_id: str, courier: Courier, *,
-                        now_ms: int | None = None) -> Attempt:
+    async def send_test(self, account: Account, endpoint_id: str, courier: Courier) -> Attempt:
         """POST a ``webhook.test`` event now and log the answer (a disabled endpoint too:
         this is how one checks a receiver before enabling it again)."""
         endpoint = await self.get(account, endpoint_id)
-        now = self.broker.clock() if now_ms is None else now_ms
+        now = self.ctx.now()
         event = events.QueuedEvent("evt_test_" + ids.short_id(), events.TEST_EVENT, endpoint.id, "", now, "", now)
         outcome: Outcome = await courier.post(endpoint.url, endpoint.secrets(now), event)
         attempt = Attempt(event=event, attempt=1, outcome="test", status_code=outcome.status_code,
-                          latency_ms=outcome.latency_ms, error=outcome.error, at_ms=self.broker.clock())
+                          latency_ms=outcome.latency_ms, error=outcome.error, at_ms=self.ctx.now())
         async with self.redis.pipeline(transaction=False) as pipe:
             log_attempt(pipe, self._shard(account.id), endpoint.id, attempt)
             await pipe.execute()

@@ -9,7 +9,7 @@
 --   decision.remaining   requests that could still be made now (after this one if allowed)
 --   decision.retryAfter  ms until this request would be allowed (0 when allowed)
 --   decision.reset       ms until the bucket is full again
--- gcraCommit(key, decision, now) records an allowed request.
+-- gcraCommit(decision, now) records an allowed request (the decision knows its key).
 -- A cost of 0 peeks at the limiter.
 
 local function gcraCheck(key, now, interval, burst, cost)

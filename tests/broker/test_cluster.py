@@ -36,7 +36,7 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
 from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
-from broker.redis_server import RedisServer
+from connecfy.redis_server import RedisServer
 from broker.scripts import ScriptRegistry
 from tests.support.backends import REAL_REDIS
 
@@ -121,18 +121,18 @@ def test_the_slot_check_catches_a_cross_slot_call() -> None:
 
 
 async def _register(broker: Broker, owner: Account | None, name: str, phone_number: str = "") -> RegisteredDevice:
-    code = await broker.create_pairing_code(owner)
-    device = await broker.register_device(code.code, name, phone_number)
+    code = await broker.devices.create_pairing_code(owner)
+    device = await broker.devices.register(code.code, name, phone_number)
     assert device.shard == (keys.pool_shard() if owner is None else owner.shard)
     assert device.account_id == ("" if owner is None else owner.id)
-    assert await broker.find_device_by_token(device.device_token) == device.ref
+    assert await broker.devices.find_by_token(device.device_token) == device.ref
     with pytest.raises(errors.PairingCodeInvalid):  # one code pairs one phone
-        await broker.register_device(code.code, "again")
+        await broker.devices.register(code.code, "again")
     return device
 
 
 async def _status(broker: Broker, shard: str, message_id: str) -> str:
-    return (await broker.get_message(shard, message_id)).status
+    return (await broker.message_log.get(shard, message_id)).status
 
 
 async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
@@ -141,7 +141,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     settings: Settings = broker.settings
     owners: dict[int, Account] = {}
     for i in range(500):
-        account = await broker.create_account(f"owner{i}@example.com", "self_managed")
+        account = await broker.accounts.create(f"owner{i}@example.com", "self_managed")
         owners.setdefault(bisect.bisect(THIRDS, slot(broker.shard(account.shard).messages)), account)
         if len(owners) == 3:
             break
@@ -150,120 +150,126 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
 
     # Platform pool: a pool phone, an API-only sender.
     pool_phone = await _register(broker, None, "Pool phone")
-    assert await broker.heartbeat(pool_phone.ref) == clock.now_ms
-    api = await broker.create_account("api@example.com", "api_only")
+    assert await broker.presence.heartbeat(pool_phone.ref) == clock.now_ms
+    api = await broker.accounts.create("api@example.com", "api_only")
 
     per_account: dict[str, dict[str, Any]] = {}
     for account in accounts:
         a = await _register(broker, account, "Pixel A", "+15550001111")
         b = await _register(broker, account, "Pixel B")
-        assert await broker.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
-        assert (await broker.get_device(a.ref))["battery"] == "80"
-        await broker.heartbeat(b.ref)
+        assert await broker.presence.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
+        assert (await broker.devices.get(a.ref))["battery"] == "80"
+        await broker.presence.heartbeat(b.ref)
 
-        single = await broker.enqueue(account, [OutgoingMessage(TO, "single", a.device_id)])
+        single = await broker.messages.enqueue(account, [OutgoingMessage(TO, "single", a.device_id)])
         assert not single.duplicate and single.shard == account.shard == keys.account_shard(account.id)
         clock.advance(1)
         batch_messages = [OutgoingMessage(TO, "batch a", a.device_id), OutgoingMessage(TO, "batch b", b.device_id),
                           OutgoingMessage(TO, "own pool 1"), OutgoingMessage(TO, "own pool 2")]
-        batch = await broker.enqueue(account, batch_messages, idempotency_key="batch")
-        again = await broker.enqueue(account, batch_messages, idempotency_key="batch")
+        batch = await broker.messages.enqueue(account, batch_messages, idempotency_key="batch")
+        again = await broker.messages.enqueue(account, batch_messages, idempotency_key="batch")
         assert not batch.duplicate and len(batch.ids) == 4
         assert again.duplicate and again.ids == batch.ids
         clock.advance(1)
-        doomed = (await broker.enqueue(account, [OutgoingMessage(TO, "cancel me")])).ids[0]
-        change = await broker.cancel(account, doomed)
+        doomed = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "cancel me")])).ids[0]
+        change = await broker.messages.cancel(account, doomed)
         assert (change.id, change.status, change.changed) == (doomed, "cancelled", True)
-        assert not (await broker.cancel(account, doomed)).changed
+        assert not (await broker.messages.cancel(account, doomed)).changed
 
         # A: its own queue first, then the account's own pool (it is online).
-        claimed = await broker.claim(a.ref)
+        claimed = await broker.messages.claim(a.ref)
         assert [m.id for m in claimed] == [single.ids[0], batch.ids[0], batch.ids[2], batch.ids[3]]
         assert [m.message for m in claimed] == ["single", "batch a", "own pool 1", "own pool 2"]
-        assert [m.id for m in await broker.claim(b.ref)] == [batch.ids[1]]
-        late = (await broker.enqueue(account, [OutgoingMessage(TO, "expire me", b.device_id)])).ids[0]
+        assert [m.id for m in await broker.messages.claim(b.ref)] == [batch.ids[1]]
+        late = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "expire me", b.device_id)])).ids[0]
 
-        assert (await broker.report_status(a.ref, single.ids[0], "sent")).changed
-        assert (await broker.report_status(a.ref, single.ids[0], "delivered")).status == "delivered"
-        assert not (await broker.report_status(a.ref, single.ids[0], "delivered")).changed
-        failed = await broker.report_status(a.ref, batch.ids[0], "failed", "RESULT_ERROR_GENERIC_FAILURE")
+        assert (await broker.messages.report_status(a.ref, single.ids[0], "sent")).changed
+        assert (await broker.messages.report_status(a.ref, single.ids[0], "delivered")).status == "delivered"
+        assert not (await broker.messages.report_status(a.ref, single.ids[0], "delivered")).changed
+        failed = await broker.messages.report_status(a.ref, batch.ids[0], "failed", "RESULT_ERROR_GENERIC_FAILURE")
         assert (failed.status, failed.changed) == ("failed", True)
-        assert (await broker.get_message(account.shard, batch.ids[0])).error == "RESULT_ERROR_GENERIC_FAILURE"
-        await broker.report_status(a.ref, batch.ids[2], "sent")
-        await broker.report_status(b.ref, batch.ids[1], "delivered")
+        assert (await broker.message_log.get(account.shard, batch.ids[0])).error == "RESULT_ERROR_GENERIC_FAILURE"
+        await broker.messages.report_status(a.ref, batch.ids[2], "sent")
+        await broker.messages.report_status(b.ref, batch.ids[1], "delivered")
         with pytest.raises(errors.MessageNotFound):  # B does not hold A's message
-            await broker.report_status(b.ref, batch.ids[3], "sent")
+            await broker.messages.report_status(b.ref, batch.ids[3], "sent")
         with pytest.raises(errors.InvalidTransition):
-            await broker.cancel(account, batch.ids[3])
+            await broker.messages.cancel(account, batch.ids[3])
         # batch.ids[3] stays claimed by A, which goes quiet.
         per_account[account.id] = {"a": a, "held": batch.ids[3], "late": late, "done": single.ids[0]}
 
-    first = await broker.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
+    first = await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
     assert first.shard == keys.pool_shard() and not first.duplicate
-    assert (await broker.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")).ids == first.ids
+    assert (await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")).ids == first.ids
     clock.advance(1)
-    second = await broker.enqueue(api, [OutgoingMessage(TO, "api 2"), OutgoingMessage(TO, "api 3")])
-    assert (await broker.cancel(api, second.ids[1])).changed
-    await broker.heartbeat(pool_phone.ref)
-    assert [m.id for m in await broker.claim(pool_phone.ref)] == [first.ids[0], second.ids[0]]
-    await broker.report_status(pool_phone.ref, first.ids[0], "delivered")
+    second = await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 2"), OutgoingMessage(TO, "api 3")])
+    assert (await broker.messages.cancel(api, second.ids[1])).changed
+    await broker.presence.heartbeat(pool_phone.ref)
+    assert [m.id for m in await broker.messages.claim(pool_phone.ref)] == [first.ids[0], second.ids[0]]
+    await broker.messages.report_status(pool_phone.ref, first.ids[0], "delivered")
     # second.ids[0] stays claimed by the pool phone, which goes quiet too.
 
     # Leases run out while every phone is offline: pool messages go back to their pools.
     clock.advance(settings.lease_seconds * 1000 + 1)
-    assert await broker.sweep(keys.pool_shard()) == SweepReport(returned=1)
-    assert await broker.sweep_all() == SweepReport(returned=3)
+    assert await broker.sweeper.sweep(keys.pool_shard()) == SweepReport(returned=1)
+    assert await broker.sweeper.sweep_all() == SweepReport(returned=3)
     assert await _status(broker, keys.pool_shard(), second.ids[0]) == "queued"
-    await broker.heartbeat(pool_phone.ref)
-    assert [m.id for m in await broker.claim(pool_phone.ref)] == [second.ids[0]]
-    await broker.report_status(pool_phone.ref, second.ids[0], "sent")
+    await broker.presence.heartbeat(pool_phone.ref)
+    assert [m.id for m in await broker.messages.claim(pool_phone.ref)] == [second.ids[0]]
+    await broker.messages.report_status(pool_phone.ref, second.ids[0], "sent")
     for account in accounts:
         mine = per_account[account.id]
         assert await _status(broker, account.shard, mine["held"]) == "queued"
-        await broker.heartbeat(mine["a"].ref)
-        assert [m.id for m in await broker.claim(mine["a"].ref)] == [mine["held"]]
-        await broker.report_status(mine["a"].ref, mine["held"], "sent")
-        assert (await broker.get_message(account.shard, mine["held"])).leases == 2
+        await broker.presence.heartbeat(mine["a"].ref)
+        assert [m.id for m in await broker.messages.claim(mine["a"].ref)] == [mine["held"]]
+        await broker.messages.report_status(mine["a"].ref, mine["held"], "sent")
+        assert (await broker.message_log.get(account.shard, mine["held"])).leases == 2
 
     # A day later the message B never fetched has expired.
     clock.advance(settings.message_ttl_seconds * 1000)
-    assert await broker.sweep_all() == SweepReport(expired=3)
+    assert await broker.sweeper.sweep_all() == SweepReport(expired=3)
     for account in accounts:
         assert await _status(broker, account.shard, per_account[account.id]["late"]) == "expired"
-        counts = await broker.account_counts(account)
+        counts = await broker.message_log.account_counts(account)
         assert counts == {"queued": 0, "claimed": 0, "sent": 2, "delivered": 2, "failed": 1, "expired": 1,
                           "cancelled": 1, "total": 7}
-    counts = await broker.account_counts(api)
+    counts = await broker.message_log.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
 
     # The snapshotter's trim: a finished message leaves Redis only at the version stored
     # (queued, claimed, sent, delivered: 4); counters stay.
     for account in accounts:
         done = per_account[account.id]["done"]
-        counts = await broker.account_counts(account)
-        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "3"]) == 0
-        assert await broker.trim(account.shard, account.id, clock.now_ms, [done, "4"]) == 1
+        counts = await broker.message_log.account_counts(account)
+        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "3"]) == 0
+        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "4"]) == 1
         with pytest.raises(errors.MessageNotFound):
-            await broker.get_message(account.shard, done)
-        assert await broker.account_counts(account) == counts
-    assert await broker.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"]) == 1
+            await broker.message_log.get(account.shard, done)
+        assert await broker.message_log.account_counts(account) == counts
+    assert await broker.message_log.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"]) == 1
+
+    # The background jobs' lock, each step its own single-slot script.
+    token = await broker.locks.acquire(keys.SWEEPER_LOCK, "host-a", 1_000)
+    assert token is not None and await broker.locks.acquire(keys.SWEEPER_LOCK, "host-b", 1_000) is None
+    assert await broker.locks.renew(keys.SWEEPER_LOCK, "host-a", token, 1_000)
+    assert await broker.locks.release(keys.SWEEPER_LOCK, "host-a", token)
 
     # Device settings and removal, in every shard.
     for account in accounts:
         a = per_account[account.id]["a"]
-        await broker.update_device(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
-        assert (await broker.get_device(a.ref))["per_minute"] == "20"
-        waiting = (await broker.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])).ids[0]
-        assert await broker.remove_device(a.ref) == SweepReport(lost=1)
+        await broker.devices.update(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
+        assert (await broker.devices.get(a.ref))["per_minute"] == "20"
+        waiting = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])).ids[0]
+        assert await broker.devices.remove(a.ref) == SweepReport(lost=1)
         assert await _status(broker, account.shard, waiting) == "failed"
-    await broker.remove_device(pool_phone.ref)
+    await broker.devices.remove(pool_phone.ref)
 
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):
-        assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
-        assert (await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 0
+        assert (await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
+        assert (await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 0
         with pytest.raises(errors.RateLimited):
-            await broker.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)
+            await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)
     return accounts
 
 

@@ -12,14 +12,14 @@ from tests.support.fleet import TO, pair, redis_snapshot, self_managed
 
 async def test_list_shows_presence_fields_limits_and_counts(broker: Broker, clock, settings) -> None:
     account, [one, two] = await self_managed(broker, devices=2)
-    await broker.heartbeat(one.ref, battery=77, android_version="14", app_version="1.2.0")
-    await broker.enqueue(account, [OutgoingMessage(TO, "x", one.device_id)] * 2)
-    [m, _] = await broker.claim(one.ref)
-    await broker.report_status(one.ref, m.id, "sent")
+    await broker.presence.heartbeat(one.ref, battery=77, android_version="14", app_version="1.2.0")
+    await broker.messages.enqueue(account, [OutgoingMessage(TO, "x", one.device_id)] * 2)
+    [m, _] = await broker.messages.claim(one.ref)
+    await broker.messages.report_status(one.ref, m.id, "sent")
     clock.advance(settings.presence_ttl_seconds * 1000 - 1)
-    await broker.heartbeat(one.ref)
+    await broker.presence.heartbeat(one.ref)
     clock.advance(1)
-    listed = {d.device_id: d for d in await broker.list_devices(account)}
+    listed = {d.device_id: d for d in await broker.devices.list(account)}
     assert set(listed) == {one.device_id, two.device_id}
     first, second = listed[one.device_id], listed[two.device_id]
     assert (first.online, second.online) == (True, False)
@@ -32,20 +32,20 @@ async def test_list_shows_presence_fields_limits_and_counts(broker: Broker, cloc
 async def test_pool_phones_are_listed_for_the_pool_only(broker: Broker) -> None:
     account, [own] = await self_managed(broker)
     phone = await pair(broker, None)
-    assert [d.device_id for d in await broker.list_devices(None)] == [phone.device_id]
-    assert [d.device_id for d in await broker.list_devices(account)] == [own.device_id]
-    other = await broker.create_account("other@example.com", "self_managed")
-    assert await broker.list_devices(other) == []
+    assert [d.device_id for d in await broker.devices.list(None)] == [phone.device_id]
+    assert [d.device_id for d in await broker.devices.list(account)] == [own.device_id]
+    other = await broker.accounts.create("other@example.com", "self_managed")
+    assert await broker.devices.list(other) == []
 
 
 async def test_update_name_and_budget(broker: Broker) -> None:
     account, [device] = await self_managed(broker)
-    await broker.update_device(device.ref, segments_per_minute=2)
-    await broker.update_device(device.ref, name=" Office phone ")
-    [info] = await broker.list_devices(account)
+    await broker.devices.update(device.ref, segments_per_minute=2)
+    await broker.devices.update(device.ref, name=" Office phone ")
+    [info] = await broker.devices.list(account)
     assert (info.device_name, info.segments_per_minute, info.segments_per_day) == ("Office phone", 2, 1000)
-    await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 3)
-    assert len(await broker.claim(device.ref)) == 2
+    await broker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 3)
+    assert len(await broker.messages.claim(device.ref)) == 2
 
 
 @pytest.mark.parametrize("kwargs", [{"name": ""}, {"name": "x" * 65}, {"segments_per_minute": 0},
@@ -55,29 +55,29 @@ async def test_bad_updates_change_nothing(broker: Broker, kwargs) -> None:
     account, [device] = await self_managed(broker)
     before = await redis_snapshot(broker.redis)
     with pytest.raises(errors.InvalidInput):
-        await broker.update_device(device.ref, **kwargs)
+        await broker.devices.update(device.ref, **kwargs)
     assert await redis_snapshot(broker.redis) == before
 
 
 async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
     account, [device, other] = await self_managed(broker, devices=2)
-    [held_own] = (await broker.enqueue(account, [OutgoingMessage(TO, "for it, claimed", device.device_id)])).ids
-    [held_pool] = (await broker.enqueue(account, [OutgoingMessage(TO, "pool, claimed")])).ids
-    assert [m.id for m in await broker.claim(device.ref)] == [held_own, held_pool]
-    [waiting] = (await broker.enqueue(account, [OutgoingMessage(TO, "for it, queued", device.device_id)])).ids
+    [held_own] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for it, claimed", device.device_id)])).ids
+    [held_pool] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "pool, claimed")])).ids
+    assert [m.id for m in await broker.messages.claim(device.ref)] == [held_own, held_pool]
+    [waiting] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for it, queued", device.device_id)])).ids
 
-    report = await broker.remove_device(device.ref)
+    report = await broker.devices.remove(device.ref)
     assert (report.lost, report.returned) == (2, 1)
-    assert await broker.find_device_by_token(device.device_token) is None
-    for call in (broker.claim, broker.heartbeat, broker.remove_device):
+    assert await broker.devices.find_by_token(device.device_token) is None
+    for call in (broker.messages.claim, broker.presence.heartbeat, broker.devices.remove):
         with pytest.raises(errors.DeviceNotFound):
             await call(device.ref)
-    assert [d.device_id for d in await broker.list_devices(account)] == [other.device_id]
+    assert [d.device_id for d in await broker.devices.list(account)] == [other.device_id]
     for mid in (held_own, waiting):
-        record = await broker.get_message(account.shard, mid)
+        record = await broker.message_log.get(account.shard, mid)
         assert (record.status, record.error) == ("failed", "device_removed")
-    assert [m.id for m in await broker.claim(other.ref)] == [held_pool]
-    counts = await broker.account_counts(account)
+    assert [m.id for m in await broker.messages.claim(other.ref)] == [held_pool]
+    counts = await broker.message_log.account_counts(account)
     assert (counts["failed"], counts["claimed"], counts["queued"]) == (2, 1, 0)
     assert await broker.redis.zcard(broker.shard(account.shard).leased) == 1
 
@@ -88,7 +88,7 @@ async def test_removal_moves_large_backlogs_in_bounded_steps(redis_client, scrip
     broker = Broker(redis_client, roomy_settings(sweep_batch=7), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
-    await broker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 30)
-    assert (await broker.remove_device(device.ref)).lost == 30
-    assert (await broker.account_counts(account))["failed"] == 30
+    await broker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 30)
+    assert (await broker.devices.remove(device.ref)).lost == 30
+    assert (await broker.message_log.account_counts(account))["failed"] == 30
     assert await broker.redis.zcard(broker.shard(account.shard).queue) == 0

@@ -38,9 +38,9 @@ async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Br
 
 async def _traffic(broker: Broker) -> tuple[str, list[str], object]:
     account, [device] = await self_managed(broker)
-    ids = (await broker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(6)])).ids
-    for m in await broker.claim(device.ref, 4):
-        await broker.report_status(device.ref, m.id, "sent")
+    ids = (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(6)])).ids
+    for m in await broker.messages.claim(device.ref, 4):
+        await broker.messages.report_status(device.ref, m.id, "sent")
     return account.shard, ids, device
 
 
@@ -64,13 +64,13 @@ async def _assert_stored_once_as_in_redis(broker: Broker, store: HistoryStore, s
 
 async def test_killed_between_upsert_and_acknowledge(hbroker: Broker, history_store, clock) -> None:
     shard, ids, _ = await _traffic(hbroker)
-    expected = {mid: await hbroker.get_message(shard, mid) for mid in ids}
+    expected = {mid: await hbroker.message_log.get(shard, mid) for mid in ids}
     dying = Snapshotter(hbroker, history_store, lease_ms=200)
     assert await dying.run_once() is not None  # the first pass; then it runs again and dies
     batch = await dying.read(shard)
     assert batch.entry_ids == []  # all acknowledged by the first pass
-    await hbroker.cancel(await hbroker.get_account(expected[ids[5]].account), ids[5])
-    expected[ids[5]] = await hbroker.get_message(shard, ids[5])
+    await hbroker.messages.cancel(await hbroker.accounts.get(expected[ids[5]].account), ids[5])
+    expected[ids[5]] = await hbroker.message_log.get(shard, ids[5])
     batch = await dying.read(shard)
     await dying.store_batch(batch)
     # ... killed here: stored, never acknowledged.
@@ -84,7 +84,7 @@ async def test_killed_between_upsert_and_acknowledge(hbroker: Broker, history_st
 
 async def test_killed_between_acknowledge_and_trim(hbroker: Broker, history_store, clock) -> None:
     shard, ids, _ = await _traffic(hbroker)
-    expected = {mid: await hbroker.get_message(shard, mid) for mid in ids}
+    expected = {mid: await hbroker.message_log.get(shard, mid) for mid in ids}
     dying = Snapshotter(hbroker, history_store, lease_ms=200)
     assert await dying.epoch_matches()
     batch = await dying.read(shard)
@@ -98,7 +98,7 @@ async def test_killed_between_acknowledge_and_trim(hbroker: Broker, history_stor
     await _assert_stored_once_as_in_redis(hbroker, history_store, shard, ids, expected)
     assert await hbroker.redis.hlen(hbroker.shard(shard).messages) == 2
     for mid in ids:
-        assert await hbroker.get_message(shard, mid) == expected[mid]
+        assert await hbroker.message_log.get(shard, mid) == expected[mid]
 
 
 async def test_killed_in_the_middle_of_a_store_on_a_stale_read(hbroker: Broker, history_store, clock) -> None:
@@ -108,13 +108,13 @@ async def test_killed_in_the_middle_of_a_store_on_a_stale_read(hbroker: Broker, 
     dying = Snapshotter(hbroker, history_store, lease_ms=200)
     assert await dying.epoch_matches()
     stale = await dying.read(shard)
-    for m in await hbroker.claim(device.ref, 2):
-        await hbroker.report_status(device.ref, m.id, "failed", "no signal")
+    for m in await hbroker.messages.claim(device.ref, 2):
+        await hbroker.messages.report_status(device.ref, m.id, "failed", "no signal")
     successor = Snapshotter(hbroker, history_store)
     await asyncio.sleep(0.3)
     await successor.run_once()
     await dying.store_batch(stale)  # the zombie's late write
-    expected = {mid: await hbroker.get_message(shard, mid) for mid in ids}
+    expected = {mid: await hbroker.message_log.get(shard, mid) for mid in ids}
     assert {r.status for r in expected.values()} == {"sent", "failed"}
     await _assert_stored_once_as_in_redis(hbroker, history_store, shard, ids, expected)
 

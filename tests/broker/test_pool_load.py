@@ -23,15 +23,15 @@ async def big_broker(real_redis, scripts, clock) -> Broker:
 async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_once(
         real_redis, scripts, clock) -> None:
     broker = await big_broker(real_redis, scripts, clock)
-    sender = await broker.create_account("bulk@example.com", "api_only")
+    sender = await broker.accounts.create("bulk@example.com", "api_only")
     queued: list[str] = []
     for _ in range(10):
-        queued += (await broker.enqueue(sender, [OutgoingMessage(TO, "x")] * 1000)).ids
+        queued += (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "x")] * 1000)).ids
     phones = [await pair(broker, None, f"pool phone {i}") for i in range(50)]
 
     async def drain(phone) -> list[str]:
         got: list[str] = []
-        while batch := await broker.claim(phone.ref, 17):
+        while batch := await broker.messages.claim(phone.ref, 17):
             got += [m.id for m in batch]
         return got
 
@@ -44,38 +44,38 @@ async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_on
     assert await real_redis.zcard(pool.pool) == 0
     assert await real_redis.zcard(pool.expiry) == 0
     assert await real_redis.zcard(pool.leased) == 10_000
-    counts = await broker.account_counts(sender)
+    counts = await broker.message_log.account_counts(sender)
     assert (counts["queued"], counts["claimed"], counts["total"]) == (0, 10_000, 10_000)
     holders = Counter()
     for phone, got in zip(phones, per_phone):
         holders[phone.device_id] = len(got)
-    counters = await broker.counters("p:default")
+    counters = await broker.message_log.counters("p:default")
     assert all(counters.get(f"d:{d}:claimed", 0) == n for d, n in holders.items())
 
 
 async def test_a_small_sender_is_not_stuck_behind_a_huge_backlog(real_redis, scripts, clock) -> None:
     broker = await big_broker(real_redis, scripts, clock)
-    huge = await broker.create_account("huge@example.com", "api_only")
-    small = await broker.create_account("small@example.com", "api_only")
+    huge = await broker.accounts.create("huge@example.com", "api_only")
+    small = await broker.accounts.create("small@example.com", "api_only")
     for _ in range(10):
-        await broker.enqueue(huge, [OutgoingMessage(TO, "bulk")] * 1000)
+        await broker.messages.enqueue(huge, [OutgoingMessage(TO, "bulk")] * 1000)
     phone = await pair(broker, None)
-    await broker.claim(phone.ref, 10)  # the pool is in mid-flow
+    await broker.messages.claim(phone.ref, 10)  # the pool is in mid-flow
     clock.advance(1)
-    [mine] = (await broker.enqueue(small, [OutgoingMessage(TO, "just one")])).ids
-    claimed = [m.id for m in await broker.claim(phone.ref, 10)]
+    [mine] = (await broker.messages.enqueue(small, [OutgoingMessage(TO, "just one")])).ids
+    claimed = [m.id for m in await broker.messages.claim(phone.ref, 10)]
     assert mine in claimed
 
 
 async def test_senders_take_turns(real_redis, scripts, clock) -> None:
     broker = await big_broker(real_redis, scripts, clock)
-    senders = [await broker.create_account(f"s{i}@example.com", "api_only") for i in range(4)]
+    senders = [await broker.accounts.create(f"s{i}@example.com", "api_only") for i in range(4)]
     owner_of: dict[str, str] = {}
     for backlog, sender in zip((200, 50, 5, 1), senders):
-        for mid in (await broker.enqueue(sender, [OutgoingMessage(TO, "x")] * backlog)).ids:
+        for mid in (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "x")] * backlog)).ids:
             owner_of[mid] = sender.id
     phone = await pair(broker, None)
-    order = [owner_of[m.id] for m in await broker.claim(phone.ref, 30)]
+    order = [owner_of[m.id] for m in await broker.messages.claim(phone.ref, 30)]
     s0, s1, s2, s3 = (s.id for s in senders)
     # Round one serves every sender once; then each round serves those with messages left.
     assert set(order[0:4]) == {s0, s1, s2, s3}

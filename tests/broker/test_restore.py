@@ -34,15 +34,15 @@ async def _view(broker: Broker, owner, sender, devices) -> dict:
     view = {}
     for account in (owner, sender):
         view[account.id] = (
-            await broker.get_account(account.id),
-            await broker.find_account_by_email(account.email),
-            [k.id for k in await broker.list_api_keys(account)],
-            await broker.account_counts(account),
-            await broker.list_messages(account, limit=500),
+            await broker.accounts.get(account.id),
+            await broker.accounts.find_by_email(account.email),
+            [k.id for k in await broker.api_keys.list(account)],
+            await broker.message_log.account_counts(account),
+            await broker.message_log.list(account, limit=500),
         )
-    view["devices"] = ([_device_view(d) for d in await broker.list_devices(owner)],
-                       [_device_view(d) for d in await broker.list_devices(None)])
-    view["tokens"] = [await broker.find_device_by_token(d.device_token) for d in devices]
+    view["devices"] = ([_device_view(d) for d in await broker.devices.list(owner)],
+                       [_device_view(d) for d in await broker.devices.list(None)])
+    view["tokens"] = [await broker.devices.find_by_token(d.device_token) for d in devices]
     return view
 
 
@@ -54,42 +54,42 @@ def _device_view(device) -> tuple:
 
 async def test_restore_gives_back_accounts_devices_keys_and_queued_messages(hbroker: Broker, history_store) -> None:
     owner, [first, second] = await self_managed(hbroker, devices=2)
-    await hbroker.set_limits(owner.id, _raised_limits())
-    owner = await hbroker.get_account(owner.id)
-    sender = await hbroker.create_account("api@example.com", "api_only", password_hash="argon2-hash")
+    await hbroker.limits.set(owner.id, _raised_limits())
+    owner = await hbroker.accounts.get(owner.id)
+    sender = await hbroker.accounts.create("api@example.com", "api_only", password_hash="argon2-hash")
     pool_phone = await pair(hbroker, None, "pool phone")
-    owner_key = await hbroker.create_api_key(owner, "backend")
-    sender_key = await hbroker.create_api_key(sender, "shop")
-    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
-    own_pool = (await hbroker.enqueue(owner, [OutgoingMessage(TO, "anyone of mine")])).ids
-    pooled = (await hbroker.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])).ids
-    [done, held] = [m.id for m in await hbroker.claim(first.ref, 2)]
-    await hbroker.report_status(first.ref, done, "delivered")
-    [pool_done] = [m.id for m in await hbroker.claim(pool_phone.ref, 1)]
-    await hbroker.report_status(pool_phone.ref, pool_done, "failed", "no signal")
+    owner_key = await hbroker.api_keys.create(owner, "backend")
+    sender_key = await hbroker.api_keys.create(sender, "shop")
+    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    own_pool = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, "anyone of mine")])).ids
+    pooled = (await hbroker.messages.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])).ids
+    [done, held] = [m.id for m in await hbroker.messages.claim(first.ref, 2)]
+    await hbroker.messages.report_status(first.ref, done, "delivered")
+    [pool_done] = [m.id for m in await hbroker.messages.claim(pool_phone.ref, 1)]
+    await hbroker.messages.report_status(pool_phone.ref, pool_done, "failed", "no signal")
     await Snapshotter(hbroker, history_store).run_once()
     before = await _view(hbroker, owner, sender, [first, second, pool_phone])
 
     await hbroker.redis.flushall()
     await hbroker.start()  # a fresh server on the empty Redis
-    assert await hbroker.find_device_by_token(first.device_token) is None
+    assert await hbroker.devices.find_by_token(first.device_token) is None
     report = await restore(hbroker, history_store)
     assert (report.accounts, report.devices, report.api_keys) == (2, 3, 2)
     assert (report.live_messages, report.stored_messages) == (6, 8)
     assert await _view(hbroker, owner, sender, [first, second, pool_phone]) == before
 
-    assert (await hbroker.find_account_by_api_key(owner_key.api_key)).id == owner.id
-    assert (await hbroker.find_account_by_api_key(sender_key.api_key)).id == sender.id
+    assert (await hbroker.api_keys.find_account(owner_key.api_key)).id == owner.id
+    assert (await hbroker.api_keys.find_account(sender_key.api_key)).id == sender.id
     # Phones go on with their old tokens and get what was waiting for them, in order.
-    ref = await hbroker.find_device_by_token(first.device_token)
+    ref = await hbroker.devices.find_by_token(first.device_token)
     for device in (second, pool_phone):
-        await hbroker.heartbeat(device.ref)
-    assert [m.id for m in await hbroker.claim(ref, 10)] == own[2:]
-    assert [m.id for m in await hbroker.claim(second.ref, 10)] == own_pool
-    assert [m.id for m in await hbroker.claim(pool_phone.ref, 10)] == pooled[1:]
-    await hbroker.report_status(first.ref, held, "sent")  # the lease held before the loss still counts
-    assert (await hbroker.get_message(owner.shard, held)).status == "sent"
-    assert (await hbroker.get_message(owner.shard, done)).status == "delivered"  # from the store
+        await hbroker.presence.heartbeat(device.ref)
+    assert [m.id for m in await hbroker.messages.claim(ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.messages.claim(second.ref, 10)] == own_pool
+    assert [m.id for m in await hbroker.messages.claim(pool_phone.ref, 10)] == pooled[1:]
+    await hbroker.messages.report_status(first.ref, held, "sent")  # the lease held before the loss still counts
+    assert (await hbroker.message_log.get(owner.shard, held)).status == "sent"
+    assert (await hbroker.message_log.get(owner.shard, done)).status == "delivered"  # from the store
     # The snapshotter goes on where it stopped.
     snapshotter = Snapshotter(hbroker, history_store)
     assert (await snapshotter.run_once()).stored == 6
@@ -108,7 +108,7 @@ async def test_restore_refuses_a_redis_that_is_not_empty(hbroker: Broker, histor
         await restore(hbroker, history_store)
     assert await hbroker.redis.dbsize() == before
     await hbroker.redis.delete(keys.HISTORY_EPOCH)
-    await hbroker.create_account("late@example.com", "self_managed")
+    await hbroker.accounts.create("late@example.com", "self_managed")
     with pytest.raises(RestoreRefused):
         await restore(hbroker, history_store)
 
@@ -118,19 +118,19 @@ async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Brok
     cannot decode shows it); unfinished ones come a page at a time, in order across
     the pages."""
     owner, [phone] = await self_managed(hbroker)
-    sender = await hbroker.create_account("api@example.com", "api_only")
-    other = await hbroker.create_account("other@example.com", "api_only")
+    sender = await hbroker.accounts.create("api@example.com", "api_only")
+    other = await hbroker.accounts.create("other@example.com", "api_only")
     pool_phone = await pair(hbroker, None, "pool phone")
-    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])).ids
+    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])).ids
     pooled = []
     for i in range(3):  # two senders' pool messages interleaved, oldest first
         for account in (sender, other):
             clock.advance(1)  # ids in order of sending
-            pooled += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"{i}")])).ids
-    [done, held] = [m.id for m in await hbroker.claim(phone.ref, 2)]
-    await hbroker.report_status(phone.ref, done, "sent")
+            pooled += (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"{i}")])).ids
+    [done, held] = [m.id for m in await hbroker.messages.claim(phone.ref, 2)]
+    await hbroker.messages.report_status(phone.ref, done, "sent")
     await Snapshotter(hbroker, history_store).run_once()
-    counts = await hbroker.account_counts(owner)
+    counts = await hbroker.message_log.account_counts(owner)
     # A finished message from long ago whose record this version could not decode.
     async with history_store.engine.begin() as conn:
         await conn.execute(messages.insert(), [{
@@ -142,12 +142,12 @@ async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Brok
     await hbroker.start()
     report = await restore(hbroker, history_store, chunk=2)
     assert (report.live_messages, report.stored_messages) == (10, 12)
-    assert await hbroker.account_counts(owner) == {**counts, "delivered": counts["delivered"] + 1,
+    assert await hbroker.message_log.account_counts(owner) == {**counts, "delivered": counts["delivered"] + 1,
                                                    "total": counts["total"] + 1}
-    assert (await hbroker.get_message(owner.shard, held)).status == "claimed"
-    await hbroker.heartbeat(pool_phone.ref)
-    assert [m.id for m in await hbroker.claim(phone.ref, 10)] == own[2:]
-    assert [m.id for m in await hbroker.claim(pool_phone.ref, 10)] == pooled  # the senders took turns
+    assert (await hbroker.message_log.get(owner.shard, held)).status == "claimed"
+    await hbroker.presence.heartbeat(pool_phone.ref)
+    assert [m.id for m in await hbroker.messages.claim(phone.ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.messages.claim(pool_phone.ref, 10)] == pooled  # the senders took turns
 
 
 @pytest.mark.parametrize("broken", ["queue", "counters"])
@@ -156,14 +156,14 @@ async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, his
     the final step); nothing reaches the restored data in between, the epoch is not
     set, and the restore, run again, gives back the same as one that never failed."""
     owner, [first, second] = await self_managed(hbroker, devices=2)
-    sender = await hbroker.create_account("api@example.com", "api_only", password_hash="argon2-hash")
+    sender = await hbroker.accounts.create("api@example.com", "api_only", password_hash="argon2-hash")
     pool_phone = await pair(hbroker, None, "pool phone")
-    owner_key = await hbroker.create_api_key(owner, "backend")
-    await hbroker.create_api_key(sender, "shop")
-    own = (await hbroker.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
-    await hbroker.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])
-    [done, _held] = [m.id for m in await hbroker.claim(first.ref, 2)]
-    await hbroker.report_status(first.ref, done, "delivered")
+    owner_key = await hbroker.api_keys.create(owner, "backend")
+    await hbroker.api_keys.create(sender, "shop")
+    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    await hbroker.messages.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])
+    [done, _held] = [m.id for m in await hbroker.messages.claim(first.ref, 2)]
+    await hbroker.messages.report_status(first.ref, done, "delivered")
     await Snapshotter(hbroker, history_store).run_once()
     before = await _view(hbroker, owner, sender, [first, second, pool_phone])
 
@@ -175,10 +175,10 @@ async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, his
         await restore(hbroker, history_store)
     assert not await hbroker.redis.exists(keys.HISTORY_EPOCH)
     if broken == "queue":  # stopped before the final step: nothing lets anyone in yet
-        assert await hbroker.find_device_by_token(first.device_token) is None
+        assert await hbroker.devices.find_by_token(first.device_token) is None
         assert await hbroker.redis.get(keys.email_index(owner.email)) is None
         # Not even this process, which remembers the key's index from before the loss.
-        assert await hbroker.find_account_by_api_key(owner_key.api_key) is None
+        assert await hbroker.api_keys.find_account(owner_key.api_key) is None
         assert await hbroker.redis.smembers(keys.SHARDS) == {keys.pool_shard().encode()}
         assert not await hbroker.redis.exists(hbroker.shard(owner.shard).counters)
 
@@ -186,7 +186,7 @@ async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, his
     report = await restore(hbroker, history_store)
     assert (report.live_messages, report.stored_messages) == (6, 7)
     assert await _view(hbroker, owner, sender, [first, second, pool_phone]) == before
-    assert [m.id for m in await hbroker.claim(first.ref, 10)] == own[2:]
+    assert [m.id for m in await hbroker.messages.claim(first.ref, 10)] == own[2:]
     with pytest.raises(RestoreRefused):  # done: a third run is refused
         await restore(hbroker, history_store)
 

@@ -33,11 +33,11 @@ async def stored(store: HistoryStore) -> dict[str, MessageRecord]:
 
 async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbroker: Broker, history_store) -> None:
     account, [device] = await self_managed(hbroker)
-    queued = (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(5)])).ids
-    claimed = [m.id for m in await hbroker.claim(device.ref, 3)]
-    await hbroker.report_status(device.ref, claimed[0], "sent")
-    await hbroker.report_status(device.ref, claimed[1], "failed", "no signal")
-    await hbroker.cancel(account, queued[4])
+    queued = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(5)])).ids
+    claimed = [m.id for m in await hbroker.messages.claim(device.ref, 3)]
+    await hbroker.messages.report_status(device.ref, claimed[0], "sent")
+    await hbroker.messages.report_status(device.ref, claimed[1], "failed", "no signal")
+    await hbroker.messages.cancel(account, queued[4])
     report = await Snapshotter(hbroker, history_store).run_once()
     assert report is not None and report.events == 11
     rows = await stored(history_store)
@@ -46,7 +46,7 @@ async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbro
     assert rows[queued[1]].error == "no signal"
     assert [step[0] for step in rows[queued[0]].timeline] == ["queued", "claimed", "sent"]
     for mid in queued:  # the store holds exactly what Redis holds
-        assert rows[mid] == await hbroker.get_message(account.shard, mid)
+        assert rows[mid] == await hbroker.message_log.get(account.shard, mid)
     events = hbroker.shard(account.shard).events
     assert await hbroker.redis.xlen(events) == 0
     assert (await hbroker.redis.xpending(events, GROUP))["pending"] == 0
@@ -54,12 +54,12 @@ async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbro
 
 async def test_an_older_record_never_moves_a_stored_message_back(hbroker: Broker, history_store, clock) -> None:
     account, [device] = await self_managed(hbroker)
-    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
-    await hbroker.claim(device.ref)
-    claimed = await hbroker.get_message(account.shard, mid)
+    [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.messages.claim(device.ref)
+    claimed = await hbroker.message_log.get(account.shard, mid)
     clock.advance(5)
-    await hbroker.report_status(device.ref, mid, "delivered")
-    delivered = await hbroker.get_message(account.shard, mid)
+    await hbroker.messages.report_status(device.ref, mid, "delivered")
+    delivered = await hbroker.message_log.get(account.shard, mid)
     await history_store.upsert_messages(account.shard, [delivered], clock())
     await history_store.upsert_messages(account.shard, [claimed], clock() + 10)
     assert (await stored(history_store))[mid] == delivered
@@ -70,15 +70,15 @@ async def test_a_record_as_far_along_but_changed_later_replaces_the_stored_one(
     """A Redis that lost its last second and took another path to the same timeline
     length: the newer record wins, an older one of that length does not."""
     account, [device] = await self_managed(hbroker)
-    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
-    await hbroker.claim(device.ref)
-    claimed = await hbroker.get_message(account.shard, mid)
+    [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.messages.claim(device.ref)
+    claimed = await hbroker.message_log.get(account.shard, mid)
     lost = msgspec.structs.replace(claimed, status="sent", updated=claimed.updated + 10,
                                    timeline=[*claimed.timeline, ("sent", claimed.updated + 10, device.device_id, "")])
     await history_store.upsert_messages(account.shard, [lost], clock())
     clock.advance(20)
-    await hbroker.report_status(device.ref, mid, "failed", "no signal")  # the path Redis took instead
-    failed = await hbroker.get_message(account.shard, mid)
+    await hbroker.messages.report_status(device.ref, mid, "failed", "no signal")  # the path Redis took instead
+    failed = await hbroker.message_log.get(account.shard, mid)
     assert len(failed.timeline) == len(lost.timeline) and failed.updated > lost.updated
     await history_store.upsert_messages(account.shard, [failed], clock())
     assert (await stored(history_store))[mid] == failed
@@ -89,12 +89,12 @@ async def test_a_record_as_far_along_but_changed_later_replaces_the_stored_one(
 async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
         hbroker: Broker, history_store, clock) -> None:
     account, [device] = await self_managed(hbroker)
-    ids = (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(4)])).ids
-    for m in await hbroker.claim(device.ref, 2):
-        await hbroker.report_status(device.ref, m.id, "sent")
+    ids = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(4)])).ids
+    for m in await hbroker.messages.claim(device.ref, 2):
+        await hbroker.messages.report_status(device.ref, m.id, "sent")
     snapshotter = Snapshotter(hbroker, history_store)
-    counts = await hbroker.account_counts(account)
-    before = [await hbroker.get_message(account.shard, mid) for mid in ids]
+    counts = await hbroker.message_log.account_counts(account)
+    before = [await hbroker.message_log.get(account.shard, mid) for mid in ids]
     await snapshotter.run_once()
     clock.advance(HOT_MS - 1)
     assert (await snapshotter.run_once()).trimmed == 0
@@ -103,32 +103,32 @@ async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
     messages = hbroker.shard(account.shard).messages
     assert [await hbroker.redis.hexists(messages, mid) for mid in ids] == [False, False, True, True]
     assert await hbroker.redis.zcard(hbroker.shard(account.shard).sent(account.id)) == 2
-    assert [await hbroker.get_message(account.shard, mid) for mid in ids] == before
-    page = await hbroker.list_messages(account)
+    assert [await hbroker.message_log.get(account.shard, mid) for mid in ids] == before
+    page = await hbroker.message_log.list(account)
     assert [m.id for m in page.items] == ids[::-1] and page.next_cursor is None
-    assert [m.id for m in (await hbroker.list_messages(account, status="sent")).items] == ids[1::-1]
-    assert await hbroker.account_counts(account) == counts
+    assert [m.id for m in (await hbroker.message_log.list(account, status="sent")).items] == ids[1::-1]
+    assert await hbroker.message_log.account_counts(account) == counts
     with pytest.raises(errors.MessageNotFound):
-        await hbroker.get_message("a:someoneelse", ids[0])
+        await hbroker.message_log.get("a:someoneelse", ids[0])
 
 
 async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_is_stored(
         hbroker: Broker, history_store, clock) -> None:
     account, [device] = await self_managed(hbroker)
-    [mid] = (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
-    await hbroker.claim(device.ref)
-    await hbroker.report_status(device.ref, mid, "sent")
+    [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    await hbroker.messages.claim(device.ref)
+    await hbroker.messages.report_status(device.ref, mid, "sent")
     snapshotter = Snapshotter(hbroker, history_store)
     await snapshotter.run_once()
     clock.advance(HOT_MS)
-    await hbroker.report_status(device.ref, mid, "delivered")
+    await hbroker.messages.report_status(device.ref, mid, "delivered")
     clock.advance(HOT_MS)
     assert await snapshotter.trim() == 0  # the stored row says sent: Redis keeps the record
-    assert (await hbroker.get_message(account.shard, mid)).status == "delivered"
+    assert (await hbroker.message_log.get(account.shard, mid)).status == "delivered"
     report = await snapshotter.run_once()  # stores the delivery first, then trims
     assert (report.stored, report.trimmed) == (1, 1)
     assert not await hbroker.redis.hexists(hbroker.shard(account.shard).messages, mid)
-    assert (await hbroker.get_message(account.shard, mid)).status == "delivered"
+    assert (await hbroker.message_log.get(account.shard, mid)).status == "delivered"
 
 
 async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
@@ -139,23 +139,23 @@ async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
     for round_ in range(3):
         for i in range(10):
             device = (one, two)[i % 2]
-            ids += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"r{round_}m{i}", device.device_id)])).ids
+            ids += (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"r{round_}m{i}", device.device_id)])).ids
             clock.advance(1)
         for device in (one, two):
-            for m in await hbroker.claim(device.ref, 3):
-                await hbroker.report_status(device.ref, m.id, "sent")
+            for m in await hbroker.messages.claim(device.ref, 3):
+                await hbroker.messages.report_status(device.ref, m.id, "sent")
         await snapshotter.run_once()
         clock.advance(HOT_MS)  # each round's finished messages are trimmed by the next pass
     await snapshotter.run_once()
     assert await hbroker.redis.hlen(hbroker.shard(account.shard).messages) < len(ids)
-    everything = {mid: await hbroker.get_message(account.shard, mid) for mid in ids}
+    everything = {mid: await hbroker.message_log.get(account.shard, mid) for mid in ids}
     for status, device_id, limit in [(None, None, 7), ("sent", None, 4), ("queued", two.device_id, 3),
                                      (None, one.device_id, 5)]:
         expected = [mid for mid in reversed(ids) if (status is None or everything[mid].status == status)
                     and (device_id is None or everything[mid].device == device_id)]
         seen, cursor = [], None
         while True:
-            page = await hbroker.list_messages(account, limit=limit, cursor=cursor, status=status,
+            page = await hbroker.message_log.list(account, limit=limit, cursor=cursor, status=status,
                                                device_id=device_id)
             seen += [m.id for m in page.items]
             cursor = page.next_cursor
@@ -171,25 +171,25 @@ async def test_a_stored_row_behind_redis_is_paged_as_redis_has_it(hbroker: Broke
     ids = []
     for i in range(4):
         clock.advance(1)
-        ids += (await hbroker.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id)])).ids
-    for m in await hbroker.claim(device.ref, 4):
-        await hbroker.report_status(device.ref, m.id, "sent")
+        ids += (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id)])).ids
+    for m in await hbroker.messages.claim(device.ref, 4):
+        await hbroker.messages.report_status(device.ref, m.id, "sent")
     await Snapshotter(hbroker, history_store).run_once()
-    await hbroker.report_status(device.ref, ids[1], "delivered")
+    await hbroker.messages.report_status(device.ref, ids[1], "delivered")
     assert (await history_store.message(account.shard, ids[1])).status == "sent"  # the row is behind
-    delivered = await hbroker.get_message(account.shard, ids[1])
+    delivered = await hbroker.message_log.get(account.shard, ids[1])
     for limit in (1, 2, 10):
         for status, expected in (("sent", [ids[3], ids[2], ids[0]]), ("delivered", [ids[1]])):
             seen, cursor = [], None
             while True:
-                page = await hbroker.list_messages(account, limit=limit, cursor=cursor, status=status)
+                page = await hbroker.message_log.list(account, limit=limit, cursor=cursor, status=status)
                 seen += page.items
                 cursor = page.next_cursor
                 if cursor is None:
                     break
             assert [m.id for m in seen] == expected, (limit, status)
             assert all(m.status == status for m in seen)
-    assert (await hbroker.list_messages(account, status="delivered")).items == [delivered]
+    assert (await hbroker.message_log.list(account, status="delivered")).items == [delivered]
 
 
 async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbroker: Broker, history_store) -> None:
@@ -198,7 +198,7 @@ async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbro
     second = Snapshotter(hbroker, history_store, lease_ms=300)
     assert await first.run_once() is not None
     assert await second.run_once() is None
-    await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
+    await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
     await asyncio.sleep(0.4)  # the first one died: its lock runs out
     report = await second.run_once()
     assert report is not None and report.stored == 1
@@ -208,8 +208,8 @@ async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbro
 async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, history_store, clock) -> None:
     account, [device] = await self_managed(hbroker)
     day = 86_400_000
-    template = await hbroker.get_message(
-        account.shard, (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
+    template = await hbroker.message_log.get(
+        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
     old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * day)
            for i in range(2_500)]
     young = [msgspec.structs.replace(template, id=f"NEW{i:05d}", status="sent", updated=clock() - 89 * day)
@@ -224,8 +224,8 @@ async def test_a_retention_backlog_is_deleted_until_none_is_left(hbroker: Broker
     """Batch after batch until one comes back short (far more than a hundred batches);
     a pass that runs out of time leaves the rest to the next pass, not 30 passes on."""
     account, [device] = await self_managed(hbroker)
-    template = await hbroker.get_message(
-        account.shard, (await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
+    template = await hbroker.message_log.get(
+        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
     old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * 86_400_000)
            for i in range(1_050)]
     await history_store.upsert_messages(account.shard, old, clock())
@@ -242,12 +242,12 @@ async def test_a_retention_backlog_is_deleted_until_none_is_left(hbroker: Broker
 async def test_accounts_devices_and_keys_are_mirrored_without_clear_secrets(hbroker: Broker, history_store) -> None:
     account, [kept, removed] = await self_managed(hbroker, devices=2)
     pool_phone = await pair(hbroker, None, "pool phone")
-    key = await hbroker.create_api_key(account, "backend")
-    revoked = await hbroker.create_api_key(account, "old")
+    key = await hbroker.api_keys.create(account, "backend")
+    revoked = await hbroker.api_keys.create(account, "old")
     snapshotter = Snapshotter(hbroker, history_store)
     await snapshotter.mirror_directory()
-    await hbroker.remove_device(removed.ref)
-    await hbroker.revoke_api_key(account, revoked.info.id)
+    await hbroker.devices.remove(removed.ref)
+    await hbroker.api_keys.revoke(account, revoked.info.id)
     await snapshotter.mirror_directory()
     accounts, devices, keys_ = await history_store.directory()
     assert accounts[account.id]["email"] == account.email
@@ -261,7 +261,7 @@ async def test_accounts_devices_and_keys_are_mirrored_without_clear_secrets(hbro
 
 async def test_a_redis_that_lost_its_data_is_not_snapshotted(hbroker: Broker, history_store) -> None:
     account, [device] = await self_managed(hbroker)
-    await hbroker.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
+    await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
     await Snapshotter(hbroker, history_store).run_once()
     before = await history_store.directory()
     await hbroker.redis.flushall()
@@ -272,34 +272,34 @@ async def test_a_redis_that_lost_its_data_is_not_snapshotted(hbroker: Broker, hi
 
 async def test_status_changes_asked_of_a_trimmed_message(hbroker: Broker, history_store, clock) -> None:
     account, [device, other] = await self_managed(hbroker, devices=2)
-    sent, cancelled, failed = (await hbroker.enqueue(
+    sent, cancelled, failed = (await hbroker.messages.enqueue(
         account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(3)])).ids
-    await hbroker.cancel(account, cancelled)
-    await hbroker.claim(device.ref, 2)
-    await hbroker.report_status(device.ref, sent, "sent")
-    await hbroker.report_status(device.ref, failed, "failed", "no signal")
+    await hbroker.messages.cancel(account, cancelled)
+    await hbroker.messages.claim(device.ref, 2)
+    await hbroker.messages.report_status(device.ref, sent, "sent")
+    await hbroker.messages.report_status(device.ref, failed, "failed", "no signal")
     snapshotter = Snapshotter(hbroker, history_store)
     await snapshotter.run_once()
     clock.advance(HOT_MS)
     assert (await snapshotter.run_once()).trimmed == 3
-    counts = await hbroker.account_counts(account)
+    counts = await hbroker.message_log.account_counts(account)
     # Repeats stay the usual no-ops; moves the rules refuse stay refused.
-    assert not (await hbroker.report_status(device.ref, sent, "sent")).changed
-    assert not (await hbroker.cancel(account, cancelled)).changed
+    assert not (await hbroker.messages.report_status(device.ref, sent, "sent")).changed
+    assert not (await hbroker.messages.cancel(account, cancelled)).changed
     with pytest.raises(errors.InvalidTransition):
-        await hbroker.cancel(account, sent)
+        await hbroker.messages.cancel(account, sent)
     with pytest.raises(errors.InvalidTransition):
-        await hbroker.report_status(device.ref, failed, "sent")
+        await hbroker.messages.report_status(device.ref, failed, "sent")
     # A delivery report after the hot window finds no record to change.
     with pytest.raises(errors.MessageNotFound):
-        await hbroker.report_status(device.ref, sent, "delivered")
+        await hbroker.messages.report_status(device.ref, sent, "delivered")
     # Another device, or another account, learns nothing.
     with pytest.raises(errors.MessageNotFound):
-        await hbroker.report_status(other.ref, sent, "sent")
-    stranger = await hbroker.create_account("stranger@example.com", "self_managed")
+        await hbroker.messages.report_status(other.ref, sent, "sent")
+    stranger = await hbroker.accounts.create("stranger@example.com", "self_managed")
     with pytest.raises(errors.MessageNotFound):
-        await hbroker.cancel(stranger, cancelled)
-    assert await hbroker.account_counts(account) == counts
+        await hbroker.messages.cancel(stranger, cancelled)
+    assert await hbroker.message_log.account_counts(account) == counts
 
 
 def test_the_store_url_comes_from_the_settings(tmp_path) -> None:

@@ -278,13 +278,13 @@ class BrokerMachine(RuleBasedStateMachine):
         b = self.broker
         self.run(b.start())
         for index, kind in enumerate(["self_managed", "self_managed", "api_only", "api_only"]):
-            account = self.run(b.create_account(f"sender{index}@example.com", kind))  # type: ignore[arg-type]
+            account = self.run(b.accounts.create(f"sender{index}@example.com", kind))  # type: ignore[arg-type]
             self.senders.append(Sender(index, account, []))
         owners: list[int | None] = [0, 0, 1, 1, None, None]
         for index, owner in enumerate(owners):
             account = None if owner is None else self.senders[owner].account
-            code = self.run(b.create_pairing_code(account))
-            registered = self.run(b.register_device(code.code, f"phone {index}"))
+            code = self.run(b.devices.create_pairing_code(account))
+            registered = self.run(b.devices.register(code.code, f"phone {index}"))
             assert registered.account_id == ("" if account is None else account.id)
             self.devices.append(Device(index, registered.device_id, registered.shard, owner))
             if owner is not None:
@@ -294,7 +294,7 @@ class BrokerMachine(RuleBasedStateMachine):
         assert self.devices[4].shard == self.devices[5].shard == "p:default"
         self.shards = [self.senders[0].shard, self.senders[1].shard, "p:default"]
         for device in self.devices:
-            assert self.run(b.heartbeat(device.ref)) == self.now
+            assert self.run(b.presence.heartbeat(device.ref)) == self.now
             self.last_seen[device.index] = self.now
         self.state = self.run(self._read())
         self._check_state(self.state)
@@ -586,7 +586,7 @@ class BrokerMachine(RuleBasedStateMachine):
         limiter = ("sends", x.index)
         allowed, new_tat, gone = self._rate(limiter, SEND_INTERVAL_MS, LIMITS.sends_burst, len(request))
 
-        result = self.call(self.broker.enqueue(x.account, request, idempotency_key=key))
+        result = self.call(self.broker.messages.enqueue(x.account, request, idempotency_key=key))
 
         if not x.self_managed and any(m.device_id for m in request):
             assert isinstance(result, errors.RoutingError), result
@@ -749,7 +749,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
         limiter = ("tasks", device)
         allowed, new_tat, gone = self._rate(limiter, POLL_INTERVAL_MS, LIMITS.tasks_burst, 1)
-        got = self.call(self.broker.claim(dev.ref, limit))
+        got = self.call(self.broker.messages.claim(dev.ref, limit))
         if isinstance(got, errors.RateLimited):
             assert not allowed, f"refused a poll the rate allows: {got.decision}"
             assert got.decision.retry_after_ms == new_tat - LIMITS.tasks_burst * POLL_INTERVAL_MS - now
@@ -818,7 +818,7 @@ class BrokerMachine(RuleBasedStateMachine):
         dev = self.devices[device]
         r = self.state.record(dev.shard, message)
 
-        result = self.call(self.broker.report_status(dev.ref, message, status, error))
+        result = self.call(self.broker.messages.report_status(dev.ref, message, status, error))
 
         expect: dict[str, dict[str, Any]] = {}
         if m is None or m.shard != dev.shard or m.holder != device:
@@ -869,7 +869,7 @@ class BrokerMachine(RuleBasedStateMachine):
         if by_owner and m is not None:
             sender = m.sender
         x = self.senders[sender]
-        result = self.call(self.broker.cancel(x.account, message))
+        result = self.call(self.broker.messages.cancel(x.account, message))
         expect: dict[str, dict[str, Any]] = {}
         if m is None or m.sender != sender:
             assert isinstance(result, errors.MessageNotFound), result
@@ -907,7 +907,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def _heartbeat(self, device: int, battery: int = 80, app_version: str = "1.0") -> None:
         dev = self.devices[device]
-        assert self.run(self.broker.heartbeat(dev.ref, battery=battery, app_version=app_version)) == self.now
+        assert self.run(self.broker.presence.heartbeat(dev.ref, battery=battery, app_version=app_version)) == self.now
         self.last_seen[device] = self.now
         self._after({})
 
@@ -1008,7 +1008,7 @@ class BrokerMachine(RuleBasedStateMachine):
                 else:
                     rechecks[tag][mid] = r["expires"]
 
-        report = self.run(self.broker.sweep_all())
+        report = self.run(self.broker.sweeper.sweep_all())
         assert report == SweepReport(expired, lost, len(returned), False), report
         for mid in returned:
             self.msgs[mid].holder = None

@@ -136,10 +136,10 @@ async def test_endpoint_records(broker: Broker) -> None:
     assert made.events == ["message.sent", "message.failed"] and made.secret.startswith("whsec_")
     listed = await hooks.list(account)
     assert [e.id for e in listed] == [made.id] and listed[0].secret == made.secret
-    rotated = await hooks.rotate_secret(account, made.id, now_ms=broker.clock())
+    rotated = await hooks.rotate_secret(account, made.id)
     assert rotated.secrets(broker.clock()) == [rotated.secret, made.secret]
     assert rotated.secrets(broker.clock() + 86_400_001) == [rotated.secret]
-    other = await broker.create_account("other@example.com", "self_managed")
+    other = await broker.accounts.create("other@example.com", "self_managed")
     for call in (hooks.get(other, made.id), hooks.delete(other, made.id), hooks.get(account, "../x")):
         with pytest.raises(errors.WebhookNotFound):
             await call
@@ -164,10 +164,10 @@ async def test_refused_registrations_write_nothing(broker: Broker) -> None:
 # Fan-out and the streams -----------------------------------------------------------------
 
 async def queue_and_finish(broker: Broker, account, device, count: int) -> list[str]:
-    ids = (await broker.enqueue(account, [OutgoingMessage(TO, f"m{i}") for i in range(count)])).ids
-    await broker.claim(device.ref, limit=count)
+    ids = (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}") for i in range(count)])).ids
+    await broker.messages.claim(device.ref, limit=count)
     for message_id in ids:
-        await broker.report_status(device.ref, message_id, "sent")
+        await broker.messages.report_status(device.ref, message_id, "sent")
     return ids
 
 
@@ -279,15 +279,15 @@ async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Bro
 
 
 async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker) -> None:
-    from fleet import pair
+    from tests.support.fleet import pair
 
-    sender = await broker.create_account("api@example.com", "api_only")
+    sender = await broker.accounts.create("api@example.com", "api_only")
     endpoint = await broker.webhooks.create(sender, URL, ["message.queued", "message.sent"])
     pool_phone = await pair(broker, None, "pool phone")
-    ids = (await broker.enqueue(sender, [OutgoingMessage(TO, f"p{i}") for i in range(3)])).ids
-    assert sorted(m.id for m in await broker.claim(pool_phone.ref, limit=10)) == sorted(ids)
+    ids = (await broker.messages.enqueue(sender, [OutgoingMessage(TO, f"p{i}") for i in range(3)])).ids
+    assert sorted(m.id for m in await broker.messages.claim(pool_phone.ref, limit=10)) == sorted(ids)
     for message_id in ids:
-        await broker.report_status(pool_phone.ref, message_id, "sent")
+        await broker.messages.report_status(pool_phone.ref, message_id, "sent")
     await fan_out_once(broker)
     queued = await lane_events(broker, sender.id, endpoint)
     assert sorted((e.message_id, e.type) for e in queued) == sorted(

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from broker.redis_server import RedisServer, free_port
+from connecfy.redis_server import RedisServer, free_port
 from tests.support.e2e_server import ServerProcess, expect, expect_error
 from tests.support.http_world import PASSWORD, TO, World
 

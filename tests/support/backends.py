@@ -15,7 +15,7 @@ import shutil
 import redis.asyncio as aioredis
 
 from broker import Broker, Settings
-from broker.redis_server import bundled_redis_server, redis_server_version
+from connecfy.redis_server import bundled_redis_server, redis_server_version
 from broker.scripts import ScriptRegistry
 
 

@@ -18,33 +18,33 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 
 from broker import __version__
 from broker.broker import Broker
 from broker.records import OutgoingMessage
-from broker.redis_server import RedisServer, redis_server_version
+from broker.redis_client import connect
+from connecfy.redis_server import RedisServer, redis_server_version
 from broker.settings import Settings
 
 T = TypeVar("T")
 
 
 async def _walk(url: str, settings: Settings) -> None:
-    client = aioredis.from_url(url)
+    client = connect(url)
     try:
         broker = Broker(client, settings)
         await broker.start()
         print(f"scripts loaded: {', '.join(sorted(broker.scripts.scripts))}")
-        account = await broker.create_account(f"selfcheck-{id(broker)}@connecfy.invalid", "self_managed")
-        code = await broker.create_pairing_code(account)
-        device = await broker.register_device(code.code, "selfcheck phone")
+        account = await broker.accounts.create(f"selfcheck-{id(broker)}@connecfy.invalid", "self_managed")
+        code = await broker.devices.create_pairing_code(account)
+        device = await broker.devices.register(code.code, "selfcheck phone")
         print(f"paired device {device.device_id} with code {code.code}")
-        await broker.heartbeat(device.ref, battery=100)
-        queued = await broker.enqueue(account, [OutgoingMessage("+15551234567", "Hello", device.device_id)])
-        claimed = await broker.claim(device.ref)
+        await broker.presence.heartbeat(device.ref, battery=100)
+        queued = await broker.messages.enqueue(account, [OutgoingMessage("+15551234567", "Hello", device.device_id)])
+        claimed = await broker.messages.claim(device.ref)
         if [m.id for m in claimed] != queued.ids:
             raise SystemExit(f"selfcheck failed: queued {queued.ids}, claimed {[m.id for m in claimed]}")
-        change = await broker.report_status(device.ref, queued.ids[0], "sent")
+        change = await broker.messages.report_status(device.ref, queued.ids[0], "sent")
         print(f"message {change.id}: queued -> claimed -> {change.status}")
         print("selfcheck passed")
     finally:
@@ -65,11 +65,11 @@ def selfcheck(settings: Settings) -> int:
 async def _create_operator(url: str, settings: Settings, email: str, password: str) -> str:
     from api.auth import hash_password
 
-    client = aioredis.from_url(url)
+    client = connect(url)
     try:
         broker = Broker(client, settings)
         await broker.start()
-        account = await broker.create_account(email, "self_managed", operator=True,
+        account = await broker.accounts.create(email, "self_managed", operator=True,
                                               password_hash=await hash_password(password))
         return account.id
     finally:
@@ -78,7 +78,7 @@ async def _create_operator(url: str, settings: Settings, email: str, password: s
 
 def operator_create(settings: Settings, email: str, password_stdin: bool, data_dir: str | None) -> int:
     from api.auth import MAX_PASSWORD, MIN_PASSWORD
-    from api.server import redis_url_for
+    from connecfy.server import redis_url_for
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -96,7 +96,7 @@ async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
     from broker.history import HistoryStore
     from broker.restore import restore
 
-    client = aioredis.from_url(url)
+    client = connect(url)
     store = HistoryStore.from_settings(settings, data_dir)
     try:
         await store.start()
@@ -111,7 +111,7 @@ async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
 
 
 def restore_command(settings: Settings, data_dir: str | None) -> int:
-    from api.server import redis_url_for
+    from connecfy.server import redis_url_for
     from broker.restore import RestoreRefused
 
     try:
@@ -133,8 +133,9 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
     from api.observability import configure_logging, swept, webhook_attempted
-    from api.server import redis_url_for
-    from broker.background import Observers, run
+    from connecfy.server import redis_url_for
+    from broker.jobs import Observers
+    from connecfy.background import run
 
     configure_logging()
     settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "selfcheck":
         return selfcheck(settings)
     if args.command == "serve":
-        from api.server import serve as run_server
+        from connecfy.server import serve as run_server
 
         return run_server(settings, host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
     if args.command == "operator":

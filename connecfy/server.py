@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.redis_server import RedisServer
+from connecfy.redis_server import RedisServer
 from broker.settings import Settings
-from broker.supervisor import Supervisor
+from connecfy.supervisor import Supervisor
 
 
 def redis_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -97,7 +97,7 @@ class BackgroundProcess:
 
     def start(self) -> BackgroundProcess:
         env = {k: v for k, v in os.environ.items() if k != "CONNECFY_BACKGROUND_IN_WORKERS"}
-        self.process = subprocess.Popen([sys.executable, "-m", "broker.cli", "background",
+        self.process = subprocess.Popen([sys.executable, "-m", "connecfy.cli", "background",
                                          "--parent-pid", str(os.getpid())],
                                         env=env, stdin=subprocess.DEVNULL,
                                         # Its own session: a terminal's Ctrl-C reaches serve,
@@ -144,7 +144,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
     try:
         Granian(
-            "api.server:asgi_app",
+            "connecfy.server:asgi_app",
             factory=True,
             address=host,
             port=port,

@@ -1,0 +1,80 @@
+"""Accounts: created at signup (or by ``connecfy operator create``), found by id or email."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from broker import errors, ids, keys
+from broker.context import Context
+from broker.records import Account, AccountType
+from broker.redis_client import fields, text
+
+MAX_EMAIL_CHARS = 254
+
+
+class Accounts:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def create(
+        self,
+        email: str,
+        account_type: AccountType,
+        *,
+        password_hash: str = "",
+        operator: bool = False,
+        daily_quota: int | None = None,
+    ) -> Account:
+        """A new account; EmailTaken when another has the address (in any case).
+
+        The record is written before the email index that finds it, so an index entry
+        always names a whole account: a crash in between leaves only a record nothing
+        points at. Of two signups with one address, the index's SET NX picks one; the
+        other's record is removed again."""
+        if account_type not in ("self_managed", "api_only"):
+            raise errors.InvalidInput("account_type must be self_managed or api_only", field="account_type")
+        if not isinstance(email, str) or "@" not in email or len(email) > MAX_EMAIL_CHARS:
+            raise errors.InvalidInput("email is not an email address", field="email")
+        settings = self.ctx.settings
+        if daily_quota is None:
+            daily_quota = settings.quota_api_only if account_type == "api_only" else settings.quota_self_managed
+        account = Account(
+            id=ids.short_id(),
+            email=email.strip(),
+            account_type=account_type,
+            daily_quota=daily_quota,
+            operator=operator,
+            password_hash=password_hash,
+            created_ms=self.ctx.now(),
+        )
+        redis = self.ctx.redis
+        shard = self.ctx.account_shard(account.id)
+        record: dict[str, Any] = msgspec.to_builtins(account)
+        record["operator"] = int(account.operator)
+        await redis.hset(shard.account(), mapping=record)
+        if not await redis.set(keys.email_index(email), account.id, nx=True):
+            await redis.delete(shard.account())
+            raise errors.EmailTaken()
+        await redis.sadd(keys.SHARDS, shard.tag)
+        return account
+
+    async def get(self, account_id: str) -> Account:
+        raw = await self.ctx.redis.hgetall(self.ctx.account_shard(account_id).account())
+        if not raw:
+            raise errors.AccountNotFound()
+        return account_from_hash(raw)
+
+    async def find_by_email(self, email: str) -> Account:
+        account_id = await self.ctx.redis.get(keys.email_index(email))
+        if account_id is None:
+            raise errors.AccountNotFound()
+        return await self.get(text(account_id))
+
+
+def account_from_hash(raw: dict[Any, Any]) -> Account:
+    """An account hash as read from Redis."""
+    record: dict[str, Any] = dict(fields(raw))
+    record["operator"] = record.get("operator") == "1"
+    return msgspec.convert(record, Account, strict=False)
