@@ -8,10 +8,10 @@ import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 
-from broker.clock import iso_utc
 from api.credentials import session_guard
 from api.errors import not_found
 from broker import Broker, errors
+from broker.clock import iso_utc
 from broker.records import Account, ApiKeyInfo
 
 
@@ -51,11 +51,12 @@ class ApiKeysController(Controller):
     @get("/", operation_id="listApiKeys")
     async def list_keys(self, account: Account, broker: Broker) -> list[KeyOut]:
         """The account's keys, without their secrets."""
-        return [key_out(k) for k in await broker.api_keys.list(account)]
+        return [key_out(k) for k in await broker.api_keys.list_for(account)]
 
     @delete("/{key_id:str}/", status_code=204, operation_id="revokeApiKey")
-    async def revoke(self, key_id: Annotated[str, Parameter(max_length=64)], account: Account,
-                     broker: Broker) -> Response[None]:
+    async def revoke(
+        self, key_id: Annotated[str, Parameter(max_length=64)], account: Account, broker: Broker
+    ) -> Response[None]:
         """Revoke a key: it stops working at once."""
         try:
             await broker.api_keys.revoke(account, key_id)

@@ -32,8 +32,8 @@ from api.sms import SmsController
 from api.stats import StatsController
 from api.webhooks import WebhooksController
 from broker import Broker, Settings, __version__
-from broker.jobs import Observers, start_jobs, stop_jobs
 from broker.history import HistoryStore
+from broker.jobs import Observers, start_jobs, stop_jobs
 from broker.redis_client import redis_for
 from broker.webhooks.courier import Courier
 
@@ -97,11 +97,16 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         app.state.broker = broker
         # Test events from the dashboard; the dispatcher has a courier of its own.
         app.state.webhook_courier = courier = Courier(
-            timeout_s=settings.webhook_timeout_seconds, max_in_flight=8,
-            allow_loopback=settings.webhook_allow_loopback_http)
+            timeout_s=settings.webhook_timeout_seconds,
+            max_in_flight=8,
+            allow_loopback=settings.webhook_allow_loopback_http,
+        )
         complete_schema(app)
-        tasks = (start_jobs(broker, history, Observers(swept, webhook_attempted))
-                 if sweep and settings.background_in_workers else [])
+        tasks = (
+            start_jobs(broker, history, Observers(swept, webhook_attempted))
+            if sweep and settings.background_in_workers
+            else []
+        )
         try:
             yield
         finally:
@@ -111,9 +116,21 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             await client.aclose()
 
     return Litestar(
-        route_handlers=[PhoneController, DashboardDevicesController, SmsController, ExternalController,
-                        ApiKeysController, StatsController, AuthController, HealthController, MetricsController,
-                        AccountLimitsController, OperatorController, WebhooksController, dashboard_router],
+        route_handlers=[
+            PhoneController,
+            DashboardDevicesController,
+            SmsController,
+            ExternalController,
+            ApiKeysController,
+            StatsController,
+            AuthController,
+            HealthController,
+            MetricsController,
+            AccountLimitsController,
+            OperatorController,
+            WebhooksController,
+            dashboard_router,
+        ],
         template_config=template_config,
         dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),

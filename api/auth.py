@@ -70,10 +70,28 @@ def _check_password(password: str) -> None:
 def with_session_cookies(response: Response, request: Request, session: Session) -> Response:
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
     max_age = max(0, (session.expires_at_ms - request.app.state.broker.clock()) // 1000)
-    response.set_cookie(Cookie(key=SESSION_COOKIE, value=session.id, httponly=True, samesite="lax",
-                               secure=secure, max_age=max_age, path="/"))
-    response.set_cookie(Cookie(key=CSRF_COOKIE, value=session.csrf_token, httponly=False, samesite="lax",
-                               secure=secure, max_age=max_age, path="/"))
+    response.set_cookie(
+        Cookie(
+            key=SESSION_COOKIE,
+            value=session.id,
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+            max_age=max_age,
+            path="/",
+        )
+    )
+    response.set_cookie(
+        Cookie(
+            key=CSRF_COOKIE,
+            value=session.csrf_token,
+            httponly=False,
+            samesite="lax",
+            secure=secure,
+            max_age=max_age,
+            path="/",
+        )
+    )
     return response
 
 
@@ -87,8 +105,9 @@ class AuthController(Controller):
         if not broker.settings.signup_open:
             raise ApiError(403, "signup_closed", "signup is closed on this server")
         _check_password(data.password)
-        account = await broker.accounts.create(data.email, data.account_type,
-                                              password_hash=await hash_password(data.password))
+        account = await broker.accounts.create(
+            data.email, data.account_type, password_hash=await hash_password(data.password)
+        )
         session = await broker.sessions.create(account)
         return with_session_cookies(Response(account_out(account), status_code=201), request, session)
 

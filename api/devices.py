@@ -9,12 +9,12 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
-from broker.clock import iso_utc
 from api.credentials import device_guard, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
 from api.limits import auth_rate_guard
 from api.observability import claimed
 from broker import Broker, errors
+from broker.clock import iso_utc
 from broker.records import Account, DeviceInfo, DeviceRef
 
 DeviceId = Annotated[str, Parameter(max_length=64)]
@@ -81,9 +81,20 @@ class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def device_out(info: DeviceInfo) -> DeviceOut:
-    return DeviceOut(info.device_id, info.device_name, info.phone_number, info.online, iso_utc(info.last_seen_ms),
-                     info.battery, info.android_version, info.app_version, info.segments_per_minute,
-                     info.segments_per_day, iso_utc(info.created_ms) or "", info.counts)
+    return DeviceOut(
+        info.device_id,
+        info.device_name,
+        info.phone_number,
+        info.online,
+        iso_utc(info.last_seen_ms),
+        info.battery,
+        info.android_version,
+        info.app_version,
+        info.segments_per_minute,
+        info.segments_per_day,
+        iso_utc(info.created_ms) or "",
+        info.counts,
+    )
 
 
 class PhoneController(Controller):
@@ -104,8 +115,9 @@ class PhoneController(Controller):
     # a second.
 
     @get("/{device_id:str}/tasks/", guards=[device_guard], operation_id="claimTasks")
-    async def tasks(self, request: Request, limit: Annotated[int, Parameter(ge=1, le=100)] = 10
-                    ) -> Response[list[Task]]:
+    async def tasks(
+        self, request: Request, limit: Annotated[int, Parameter(ge=1, le=100)] = 10
+    ) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
         Polling faster than the tasks limit gets 429 with ``Retry-After``."""
         try:
@@ -122,7 +134,8 @@ class PhoneController(Controller):
         device: DeviceRef = request.state.device
         try:
             seen = await request.app.state.broker.presence.heartbeat(
-                device, battery=data.battery, android_version=data.android_version, app_version=data.app_version)
+                device, battery=data.battery, android_version=data.android_version, app_version=data.app_version
+            )
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         return HeartbeatOut("ok", device.device_id, iso_utc(seen) or "")
@@ -144,15 +157,18 @@ class DashboardDevicesController(Controller):
     tags = ["dashboard: devices"]
 
     @post("/pairing-codes/", status_code=201, operation_id="createPairingCode")
-    async def pairing_code(self, account: Account, broker: Broker,
-                           data: PairingCodeBody | None = None) -> PairingCodeOut:
+    async def pairing_code(
+        self, account: Account, broker: Broker, data: PairingCodeBody | None = None
+    ) -> PairingCodeOut:
         """A one-time code (10 minutes) that pairs a phone; ``{"pool": true}`` pairs a
         platform pool phone (operator only)."""
         pool = bool(data and data.pool)
         if pool and not account.operator:
             raise forbidden("only the operator pairs platform pool phones")
         if not pool and account.account_type == "api_only":
-            raise ApiError(403, "api_only_account", "API-only accounts send through the platform pool and pair no phones")
+            raise ApiError(
+                403, "api_only_account", "API-only accounts send through the platform pool and pair no phones"
+            )
         code = await broker.devices.create_pairing_code(None if pool else account)
         return PairingCodeOut(code.code, iso_utc(code.expires_at_ms) or "")
 
@@ -161,14 +177,18 @@ class DashboardDevicesController(Controller):
         """The account's devices with presence; ``?pool=true``: the platform pool's (operator)."""
         if pool and not account.operator:
             raise forbidden("only the operator sees the platform pool")
-        return [device_out(d) for d in await broker.devices.list(None if pool else account)]
+        return [device_out(d) for d in await broker.devices.list_for(None if pool else account)]
 
     @patch("/{device_id:str}/", operation_id="updateDevice")
     async def update(self, device_id: DeviceId, data: DeviceUpdate, account: Account, broker: Broker) -> DeviceOut:
         """Rename a device or change its send budget (segments per minute and per day)."""
         ref = await owned_device(broker, account, device_id)
-        await broker.devices.update(ref, name=data.device_name, segments_per_minute=data.segments_per_minute,
-                                   segments_per_day=data.segments_per_day)
+        await broker.devices.update(
+            ref,
+            name=data.device_name,
+            segments_per_minute=data.segments_per_minute,
+            segments_per_day=data.segments_per_day,
+        )
         return device_out(await broker.devices.info(ref))
 
     @delete("/{device_id:str}/", status_code=204, operation_id="removeDevice")

@@ -10,20 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from broker.records import RateDecision
-
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from broker import errors
+from broker.records import RateDecision
 from broker.redis_client import REDIS_AWAY
 
 log = logging.getLogger("connecfy.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status_code: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.code = code
@@ -71,8 +71,9 @@ def _body(status_code: int, code: str, detail: str, **extra: Any) -> dict[str, A
 
 
 def _api_error(_: Request, exc: ApiError) -> Response:
-    return Response(_body(exc.status_code, exc.code, exc.detail, **exc.extra), status_code=exc.status_code,
-                    headers=exc.headers)
+    return Response(
+        _body(exc.status_code, exc.code, exc.detail, **exc.extra), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 def rate_headers(decision: RateDecision) -> dict[str, str]:
@@ -113,22 +114,34 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
     return Response(_body(400, "invalid_request", detail), status_code=400)
 
 
-_HTTP_CODES = {400: "invalid_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
-               429: "rate_limited", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if exc.status_code < 500 else "the server could not complete the request"
-    return Response(_body(exc.status_code, code, detail), status_code=exc.status_code,
-                    headers=getattr(exc, "headers", None) or {})
+    return Response(
+        _body(exc.status_code, code, detail), status_code=exc.status_code, headers=getattr(exc, "headers", None) or {}
+    )
 
 
 def _redis_down(_: Request, exc: Exception) -> Response:
     log.warning("redis unreachable: %s", exc)
-    return Response(_body(503, "unavailable", "the message store is unreachable; try again shortly"),
-                    status_code=503, headers={"Retry-After": "2"})
+    return Response(
+        _body(503, "unavailable", "the message store is unreachable; try again shortly"),
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

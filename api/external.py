@@ -63,12 +63,19 @@ class ExternalController(Controller):
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
         result = await request.app.state.broker.messages.enqueue(
-            request.state.account, [OutgoingMessage(data.to, data.message, data.device_id)],
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
+            request.state.account,
+            [OutgoingMessage(data.to, data.message, data.device_id)],
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+        )
         return Response(ExternalQueued(result.ids[0], "queued"), status_code=202, headers=send_headers(result))
 
-    @post("/send-batch/", status_code=202, guards=[api_key_guard], operation_id="externalSendBatch",
-          request_max_body_size=BATCH_MAX_BYTES)
+    @post(
+        "/send-batch/",
+        status_code=202,
+        guards=[api_key_guard],
+        operation_id="externalSendBatch",
+        request_max_body_size=BATCH_MAX_BYTES,
+    )
     async def send_batch(self, request: Request, data: BatchBody) -> Response[BatchQueued]:
         """Queue up to 1,000 messages at once, all or none: any bad item is a 400 whose
         ``errors`` name every bad index, and nothing is queued. The ids come back in the
@@ -76,16 +83,25 @@ class ExternalController(Controller):
         messages = [OutgoingMessage(m.to, m.message, m.device_id) for m in data.messages]
         try:
             result = await request.app.state.broker.messages.enqueue(
-                request.state.account, messages, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
+                request.state.account, messages, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+            )
         except errors.DeviceNotFound as exc:
-            raise ApiError(400, "invalid_input", exc.detail + "; nothing was queued", field="device_id",
-                           errors=[{"index": i, "field": "device_id", "detail": "no such device"}
-                                   for i in exc.indexes]) from None
+            raise ApiError(
+                400,
+                "invalid_input",
+                exc.detail + "; nothing was queued",
+                field="device_id",
+                errors=[{"index": i, "field": "device_id", "detail": "no such device"} for i in exc.indexes],
+            ) from None
         except errors.InvalidInput as exc:
             if not exc.problems:
                 raise
-            raise ApiError(400, exc.code, exc.detail, field=exc.field,
-                           errors=[{"index": p.index, "field": p.field, "detail": p.detail}
-                                   for p in exc.problems]) from None
+            raise ApiError(
+                400,
+                exc.code,
+                exc.detail,
+                field=exc.field,
+                errors=[{"index": p.index, "field": p.field, "detail": p.detail} for p in exc.problems],
+            ) from None
         queued = [ExternalQueued(message_id, "queued") for message_id in result.ids]
         return Response(BatchQueued(len(queued), queued), status_code=202, headers=send_headers(result))

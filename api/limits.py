@@ -16,9 +16,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from broker.clock import iso_utc
 from api.credentials import broker_of, operator_guard, session_guard
 from broker import Broker
+from broker.clock import iso_utc
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits
 
 PlainId = Annotated[str, Parameter(max_length=64)]
@@ -113,17 +113,32 @@ def _change_out(change: LimitChange | None) -> LimitChangeBody | None:
 
 
 def request_out(request: LimitRequest) -> LimitRequestOut:
-    return LimitRequestOut(request.id, request.account_id, request.email, request.status, request.reason,
-                           _change_out(request.requested) or LimitChangeBody(), _change_out(request.granted),
-                           request.note, iso_utc(request.created_ms) or "", iso_utc(request.decided_ms))
+    return LimitRequestOut(
+        request.id,
+        request.account_id,
+        request.email,
+        request.status,
+        request.reason,
+        _change_out(request.requested) or LimitChangeBody(),
+        _change_out(request.granted),
+        request.note,
+        iso_utc(request.created_ms) or "",
+        iso_utc(request.decided_ms),
+    )
 
 
 async def limits_out(broker: Broker, account: Account) -> LimitsOut:
     limits: Limits = broker.limits.of(account)
     pending = await broker.limits.pending_request(account)
-    return LimitsOut(limits.sends_per_second, limits.sends_burst, limits.tasks_per_minute, limits.tasks_burst,
-                     limits.daily_quota, await broker.limits.quota_used(account),
-                     None if pending is None else request_out(pending))
+    return LimitsOut(
+        limits.sends_per_second,
+        limits.sends_burst,
+        limits.tasks_per_minute,
+        limits.tasks_burst,
+        limits.daily_quota,
+        await broker.limits.quota_used(account),
+        None if pending is None else request_out(pending),
+    )
 
 
 class AccountLimitsController(Controller):
@@ -140,8 +155,9 @@ class AccountLimitsController(Controller):
     @post("/limit-requests/", status_code=201, operation_id="requestLimits")
     async def request_limits(self, data: LimitRequestBody, account: Account, broker: Broker) -> LimitRequestOut:
         """Ask the operator for higher limits (one request waits at a time: 409 otherwise)."""
-        requested = LimitChange(sends_per_second=data.sends_per_second, tasks_per_minute=data.tasks_per_minute,
-                                daily_quota=data.daily_quota)
+        requested = LimitChange(
+            sends_per_second=data.sends_per_second, tasks_per_minute=data.tasks_per_minute, daily_quota=data.daily_quota
+        )
         return request_out(await broker.limits.request(account, requested, data.reason))
 
     @get("/limit-requests/", operation_id="listOwnLimitRequests")
@@ -157,24 +173,24 @@ class OperatorController(Controller):
 
     @get("/limit-requests/", operation_id="listLimitRequests")
     async def list_requests(
-        self, broker: Broker,
+        self,
+        broker: Broker,
         status: Literal["pending", "approved", "rejected"] | None = None,
     ) -> list[LimitRequestOut]:
         """Every account's requests for higher limits, newest first."""
         return [request_out(r) for r in await broker.limits.list_requests(status=status)]
 
     @post("/limit-requests/{request_id:str}/approve/", status_code=200, operation_id="approveLimitRequest")
-    async def approve(self, request_id: PlainId, broker: Broker,
-                      data: DecisionBody | None = None) -> LimitRequestOut:
+    async def approve(self, request_id: PlainId, broker: Broker, data: DecisionBody | None = None) -> LimitRequestOut:
         """Grant a request: what was asked, or the limits given here. A raised rate
         without a burst gets a burst scaled like the default one."""
         data = data or DecisionBody()
-        return request_out(await broker.limits.decide_request(request_id, approve=True, granted=data.change(),
-                                                             note=data.note))
+        return request_out(
+            await broker.limits.decide_request(request_id, approve=True, granted=data.change(), note=data.note)
+        )
 
     @post("/limit-requests/{request_id:str}/reject/", status_code=200, operation_id="rejectLimitRequest")
-    async def reject(self, request_id: PlainId, broker: Broker,
-                     data: DecisionBody | None = None) -> LimitRequestOut:
+    async def reject(self, request_id: PlainId, broker: Broker, data: DecisionBody | None = None) -> LimitRequestOut:
         """Refuse a request; the note tells the account why."""
         data = data or DecisionBody()
         return request_out(await broker.limits.decide_request(request_id, approve=False, note=data.note))

@@ -58,26 +58,43 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 REGISTRY = CollectorRegistry(auto_describe=True)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-HTTP_REQUESTS = Counter("connecfy_http_requests", "HTTP requests answered, by route template, method and status.",
-                        ["route", "method", "status"], registry=REGISTRY)
-HTTP_DURATION = Histogram("connecfy_http_request_duration_seconds",
-                          "Time from request to the last byte of the response, by route template and method.",
-                          ["route", "method"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+HTTP_REQUESTS = Counter(
+    "connecfy_http_requests",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "connecfy_http_request_duration_seconds",
+    "Time from request to the last byte of the response, by route template and method.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 CLAIMS = Counter("connecfy_claims", "Claim calls by phones (GET .../tasks/).", registry=REGISTRY)
 CLAIMED = Counter("connecfy_claimed_messages", "Messages handed to phones by claims.", registry=REGISTRY)
 SWEEPS = Counter("connecfy_sweeps", "Sweep passes over every shard.", registry=REGISTRY)
-SWEPT = Counter("connecfy_swept_messages",
-                "Messages the sweep moved: expired (TTL passed while queued), lost (failed device_lost), "
-                "returned (back to the pool from an offline phone).", ["outcome"], registry=REGISTRY)
+SWEPT = Counter(
+    "connecfy_swept_messages",
+    "Messages the sweep moved: expired (TTL passed while queued), lost (failed device_lost), "
+    "returned (back to the pool from an offline phone).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 _swept_expired, _swept_lost, _swept_returned = (SWEPT.labels(o) for o in ("expired", "lost", "returned"))
-WEBHOOK_ATTEMPTS = Counter("connecfy_webhook_attempts",
-                           "Webhook POSTs of message events by outcome: delivered, failed (retried later), "
-                           "gave_up (a day of failures), disabled (the endpoint was disabled).",
-                           ["outcome"], registry=REGISTRY)
-WEBHOOK_DELAY = Histogram("connecfy_webhook_delay_seconds",
-                          "From a status change to its webhook's 2xx, retries included.",
-                          buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0),
-                          registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter(
+    "connecfy_webhook_attempts",
+    "Webhook POSTs of message events by outcome: delivered, failed (retried later), "
+    "gave_up (a day of failures), disabled (the endpoint was disabled).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DELAY = Histogram(
+    "connecfy_webhook_delay_seconds",
+    "From a status change to its webhook's 2xx, retries included.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0),
+    registry=REGISTRY,
+)
 
 
 def claimed(messages: int) -> None:
@@ -140,18 +157,24 @@ def _observe(route: str, method: str, status: int, seconds: float) -> None:
 
 
 def _gauge_families(gauges: Gauges | None) -> list[GaugeMetricFamily]:
-    up = GaugeMetricFamily("connecfy_redis_up", "Whether this scrape could read the gauges below from Redis.",
-                           value=0 if gauges is None else 1)
+    up = GaugeMetricFamily(
+        "connecfy_redis_up",
+        "Whether this scrape could read the gauges below from Redis.",
+        value=0 if gauges is None else 1,
+    )
     if gauges is None:
         return [up]
-    queued = GaugeMetricFamily("connecfy_queued_messages",
-                               "Queued messages: in device queues (queue=device) and pools (queue=pool), of "
-                               "account shards (shard=account) and platform pools (shard=platform).",
-                               labels=["queue", "shard"])
+    queued = GaugeMetricFamily(
+        "connecfy_queued_messages",
+        "Queued messages: in device queues (queue=device) and pools (queue=pool), of "
+        "account shards (shard=account) and platform pools (shard=platform).",
+        labels=["queue", "shard"],
+    )
     devices = GaugeMetricFamily("connecfy_devices", "Paired devices.", labels=["shard"])
     online = GaugeMetricFamily("connecfy_devices_online", "Devices with a live heartbeat.", labels=["shard"])
-    shards = GaugeMetricFamily("connecfy_shards", "Shards: one per self-managed account, one per platform pool.",
-                               labels=["shard"])
+    shards = GaugeMetricFamily(
+        "connecfy_shards", "Shards: one per self-managed account, one per platform pool.", labels=["shard"]
+    )
     for kind, totals in (("account", gauges.account), ("platform", gauges.platform)):
         queued.add_metric(["device", kind], totals.device_queued)
         queued.add_metric(["pool", kind], totals.pool_queued)
@@ -196,8 +219,12 @@ def metrics_token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     sent = connection.headers.get("authorization", "")
     scheme, _, value = sent.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-        raise ApiError(401, "not_authenticated", "GET /metrics needs Authorization: Bearer <metrics token>",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "not_authenticated",
+            "GET /metrics needs Authorization: Bearer <metrics token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 class MetricsController(Controller):
@@ -325,6 +352,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 # ---------------------------------------------------------------- the ASGI wrapper
 
+
 def new_request_id() -> str:
     return os.urandom(12).hex()
 
@@ -386,11 +414,20 @@ class ObservedApp:
             if status:
                 raise
             status = 500
-            body = _encoder.encode({"status_code": 500, "code": "internal_error",
-                                    "detail": "the server could not complete the request"})
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode()), rid_header]})
+            body = _encoder.encode(
+                {"status_code": 500, "code": "internal_error", "detail": "the server could not complete the request"}
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        rid_header,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             sent = len(body)
         finally:
@@ -440,13 +477,32 @@ _RECORD_KEYS = frozenset({"ts", "level", "logger", "message", "pid", "request_id
 _write_access_line = _access_line_to_logging
 
 
-def _access_line(method: str, path: str, route: str, status: int, seconds: float, sent: int,
-                 client: Any, rid: str, forwarded: bytes | None = None) -> None:
+def _access_line(
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    seconds: float,
+    sent: int,
+    client: Any,
+    rid: str,
+    forwarded: bytes | None = None,
+) -> None:
     path = path[:MAX_LOGGED_CHARS]
     entry = {
-        "ts": "", "level": "info", "logger": "connecfy.access", "message": f"{method} {path} {status}",
-        "pid": _pid[0], "request_id": rid, "method": method, "path": path, "route": route, "status": status,
-        "duration_ms": round(seconds * 1000, 3), "client": client[0] if client else None, "bytes": sent,
+        "ts": "",
+        "level": "info",
+        "logger": "connecfy.access",
+        "message": f"{method} {path} {status}",
+        "pid": _pid[0],
+        "request_id": rid,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "client": client[0] if client else None,
+        "bytes": sent,
     }
     if forwarded is not None:
         # As received: whether to trust it is the proxy's business (CONNECFY_TRUST_FORWARDED_FOR).

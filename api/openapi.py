@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from http import HTTPStatus
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any, get_args
 
 import msgspec
@@ -72,8 +72,15 @@ from broker.sessions import Sessions
 from broker.webhooks.endpoints import WebhookEndpoints
 
 SERVICES: dict[str, type] = {
-    "accounts": Accounts, "sessions": Sessions, "api_keys": ApiKeys, "devices": Devices, "presence": Presence,
-    "messages": Messages, "message_log": MessageLog, "limits": AccountLimits, "webhooks": WebhookEndpoints,
+    "accounts": Accounts,
+    "sessions": Sessions,
+    "api_keys": ApiKeys,
+    "devices": Devices,
+    "presence": Presence,
+    "messages": Messages,
+    "message_log": MessageLog,
+    "limits": AccountLimits,
+    "webhooks": WebhookEndpoints,
 }
 
 DESCRIPTION = (
@@ -82,7 +89,7 @@ DESCRIPTION = (
     "phone; the dashboard session (cookie `sessionid`, and on unsafe methods the `csrftoken` cookie echoed in "
     "`X-CSRFToken`); a send-only API key, sent as `api_key` in the JSON body. A missing or unknown credential is "
     "401, checked before the body.\n\n"
-    "Every error is JSON `{\"status_code\", \"code\", \"detail\"}` (schema `Error`), some with `field`, `index` "
+    'Every error is JSON `{"status_code", "code", "detail"}` (schema `Error`), some with `field`, `index` '
     "or a batch's `errors`. Bodies are JSON (415 otherwise), at most 64 KiB (413), the batch 2 MiB. A 429 carries "
     "`Retry-After`, and on a rate limit `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 503 "
     "(the message store unreachable) carries `Retry-After`. A path with a method it does not serve is 405."
@@ -100,16 +107,24 @@ RESPONSE_STATUS = re.compile(r"\bstatus_code\s*=\s*(\d{3})")
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body, a query or a path parameter is not valid (`field` names the first bad field)."),
     401: ("Unauthorized", "The credential is missing, unknown, expired or revoked (checked before the body)."),
-    403: ("Forbidden", "The credential may not do this: CSRF token missing or wrong, another device's id, "
-                       "operator only, API-only accounts pair no phones, or signup is closed."),
+    403: (
+        "Forbidden",
+        "The credential may not do this: CSRF token missing or wrong, another device's id, "
+        "operator only, API-only accounts pair no phones, or signup is closed.",
+    ),
     404: ("NotFound", "No such object for this credential (another account's ids are not found either)."),
     405: ("MethodNotAllowed", "The path exists but not with this method."),
-    409: ("Conflict", "The request conflicts with the current state: email taken, a status change the message's "
-                      "state does not allow, or an Idempotency-Key reused with another body."),
+    409: (
+        "Conflict",
+        "The request conflicts with the current state: email taken, a status change the message's "
+        "state does not allow, or an Idempotency-Key reused with another body.",
+    ),
     413: ("PayloadTooLarge", "The body is larger than the endpoint accepts."),
     415: ("UnsupportedMediaType", "The body is not sent as Content-Type: application/json."),
-    429: ("TooManyRequests", "A rate limit or the account's daily quota was reached: retry after `Retry-After` "
-                             "seconds."),
+    429: (
+        "TooManyRequests",
+        "A rate limit or the account's daily quota was reached: retry after `Retry-After` seconds.",
+    ),
     503: ("ServiceUnavailable", "The message store is unreachable: retry after `Retry-After` seconds."),
 }
 
@@ -194,8 +209,11 @@ def _raised_statuses(source: str) -> set[int]:
 def _broker_conflicts(source: str) -> bool:
     """Whether a broker method the handler calls raises a domain error that is a 409."""
     conflicts = [cls.__name__ for cls, status in _BROKER_STATUS.items() if status == 409]
-    called = [(SERVICES[service], name) for service, name in re.findall(r"\bbroker\.(\w+)\.(\w+)\(", source)
-              if service in SERVICES]
+    called = [
+        (SERVICES[service], name)
+        for service, name in re.findall(r"\bbroker\.(\w+)\.(\w+)\(", source)
+        if service in SERVICES
+    ]
     for owner, name in set(called):
         method = getattr(owner, name, None)
         try:
@@ -235,8 +253,12 @@ def _body_structs(handler: HTTPRouteHandler) -> list[type[msgspec.Struct]]:
 
 
 def _structs_forbidding_unknown_fields(app: Litestar) -> set[str]:
-    return {struct.__name__ for _, _, _, handler in _operations(app) for struct in _body_structs(handler)
-            if struct.__struct_config__.forbid_unknown_fields}
+    return {
+        struct.__name__
+        for _, _, _, handler in _operations(app)
+        for struct in _body_structs(handler)
+        if struct.__struct_config__.forbid_unknown_fields
+    }
 
 
 # One operation -----------------------------------------------------------------------------
@@ -251,10 +273,16 @@ def _describe(method: str, operation: Operation, handler: HTTPRouteHandler, comp
     credential = any(guard in guards for guard in CREDENTIAL_GUARDS)
 
     if IDEMPOTENCY_MARKERS.search(source) and not any(p.name.lower() == "idempotency-key" for p in parameters):
-        parameters.append(Parameter(
-            name="Idempotency-Key", param_in="header", required=False, schema=Schema(type=OpenAPIType.STRING),
-            description="Makes a retry safe: the same key with the same body within 24 h returns the first answer "
-                        "and queues nothing; with another body it is 409 idempotency_key_reused."))
+        parameters.append(
+            Parameter(
+                name="Idempotency-Key",
+                param_in="header",
+                required=False,
+                schema=Schema(type=OpenAPIType.STRING),
+                description="Makes a retry safe: the same key with the same body within 24 h returns the first answer "
+                "and queues nothing; with another body it is 409 idempotency_key_reused.",
+            )
+        )
         operation.parameters = parameters
 
     statuses: set[int] = set()
@@ -268,8 +296,9 @@ def _describe(method: str, operation: Operation, handler: HTTPRouteHandler, comp
         statuses.add(403)
     if operator_guard in guards:
         statuses.add(403)
-    body_ids = {f.name for struct in _body_structs(handler) for f in msgspec.structs.fields(struct)
-                if f.name.endswith("_id")}
+    body_ids = {
+        f.name for struct in _body_structs(handler) for f in msgspec.structs.fields(struct) if f.name.endswith("_id")
+    }
     if path_parameters or body_ids:
         statuses.add(404)  # an id in the path or the body that names nothing of this account
     object_ids = path_parameters - ({"device_id"} if device_guard in guards else set())  # not the caller itself
@@ -315,13 +344,16 @@ def _security(method: str, operation: Operation, guards: list[Callable[..., Any]
         operation.security = [{"session": [], "csrf": []}] if method in UNSAFE_METHODS else [{"session": []}]
 
 
-API_KEY_DESCRIPTION = ("The send-only API key (from POST /api/api-keys/), sent in the JSON body as `api_key`. "
-                       "It authenticates the request: a missing, unknown or revoked key is 401, whatever else the "
-                       "body holds.")
+API_KEY_DESCRIPTION = (
+    "The send-only API key (from POST /api/api-keys/), sent in the JSON body as `api_key`. "
+    "It authenticates the request: a missing, unknown or revoked key is 401, whatever else the "
+    "body holds."
+)
 
 
-def _request_body(operation: Operation, handler: HTTPRouteHandler, guards: list[Callable[..., Any]],
-                  components: Components) -> None:
+def _request_body(
+    operation: Operation, handler: HTTPRouteHandler, guards: list[Callable[..., Any]], components: Components
+) -> None:
     body = operation.request_body
     if body is None or isinstance(body, Reference):
         return
@@ -342,11 +374,17 @@ def _request_body(operation: Operation, handler: HTTPRouteHandler, guards: list[
 
 
 def _error_schemas() -> dict[str, Schema]:
-    item = Schema(type=OpenAPIType.OBJECT, required=["index", "field", "detail"], additional_properties=False,
-                  properties={"index": _INTEGER, "field": _STRING, "detail": _STRING},
-                  description="One problem with one item of a batch.")
+    item = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["index", "field", "detail"],
+        additional_properties=False,
+        properties={"index": _INTEGER, "field": _STRING, "detail": _STRING},
+        description="One problem with one item of a batch.",
+    )
     error = Schema(
-        type=OpenAPIType.OBJECT, required=["status_code", "code", "detail"], additional_properties=False,
+        type=OpenAPIType.OBJECT,
+        required=["status_code", "code", "detail"],
+        additional_properties=False,
         description="Every error, everywhere.",
         properties={
             "status_code": Schema(type=OpenAPIType.INTEGER, description="The HTTP status, repeated."),
@@ -354,39 +392,67 @@ def _error_schemas() -> dict[str, Schema]:
             "detail": Schema(type=OpenAPIType.STRING, description="A sentence a person understands."),
             "field": Schema(type=OpenAPIType.STRING, description="The request field at fault, when there is one."),
             "index": Schema(type=OpenAPIType.INTEGER, description="The batch item at fault, when there is one."),
-            "errors": Schema(type=OpenAPIType.ARRAY, items=Reference(ref="#/components/schemas/BatchItemError"),
-                             description="Every bad item of a batch."),
-        })
+            "errors": Schema(
+                type=OpenAPIType.ARRAY,
+                items=Reference(ref="#/components/schemas/BatchItemError"),
+                description="Every bad item of a batch.",
+            ),
+        },
+    )
     return {"Error": error, "BatchItemError": item}
 
 
 def _error_responses() -> dict[str, OpenAPIResponse]:
     responses: dict[str, OpenAPIResponse] = {}
     for status, (name, description) in ERRORS.items():
-        schema = Schema(all_of=[Reference(ref="#/components/schemas/Error"),
-                                Schema(type=OpenAPIType.OBJECT,
-                                       properties={"status_code": Schema(type=OpenAPIType.INTEGER, const=status)})])
+        schema = Schema(
+            all_of=[
+                Reference(ref="#/components/schemas/Error"),
+                Schema(
+                    type=OpenAPIType.OBJECT, properties={"status_code": Schema(type=OpenAPIType.INTEGER, const=status)}
+                ),
+            ]
+        )
         headers: dict[str, OpenAPIHeader | Reference] | None = None
         if status == 429:
-            headers = {name_: OpenAPIHeader(schema=_INTEGER, required=name_ == "Retry-After", description=text)
-                       for name_, text in RATE_LIMIT_HEADERS.items()}
+            headers = {
+                name_: OpenAPIHeader(schema=_INTEGER, required=name_ == "Retry-After", description=text)
+                for name_, text in RATE_LIMIT_HEADERS.items()
+            }
         elif status == 503:
-            headers = {"Retry-After": OpenAPIHeader(schema=_INTEGER, required=True,
-                                                    description=RATE_LIMIT_HEADERS["Retry-After"])}
-        responses[name] = OpenAPIResponse(description=description, headers=headers,
-                                          content={JSON: OpenAPIMediaType(schema=schema)})
+            headers = {
+                "Retry-After": OpenAPIHeader(
+                    schema=_INTEGER, required=True, description=RATE_LIMIT_HEADERS["Retry-After"]
+                )
+            }
+        responses[name] = OpenAPIResponse(
+            description=description, headers=headers, content={JSON: OpenAPIMediaType(schema=schema)}
+        )
     return responses
 
 
 def _security_schemes() -> dict[str, SecurityScheme]:
     return {
-        "deviceToken": SecurityScheme(type="apiKey", name="X-Device-Token", security_scheme_in="header",
-                                      description="A paired phone's device token; it acts only as that device."),
-        "deviceBearer": SecurityScheme(type="http", scheme="bearer",
-                                       description="The same device token as `Authorization: Bearer <token>`."),
-        "session": SecurityScheme(type="apiKey", name=SESSION_COOKIE, security_scheme_in="cookie",
-                                  description="The dashboard session, set by signup and login."),
-        "csrf": SecurityScheme(type="apiKey", name="X-CSRFToken", security_scheme_in="header",
-                               description="On unsafe methods (POST, PUT, PATCH, DELETE) with a session: the "
-                                           "`csrftoken` cookie echoed in this header."),
+        "deviceToken": SecurityScheme(
+            type="apiKey",
+            name="X-Device-Token",
+            security_scheme_in="header",
+            description="A paired phone's device token; it acts only as that device.",
+        ),
+        "deviceBearer": SecurityScheme(
+            type="http", scheme="bearer", description="The same device token as `Authorization: Bearer <token>`."
+        ),
+        "session": SecurityScheme(
+            type="apiKey",
+            name=SESSION_COOKIE,
+            security_scheme_in="cookie",
+            description="The dashboard session, set by signup and login.",
+        ),
+        "csrf": SecurityScheme(
+            type="apiKey",
+            name="X-CSRFToken",
+            security_scheme_in="header",
+            description="On unsafe methods (POST, PUT, PATCH, DELETE) with a session: the "
+            "`csrftoken` cookie echoed in this header.",
+        ),
     }

@@ -8,10 +8,10 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from broker.clock import iso_utc
 from api.credentials import device_guard, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
 from broker import Broker, errors
+from broker.clock import iso_utc
 from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
 
 MessageId = Annotated[str, Parameter(max_length=64)]
@@ -70,11 +70,21 @@ class MessagePageOut(msgspec.Struct):
 
 def message_out(record: MessageRecord) -> MessageOut:
     return MessageOut(
-        record.id, record.to, record.body, record.status, record.device or None, record.segments,
-        record.error or None, iso_utc(record.created) or "", iso_utc(record.updated) or "",
+        record.id,
+        record.to,
+        record.body,
+        record.status,
+        record.device or None,
+        record.segments,
+        record.error or None,
+        iso_utc(record.created) or "",
+        iso_utc(record.updated) or "",
         iso_utc(record.expires) or "",
-        [TimelineEntry(status, iso_utc(at) or "", device or None, error or None)
-         for status, at, device, error in record.timeline])
+        [
+            TimelineEntry(status, iso_utc(at) or "", device or None, error or None)
+            for status, at, device, error in record.timeline
+        ],
+    )
 
 
 def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
@@ -83,8 +93,7 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
     if account.account_type == "self_managed" and not data.device_id:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
-        raise ApiError(400, "device_id_not_allowed",
-                       "API-only accounts send through the platform pool: omit device_id")
+        raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
     return OutgoingMessage(data.to, data.message, data.device_id)
 
 
@@ -97,8 +106,9 @@ async def send_one(broker: Broker, account: Account, message: OutgoingMessage, r
     ``idempotency_key_reused`` with another body)."""
     result = await broker.messages.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
     record = await broker.message_log.get(result.shard, result.ids[0])
-    queued = Queued(record.id, "queued", record.to, record.device or None, record.segments,
-                    iso_utc(record.created) or "")
+    queued = Queued(
+        record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or ""
+    )
     return Response(queued, status_code=202, headers=send_headers(result))
 
 
@@ -131,7 +141,7 @@ class SmsController(Controller):
         device_id: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status or device."""
-        page = await broker.message_log.list(account, limit=limit, cursor=cursor, status=status, device_id=device_id)
+        page = await broker.message_log.page(account, limit=limit, cursor=cursor, status=status, device_id=device_id)
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 
     @get("/{message_id:str}/", guards=[session_guard], operation_id="getMessage")
@@ -156,7 +166,8 @@ class SmsController(Controller):
         """The phone reports sent, delivered or failed for a message it holds."""
         try:
             change = await request.app.state.broker.messages.report_status(
-                request.state.device, message_id, data.status, data.error)
+                request.state.device, message_id, data.status, data.error
+            )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own
                 raise unpaired(request) from None

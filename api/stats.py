@@ -37,6 +37,15 @@ class StatsController(Controller):
         sent = counts["sent"] + counts["delivered"]
         decided = sent + counts["failed"]
         rate = round(100 * sent / decided, 1) if decided else 0.0
-        return StatsOut(counts["total"], sent, counts["failed"], rate, counts["delivered"], counts["queued"],
-                        counts["claimed"], counts["expired"], counts["cancelled"],
-                        [device_out(d) for d in stats.devices])
+        return StatsOut(
+            counts["total"],
+            sent,
+            counts["failed"],
+            rate,
+            counts["delivered"],
+            counts["queued"],
+            counts["claimed"],
+            counts["expired"],
+            counts["cancelled"],
+            [device_out(d) for d in stats.devices],
+        )

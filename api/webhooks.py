@@ -69,18 +69,36 @@ class RedeliveryOut(msgspec.Struct):
 
 
 def webhook_out(endpoint: Endpoint) -> WebhookOut:
-    return WebhookOut(endpoint.id, endpoint.url, endpoint.events, iso_utc(endpoint.created_ms) or "",
-                      endpoint.enabled, iso_utc(endpoint.disabled_ms or None), endpoint.disabled_reason or None,
-                      iso_utc(endpoint.failing_since_ms or None), iso_utc(endpoint.last_success_ms or None),
-                      max(0, endpoint.queued), endpoint.dropped)
+    return WebhookOut(
+        endpoint.id,
+        endpoint.url,
+        endpoint.events,
+        iso_utc(endpoint.created_ms) or "",
+        endpoint.enabled,
+        iso_utc(endpoint.disabled_ms or None),
+        endpoint.disabled_reason or None,
+        iso_utc(endpoint.failing_since_ms or None),
+        iso_utc(endpoint.last_success_ms or None),
+        max(0, endpoint.queued),
+        endpoint.dropped,
+    )
 
 
 def delivery_out(attempt: Attempt) -> DeliveryOut:
     event = attempt.event
-    return DeliveryOut(event.id, event.type, None if event.type == "webhook.test" else event.message_id,
-                       attempt.attempt, attempt.outcome, attempt.status_code, attempt.latency_ms,
-                       attempt.error or None, iso_utc(attempt.at_ms) or "", iso_utc(attempt.next_retry_ms),
-                       event.manual)
+    return DeliveryOut(
+        event.id,
+        event.type,
+        None if event.type == "webhook.test" else event.message_id,
+        attempt.attempt,
+        attempt.outcome,
+        attempt.status_code,
+        attempt.latency_ms,
+        attempt.error or None,
+        iso_utc(attempt.at_ms) or "",
+        iso_utc(attempt.next_retry_ms),
+        event.manual,
+    )
 
 
 class WebhooksController(Controller):
@@ -98,7 +116,7 @@ class WebhooksController(Controller):
     @get("/", operation_id="listWebhooks")
     async def list_webhooks(self, account: Account, broker: Broker) -> list[WebhookOut]:
         """The account's endpoints and how their deliveries stand, without secrets."""
-        return [webhook_out(e) for e in await broker.webhooks.list(account)]
+        return [webhook_out(e) for e in await broker.webhooks.list_for(account)]
 
     @get("/{webhook_id:str}/", operation_id="getWebhook")
     async def detail(self, webhook_id: EndpointId, account: Account, broker: Broker) -> WebhookOut:
@@ -123,8 +141,7 @@ class WebhooksController(Controller):
         return webhook_out(await broker.webhooks.enable(account, webhook_id))
 
     @post("/{webhook_id:str}/test/", status_code=200, operation_id="testWebhook")
-    async def test(self, webhook_id: EndpointId, account: Account, broker: Broker,
-                   request: Request) -> DeliveryOut:
+    async def test(self, webhook_id: EndpointId, account: Account, broker: Broker, request: Request) -> DeliveryOut:
         """POST a signed ``webhook.test`` event to the endpoint now and answer with what it
         said (status code, latency, error)."""
         attempt = await broker.webhooks.send_test(account, webhook_id, request.app.state.webhook_courier)
@@ -135,10 +152,12 @@ class WebhooksController(Controller):
         """The latest delivery attempts (up to 200), newest first."""
         return [delivery_out(a) for a in await broker.webhooks.deliveries(account, webhook_id)]
 
-    @post("/{webhook_id:str}/deliveries/{event_id:str}/redeliver/", status_code=202,
-          operation_id="redeliverWebhookEvent")
-    async def redeliver(self, webhook_id: EndpointId, event_id: EventId, account: Account,
-                        broker: Broker) -> RedeliveryOut:
+    @post(
+        "/{webhook_id:str}/deliveries/{event_id:str}/redeliver/", status_code=202, operation_id="redeliverWebhookEvent"
+    )
+    async def redeliver(
+        self, webhook_id: EndpointId, event_id: EventId, account: Account, broker: Broker
+    ) -> RedeliveryOut:
         """Queue an event from the recent deliveries again, with the same event id."""
         again = await broker.webhooks.redeliver(account, webhook_id, event_id)
         return RedeliveryOut(again.id, iso_utc(again.queued_ms) or "")

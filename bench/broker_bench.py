@@ -91,9 +91,9 @@ from redis.asyncio.connection import DefaultParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker import Broker, Settings, ids, keys  # noqa: E402
-from broker.records import Account, DeviceRef, OutgoingMessage  # noqa: E402
-from connecfy.redis_server import RedisServer, find_redis_server, redis_server_version  # noqa: E402
+from broker import Broker, Settings, ids, keys
+from broker.records import Account, DeviceRef, OutgoingMessage
+from connecfy.redis_server import RedisServer, find_redis_server
 
 DEBIAN_REDIS = "/usr/bin/redis-server"
 NOOP_SCRIPT = "return 1"
@@ -186,8 +186,12 @@ class RoundResult:
 
 
 MEDIAN_FIGURES = (
-    "calls_per_second", "messages_per_second", "server_usec_per_call",
-    "server_busy", "server_cpu", "client_cpu",
+    "calls_per_second",
+    "messages_per_second",
+    "server_usec_per_call",
+    "server_busy",
+    "server_cpu",
+    "client_cpu",
 )
 
 
@@ -322,15 +326,18 @@ class ClaimPhase:
         self.clocks = [start_ms] * len(fleet.devices)
         # One broker per device, each on that device's own clock (they share the client
         # and the loaded scripts): the broker's clock is the only time a claim is given.
-        self.claimers = [Broker(broker.redis, broker.settings, broker.scripts, clock=self._clock_of(task))
-                         for task in range(len(fleet.devices))]
+        self.claimers = [
+            Broker(broker.redis, broker.settings, broker.scripts, clock=self._clock_of(task))
+            for task in range(len(fleet.devices))
+        ]
 
     def _clock_of(self, task: int) -> Callable[[], int]:
         return lambda: self.clocks[task]
 
     async def prepare(self, calls_per_task: int) -> None:
-        await asyncio.gather(*(self.refill(task, calls_per_task * CLAIM_LIMIT)
-                               for task in range(len(self.fleet.devices))))
+        await asyncio.gather(
+            *(self.refill(task, calls_per_task * CLAIM_LIMIT) for task in range(len(self.fleet.devices)))
+        )
 
     async def refill(self, task: int, wanted: int) -> None:
         """Queue messages for the task's device until it holds ``wanted``."""
@@ -391,8 +398,9 @@ async def run_round(client: aioredis.Redis, phase: Phase, concurrency: int, seco
     )
 
 
-async def run_phase(client: aioredis.Redis, phase: Phase, args: argparse.Namespace,
-                    expected_rate: float) -> PhaseResult:
+async def run_phase(
+    client: aioredis.Redis, phase: Phase, args: argparse.Namespace, expected_rate: float
+) -> PhaseResult:
     """A warm-up round, then ``args.rounds`` measured ones; progress goes to stderr."""
     results = []
     for index in range(args.rounds + 1):
@@ -402,15 +410,23 @@ async def run_phase(client: aioredis.Redis, phase: Phase, args: argparse.Namespa
         expected_rate = max(expected_rate, result.calls_per_second)
         label = "warm-up" if index == 0 else f"round {index}/{args.rounds}"
         dry = " (ran dry)" if result.ran_dry else ""
-        print(f"  {phase.name:8} {label:11} {result.calls_per_second:10,.0f} calls/s "
-              f"{result.server_usec_per_call:8.1f} us/call on the server{dry}", file=sys.stderr)
+        print(
+            f"  {phase.name:8} {label:11} {result.calls_per_second:10,.0f} calls/s "
+            f"{result.server_usec_per_call:8.1f} us/call on the server{dry}",
+            file=sys.stderr,
+        )
         results.append(result)
     return PhaseResult(phase.name, results[0], results[1:])
 
 
-async def run_broker_phase(client: aioredis.Redis, args: argparse.Namespace, run_id: str,
-                           make_phase: Callable[[Broker, Fleet], Phase], expected_rate: float,
-                           private: bool) -> PhaseResult:
+async def run_broker_phase(
+    client: aioredis.Redis,
+    args: argparse.Namespace,
+    run_id: str,
+    make_phase: Callable[[Broker, Fleet], Phase],
+    expected_rate: float,
+    private: bool,
+) -> PhaseResult:
     """Set up a broker and a fleet, measure, then leave the Redis as it was."""
     broker = Broker(client, BENCH_SETTINGS)
     await broker.start()
@@ -433,13 +449,19 @@ async def measure(client: aioredis.Redis, args: argparse.Namespace, private: boo
     try:
         baseline = await run_phase(client, noop, args, expected_rate=0)
         enqueue = await run_broker_phase(
-            client, args, run_id, EnqueuePhase, baseline.median("calls_per_second"), private)
+            client, args, run_id, EnqueuePhase, baseline.median("calls_per_second"), private
+        )
         batch = await run_broker_phase(
-            client, args, run_id, lambda b, f: EnqueuePhase(b, f, args.batch),
-            enqueue.median("calls_per_second") / args.batch, private)
+            client,
+            args,
+            run_id,
+            lambda b, f: EnqueuePhase(b, f, args.batch),
+            enqueue.median("calls_per_second") / args.batch,
+            private,
+        )
         claim = await run_broker_phase(
-            client, args, run_id, lambda b, f: ClaimPhase(b, f, b.clock()),
-            enqueue.median("calls_per_second"), private)
+            client, args, run_id, lambda b, f: ClaimPhase(b, f, b.clock()), enqueue.median("calls_per_second"), private
+        )
     finally:
         if not private and not pool_registered:
             await client.srem(keys.SHARDS, keys.pool_shard())
@@ -479,22 +501,27 @@ def print_table(phases: Sequence[PhaseResult]) -> None:
     baseline = phases[0]
     base_rate = baseline.median("calls_per_second")
     base_usec = baseline.median("server_usec_per_call")
-    print(f"{'phase':8} {'calls/s':>10} {'vs no-op':>9} {'>=50%':>6} {'msgs/s':>10} "
-          f"{'srv us/call':>12} {'x no-op':>8} {'srv busy':>9} {'srv CPU':>8} {'client CPU':>11}")
+    print(
+        f"{'phase':8} {'calls/s':>10} {'vs no-op':>9} {'>=50%':>6} {'msgs/s':>10} "
+        f"{'srv us/call':>12} {'x no-op':>8} {'srv busy':>9} {'srv CPU':>8} {'client CPU':>11}"
+    )
     for phase in phases:
         rate = phase.median("calls_per_second")
         usec = phase.median("server_usec_per_call")
         ratio = rate / base_rate
         verdict = "-" if phase is baseline else ("PASS" if ratio >= TARGET_RATIO else "BELOW")
-        messages = (f"{phase.median('messages_per_second'):10,.0f}" if phase.name in ("claim", "batch")
-                    else f"{'-':>10}")
-        print(f"{phase.name:8} {rate:10,.0f} {ratio:9.1%} {verdict:>6} {messages} "
-              f"{usec:12.1f} {usec / base_usec:8.1f} {phase.median('server_busy'):9.0%} "
-              f"{phase.median('server_cpu'):8.0%} {phase.median('client_cpu'):11.0%}")
+        messages = f"{phase.median('messages_per_second'):10,.0f}" if phase.name in ("claim", "batch") else f"{'-':>10}"
+        print(
+            f"{phase.name:8} {rate:10,.0f} {ratio:9.1%} {verdict:>6} {messages} "
+            f"{usec:12.1f} {usec / base_usec:8.1f} {phase.median('server_busy'):9.0%} "
+            f"{phase.median('server_cpu'):8.0%} {phase.median('client_cpu'):11.0%}"
+        )
     for phase in phases:
         if phase.dry_rounds:
-            print(f"note: {phase.name}: {phase.dry_rounds} measured round(s) ran out of queued "
-                  "messages before the deadline (figures cover the time actually run)")
+            print(
+                f"note: {phase.name}: {phase.dry_rounds} measured round(s) ran out of queued "
+                "messages before the deadline (figures cover the time actually run)"
+            )
 
 
 def write_json(path: str, environment: dict[str, Any], phases: Sequence[PhaseResult]) -> None:
@@ -516,9 +543,12 @@ def write_json(path: str, environment: dict[str, Any], phases: Sequence[PhaseRes
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Calls per second of Broker.enqueue and Broker.claim next to a no-op EVALSHA.")
-    parser.add_argument("--redis-url", help="use this running Redis instead of a private one "
-                        "(never flushed; the bench deletes only its own keys)")
+        description="Calls per second of Broker.enqueue and Broker.claim next to a no-op EVALSHA."
+    )
+    parser.add_argument(
+        "--redis-url",
+        help="use this running Redis instead of a private one (never flushed; the bench deletes only its own keys)",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="asyncio tasks (default 32)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each round (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds after the warm-up (default 5)")
@@ -540,7 +570,8 @@ async def bench(args: argparse.Namespace, loop_name: str) -> tuple[dict[str, Any
             url = stack.enter_context(RedisServer(data_dir, binary=binary, appendonly=False)).url
             private = True
         client = aioredis.Redis.from_url(
-            url, max_connections=args.concurrency, socket_timeout=30, socket_connect_timeout=5)
+            url, max_connections=args.concurrency, socket_timeout=30, socket_connect_timeout=5
+        )
         try:
             version = (await client.info("server"))["redis_version"]
             where = f"private {binary}, appendonly off" if private else redact(url)
@@ -558,11 +589,16 @@ async def bench(args: argparse.Namespace, loop_name: str) -> tuple[dict[str, Any
                 "seconds_per_round": args.seconds,
                 "rounds": args.rounds,
             }
-            print(f"redis {version} ({where}); python {environment['python']}, {loop_name}, "
-                  f"{environment['client']}; {environment['cpu_count']} CPUs, "
-                  f"load average {environment['load_average_at_start'][0]:.2f}")
-            print(f"{args.concurrency} tasks on one client (pool of {args.concurrency}); "
-                  f"warm-up + {args.rounds} rounds x {args.seconds:g} s per phase; medians\n", flush=True)
+            print(
+                f"redis {version} ({where}); python {environment['python']}, {loop_name}, "
+                f"{environment['client']}; {environment['cpu_count']} CPUs, "
+                f"load average {environment['load_average_at_start'][0]:.2f}"
+            )
+            print(
+                f"{args.concurrency} tasks on one client (pool of {args.concurrency}); "
+                f"warm-up + {args.rounds} rounds x {args.seconds:g} s per phase; medians\n",
+                flush=True,
+            )
             return environment, await measure(client, args, private)
         finally:
             await client.aclose()

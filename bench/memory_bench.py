@@ -41,13 +41,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from broker import Broker, Settings  # noqa: E402
-from broker.history import HistoryStore, database_url  # noqa: E402
-from broker.records import OutgoingMessage  # noqa: E402
-from connecfy.redis_server import RedisServer  # noqa: E402
-from broker.snapshotter import Snapshotter  # noqa: E402
+from broker import Broker, Settings
+from broker.history import HistoryStore, database_url
+from broker.records import OutgoingMessage
+from broker.snapshotter import Snapshotter
+from connecfy.redis_server import RedisServer
 
 TO = "+15551234567"
 TICK = 0.1
@@ -75,8 +75,10 @@ async def sender(broker: Broker, account, devices, rate: int, stop: asyncio.Even
     started = time.monotonic()
     ticks = 0
     while not stop.is_set():
-        batch = [OutgoingMessage(TO, f"load {queued[0] + i}", devices[(queued[0] + i) % len(devices)].device_id)
-                 for i in range(per_tick)]
+        batch = [
+            OutgoingMessage(TO, f"load {queued[0] + i}", devices[(queued[0] + i) % len(devices)].device_id)
+            for i in range(per_tick)
+        ]
         await broker.messages.enqueue(account, batch)
         queued[0] += per_tick
         ticks += 1
@@ -85,9 +87,18 @@ async def sender(broker: Broker, account, devices, rate: int, stop: asyncio.Even
 
 async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
     settings = Settings(
-        redis_url=redis_url, hot_retention_seconds=args.hot_seconds, snapshot_interval_ms=args.interval_ms,
-        quota_self_managed=BIG, device_segments_per_minute=BIG, device_segments_per_day=BIG,
-        tasks_per_minute=BIG, tasks_burst=BIG, sends_per_second=BIG, sends_burst=BIG, lease_seconds=600)
+        redis_url=redis_url,
+        hot_retention_seconds=args.hot_seconds,
+        snapshot_interval_ms=args.interval_ms,
+        quota_self_managed=BIG,
+        device_segments_per_minute=BIG,
+        device_segments_per_day=BIG,
+        tasks_per_minute=BIG,
+        tasks_burst=BIG,
+        sends_per_second=BIG,
+        sends_burst=BIG,
+        lease_seconds=600,
+    )
     client = aioredis.from_url(redis_url)
     await client.flushall()
     store = HistoryStore(store_url)
@@ -105,9 +116,11 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
 
     stop = asyncio.Event()
     queued, done = [0], [0]
-    tasks = [asyncio.create_task(sender(broker, account, devices, args.rate, stop, queued)),
-             asyncio.create_task(snapshotter.run_forever()),
-             *(asyncio.create_task(phone(broker, d, stop, done)) for d in devices)]
+    tasks = [
+        asyncio.create_task(sender(broker, account, devices, args.rate, stop, queued)),
+        asyncio.create_task(snapshotter.run_forever()),
+        *(asyncio.create_task(phone(broker, d, stop, done)) for d in devices),
+    ]
     samples = []
     started = time.monotonic()
     end = started + args.minutes * 60

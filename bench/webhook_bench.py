@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import multiprocessing
 import os
@@ -62,7 +63,6 @@ import msgspec
 import psutil
 
 from bench.load import report
-from connecfy.cli import run_async
 from bench.load.accounts import LIFTED_BUDGET, Account, expect
 from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer
@@ -70,10 +70,11 @@ from bench.load.http1 import Http1Pool, decoded
 from bench.load.ledger import Ledger
 from bench.load.phones import HEARTBEAT_SECONDS, PhoneBehaviour, PhoneSwarm
 from bench.load.run import new_sender
-from bench.load.senders import Stream, SenderSwarm
+from bench.load.senders import SenderSwarm, Stream
+from connecfy.cli import run_async
 
-CHANGES_PER_MESSAGE = 4   # queued, claimed, sent, delivered
-TOLERANCE_SECONDS = 300   # a signature older than this is refused, as a receiver should
+CHANGES_PER_MESSAGE = 4  # queued, claimed, sent, delivered
+TOLERANCE_SECONDS = 300  # a signature older than this is refused, as a receiver should
 HOOK_PATH = "/hooks"
 CEILING_PATH = "/ceiling"
 
@@ -124,13 +125,14 @@ class Inbox:
         except msgspec.DecodeError:
             self.bad[path] += 1
             return
-        good = (signature_ok(self.secret, headers.get(b"connecfy-signature", b"").decode(), body, int(arrival))
-                and headers.get(b"connecfy-event-id", b"").decode() == event.id
-                and headers.get(b"connecfy-event-type", b"").decode() == event.type)
+        good = (
+            signature_ok(self.secret, headers.get(b"connecfy-signature", b"").decode(), body, int(arrival))
+            and headers.get(b"connecfy-event-id", b"").decode() == event.id
+            and headers.get(b"connecfy-event-type", b"").decode() == event.type
+        )
         if not good:
             self.bad[path] += 1
-        self.rows[path].append((event.id, event.type, str(event.data.get("message_id", "")), event.created_at,
-                                arrival))
+        self.rows[path].append((event.id, event.type, str(event.data.get("message_id", "")), event.created_at, arrival))
         self.ids[path].add(event.id)
 
     def control(self, method: bytes, path: str, body: bytes) -> bytes:
@@ -138,8 +140,12 @@ class Inbox:
             self.secret = body
             return NO_CONTENT
         if path == "/_stats":
-            return json_answer({p: {"received": len(self.rows[p]), "unique": len(self.ids[p]), "bad": self.bad[p]}
-                                for p in (HOOK_PATH, CEILING_PATH)})
+            return json_answer(
+                {
+                    p: {"received": len(self.rows[p]), "unique": len(self.ids[p]), "bad": self.bad[p]}
+                    for p in (HOOK_PATH, CEILING_PATH)
+                }
+            )
         if path == "/_records":
             return json_answer({"rows": self.rows[HOOK_PATH], "bad": self.bad[HOOK_PATH]})
         return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
@@ -205,10 +211,10 @@ class HookConnection(asyncio.Protocol):
 def receiver_main(sock: socket.socket, parent: int) -> None:
     """The receiver process: serve on ``sock`` until SIGTERM, or until the bench that
     started it is gone (so a killed bench leaves nothing behind)."""
+
     async def serve() -> None:
         inbox = Inbox()
-        server = await asyncio.get_running_loop().create_server(lambda: HookConnection(inbox), sock=sock,
-                                                                backlog=1024)
+        server = await asyncio.get_running_loop().create_server(lambda: HookConnection(inbox), sock=sock, backlog=1024)
         async with server:
             while os.getppid() == parent:
                 await asyncio.sleep(1.0)
@@ -228,7 +234,8 @@ class ReceiverProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.url = self.base_url + HOOK_PATH
         self.process = multiprocessing.get_context("spawn").Process(
-            target=receiver_main, args=(self.sock, os.getpid()), name="webhook-receiver", daemon=True)
+            target=receiver_main, args=(self.sock, os.getpid()), name="webhook-receiver", daemon=True
+        )
         self.control = Http1Pool(self.base_url, size=4, timeout=60)
 
     def start(self) -> None:
@@ -267,8 +274,9 @@ class ReceiverProcess:
             await asyncio.to_thread(self.process.join, 5)
 
 
-async def receiver_ceiling(receiver: ReceiverProcess, secret: str, seconds: float,
-                           connections: int = 64) -> dict[str, Any]:
+async def receiver_ceiling(
+    receiver: ReceiverProcess, secret: str, seconds: float, connections: int = 64
+) -> dict[str, Any]:
     """Signed event POSTs straight at the receiver, ``connections`` at a time, for
     ``seconds``: what it takes at most (a floor, since this client has its limits too)."""
     pool = Http1Pool(receiver.base_url, size=connections, timeout=10)
@@ -282,14 +290,23 @@ async def receiver_ceiling(receiver: ReceiverProcess, secret: str, seconds: floa
         while time.monotonic() < deadline:
             n += 1
             event_id = f"evt_ceiling{worker}x{n}"
-            body = msgspec.json.encode({"id": event_id, "type": "message.sent", "created_at": "",
-                                        "data": {"message_id": "", "status": "sent"}})
+            body = msgspec.json.encode(
+                {"id": event_id, "type": "message.sent", "created_at": "", "data": {"message_id": "", "status": "sent"}}
+            )
             stamp = int(time.time())
             signature = hmac.new(secret.encode(), b"%d." % stamp + body, hashlib.sha256).hexdigest()
             started = time.perf_counter()
-            status, _, _ = await pool.request("POST", CEILING_PATH, body=body, headers={
-                "Content-Type": "application/json", "Connecfy-Signature": f"t={stamp},v1={signature}",
-                "Connecfy-Event-Id": event_id, "Connecfy-Event-Type": "message.sent"})
+            status, _, _ = await pool.request(
+                "POST",
+                CEILING_PATH,
+                body=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Connecfy-Signature": f"t={stamp},v1={signature}",
+                    "Connecfy-Event-Id": event_id,
+                    "Connecfy-Event-Type": "message.sent",
+                },
+            )
             if status == 204:
                 latencies.append(time.perf_counter() - started)
             else:
@@ -302,9 +319,15 @@ async def receiver_ceiling(receiver: ReceiverProcess, secret: str, seconds: floa
         await pool.close()
     elapsed = time.monotonic() - began
     stats = (await receiver.stats())[CEILING_PATH]
-    return {"connections": connections, "seconds": round(elapsed, 2),
-            "requests_per_second": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000, "errors": errors, "signature_failures": stats["bad"]}
+    return {
+        "connections": connections,
+        "seconds": round(elapsed, 2),
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": errors,
+        "signature_failures": stats["bad"],
+    }
 
 
 # One phase of load -----------------------------------------------------------------------
@@ -320,7 +343,7 @@ class Phase:
     wall_end: float = 0.0
     cpu_percent: float | None = None
     receiver_cpu_percent: float | None = None
-    cpu: dict[str, float] = field(default_factory=dict)   # % of one core per process during the load
+    cpu: dict[str, float] = field(default_factory=dict)  # % of one core per process during the load
     # (wall time, the machine's CPU % of all cores since the previous sample, CPU seconds per process)
     cpu_samples: list[tuple[float, float, dict[str, float]]] = field(default_factory=list)
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -334,8 +357,7 @@ def process_label(process: psutil.Process, server_pid: int | None) -> str:
     if process.pid == server_pid:
         return f"serve {process.pid}"
     command = " ".join(process.cmdline())
-    kind = ("redis" if "redis-server" in command else "background" if " background" in command
-            else "worker")
+    kind = "redis" if "redis-server" in command else "background" if " background" in command else "worker"
     return f"{kind} {process.pid}"
 
 
@@ -387,7 +409,7 @@ class Monitor:
             if self.receiver is not None:
                 try:
                     received = (await self.receiver.stats())[HOOK_PATH]["received"]
-                except (OSError, RuntimeError, asyncio.TimeoutError):
+                except (TimeoutError, OSError, RuntimeError):
                     pass
             now = phase.recorder.now()
             second = phase.recorder.seconds.get(int(now) - 1)
@@ -395,30 +417,38 @@ class Monitor:
             reports = second.requests["status"] if second else 0
             p99 = percentile(second.latencies["status"], 99) * 1000 if second else 0.0
             errors = sum(second.errors.values()) if second else 0
-            print(f"{now:6.0f}s {phase.name:<12} {self.label:<8} accepted {accepted:>4}/s | reports {reports:>4}/s "
-                  f"p99 {p99:>5.0f} ms | events {received - last:>5}/s ({received:,}) | err {errors}/s | "
-                  f"open {phase.ledger.open_count()}", file=sys.stderr, flush=True)
+            print(
+                f"{now:6.0f}s {phase.name:<12} {self.label:<8} accepted {accepted:>4}/s | reports {reports:>4}/s "
+                f"p99 {p99:>5.0f} ms | events {received - last:>5}/s ({received:,}) | err {errors}/s | "
+                f"open {phase.ledger.open_count()}",
+                file=sys.stderr,
+                flush=True,
+            )
             last = received
 
 
-async def run_phase(name: str, args: argparse.Namespace, deployment: Deployment, seconds: float,
-                    receiver: ReceiverProcess | None, monitor: Monitor) -> Phase:
+async def run_phase(
+    name: str,
+    args: argparse.Namespace,
+    deployment: Deployment,
+    seconds: float,
+    receiver: ReceiverProcess | None,
+    monitor: Monitor,
+) -> Phase:
     """Sign up an account (with an endpoint at the receiver when given), pair its phones,
     run the open-loop load for ``seconds``, let the phones finish, read the timelines
     back, and (with a receiver) wait until every change has reached it."""
     recorder, ledger = Recorder(), Ledger()
     phase = Phase(name, seconds, recorder, ledger)
     http = Http(deployment.base_url, recorder, connections=args.connections)
-    phones = PhoneSwarm(http, ledger, PhoneBehaviour(time_scale=args.time_scale, failed_share=0.0,
-                                                     delivered_share=1.0))
+    phones = PhoneSwarm(http, ledger, PhoneBehaviour(time_scale=args.time_scale, failed_share=0.0, delivered_share=1.0))
     accounts: list[Account] = []
     monitor.phase, monitor.label = phase, "setup"
     try:
         operator = Account(deployment.base_url, recorder, "operator")
         accounts.append(operator)
         await operator.login(deployment.operator_email, deployment.operator_password)
-        sender = await new_sender(deployment, recorder, operator, name, "self_managed", secrets.token_hex(4),
-                                  accounts)
+        sender = await new_sender(deployment, recorder, operator, name, "self_managed", secrets.token_hex(4), accounts)
         if receiver is not None:
             status, body, _ = await sender.account.call(None, "POST", "/api/webhooks/", json={"url": receiver.url})
             created = expect(status, body, 201, "register the webhook endpoint")
@@ -429,8 +459,10 @@ async def run_phase(name: str, args: argparse.Namespace, deployment: Deployment,
         monitor.label = "warm-up"
         await asyncio.sleep(max(1.0, HEARTBEAT_SECONDS * args.time_scale * 1.1))
 
-        streams = [Stream("external → device", sender, "external", True, 0.5),
-                   Stream("batch → device", sender, "batch", True, 0.5, args.batch_size)]
+        streams = [
+            Stream("external → device", sender, "external", True, 0.5),
+            Stream("batch → device", sender, "batch", True, 0.5, args.batch_size),
+        ]
         swarm = SenderSwarm(http, ledger, streams, lambda t: args.rate / CHANGES_PER_MESSAGE)
         monitor.label = "load"
         start = recorder.now()
@@ -490,8 +522,9 @@ def match_events(timelines: dict[str, list[dict[str, Any]]], rows: list[Sequence
     of each first arrival is its arrival minus its ``created_at`` (both wall clock, one
     machine). ``firsts`` holds each distinct event's (created_at, arrival) in epoch seconds,
     created_at None when it could not be read."""
-    wanted = Counter((message_id, f"message.{entry['status']}")
-                     for message_id, timeline in timelines.items() for entry in timeline)
+    wanted = Counter(
+        (message_id, f"message.{entry['status']}") for message_id, timeline in timelines.items() for entry in timeline
+    )
     seen: set[str] = set()
     got: Counter[tuple[str, str]] = Counter()
     firsts: list[tuple[float | None, float]] = []
@@ -511,17 +544,25 @@ def match_events(timelines: dict[str, list[dict[str, Any]]], rows: list[Sequence
             firsts.append((None, arrival))
     missing = {key: n - got[key] for key, n in wanted.items() if got[key] < n}
     unexpected = {key: n - wanted[key] for key, n in got.items() if n > wanted[key]}
-    return {"expected": sum(wanted.values()), "received": len(rows), "unique": len(seen),
-            "duplicates": duplicates, "missing": sum(missing.values()), "unexpected": sum(unexpected.values()),
-            "by_type": dict(sorted(Counter(t for _, t in got.elements()).items())),
-            "examples": {"missing": [list(k) for k in list(missing)[:5]], "duplicates": duplicate_examples,
-                         "unexpected": [list(k) for k in list(unexpected)[:5]]},
-            "firsts": firsts}
+    return {
+        "expected": sum(wanted.values()),
+        "received": len(rows),
+        "unique": len(seen),
+        "duplicates": duplicates,
+        "missing": sum(missing.values()),
+        "unexpected": sum(unexpected.values()),
+        "by_type": dict(sorted(Counter(t for _, t in got.elements()).items())),
+        "examples": {
+            "missing": [list(k) for k in list(missing)[:5]],
+            "duplicates": duplicate_examples,
+            "unexpected": [list(k) for k in list(unexpected)[:5]],
+        },
+        "firsts": firsts,
+    }
 
 
 def changes_in(timelines: dict[str, list[dict[str, Any]]], start: float, end: float) -> list[float]:
-    return [at for timeline in timelines.values() for entry in timeline
-            if start <= (at := epoch(entry["at"])) <= end]
+    return [at for timeline in timelines.values() for entry in timeline if start <= (at := epoch(entry["at"])) <= end]
 
 
 def machine_cpu(phase: Phase) -> float | None:
@@ -536,15 +577,20 @@ def phase_figures(phase: Phase) -> dict[str, Any]:
     server_status = {m: t[-1]["status"] for m, t in phase.timelines.items() if t}
     invariants = phase.ledger.check(server_status)
     return {
-        "name": phase.name, "seconds": phase.seconds,
-        "messages_accepted": invariants["accepted"], "changes": sum(len(t) for t in phase.timelines.values()),
+        "name": phase.name,
+        "seconds": phase.seconds,
+        "messages_accepted": invariants["accepted"],
+        "changes": sum(len(t) for t in phase.timelines.values()),
         "changes_per_second": len(changes) / elapsed,
-        "server_cpu_percent": phase.cpu_percent, "receiver_cpu_percent": phase.receiver_cpu_percent,
+        "server_cpu_percent": phase.cpu_percent,
+        "receiver_cpu_percent": phase.receiver_cpu_percent,
         "cpu_percent_by_process": phase.cpu,
         "machine_cpu_percent": machine_cpu(phase),
         "drain_seconds": round(phase.drain_seconds, 2),
-        "requests": [report.latency_row(kind, phase.recorder.latencies[kind], elapsed,
-                                        sum(phase.recorder.errors[kind].values())) for kind in KINDS],
+        "requests": [
+            report.latency_row(kind, phase.recorder.latencies[kind], elapsed, sum(phase.recorder.errors[kind].values()))
+            for kind in KINDS
+        ],
         "errors": {kind: dict(c) for kind, c in phase.recorder.errors.items() if c},
         "rejected_reports": phase.rejected_reports,
         "invariants": {k: v for k, v in invariants.items() if k != "examples"},
@@ -571,33 +617,49 @@ def webhook_figures(phase: Phase, records: dict[str, Any]) -> dict[str, Any]:
         if created is not None:
             series[int(created - phase.wall_start)]["delays"].append(arrival - created)
     cpu_by_second: dict[int, dict[str, float]] = {}
-    for (t0, _, c0), (t1, machine, c1) in zip(phase.cpu_samples, phase.cpu_samples[1:]):
+    for (t0, _, c0), (t1, machine, c1) in itertools.pairwise(phase.cpu_samples):
         shares = {name: round(100 * (c1[name] - c0[name]) / (t1 - t0), 1) for name in c1 if name in c0}
         cpu_by_second[int(t1 - phase.wall_start)] = {"machine": machine, **shares}
     endpoint = phase.endpoint or {}
     return {
-        **matched, "signature_failures": records["bad"],
-        "events_per_second": in_window / elapsed, "events_after_load": len(after),
+        **matched,
+        "signature_failures": records["bad"],
+        "events_per_second": in_window / elapsed,
+        "events_after_load": len(after),
         "backlog_events_per_second": drain_rate,
-        "delay_ms": {"count": len(delays), "p50": percentile(delays, 50) * 1000, "p95": percentile(delays, 95) * 1000,
-                     "p99": percentile(delays, 99) * 1000, "max": max(delays, default=0.0) * 1000},
+        "delay_ms": {
+            "count": len(delays),
+            "p50": percentile(delays, 50) * 1000,
+            "p95": percentile(delays, 95) * 1000,
+            "p99": percentile(delays, 99) * 1000,
+            "max": max(delays, default=0.0) * 1000,
+        },
         "drain_seconds": round(phase.webhook_drain_seconds, 2),
         "endpoint": {k: endpoint.get(k) for k in ("id", "queued", "dropped", "failing_since", "enabled")},
         # per second of the run: changes made, events received, and the delay of the
         # events of the changes made in that second
-        "series": [{"second": s, "changes": row["changes"], "events": row["events"],
-                    "delay_p50_ms": round(percentile(row["delays"], 50) * 1000, 1),
-                    "delay_p99_ms": round(percentile(row["delays"], 99) * 1000, 1),
-                    "cpu_percent": cpu_by_second.get(s, {})}
-                   for s, row in sorted(series.items())],
+        "series": [
+            {
+                "second": s,
+                "changes": row["changes"],
+                "events": row["events"],
+                "delay_p50_ms": round(percentile(row["delays"], 50) * 1000, 1),
+                "delay_p99_ms": round(percentile(row["delays"], 99) * 1000, 1),
+                "cpu_percent": cpu_by_second.get(s, {}),
+            }
+            for s, row in sorted(series.items())
+        ],
     }
 
 
 def verdict(result: dict[str, Any]) -> list[str]:
     """What is wrong, if anything: an empty list is a pass."""
     hooks = result["webhooks"]
-    wrong = [f"{hooks[k]} {k.replace('_', ' ')}" for k in ("missing", "duplicates", "unexpected",
-                                                           "signature_failures") if hooks[k]]
+    wrong = [
+        f"{hooks[k]} {k.replace('_', ' ')}"
+        for k in ("missing", "duplicates", "unexpected", "signature_failures")
+        if hooks[k]
+    ]
     if not hooks["expected"]:
         wrong.append("no status changes were made")
     if hooks["endpoint"].get("dropped"):
@@ -612,9 +674,11 @@ def ratio(a: float | None, b: float | None) -> str:
 def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
     w = out.write
     load, base, hooks = result["load"], result.get("baseline"), result["webhooks"]
-    w(f"\nwebhook bench: {result['rate']:,.0f} status changes/s planned ({result['rate'] / CHANGES_PER_MESSAGE:,.0f} "
-      f"messages/s, {CHANGES_PER_MESSAGE} changes each), {result['seconds']:g} s, {result['phones']} phones, "
-      f"time scale {result['time_scale']}, {result['workers']} workers, {result['machine']['cpus']} CPUs\n\n")
+    w(
+        f"\nwebhook bench: {result['rate']:,.0f} status changes/s planned ({result['rate'] / CHANGES_PER_MESSAGE:,.0f} "
+        f"messages/s, {CHANGES_PER_MESSAGE} changes each), {result['seconds']:g} s, {result['phones']} phones, "
+        f"time scale {result['time_scale']}, {result['workers']} workers, {result['machine']['cpus']} CPUs\n\n"
+    )
     w(f"{'':34} {'no webhooks':>14} {'webhooks':>14} {'ratio':>8}\n")
 
     def row(label: str, with_: float | None, without: float | None, fmt: str = "{:,.1f}") -> None:
@@ -636,22 +700,30 @@ def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
         for q in ("p50", "p99"):
             row(f"API {r['name']} {q} ms ({r['per_second']:,.0f}/s)", r[f"{q}_ms"], b and b[f"{q}_ms"], "{:,.2f}")
     d = hooks["delay_ms"]
-    w(f"\nwebhook delay, status change → receiver (ms): p50 {d['p50']:,.1f}, p95 {d['p95']:,.1f}, "
-      f"p99 {d['p99']:,.1f}, max {d['max']:,.1f} over {d['count']:,} events "
-      f"(the dispatcher polls every {result['webhook_poll_ms']} ms)\n")
-    w(f"events: {hooks['expected']:,} changes expected, {hooks['received']:,} POSTs received "
-      f"({hooks['unique']:,} distinct ids); missing {hooks['missing']}, duplicates {hooks['duplicates']}, "
-      f"unexpected {hooks['unexpected']}, signature failures {hooks['signature_failures']}; endpoint queued "
-      f"{hooks['endpoint'].get('queued')}, dropped {hooks['endpoint'].get('dropped')}; all in "
-      f"{hooks['drain_seconds']:.1f} s after the load ended\n")
+    w(
+        f"\nwebhook delay, status change → receiver (ms): p50 {d['p50']:,.1f}, p95 {d['p95']:,.1f}, "
+        f"p99 {d['p99']:,.1f}, max {d['max']:,.1f} over {d['count']:,} events "
+        f"(the dispatcher polls every {result['webhook_poll_ms']} ms)\n"
+    )
+    w(
+        f"events: {hooks['expected']:,} changes expected, {hooks['received']:,} POSTs received "
+        f"({hooks['unique']:,} distinct ids); missing {hooks['missing']}, duplicates {hooks['duplicates']}, "
+        f"unexpected {hooks['unexpected']}, signature failures {hooks['signature_failures']}; endpoint queued "
+        f"{hooks['endpoint'].get('queued')}, dropped {hooks['endpoint'].get('dropped')}; all in "
+        f"{hooks['drain_seconds']:.1f} s after the load ended\n"
+    )
     w(f"by type: {json.dumps(hooks['by_type'])}\n")
     ceiling = result.get("receiver_ceiling")
     if ceiling:
-        w(f"receiver ceiling (signed POSTs straight at it, {ceiling['connections']} connections): "
-          f"{ceiling['requests_per_second']:,.0f}/s, p50 {ceiling['p50_ms']:.2f} ms, p99 {ceiling['p99_ms']:.2f} ms; "
-          f"the webhook load is {100 * hooks['events_per_second'] / ceiling['requests_per_second']:.0f}% of it\n")
-    w(f"receiver CPU during load: {load['receiver_cpu_percent'] or 0:.0f}% of one core; load generator CPU: "
-      f"{result['client_cpu_percent']:.0f}% of one core (whole run)\n")
+        w(
+            f"receiver ceiling (signed POSTs straight at it, {ceiling['connections']} connections): "
+            f"{ceiling['requests_per_second']:,.0f}/s, p50 {ceiling['p50_ms']:.2f} ms, p99 {ceiling['p99_ms']:.2f} ms; "
+            f"the webhook load is {100 * hooks['events_per_second'] / ceiling['requests_per_second']:.0f}% of it\n"
+        )
+    w(
+        f"receiver CPU during load: {load['receiver_cpu_percent'] or 0:.0f}% of one core; load generator CPU: "
+        f"{result['client_cpu_percent']:.0f}% of one core (whole run)\n"
+    )
     for label, figures in (("no webhooks", base), ("webhooks", load)):
         if figures and figures["cpu_percent_by_process"]:
             shares = ", ".join(f"{name} {pct:.0f}%" for name, pct in figures["cpu_percent_by_process"].items())
@@ -672,19 +744,31 @@ async def main_async(args: argparse.Namespace) -> int:
     assert main is not None
     for number in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(number, main.cancel)
-    extra = {"CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",
-             **dict(setting.split("=", 1) for setting in args.server_setting)}
+    extra = {
+        "CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",
+        **dict(setting.split("=", 1) for setting in args.server_setting),
+    }
     local = LocalServer(workers=args.workers, time_scale=args.time_scale, extra=extra)
     receiver = ReceiverProcess()
     receiver.start()
     monitoring: asyncio.Task[None] | None = None
     result: dict[str, Any] = {
-        "rate": args.rate, "seconds": args.seconds, "phones": args.phones, "time_scale": args.time_scale,
-        "workers": args.workers, "batch_size": args.batch_size, "command": " ".join(sys.argv),
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "phones": args.phones,
+        "time_scale": args.time_scale,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "command": " ".join(sys.argv),
         "webhook_poll_ms": int(extra.get("CONNECFY_WEBHOOK_POLL_MS", "200")),
         "server_settings": extra,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_start": os.getloadavg()}}
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+    }
     try:
         deployment = await asyncio.to_thread(local.start)
         monitor = Monitor(deployment, receiver, args.progress)
@@ -716,30 +800,54 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.webhook_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=1000.0,
-                        help="status changes per second planned (default 1000: 250 messages/s)")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench.webhook_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="status changes per second planned (default 1000: 250 messages/s)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of sending (default 60)")
     parser.add_argument("--phones", type=int, default=50, help="the account's phones (default 50)")
-    parser.add_argument("--drain-seconds", type=float, default=120.0,
-                        help="how long the phones and then the webhooks may take to finish after the "
-                             "load (default 120)")
-    parser.add_argument("--grace-seconds", type=float, default=2.0,
-                        help="wait this long after the last expected event, for late duplicates (default 2)")
-    parser.add_argument("--time-scale", type=float, default=0.05,
-                        help="phone intervals (15 s heartbeat, 20 s poll) times this (default 0.05)")
-    parser.add_argument("--batch-size", type=int, default=10,
-                        help="messages per batch send; half the messages go by batch (default 10)")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=120.0,
+        help="how long the phones and then the webhooks may take to finish after the load (default 120)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=2.0,
+        help="wait this long after the last expected event, for late duplicates (default 2)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.05,
+        help="phone intervals (15 s heartbeat, 20 s poll) times this (default 0.05)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=10, help="messages per batch send; half the messages go by batch (default 10)"
+    )
     parser.add_argument("--connections", type=int, default=256, help="the load generator's HTTP connections")
     parser.add_argument("--workers", type=int, default=2, help="workers of the server (default 2)")
-    parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a CONNECFY_* setting for the server (repeatable)")
+    parser.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CONNECFY_* setting for the server (repeatable)",
+    )
     parser.add_argument("--server-log", help="keep the server's log at this path")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the no-webhooks run and the receiver's ceiling")
-    parser.add_argument("--baseline-seconds", type=float, default=None,
-                        help="seconds of the no-webhooks run (default --seconds)")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the no-webhooks run and the receiver's ceiling",
+    )
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=None, help="seconds of the no-webhooks run (default --seconds)"
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=3.0, help="seconds of the receiver's ceiling")
     parser.add_argument("--json", help="write every figure to this file")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress line")

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from broker.broker import Broker  # noqa: E402 - after __version__, which modules it imports read
-from broker.settings import Settings  # noqa: E402
+from broker.broker import Broker
+from broker.settings import Settings
 
 __all__ = ["Broker", "Settings"]

@@ -9,7 +9,7 @@ import msgspec
 from broker import errors, ids, keys
 from broker.context import Context
 from broker.records import Account, AccountType
-from broker.redis_client import fields, text
+from broker.redis_client import fields, hash_mapping, text
 
 MAX_EMAIL_CHARS = 254
 
@@ -53,7 +53,7 @@ class Accounts:
         shard = self.ctx.account_shard(account.id)
         record: dict[str, Any] = msgspec.to_builtins(account)
         record["operator"] = int(account.operator)
-        await redis.hset(shard.account(), mapping=record)
+        await redis.hset(shard.account(), mapping=hash_mapping(record))
         if not await redis.set(keys.email_index(email), account.id, nx=True):
             await redis.delete(shard.account())
             raise errors.EmailTaken()

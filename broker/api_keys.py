@@ -36,13 +36,14 @@ class ApiKeys:
         await self.ctx.redis.set(keys.api_key_index(secret_sha), f"{account.id}|{info.id}")
         return CreatedApiKey(info, secret)
 
-    async def list(self, account: Account) -> list[ApiKeyInfo]:
+    async def list_for(self, account: Account) -> list[ApiKeyInfo]:
         shard = self.ctx.account_shard(account.id)
         raw = await self.ctx.redis.hgetall(shard.api_keys())
         used = {text(k): int(v) for k, v in (await self.ctx.redis.hgetall(shard.api_keys_last_used())).items()}
         found = [msgspec.json.decode(v, type=ApiKeyInfo) for v in raw.values()]
-        return sorted((msgspec.structs.replace(k, last_used_ms=used.get(k.id)) for k in found),
-                      key=lambda k: (k.created_ms, k.id))
+        return sorted(
+            (msgspec.structs.replace(k, last_used_ms=used.get(k.id)) for k in found), key=lambda k: (k.created_ms, k.id)
+        )
 
     async def revoke(self, account: Account, key_id: str) -> None:
         """Revoke a key: it stops working at once. Another account's key is not found."""

@@ -62,15 +62,23 @@ class Devices:
             owner = await self.ctx.call(
                 "register-device",
                 [shard.pairing_code(code), shard.device(device_id), shard.devices],
-                [device_id, token_sha, device_name, phone_number, self.ctx.now(),
-                 settings.device_segments_per_minute, settings.device_segments_per_day],
+                [
+                    device_id,
+                    token_sha,
+                    device_name,
+                    phone_number,
+                    self.ctx.now(),
+                    settings.device_segments_per_minute,
+                    settings.device_segments_per_day,
+                ],
             )
         except BaseException:
             await redis.delete(index)
             raise
         await redis.delete(keys.pairing_code_index(code))
-        return RegisteredDevice(device_id=device_id, device_token=token, device_name=device_name,
-                                shard=shard.tag, account_id=text(owner))
+        return RegisteredDevice(
+            device_id=device_id, device_token=token, device_name=device_name, shard=shard.tag, account_id=text(owner)
+        )
 
     async def find_by_token(self, token: str) -> DeviceRef | None:
         """The device a token belongs to, or None. Tokens are looked up by SHA-256."""
@@ -117,7 +125,7 @@ class Devices:
             raise errors.DeviceNotFound()
         return fields(raw)
 
-    async def list(self, owner: Account | None) -> list[DeviceInfo]:
+    async def list_for(self, owner: Account | None) -> list[DeviceInfo]:
         """The devices of an account, or of the platform pool when ``owner`` is None,
         with presence and per-device message counts, oldest paired first."""
         shard = self._owner_shard(owner)
@@ -126,7 +134,7 @@ class Devices:
         return sorted(found, key=lambda d: (d.created_ms, d.device_id))
 
     async def info(self, device: DeviceRef) -> DeviceInfo:
-        """One device as :meth:`list` shows it."""
+        """One device as :meth:`list_for` shows it."""
         found = await self._infos(self.ctx.shard(device.shard), [device.device_id])
         if not found:
             raise errors.DeviceNotFound()
@@ -150,20 +158,22 @@ class Devices:
                 continue
             f = fields(raw)
             last_seen = int(f["last_seen"]) if "last_seen" in f else None
-            found.append(DeviceInfo(
-                device_id=device_id,
-                device_name=f["name"],
-                phone_number=f.get("phone_number", ""),
-                online=last_seen is not None and last_seen + ttl_ms > now,
-                last_seen_ms=last_seen,
-                battery=int(f["battery"]) if "battery" in f else None,
-                android_version=f.get("android_version"),
-                app_version=f.get("app_version"),
-                segments_per_minute=int(f["per_minute"]),
-                segments_per_day=int(f["per_day"]),
-                created_ms=int(f["created"]),
-                counts={st: int(n or 0) for st, n in zip(STATUSES, counts, strict=True)},
-            ))
+            found.append(
+                DeviceInfo(
+                    device_id=device_id,
+                    device_name=f["name"],
+                    phone_number=f.get("phone_number", ""),
+                    online=last_seen is not None and last_seen + ttl_ms > now,
+                    last_seen_ms=last_seen,
+                    battery=int(f["battery"]) if "battery" in f else None,
+                    android_version=f.get("android_version"),
+                    app_version=f.get("app_version"),
+                    segments_per_minute=int(f["per_minute"]),
+                    segments_per_day=int(f["per_day"]),
+                    created_ms=int(f["created"]),
+                    counts={st: int(n or 0) for st, n in zip(STATUSES, counts, strict=True)},
+                )
+            )
         return found
 
     async def update(
@@ -181,8 +191,10 @@ class Devices:
                 check_whole_number(value, field, low=1, high=MAX_SEGMENTS_BUDGET)
         shard = self.ctx.shard(device.shard)
         await self.ctx.call(
-            "update-device", [shard.device(device.device_id)],
-            [device.device_id, name or "", segments_per_minute or "", segments_per_day or ""])
+            "update-device",
+            [shard.device(device.device_id)],
+            [device.device_id, name or "", segments_per_minute or "", segments_per_day or ""],
+        )
 
     async def remove(self, device: DeviceRef) -> SweepReport:
         """Remove a device; its token stops working at once. Messages queued for it fail
@@ -197,10 +209,24 @@ class Devices:
         while True:
             reply = await self.ctx.call(
                 "remove-device",
-                [shard.device(did), shard.device_window(did), shard.device_presence(did), shard.devices,
-                 shard.last_seen, shard.messages, shard.counters, shard.queue, shard.leased,
-                 shard.lease_checks, shard.expiry, shard.pool, shard.pool_state, shard.events],
-                [did, self.ctx.now(), self.ctx.settings.sweep_batch])
+                [
+                    shard.device(did),
+                    shard.device_window(did),
+                    shard.device_presence(did),
+                    shard.devices,
+                    shard.last_seen,
+                    shard.messages,
+                    shard.counters,
+                    shard.queue,
+                    shard.leased,
+                    shard.lease_checks,
+                    shard.expiry,
+                    shard.pool,
+                    shard.pool_state,
+                    shard.events,
+                ],
+                [did, self.ctx.now(), self.ctx.settings.sweep_batch],
+            )
             failed, returned = failed + int(reply[0]), returned + int(reply[1])
             if not int(reply[2]):
                 return SweepReport(lost=failed, returned=returned)

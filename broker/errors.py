@@ -22,8 +22,9 @@ class InvalidInput(BrokerError):
 
     code = "invalid_input"
 
-    def __init__(self, detail: str, *, field: str = "", index: int | None = None,
-                 problems: list[Problem] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, field: str = "", index: int | None = None, problems: list[Problem] | None = None
+    ) -> None:
         super().__init__(detail)
         self.field = field
         self.index = index
@@ -34,7 +35,7 @@ class Problem:
     """One bad item of a batch: its index, the field, what is wrong, and the error it
     raised alone."""
 
-    __slots__ = ("index", "field", "detail", "kind")
+    __slots__ = ("detail", "field", "index", "kind")
 
     def __init__(self, index: int, field: str, detail: str, kind: type[InvalidInput] = InvalidInput) -> None:
         self.index = index
@@ -125,8 +126,7 @@ class RateLimited(BrokerError):
 
     def __init__(self, decision: RateDecision, what: str = "requests") -> None:
         seconds = -(-decision.retry_after_ms // 1000)
-        super().__init__(f"too many {what}: the limit allows {decision.limit} at once; "
-                         f"try again in {seconds} s")
+        super().__init__(f"too many {what}: the limit allows {decision.limit} at once; try again in {seconds} s")
         self.decision = decision
 
 
@@ -186,8 +186,7 @@ def from_script_reply(message: str) -> BrokerError | None:
     """Map a script's ``CODE detail`` error reply to its domain error, if it is one."""
     code, _, detail = message.partition(" ")
     if code == "DEVICE_NOT_FOUND":
-        indexes = [int(i) for i in detail.split(",")] if detail and all(
-            i.isdigit() for i in detail.split(",")) else []
+        indexes = [int(i) for i in detail.split(",")] if detail and all(i.isdigit() for i in detail.split(",")) else []
         if not indexes:
             return DeviceNotFound("no such device")
         named = ", ".join(str(i) for i in indexes)
@@ -210,4 +209,3 @@ def from_script_reply(message: str) -> BrokerError | None:
     if code == "BAD_REQUEST":
         return InvalidInput(detail)
     return None
-

@@ -58,11 +58,10 @@ async def read_gauges(ctx: Context) -> Gauges:
     replies = await pipe.execute()
     for i, tag in enumerate(tags):
         totals = platform if tag.startswith(PLATFORM_PREFIX) else account
-        queued, pooled, devices, online = replies[4 * i: 4 * i + 4]
+        queued, pooled, devices, online = replies[4 * i : 4 * i + 4]
         totals.shards += 1
         totals.device_queued += int(queued)
         totals.pool_queued += int(pooled)
         totals.devices += int(devices)
         totals.devices_online += int(online)
     return Gauges(account=account, platform=platform)
-

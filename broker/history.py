@@ -38,13 +38,15 @@ FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", 
 metadata = sa.MetaData()
 
 meta = sa.Table(
-    "connecfy_meta", metadata,
+    "connecfy_meta",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
 messages = sa.Table(
-    "messages", metadata,
+    "messages",
+    metadata,
     sa.Column("id", sa.String(32), primary_key=True),  # a ULID: sorts by creation time
     sa.Column("shard", sa.String(80), nullable=False),
     sa.Column("account", sa.String(64), nullable=False),
@@ -60,20 +62,23 @@ messages = sa.Table(
 )
 
 accounts = sa.Table(
-    "accounts", metadata,
+    "accounts",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("fields", sa.Text, nullable=False),  # the account hash as JSON (password hash included)
 )
 
 devices = sa.Table(
-    "devices", metadata,
+    "devices",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("shard", sa.String(80), nullable=False, index=True),
     sa.Column("fields", sa.Text, nullable=False),  # the device hash as JSON: token SHA-256, never the token
 )
 
 api_keys = sa.Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("account", sa.String(64), nullable=False, index=True),
     sa.Column("record", sa.Text, nullable=False),  # id, name, created_ms, sha256 of the key
@@ -125,8 +130,10 @@ class HistoryStore:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
-                    await conn.execute(self._upsert(meta, ["name"], {"value"}),
-                                       [{"name": "schema_version", "value": str(SCHEMA_VERSION)}])
+                    await conn.execute(
+                        self._upsert(meta, ["name"], {"value"}),
+                        [{"name": "schema_version", "value": str(SCHEMA_VERSION)}],
+                    )
                 return
             except DBAPIError:
                 # Another worker created the same table a moment before this one.
@@ -142,8 +149,7 @@ class HistoryStore:
 
     def _upsert(self, table: sa.Table, keys: list[str], columns: Iterable[str], where: Any = None) -> Any:
         stmt = self._insert(table)
-        return stmt.on_conflict_do_update(index_elements=keys,
-                                          set_={c: stmt.excluded[c] for c in columns}, where=where)
+        return stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in columns}, where=where)
 
     # Bookkeeping ---------------------------------------------------------------------
 
@@ -161,16 +167,30 @@ class HistoryStore:
         """Store the records; a stored row is replaced only by a record further along."""
         if not records:
             return
-        rows = [{"id": r.id, "shard": shard, "account": r.account, "device": r.device, "status": r.status,
-                 "created": r.created, "updated": r.updated, "version": len(r.timeline), "stored_at": now_ms,
-                 "record": msgspec.json.encode(r).decode()} for r in records]
+        rows = [
+            {
+                "id": r.id,
+                "shard": shard,
+                "account": r.account,
+                "device": r.device,
+                "status": r.status,
+                "created": r.created,
+                "updated": r.updated,
+                "version": len(r.timeline),
+                "stored_at": now_ms,
+                "record": msgspec.json.encode(r).decode(),
+            }
+            for r in records
+        ]
         stmt = self._insert(messages)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={c: stmt.excluded[c] for c in ("device", "status", "updated", "version", "stored_at", "record")},
-            where=sa.or_(messages.c.version < stmt.excluded.version,
-                         sa.and_(messages.c.version == stmt.excluded.version,
-                                 messages.c.updated < stmt.excluded.updated)))
+            where=sa.or_(
+                messages.c.version < stmt.excluded.version,
+                sa.and_(messages.c.version == stmt.excluded.version, messages.c.updated < stmt.excluded.updated),
+            ),
+        )
         async with self.engine.begin() as conn:
             await conn.execute(stmt, rows)
 
@@ -180,8 +200,9 @@ class HistoryStore:
             raw = (await conn.execute(query)).scalar()
         return None if raw is None else msgspec.json.decode(raw, type=MessageRecord)
 
-    async def list_messages(self, account: str, *, limit: int, before: str | None, status: str | None,
-                            device: str | None) -> list[MessageRecord]:
+    async def list_messages(
+        self, account: str, *, limit: int, before: str | None, status: str | None, device: str | None
+    ) -> list[MessageRecord]:
         """An account's stored messages, newest first, ids below ``before``."""
         query = sa.select(messages.c.record).where(messages.c.account == account)
         if before is not None:
@@ -211,9 +232,12 @@ class HistoryStore:
         so never holds more than a page, however long the history."""
         after: str | None = None
         while True:
-            query = (sa.select(messages.c.id, messages.c.shard, messages.c.record)
-                     .where(messages.c.status.not_in(sorted(FINISHED)))
-                     .order_by(messages.c.id).limit(chunk))
+            query = (
+                sa.select(messages.c.id, messages.c.shard, messages.c.record)
+                .where(messages.c.status.not_in(sorted(FINISHED)))
+                .order_by(messages.c.id)
+                .limit(chunk)
+            )
             if after is not None:
                 query = query.where(messages.c.id > after)
             async with self.engine.connect() as conn:
@@ -241,8 +265,7 @@ class HistoryStore:
         async with self.engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar() or 0)
 
-    async def delete_older_than(self, cutoff_ms: int, batch: int = 1_000,
-                                budget_s: float = 1.0) -> tuple[int, bool]:
+    async def delete_older_than(self, cutoff_ms: int, batch: int = 1_000, budget_s: float = 1.0) -> tuple[int, bool]:
         """Delete finished messages last changed before ``cutoff_ms``, ``batch`` rows per
         transaction, so a large backlog never holds one long lock; batch after batch
         until one comes back short, or ``budget_s`` has passed (one batch at least).
@@ -250,9 +273,12 @@ class HistoryStore:
         deleted = 0
         started = time.monotonic()
         while True:
-            chosen = (sa.select(messages.c.id)
-                      .where(messages.c.updated < cutoff_ms, messages.c.status.in_(sorted(FINISHED)))
-                      .limit(batch).scalar_subquery())
+            chosen = (
+                sa.select(messages.c.id)
+                .where(messages.c.updated < cutoff_ms, messages.c.status.in_(sorted(FINISHED)))
+                .limit(batch)
+                .scalar_subquery()
+            )
             async with self.engine.begin() as conn:
                 result = await conn.execute(sa.delete(messages).where(messages.c.id.in_(chosen)))
             deleted += result.rowcount
@@ -263,18 +289,37 @@ class HistoryStore:
 
     # Directory -----------------------------------------------------------------------
 
-    async def mirror_shard(self, shard: str, account: dict[str, str] | None, account_id: str | None,
-                           device_hashes: dict[str, dict[str, str]], key_records: dict[str, str]) -> None:
+    async def mirror_shard(
+        self,
+        shard: str,
+        account: dict[str, str] | None,
+        account_id: str | None,
+        device_hashes: dict[str, dict[str, str]],
+        key_records: dict[str, str],
+    ) -> None:
         """Make the store's copy of one shard's account, devices and API keys match Redis."""
         async with self.engine.begin() as conn:
             if account is not None and account_id is not None:
-                await conn.execute(self._upsert(accounts, ["id"], {"fields"}),
-                                   [{"id": account_id, "fields": msgspec.json.encode(account).decode()}])
-            await self._replace(conn, devices, devices.c.shard == shard, [
-                {"id": d, "shard": shard, "fields": msgspec.json.encode(f).decode()} for d, f in device_hashes.items()])
+                await conn.execute(
+                    self._upsert(accounts, ["id"], {"fields"}),
+                    [{"id": account_id, "fields": msgspec.json.encode(account).decode()}],
+                )
+            await self._replace(
+                conn,
+                devices,
+                devices.c.shard == shard,
+                [
+                    {"id": d, "shard": shard, "fields": msgspec.json.encode(f).decode()}
+                    for d, f in device_hashes.items()
+                ],
+            )
             if account_id is not None:
-                await self._replace(conn, api_keys, api_keys.c.account == account_id, [
-                    {"id": k, "account": account_id, "record": r} for k, r in key_records.items()])
+                await self._replace(
+                    conn,
+                    api_keys,
+                    api_keys.c.account == account_id,
+                    [{"id": k, "account": account_id, "record": r} for k, r in key_records.items()],
+                )
 
     async def _replace(self, conn: Any, table: sa.Table, owner: Any, rows: list[dict[str, str]]) -> None:
         """Make the owner's rows of ``table`` exactly ``rows`` (by id)."""
@@ -285,16 +330,22 @@ class HistoryStore:
         if rows:
             await conn.execute(self._upsert(table, ["id"], set(rows[0]) - {"id"}), rows)
 
-    async def directory(self) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]],
-                                       list[tuple[str, str]]]:
+    async def directory(
+        self,
+    ) -> tuple[dict[str, dict[str, str]], list[tuple[str, dict[str, str]]], list[tuple[str, str]]]:
         """Accounts (id -> hash), devices ((shard, hash)), API keys ((account, record JSON))."""
         async with self.engine.connect() as conn:
-            found_accounts = {r.id: msgspec.json.decode(r.fields)
-                              for r in await conn.execute(sa.select(accounts.c.id, accounts.c.fields))}
-            found_devices = [(r.shard, msgspec.json.decode(r.fields))
-                             for r in await conn.execute(sa.select(devices.c.shard, devices.c.fields))]
-            found_keys = [(r.account, r.record)
-                          for r in await conn.execute(sa.select(api_keys.c.account, api_keys.c.record))]
+            found_accounts = {
+                r.id: msgspec.json.decode(r.fields)
+                for r in await conn.execute(sa.select(accounts.c.id, accounts.c.fields))
+            }
+            found_devices = [
+                (r.shard, msgspec.json.decode(r.fields))
+                for r in await conn.execute(sa.select(devices.c.shard, devices.c.fields))
+            ]
+            found_keys = [
+                (r.account, r.record) for r in await conn.execute(sa.select(api_keys.c.account, api_keys.c.record))
+            ]
         return found_accounts, found_devices, found_keys
 
 

@@ -36,8 +36,10 @@ def message_ids(now_ms: int, count: int) -> list[str]:
     """``count`` message ids in ascending order, so a batch keeps its order in queues.
     The random bits of all of them come from one read of the system's random source."""
     random = secrets.token_bytes(10 * count)
-    return sorted(crockford_base32((now_ms << 80) | int.from_bytes(random[i:i + 10], "big"), 26)
-                  for i in range(0, 10 * count, 10))
+    return sorted(
+        crockford_base32((now_ms << 80) | int.from_bytes(random[i : i + 10], "big"), 26)
+        for i in range(0, 10 * count, 10)
+    )
 
 
 def short_id() -> str:

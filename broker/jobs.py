@@ -54,12 +54,16 @@ class Observers(msgspec.Struct, frozen=True):
     on_webhook: Callable[[Attempt], None] | None = None
 
 
-def start_jobs(broker: Broker, history: HistoryStore, observers: Observers = Observers()) -> list[asyncio.Task[None]]:
+NO_OBSERVERS = Observers()
+
+
+def start_jobs(broker: Broker, history: HistoryStore, observers: Observers = NO_OBSERVERS) -> list[asyncio.Task[None]]:
     """The three jobs as tasks of the running loop; cancel them to stop."""
-    return [asyncio.create_task(sweep_forever(broker, observers.on_sweep), name="sweeper"),
-            asyncio.create_task(Snapshotter(broker, history).run_forever(), name="snapshotter"),
-            asyncio.create_task(WebhookDispatcher(broker, on_attempt=observers.on_webhook).run_forever(),
-                                name="webhooks")]
+    return [
+        asyncio.create_task(sweep_forever(broker, observers.on_sweep), name="sweeper"),
+        asyncio.create_task(Snapshotter(broker, history).run_forever(), name="snapshotter"),
+        asyncio.create_task(WebhookDispatcher(broker, on_attempt=observers.on_webhook).run_forever(), name="webhooks"),
+    ]
 
 
 async def stop_jobs(tasks: list[asyncio.Task[None]]) -> None:

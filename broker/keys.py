@@ -117,8 +117,21 @@ class ShardKeys:
     """The keys of one shard, built once and reused for every call into it."""
 
     __slots__ = (
-        "tag", "prefix", "messages", "counters", "quota", "expiry", "events", "pool",
-        "pool_state", "queue", "leased", "lease_checks", "devices", "last_seen", "trim",
+        "counters",
+        "devices",
+        "events",
+        "expiry",
+        "last_seen",
+        "lease_checks",
+        "leased",
+        "messages",
+        "pool",
+        "pool_state",
+        "prefix",
+        "queue",
+        "quota",
+        "tag",
+        "trim",
     )
 
     def __init__(self, tag: str) -> None:

@@ -10,7 +10,7 @@ from broker import errors, ids, keys
 from broker.accounts import Accounts
 from broker.context import Context
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits, RateDecision
-from broker.redis_client import text
+from broker.redis_client import hash_mapping, text
 from broker.validation import MAX_LIMIT, MAX_NOTE_CHARS, check_text, check_whole_number
 
 MAX_REQUESTS_LISTED = 500
@@ -23,8 +23,9 @@ class AccountLimits:
         self.ctx = ctx
         self.accounts = accounts
 
-    async def rate_limit(self, limiter_key: str, *, rate: int, period_ms: int, burst: int, cost: int = 1
-                         ) -> RateDecision:
+    async def rate_limit(
+        self, limiter_key: str, *, rate: int, period_ms: int, burst: int, cost: int = 1
+    ) -> RateDecision:
         """GCRA: ``rate`` requests per ``period_ms`` with bursts of ``burst``.
 
         Returns the decision when allowed; raises RateLimited carrying it when not.
@@ -41,8 +42,9 @@ class AccountLimits:
         """Spend one request of the ``name`` limiter (signup, login, register) of a client
         address: ``auth_per_minute`` with bursts of ``auth_burst``; RateLimited past it."""
         s = self.ctx.settings
-        return await self.rate_limit(keys.client_rate(name, client), rate=s.auth_per_minute, period_ms=60_000,
-                                     burst=s.auth_burst)
+        return await self.rate_limit(
+            keys.client_rate(name, client), rate=s.auth_per_minute, period_ms=60_000, burst=s.auth_burst
+        )
 
     def of(self, account: Account) -> Limits:
         """The account's limits: what the operator raised, else the server's defaults."""
@@ -57,8 +59,9 @@ class AccountLimits:
 
     async def quota_used(self, account: Account) -> int:
         """Messages the account queued today (UTC), as the enqueue script counts them."""
-        day, used = await self.ctx.redis.hmget(self.ctx.shard(account.shard).quota,
-                                               [f"{account.id}:day", f"{account.id}:used"])
+        day, used = await self.ctx.redis.hmget(
+            self.ctx.shard(account.shard).quota, [f"{account.id}:day", f"{account.id}:used"]
+        )
         today = self.ctx.now() // DAY_MS
         return int(used) if day is not None and int(day) == today and used is not None else 0
 
@@ -71,7 +74,7 @@ class AccountLimits:
         if values:
             redis = self.ctx.redis
             own = self.ctx.account_shard(account.id)
-            await redis.hset(own.account(), mapping=values)
+            await redis.hset(own.account(), mapping=hash_mapping(values))
             account = msgspec.structs.replace(account, **values)
             # A changed limiter starts afresh, so new limits apply at once: its state is a
             # time measured in the old rate's units.
@@ -87,8 +90,15 @@ class AccountLimits:
         if not limit_values(requested):
             raise errors.InvalidInput("ask for at least one limit", field="requested")
         reason = check_text(reason.strip() if isinstance(reason, str) else reason, "reason", max_chars=MAX_NOTE_CHARS)
-        request = LimitRequest(id=ids.short_id(), account_id=account.id, email=account.email,
-                               requested=requested, reason=reason, status="pending", created_ms=self.ctx.now())
+        request = LimitRequest(
+            id=ids.short_id(),
+            account_id=account.id,
+            email=account.email,
+            requested=requested,
+            reason=reason,
+            status="pending",
+            created_ms=self.ctx.now(),
+        )
         redis = self.ctx.redis
         own = self.ctx.account_shard(account.id)
         # The record goes first, so a pending id always names a stored request.
@@ -105,8 +115,9 @@ class AccountLimits:
             raise errors.LimitRequestNotFound()
         return msgspec.json.decode(raw, type=LimitRequest)
 
-    async def list_requests(self, *, account_id: str | None = None, status: str | None = None,
-                            limit: int = MAX_REQUESTS_LISTED) -> list[LimitRequest]:
+    async def list_requests(
+        self, *, account_id: str | None = None, status: str | None = None, limit: int = MAX_REQUESTS_LISTED
+    ) -> list[LimitRequest]:
         """Requests, newest first, optionally one account's (read through its own index,
         not the whole hash) or one status's."""
         redis = self.ctx.redis
@@ -114,16 +125,20 @@ class AccountLimits:
             if not ids.is_plain_id(account_id):
                 return []
             request_ids = await redis.zrevrange(self.ctx.account_shard(account_id).limit_requests(), 0, limit - 1)
-            raws = await redis.hmget(keys.LIMIT_REQUESTS, request_ids) if request_ids else []
+            raws = await redis.hmget(keys.LIMIT_REQUESTS, [text(i) for i in request_ids]) if request_ids else []
         else:
             raws = list((await redis.hgetall(keys.LIMIT_REQUESTS)).values())
         found = [msgspec.json.decode(v, type=LimitRequest) for v in raws if v is not None]
-        found = [r for r in found if (account_id is None or r.account_id == account_id)
-                 and (status is None or r.status == status)]
+        found = [
+            r
+            for r in found
+            if (account_id is None or r.account_id == account_id) and (status is None or r.status == status)
+        ]
         return sorted(found, key=lambda r: (r.created_ms, r.id), reverse=True)[:limit]
 
-    async def decide_request(self, request_id: str, *, approve: bool, granted: LimitChange | None = None,
-                             note: str = "") -> LimitRequest:
+    async def decide_request(
+        self, request_id: str, *, approve: bool, granted: LimitChange | None = None, note: str = ""
+    ) -> LimitRequest:
         """The operator's answer. Approving grants what was asked (or ``granted``); a raised
         rate without a burst gets a burst scaled like the default one."""
         note = check_text(note, "note", max_chars=MAX_NOTE_CHARS)
@@ -150,12 +165,18 @@ class AccountLimits:
                     raise errors.LimitRequestDecided()
                 grant: LimitChange | None = None
                 if approve:
-                    grant = self._scaled_bursts(granted if granted is not None and limit_values(granted)
-                                                else request.requested)
+                    grant = self._scaled_bursts(
+                        granted if granted is not None and limit_values(granted) else request.requested
+                    )
                     limit_values(grant)
-                decided = msgspec.structs.replace(request, status="approved" if approve else "rejected",
-                                                  granted=grant, note=note, decided_ms=self.ctx.now())
-                pipe.multi()
+                decided = msgspec.structs.replace(
+                    request,
+                    status="approved" if approve else "rejected",
+                    granted=grant,
+                    note=note,
+                    decided_ms=self.ctx.now(),
+                )
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(keys.LIMIT_REQUESTS, request.id, msgspec.json.encode(decided))
                 try:
                     await pipe.execute()
@@ -168,11 +189,13 @@ class AccountLimits:
         s = self.ctx.settings
         extra: dict[str, int] = {}
         if change.sends_per_second and not change.sends_burst:
-            extra["sends_burst"] = min(MAX_LIMIT, max(
-                s.sends_burst, -(-change.sends_per_second * s.sends_burst // s.sends_per_second)))
+            extra["sends_burst"] = min(
+                MAX_LIMIT, max(s.sends_burst, -(-change.sends_per_second * s.sends_burst // s.sends_per_second))
+            )
         if change.tasks_per_minute and not change.tasks_burst:
-            extra["tasks_burst"] = min(MAX_LIMIT, max(
-                s.tasks_burst, -(-change.tasks_per_minute * s.tasks_burst // s.tasks_per_minute)))
+            extra["tasks_burst"] = min(
+                MAX_LIMIT, max(s.tasks_burst, -(-change.tasks_per_minute * s.tasks_burst // s.tasks_per_minute))
+            )
         return msgspec.structs.replace(change, **extra) if extra else change
 
     async def pending_request(self, account: Account) -> LimitRequest | None:

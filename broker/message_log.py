@@ -13,7 +13,7 @@ from broker.context import Context
 from broker.devices import Devices
 from broker.history import HistoryStore
 from broker.records import STATUSES, Account, DeviceInfo, Event, MessagePage, MessageRecord
-from broker.redis_client import text
+from broker.redis_client import fields, text
 
 MAX_PAGE = 500
 """The most messages one page of the list holds."""
@@ -51,7 +51,7 @@ class MessageLog:
             return None
         return await self.history.message(shard_tag, message_id)
 
-    async def list(
+    async def page(
         self,
         account: Account,
         *,
@@ -71,8 +71,9 @@ class MessageLog:
         hot = await self._list_hot(account, limit, cursor, status, device_id, scan_limit)
         if self.history is None:
             return hot
-        stored = await self.history.list_messages(account.id, limit=limit, before=cursor, status=status,
-                                                  device=device_id)
+        stored = await self.history.list_messages(
+            account.id, limit=limit, before=cursor, status=status, device=device_id
+        )
         bounds = [b for b in (hot.next_cursor, stored[-1].id if len(stored) == limit else None) if b is not None]
         bound = max(bounds) if bounds else None
         # A stored row may be behind Redis (a change not yet snapshotted): Redis decides.
@@ -85,17 +86,24 @@ class MessageLog:
             if raw is not None:
                 record = msgspec.json.decode(raw, type=MessageRecord)
                 if (status is not None and record.status != status) or (
-                        device_id is not None and record.device != device_id):
+                    device_id is not None and record.device != device_id
+                ):
                     continue
             merged[record.id] = record
-        items = sorted((r for r in merged.values() if bound is None or r.id >= bound),
-                       key=lambda r: r.id, reverse=True)
+        items = sorted((r for r in merged.values() if bound is None or r.id >= bound), key=lambda r: r.id, reverse=True)
         if len(items) >= limit:
             return MessagePage(items[:limit], items[limit - 1].id)
         return MessagePage(items, bound)
 
-    async def _list_hot(self, account: Account, limit: int, cursor: str | None, status: str | None,
-                        device_id: str | None, scan_limit: int) -> MessagePage:
+    async def _list_hot(
+        self,
+        account: Account,
+        limit: int,
+        cursor: str | None,
+        status: str | None,
+        device_id: str | None,
+        scan_limit: int,
+    ) -> MessagePage:
         """A sender's messages, newest first, ``limit`` a page, optionally only one status
         or one device. A filtered page reads at most ``scan_limit`` ids; ``next_cursor``
         then points past what was read, so a client pages on through sparse matches."""
@@ -139,7 +147,7 @@ class MessageLog:
     async def stats(self, account: Account) -> Stats:
         """Counts per state for the account, and its devices with presence and counts."""
         counts = await self.account_counts(account)
-        devices = [] if account.account_type == "api_only" else await self.devices.list(account)
+        devices = [] if account.account_type == "api_only" else await self.devices.list_for(account)
         return Stats(counts, devices)
 
     async def counters(self, shard_tag: str) -> dict[str, int]:
@@ -151,8 +159,9 @@ class MessageLog:
         """The account's messages per state, and in all (its own fields only: the platform
         pool's counters hash holds every API-only sender's)."""
         names = (*STATUSES, "total")
-        values = await self.ctx.redis.hmget(self.ctx.shard(account.shard).counters,
-                                            [f"a:{account.id}:{n}" for n in names])
+        values = await self.ctx.redis.hmget(
+            self.ctx.shard(account.shard).counters, [f"a:{account.id}:{n}" for n in names]
+        )
         return {name: int(value or 0) for name, value in zip(names, values, strict=True)}
 
     async def events(self, shard_tag: str, count: int = 1000) -> list[Event]:
@@ -160,15 +169,19 @@ class MessageLog:
         webhook dispatcher read)."""
         entries = await self.ctx.redis.xrange(self.ctx.shard(shard_tag).events, count=count)
         found = []
-        for stream_id, raw in entries:
-            f = {text(k): text(v) for k, v in raw.items()}
-            found.append(Event(text(stream_id), f["id"], f["account"], f["status"], f["device"], int(f["at"]),
-                               f["error"]))
+        for stream_id, raw in entries or []:
+            f = fields(raw or {})
+            found.append(
+                Event(text(stream_id), f["id"], f["account"], f["status"], f["device"], int(f["at"]), f["error"])
+            )
         return found
 
     async def trim(self, shard_tag: str, account_id: str, cutoff_ms: int, pairs: Sequence[str]) -> int:
         """Remove a sender's finished messages last changed by ``cutoff_ms`` that the
         history store holds (``pairs``: id, stored version, ...); see trim-3.lua."""
         shard = self.ctx.shard(shard_tag)
-        return int(await self.ctx.call("trim", [shard.messages, shard.trim, shard.sent(account_id)],
-                                       [account_id, cutoff_ms, *pairs]))
+        return int(
+            await self.ctx.call(
+                "trim", [shard.messages, shard.trim, shard.sent(account_id)], [account_id, cutoff_ms, *pairs]
+            )
+        )

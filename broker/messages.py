@@ -44,8 +44,8 @@ class Messages:
         if account.account_type == "api_only":
             if message.device_id is not None:
                 raise errors.RoutingError(
-                    "API-only accounts send through the platform pool: omit device_id",
-                    field="device_id", index=index)
+                    "API-only accounts send through the platform pool: omit device_id", field="device_id", index=index
+                )
             return "pool", ""
         if message.device_id is None:
             return "pool", ""
@@ -98,8 +98,11 @@ class Messages:
             # them once the rest is valid), so one answer lists every bad item.
             if targeted:
                 known = await self.ctx.redis.smismember(shard.devices, [d for _, d in targeted])
-                problems += [errors.Problem(i, "device_id", "no such device")
-                             for (i, _), found in zip(targeted, known, strict=True) if not found]
+                problems += [
+                    errors.Problem(i, "device_id", "no such device")
+                    for (i, _), found in zip(targeted, known, strict=True)
+                    if not found
+                ]
                 problems.sort(key=lambda p: p.index)
             raise invalid_messages(problems)
         fingerprint = ""
@@ -110,16 +113,37 @@ class Messages:
             # Never allowed, whatever the day: a 429 saying "try again tomorrow" would lie.
             raise errors.InvalidInput(
                 f"{len(messages)} messages are more than the account's whole daily quota of "
-                f"{limits.daily_quota}; send fewer at once or ask for a higher quota", field="messages")
+                f"{limits.daily_quota}; send fewer at once or ask for a higher quota",
+                field="messages",
+            )
         reply = await self.ctx.call(
             "enqueue",
-            [shard.messages, shard.counters, shard.quota,
-             shard.idempotency(account.id, idempotency_key or "-"), shard.expiry, shard.events,
-             shard.pool, shard.pool_state, shard.queue, shard.devices, shard.sent(account.id),
-             shard.send_rate(account.id)],
-            [account.id, now, settings.message_ttl_seconds * 1000, limits.daily_quota,
-             fingerprint, settings.idempotency_ttl_seconds * 1000, len(messages),
-             1000 / limits.sends_per_second, limits.sends_burst, *args],
+            [
+                shard.messages,
+                shard.counters,
+                shard.quota,
+                shard.idempotency(account.id, idempotency_key or "-"),
+                shard.expiry,
+                shard.events,
+                shard.pool,
+                shard.pool_state,
+                shard.queue,
+                shard.devices,
+                shard.sent(account.id),
+                shard.send_rate(account.id),
+            ],
+            [
+                account.id,
+                now,
+                settings.message_ttl_seconds * 1000,
+                limits.daily_quota,
+                fingerprint,
+                settings.idempotency_ttl_seconds * 1000,
+                len(messages),
+                1000 / limits.sends_per_second,
+                limits.sends_burst,
+                *args,
+            ],
         )
         kind = text(reply[0])
         rate = RateDecision(True, limits.sends_burst, int(reply[1]), 0, int(reply[2]))
@@ -141,15 +165,38 @@ class Messages:
         did = device.device_id
         reply = await self.ctx.call(
             "claim",
-            [shard.device(did), shard.device_window(did), shard.messages, shard.counters, shard.queue,
-             shard.leased, shard.lease_checks, shard.expiry, shard.pool, shard.pool_state,
-             shard.last_seen, shard.events, shard.poll_rate(did), shard.account()],
-            [did, self.ctx.now(), limit, settings.lease_seconds * 1000, settings.max_leases,
-             settings.presence_ttl_seconds * 1000, settings.tasks_per_minute, settings.tasks_burst],
+            [
+                shard.device(did),
+                shard.device_window(did),
+                shard.messages,
+                shard.counters,
+                shard.queue,
+                shard.leased,
+                shard.lease_checks,
+                shard.expiry,
+                shard.pool,
+                shard.pool_state,
+                shard.last_seen,
+                shard.events,
+                shard.poll_rate(did),
+                shard.account(),
+            ],
+            [
+                did,
+                self.ctx.now(),
+                limit,
+                settings.lease_seconds * 1000,
+                settings.max_leases,
+                settings.presence_ttl_seconds * 1000,
+                settings.tasks_per_minute,
+                settings.tasks_burst,
+            ],
         )
         remaining, burst, reset = (int(x) for x in reply[0])
-        return ClaimResult([ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3])) for m in reply[1:]],
-                           RateDecision(True, burst, remaining, 0, reset))
+        return ClaimResult(
+            [ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3])) for m in reply[1:]],
+            RateDecision(True, burst, remaining, 0, reset),
+        )
 
     async def report_status(self, device: DeviceRef, message_id: str, status: str, error: str = "") -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed."""
@@ -180,8 +227,7 @@ class Messages:
         try:
             reply = await self.ctx.call(
                 "cancel",
-                [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state,
-                 shard.events],
+                [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state, shard.events],
                 [account.id, message_id, self.ctx.now()],
             )
         except errors.MessageNotFound:
@@ -208,11 +254,15 @@ def invalid_messages(problems: list[errors.Problem]) -> errors.BrokerError:
     Unknown devices alone are DeviceNotFound, as the script reports them."""
     if all(p.field == "device_id" and p.detail == "no such device" for p in problems):
         indexes = [p.index for p in problems]
-        return errors.DeviceNotFound(f"message {', '.join(map(str, indexes))}: no such device",
-                                     index=indexes[0], indexes=indexes)
+        return errors.DeviceNotFound(
+            f"message {', '.join(map(str, indexes))}: no such device", index=indexes[0], indexes=indexes
+        )
     if len(problems) == 1:
         p = problems[0]
         return p.kind(f"message {p.index}: {p.detail}", field=p.field, index=p.index, problems=problems)
     named = ", ".join(str(p.index) for p in problems[:20]) + (", ..." if len(problems) > 20 else "")
-    return errors.InvalidInput(f"{len(problems)} messages are invalid (messages {named}); nothing was queued",
-                               field="messages", problems=problems)
+    return errors.InvalidInput(
+        f"{len(problems)} messages are invalid (messages {named}); nothing was queued",
+        field="messages",
+        problems=problems,
+    )

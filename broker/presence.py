@@ -30,13 +30,17 @@ class Presence:
         reply = await self.ctx.call(
             "heartbeat",
             [shard.device(did), shard.device_presence(did), shard.last_seen],
-            [did, self.ctx.now(), self.ctx.settings.presence_ttl_seconds * 1000,
-             "" if battery is None else battery, android_version or "", app_version or ""],
+            [
+                did,
+                self.ctx.now(),
+                self.ctx.settings.presence_ttl_seconds * 1000,
+                "" if battery is None else battery,
+                android_version or "",
+                app_version or "",
+            ],
         )
         return int(reply)
 
     async def is_online(self, device: DeviceRef) -> bool:
         seen = await self.ctx.redis.zscore(self.ctx.shard(device.shard).last_seen, device.device_id)
         return seen is not None and seen + self.ctx.settings.presence_ttl_seconds * 1000 > self.ctx.now()
-
-

@@ -11,6 +11,7 @@ poll's CPU in the API worker. hiredis (already installed for its reply parser, t
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import hiredis
@@ -21,9 +22,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from broker.settings import Settings
-
 
 RedisClient = aioredis.Redis | RedisCluster
 """What the broker talks to: one Redis (or fakeredis) or a Redis Cluster."""
@@ -39,7 +40,7 @@ class _HiredisPacking:
         try:
             return [hiredis.pack_command(args)]
         except TypeError:
-            return super().pack_command(*args)  # type: ignore[misc]
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
 
 
 def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
@@ -51,8 +52,9 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
     return client
 
 
-def connect(url: str, *, max_connections: int | None = None, pool_timeout: float = 5.0,
-            **options: Any) -> aioredis.Redis:
+def connect(
+    url: str, *, max_connections: int | None = None, pool_timeout: float = 5.0, **options: Any
+) -> aioredis.Redis:
     """``redis.asyncio.from_url(url, **options)``, packing with hiredis.
 
     With ``max_connections`` the pool is a blocking one: a request that finds all of
@@ -61,14 +63,20 @@ def connect(url: str, *, max_connections: int | None = None, pool_timeout: float
     "Too many connections": under load that was a burst of 503s from a healthy Redis.)"""
     if max_connections is None:
         return with_hiredis_packing(aioredis.from_url(url, **options))
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
-                                                   **options)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout, **options
+    )
     return with_hiredis_packing(aioredis.Redis.from_pool(pool))
 
 
 def text(value: Any) -> str:
     """A Redis reply value (bytes, or already text) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def hash_mapping(values: Mapping[str, EncodableT]) -> dict[FieldT, EncodableT]:
+    """``values`` as redis-py's ``HSET ... mapping=`` is typed to take them."""
+    return {name: value for name, value in values.items()}
 
 
 def fields(raw: dict[Any, Any]) -> dict[str, str]:
@@ -79,9 +87,18 @@ def fields(raw: dict[Any, Any]) -> dict[str, str]:
 def redis_for(settings: Settings) -> aioredis.Redis:
     """The Redis client of a server process: fail fast while Redis is away, retry once on
     a dropped connection (a restarted Redis), reconnect by itself afterwards."""
-    return connect(settings.redis_url, max_connections=settings.redis_max_connections, pool_timeout=5,
-                   health_check_interval=30, socket_connect_timeout=2, socket_timeout=5,
-                   retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+    if not settings.redis_url:
+        raise ValueError("no REDIS_URL to connect to")
+    return connect(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        pool_timeout=5,
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
 
 
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)

@@ -28,9 +28,10 @@ import msgspec
 
 from broker import keys
 from broker.broker import Broker
-from broker.redis_client import text as _text
 from broker.errors import BrokerError
 from broker.history import HistoryStore
+from broker.redis_client import hash_mapping
+from broker.redis_client import text as _text
 
 CHUNK = 1_000
 
@@ -66,8 +67,12 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
         if device:
             counts[f"d:{device}:{status}"] += count
         stored_messages += count
-    shards = {keys.pool_shard(), *counters, *(tag for tag, _ in devices),
-              *(keys.account_shard(account_id) for account_id in accounts)}
+    shards = {
+        keys.pool_shard(),
+        *counters,
+        *(tag for tag, _ in devices),
+        *(keys.account_shard(account_id) for account_id in accounts),
+    }
     # No epoch and only shards the store knows: an empty Redis, or one a restore that
     # stopped part-way left behind, which this run completes (every write is idempotent).
     present = {_text(tag) async for tag in redis.sscan_iter(keys.SHARDS)}
@@ -102,18 +107,18 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
     # still finds nothing without them), the shards, the indexes.
     async with redis.pipeline(transaction=False) as pipe:
         for shard_tag, counts in counters.items():
-            pipe.hset(broker.shard(shard_tag).counters, mapping=dict(counts))
+            pipe.hset(broker.shard(shard_tag).counters, mapping=hash_mapping(counts))
         for shard_tag, senders in pool_counts.items():
             state = {"v": 0}
             for account, queued in senders.items():
                 state[f"f:{account}"] = queued
                 state[f"n:{account}"] = queued
-            pipe.hset(broker.shard(shard_tag).pool_state, mapping=state)
+            pipe.hset(broker.shard(shard_tag).pool_state, mapping=hash_mapping(state))
         for account_id, fields in accounts.items():
-            pipe.hset(broker.shard(keys.account_shard(account_id)).account(), mapping=fields)
+            pipe.hset(broker.shard(keys.account_shard(account_id)).account(), mapping=hash_mapping(fields))
         for shard_tag, fields in devices:
             shard = broker.shard(shard_tag)
-            pipe.hset(shard.device(fields["id"]), mapping=fields)
+            pipe.hset(shard.device(fields["id"]), mapping=hash_mapping(fields))
             pipe.sadd(shard.devices, fields["id"])
         for account_id, record in key_records:
             key = msgspec.json.decode(record)

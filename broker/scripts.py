@@ -32,7 +32,7 @@ def lua_directory() -> Path:
 
 
 class Script:
-    __slots__ = ("name", "key_count", "source", "sha")
+    __slots__ = ("key_count", "name", "sha", "source")
 
     def __init__(self, name: str, key_count: int, source: str) -> None:
         self.name = name

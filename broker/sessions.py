@@ -20,8 +20,14 @@ class Sessions:
         session = Session(ids.secret_token(), account.id, ids.secret_token(), self.ctx.now() + ttl_ms)
         key = keys.session(ids.sha256_hex(session.id))
         async with self.ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"account": account.id, "csrf_token": session.csrf_token,
-                                    "expires_at_ms": session.expires_at_ms})
+            pipe.hset(
+                key,
+                mapping={
+                    "account": account.id,
+                    "csrf_token": session.csrf_token,
+                    "expires_at_ms": session.expires_at_ms,
+                },
+            )
             pipe.pexpire(key, ttl_ms)
             await pipe.execute()
         return session

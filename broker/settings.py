@@ -1,6 +1,6 @@
 """Every tunable of Connecfy in one typed object, read from ``CONNECFY_*`` variables.
 
-The defaults here are the ones the design promises; the README lists them. A field
+The defaults here are the ones the design promises; docs/operations.md lists them. A field
 ``lease_seconds`` is read from ``CONNECFY_LEASE_SECONDS``; ``redis_url`` also from the
 conventional ``REDIS_URL``.
 """
@@ -111,7 +111,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name, value in environ.items():
             if not name.startswith(ENV_PREFIX):
                 continue
-            field = name[len(ENV_PREFIX):].lower()
+            field = name[len(ENV_PREFIX) :].lower()
             if field not in fields:
                 raise ValueError(f"unknown setting {name}")
             values[field] = value

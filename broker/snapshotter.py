@@ -61,9 +61,18 @@ class Batch(msgspec.Struct):
 
 
 class Snapshotter:
-    def __init__(self, broker: Broker, store: HistoryStore, *, holder: str | None = None,
-                 read_count: int = 1_000, trim_batch: int = 500, lease_ms: int | None = None,
-                 retention_batch: int = 1_000, retention_budget_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        store: HistoryStore,
+        *,
+        holder: str | None = None,
+        read_count: int = 1_000,
+        trim_batch: int = 500,
+        lease_ms: int | None = None,
+        retention_batch: int = 1_000,
+        retention_budget_s: float = 1.0,
+    ) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.store = store
@@ -133,8 +142,10 @@ class Snapshotter:
             self._stored_epoch = await self.store.get_meta("epoch")
         if live is None:
             if self._stored_epoch is not None:
-                log.error("Redis has no history epoch but the history store has one: Redis lost its "
-                          "data; run connecfy restore. Snapshots are paused.")
+                log.error(
+                    "Redis has no history epoch but the history store has one: Redis lost its "
+                    "data; run connecfy restore. Snapshots are paused."
+                )
                 return False
             await self.redis.set(keys.HISTORY_EPOCH, uuid.uuid4().hex, nx=True)
             live = await self.redis.get(keys.HISTORY_EPOCH)
@@ -143,8 +154,11 @@ class Snapshotter:
             await self.store.set_meta("epoch", live_text)
             self._stored_epoch = live_text
         if self._stored_epoch != live_text:
-            log.error("the history store belongs to another Redis (epoch %s, Redis has %s): snapshots are paused",
-                      self._stored_epoch, live_text)
+            log.error(
+                "the history store belongs to another Redis (epoch %s, Redis has %s): snapshots are paused",
+                self._stored_epoch,
+                live_text,
+            )
             return False
         return True
 
@@ -161,21 +175,32 @@ class Snapshotter:
     async def read_all(self, shards: list[str], *, pending: bool = False) -> list[Batch]:
         """:meth:`read` for many shards in two round trips (streams, then records)."""
         await self._create_groups(shards)
-        replies = await streams.read(self.redis, GROUP, CONSUMER, [self.broker.shard(s).events for s in shards],
-                                     pending=pending, count=self.read_count)
+        replies = await streams.read(
+            self.redis,
+            GROUP,
+            CONSUMER,
+            [self.broker.shard(s).events for s in shards],
+            pending=pending,
+            count=self.read_count,
+        )
         batches = []
-        for shard, entries in zip(shards, replies):
+        for shard, entries in zip(shards, replies, strict=True):
             if entries is None:
                 self._groups.discard(shard)  # Redis lost the group (flushed): made again next time
                 entries = []
-            batches.append(Batch(shard, [_text(entry_id) for entry_id, _ in entries],
-                                 message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f))))
+            batches.append(
+                Batch(
+                    shard,
+                    [_text(entry_id) for entry_id, _ in entries],
+                    message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f)),
+                )
+            )
         wanted = [b for b in batches if b.message_ids]
         async with self.redis.pipeline(transaction=False) as pipe:
             for batch in wanted:
                 pipe.hmget(self.broker.shard(batch.shard).messages, batch.message_ids)
             raws = await pipe.execute()
-        for batch, found in zip(wanted, raws):
+        for batch, found in zip(wanted, raws, strict=True):
             # A message no longer in Redis was trimmed, which happens only once it is stored.
             batch.records = [msgspec.json.decode(raw, type=MessageRecord) for raw in found if raw is not None]
         return batches
@@ -214,14 +239,14 @@ class Snapshotter:
                 for shard in todo:
                     pipe.zrangebyscore(self.broker.shard(shard).trim, "-inf", cutoff, start=0, num=self.trim_batch)
                 due = await pipe.execute()
-            for shard, members in zip(todo, due):
+            for shard, members in zip(todo, due, strict=True):
                 by_account: dict[str, list[str]] = defaultdict(list)
                 for member in members:
                     account, message_id, version = _text(member).split(":")
                     by_account[account] += [message_id, version]
                 for account, pairs in by_account.items():
                     trimmed += await self.broker.message_log.trim(shard, account, cutoff, pairs)
-            todo = [shard for shard, members in zip(todo, due) if len(members) == self.trim_batch]
+            todo = [shard for shard, members in zip(todo, due, strict=True) if len(members) == self.trim_batch]
             if not todo:
                 break
         return trimmed
@@ -241,9 +266,12 @@ class Snapshotter:
                 account, key_records, *device_hashes = await pipe.execute()
             account_id = shard[2:] if shard.startswith("a:") else None
             await self.store.mirror_shard(
-                shard, _fields(account) if account else None, account_id,
-                {d: _fields(h) for d, h in zip(device_ids, device_hashes) if h},
-                {_text(k): _text(v) for k, v in key_records.items()})
+                shard,
+                _fields(account) if account else None,
+                account_id,
+                {d: _fields(h) for d, h in zip(device_ids, device_hashes, strict=True) if h},
+                {_text(k): _text(v) for k, v in key_records.items()},
+            )
 
     async def delete_expired_history(self) -> int:
         """Delete history past its retention for up to ``retention_budget_s``; what is

@@ -34,8 +34,9 @@ async def ensure_group(redis: Any, stream: str, group: str) -> None:
             raise
 
 
-async def read(redis: Any, group: str, consumer: str, streams: list[str], *, pending: bool,
-               count: int) -> list[list[Any] | None]:
+async def read(
+    redis: Any, group: str, consumer: str, streams: list[str], *, pending: bool, count: int
+) -> list[list[Any] | None]:
     """One read of each stream for ``group`` in one round trip: its entries read before
     and not yet acknowledged (``pending``), else new ones. None for a stream whose group
     is missing (Redis lost it; the caller makes it again)."""

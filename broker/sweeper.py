@@ -25,8 +25,18 @@ class Sweeper:
         settings = self.ctx.settings
         reply = await self.ctx.call(
             "sweep",
-            [shard.messages, shard.counters, shard.queue, shard.leased, shard.lease_checks, shard.expiry,
-             shard.pool, shard.pool_state, shard.last_seen, shard.events],
+            [
+                shard.messages,
+                shard.counters,
+                shard.queue,
+                shard.leased,
+                shard.lease_checks,
+                shard.expiry,
+                shard.pool,
+                shard.pool_state,
+                shard.last_seen,
+                shard.events,
+            ],
             [self.ctx.now(), settings.sweep_batch, settings.max_leases, settings.presence_ttl_seconds * 1000],
         )
         return SweepReport(int(reply[0]), int(reply[1]), int(reply[2]), bool(int(reply[3])))
@@ -37,8 +47,12 @@ class Sweeper:
         async for tag in self.ctx.redis.sscan_iter(keys.SHARDS):
             for _ in range(max_passes):
                 report = await self.sweep(text(tag))
-                total = SweepReport(total.expired + report.expired, total.lost + report.lost,
-                                    total.returned + report.returned, total.more or report.more)
+                total = SweepReport(
+                    total.expired + report.expired,
+                    total.lost + report.lost,
+                    total.returned + report.returned,
+                    total.more or report.more,
+                )
                 if not report.more:
                     break
         return total

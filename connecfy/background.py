@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from broker.broker import Broker
 from broker.history import HistoryStore
-from broker.jobs import Observers, start_jobs, stop_jobs
+from broker.jobs import NO_OBSERVERS, Observers, start_jobs, stop_jobs
 from broker.redis_client import REDIS_AWAY, redis_for
 from broker.settings import Settings
 
@@ -52,7 +52,7 @@ async def _start(broker: Broker, history: HistoryStore) -> None:
         delay = min(10.0, delay * 2)
 
 
-async def run(settings: Settings, *, observers: Observers = Observers(), parent_pid: int | None = None) -> None:
+async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent_pid: int | None = None) -> None:
     """Run the jobs until SIGTERM or SIGINT (or, with ``parent_pid``, until that process,
     which started this one, is gone), then stop them and close the connections."""
     if not settings.redis_url:

@@ -23,8 +23,8 @@ from broker import __version__
 from broker.broker import Broker
 from broker.records import OutgoingMessage
 from broker.redis_client import connect
-from connecfy.redis_server import RedisServer, redis_server_version
 from broker.settings import Settings
+from connecfy.redis_server import RedisServer, redis_server_version
 
 T = TypeVar("T")
 
@@ -55,10 +55,12 @@ def selfcheck(settings: Settings) -> int:
     if settings.redis_url:
         asyncio.run(_walk(settings.redis_url, settings))
         return 0
-    with tempfile.TemporaryDirectory(prefix="connecfy-selfcheck-") as data_dir:
-        with RedisServer(data_dir, appendonly=False) as server:
-            print(f"started redis-server {redis_server_version(server.binary)} ({server.binary})")
-            asyncio.run(_walk(server.url, settings))
+    with (
+        tempfile.TemporaryDirectory(prefix="connecfy-selfcheck-") as data_dir,
+        RedisServer(data_dir, appendonly=False) as server,
+    ):
+        print(f"started redis-server {redis_server_version(server.binary)} ({server.binary})")
+        asyncio.run(_walk(server.url, settings))
     return 0
 
 
@@ -69,8 +71,9 @@ async def _create_operator(url: str, settings: Settings, email: str, password: s
     try:
         broker = Broker(client, settings)
         await broker.start()
-        account = await broker.accounts.create(email, "self_managed", operator=True,
-                                              password_hash=await hash_password(password))
+        account = await broker.accounts.create(
+            email, "self_managed", operator=True, password_hash=await hash_password(password)
+        )
         return account.id
     finally:
         await client.aclose()
@@ -103,16 +106,18 @@ async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
         broker = Broker(client, settings)
         await broker.start()
         report = await restore(broker, store)
-        return (f"restored {report.accounts} accounts, {report.devices} devices, {report.api_keys} API keys and "
-                f"{report.live_messages} unfinished messages ({report.stored_messages} messages in the store)")
+        return (
+            f"restored {report.accounts} accounts, {report.devices} devices, {report.api_keys} API keys and "
+            f"{report.live_messages} unfinished messages ({report.stored_messages} messages in the store)"
+        )
     finally:
         await store.close()
         await client.aclose()
 
 
 def restore_command(settings: Settings, data_dir: str | None) -> int:
-    from connecfy.server import redis_url_for
     from broker.restore import RestoreRefused
+    from connecfy.server import redis_url_for
 
     try:
         print(asyncio.run(_restore(redis_url_for(settings, data_dir), settings, data_dir)))
@@ -133,9 +138,9 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
     from api.observability import configure_logging, swept, webhook_attempted
-    from connecfy.server import redis_url_for
     from broker.jobs import Observers
     from connecfy.background import run
+    from connecfy.server import redis_url_for
 
     configure_logging()
     settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
@@ -159,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--email", required=True)
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     create.add_argument("--data-dir", default=None)
-    restore = commands.add_parser(
-        "restore", help="rebuild an empty Redis (after a total loss) from the history store")
+    restore = commands.add_parser("restore", help="rebuild an empty Redis (after a total loss) from the history store")
     restore.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
     background = commands.add_parser(
-        "background", help="run the sweeper, history snapshotter and webhook dispatcher (connecfy serve starts one)")
+        "background", help="run the sweeper, history snapshotter and webhook dispatcher (connecfy serve starts one)"
+    )
     background.add_argument("--data-dir", default=None, help="the data directory of the running connecfy serve")
-    background.add_argument("--parent-pid", type=int, default=None,
-                            help="stop when this process (the one starting this one) is gone")
+    background.add_argument(
+        "--parent-pid", type=int, default=None, help="stop when this process (the one starting this one) is gone"
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from connecfy.redis_server import RedisServer
 from broker.settings import Settings
+from connecfy.redis_server import RedisServer
 from connecfy.supervisor import Supervisor
 
 
@@ -41,8 +41,10 @@ def redis_url_for(settings: Settings, data_dir: str | None) -> str:
         return settings.redis_url
     socket_path = redis_dir(data_dir or settings.data_dir) / "redis.sock"
     if not socket_path.exists():
-        raise SystemExit(f"no running connecfy serve with --data-dir {data_dir or settings.data_dir} "
-                         f"(no {socket_path}); start it or set REDIS_URL")
+        raise SystemExit(
+            f"no running connecfy serve with --data-dir {data_dir or settings.data_dir} "
+            f"(no {socket_path}); start it or set REDIS_URL"
+        )
     return f"unix://{socket_path.resolve()}"
 
 
@@ -97,12 +99,14 @@ class BackgroundProcess:
 
     def start(self) -> BackgroundProcess:
         env = {k: v for k, v in os.environ.items() if k != "CONNECFY_BACKGROUND_IN_WORKERS"}
-        self.process = subprocess.Popen([sys.executable, "-m", "connecfy.cli", "background",
-                                         "--parent-pid", str(os.getpid())],
-                                        env=env, stdin=subprocess.DEVNULL,
-                                        # Its own session: a terminal's Ctrl-C reaches serve,
-                                        # which then stops this process itself.
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "connecfy.cli", "background", "--parent-pid", str(os.getpid())],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C reaches serve,
+            # which then stops this process itself.
+            start_new_session=True,
+        )
         return self
 
     def stop(self) -> None:

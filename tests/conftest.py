@@ -12,12 +12,11 @@ import hypothesis
 import pytest
 import redis.asyncio as aioredis
 
-from broker.redis_client import connect
 from broker import Broker, Settings
-from connecfy.redis_server import RedisServer
+from broker.redis_client import connect
 from broker.scripts import ScriptRegistry
+from connecfy.redis_server import RedisServer
 from tests.support.backends import BACKENDS, NEWEST_REAL, REAL_REDIS, Clock, roomy_settings
-
 
 # CI explores the same examples every run (a red CI is then a real, repeatable finding);
 # a developer's runs explore new ones and keep failures in .hypothesis/.
@@ -37,7 +36,8 @@ def real_servers() -> Iterator[dict[str, RedisServer]]:
         try:
             for version, binary in REAL_REDIS.items():
                 servers[f"redis-{version}"] = RedisServer(
-                    os.path.join(root, version), binary=binary, appendonly=False).start()
+                    os.path.join(root, version), binary=binary, appendonly=False
+                ).start()
             yield servers
         finally:
             for server in servers.values():
@@ -83,16 +83,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def broker(redis_client: aioredis.Redis, settings: Settings, scripts: ScriptRegistry,
-                 clock: Clock) -> Broker:
+async def broker(redis_client: aioredis.Redis, settings: Settings, scripts: ScriptRegistry, clock: Clock) -> Broker:
     b = Broker(redis_client, settings, scripts, clock=clock)
     await b.start()
     return b
 
 
 @pytest.fixture
-async def real_broker(real_redis: aioredis.Redis, settings: Settings, scripts: ScriptRegistry,
-                      clock: Clock) -> Broker:
+async def real_broker(real_redis: aioredis.Redis, settings: Settings, scripts: ScriptRegistry, clock: Clock) -> Broker:
     b = Broker(real_redis, settings, scripts, clock=clock)
     await b.start()
     return b

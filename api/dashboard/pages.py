@@ -14,8 +14,8 @@ from urllib.parse import quote
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.handlers import BaseRouteHandler
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -39,9 +39,11 @@ HERE = Path(__file__).parent
 LOGIN_PATH = "/login/"
 # Everything the pages load comes from this server; they are never framed by another site.
 PAGE_HEADERS = [
-    ResponseHeader(name="Content-Security-Policy",
-                   value="default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-                         "form-action 'self'; frame-ancestors 'none'"),
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value="default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'",
+    ),
     ResponseHeader(name="X-Frame-Options", value="DENY"),
     ResponseHeader(name="Referrer-Policy", value="same-origin"),
     ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
@@ -80,8 +82,13 @@ def local_next(value: str | None) -> str:
     drop TAB, CR and LF from a URL ("/\t/evil.example" becomes "//evil.example") and read
     "\\" as "/"; a non-ASCII value could not be sent in the Location header. Anything
     else goes home."""
-    if (value and value.startswith("/") and not value.startswith("//") and "\\" not in value
-            and all("\x21" <= c <= "\x7e" for c in value)):
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and all("\x21" <= c <= "\x7e" for c in value)
+    ):
         return value
     return "/"
 
@@ -122,25 +129,32 @@ class AccountPages(Controller):
 
     @get("/")
     async def overview(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        page = await broker.message_log.list(account, limit=RECENT_MESSAGES)
+        page = await broker.message_log.page(account, limit=RECENT_MESSAGES)
         activity = hourly_activity(page.items, broker.clock(), truncated=page.next_cursor is not None)
         return _page("overview.html", request, "overview", activity=activity)
 
     @get("/devices/")
     async def devices(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         return _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
 
     @get("/devices/add/")
-    async def add_device(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
-                         pool: str | None = None) -> Template:
+    async def add_device(
+        self, request: Request[Any, Any, Any], account: Account, broker: Broker, pool: str | None = None
+    ) -> Template:
         # A string, not a bool: "?pool=maybe" is a page, not a JSON 400; only "true" asks for the pool.
         pool_code = pool == "true" and account.operator
         owner = None if pool_code else account  # None: the platform pool
-        known = [] if owner is not None and owner.account_type == "api_only" else await broker.devices.list(owner)
-        return _page("add_device.html", request, "devices", pool=pool_code, server_url=server_url(request),
-                     known_device_ids=[d.device_id for d in known],
-                     code_ttl_seconds=broker.settings.pairing_code_ttl_seconds)
+        known = [] if owner is not None and owner.account_type == "api_only" else await broker.devices.list_for(owner)
+        return _page(
+            "add_device.html",
+            request,
+            "devices",
+            pool=pool_code,
+            server_url=server_url(request),
+            known_device_ids=[d.device_id for d in known],
+            code_ttl_seconds=broker.settings.pairing_code_ttl_seconds,
+        )
 
     @get("/devices/pairing-qr.svg")
     async def pairing_qr(self, request: Request[Any, Any, Any], code: str) -> Response[str]:
@@ -152,46 +166,69 @@ class AccountPages(Controller):
 
     @get("/send/")
     async def send(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         tables = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
         return _page("send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=tables)
 
     @get("/messages/")
-    async def messages(self, request: Request[Any, Any, Any], account: Account, broker: Broker,
-                       status: str | None = None, device_id: str | None = None,
-                       cursor: str | None = None) -> Template:
+    async def messages(
+        self,
+        request: Request[Any, Any, Any],
+        account: Account,
+        broker: Broker,
+        status: str | None = None,
+        device_id: str | None = None,
+        cursor: str | None = None,
+    ) -> Template:
         status = status or None
         device_id = device_id or None
-        devices = [] if account.account_type == "api_only" else await broker.devices.list(account)
+        devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         problem = None
         items: list[Any] = []
         next_cursor = None
         try:
-            page = await broker.message_log.list(account, limit=50, cursor=cursor or None, status=status,
-                                              device_id=device_id)
+            page = await broker.message_log.page(
+                account, limit=50, cursor=cursor or None, status=status, device_id=device_id
+            )
             items = [message_out(r) for r in page.items]
             next_cursor = page.next_cursor
         except errors.InvalidInput as exc:
             problem = exc.detail
         filters = {k: v for k, v in {"status": status, "device_id": device_id}.items() if v}
-        return _page("messages.html", request, "messages", messages=items, next_cursor=next_cursor,
-                     statuses=STATUSES, devices=[device_out(d) for d in devices],
-                     device_names={d.device_id: d.device_name for d in devices}, filters=filters,
-                     paged=bool(cursor), problem=problem)
+        return _page(
+            "messages.html",
+            request,
+            "messages",
+            messages=items,
+            next_cursor=next_cursor,
+            statuses=STATUSES,
+            devices=[device_out(d) for d in devices],
+            device_names={d.device_id: d.device_name for d in devices},
+            filters=filters,
+            paged=bool(cursor),
+            problem=problem,
+        )
 
     @get("/api-keys/")
     async def api_keys(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
-        keys_ = [key_out(k) for k in await broker.api_keys.list(account)]
+        keys_ = [key_out(k) for k in await broker.api_keys.list_for(account)]
         return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
 
     @get("/webhooks/")
     async def webhooks(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
         """The endpoints as the API lists them (no secrets); each one's delivery log is read
         from the deliveries API by the page's script, so it can follow retries live."""
-        endpoints = [webhook_out(e) for e in await broker.webhooks.list(account)]
-        return _page("webhooks.html", request, "webhooks", endpoints=endpoints, event_types=EVENT_TYPES,
-                     signature_header=SIGNATURE_HEADER, timeout_seconds=broker.settings.webhook_timeout_seconds,
-                     retry_window=duration_text(broker.settings.webhook_retry_seconds))
+        endpoints = [webhook_out(e) for e in await broker.webhooks.list_for(account)]
+        return _page(
+            "webhooks.html",
+            request,
+            "webhooks",
+            endpoints=endpoints,
+            event_types=EVENT_TYPES,
+            signature_header=SIGNATURE_HEADER,
+            timeout_seconds=broker.settings.webhook_timeout_seconds,
+            retry_window=duration_text(broker.settings.webhook_retry_seconds),
+        )
 
     @get("/settings/")
     async def settings(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
@@ -200,10 +237,16 @@ class AccountPages(Controller):
         if account.operator:
             operator = {
                 "pending": [request_out(r) for r in await broker.limits.list_requests(status="pending")],
-                "pool": [device_out(d) for d in await broker.devices.list(None)],
+                "pool": [device_out(d) for d in await broker.devices.list_for(None)],
             }
-        return _page("settings.html", request, "settings", limits=await limits_out(broker, account),
-                     requests=own, operator=operator)
+        return _page(
+            "settings.html",
+            request,
+            "settings",
+            limits=await limits_out(broker, account),
+            requests=own,
+            operator=operator,
+        )
 
 
 template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)

@@ -16,6 +16,15 @@ def pairing_uri(server: str, code: str) -> str:
 def pairing_qr_svg(uri: str) -> str:
     """A standalone SVG, black on white with the quiet zone, scaled to fit its box."""
     out = io.BytesIO()
-    segno.make(uri, error="m", micro=False).save(out, kind="svg", scale=8, border=4, dark="#000", light="#fff",
-                                                 xmldecl=False, svgclass="pairing-qr", title="Pairing QR code")
+    segno.make(uri, error="m", micro=False).save(
+        out,
+        kind="svg",
+        scale=8,
+        border=4,
+        dark="#000",
+        light="#fff",
+        xmldecl=False,
+        svgclass="pairing-qr",
+        title="Pairing QR code",
+    )
     return out.getvalue().decode()

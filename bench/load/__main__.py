@@ -12,24 +12,35 @@ from connecfy.cli import run_async
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.load", description=scenarios.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench.load",
+        description=scenarios.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("scenario", choices=(*scenarios.NAMES, "capacity"))
     load = parser.add_argument_group("load")
     load.add_argument("--phones", type=int, default=200, help="simulated phones in all (default 200)")
-    load.add_argument("--pool-phones", type=int, default=None,
-                      help="of which platform pool phones (default a tenth, at least 1)")
+    load.add_argument(
+        "--pool-phones", type=int, default=None, help="of which platform pool phones (default a tenth, at least 1)"
+    )
     load.add_argument("--rate", type=float, default=20.0, help="messages per second planned (default 20)")
     load.add_argument("--seconds", type=float, default=30.0, help="seconds of sending (default 30)")
-    load.add_argument("--time-scale", type=float, default=1.0,
-                      help="phone intervals (15 s heartbeat, 20 s poll) times this (default 1)")
+    load.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="phone intervals (15 s heartbeat, 20 s poll) times this (default 1)",
+    )
     load.add_argument("--batch-size", type=int, default=50, help="messages per batch send (default 50)")
     load.add_argument("--send-delay", type=float, default=1.0, help="simulated SmsManager seconds at scale 1")
     load.add_argument("--failed-share", type=float, default=0.02)
     load.add_argument("--delivered-share", type=float, default=0.5)
-    load.add_argument("--drain-seconds", type=float, default=None,
-                      help="how long phones may take to finish after the senders stop "
-                           "(default 3 poll intervals + 2 leases, scaled)")
+    load.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="how long phones may take to finish after the senders stop (default 3 poll intervals + 2 leases, scaled)",
+    )
     load.add_argument("--max-in-flight", type=int, default=5000, help="unanswered sends before the senders hold back")
     load.add_argument("--seed", type=int, default=None)
     special = parser.add_argument_group("scenario options")
@@ -39,8 +50,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     special.add_argument("--backlog", type=int, default=2000, help="pool-fairness: the huge sender's backlog")
     special.add_argument("--small-senders", type=int, default=10)
     special.add_argument("--small-rate", type=float, default=0.5, help="messages/s of each small sender")
-    special.add_argument("--pool-budget", type=int, default=600,
-                         help="pool-fairness: segments per minute of each pool phone")
+    special.add_argument(
+        "--pool-budget", type=int, default=600, help="pool-fairness: segments per minute of each pool phone"
+    )
     server = parser.add_argument_group("server")
     server.add_argument("--target", help="base URL of a running deployment (default: start one here)")
     server.add_argument("--workers", type=int, default=2, help="workers of the server started here (default 2)")
@@ -50,11 +62,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     server.add_argument("--server-pid", type=int, help="the target's server process, for CPU figures")
     server.add_argument("--redis-restart-command", help="redis-restart on a target: a shell command")
     server.add_argument("--server-log", help="keep the log of the server started here at this path")
-    server.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a CONNECFY_* setting for the server started here (repeatable)")
+    server.add_argument(
+        "--server-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CONNECFY_* setting for the server started here (repeatable)",
+    )
     measure = parser.add_argument_group("measurement and output")
-    measure.add_argument("--no-baselines", dest="baselines", action="store_false",
-                         help="skip the bare Litestar and no-op EVALSHA baselines")
+    measure.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="skip the bare Litestar and no-op EVALSHA baselines",
+    )
     measure.add_argument("--baseline-seconds", type=float, default=5.0)
     measure.add_argument("--capacity-seconds", type=float, default=5.0)
     measure.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
@@ -82,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None:
         random.seed(args.seed)
     from bench.load.run import main_async
+
     return run_async(main_async(args))
 
 

@@ -12,8 +12,13 @@ from typing import Any
 
 from bench.load.client import Http, Recorder
 
-HIGH_LIMITS = {"sends_per_second": 1_000_000, "sends_burst": 1_000_000, "tasks_per_minute": 1_000_000,
-               "tasks_burst": 1_000_000, "daily_quota": 10_000_000}
+HIGH_LIMITS = {
+    "sends_per_second": 1_000_000,
+    "sends_burst": 1_000_000,
+    "tasks_per_minute": 1_000_000,
+    "tasks_burst": 1_000_000,
+    "daily_quota": 10_000_000,
+}
 # A phone's send budget out of the bench's way (the most the API accepts per day).
 MAX_HISTORY_PAGES = 100_000  # 50 million messages: a bound, never reached by a bench
 LIFTED_BUDGET = {"segments_per_minute": 100_000, "segments_per_day": 1_000_000}
@@ -54,15 +59,18 @@ class Account:
 
     async def signup(self, account_type: str, run_id: str) -> Account:
         email = f"{self.label}-{run_id}@bench.invalid"
-        status, body, _ = await self.call(None, "POST", "/api/auth/signup/", json={
-            "email": email, "password": secrets.token_urlsafe(16), "account_type": account_type})
+        status, body, _ = await self.call(
+            None,
+            "POST",
+            "/api/auth/signup/",
+            json={"email": email, "password": secrets.token_urlsafe(16), "account_type": account_type},
+        )
         body = expect(status, body, 201, f"signup {email}")
         self.id, self.account_type = body["id"], account_type
         return self
 
     async def login(self, email: str, password: str) -> Account:
-        status, body, _ = await self.call(None, "POST", "/api/auth/login/",
-                                          json={"email": email, "password": password})
+        status, body, _ = await self.call(None, "POST", "/api/auth/login/", json={"email": email, "password": password})
         body = expect(status, body, 200, f"login {email}")
         self.id, self.account_type = body["id"], body["account_type"]
         return self
@@ -72,14 +80,16 @@ class Account:
         return expect(status, body, 201, "create API key")["api_key"]
 
     async def pairing_code(self, *, pool: bool = False) -> str:
-        status, body, _ = await self.call(None, "POST", "/api/devices/pairing-codes/",
-                                          json={"pool": True} if pool else {})
+        status, body, _ = await self.call(
+            None, "POST", "/api/devices/pairing-codes/", json={"pool": True} if pool else {}
+        )
         return expect(status, body, 201, "pairing code")["code"]
 
     async def raise_limits(self, account_id: str) -> None:
         """As the operator: lift an account's rate limits and quota out of the bench's way."""
-        status, body, _ = await self.call(None, "PATCH", f"/api/operator/accounts/{account_id}/limits/",
-                                          json=HIGH_LIMITS)
+        status, body, _ = await self.call(
+            None, "PATCH", f"/api/operator/accounts/{account_id}/limits/", json=HIGH_LIMITS
+        )
         expect(status, body, 200, f"raise limits of {account_id}")
 
     async def set_device_budget(self, device_id: str, budget: dict[str, int]) -> None:

@@ -59,8 +59,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    Granian("bench.load.bare_app:app", address="127.0.0.1", port=args.port, interface=Interfaces.ASGI,
-            workers=args.workers, loop=Loops.uvloop, log_access=False).serve()
+    Granian(
+        "bench.load.bare_app:app",
+        address="127.0.0.1",
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        loop=Loops.uvloop,
+        log_access=False,
+    ).serve()
 
 
 if __name__ == "__main__":

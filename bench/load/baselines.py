@@ -51,24 +51,52 @@ class WrkResult:
 def wrk_binary() -> str:
     found = shutil.which("wrk")
     if not found:
-        raise SystemExit("bench: wrk is needed for the baselines (apt-get install wrk), "
-                         "or run with --no-baselines")
+        raise SystemExit("bench: wrk is needed for the baselines (apt-get install wrk), or run with --no-baselines")
     return found
 
 
-def run_wrk(name: str, url: str, *, seconds: float, connections: int, script: str,
-            env: dict[str, str] | None = None, messages_per_request: int = 1) -> WrkResult:
-    command = [wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-               "-s", str(WRK_DIR / script), url]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
-                            env={**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), **(env or {})})
+def run_wrk(
+    name: str,
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    script: str,
+    env: dict[str, str] | None = None,
+    messages_per_request: int = 1,
+) -> WrkResult:
+    command = [
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_DIR / script),
+        url,
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        env={**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), **(env or {})},
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout}{result.stderr}")
     figures = json.loads(lines[-1])
-    return WrkResult(name, figures["requests"] / (figures["duration_us"] / 1e6), figures["p50_us"] / 1000,
-                     figures["p99_us"] / 1000, figures["max_us"] / 1000, figures["status_errors"],
-                     figures["socket_errors"], messages_per_request)
+    return WrkResult(
+        name,
+        figures["requests"] / (figures["duration_us"] / 1e6),
+        figures["p50_us"] / 1000,
+        figures["p99_us"] / 1000,
+        figures["max_us"] / 1000,
+        figures["status_errors"],
+        figures["socket_errors"],
+        messages_per_request,
+    )
 
 
 class BareServer:
@@ -82,7 +110,11 @@ class BareServer:
             env["BENCH_REDIS_URL"] = redis_url
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.load.bare_app", "--port", str(self.port), "--workers", str(workers)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while not answers_200(self.port, "/bare"):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -117,17 +149,38 @@ async def measure_baselines(redis_url: str | None, workers: int, seconds: float,
     no-op EVALSHA (wrk) and the no-op EVALSHA from one client."""
     bare = BareServer(workers, redis_url)
     try:
-        result = await asyncio.to_thread(run_wrk, "bare Litestar GET", bare.url + "/bare", seconds=seconds,
-                                         connections=connections, script="fixed.lua",
-                                         env={"BENCH_PATH": "/bare"})
-        with_redis = await asyncio.to_thread(
-            run_wrk, "bare GET + no-op EVALSHA", bare.url + "/bare-redis", seconds=seconds,
-            connections=connections, script="fixed.lua", env={"BENCH_PATH": "/bare-redis"}) if redis_url else None
+        result = await asyncio.to_thread(
+            run_wrk,
+            "bare Litestar GET",
+            bare.url + "/bare",
+            seconds=seconds,
+            connections=connections,
+            script="fixed.lua",
+            env={"BENCH_PATH": "/bare"},
+        )
+        with_redis = (
+            await asyncio.to_thread(
+                run_wrk,
+                "bare GET + no-op EVALSHA",
+                bare.url + "/bare-redis",
+                seconds=seconds,
+                connections=connections,
+                script="fixed.lua",
+                env={"BENCH_PATH": "/bare-redis"},
+            )
+            if redis_url
+            else None
+        )
     finally:
         bare.stop()
     noop = await noop_evalsha(redis_url, max(1.5, seconds / 2)) if redis_url else None
-    return {"tool": "wrk -t1 -c%d" % connections, "workers": workers, "bare": asdict(result),
-            "bare_redis": asdict(with_redis) if with_redis else None, "noop_evalsha_per_second": noop}
+    return {
+        "tool": f"wrk -t1 -c{connections}",
+        "workers": workers,
+        "bare": asdict(result),
+        "bare_redis": asdict(with_redis) if with_redis else None,
+        "noop_evalsha_per_second": noop,
+    }
 
 
 def write_body(payload: Any) -> str:
@@ -137,33 +190,70 @@ def write_body(payload: Any) -> str:
     return path
 
 
-async def capacity(base_url: str, devices: list[tuple[str, str]], api_key: str, *, seconds: float,
-                   connections: int, batch_size: int) -> list[WrkResult]:
+async def capacity(
+    base_url: str, devices: list[tuple[str, str]], api_key: str, *, seconds: float, connections: int, batch_size: int
+) -> list[WrkResult]:
     """Our endpoints at saturation, one after another: health, heartbeat, tasks (empty
     queues, the usual poll), the external send and the batch send."""
     devices_file = write_body([])
     Path(devices_file).write_text("".join(f"{d} {t}\n" for d, t in devices))
     heartbeat = write_body({"battery": 80, "android_version": "14", "app_version": "bench"})
     send = write_body({"api_key": api_key, "to": "+15551234567", "message": "capacity"})
-    batch = write_body({"api_key": api_key, "messages": [
-        {"to": "+15551234567", "message": f"capacity {n}"} for n in range(batch_size)]})
+    batch = write_body(
+        {
+            "api_key": api_key,
+            "messages": [{"to": "+15551234567", "message": f"capacity {n}"} for n in range(batch_size)],
+        }
+    )
     runs: list[tuple[str, str, dict[str, str], int]] = [
         ("GET /healthz", "fixed.lua", {"BENCH_PATH": "/healthz"}, 1),
-        ("POST heartbeat", "devices.lua", {"BENCH_DEVICES": devices_file, "BENCH_METHOD": "POST",
-                                           "BENCH_PATH": "/api/devices/%s/heartbeat/", "BENCH_BODY_FILE": heartbeat}, 1),
-        ("GET tasks (empty)", "devices.lua", {"BENCH_DEVICES": devices_file, "BENCH_PATH": "/api/devices/%s/tasks/"}, 1),
-        ("POST external send", "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_PATH": "/api/external/send/",
-                                             "BENCH_BODY_FILE": send}, 1),
-        (f"POST batch of {batch_size}", "fixed.lua", {"BENCH_METHOD": "POST", "BENCH_PATH": "/api/external/send-batch/",
-                                                      "BENCH_BODY_FILE": batch}, batch_size),
+        (
+            "POST heartbeat",
+            "devices.lua",
+            {
+                "BENCH_DEVICES": devices_file,
+                "BENCH_METHOD": "POST",
+                "BENCH_PATH": "/api/devices/%s/heartbeat/",
+                "BENCH_BODY_FILE": heartbeat,
+            },
+            1,
+        ),
+        (
+            "GET tasks (empty)",
+            "devices.lua",
+            {"BENCH_DEVICES": devices_file, "BENCH_PATH": "/api/devices/%s/tasks/"},
+            1,
+        ),
+        (
+            "POST external send",
+            "fixed.lua",
+            {"BENCH_METHOD": "POST", "BENCH_PATH": "/api/external/send/", "BENCH_BODY_FILE": send},
+            1,
+        ),
+        (
+            f"POST batch of {batch_size}",
+            "fixed.lua",
+            {"BENCH_METHOD": "POST", "BENCH_PATH": "/api/external/send-batch/", "BENCH_BODY_FILE": batch},
+            batch_size,
+        ),
     ]
     results = []
     try:
         for name, script, env, size in runs:
             path = env.get("BENCH_PATH", "/")
             url = base_url + (path if "%s" not in path else "/")
-            results.append(await asyncio.to_thread(run_wrk, name, url, seconds=seconds, connections=connections,
-                                                   script=script, env=env, messages_per_request=size))
+            results.append(
+                await asyncio.to_thread(
+                    run_wrk,
+                    name,
+                    url,
+                    seconds=seconds,
+                    connections=connections,
+                    script=script,
+                    env=env,
+                    messages_per_request=size,
+                )
+            )
             print(f"  {name:24} {results[-1].requests_per_second:10,.0f} req/s", file=sys.stderr)
     finally:
         for path in (devices_file, heartbeat, send, batch):

@@ -9,7 +9,6 @@ omission). The client's own lateness (actual start minus planned) is kept apart 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,13 +27,14 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 
 @dataclass
 class Second:
     """What happened in one second of the run, for the plot and the progress line."""
+
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     messages: int = 0
@@ -56,8 +56,16 @@ class Recorder:
         """Seconds since the run started (the clock every planned time is on)."""
         return time.monotonic() - self.t0
 
-    def record(self, kind: str, planned: float, started: float, finished: float, outcome: str,
-               messages: int = 0, ready: float | None = None) -> None:
+    def record(
+        self,
+        kind: str,
+        planned: float,
+        started: float,
+        finished: float,
+        outcome: str,
+        messages: int = 0,
+        ready: float | None = None,
+    ) -> None:
         """One request: ``outcome`` is "ok", an HTTP status such as "503", or an exception
         name; ``messages`` is how many messages a successful send queued."""
         latency = finished - planned
@@ -82,15 +90,21 @@ class Http:
     senders carry their credential in each request and go through the lean client
     (``http1``); a dashboard session keeps cookies, in an aiohttp session of its own."""
 
-    def __init__(self, base_url: str, recorder: Recorder, *, connections: int = 256,
-                 timeout: float = 30.0, cookies: bool = False) -> None:
+    def __init__(
+        self, base_url: str, recorder: Recorder, *, connections: int = 256, timeout: float = 30.0, cookies: bool = False
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.recorder = recorder
         self.lean = None if cookies else Http1Pool(base_url, size=connections, timeout=timeout)
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            cookie_jar=aiohttp.CookieJar(unsafe=True)) if cookies else None
+        self.session = (
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=connections),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+            )
+            if cookies
+            else None
+        )
 
     async def close(self) -> None:
         if self.lean is not None:
@@ -100,17 +114,27 @@ class Http:
 
     async def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         if self.lean is not None:
-            status, raw, headers = await self.lean.request(method, path, headers=kwargs.get("headers"),
-                                                           body=kwargs.get("data"), params=kwargs.get("params"))
+            status, raw, headers = await self.lean.request(
+                method, path, headers=kwargs.get("headers"), body=kwargs.get("data"), params=kwargs.get("params")
+            )
             return status, decoded(raw), headers
         assert self.session is not None
         async with self.session.request(method, self.base_url + path, **kwargs) as response:
             raw = await response.read()
             return response.status, decoded(raw), dict(response.headers)
 
-    async def call(self, kind: str | None, method: str, path: str, *, planned: float | None = None,
-                   ready: float | None = None, ok: tuple[int, ...] = (200, 201, 202, 204), messages: int = 0,
-                   **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+    async def call(
+        self,
+        kind: str | None,
+        method: str,
+        path: str,
+        *,
+        planned: float | None = None,
+        ready: float | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+        messages: int = 0,
+        **kwargs: Any,
+    ) -> tuple[int, Any, dict[str, str]]:
         """Make one request; returns (status, decoded JSON body or None, headers).
         Status 0 means no HTTP answer (connection refused, reset, timeout). Latency runs
         from ``planned``; the client's own lateness from ``ready`` when later (a phone
@@ -125,11 +149,12 @@ class Http:
         try:
             status, body, headers = await self._exchange(method, path, **kwargs)
             outcome = "ok" if status in ok else str(status)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             status, outcome = 0, type(exc).__name__
         if kind is not None:
-            self.recorder.record(kind, planned, started, self.recorder.now(), outcome,
-                                 messages if outcome == "ok" else 0, ready=ready)
+            self.recorder.record(
+                kind, planned, started, self.recorder.now(), outcome, messages if outcome == "ok" else 0, ready=ready
+            )
         return status, body, headers
 
 

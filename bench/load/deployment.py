@@ -52,7 +52,7 @@ def answers_200(port: int, path: str) -> bool:
 
 def scaled_settings(time_scale: float) -> dict[str, str]:
     """``CONNECFY_*`` for a local server whose phones run ``1/time_scale`` times faster."""
-    polls_per_minute = math.ceil(3 / time_scale)          # a phone polls every 20 s
+    polls_per_minute = math.ceil(3 / time_scale)  # a phone polls every 20 s
     return {
         "CONNECFY_AUTH_PER_MINUTE": "1000000",
         "CONNECFY_AUTH_BURST": "1000000",
@@ -69,10 +69,10 @@ class Deployment:
     base_url: str
     operator_email: str
     operator_password: str
-    workers: int | None = None           # known only for a local server
-    redis_url: str | None = None         # for memory, the no-op baseline and a restart
-    server_pid: int | None = None        # for CPU: the process and all its children
-    restart_command: str | None = None   # how to restart Redis on a target
+    workers: int | None = None  # known only for a local server
+    redis_url: str | None = None  # for memory, the no-op baseline and a restart
+    server_pid: int | None = None  # for CPU: the process and all its children
+    restart_command: str | None = None  # how to restart Redis on a target
 
     def processes(self) -> list[psutil.Process]:
         if self.server_pid is None:
@@ -142,9 +142,23 @@ class LocalServer:
         env.update(self.settings)
         with open(self.dir / "server.log", "wb") as log:
             self.process = subprocess.Popen(
-                [*connecfy_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--data-dir", str(self.dir), "--workers", str(self.workers)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+                [
+                    *connecfy_command(),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.dir),
+                    "--workers",
+                    str(self.workers),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.dir,
+            )
         base_url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + READY_TIMEOUT
         while not answers_200(self.port, "/readyz"):
@@ -154,15 +168,34 @@ class LocalServer:
             time.sleep(0.2)
         email, password = "operator@bench.invalid", "bench-operator-password"
         created = subprocess.run(
-            [*connecfy_command(), "operator", "create", "--email", email, "--password-stdin",
-             "--data-dir", str(self.dir)], input=password + "\n", capture_output=True, text=True,
-            env=env, timeout=60)
+            [
+                *connecfy_command(),
+                "operator",
+                "create",
+                "--email",
+                email,
+                "--password-stdin",
+                "--data-dir",
+                str(self.dir),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         if created.returncode != 0:
             self.stop()
             raise RuntimeError(f"operator create failed: {created.stdout}{created.stderr}")
         socket_path = (self.dir / "redis" / "redis.sock").resolve()
-        return Deployment(base_url, email, password, workers=self.workers,
-                          redis_url=f"unix://{socket_path}", server_pid=self.process.pid)
+        return Deployment(
+            base_url,
+            email,
+            password,
+            workers=self.workers,
+            redis_url=f"unix://{socket_path}",
+            server_pid=self.process.pid,
+        )
 
     def log(self) -> str:
         try:

@@ -100,12 +100,19 @@ class Http1Pool:
             if not connection.closed:
                 return connection
         _, protocol = await asyncio.get_running_loop().create_connection(
-            lambda: _Connection(self), self.host, self.port)
+            lambda: _Connection(self), self.host, self.port
+        )
         return protocol
 
-    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                      body: bytes | None = None, params: dict[str, str] | None = None
-                      ) -> tuple[int, bytes, dict[str, str]]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
         target = self.prefix + path + ("?" + urlencode(params) if params else "")
         lines = [f"{method} {target} HTTP/1.1", "Host: " + self.host_header.decode()]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]

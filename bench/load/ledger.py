@@ -26,13 +26,13 @@ FINAL = frozenset({"sent", "delivered", "failed", "expired", "cancelled"})
 
 @dataclass
 class Accepted:
-    sender: str           # the sending account's label
-    planned: float        # when the sender planned the send (run seconds)
-    accepted: float       # when its 202 arrived
+    sender: str  # the sending account's label
+    planned: float  # when the sender planned the send (run seconds)
+    accepted: float  # when its 202 arrived
     claimed: float | None = None
     claimed_by: str | None = None
-    sent: float | None = None      # when the phone's "sent" (or "failed") report was acknowledged
-    reported: str | None = None    # the phone's last acknowledged status
+    sent: float | None = None  # when the phone's "sent" (or "failed") report was acknowledged
+    reported: str | None = None  # the phone's last acknowledged status
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Ledger:
     claims: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     unplanned: dict[str, Accepted] = field(default_factory=dict)
     redeliveries: int = 0
-    uncertain_sends: int = 0   # sends with no HTTP answer: queued or not, nobody knows
+    uncertain_sends: int = 0  # sends with no HTTP answer: queued or not, nobody knows
 
     def accept(self, message_id: str, sender: str, planned: float, at: float) -> None:
         self.accepted[message_id] = Accepted(sender, planned, at)
@@ -88,11 +88,11 @@ class Ledger:
         """The invariants against the server's history (id → status for every message of
         every bench account)."""
         self.settle()
-        lost = [i for i, e in self.accepted.items()
-                if e.claimed is None or server_status.get(i) not in FINAL]
+        lost = [i for i, e in self.accepted.items() if e.claimed is None or server_status.get(i) not in FINAL]
         claimed_twice = [i for i, holders in self.claims.items() if len(holders) > 1]
-        mismatch = [i for i, e in self.accepted.items()
-                    if e.reported is not None and server_status.get(i) != e.reported]
+        mismatch = [
+            i for i, e in self.accepted.items() if e.reported is not None and server_status.get(i) != e.reported
+        ]
         unknown = [i for i in self.unplanned if i not in server_status]
         unfinished = [i for i, status in server_status.items() if status not in FINAL]
         finals = Counter(server_status.get(i, "missing") for i in self.accepted)
@@ -107,8 +107,12 @@ class Ledger:
             "queued_without_202": len(self.unplanned),
             "uncertain_sends": self.uncertain_sends,
             "redeliveries": self.redeliveries,
-            "examples": {"lost": lost[:5], "claimed_twice": claimed_twice[:5],
-                         "status_mismatch": mismatch[:5], "unknown_claims": unknown[:5],
-                         "not_final_on_server": unfinished[:5]},
+            "examples": {
+                "lost": lost[:5],
+                "claimed_twice": claimed_twice[:5],
+                "status_mismatch": mismatch[:5],
+                "unknown_claims": unknown[:5],
+                "not_final_on_server": unfinished[:5],
+            },
             "ok": not (lost or claimed_twice or mismatch or unknown or unfinished),
         }

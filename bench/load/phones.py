@@ -28,8 +28,8 @@ JITTER = 0.1
 @dataclass(frozen=True)
 class PhoneBehaviour:
     time_scale: float = 1.0
-    send_delay: float = 1.0          # seconds a send takes at scale 1 (times 0.5–1.5)
-    delivery_delay: float = 5.0      # seconds from sent to delivered at scale 1
+    send_delay: float = 1.0  # seconds a send takes at scale 1 (times 0.5–1.5)
+    delivery_delay: float = 5.0  # seconds from sent to delivered at scale 1
     failed_share: float = 0.02
     delivered_share: float = 0.5
     claim_limit: int = 10
@@ -78,15 +78,27 @@ class Phone:
 
     async def heartbeat(self, planned: float, ready: float) -> float | None:
         status, _, headers = await self.swarm.http.call(
-            "heartbeat", "POST", f"/api/devices/{self.device_id}/heartbeat/", planned=planned, ready=ready,
-            headers=self.headers, json={"battery": 80, "android_version": "14", "app_version": "bench"})
+            "heartbeat",
+            "POST",
+            f"/api/devices/{self.device_id}/heartbeat/",
+            planned=planned,
+            ready=ready,
+            headers=self.headers,
+            json={"battery": 80, "android_version": "14", "app_version": "bench"},
+        )
         return retry_after(headers, 1.0) if status == 429 else None
 
     async def poll(self, planned: float, ready: float) -> float | None:
         limit = self.swarm.behaviour.claim_limit
         status, tasks, headers = await self.swarm.http.call(
-            "poll", "GET", f"/api/devices/{self.device_id}/tasks/", planned=planned, ready=ready,
-            headers=self.headers, params={"limit": str(limit)})
+            "poll",
+            "GET",
+            f"/api/devices/{self.device_id}/tasks/",
+            planned=planned,
+            ready=ready,
+            headers=self.headers,
+            params={"limit": str(limit)},
+        )
         if status == 429:
             return retry_after(headers, 1.0)
         if status != 200 or not isinstance(tasks, list):
@@ -114,12 +126,13 @@ class Phone:
         while True:
             await self.online.wait()
             status, _, headers = await self.swarm.http.call(
-                "status", "POST", f"/api/sms/{message_id}/status/", headers=self.headers, json=body)
+                "status", "POST", f"/api/sms/{message_id}/status/", headers=self.headers, json=body
+            )
             if status == 200:
                 self.swarm.ledger.reported(message_id, body["status"], self.swarm.http.recorder.now())
                 return
             if 400 <= status < 500 and status != 429:
-                self.swarm.rejected_reports += 1   # the server refused it for good
+                self.swarm.rejected_reports += 1  # the server refused it for good
                 return
             await asyncio.sleep(retry_after(headers, backoff) if status == 429 else backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 5.0)
@@ -149,8 +162,15 @@ class PhoneSwarm:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def pair(self, owner: Account, count: int, *, pool: bool = False, concurrency: int = 32,
-                   budget: dict[str, int] | None = None) -> list[Phone]:
+    async def pair(
+        self,
+        owner: Account,
+        count: int,
+        *,
+        pool: bool = False,
+        concurrency: int = 32,
+        budget: dict[str, int] | None = None,
+    ) -> list[Phone]:
         """Pair ``count`` phones to ``owner`` (the operator pairs pool phones) through the
         real pairing-code and register endpoints; ``budget`` (segments per minute and per
         day) replaces the server's default send budget of each."""
@@ -162,9 +182,16 @@ class PhoneSwarm:
                 code = await owner.pairing_code(pool=pool)
                 body = None
                 for _ in range(100):  # a target's per-address register limit: wait it out
-                    status, body, headers = await self.http.call(None, "POST", "/api/devices/register/", json={
-                        "code": code, "device_name": f"bench-{'pool' if pool else owner.label}-{n}",
-                        "phone_number": f"+1555{random.randrange(10**6, 10**7)}"})
+                    status, body, headers = await self.http.call(
+                        None,
+                        "POST",
+                        "/api/devices/register/",
+                        json={
+                            "code": code,
+                            "device_name": f"bench-{'pool' if pool else owner.label}-{n}",
+                            "phone_number": f"+1555{random.randrange(10**6, 10**7)}",
+                        },
+                    )
                     if status != 429:
                         break
                     await asyncio.sleep(retry_after(headers, 1.0))

@@ -30,46 +30,66 @@ def progress_line(recorder: Recorder, elapsed: float, open_messages: int, phase:
 
 
 def latency_row(name: str, values: list[float], seconds: float, errors: int) -> dict[str, Any]:
-    return {"name": name, "count": len(values), "per_second": len(values) / seconds if seconds else 0.0,
-            "p50_ms": percentile(values, 50) * 1000, "p95_ms": percentile(values, 95) * 1000,
-            "p99_ms": percentile(values, 99) * 1000, "max_ms": max(values, default=0.0) * 1000,
-            "errors": errors}
+    return {
+        "name": name,
+        "count": len(values),
+        "per_second": len(values) / seconds if seconds else 0.0,
+        "p50_ms": percentile(values, 50) * 1000,
+        "p95_ms": percentile(values, 95) * 1000,
+        "p99_ms": percentile(values, 99) * 1000,
+        "max_ms": max(values, default=0.0) * 1000,
+        "errors": errors,
+    }
 
 
 def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
     """The run's table; "% bare" is each kind's rate as a share of the bare Litestar
     GET's saturated rate measured in the same run (what one endpoint could do at all)."""
     w = out.write
-    w(f"\nscenario {result['scenario']}: {result['phones']} phones, {result['rate']} messages/s planned, "
-      f"{result['seconds']} s of load, time scale {result['time_scale']}, target {result['target']}\n\n")
+    w(
+        f"\nscenario {result['scenario']}: {result['phones']} phones, {result['rate']} messages/s planned, "
+        f"{result['seconds']} s of load, time scale {result['time_scale']}, target {result['target']}\n\n"
+    )
     bare = result.get("baselines", {}).get("bare", {}).get("requests_per_second")
-    w(f"{'':24} {'count':>9} {'per s':>9} {'% bare':>7} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} "
-      f"{'errors':>7}\n")
+    w(
+        f"{'':24} {'count':>9} {'per s':>9} {'% bare':>7} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} "
+        f"{'errors':>7}\n"
+    )
     for row in result["requests"] + result["end_to_end"]:
         share = f"{100 * row['per_second'] / bare:>6.2f}%" if bare and row in result["requests"] else " " * 7
-        w(f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {share} {row['p50_ms']:>9,.1f} "
-          f"{row['p95_ms']:>9,.1f} {row['p99_ms']:>9,.1f} {row['max_ms']:>9,.1f} {row['errors']:>7,}\n")
+        w(
+            f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {share} {row['p50_ms']:>9,.1f} "
+            f"{row['p95_ms']:>9,.1f} {row['p99_ms']:>9,.1f} {row['max_ms']:>9,.1f} {row['errors']:>7,}\n"
+        )
     if result.get("errors"):
         w(f"\nerrors by kind: {json.dumps(result['errors'])}\n")
     lag = result["client_lag_ms"]
-    w(f"client lag (planned → sent): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms"
-      " (large values mean the load generator, not the server, fell behind)\n")
+    w(
+        f"client lag (planned → sent): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms"
+        " (large values mean the load generator, not the server, fell behind)\n"
+    )
     server = result["server"]
     cpu = "n/a" if server["cpu_percent"] is None else f"{server['cpu_percent']:.0f}% of one core"
-    mem = "n/a" if server["redis_used_memory_max"] is None else f"{server['redis_used_memory_max'] / 2**20:,.1f} MiB max"
-    w(f"server CPU during load: {cpu}; Redis used_memory: {mem}; load generator CPU: "
-      f"{result['client_cpu_percent']:.0f}% of one core\n")
+    mem = (
+        "n/a" if server["redis_used_memory_max"] is None else f"{server['redis_used_memory_max'] / 2**20:,.1f} MiB max"
+    )
+    w(
+        f"server CPU during load: {cpu}; Redis used_memory: {mem}; load generator CPU: "
+        f"{result['client_cpu_percent']:.0f}% of one core\n"
+    )
     for line in result.get("ratios", []):
         w(f"{line}\n")
     for name, figures in result.get("scenario_figures", {}).items():
         w(f"{name}: {json.dumps(figures)}\n")
     inv = result["invariants"]
     verdict = "OK" if inv["ok"] else "BROKEN"
-    w(f"\ninvariants {verdict}: {inv['accepted']:,} accepted; final states {inv['final_states']}; "
-      f"lost {inv['lost']}, claimed by two phones {inv['claimed_twice']}, status mismatch "
-      f"{inv['status_mismatch']}, unknown claims {inv['unknown_claims']}, unfinished on server "
-      f"{inv['not_final_on_server']}; redeliveries to the same phone {inv['redeliveries']}, sends without "
-      f"an answer {inv['uncertain_sends']}, queued without a 202 {inv['queued_without_202']}\n")
+    w(
+        f"\ninvariants {verdict}: {inv['accepted']:,} accepted; final states {inv['final_states']}; "
+        f"lost {inv['lost']}, claimed by two phones {inv['claimed_twice']}, status mismatch "
+        f"{inv['status_mismatch']}, unknown claims {inv['unknown_claims']}, unfinished on server "
+        f"{inv['not_final_on_server']}; redeliveries to the same phone {inv['redeliveries']}, sends without "
+        f"an answer {inv['uncertain_sends']}, queued without a 202 {inv['queued_without_202']}\n"
+    )
     if not inv["ok"]:
         w(f"examples: {json.dumps(inv['examples'])}\n")
 
@@ -82,6 +102,7 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
 def write_plot(path: Path, recorder: Recorder, result: dict[str, Any]) -> None:
     """Throughput (requests and messages per second) and p99 latency per kind over time."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -89,8 +110,9 @@ def write_plot(path: Path, recorder: Recorder, result: dict[str, Any]) -> None:
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for kind in KINDS:
         top.plot(seconds, [recorder.seconds[s].requests[kind] for s in seconds], label=f"{kind} req/s")
-        bottom.plot(seconds, [percentile(recorder.seconds[s].latencies[kind], 99) * 1000 for s in seconds],
-                    label=f"{kind} p99")
+        bottom.plot(
+            seconds, [percentile(recorder.seconds[s].latencies[kind], 99) * 1000 for s in seconds], label=f"{kind} p99"
+        )
     top.plot(seconds, [recorder.seconds[s].messages for s in seconds], "k--", label="messages accepted/s")
     top.plot(seconds, [sum(recorder.seconds[s].errors.values()) for s in seconds], "r:", label="errors/s")
     top.set_ylabel("per second")

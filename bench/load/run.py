@@ -39,7 +39,7 @@ class Sampler:
         self.progress = progress
         self.phase = "setup"
         self.memory: list[int] = []
-        self.cpu: list[tuple[float, float]] = []   # (run second, server CPU seconds)
+        self.cpu: list[tuple[float, float]] = []  # (run second, server CPU seconds)
 
     async def run(self) -> None:
         while True:
@@ -52,8 +52,11 @@ class Sampler:
             if memory is not None:
                 self.memory.append(memory)
             if self.progress:
-                print(report.progress_line(self.recorder, now, self.ledger.open_count(), self.phase),
-                      file=sys.stderr, flush=True)
+                print(
+                    report.progress_line(self.recorder, now, self.ledger.open_count(), self.phase),
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def cpu_percent(self, start: float, end: float) -> float | None:
         inside = [(t, c) for t, c in self.cpu if start <= t <= end]
@@ -63,8 +66,15 @@ class Sampler:
         return 100 * (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
 
-async def new_sender(deployment: Deployment, recorder: Recorder, operator: Account, label: str,
-                     account_type: str, run_id: str, accounts: list[Account]) -> Sender:
+async def new_sender(
+    deployment: Deployment,
+    recorder: Recorder,
+    operator: Account,
+    label: str,
+    account_type: str,
+    run_id: str,
+    accounts: list[Account],
+) -> Sender:
     """A signed-up account with its limits lifted and an API key; ``accounts`` keeps it
     for closing and for reading its history back."""
     account = Account(deployment.base_url, recorder, label)
@@ -79,20 +89,33 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
     ledger = Ledger()
     sampler = Sampler(deployment, recorder, ledger, args.progress)
     sampling = asyncio.create_task(sampler.run())
-    result: dict[str, Any] = {"scenario": args.scenario, "rate": args.rate, "seconds": args.seconds,
-                              "time_scale": args.time_scale, "target": deployment.base_url,
-                              "workers": deployment.workers, "command": " ".join(sys.argv),
-                              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                          "python": platform.python_version()}}
+    result: dict[str, Any] = {
+        "scenario": args.scenario,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "time_scale": args.time_scale,
+        "target": deployment.base_url,
+        "workers": deployment.workers,
+        "command": " ".join(sys.argv),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
     if args.baselines:
         sampler.phase = "baseline"
         result["baselines"] = await baselines.measure_baselines(
-            deployment.redis_url, deployment.workers or 1, args.baseline_seconds, args.connections)
+            deployment.redis_url, deployment.workers or 1, args.baseline_seconds, args.connections
+        )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
     accounts: list[Account] = []
-    phones = PhoneSwarm(http, ledger, PhoneBehaviour(
-        time_scale=args.time_scale, send_delay=args.send_delay, failed_share=args.failed_share,
-        delivered_share=args.delivered_share))
+    phones = PhoneSwarm(
+        http,
+        ledger,
+        PhoneBehaviour(
+            time_scale=args.time_scale,
+            send_delay=args.send_delay,
+            failed_share=args.failed_share,
+            delivered_share=args.delivered_share,
+        ),
+    )
     senders: list[Sender] = []
     try:
         sampler.phase = "pairing"
@@ -105,23 +128,31 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         own_count = 0 if fairness else args.phones - pool_count
         if fairness:
             huge = await new_sender(deployment, recorder, operator, "huge", "api_only", run_id, accounts)
-            small = [await new_sender(deployment, recorder, operator, f"small-{n + 1}", "api_only", run_id, accounts)
-                     for n in range(args.small_senders)]
+            small = [
+                await new_sender(deployment, recorder, operator, f"small-{n + 1}", "api_only", run_id, accounts)
+                for n in range(args.small_senders)
+            ]
             senders = [huge, *small]
             streams = scenarios.fairness_streams(huge, small, args)
         else:
             own = await new_sender(deployment, recorder, operator, "own", "self_managed", run_id, accounts)
-            pool = await new_sender(deployment, recorder, operator, "api-only", "api_only", run_id, accounts) \
-                if pool_count else None
+            pool = (
+                await new_sender(deployment, recorder, operator, "api-only", "api_only", run_id, accounts)
+                if pool_count
+                else None
+            )
             senders = [own, *([pool] if pool else [])]
-            own.devices = [p.device_id for p in await phones.pair(own.account, own_count,
-                                                                  budget=lifted_budget(args, own_count))]
+            own.devices = [
+                p.device_id for p in await phones.pair(own.account, own_count, budget=lifted_budget(args, own_count))
+            ]
             streams = scenarios.mixed_streams(own, pool, args.batch_size)
         budget = {"segments_per_minute": args.pool_budget} if fairness else lifted_budget(args, pool_count)
         await phones.pair(operator, pool_count, pool=True, budget=budget)
         result.update(phones=len(phones.phones), pool_phones=pool_count)
-        print(f"bench: {own_count} own phones and {pool_count} pool phones paired at "
-              f"{recorder.now():.1f} s", file=sys.stderr)
+        print(
+            f"bench: {own_count} own phones and {pool_count} pool phones paired at {recorder.now():.1f} s",
+            file=sys.stderr,
+        )
 
         sampler.phase = "warm-up"
         phones.start()
@@ -159,27 +190,41 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
             await account.close()
 
     result["marks"] = {name: start + at for name, at in marks.items()}
-    result["requests"] = [report.latency_row(
-        kind, recorder.latencies[kind], args.seconds if kind in ("send", "batch") else drained,
-        sum(recorder.errors[kind].values())) for kind in KINDS]
+    result["requests"] = [
+        report.latency_row(
+            kind,
+            recorder.latencies[kind],
+            args.seconds if kind in ("send", "batch") else drained,
+            sum(recorder.errors[kind].values()),
+        )
+        for kind in KINDS
+    ]
     result["end_to_end"] = end_to_end(ledger, args.seconds)
     result["errors"] = {kind: dict(counts) for kind, counts in recorder.errors.items() if counts}
     result["client_lag_ms"] = {name: percentile(recorder.lags, q) * 1000 for name, q in (("p50", 50), ("p99", 99))}
     result["client_lag_ms"]["max"] = max(recorder.lags, default=0.0) * 1000
     result["client_cpu_percent"] = 100 * time.process_time() / max(recorder.now(), 1e-9)
-    result["server"] = {"cpu_percent": sampler.cpu_percent(start, load_end),
-                        "redis_used_memory_max": max(sampler.memory, default=None),
-                        "redis_used_memory_last": sampler.memory[-1] if sampler.memory else None}
+    result["server"] = {
+        "cpu_percent": sampler.cpu_percent(start, load_end),
+        "redis_used_memory_max": max(sampler.memory, default=None),
+        "redis_used_memory_last": sampler.memory[-1] if sampler.memory else None,
+    }
     result["drain_seconds"] = drained - load_end
     result["rejected_reports"] = phones.rejected_reports
     result["messages_accepted_per_second"] = len(ledger.accepted) / args.seconds
     result["scenario_figures"] = scenario_figures(args, ledger, recorder, restart_at)
     result["ratios"] = ratio_lines(result, drained)
     result["invariants"] = invariants
-    result["series"] = [{"second": second, "requests": dict(row.requests), "errors": dict(row.errors),
-                         "messages": row.messages,
-                         "p99_ms": {k: round(percentile(v, 99) * 1000, 2) for k, v in row.latencies.items()}}
-                        for second, row in sorted(recorder.seconds.items())]
+    result["series"] = [
+        {
+            "second": second,
+            "requests": dict(row.requests),
+            "errors": dict(row.errors),
+            "messages": row.messages,
+            "p99_ms": {k: round(percentile(v, 99) * 1000, 2) for k, v in row.latencies.items()},
+        }
+        for second, row in sorted(recorder.seconds.items())
+    ]
     return result, recorder
 
 
@@ -195,17 +240,27 @@ async def send_backlog(http: Http, ledger: Ledger, sender: Sender, count: int, s
     """The huge sender's backlog, queued before the timed load starts."""
     for offset in range(0, count, size):
         n = min(size, count - offset)
-        status, body, _ = await http.call("batch", "POST", "/api/external/send-batch/", messages=n, json={
-            "api_key": sender.api_key, "messages": [{"to": f"+1555{2000000 + offset + i}",
-                                                     "message": f"backlog {offset + i}"} for i in range(n)]})
+        status, body, _ = await http.call(
+            "batch",
+            "POST",
+            "/api/external/send-batch/",
+            messages=n,
+            json={
+                "api_key": sender.api_key,
+                "messages": [
+                    {"to": f"+1555{2000000 + offset + i}", "message": f"backlog {offset + i}"} for i in range(n)
+                ],
+            },
+        )
         if status == 202:
             now = recorder.now()
             for message in body["messages"]:
                 ledger.accept(message["id"], sender.label, now, now)
 
 
-async def scenario_events(args: argparse.Namespace, deployment: Deployment, phones: PhoneSwarm,
-                          start: float, marks: dict[str, float]) -> float | None:
+async def scenario_events(
+    args: argparse.Namespace, deployment: Deployment, phones: PhoneSwarm, start: float, marks: dict[str, float]
+) -> float | None:
     """Churn and Redis restarts at their marks; returns when Redis was restarted."""
     recorder = phones.http.recorder
 
@@ -233,13 +288,16 @@ def end_to_end(ledger: Ledger, seconds: float) -> list[dict[str, Any]]:
     to_claim = [e.claimed - e.accepted for e in entries if e.claimed is not None]
     claim_to_sent = [e.sent - e.claimed for e in entries if e.sent is not None and e.claimed is not None]
     to_sent = [e.sent - e.accepted for e in entries if e.sent is not None]
-    return [report.latency_row("202 → claimed", [max(0.0, v) for v in to_claim], seconds, 0),
-            report.latency_row("claimed → sent report", claim_to_sent, seconds, 0),
-            report.latency_row("202 → sent report", [max(0.0, v) for v in to_sent], seconds, 0)]
+    return [
+        report.latency_row("202 → claimed", [max(0.0, v) for v in to_claim], seconds, 0),
+        report.latency_row("claimed → sent report", claim_to_sent, seconds, 0),
+        report.latency_row("202 → sent report", [max(0.0, v) for v in to_sent], seconds, 0),
+    ]
 
 
-def scenario_figures(args: argparse.Namespace, ledger: Ledger, recorder: Recorder,
-                     restart_at: float | None) -> dict[str, Any]:
+def scenario_figures(
+    args: argparse.Namespace, ledger: Ledger, recorder: Recorder, restart_at: float | None
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if args.scenario == "pool-fairness":
         waits: dict[str, list[float]] = {}
@@ -247,14 +305,22 @@ def scenario_figures(args: argparse.Namespace, ledger: Ledger, recorder: Recorde
             if entry.claimed is not None:
                 waits.setdefault(entry.sender, []).append(max(0.0, entry.claimed - entry.accepted))
         figures["wait_202_to_claimed_s"] = {
-            sender: {"count": len(v), "p50": round(percentile(v, 50), 3), "p99": round(percentile(v, 99), 3),
-                     "max": round(max(v), 3)} for sender, v in sorted(waits.items())}
+            sender: {
+                "count": len(v),
+                "p50": round(percentile(v, 50), 3),
+                "p99": round(percentile(v, 99), 3),
+                "max": round(max(v), 3),
+            }
+            for sender, v in sorted(waits.items())
+        }
     if restart_at is not None:
         error_seconds = [s for s, second in recorder.seconds.items() if s >= int(restart_at) and second.errors]
         errors_after = sum(sum(recorder.seconds[s].errors.values()) for s in error_seconds)
         figures["redis_restart"] = {
-            "restarted_at_s": round(restart_at, 2), "errors_after_restart": errors_after,
-            "recovered_after_s": round(max(error_seconds) + 1 - restart_at, 2) if error_seconds else 0.0}
+            "restarted_at_s": round(restart_at, 2),
+            "errors_after_restart": errors_after,
+            "recovered_after_s": round(max(error_seconds) + 1 - restart_at, 2) if error_seconds else 0.0,
+        }
     return figures
 
 
@@ -264,19 +330,25 @@ def ratio_lines(result: dict[str, Any], elapsed: float) -> list[str]:
         return []
     bare = base["bare"]["requests_per_second"]
     total = sum(row["count"] for row in result["requests"]) / elapsed
-    lines = [f"baseline, same machine and workers ({base['tool']}): bare Litestar GET {bare:,.0f} req/s "
-             f"(p99 {base['bare']['p99_ms']:.1f} ms)"
-             + (f"; no-op EVALSHA {base['noop_evalsha_per_second']:,.0f} calls/s"
-                if base.get("noop_evalsha_per_second") else ""),
-             f"this run: {total:,.0f} requests/s of all kinds = {100 * total / bare:.1f}% of the bare GET's "
-             f"saturated rate (the run's load is planned, not saturating)"]
+    lines = [
+        f"baseline, same machine and workers ({base['tool']}): bare Litestar GET {bare:,.0f} req/s "
+        f"(p99 {base['bare']['p99_ms']:.1f} ms)"
+        + (
+            f"; no-op EVALSHA {base['noop_evalsha_per_second']:,.0f} calls/s"
+            if base.get("noop_evalsha_per_second")
+            else ""
+        ),
+        f"this run: {total:,.0f} requests/s of all kinds = {100 * total / bare:.1f}% of the bare GET's "
+        f"saturated rate (the run's load is planned, not saturating)",
+    ]
     return lines
 
 
 async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict[str, Any]:
     recorder = Recorder()
-    base = await baselines.measure_baselines(deployment.redis_url, deployment.workers or 1,
-                                             args.baseline_seconds, args.connections)
+    base = await baselines.measure_baselines(
+        deployment.redis_url, deployment.workers or 1, args.baseline_seconds, args.connections
+    )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
     phones = PhoneSwarm(http, Ledger(), PhoneBehaviour())
     accounts: list[Account] = []
@@ -284,43 +356,68 @@ async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict
         operator = Account(deployment.base_url, recorder, "operator")
         accounts.append(operator)
         await operator.login(deployment.operator_email, deployment.operator_password)
-        own = await new_sender(deployment, recorder, operator, "capacity", "self_managed", secrets.token_hex(4),
-                               accounts)
+        own = await new_sender(
+            deployment, recorder, operator, "capacity", "self_managed", secrets.token_hex(4), accounts
+        )
         paired = await phones.pair(own.account, args.phones)
         results = await baselines.capacity(
-            deployment.base_url, [(p.device_id, p.headers["X-Device-Token"]) for p in paired], own.api_key,
-            seconds=args.capacity_seconds, connections=args.connections, batch_size=args.batch_size)
+            deployment.base_url,
+            [(p.device_id, p.headers["X-Device-Token"]) for p in paired],
+            own.api_key,
+            seconds=args.capacity_seconds,
+            connections=args.connections,
+            batch_size=args.batch_size,
+        )
     finally:
         await http.close()
         for account in accounts:
             await account.close()
     bare = base["bare"]["requests_per_second"]
     with_redis = (base.get("bare_redis") or {}).get("requests_per_second")
-    rows = [{**r.__dict__, "messages_per_second": r.messages_per_second,
-             "percent_of_bare": 100 * r.requests_per_second / bare,
-             "percent_of_bare_redis": 100 * r.requests_per_second / with_redis if with_redis else None}
-            for r in results]
-    return {"scenario": "capacity", "target": deployment.base_url, "workers": deployment.workers,
-            "command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "baselines": base, "endpoints": rows}
+    rows = [
+        {
+            **r.__dict__,
+            "messages_per_second": r.messages_per_second,
+            "percent_of_bare": 100 * r.requests_per_second / bare,
+            "percent_of_bare_redis": 100 * r.requests_per_second / with_redis if with_redis else None,
+        }
+        for r in results
+    ]
+    return {
+        "scenario": "capacity",
+        "target": deployment.base_url,
+        "workers": deployment.workers,
+        "command": " ".join(sys.argv),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "baselines": base,
+        "endpoints": rows,
+    }
 
 
 def print_capacity(result: dict[str, Any]) -> None:
     base = result["baselines"]
-    print(f"\ncapacity of {result['target']} ({result['workers']} workers), {base['tool']}; "
-          f"no-op EVALSHA {base['noop_evalsha_per_second'] or 0:,.0f} calls/s\n")
-    print(f"{'endpoint':24} {'req/s':>9} {'msgs/s':>9} {'% bare':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
-          f" {'% bare+EVALSHA':>15}")
+    print(
+        f"\ncapacity of {result['target']} ({result['workers']} workers), {base['tool']}; "
+        f"no-op EVALSHA {base['noop_evalsha_per_second'] or 0:,.0f} calls/s\n"
+    )
+    print(
+        f"{'endpoint':24} {'req/s':>9} {'msgs/s':>9} {'% bare':>7} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'% bare+EVALSHA':>15}"
+    )
     bare = base["bare"]
     for row in filter(None, (bare, base.get("bare_redis"))):
-        print(f"{row['name']:24} {row['requests_per_second']:>9,.0f} {'':>9} "
-              f"{100 * row['requests_per_second'] / bare['requests_per_second']:>6.1f}% "
-              f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['status_errors']:>8}")
+        print(
+            f"{row['name']:24} {row['requests_per_second']:>9,.0f} {'':>9} "
+            f"{100 * row['requests_per_second'] / bare['requests_per_second']:>6.1f}% "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['status_errors']:>8}"
+        )
     for row in result["endpoints"]:
         with_redis = "" if row["percent_of_bare_redis"] is None else f"{row['percent_of_bare_redis']:>14.1f}%"
-        print(f"{row['name']:24} {row['requests_per_second']:>9,.0f} {row['messages_per_second']:>9,.0f} "
-              f"{row['percent_of_bare']:>6.1f}% {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-              f"{row['status_errors'] + row['socket_errors']:>8} {with_redis}")
+        print(
+            f"{row['name']:24} {row['requests_per_second']:>9,.0f} {row['messages_per_second']:>9,.0f} "
+            f"{row['percent_of_bare']:>6.1f}% {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+            f"{row['status_errors'] + row['socket_errors']:>8} {with_redis}"
+        )
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -332,8 +429,14 @@ async def main_async(args: argparse.Namespace) -> int:
     local: LocalServer | None = None
     if args.target:
         password = Path(args.operator_password_file).read_text().strip() if args.operator_password_file else ""
-        deployment = Deployment(args.target, args.operator_email, password, redis_url=args.redis_url,
-                                server_pid=args.server_pid, restart_command=args.redis_restart_command)
+        deployment = Deployment(
+            args.target,
+            args.operator_email,
+            password,
+            redis_url=args.redis_url,
+            server_pid=args.server_pid,
+            restart_command=args.redis_restart_command,
+        )
     else:
         extra = dict(setting.split("=", 1) for setting in args.server_setting)
         local = LocalServer(workers=args.workers, time_scale=args.time_scale, extra=extra)

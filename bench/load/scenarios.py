@@ -30,8 +30,10 @@ def rate_function(args: argparse.Namespace, start: float) -> tuple[Callable[[flo
         return (lambda t: base), {}
     begin = args.seconds / 3
     end = begin + args.burst_seconds
-    return (lambda t: base * args.burst_factor if begin <= t - start < end else base), \
-        {"burst starts": begin, "burst ends": end}
+    return (lambda t: base * args.burst_factor if begin <= t - start < end else base), {
+        "burst starts": begin,
+        "burst ends": end,
+    }
 
 
 def mixed_streams(own: Sender, pool: Sender | None, batch_size: int) -> list[Stream]:
@@ -45,14 +47,18 @@ def mixed_streams(own: Sender, pool: Sender | None, batch_size: int) -> list[Str
     ]
     if pool is None:  # no platform pool phones: the account's own traffic takes it all
         return [replace(s, share=s.share / 0.7) for s in streams]
-    return streams + [Stream("external → platform pool", pool, "external", False, 0.10),
-                      Stream("batch → platform pool", pool, "batch", False, 0.20, batch_size)]
+    return [
+        *streams,
+        Stream("external → platform pool", pool, "external", False, 0.1),
+        Stream("batch → platform pool", pool, "batch", False, 0.2, batch_size),
+    ]
 
 
 def fairness_streams(huge: Sender, small: list[Sender], args: argparse.Namespace) -> list[Stream]:
     streams = [Stream("huge: batch → platform pool", huge, "batch", False, 1.0, args.batch_size)]
-    streams += [Stream(f"{s.label}: external → platform pool", s, "external", False, args.small_rate / args.rate)
-                for s in small]
+    streams += [
+        Stream(f"{s.label}: external → platform pool", s, "external", False, args.small_rate / args.rate) for s in small
+    ]
     return streams
 
 

@@ -26,6 +26,7 @@ from bench.load.ledger import Ledger
 @dataclass
 class Sender:
     """A sending account: its dashboard session, its API key, its own devices."""
+
     account: Account
     api_key: str
     devices: list[str] = field(default_factory=list)
@@ -40,12 +41,13 @@ class Stream:
     """One kind of traffic: ``endpoint`` is session, external or batch; ``to_device``
     picks one of the sender's own devices per message, else the message goes to a pool
     (the platform pool for an API-only account, the account's own pool otherwise)."""
+
     name: str
     sender: Sender
     endpoint: str
     to_device: bool
-    share: float          # of the scenario's message rate
-    size: int = 1         # messages per request (batch only)
+    share: float  # of the scenario's message rate
+    size: int = 1  # messages per request (batch only)
 
 
 def number() -> str:
@@ -53,8 +55,15 @@ def number() -> str:
 
 
 class SenderSwarm:
-    def __init__(self, http: Http, ledger: Ledger, streams: list[Stream],
-                 rate: Callable[[float], float], *, max_in_flight: int = 5000) -> None:
+    def __init__(
+        self,
+        http: Http,
+        ledger: Ledger,
+        streams: list[Stream],
+        rate: Callable[[float], float],
+        *,
+        max_in_flight: int = 5000,
+    ) -> None:
         self.http = http
         self.ledger = ledger
         self.streams = streams
@@ -85,8 +94,7 @@ class SenderSwarm:
                 await asyncio.sleep(delay)
             if len(self.in_flight) >= self.max_in_flight:
                 now = recorder.now()
-                recorder.record("batch" if stream.endpoint == "batch" else "send", planned, now, now,
-                                "client_overload")
+                recorder.record("batch" if stream.endpoint == "batch" else "send", planned, now, now, "client_overload")
                 continue
             task = asyncio.create_task(self.send(stream, planned))
             self.in_flight.add(task)
@@ -104,17 +112,28 @@ class SenderSwarm:
         if stream.endpoint == "batch":
             items = [self._message(stream) for _ in range(stream.size)]
             status, body, _ = await self.http.call(
-                "batch", "POST", "/api/external/send-batch/", planned=planned, messages=stream.size,
-                json={"api_key": sender.api_key, "messages": items})
+                "batch",
+                "POST",
+                "/api/external/send-batch/",
+                planned=planned,
+                messages=stream.size,
+                json={"api_key": sender.api_key, "messages": items},
+            )
             ids = [m["id"] for m in body["messages"]] if status == 202 else []
         elif stream.endpoint == "external":
             status, body, _ = await self.http.call(
-                "send", "POST", "/api/external/send/", planned=planned, messages=1,
-                json={"api_key": sender.api_key, **self._message(stream)})
+                "send",
+                "POST",
+                "/api/external/send/",
+                planned=planned,
+                messages=1,
+                json={"api_key": sender.api_key, **self._message(stream)},
+            )
             ids = [body["id"]] if status == 202 else []
         else:
             status, body, _ = await sender.account.call(
-                "send", "POST", "/api/sms/send/", planned=planned, messages=1, json=self._message(stream))
+                "send", "POST", "/api/sms/send/", planned=planned, messages=1, json=self._message(stream)
+            )
             ids = [body["id"]] if status == 202 else []
         at = self.http.recorder.now()
         for message_id in ids:

@@ -114,14 +114,15 @@ async def check_resolves(url: str, allow_loopback: bool) -> None:
         return
     try:
         infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM),
-            RESOLVE_TIMEOUT_S)
+            asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+        )
     except (OSError, TimeoutError, UnicodeError):
         return
-    found = {info[4][0] for info in infos}
+    found = {str(info[4][0]) for info in infos}
     if found and not any(address_allowed(a, allow_loopback) for a in found):
-        raise WebhookUrlRefused(f"url's host {host} resolves to private or reserved addresses only "
-                                f"({', '.join(sorted(found))})")
+        raise WebhookUrlRefused(
+            f"url's host {host} resolves to private or reserved addresses only ({', '.join(sorted(found))})"
+        )
 
 
 class NoAllowedAddress(OSError):
@@ -139,8 +140,9 @@ class SafeResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         allowed = [r for r in found if address_allowed(r["host"], self.allow_loopback)]
         if not allowed:
-            raise NoAllowedAddress(f"{host} resolves to no public address "
-                                   f"({', '.join(sorted({r['host'] for r in found}))})")
+            raise NoAllowedAddress(
+                f"{host} resolves to no public address ({', '.join(sorted({r['host'] for r in found}))})"
+            )
         return allowed
 
     async def close(self) -> None:

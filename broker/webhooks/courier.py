@@ -38,10 +38,19 @@ class Courier:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=SafeResolver(self.allow_loopback), limit=self.max_in_flight,
-                                             limit_per_host=0, ttl_dns_cache=10, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False,
-                                                  headers={"User-Agent": f"Connecfy-Webhooks/{__version__}"})
+            connector = aiohttp.TCPConnector(
+                resolver=SafeResolver(self.allow_loopback),
+                limit=self.max_in_flight,
+                limit_per_host=0,
+                ttl_dns_cache=10,
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,
+                auto_decompress=False,
+                headers={"User-Agent": f"Connecfy-Webhooks/{__version__}"},
+            )
         return self._session
 
     async def close(self) -> None:
@@ -82,8 +91,12 @@ class Courier:
         if 300 <= answer.status < 400:
             return Outcome(False, answer.status, latency, "redirects are not followed")
         said = " ".join(text.split())
-        return Outcome(False, answer.status, latency, f"HTTP {answer.status}: {said}"[:RESPONSE_KEPT] if said
-                       else f"HTTP {answer.status}")
+        return Outcome(
+            False,
+            answer.status,
+            latency,
+            f"HTTP {answer.status}: {said}"[:RESPONSE_KEPT] if said else f"HTTP {answer.status}",
+        )
 
 
 def _ms_since(started: float) -> int:

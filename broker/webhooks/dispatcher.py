@@ -37,12 +37,12 @@ import msgspec
 
 from broker import keys, streams
 from broker.clock import duration_text, iso_utc
+from broker.locks import Lease
 from broker.redis_client import REDIS_AWAY, PassLog
 from broker.redis_client import fields as _fields
 from broker.redis_client import text as _text
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
-from broker.locks import Lease
 from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
 
 if TYPE_CHECKING:
@@ -73,13 +73,23 @@ class FanOutReport(msgspec.Struct):
 
 
 class WebhookDispatcher:
-    def __init__(self, broker: Broker, courier: Courier | None = None, *, holder: str | None = None,
-                 read_count: int = 1_000, on_attempt: Callable[[Attempt], None] | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        courier: Courier | None = None,
+        *,
+        holder: str | None = None,
+        read_count: int = 1_000,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.settings = s = broker.settings
-        self.courier = courier or Courier(timeout_s=s.webhook_timeout_seconds, max_in_flight=s.webhook_max_in_flight,
-                                          allow_loopback=s.webhook_allow_loopback_http)
+        self.courier = courier or Courier(
+            timeout_s=s.webhook_timeout_seconds,
+            max_in_flight=s.webhook_max_in_flight,
+            allow_loopback=s.webhook_allow_loopback_http,
+        )
         self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count
         self.on_attempt = on_attempt
@@ -188,11 +198,16 @@ class WebhookDispatcher:
         for pending in (True, False):
             todo = shards
             for _ in range(MAX_ROUNDS):
-                replies = await streams.read(self.redis, streams.WEBHOOKS_GROUP, CONSUMER,
-                                             [self.broker.shard(shard).events for shard in todo],
-                                             pending=pending, count=self.read_count)
+                replies = await streams.read(
+                    self.redis,
+                    streams.WEBHOOKS_GROUP,
+                    CONSUMER,
+                    [self.broker.shard(shard).events for shard in todo],
+                    pending=pending,
+                    count=self.read_count,
+                )
                 full = []
-                for shard, entries in zip(todo, replies):
+                for shard, entries in zip(todo, replies, strict=True):
                     if entries is None:
                         self._groups.discard(shard)  # Redis lost the group (flushed): made again next pass
                         continue
@@ -226,8 +241,16 @@ class WebhookDispatcher:
         for account, endpoint_id, lane in touched:
             self._ensure_lane(account, endpoint_id, lane)
 
-    def _queue(self, pipe: Any, shard: str, endpoint: Endpoint, mark: str, entries: list[tuple[str, dict[str, str]]],
-               now: int, report: FanOutReport) -> set[tuple[str, str, int]]:
+    def _queue(
+        self,
+        pipe: Any,
+        shard: str,
+        endpoint: Endpoint,
+        mark: str,
+        entries: list[tuple[str, dict[str, str]]],
+        now: int,
+        report: FanOutReport,
+    ) -> set[tuple[str, str, int]]:
         """Queue into ``pipe`` the events ``endpoint`` wants among its account's ``entries``
         after ``mark`` (the last entry of ``shard`` already queued for it), and the new
         mark; the lanes appended to."""
@@ -254,8 +277,12 @@ class WebhookDispatcher:
             pipe.hincrby(keyring.webhook(endpoint.id), "queued", queued)
         if dropped:
             pipe.hincrby(keyring.webhook(endpoint.id), "dropped", dropped)
-            log.warning("webhook endpoint %s has %d events waiting: %d new ones dropped",
-                        endpoint.id, endpoint.queued + queued, dropped)
+            log.warning(
+                "webhook endpoint %s has %d events waiting: %d new ones dropped",
+                endpoint.id,
+                endpoint.queued + queued,
+                dropped,
+            )
         pipe.hset(keyring.webhook(endpoint.id), f"mark:{shard}", entries[-1][0])
         report.queued += queued
         report.dropped += dropped
@@ -267,7 +294,9 @@ class WebhookDispatcher:
             for account in accounts:
                 pipe.smembers(self.broker.shard(keys.account_shard(account)).webhooks())
             memberships = await pipe.execute()
-        wanted = [(account, _text(e)) for account, members in zip(accounts, memberships) for e in sorted(members)]
+        wanted = [
+            (account, _text(e)) for account, members in zip(accounts, memberships, strict=True) for e in sorted(members)
+        ]
         if not wanted:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -275,7 +304,7 @@ class WebhookDispatcher:
                 pipe.hgetall(self.broker.shard(keys.account_shard(account)).webhook(endpoint_id))
             raws = await pipe.execute()
         found: dict[str, list[tuple[Endpoint, str]]] = defaultdict(list)
-        for (account, endpoint_id), raw in zip(wanted, raws):
+        for (account, endpoint_id), raw in zip(wanted, raws, strict=True):
             endpoint = endpoint_from_hash(account, endpoint_id, raw)
             if endpoint is not None:
                 found[account].append((endpoint, _text(raw.get(f"mark:{shard}".encode(), b""))))
@@ -331,9 +360,15 @@ class WebhookDispatcher:
                 outcome = await self.courier.post(endpoint.url, endpoint.secrets(self.broker.clock()), event)
             _raise_if_cancelling()
             now = self.broker.clock()
-            attempt = Attempt(event=event, attempt=tried + 1, outcome="delivered" if outcome.ok else "failed",
-                              status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
-                              at_ms=now)
+            attempt = Attempt(
+                event=event,
+                attempt=tried + 1,
+                outcome="delivered" if outcome.ok else "failed",
+                status_code=outcome.status_code,
+                latency_ms=outcome.latency_ms,
+                error=outcome.error,
+                at_ms=now,
+            )
             if not outcome.ok:
                 return await self._failed(endpoint, lane, attempt)
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -360,8 +395,9 @@ class WebhookDispatcher:
                 attempt = msgspec.structs.replace(attempt, outcome="gave_up")
                 self._leave_lane(pipe, shard, endpoint.id, lane, attempt)
             else:
-                wait = backoff_ms(attempt.attempt, self.settings.webhook_backoff_first_ms,
-                                  self.settings.webhook_backoff_max_ms)
+                wait = backoff_ms(
+                    attempt.attempt, self.settings.webhook_backoff_first_ms, self.settings.webhook_backoff_max_ms
+                )
                 attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
                 pipe.hset(shard.webhook_retry(endpoint.id), str(lane), f"{attempt.attempt}|{now + wait}")
                 log_attempt(pipe, shard, endpoint.id, attempt)
@@ -385,14 +421,20 @@ class WebhookDispatcher:
 
     async def _disable(self, endpoint: Endpoint, attempt: Attempt, failing_since: int) -> None:
         shard = self.broker.shard(keys.account_shard(endpoint.account))
-        reason = (f"no delivery succeeded for {duration_text(self.settings.webhook_retry_seconds)} "
-                  f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}")
+        reason = (
+            f"no delivery succeeded for {duration_text(self.settings.webhook_retry_seconds)} "
+            f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}"
+        )
         attempt = msgspec.structs.replace(attempt, outcome="disabled")
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(shard.webhook(endpoint.id), mapping={"disabled_ms": attempt.at_ms, "disabled_reason": reason,
-                                                           "queued": 0})
-            pipe.delete(shard.webhook_retry(endpoint.id),
-                        *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)))
+            pipe.hset(
+                shard.webhook(endpoint.id),
+                mapping={"disabled_ms": attempt.at_ms, "disabled_reason": reason, "queued": 0},
+            )
+            pipe.delete(
+                shard.webhook_retry(endpoint.id),
+                *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)),
+            )
             log_attempt(pipe, shard, endpoint.id, attempt)
             await pipe.execute()
         self._observe(attempt)
@@ -406,5 +448,3 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
-
-

@@ -16,9 +16,9 @@ import msgspec
 
 from broker import errors, ids, keys
 from broker.context import Context
+from broker.records import Account
 from broker.redis_client import fields, text
 from broker.streams import WEBHOOKS_GROUP, ensure_group
-from broker.records import Account
 from broker.webhooks import events
 from broker.webhooks.addresses import check_resolves, check_url
 from broker.webhooks.courier import Courier, Outcome
@@ -64,8 +64,16 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
         return self.enabled and event_type in self.events and at_ms >= self.created_ms
 
 
-_INT_FIELDS = ("lanes", "created_ms", "previous_until_ms", "queued", "dropped", "failing_since_ms",
-               "last_success_ms", "disabled_ms")
+_INT_FIELDS = (
+    "lanes",
+    "created_ms",
+    "previous_until_ms",
+    "queued",
+    "dropped",
+    "failing_since_ms",
+    "last_success_ms",
+    "disabled_ms",
+)
 
 
 def endpoint_from_hash(account: str, endpoint_id: str, raw: dict[Any, Any]) -> Endpoint | None:
@@ -75,9 +83,16 @@ def endpoint_from_hash(account: str, endpoint_id: str, raw: dict[Any, Any]) -> E
     if "url" not in f:
         return None  # a counter written after the endpoint was deleted
     values: dict[str, Any] = {name: int(f.get(name) or 0) for name in _INT_FIELDS}
-    return Endpoint(id=endpoint_id, account=account, url=f["url"], events=f.get("events", "").split(","),
-                    secret=f.get("secret", ""), previous_secret=f.get("previous_secret", ""),
-                    disabled_reason=f.get("disabled_reason", ""), **values)
+    return Endpoint(
+        id=endpoint_id,
+        account=account,
+        url=f["url"],
+        events=f.get("events", "").split(","),
+        secret=f.get("secret", ""),
+        previous_secret=f.get("previous_secret", ""),
+        disabled_reason=f.get("disabled_reason", ""),
+        **values,
+    )
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,8 +113,9 @@ def check_event_types(value: object) -> list[str]:
         raise errors.InvalidInput("events must be a non-empty list of event types", field="events")
     unknown = [v for v in value if v not in events.EVENT_TYPES]
     if unknown:
-        raise errors.InvalidInput(f"unknown event type {unknown[0]!r}; known: {', '.join(events.EVENT_TYPES)}",
-                                  field="events")
+        raise errors.InvalidInput(
+            f"unknown event type {unknown[0]!r}; known: {', '.join(events.EVENT_TYPES)}", field="events"
+        )
     return [t for t in events.EVENT_TYPES if t in value]
 
 
@@ -127,34 +143,49 @@ class WebhookEndpoints:
         if await self.redis.scard(shard.webhooks()) >= MAX_ENDPOINTS:
             raise errors.WebhookLimitReached(f"an account may have at most {MAX_ENDPOINTS} webhook endpoints")
         now = self.ctx.now()
-        endpoint = Endpoint(id=ids.short_id(), account=account.id, url=url, events=types,
-                            lanes=self.settings.webhook_lanes, created_ms=now, secret=new_secret())
+        endpoint = Endpoint(
+            id=ids.short_id(),
+            account=account.id,
+            url=url,
+            events=types,
+            lanes=self.settings.webhook_lanes,
+            created_ms=now,
+            secret=new_secret(),
+        )
         # The dispatcher's consumer group must exist on every stream these events can be
         # in before the first of them, so the snapshotter cannot release it unseen.
         for tag in (shard.tag, keys.pool_shard()):
             await ensure_group(self.redis, self.ctx.shard(tag).events, WEBHOOKS_GROUP)
-        await self.redis.hset(shard.webhook(endpoint.id), mapping={
-            "url": url, "events": ",".join(types), "lanes": endpoint.lanes, "created_ms": now,
-            "secret": endpoint.secret})
+        await self.redis.hset(
+            shard.webhook(endpoint.id),
+            mapping={
+                "url": url,
+                "events": ",".join(types),
+                "lanes": endpoint.lanes,
+                "created_ms": now,
+                "secret": endpoint.secret,
+            },
+        )
         await self.redis.sadd(shard.webhooks(), endpoint.id)
         await self.redis.sadd(keys.WEBHOOK_ENDPOINTS, f"{account.id}|{endpoint.id}")
         return endpoint
 
-    async def list(self, account: Account) -> list[Endpoint]:
+    async def list_for(self, account: Account) -> list[Endpoint]:
         shard = self._shard(account.id)
         endpoint_ids = sorted(text(e) for e in await self.redis.smembers(shard.webhooks()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for endpoint_id in endpoint_ids:
                 pipe.hgetall(shard.webhook(endpoint_id))
             raws = await pipe.execute()
-        found = [endpoint_from_hash(account.id, e, raw) for e, raw in zip(endpoint_ids, raws)]
+        found = [endpoint_from_hash(account.id, e, raw) for e, raw in zip(endpoint_ids, raws, strict=True)]
         return sorted((e for e in found if e is not None), key=lambda e: (e.created_ms, e.id))
 
     async def get(self, account: Account, endpoint_id: str) -> Endpoint:
         if not ids.is_plain_id(endpoint_id):
             raise errors.WebhookNotFound()
-        found = endpoint_from_hash(account.id, endpoint_id,
-                                   await self.redis.hgetall(self._shard(account.id).webhook(endpoint_id)))
+        found = endpoint_from_hash(
+            account.id, endpoint_id, await self.redis.hgetall(self._shard(account.id).webhook(endpoint_id))
+        )
         if found is None:
             raise errors.WebhookNotFound()
         return found
@@ -164,24 +195,36 @@ class WebhookEndpoints:
         shard = self._shard(account.id)
         await self.redis.srem(keys.WEBHOOK_ENDPOINTS, f"{account.id}|{endpoint.id}")
         await self.redis.srem(shard.webhooks(), endpoint.id)
-        await self.redis.delete(shard.webhook(endpoint.id), shard.webhook_retry(endpoint.id),
-                                shard.webhook_log(endpoint.id),
-                                *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)))
+        await self.redis.delete(
+            shard.webhook(endpoint.id),
+            shard.webhook_retry(endpoint.id),
+            shard.webhook_log(endpoint.id),
+            *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)),
+        )
 
     async def rotate_secret(self, account: Account, endpoint_id: str) -> Endpoint:
         endpoint = await self.get(account, endpoint_id)
         now = self.ctx.now()
         secret = new_secret()
-        await self.redis.hset(self._shard(account.id).webhook(endpoint.id), mapping={
-            "secret": secret, "previous_secret": endpoint.secret, "previous_until_ms": now + PREVIOUS_SECRET_MS})
-        return msgspec.structs.replace(endpoint, secret=secret, previous_secret=endpoint.secret,
-                                       previous_until_ms=now + PREVIOUS_SECRET_MS)
+        await self.redis.hset(
+            self._shard(account.id).webhook(endpoint.id),
+            mapping={
+                "secret": secret,
+                "previous_secret": endpoint.secret,
+                "previous_until_ms": now + PREVIOUS_SECRET_MS,
+            },
+        )
+        return msgspec.structs.replace(
+            endpoint, secret=secret, previous_secret=endpoint.secret, previous_until_ms=now + PREVIOUS_SECRET_MS
+        )
 
     async def enable(self, account: Account, endpoint_id: str) -> Endpoint:
         """Take a disabled endpoint back: new events are delivered to it again."""
         endpoint = await self.get(account, endpoint_id)
-        await self.redis.hset(self._shard(account.id).webhook(endpoint.id), mapping={
-            "disabled_ms": 0, "disabled_reason": "", "failing_since_ms": 0})
+        await self.redis.hset(
+            self._shard(account.id).webhook(endpoint.id),
+            mapping={"disabled_ms": 0, "disabled_reason": "", "failing_since_ms": 0},
+        )
         return msgspec.structs.replace(endpoint, disabled_ms=0, disabled_reason="", failing_since_ms=0)
 
     async def deliveries(self, account: Account, endpoint_id: str) -> list[Attempt]:
@@ -206,12 +249,18 @@ class WebhookEndpoints:
         endpoint = await self.get(account, endpoint_id)
         if not endpoint.enabled:
             raise errors.WebhookDisabled()
-        logged = next((a.event for a in await self._logged(endpoint)
-                       if a.event.id == event_id and a.event.type != events.TEST_EVENT), None)
+        logged = next(
+            (
+                a.event
+                for a in await self._logged(endpoint)
+                if a.event.id == event_id and a.event.type != events.TEST_EVENT
+            ),
+            None,
+        )
         if logged is None:
             raise errors.WebhookEventNotFound()
         now = self.ctx.now()
-        again = msgspec.structs.replace(logged, queued_ms=now, manual=True)
+        again: events.QueuedEvent = msgspec.structs.replace(logged, queued_ms=now, manual=True)
         shard = self._shard(account.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(shard.webhook_lane(endpoint.id, endpoint.lane_of(again.message_id)), msgspec.json.encode(again))
@@ -227,8 +276,15 @@ class WebhookEndpoints:
         now = self.ctx.now()
         event = events.QueuedEvent("evt_test_" + ids.short_id(), events.TEST_EVENT, endpoint.id, "", now, "", now)
         outcome: Outcome = await courier.post(endpoint.url, endpoint.secrets(now), event)
-        attempt = Attempt(event=event, attempt=1, outcome="test", status_code=outcome.status_code,
-                          latency_ms=outcome.latency_ms, error=outcome.error, at_ms=self.ctx.now())
+        attempt = Attempt(
+            event=event,
+            attempt=1,
+            outcome="test",
+            status_code=outcome.status_code,
+            latency_ms=outcome.latency_ms,
+            error=outcome.error,
+            at_ms=self.ctx.now(),
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             log_attempt(pipe, self._shard(account.id), endpoint.id, attempt)
             await pipe.execute()

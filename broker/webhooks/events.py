@@ -65,16 +65,24 @@ def event_id(shard: str, stream_id: str) -> str:
 
 
 def event_from_stream(shard: str, stream_id: str, fields: dict[str, str], queued_ms: int) -> QueuedEvent:
-    return QueuedEvent(event_id(shard, stream_id), f"message.{fields['status']}", fields["id"],
-                       fields.get("device", ""), int(fields["at"]), fields.get("error", ""), queued_ms)
+    return QueuedEvent(
+        event_id(shard, stream_id),
+        f"message.{fields['status']}",
+        fields["id"],
+        fields.get("device", ""),
+        int(fields["at"]),
+        fields.get("error", ""),
+        queued_ms,
+    )
 
 
 def body(event: QueuedEvent) -> bytes:
     if event.type == TEST_EVENT:
         data: EventData | dict[str, str] = {"endpoint_id": event.message_id}
     else:
-        data = EventData(event.message_id, event.type.removeprefix("message."), event.device or None,
-                         event.error or None)
+        data = EventData(
+            event.message_id, event.type.removeprefix("message."), event.device or None, event.error or None
+        )
     return msgspec.json.encode(EventBody(event.id, event.type, iso_utc(event.at) or "", data))
 
 
@@ -88,7 +96,7 @@ def signature_header(secrets: list[str], timestamp: int, payload: bytes) -> str:
 
 def verify(secret: str, header: str, payload: bytes, now_s: int, tolerance: int = TOLERANCE_SECONDS) -> bool:
     """Whether ``header`` signs ``payload`` with ``secret`` and is recent: what a receiver
-    does (the README shows the same in a few lines)."""
+    does (docs/webhooks.md shows the same in a few lines)."""
     parts = [p.partition("=") for p in header.split(",")]
     stamps = [v for k, _, v in parts if k == "t"]
     if len(stamps) != 1 or not stamps[0].isdigit() or abs(now_s - int(stamps[0])) > tolerance:

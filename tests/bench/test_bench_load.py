@@ -14,14 +14,32 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--phones", "12", "--pool-phones", "3", "--rate", "20", "--seconds", "5", "--time-scale", "0.1",
-         "--batch-size", "10", "--quiet"]
+SMALL = [
+    "--phones",
+    "12",
+    "--pool-phones",
+    "3",
+    "--rate",
+    "20",
+    "--seconds",
+    "5",
+    "--time-scale",
+    "0.1",
+    "--batch-size",
+    "10",
+    "--quiet",
+]
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     out = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, "-m", "bench.load", *args, "--json", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load", *args, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result, json.loads(out.read_text())
 
@@ -65,8 +83,20 @@ def test_churn(tmp_path: Path) -> None:
 
 
 def test_pool_fairness_reports_each_small_senders_wait(tmp_path: Path) -> None:
-    _, figures = bench(tmp_path, "pool-fairness", *SMALL, "--backlog", "100", "--small-senders", "3",
-                       "--small-rate", "1", "--pool-budget", "300", "--no-baselines")
+    _, figures = bench(
+        tmp_path,
+        "pool-fairness",
+        *SMALL,
+        "--backlog",
+        "100",
+        "--small-senders",
+        "3",
+        "--small-rate",
+        "1",
+        "--pool-budget",
+        "300",
+        "--no-baselines",
+    )
     assert_invariants(figures, at_least=150)
     waits = figures["scenario_figures"]["wait_202_to_claimed_s"]
     assert set(waits) == {"huge", "small-1", "small-2", "small-3"}
@@ -83,11 +113,20 @@ def test_redis_restart(tmp_path: Path) -> None:
 def test_capacity_runs_every_endpoint(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (apt-get install wrk)")
-    result, figures = bench(tmp_path, "capacity", "--phones", "5", "--capacity-seconds", "1",
-                            "--baseline-seconds", "1", "--batch-size", "10")
+    result, figures = bench(
+        tmp_path,
+        "capacity",
+        "--phones",
+        "5",
+        "--capacity-seconds",
+        "1",
+        "--baseline-seconds",
+        "1",
+        "--batch-size",
+        "10",
+    )
     names = [row["name"] for row in figures["endpoints"]]
-    assert names == ["GET /healthz", "POST heartbeat", "GET tasks (empty)", "POST external send",
-                     "POST batch of 10"]
+    assert names == ["GET /healthz", "POST heartbeat", "GET tasks (empty)", "POST external send", "POST batch of 10"]
     assert all(row["requests_per_second"] > 0 and row["status_errors"] == 0 for row in figures["endpoints"])
     assert "% bare" in result.stdout
 
@@ -102,7 +141,7 @@ def test_the_invariant_check_catches_each_kind_of_breakage() -> None:
         ledger.accept(f"m{n}", "own", 0.0, 0.1)
     ledger.claim("m0", "phone-a", 1.0)
     ledger.reported("m0", "sent", 1.5)
-    assert ledger.check({"m0": "sent"})["lost"] == 4          # m1..m4 never claimed
+    assert ledger.check({"m0": "sent"})["lost"] == 4  # m1..m4 never claimed
 
     for n in range(1, 5):
         ledger.claim(f"m{n}", "phone-a", 1.0)
@@ -110,16 +149,16 @@ def test_the_invariant_check_catches_each_kind_of_breakage() -> None:
     healthy = {f"m{n}": "sent" for n in range(5)}
     assert ledger.check(healthy)["ok"]
 
-    assert not ledger.claim("m1", "phone-a", 2.0)               # same phone again: a redelivery
+    assert not ledger.claim("m1", "phone-a", 2.0)  # same phone again: a redelivery
     assert ledger.check(healthy)["ok"] and ledger.redeliveries == 1
-    ledger.claim("m1", "phone-b", 2.0)                          # another phone: a duplicate
+    ledger.claim("m1", "phone-b", 2.0)  # another phone: a duplicate
     assert ledger.check(healthy)["claimed_twice"] == 1
     ledger.claims["m1"].discard("phone-b")
 
     assert ledger.check({**healthy, "m2": "failed"})["status_mismatch"] == 1
     assert ledger.check({**healthy, "m3": "queued"})["lost"] == 1
     assert ledger.check({**healthy, "stray": "claimed"})["not_final_on_server"] == 1
-    ledger.claim("ghost", "phone-a", 3.0)                       # an id nobody was told about
+    ledger.claim("ghost", "phone-a", 3.0)  # an id nobody was told about
     assert ledger.check(healthy)["unknown_claims"] == 1
     assert ledger.check({**healthy, "ghost": "sent"})["ok"] is True
 
@@ -139,8 +178,14 @@ async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
         connections += 1
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             body = await reader.readexactly(length)
             path = head.split(b" ")[1]
             if path == b"/drop":
@@ -148,8 +193,10 @@ async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
                 return
             close = path == b"/close"
             answer = b'{"echo": %d}' % len(body)
-            writer.write(b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: %d\r\n%s\r\n%s"
-                         % (len(answer), b"Connection: close\r\n" if close else b"", answer))
+            writer.write(
+                b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: %d\r\n%s\r\n%s"
+                % (len(answer), b"Connection: close\r\n" if close else b"", answer)
+            )
             await writer.drain()
             if close:
                 writer.close()

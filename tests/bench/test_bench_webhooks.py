@@ -25,15 +25,39 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_smoke_run_every_change_arrives_once_and_signed(tmp_path: Path) -> None:
     out = tmp_path / "webhooks.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench.webhook_bench", "--rate", "50", "--seconds", "3", "--phones", "4",
-         "--baseline-seconds", "2", "--ceiling-seconds", "0.5", "--grace-seconds", "0.5", "--drain-seconds", "60",
-         "--quiet", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=150)
+        [
+            sys.executable,
+            "-m",
+            "bench.webhook_bench",
+            "--rate",
+            "50",
+            "--seconds",
+            "3",
+            "--phones",
+            "4",
+            "--baseline-seconds",
+            "2",
+            "--ceiling-seconds",
+            "0.5",
+            "--grace-seconds",
+            "0.5",
+            "--drain-seconds",
+            "60",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "webhooks OK" in result.stdout and "no webhooks" in result.stdout
     figures = json.loads(out.read_text())
     hooks, load = figures["webhooks"], figures["load"]
     accepted = load["invariants"]["accepted"]
-    assert accepted >= 20, load["invariants"]          # 12.5 messages/s for 3 s
+    assert accepted >= 20, load["invariants"]  # 12.5 messages/s for 3 s
     assert load["invariants"]["final_states"] == {"delivered": accepted}
     assert hooks["missing"] == hooks["duplicates"] == hooks["unexpected"] == hooks["signature_failures"] == 0
     assert hooks["expected"] == hooks["unique"] == hooks["received"] == load["changes"] >= 4 * accepted
@@ -60,16 +84,29 @@ def test_the_receiver_counts_every_badly_signed_event() -> None:
         try:
             await receiver.set_secret(secret)
 
-            async def post(event_id: str, *, key: str = secret, at: int | None = None,
-                           header_id: str | None = None) -> int:
-                body = msgspec.json.encode({"id": event_id, "type": "message.sent",
-                                            "created_at": "2026-01-01T00:00:00.000Z",
-                                            "data": {"message_id": "m1", "status": "sent"}})
+            async def post(
+                event_id: str, *, key: str = secret, at: int | None = None, header_id: str | None = None
+            ) -> int:
+                body = msgspec.json.encode(
+                    {
+                        "id": event_id,
+                        "type": "message.sent",
+                        "created_at": "2026-01-01T00:00:00.000Z",
+                        "data": {"message_id": "m1", "status": "sent"},
+                    }
+                )
                 stamp = int(time.time()) if at is None else at
-                status, _, _ = await receiver.control.request("POST", HOOK_PATH, body=body, headers={
-                    "Content-Type": "application/json",
-                    events.SIGNATURE_HEADER: events.signature_header([key], stamp, body),
-                    events.EVENT_ID_HEADER: header_id or event_id, events.EVENT_TYPE_HEADER: "message.sent"})
+                status, _, _ = await receiver.control.request(
+                    "POST",
+                    HOOK_PATH,
+                    body=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        events.SIGNATURE_HEADER: events.signature_header([key], stamp, body),
+                        events.EVENT_ID_HEADER: header_id or event_id,
+                        events.EVENT_TYPE_HEADER: "message.sent",
+                    },
+                )
                 return status
 
             assert await post("evt_good") == 204
@@ -93,18 +130,32 @@ def test_the_receiver_counts_every_badly_signed_event() -> None:
 
 
 def test_the_matcher_catches_missing_duplicate_and_unexpected_events() -> None:
-    timelines = {"m1": [{"status": s, "at": f"2026-01-01T00:00:0{n}.000Z"}
-                        for n, s in enumerate(("queued", "claimed", "sent", "delivered"))],
-                 "m2": [{"status": "queued", "at": "2026-01-01T00:00:00.000Z"}]}
+    timelines = {
+        "m1": [
+            {"status": s, "at": f"2026-01-01T00:00:0{n}.000Z"}
+            for n, s in enumerate(("queued", "claimed", "sent", "delivered"))
+        ],
+        "m2": [{"status": "queued", "at": "2026-01-01T00:00:00.000Z"}],
+    }
 
     def row(event_id: str, message_id: str, status: str) -> tuple[str, str, str, str, float]:
         return (event_id, f"message.{status}", message_id, "2026-01-01T00:00:00.000Z", 1767225600.5)
 
-    complete = [row("e1", "m1", "queued"), row("e2", "m1", "claimed"), row("e3", "m1", "sent"),
-                row("e4", "m1", "delivered"), row("e5", "m2", "queued")]
+    complete = [
+        row("e1", "m1", "queued"),
+        row("e2", "m1", "claimed"),
+        row("e3", "m1", "sent"),
+        row("e4", "m1", "delivered"),
+        row("e5", "m2", "queued"),
+    ]
     healthy = match_events(timelines, complete)
-    assert (healthy["expected"], healthy["unique"], healthy["missing"], healthy["duplicates"],
-            healthy["unexpected"]) == (5, 5, 0, 0, 0)
+    assert (
+        healthy["expected"],
+        healthy["unique"],
+        healthy["missing"],
+        healthy["duplicates"],
+        healthy["unexpected"],
+    ) == (5, 5, 0, 0, 0)
     assert [round(arrival - created, 3) for created, arrival in healthy["firsts"]] == [0.5] * 5
 
     broken = match_events(timelines, [*complete[:3], complete[0], row("e9", "m3", "sent"), complete[4]])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.backends import roomy_settings
-from broker import Broker, Settings, errors
+from broker import Broker, errors
 from broker.records import DeviceRef, OutgoingMessage
+from tests.support.backends import roomy_settings
 from tests.support.fleet import TO, pair, self_managed
 
 
@@ -83,12 +83,14 @@ async def test_per_minute_budget_counts_segments(redis_client, scripts, clock) -
 
 
 async def test_message_longer_than_the_minute_budget_goes_out_when_the_budget_is_unused(
-        redis_client, scripts, clock) -> None:
+    redis_client, scripts, clock
+) -> None:
     broker = Broker(redis_client, roomy_settings(device_segments_per_minute=2), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
-    await broker.messages.enqueue(account, [OutgoingMessage(TO, "short", device.device_id),
-                                   OutgoingMessage(TO, "z" * 400, device.device_id)])
+    await broker.messages.enqueue(
+        account, [OutgoingMessage(TO, "short", device.device_id), OutgoingMessage(TO, "z" * 400, device.device_id)]
+    )
     assert [m.segments for m in await broker.messages.claim(device.ref)] == [1]
     clock.advance(60_000)
     assert [m.segments for m in await broker.messages.claim(device.ref)] == [3]
@@ -113,9 +115,14 @@ async def test_budget_stops_the_claim_in_order(redis_client, scripts, clock) -> 
     broker = Broker(redis_client, roomy_settings(device_segments_per_minute=3), scripts, clock=clock)
     await broker.start()
     account, [device] = await self_managed(broker)
-    await broker.messages.enqueue(account, [OutgoingMessage(TO, "x" * 200, device.device_id),
-                                   OutgoingMessage(TO, "y" * 200, device.device_id),
-                                   OutgoingMessage(TO, "z", device.device_id)])
+    await broker.messages.enqueue(
+        account,
+        [
+            OutgoingMessage(TO, "x" * 200, device.device_id),
+            OutgoingMessage(TO, "y" * 200, device.device_id),
+            OutgoingMessage(TO, "z", device.device_id),
+        ],
+    )
     assert [m.message[0] for m in await broker.messages.claim(device.ref)] == ["x"]
 
 
@@ -141,7 +148,7 @@ async def test_platform_pool_serves_api_only_accounts_through_pool_phones(broker
     phone = await pair(broker, None)
     assert phone.shard == "p:default" and phone.account_id == ""
     mid = (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "via pool")])).ids[0]
-    owner, [own_phone] = await self_managed(broker)
+    _owner, [own_phone] = await self_managed(broker)
     assert await broker.messages.claim(own_phone.ref) == []
     assert [m.id for m in await broker.messages.claim(phone.ref)] == [mid]
     counters = await broker.message_log.counters("p:default")
@@ -156,7 +163,8 @@ async def test_unknown_device_cannot_claim(broker: Broker) -> None:
 
 
 async def test_a_message_claimed_twice_within_a_minute_is_counted_twice_then_forgotten(
-        redis_client, scripts, clock) -> None:
+    redis_client, scripts, clock
+) -> None:
     """With a lease under a minute a pool message can come back to the same phone inside
     one send window: both claims are charged, and both leave the window after 60 s."""
     broker = Broker(redis_client, roomy_settings(lease_seconds=30, device_segments_per_minute=10), scripts, clock=clock)

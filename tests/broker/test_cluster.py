@@ -36,8 +36,8 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
 from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
-from connecfy.redis_server import RedisServer
 from broker.scripts import ScriptRegistry
+from connecfy.redis_server import RedisServer
 from tests.support.backends import REAL_REDIS
 
 TO = "+15551234567"
@@ -62,7 +62,7 @@ class RecordingRedis:
         return getattr(self.real, name)
 
     def _record(self, name: str, numkeys: int, keys_and_args: Sequence[Any]) -> None:
-        self.calls.append((name, [_text(k) for k in keys_and_args[:int(numkeys)]]))
+        self.calls.append((name, [_text(k) for k in keys_and_args[: int(numkeys)]]))
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         self._record(self.names.get(sha, f"unknown script {sha}"), numkeys, keys_and_args)
@@ -83,7 +83,7 @@ def hash_tag(key: str) -> str | None:
     end = key.find("}", start + 1)
     if start < 0 or end < 0 or end == start + 1:
         return None
-    return key[start + 1:end]
+    return key[start + 1 : end]
 
 
 def slot(key: str) -> int:
@@ -157,15 +157,21 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     for account in accounts:
         a = await _register(broker, account, "Pixel A", "+15550001111")
         b = await _register(broker, account, "Pixel B")
-        assert await broker.presence.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
+        assert (
+            await broker.presence.heartbeat(a.ref, battery=80, android_version="14", app_version="1.0") == clock.now_ms
+        )
         assert (await broker.devices.get(a.ref))["battery"] == "80"
         await broker.presence.heartbeat(b.ref)
 
         single = await broker.messages.enqueue(account, [OutgoingMessage(TO, "single", a.device_id)])
         assert not single.duplicate and single.shard == account.shard == keys.account_shard(account.id)
         clock.advance(1)
-        batch_messages = [OutgoingMessage(TO, "batch a", a.device_id), OutgoingMessage(TO, "batch b", b.device_id),
-                          OutgoingMessage(TO, "own pool 1"), OutgoingMessage(TO, "own pool 2")]
+        batch_messages = [
+            OutgoingMessage(TO, "batch a", a.device_id),
+            OutgoingMessage(TO, "batch b", b.device_id),
+            OutgoingMessage(TO, "own pool 1"),
+            OutgoingMessage(TO, "own pool 2"),
+        ]
         batch = await broker.messages.enqueue(account, batch_messages, idempotency_key="batch")
         again = await broker.messages.enqueue(account, batch_messages, idempotency_key="batch")
         assert not batch.duplicate and len(batch.ids) == 4
@@ -200,7 +206,9 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
 
     first = await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
     assert first.shard == keys.pool_shard() and not first.duplicate
-    assert (await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")).ids == first.ids
+    assert (
+        await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 1")], idempotency_key="api-1")
+    ).ids == first.ids
     clock.advance(1)
     second = await broker.messages.enqueue(api, [OutgoingMessage(TO, "api 2"), OutgoingMessage(TO, "api 3")])
     assert (await broker.messages.cancel(api, second.ids[1])).changed
@@ -231,8 +239,16 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     for account in accounts:
         assert await _status(broker, account.shard, per_account[account.id]["late"]) == "expired"
         counts = await broker.message_log.account_counts(account)
-        assert counts == {"queued": 0, "claimed": 0, "sent": 2, "delivered": 2, "failed": 1, "expired": 1,
-                          "cancelled": 1, "total": 7}
+        assert counts == {
+            "queued": 0,
+            "claimed": 0,
+            "sent": 2,
+            "delivered": 2,
+            "failed": 1,
+            "expired": 1,
+            "cancelled": 1,
+            "total": 7,
+        }
     counts = await broker.message_log.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
 
@@ -259,7 +275,9 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         a = per_account[account.id]["a"]
         await broker.devices.update(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
         assert (await broker.devices.get(a.ref))["per_minute"] == "20"
-        waiting = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])).ids[0]
+        waiting = (
+            await broker.messages.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])
+        ).ids[0]
         assert await broker.devices.remove(a.ref) == SweepReport(lost=1)
         assert await _status(broker, account.shard, waiting) == "failed"
     await broker.devices.remove(pool_phone.ref)
@@ -346,12 +364,26 @@ def redis_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             for _ in range(3):
                 servers.append(_start_node(binary, Path(root), taken))
             create = subprocess.run(
-                [str(cli), "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+                [
+                    str(cli),
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{s.port}" for s in servers),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
             if create.returncode != 0:
-                pytest.fail(f"redis-cli --cluster create failed ({create.returncode}):\n"
-                            f"{create.stdout[-2000:]}\n{create.stderr[-2000:]}", pytrace=False)
+                pytest.fail(
+                    f"redis-cli --cluster create failed ({create.returncode}):\n"
+                    f"{create.stdout[-2000:]}\n{create.stderr[-2000:]}",
+                    pytrace=False,
+                )
             deadline = time.monotonic() + 20
             while True:
                 infos = [_cluster_info(s.port) for s in servers]
@@ -384,8 +416,7 @@ def _raw_reply(port: int, *args: str) -> bytes:
     return reply.split(b"\r\n", 1)[0]
 
 
-async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Cluster, settings, scripts,
-                                                            clock) -> None:
+async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Cluster, settings, scripts, clock) -> None:
     cluster = redis_cluster.client()
     try:
         await cluster.initialize()
@@ -397,7 +428,8 @@ async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Clust
         await broker.start()
         for node in primaries:  # SCRIPT LOAD reached every primary, not just one
             loaded = await cluster.execute_command(
-                "SCRIPT EXISTS", *(s.sha for s in scripts.scripts.values()), target_nodes=node)
+                "SCRIPT EXISTS", *(s.sha for s in scripts.scripts.values()), target_nodes=node
+            )
             assert all(loaded), f"scripts missing on {node.name}"
 
         accounts = await run_every_operation(broker, clock)
@@ -439,8 +471,7 @@ async def test_the_cluster_refuses_cross_slot_script_calls(redis_cluster: Cluste
                 call_keys = crossed if command[0] == "EVALSHA" else [one.messages, other.messages]
                 call_args = args if command[0] == "EVALSHA" else []
                 with pytest.raises(ClusterCrossSlotError):
-                    await cluster.execute_command(*command, len(call_keys), *call_keys, *call_args,
-                                                  target_nodes=node)
+                    await cluster.execute_command(*command, len(call_keys), *call_keys, *call_args, target_nodes=node)
                 reply = _raw_reply(node.port, *command, str(len(call_keys)), *call_keys, *call_args)
                 assert reply.startswith(b"-CROSSSLOT"), reply
     finally:

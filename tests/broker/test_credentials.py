@@ -30,13 +30,13 @@ async def test_api_key_is_shown_once_and_finds_its_account(broker: Broker, clock
     account = await broker.accounts.create("owner@example.com", "api_only")
     created = await broker.api_keys.create(account, " CRM ")
     assert created.info.name == "CRM" and len(created.api_key) >= 43
-    [listed] = await broker.api_keys.list(account)
+    [listed] = await broker.api_keys.list_for(account)
     assert (listed.id, listed.name, listed.last_used_ms) == (created.info.id, "CRM", None)
     snapshot = await redis_snapshot(broker.redis)
     assert created.api_key.encode() not in repr(snapshot).encode()
     clock.advance(5)
     assert await broker.api_keys.find_account(created.api_key) == account
-    assert (await broker.api_keys.list(account))[0].last_used_ms == clock.now_ms
+    assert (await broker.api_keys.list_for(account))[0].last_used_ms == clock.now_ms
 
 
 async def test_revoked_key_stops_working_at_once(broker: Broker) -> None:
@@ -47,7 +47,7 @@ async def test_revoked_key_stops_working_at_once(broker: Broker) -> None:
     await broker.api_keys.revoke(account, revoke.info.id)
     assert await broker.api_keys.find_account(revoke.api_key) is None
     assert await broker.api_keys.find_account(keep.api_key) == account
-    assert [k.name for k in await broker.api_keys.list(account)] == ["keep"]
+    assert [k.name for k in await broker.api_keys.list_for(account)] == ["keep"]
     assert not await broker.redis.exists(keys.api_key_index(sha256_hex(revoke.api_key)))
     with pytest.raises(errors.ApiKeyNotFound):
         await broker.api_keys.revoke(account, revoke.info.id)

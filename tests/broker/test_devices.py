@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.backends import roomy_settings
 from broker import Broker, errors
 from broker.records import OutgoingMessage
+from tests.support.backends import roomy_settings
 from tests.support.fleet import TO, pair, redis_snapshot, self_managed
 
 
@@ -19,7 +19,7 @@ async def test_list_shows_presence_fields_limits_and_counts(broker: Broker, cloc
     clock.advance(settings.presence_ttl_seconds * 1000 - 1)
     await broker.presence.heartbeat(one.ref)
     clock.advance(1)
-    listed = {d.device_id: d for d in await broker.devices.list(account)}
+    listed = {d.device_id: d for d in await broker.devices.list_for(account)}
     assert set(listed) == {one.device_id, two.device_id}
     first, second = listed[one.device_id], listed[two.device_id]
     assert (first.online, second.online) == (True, False)
@@ -32,27 +32,35 @@ async def test_list_shows_presence_fields_limits_and_counts(broker: Broker, cloc
 async def test_pool_phones_are_listed_for_the_pool_only(broker: Broker) -> None:
     account, [own] = await self_managed(broker)
     phone = await pair(broker, None)
-    assert [d.device_id for d in await broker.devices.list(None)] == [phone.device_id]
-    assert [d.device_id for d in await broker.devices.list(account)] == [own.device_id]
+    assert [d.device_id for d in await broker.devices.list_for(None)] == [phone.device_id]
+    assert [d.device_id for d in await broker.devices.list_for(account)] == [own.device_id]
     other = await broker.accounts.create("other@example.com", "self_managed")
-    assert await broker.devices.list(other) == []
+    assert await broker.devices.list_for(other) == []
 
 
 async def test_update_name_and_budget(broker: Broker) -> None:
     account, [device] = await self_managed(broker)
     await broker.devices.update(device.ref, segments_per_minute=2)
     await broker.devices.update(device.ref, name=" Office phone ")
-    [info] = await broker.devices.list(account)
+    [info] = await broker.devices.list_for(account)
     assert (info.device_name, info.segments_per_minute, info.segments_per_day) == ("Office phone", 2, 1000)
     await broker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 3)
     assert len(await broker.messages.claim(device.ref)) == 2
 
 
-@pytest.mark.parametrize("kwargs", [{"name": ""}, {"name": "x" * 65}, {"segments_per_minute": 0},
-                                    {"segments_per_day": -5}, {"segments_per_day": True},
-                                    {"segments_per_minute": "30"}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": ""},
+        {"name": "x" * 65},
+        {"segments_per_minute": 0},
+        {"segments_per_day": -5},
+        {"segments_per_day": True},
+        {"segments_per_minute": "30"},
+    ],
+)
 async def test_bad_updates_change_nothing(broker: Broker, kwargs) -> None:
-    account, [device] = await self_managed(broker)
+    _account, [device] = await self_managed(broker)
     before = await redis_snapshot(broker.redis)
     with pytest.raises(errors.InvalidInput):
         await broker.devices.update(device.ref, **kwargs)
@@ -61,7 +69,9 @@ async def test_bad_updates_change_nothing(broker: Broker, kwargs) -> None:
 
 async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
     account, [device, other] = await self_managed(broker, devices=2)
-    [held_own] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for it, claimed", device.device_id)])).ids
+    [held_own] = (
+        await broker.messages.enqueue(account, [OutgoingMessage(TO, "for it, claimed", device.device_id)])
+    ).ids
     [held_pool] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "pool, claimed")])).ids
     assert [m.id for m in await broker.messages.claim(device.ref)] == [held_own, held_pool]
     [waiting] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "for it, queued", device.device_id)])).ids
@@ -72,7 +82,7 @@ async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
     for call in (broker.messages.claim, broker.presence.heartbeat, broker.devices.remove):
         with pytest.raises(errors.DeviceNotFound):
             await call(device.ref)
-    assert [d.device_id for d in await broker.devices.list(account)] == [other.device_id]
+    assert [d.device_id for d in await broker.devices.list_for(account)] == [other.device_id]
     for mid in (held_own, waiting):
         record = await broker.message_log.get(account.shard, mid)
         assert (record.status, record.error) == ("failed", "device_removed")
@@ -83,7 +93,6 @@ async def test_removed_device_is_gone_with_its_token(broker: Broker) -> None:
 
 
 async def test_removal_moves_large_backlogs_in_bounded_steps(redis_client, scripts, clock) -> None:
-    from broker import Settings
 
     broker = Broker(redis_client, roomy_settings(sweep_batch=7), scripts, clock=clock)
     await broker.start()

@@ -20,7 +20,12 @@ async def test_device_targeted_message_waits_in_that_devices_queue(broker: Broke
     assert not result.duplicate and len(result.ids) == 1
     record = await broker.message_log.get(account.shard, result.ids[0])
     assert (record.status, record.route, record.device, record.to, record.body) == (
-        "queued", "device", device.device_id, TO, "Hello")
+        "queued",
+        "device",
+        device.device_id,
+        TO,
+        "Hello",
+    )
     counters = await broker.message_log.counters(account.shard)
     assert counters[f"a:{account.id}:queued"] == 1
     assert counters[f"a:{account.id}:total"] == 1
@@ -53,10 +58,13 @@ async def test_self_managed_without_device_goes_to_its_own_pool(broker: Broker) 
 
 async def test_segments_are_counted_at_enqueue(broker: Broker) -> None:
     account, device = await self_managed_with_device(broker)
-    result = await broker.messages.enqueue(account, [
-        OutgoingMessage(TO, "a" * 161, device.device_id),
-        OutgoingMessage(TO, "привет", device.device_id),
-    ])
+    result = await broker.messages.enqueue(
+        account,
+        [
+            OutgoingMessage(TO, "a" * 161, device.device_id),
+            OutgoingMessage(TO, "привет", device.device_id),
+        ],
+    )
     long, cyrillic = [await broker.message_log.get(account.shard, i) for i in result.ids]
     assert (long.segments, cyrillic.segments) == (2, 1)
 
@@ -81,14 +89,30 @@ async def test_batch_with_one_unknown_device_queues_nothing(broker: Broker) -> N
     assert await broker.message_log.events(account.shard) == []
 
 
-@pytest.mark.parametrize("to", ["5551234567", "+1", "+1555", "not a number", "+999123456789", "",
-                                "+1 555 123 4567", "+1555CALLNOW", "+15551234567;ext=2", "+0123456789",
-                                "+1234567890123456", " +15551234567", "+1５５５1234567"])
+@pytest.mark.parametrize(
+    "to",
+    [
+        "5551234567",
+        "+1",
+        "+1555",
+        "not a number",
+        "+999123456789",
+        "",
+        "+1 555 123 4567",
+        "+1555CALLNOW",
+        "+15551234567;ext=2",
+        "+0123456789",
+        "+1234567890123456",
+        " +15551234567",
+        "+1５５５1234567",
+    ],
+)
 async def test_bad_numbers_are_refused_and_nothing_is_queued(broker: Broker, to: str) -> None:
     account, device = await self_managed_with_device(broker)
     with pytest.raises(errors.InvalidInput) as info:
-        await broker.messages.enqueue(account, [OutgoingMessage(TO, "fine", device.device_id),
-                                       OutgoingMessage(to, "x", device.device_id)])
+        await broker.messages.enqueue(
+            account, [OutgoingMessage(TO, "fine", device.device_id), OutgoingMessage(to, "x", device.device_id)]
+        )
     assert (info.value.field, info.value.index) == ("to", 1)
     assert await broker.message_log.counters(account.shard) == {}
 
@@ -102,7 +126,7 @@ async def test_empty_or_overlong_message_is_refused(broker: Broker, text: str) -
 
 
 async def test_batch_size_is_bounded(broker: Broker, settings) -> None:
-    account, device = await self_managed_with_device(broker)
+    account, _device = await self_managed_with_device(broker)
     with pytest.raises(errors.InvalidInput):
         await broker.messages.enqueue(account, [])
     with pytest.raises(errors.InvalidInput):
@@ -153,7 +177,7 @@ async def test_duplicate_does_not_spend_quota(broker: Broker) -> None:
 
 
 async def test_unknown_account_shard_device_is_not_found(broker: Broker) -> None:
-    one, device = await self_managed_with_device(broker)
+    _one, device = await self_managed_with_device(broker)
     other = await broker.accounts.create("other@example.com", "self_managed")
     with pytest.raises(errors.DeviceNotFound):
         await broker.messages.enqueue(other, [OutgoingMessage(TO, "x", device.device_id)])

@@ -17,11 +17,11 @@ async def test_pages_newest_first_with_a_cursor(broker: Broker, clock) -> None:
     for i in range(7):
         sent += (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id)])).ids
         clock.advance(1)
-    page = await broker.message_log.list(account, limit=3)
+    page = await broker.message_log.page(account, limit=3)
     assert [m.id for m in page.items] == sent[::-1][:3] and page.next_cursor == sent[4]
-    page2 = await broker.message_log.list(account, limit=3, cursor=page.next_cursor)
+    page2 = await broker.message_log.page(account, limit=3, cursor=page.next_cursor)
     assert [m.id for m in page2.items] == sent[::-1][3:6]
-    page3 = await broker.message_log.list(account, limit=3, cursor=page2.next_cursor)
+    page3 = await broker.message_log.page(account, limit=3, cursor=page2.next_cursor)
     assert [m.id for m in page3.items] == [sent[0]] and page3.next_cursor is None
 
 
@@ -32,22 +32,22 @@ async def test_filters_by_status_and_device(broker: Broker, clock) -> None:
         clock.advance(1)
     [first, *_] = await broker.messages.claim(one.ref, 1)
     await broker.messages.report_status(one.ref, first.id, "sent")
-    sent = await broker.message_log.list(account, status="sent")
+    sent = await broker.message_log.page(account, status="sent")
     assert [m.id for m in sent.items] == [first.id] and sent.next_cursor is None
-    mine = await broker.message_log.list(account, device_id=two.device_id, limit=2)
+    mine = await broker.message_log.page(account, device_id=two.device_id, limit=2)
     assert [m.body for m in mine.items] == ["m5", "m3"]
-    rest = await broker.message_log.list(account, device_id=two.device_id, limit=2, cursor=mine.next_cursor)
+    rest = await broker.message_log.page(account, device_id=two.device_id, limit=2, cursor=mine.next_cursor)
     assert [m.body for m in rest.items] == ["m1"] and rest.next_cursor is None
 
 
 async def test_sparse_filter_pages_on_past_what_it_read(broker: Broker) -> None:
     account, [device] = await self_managed(broker)
     await broker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)] * 30)
-    page = await broker.message_log.list(account, status="delivered", scan_limit=10)
+    page = await broker.message_log.page(account, status="delivered", scan_limit=10)
     assert page.items == [] and page.next_cursor is not None
     pages = 1
     while page.next_cursor is not None:
-        page = await broker.message_log.list(account, status="delivered", scan_limit=10, cursor=page.next_cursor)
+        page = await broker.message_log.page(account, status="delivered", scan_limit=10, cursor=page.next_cursor)
         pages += 1
     assert pages == 4  # three full reads, then an empty page that ends it
 
@@ -57,14 +57,14 @@ async def test_api_only_history_is_per_sender_in_the_pool(broker: Broker) -> Non
     two = await broker.accounts.create("two@example.com", "api_only")
     await broker.messages.enqueue(one, [OutgoingMessage(TO, "one's")])
     await broker.messages.enqueue(two, [OutgoingMessage(TO, "two's")])
-    assert [m.body for m in (await broker.message_log.list(one)).items] == ["one's"]
+    assert [m.body for m in (await broker.message_log.page(one)).items] == ["one's"]
 
 
 @pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 501}, {"status": "lost"}, {"cursor": "../x"}])
 async def test_bad_queries(broker: Broker, kwargs) -> None:
     account, _ = await self_managed(broker)
     with pytest.raises(errors.InvalidInput):
-        await broker.message_log.list(account, **kwargs)
+        await broker.message_log.page(account, **kwargs)
 
 
 async def test_stats(broker: Broker) -> None:

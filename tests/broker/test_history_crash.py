@@ -19,11 +19,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.support.backends import history_broker
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
 from broker.records import MessageRecord, OutgoingMessage
 from broker.snapshotter import GROUP, Snapshotter
+from tests.support.backends import history_broker
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.fleet import TO, self_managed
 from tests.support.http_world import PASSWORD, Phone, World
@@ -38,17 +38,21 @@ async def hbroker(real_redis, scripts, clock, history_store: HistoryStore) -> Br
 
 async def _traffic(broker: Broker) -> tuple[str, list[str], object]:
     account, [device] = await self_managed(broker)
-    ids = (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(6)])).ids
+    ids = (
+        await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(6)])
+    ).ids
     for m in await broker.messages.claim(device.ref, 4):
         await broker.messages.report_status(device.ref, m.id, "sent")
     return account.shard, ids, device
 
 
-async def _assert_stored_once_as_in_redis(broker: Broker, store: HistoryStore, shard: str, ids: list[str],
-                                          expected: dict[str, MessageRecord]) -> None:
+async def _assert_stored_once_as_in_redis(
+    broker: Broker, store: HistoryStore, shard: str, ids: list[str], expected: dict[str, MessageRecord]
+) -> None:
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(sa.select(messages.c.id, messages.c.status, messages.c.version,
-                                             messages.c.record))).all()
+        rows = (
+            await conn.execute(sa.select(messages.c.id, messages.c.status, messages.c.version, messages.c.record))
+        ).all()
     assert sorted(row.id for row in rows) == sorted(ids)
     for row in rows:
         record = msgspec.json.decode(row.record, type=MessageRecord)
@@ -179,8 +183,13 @@ class Load:
         self.held: list[str] = []  # claimed by the phone, not reported yet
 
     def tick(self, size: int = 20) -> None:
-        response = self.world.batch(self.key, [{"to": TO, "message": f"load {len(self.accepted) + i}",
-                                                "device_id": self.phone.device_id} for i in range(size)])
+        response = self.world.batch(
+            self.key,
+            [
+                {"to": TO, "message": f"load {len(self.accepted) + i}", "device_id": self.phone.device_id}
+                for i in range(size)
+            ],
+        )
         if response.status_code == 202:
             self.accepted += [m["id"] for m in response.json()["messages"]]
         self.drain(limit=15)
@@ -215,8 +224,10 @@ def _stored(data_dir: Path) -> dict[str, tuple[str, list[str]]]:
     file: a change stored twice, or one missing, shows in the timeline."""
     with sqlite3.connect(data_dir / "history.sqlite3") as db:
         rows = db.execute("SELECT id, status, record FROM messages").fetchall()
-    return {message_id: (status, [step[0] for step in msgspec.json.decode(record)["timeline"]])
-            for message_id, status, record in rows}
+    return {
+        message_id: (status, [step[0] for step in msgspec.json.decode(record)["timeline"]])
+        for message_id, status, record in rows
+    }
 
 
 def _start(tmp_path: Path) -> ServerProcess:
@@ -252,7 +263,8 @@ def test_server_killed_with_sigkill_under_load_loses_nothing(tmp_path: Path) -> 
         # Trimmed from Redis (hot retention 1 s), still shown as it was, timeline and all.
         first = load.accepted[0]
         assert not redis.Redis(unix_socket_path=str(tmp_path / "redis" / "redis.sock")).hexists(
-            keys.ShardKeys(keys.account_shard(owner.account["id"])).messages, first)
+            keys.ShardKeys(keys.account_shard(owner.account["id"])).messages, first
+        )
         detail = expect(again.get(f"/api/sms/{first}/"), 200)
         assert detail == listed["items"][-1]
         assert (detail["status"], [step["status"] for step in detail["timeline"]][-1]) == ("sent", "sent")

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from tests.support.backends import roomy_settings
 from broker import Broker, errors, keys
 from broker.ids import sha256_hex
+from tests.support.backends import roomy_settings
 from tests.support.fleet import pair
 
 
@@ -30,7 +30,6 @@ async def test_a_code_pairs_one_device_and_its_token_finds_it(broker: Broker) ->
 
 
 async def test_an_expired_code_is_refused(broker: Broker, scripts, clock) -> None:
-    from broker import Settings
 
     short = Broker(broker.redis, roomy_settings(pairing_code_ttl_seconds=1), scripts, clock=clock)
     account = await short.accounts.create("owner@example.com", "self_managed")

@@ -5,23 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tests.support.backends import roomy_settings
-from broker import Broker, Settings
+from broker import Broker
 from broker.records import OutgoingMessage
+from tests.support.backends import roomy_settings
 from tests.support.fleet import TO, pair
 
 BIG = 1_000_000
 
 
 async def big_broker(real_redis, scripts, clock) -> Broker:
-    broker = Broker(real_redis, roomy_settings(device_segments_per_minute=BIG, device_segments_per_day=BIG,
-                                          quota_api_only=BIG), scripts, clock=clock)
+    broker = Broker(
+        real_redis,
+        roomy_settings(device_segments_per_minute=BIG, device_segments_per_day=BIG, quota_api_only=BIG),
+        scripts,
+        clock=clock,
+    )
     await broker.start()
     return broker
 
 
-async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_once(
-        real_redis, scripts, clock) -> None:
+async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_once(real_redis, scripts, clock) -> None:
     broker = await big_broker(real_redis, scripts, clock)
     sender = await broker.accounts.create("bulk@example.com", "api_only")
     queued: list[str] = []
@@ -47,7 +50,7 @@ async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_on
     counts = await broker.message_log.account_counts(sender)
     assert (counts["queued"], counts["claimed"], counts["total"]) == (0, 10_000, 10_000)
     holders = Counter()
-    for phone, got in zip(phones, per_phone):
+    for phone, got in zip(phones, per_phone, strict=True):
         holders[phone.device_id] = len(got)
     counters = await broker.message_log.counters("p:default")
     assert all(counters.get(f"d:{d}:claimed", 0) == n for d, n in holders.items())
@@ -71,7 +74,7 @@ async def test_senders_take_turns(real_redis, scripts, clock) -> None:
     broker = await big_broker(real_redis, scripts, clock)
     senders = [await broker.accounts.create(f"s{i}@example.com", "api_only") for i in range(4)]
     owner_of: dict[str, str] = {}
-    for backlog, sender in zip((200, 50, 5, 1), senders):
+    for backlog, sender in zip((200, 50, 5, 1), senders, strict=True):
         for mid in (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "x")] * backlog)).ids:
             owner_of[mid] = sender.id
     phone = await pair(broker, None)
@@ -80,5 +83,5 @@ async def test_senders_take_turns(real_redis, scripts, clock) -> None:
     # Round one serves every sender once; then each round serves those with messages left.
     assert set(order[0:4]) == {s0, s1, s2, s3}
     for start in range(4, 4 + 3 * 4, 3):
-        assert set(order[start:start + 3]) == {s0, s1, s2}
+        assert set(order[start : start + 3]) == {s0, s1, s2}
     assert set(order[16:18]) == {s0, s1}

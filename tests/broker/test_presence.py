@@ -10,9 +10,12 @@ from tests.support.fleet import pair, self_managed
 
 
 async def test_heartbeat_sets_presence_and_fields(broker: Broker, clock, settings) -> None:
-    account, [device] = await self_managed(broker)
+    _account, [device] = await self_managed(broker)
     clock.advance(1234)
-    assert await broker.presence.heartbeat(device.ref, battery=81, android_version="14", app_version="1.0.0") == clock.now_ms
+    assert (
+        await broker.presence.heartbeat(device.ref, battery=81, android_version="14", app_version="1.0.0")
+        == clock.now_ms
+    )
     fields = await broker.devices.get(device.ref)
     assert (fields["battery"], fields["android_version"], fields["app_version"]) == ("81", "14", "1.0.0")
     assert int(fields["last_seen"]) == clock.now_ms
@@ -25,7 +28,7 @@ async def test_heartbeat_sets_presence_and_fields(broker: Broker, clock, setting
 
 
 async def test_fields_are_optional_and_kept(broker: Broker) -> None:
-    account, [device] = await self_managed(broker)
+    _account, [device] = await self_managed(broker)
     await broker.presence.heartbeat(device.ref, battery=50, app_version="2.0")
     await broker.presence.heartbeat(device.ref)
     fields = await broker.devices.get(device.ref)
@@ -33,10 +36,19 @@ async def test_fields_are_optional_and_kept(broker: Broker) -> None:
     assert "android_version" not in fields
 
 
-@pytest.mark.parametrize("kwargs", [{"battery": 101}, {"battery": -1}, {"battery": True}, {"battery": "80"},
-                                    {"android_version": "x" * 33}, {"app_version": 14}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"battery": 101},
+        {"battery": -1},
+        {"battery": True},
+        {"battery": "80"},
+        {"android_version": "x" * 33},
+        {"app_version": 14},
+    ],
+)
 async def test_bad_fields_are_refused_and_change_nothing(broker: Broker, kwargs) -> None:
-    account, [device] = await self_managed(broker, devices=1)
+    _account, [device] = await self_managed(broker, devices=1)
     before = await broker.devices.get(device.ref)
     with pytest.raises(errors.InvalidInput):
         await broker.presence.heartbeat(device.ref, **kwargs)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.support.backends import roomy_settings
-from tests.support.fleet import redis_snapshot, self_managed
 
 from broker import Broker, Settings, errors
 from broker.records import LimitChange, OutgoingMessage
+from tests.support.backends import roomy_settings
+from tests.support.fleet import redis_snapshot, self_managed
 
 KEY = "{a:test}:rate:sends"
 
@@ -111,7 +111,8 @@ async def test_one_limit_request_waits_at_a_time_even_when_sent_together(broker:
     account, _ = await self_managed(broker)
     outcomes = await asyncio.gather(
         *(broker.limits.request(account, LimitChange(daily_quota=50_000), f"try {i}") for i in range(8)),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     made = [o for o in outcomes if not isinstance(o, Exception)]
     assert len(made) == 1 and all(isinstance(o, errors.LimitRequestPending) for o in outcomes if o not in made)
     assert [r.id for r in await broker.limits.list_requests(account_id=account.id)] == [made[0].id]
@@ -128,7 +129,8 @@ async def test_a_request_is_decided_once_when_two_operators_answer_together(brok
         broker.limits.decide_request(request.id, approve=True),
         broker.limits.decide_request(request.id, approve=False, note="no"),
         broker.limits.decide_request(request.id, approve=True, granted=LimitChange(sends_per_second=5)),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     [won] = [o for o in outcomes if not isinstance(o, Exception)]
     assert all(isinstance(o, errors.LimitRequestDecided) for o in outcomes if o is not won)
     assert (await broker.limits.get_request(request.id)).status == won.status

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-from tests.support.backends import history_broker
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
 from broker.records import LimitChange, OutgoingMessage
 from broker.restore import RestoreRefused, restore
 from broker.snapshotter import Snapshotter
+from tests.support.backends import history_broker
 from tests.support.e2e_server import CONNECFY, ServerProcess, expect, expect_error, server_env
 from tests.support.fleet import TO, pair, self_managed
 from tests.support.http_world import PASSWORD, Phone, World
@@ -36,20 +36,29 @@ async def _view(broker: Broker, owner, sender, devices) -> dict:
         view[account.id] = (
             await broker.accounts.get(account.id),
             await broker.accounts.find_by_email(account.email),
-            [k.id for k in await broker.api_keys.list(account)],
+            [k.id for k in await broker.api_keys.list_for(account)],
             await broker.message_log.account_counts(account),
-            await broker.message_log.list(account, limit=500),
+            await broker.message_log.page(account, limit=500),
         )
-    view["devices"] = ([_device_view(d) for d in await broker.devices.list(owner)],
-                       [_device_view(d) for d in await broker.devices.list(None)])
+    view["devices"] = (
+        [_device_view(d) for d in await broker.devices.list_for(owner)],
+        [_device_view(d) for d in await broker.devices.list_for(None)],
+    )
     view["tokens"] = [await broker.devices.find_by_token(d.device_token) for d in devices]
     return view
 
 
 def _device_view(device) -> tuple:
     """A device as listed, without presence (restore brings no heartbeat back)."""
-    return (device.device_id, device.device_name, device.phone_number, device.segments_per_minute,
-            device.segments_per_day, device.created_ms, device.counts)
+    return (
+        device.device_id,
+        device.device_name,
+        device.phone_number,
+        device.segments_per_minute,
+        device.segments_per_day,
+        device.created_ms,
+        device.counts,
+    )
 
 
 async def test_restore_gives_back_accounts_devices_keys_and_queued_messages(hbroker: Broker, history_store) -> None:
@@ -60,7 +69,9 @@ async def test_restore_gives_back_accounts_devices_keys_and_queued_messages(hbro
     pool_phone = await pair(hbroker, None, "pool phone")
     owner_key = await hbroker.api_keys.create(owner, "backend")
     sender_key = await hbroker.api_keys.create(sender, "shop")
-    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    own = (
+        await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])
+    ).ids
     own_pool = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, "anyone of mine")])).ids
     pooled = (await hbroker.messages.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])).ids
     [done, held] = [m.id for m in await hbroker.messages.claim(first.ref, 2)]
@@ -121,7 +132,9 @@ async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Brok
     sender = await hbroker.accounts.create("api@example.com", "api_only")
     other = await hbroker.accounts.create("other@example.com", "api_only")
     pool_phone = await pair(hbroker, None, "pool phone")
-    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])).ids
+    own = (
+        await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", phone.device_id) for i in range(5)])
+    ).ids
     pooled = []
     for i in range(3):  # two senders' pool messages interleaved, oldest first
         for account in (sender, other):
@@ -133,17 +146,33 @@ async def test_restore_reads_only_unfinished_messages_page_by_page(hbroker: Brok
     counts = await hbroker.message_log.account_counts(owner)
     # A finished message from long ago whose record this version could not decode.
     async with history_store.engine.begin() as conn:
-        await conn.execute(messages.insert(), [{
-            "id": "00000000000000000000000001", "shard": owner.shard, "account": owner.id,
-            "device": phone.device_id, "status": "delivered", "created": 1, "updated": 2, "version": 3,
-            "stored_at": 3, "record": "{an older format"}])
+        await conn.execute(
+            messages.insert(),
+            [
+                {
+                    "id": "00000000000000000000000001",
+                    "shard": owner.shard,
+                    "account": owner.id,
+                    "device": phone.device_id,
+                    "status": "delivered",
+                    "created": 1,
+                    "updated": 2,
+                    "version": 3,
+                    "stored_at": 3,
+                    "record": "{an older format",
+                }
+            ],
+        )
 
     await hbroker.redis.flushall()
     await hbroker.start()
     report = await restore(hbroker, history_store, chunk=2)
     assert (report.live_messages, report.stored_messages) == (10, 12)
-    assert await hbroker.message_log.account_counts(owner) == {**counts, "delivered": counts["delivered"] + 1,
-                                                   "total": counts["total"] + 1}
+    assert await hbroker.message_log.account_counts(owner) == {
+        **counts,
+        "delivered": counts["delivered"] + 1,
+        "total": counts["total"] + 1,
+    }
     assert (await hbroker.message_log.get(owner.shard, held)).status == "claimed"
     await hbroker.presence.heartbeat(pool_phone.ref)
     assert [m.id for m in await hbroker.messages.claim(phone.ref, 10)] == own[2:]
@@ -160,7 +189,9 @@ async def test_a_restore_that_stopped_part_way_is_run_again(hbroker: Broker, his
     pool_phone = await pair(hbroker, None, "pool phone")
     owner_key = await hbroker.api_keys.create(owner, "backend")
     await hbroker.api_keys.create(sender, "shop")
-    own = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])).ids
+    own = (
+        await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, f"own {i}", first.device_id) for i in range(4)])
+    ).ids
     await hbroker.messages.enqueue(sender, [OutgoingMessage(TO, f"pooled {i}") for i in range(3)])
     [done, _held] = [m.id for m in await hbroker.messages.claim(first.ref, 2)]
     await hbroker.messages.report_status(first.ref, done, "delivered")
@@ -199,13 +230,20 @@ def test_connecfy_restore_after_redis_lost_everything(tmp_path: Path) -> None:
         owner = world.signup()
         phone = world.pair(owner)
         key = world.api_key(owner)["api_key"]
-        sent = [expect(world.external({"api_key": key, "to": TO, "message": f"m{i}", "device_id": phone.device_id}),
-                       202)["id"] for i in range(3)]
+        sent = [
+            expect(world.external({"api_key": key, "to": TO, "message": f"m{i}", "device_id": phone.device_id}), 202)[
+                "id"
+            ]
+            for i in range(3)
+        ]
         [task, *_] = phone.claim(limit=1)
         expect(phone.report(task["id"], "sent"), 200)
         deadline = time.monotonic() + 15
         while _stored_devices(tmp_path) != [phone.device_id] or _stored_statuses(tmp_path) != {
-                sent[0]: "sent", sent[1]: "queued", sent[2]: "queued"}:
+            sent[0]: "sent",
+            sent[1]: "queued",
+            sent[2]: "queued",
+        }:
             assert time.monotonic() < deadline, (_stored_devices(tmp_path), _stored_statuses(tmp_path))
             time.sleep(0.1)
     finally:
@@ -218,21 +256,38 @@ def test_connecfy_restore_after_redis_lost_everything(tmp_path: Path) -> None:
     try:
         phone = Phone(phone.device_id, phone.token, phone.name, world.api(**{"X-Device-Token": phone.token}))
         expect_error(phone.tasks(), 401)
-        result = subprocess.run([str(CONNECFY), "restore", "--data-dir", str(tmp_path)], capture_output=True,
-                                text=True, env=server_env(), timeout=60)
+        result = subprocess.run(
+            [str(CONNECFY), "restore", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert "1 accounts, 1 devices, 1 API keys and 2 unfinished messages" in result.stdout
-        again = subprocess.run([str(CONNECFY), "restore", "--data-dir", str(tmp_path)], capture_output=True,
-                               text=True, env=server_env(), timeout=60)
+        again = subprocess.run(
+            [str(CONNECFY), "restore", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            timeout=60,
+        )
         assert again.returncode == 1 and "not empty" in again.stderr
         assert [t["id"] for t in phone.claim()] == sent[1:]
         user = world.api()
         expect(user.post("/api/auth/login/", json={"email": owner.account["email"], "password": PASSWORD}), 200)
         listed = expect(user.get("/api/sms/"), 200)
         assert [(m["id"], m["status"]) for m in listed["items"]] == [
-            (sent[2], "claimed"), (sent[1], "claimed"), (sent[0], "sent")]
-        assert expect(world.external({"api_key": key, "to": TO, "message": "after",
-                                      "device_id": phone.device_id}), 202)["status"] == "queued"
+            (sent[2], "claimed"),
+            (sent[1], "claimed"),
+            (sent[0], "sent"),
+        ]
+        assert (
+            expect(world.external({"api_key": key, "to": TO, "message": "after", "device_id": phone.device_id}), 202)[
+                "status"
+            ]
+            == "queued"
+        )
     finally:
         world.close()
         assert server.stop() == 0, server.output()

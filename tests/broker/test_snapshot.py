@@ -9,11 +9,11 @@ import asyncio
 import msgspec
 import pytest
 
-from tests.support.backends import history_broker
 from broker import Broker, Settings, errors
 from broker.history import HistoryStore, database_url, metadata
 from broker.records import MessageRecord, OutgoingMessage
 from broker.snapshotter import GROUP, Snapshotter
+from tests.support.backends import history_broker
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.fleet import TO, pair, self_managed
 from tests.support.http_world import World
@@ -33,7 +33,9 @@ async def stored(store: HistoryStore) -> dict[str, MessageRecord]:
 
 async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbroker: Broker, history_store) -> None:
     account, [device] = await self_managed(hbroker)
-    queued = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(5)])).ids
+    queued = (
+        await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(5)])
+    ).ids
     claimed = [m.id for m in await hbroker.messages.claim(device.ref, 3)]
     await hbroker.messages.report_status(device.ref, claimed[0], "sent")
     await hbroker.messages.report_status(device.ref, claimed[1], "failed", "no signal")
@@ -42,7 +44,12 @@ async def test_every_status_change_reaches_the_store_and_the_stream_empties(hbro
     assert report is not None and report.events == 11
     rows = await stored(history_store)
     assert {i: r.status for i, r in rows.items()} == {
-        queued[0]: "sent", queued[1]: "failed", queued[2]: "claimed", queued[3]: "queued", queued[4]: "cancelled"}
+        queued[0]: "sent",
+        queued[1]: "failed",
+        queued[2]: "claimed",
+        queued[3]: "queued",
+        queued[4]: "cancelled",
+    }
     assert rows[queued[1]].error == "no signal"
     assert [step[0] for step in rows[queued[0]].timeline] == ["queued", "claimed", "sent"]
     for mid in queued:  # the store holds exactly what Redis holds
@@ -66,15 +73,20 @@ async def test_an_older_record_never_moves_a_stored_message_back(hbroker: Broker
 
 
 async def test_a_record_as_far_along_but_changed_later_replaces_the_stored_one(
-        hbroker: Broker, history_store, clock) -> None:
+    hbroker: Broker, history_store, clock
+) -> None:
     """A Redis that lost its last second and took another path to the same timeline
     length: the newer record wins, an older one of that length does not."""
     account, [device] = await self_managed(hbroker)
     [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
     await hbroker.messages.claim(device.ref)
     claimed = await hbroker.message_log.get(account.shard, mid)
-    lost = msgspec.structs.replace(claimed, status="sent", updated=claimed.updated + 10,
-                                   timeline=[*claimed.timeline, ("sent", claimed.updated + 10, device.device_id, "")])
+    lost = msgspec.structs.replace(
+        claimed,
+        status="sent",
+        updated=claimed.updated + 10,
+        timeline=[*claimed.timeline, ("sent", claimed.updated + 10, device.device_id, "")],
+    )
     await history_store.upsert_messages(account.shard, [lost], clock())
     clock.advance(20)
     await hbroker.messages.report_status(device.ref, mid, "failed", "no signal")  # the path Redis took instead
@@ -87,9 +99,12 @@ async def test_a_record_as_far_along_but_changed_later_replaces_the_stored_one(
 
 
 async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
-        hbroker: Broker, history_store, clock) -> None:
+    hbroker: Broker, history_store, clock
+) -> None:
     account, [device] = await self_managed(hbroker)
-    ids = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(4)])).ids
+    ids = (
+        await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(4)])
+    ).ids
     for m in await hbroker.messages.claim(device.ref, 2):
         await hbroker.messages.report_status(device.ref, m.id, "sent")
     snapshotter = Snapshotter(hbroker, history_store)
@@ -104,16 +119,17 @@ async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
     assert [await hbroker.redis.hexists(messages, mid) for mid in ids] == [False, False, True, True]
     assert await hbroker.redis.zcard(hbroker.shard(account.shard).sent(account.id)) == 2
     assert [await hbroker.message_log.get(account.shard, mid) for mid in ids] == before
-    page = await hbroker.message_log.list(account)
+    page = await hbroker.message_log.page(account)
     assert [m.id for m in page.items] == ids[::-1] and page.next_cursor is None
-    assert [m.id for m in (await hbroker.message_log.list(account, status="sent")).items] == ids[1::-1]
+    assert [m.id for m in (await hbroker.message_log.page(account, status="sent")).items] == ids[1::-1]
     assert await hbroker.message_log.account_counts(account) == counts
     with pytest.raises(errors.MessageNotFound):
         await hbroker.message_log.get("a:someoneelse", ids[0])
 
 
 async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_is_stored(
-        hbroker: Broker, history_store, clock) -> None:
+    hbroker: Broker, history_store, clock
+) -> None:
     account, [device] = await self_managed(hbroker)
     [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
     await hbroker.messages.claim(device.ref)
@@ -132,14 +148,17 @@ async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_i
 
 
 async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
-        hbroker: Broker, history_store, clock) -> None:
+    hbroker: Broker, history_store, clock
+) -> None:
     account, [one, two] = await self_managed(hbroker, devices=2)
     snapshotter = Snapshotter(hbroker, history_store)
     ids = []
     for round_ in range(3):
         for i in range(10):
             device = (one, two)[i % 2]
-            ids += (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"r{round_}m{i}", device.device_id)])).ids
+            ids += (
+                await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"r{round_}m{i}", device.device_id)])
+            ).ids
             clock.advance(1)
         for device in (one, two):
             for m in await hbroker.messages.claim(device.ref, 3):
@@ -149,14 +168,23 @@ async def test_pages_cross_the_redis_store_boundary_without_gaps_or_repeats(
     await snapshotter.run_once()
     assert await hbroker.redis.hlen(hbroker.shard(account.shard).messages) < len(ids)
     everything = {mid: await hbroker.message_log.get(account.shard, mid) for mid in ids}
-    for status, device_id, limit in [(None, None, 7), ("sent", None, 4), ("queued", two.device_id, 3),
-                                     (None, one.device_id, 5)]:
-        expected = [mid for mid in reversed(ids) if (status is None or everything[mid].status == status)
-                    and (device_id is None or everything[mid].device == device_id)]
+    for status, device_id, limit in [
+        (None, None, 7),
+        ("sent", None, 4),
+        ("queued", two.device_id, 3),
+        (None, one.device_id, 5),
+    ]:
+        expected = [
+            mid
+            for mid in reversed(ids)
+            if (status is None or everything[mid].status == status)
+            and (device_id is None or everything[mid].device == device_id)
+        ]
         seen, cursor = [], None
         while True:
-            page = await hbroker.message_log.list(account, limit=limit, cursor=cursor, status=status,
-                                               device_id=device_id)
+            page = await hbroker.message_log.page(
+                account, limit=limit, cursor=cursor, status=status, device_id=device_id
+            )
             seen += [m.id for m in page.items]
             cursor = page.next_cursor
             if cursor is None:
@@ -182,14 +210,14 @@ async def test_a_stored_row_behind_redis_is_paged_as_redis_has_it(hbroker: Broke
         for status, expected in (("sent", [ids[3], ids[2], ids[0]]), ("delivered", [ids[1]])):
             seen, cursor = [], None
             while True:
-                page = await hbroker.message_log.list(account, limit=limit, cursor=cursor, status=status)
+                page = await hbroker.message_log.page(account, limit=limit, cursor=cursor, status=status)
                 seen += page.items
                 cursor = page.next_cursor
                 if cursor is None:
                     break
             assert [m.id for m in seen] == expected, (limit, status)
             assert all(m.status == status for m in seen)
-    assert (await hbroker.message_log.list(account, status="delivered")).items == [delivered]
+    assert (await hbroker.message_log.page(account, status="delivered")).items == [delivered]
 
 
 async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbroker: Broker, history_store) -> None:
@@ -209,11 +237,15 @@ async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, his
     account, [device] = await self_managed(hbroker)
     day = 86_400_000
     template = await hbroker.message_log.get(
-        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
-    old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * day)
-           for i in range(2_500)]
-    young = [msgspec.structs.replace(template, id=f"NEW{i:05d}", status="sent", updated=clock() - 89 * day)
-             for i in range(3)]
+        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0]
+    )
+    old = [
+        msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * day)
+        for i in range(2_500)
+    ]
+    young = [
+        msgspec.structs.replace(template, id=f"NEW{i:05d}", status="sent", updated=clock() - 89 * day) for i in range(3)
+    ]
     waiting = msgspec.structs.replace(template, id="QUEUED00001", updated=clock() - 91 * day)
     await history_store.upsert_messages(account.shard, [*old, *young, waiting], clock())
     assert await Snapshotter(hbroker, history_store).delete_expired_history() == 2_500
@@ -225,9 +257,12 @@ async def test_a_retention_backlog_is_deleted_until_none_is_left(hbroker: Broker
     a pass that runs out of time leaves the rest to the next pass, not 30 passes on."""
     account, [device] = await self_managed(hbroker)
     template = await hbroker.message_log.get(
-        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0])
-    old = [msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * 86_400_000)
-           for i in range(1_050)]
+        account.shard, (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids[0]
+    )
+    old = [
+        msgspec.structs.replace(template, id=f"OLD{i:05d}", status="sent", updated=clock() - 91 * 86_400_000)
+        for i in range(1_050)
+    ]
     await history_store.upsert_messages(account.shard, old, clock())
     cutoff = clock() - 90 * 86_400_000
     assert await history_store.delete_older_than(cutoff, batch=5, budget_s=60) == (1_050, True)  # 210 batches
@@ -252,7 +287,8 @@ async def test_accounts_devices_and_keys_are_mirrored_without_clear_secrets(hbro
     accounts, devices, keys_ = await history_store.directory()
     assert accounts[account.id]["email"] == account.email
     assert sorted((shard, d["id"]) for shard, d in devices) == sorted(
-        [(account.shard, kept.device_id), ("p:default", pool_phone.device_id)])
+        [(account.shard, kept.device_id), ("p:default", pool_phone.device_id)]
+    )
     assert [msgspec.json.decode(r)["id"] for _, r in keys_] == [key.info.id]
     dump = repr((accounts, devices, keys_))
     for secret in (kept.device_token, pool_phone.device_token, key.api_key):
@@ -272,8 +308,9 @@ async def test_a_redis_that_lost_its_data_is_not_snapshotted(hbroker: Broker, hi
 
 async def test_status_changes_asked_of_a_trimmed_message(hbroker: Broker, history_store, clock) -> None:
     account, [device, other] = await self_managed(hbroker, devices=2)
-    sent, cancelled, failed = (await hbroker.messages.enqueue(
-        account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(3)])).ids
+    sent, cancelled, failed = (
+        await hbroker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", device.device_id) for i in range(3)])
+    ).ids
     await hbroker.messages.cancel(account, cancelled)
     await hbroker.messages.claim(device.ref, 2)
     await hbroker.messages.report_status(device.ref, sent, "sent")
@@ -308,11 +345,14 @@ def test_the_store_url_comes_from_the_settings(tmp_path) -> None:
     assert database_url(Settings(database_url="postgresql+asyncpg://db/h")) == "postgresql+asyncpg://db/h"
     # libpq's sslmode is asyncpg's ssl; other parameters stay as they are.
     assert database_url(Settings(database_url="postgresql://u:p@db/h?sslmode=require")) == (
-        "postgresql+asyncpg://u:p@db/h?ssl=require")
+        "postgresql+asyncpg://u:p@db/h?ssl=require"
+    )
     assert database_url(Settings(database_url="postgres://db/h?sslmode=verify-full&command_timeout=5")) == (
-        "postgresql+asyncpg://db/h?command_timeout=5&ssl=verify-full")
+        "postgresql+asyncpg://db/h?command_timeout=5&ssl=verify-full"
+    )
     assert database_url(Settings(database_url="postgresql+asyncpg://db/h?ssl=disable")) == (
-        "postgresql+asyncpg://db/h?ssl=disable")
+        "postgresql+asyncpg://db/h?ssl=disable"
+    )
 
 
 async def test_a_postgresql_url_with_sslmode_connects(postgres_server) -> None:
@@ -344,14 +384,19 @@ async def test_the_server_snapshots_into_postgresql_when_given_its_url(postgres_
     async with store.engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
     plain_url = postgres_server.url.replace("+asyncpg", "")
-    server = ServerProcess(tmp_path, settings={"CONNECFY_DATABASE_URL": plain_url,
-                                               "CONNECFY_SNAPSHOT_INTERVAL_MS": "100"}).start()
+    server = ServerProcess(
+        tmp_path, settings={"CONNECFY_DATABASE_URL": plain_url, "CONNECFY_SNAPSHOT_INTERVAL_MS": "100"}
+    ).start()
     world = World(server)
     try:
         owner = world.signup()
         phone = world.pair(owner)
-        sent = [expect(owner.post("/api/sms/send/", json={"to": TO, "message": f"m{i}",
-                                                         "device_id": phone.device_id}), 202)["id"] for i in range(3)]
+        sent = [
+            expect(
+                owner.post("/api/sms/send/", json={"to": TO, "message": f"m{i}", "device_id": phone.device_id}), 202
+            )["id"]
+            for i in range(3)
+        ]
         for task in phone.claim():
             expect(phone.report(task["id"], "sent"), 200)
         deadline = asyncio.get_running_loop().time() + 15

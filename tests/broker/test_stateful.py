@@ -49,9 +49,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.support.backends import roomy_settings
-from broker import Broker, Settings, errors
+from broker import Broker, errors
 from broker.records import STATUSES, Account, DeviceRef, OutgoingMessage, StatusChange, SweepReport
+from tests.support.backends import roomy_settings
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -82,12 +82,23 @@ TTL_MS = LIMITS.message_ttl_seconds * 1000
 DRAIN = "past TTL + lease, then sweep"
 
 ALLOWED_MOVES = {
-    ("queued", "claimed"), ("queued", "expired"), ("queued", "cancelled"),
-    ("claimed", "sent"), ("claimed", "delivered"), ("claimed", "failed"), ("claimed", "queued"),
-    ("sent", "delivered"), ("sent", "failed"),
+    ("queued", "claimed"),
+    ("queued", "expired"),
+    ("queued", "cancelled"),
+    ("claimed", "sent"),
+    ("claimed", "delivered"),
+    ("claimed", "failed"),
+    ("claimed", "queued"),
+    ("sent", "delivered"),
+    ("sent", "failed"),
 }
-REPORT_MOVES = {("claimed", "sent"), ("claimed", "delivered"), ("claimed", "failed"),
-                ("sent", "delivered"), ("sent", "failed")}
+REPORT_MOVES = {
+    ("claimed", "sent"),
+    ("claimed", "delivered"),
+    ("claimed", "failed"),
+    ("sent", "delivered"),
+    ("sent", "failed"),
+}
 UNHELD = ("queued", "cancelled", "expired")  # statuses of a message no device holds or held
 
 
@@ -170,8 +181,11 @@ class Send(NamedTuple):
 SENDS = st.builds(
     Send,
     sender=st.integers(0, 3),
-    batch=st.lists(st.tuples(st.sampled_from(["pool", "first", "second"]),
-                             st.sampled_from([1, 1, 2, 3, 6, 9])), min_size=1, max_size=4),
+    batch=st.lists(
+        st.tuples(st.sampled_from(["pool", "first", "second"]), st.sampled_from([1, 1, 2, 3, 6, 9])),
+        min_size=1,
+        max_size=4,
+    ),
     misroute=st.sampled_from([None] * 6 + [0, 1, 3]),
     foreign=st.integers(0, 5),
     key=st.sampled_from([None, None, None, "k1", "k2"]),
@@ -378,9 +392,10 @@ class BrokerMachine(RuleBasedStateMachine):
                     seen_expected.add(mid)
                 if want["status"] != before[mid]["status"]:
                     # Each status change appends [status, at, device, error] to the timeline.
-                    want["timeline"] = [*before[mid]["timeline"], [
-                        want["status"], self.now, want["device"],
-                        want["error"] if want["status"] == "failed" else ""]]
+                    want["timeline"] = [
+                        *before[mid]["timeline"],
+                        [want["status"], self.now, want["device"], want["error"] if want["status"] == "failed" else ""],
+                    ]
                 assert record == want, f"{mid} is\n  {record}\nexpected\n  {want}"
                 if record["status"] != before[mid]["status"]:
                     move = (before[mid]["status"], record["status"])
@@ -389,14 +404,26 @@ class BrokerMachine(RuleBasedStateMachine):
                     changed.append(mid)
             self.event_count[tag] += len(changed)
             assert new.events[tag] == self.event_count[tag], (
-                f"{tag}: {new.events[tag]} events, expected {self.event_count[tag]}")
+                f"{tag}: {new.events[tag]} events, expected {self.event_count[tag]}"
+            )
             if changed:
                 key = self.broker.shard(tag).events
                 entries = self.run(self.redis.xrevrange(key, count=len(changed)))
-                got = sorted((f["id"], f["status"], f["device"], f["at"], f["error"], f["account"])
-                             for f in (_hash(fields) for _, fields in entries))
-                want_events = sorted((mid, after[mid]["status"], after[mid]["device"], str(self.now),
-                                      after[mid]["error"], after[mid]["account"]) for mid in changed)
+                got = sorted(
+                    (f["id"], f["status"], f["device"], f["at"], f["error"], f["account"])
+                    for f in (_hash(fields) for _, fields in entries)
+                )
+                want_events = sorted(
+                    (
+                        mid,
+                        after[mid]["status"],
+                        after[mid]["device"],
+                        str(self.now),
+                        after[mid]["error"],
+                        after[mid]["account"],
+                    )
+                    for mid in changed
+                )
                 assert got == want_events
         assert seen_expected == set(expect), f"expected changes to unknown messages: {set(expect) - seen_expected}"
         self.state = new
@@ -408,8 +435,11 @@ class BrokerMachine(RuleBasedStateMachine):
         for tag in self.shards:
             recs = s.records[tag]
             senders = [x for x in self.senders if x.shard == tag]
-            pool_devices = {self.devices[i].id for x in senders for i in x.devices} if tag != "p:default" else {
-                d.id for d in self.devices if d.account is None}
+            pool_devices = (
+                {self.devices[i].id for x in senders for i in x.devices}
+                if tag != "p:default"
+                else {d.id for d in self.devices if d.account is None}
+            )
 
             queue: dict[str, str] = {}
             for member in s.queue[tag]:
@@ -423,8 +453,9 @@ class BrokerMachine(RuleBasedStateMachine):
                 device, lease_until, mid = member.split(":")
                 assert mid not in leased, f"{mid} is leased twice: {leased[mid]} and {member}"
                 leased[mid] = (device, int(lease_until))
-            stray = (queue.keys() | pool.keys() | s.expiry[tag].keys() | leased.keys()
-                     | s.lease_checks[tag].keys()) - recs.keys()
+            stray = (
+                queue.keys() | pool.keys() | s.expiry[tag].keys() | leased.keys() | s.lease_checks[tag].keys()
+            ) - recs.keys()
             assert not stray, f"{tag}: set members without a record: {stray}"
 
             recount: Counter[str] = Counter()
@@ -433,7 +464,13 @@ class BrokerMachine(RuleBasedStateMachine):
                 assert m is not None and m.shard == tag, f"{mid} was never enqueued into {tag}"
                 assert r["id"] == mid and r["account"] == self.senders[m.sender].account.id
                 assert (r["to"], r["body"], r["segments"], r["route"], r["created"], r["expires"]) == (
-                    m.to, m.body, m.segments, m.route, m.created, m.expires)
+                    m.to,
+                    m.body,
+                    m.segments,
+                    m.route,
+                    m.created,
+                    m.expires,
+                )
                 status = r["status"]
                 assert status in STATUSES
                 assert 0 <= r["leases"] <= LIMITS.max_leases, f"{mid} has {r['leases']} leases"
@@ -488,26 +525,30 @@ class BrokerMachine(RuleBasedStateMachine):
                 assert v <= score <= float(state[f"f:{recs[mid]['account']}"])
 
             for x in senders:
-                assert sorted(s.sent[x.index]) == sorted(
-                    mid for mid, r in recs.items() if r["account"] == x.account.id)
+                assert sorted(s.sent[x.index]) == sorted(mid for mid, r in recs.items() if r["account"] == x.account.id)
                 accepted = self.accepted[(x.index, today)]
                 assert accepted <= x.account.daily_quota
                 quota = s.quota[tag]
                 if accepted:
                     assert (quota.get(f"{x.account.id}:day"), quota.get(f"{x.account.id}:used")) == (
-                        str(today), str(accepted))
+                        str(today),
+                        str(accepted),
+                    )
                 else:
                     assert quota.get(f"{x.account.id}:day") != str(today)
 
             assert s.events[tag] == self.event_count[tag]
             assert s.last_seen[tag] == {
-                self.devices[i].id: float(t) for i, t in self.last_seen.items() if self.devices[i].shard == tag}
+                self.devices[i].id: float(t) for i, t in self.last_seen.items() if self.devices[i].shard == tag
+            }
 
         for device in self.devices:
             d = device.index
             hash_ = s.devices[d]
             assert (hash_["per_minute"], hash_["per_day"]) == (
-                str(LIMITS.device_segments_per_minute), str(LIMITS.device_segments_per_day))
+                str(LIMITS.device_segments_per_minute),
+                str(LIMITS.device_segments_per_day),
+            )
             _, day_used = self._budget_used(d)
             if day_used:
                 assert (hash_.get("day"), hash_.get("day_used")) == (str(today), str(day_used))
@@ -526,7 +567,8 @@ class BrokerMachine(RuleBasedStateMachine):
             recent = {e for e in charges if e[2] > now - MINUTE_MS}
             assert recent <= window, f"device {d}: recent claims missing from its window: {recent - window}"
             assert int(hash_.get("window_used", 0)) == sum(e[1] for e in window), (
-                f"device {d}: window_used {hash_.get('window_used')} != window {window}")
+                f"device {d}: window_used {hash_.get('window_used')} != window {window}"
+            )
         self._check_budgets()
 
     def _check_budgets(self) -> None:
@@ -538,13 +580,15 @@ class BrokerMachine(RuleBasedStateMachine):
             for t, _, _ in history:
                 window = [s for u, s, _ in history if t - MINUTE_MS < u <= t]
                 assert sum(window) <= per_minute or len(window) == 1, (
-                    f"device {d} was handed {window} segments in the 60 s up to {t}")
+                    f"device {d} was handed {window} segments in the 60 s up to {t}"
+                )
             days: dict[int, list[int]] = {}
             for t, s, _ in history:
                 days.setdefault(t // DAY_MS, []).append(s)
             for day, segments in days.items():
                 assert sum(segments) <= per_day or len(segments) == 1, (
-                    f"device {d} was handed {segments} segments on day {day}")
+                    f"device {d} was handed {segments} segments on day {day}"
+                )
         for (sender, _), count in self.accepted.items():
             assert count <= self.senders[sender].account.daily_quota
 
@@ -607,8 +651,11 @@ class BrokerMachine(RuleBasedStateMachine):
             assert not allowed, f"refused a send the rate allows: {result.decision}"
             d = result.decision
             assert d.limit == LIMITS.sends_burst and d.retry_after_ms > 0, d
-            assert (d.retry_after_ms == new_tat - LIMITS.sends_burst * SEND_INTERVAL_MS - now
-                    if len(request) <= LIMITS.sends_burst else d.retry_after_ms == d.reset_ms), d
+            assert (
+                d.retry_after_ms == new_tat - LIMITS.sends_burst * SEND_INTERVAL_MS - now
+                if len(request) <= LIMITS.sends_burst
+                else d.retry_after_ms == d.reset_ms
+            ), d
             outcome = "rate limited" + (" (a batch above the burst)" if len(request) > LIMITS.sends_burst else "")
         elif not allowed and not gone:
             raise AssertionError(f"a send the rate refuses went through: {result!r}")
@@ -632,43 +679,65 @@ class BrokerMachine(RuleBasedStateMachine):
         # fairness below: its j-th one may wait behind at most j + 1 of any other sender's
         # (the round in progress and its own), besides what the sweep put back in front.
         had_pooled = any(self.msgs[mid].sender == x.index for mid, _ in self.state.pool[x.shard])
-        for mid, m in zip(result.ids, request):
+        for mid, m in zip(result.ids, request, strict=True):
             target = None if m.device_id is None else next(i for i in x.devices if self.devices[i].id == m.device_id)
-            self.msgs[mid] = Message(mid, x.index, x.shard, "pool" if target is None else "device", target,
-                                     m.to, m.message, len_segments(m.message), now, now + TTL_MS)
+            self.msgs[mid] = Message(
+                mid,
+                x.index,
+                x.shard,
+                "pool" if target is None else "device",
+                target,
+                m.to,
+                m.message,
+                len_segments(m.message),
+                now,
+                now + TTL_MS,
+            )
         self.accepted[(x.index, today)] += len(request)
         if key:
             self.idempotent[(x.index, key)] = (request, result.ids)
         new = self._after({}, created=result.ids)
-        for mid, m in zip(result.ids, request):
+        for mid, m in zip(result.ids, request, strict=True):
             r = new.record(x.shard, mid)
             assert r is not None
             assert (r["status"], r["device"], r["leases"], r["lease_until"], r["updated"], r["error"]) == (
-                "queued", m.device_id or "", 0, 0, now, "")
+                "queued",
+                m.device_id or "",
+                0,
+                0,
+                now,
+                "",
+            )
             assert r["timeline"] == [["queued", now, m.device_id or "", ""]]
         if not had_pooled:
-            self._check_fair_arrival(x, [mid for mid, m in zip(result.ids, request) if m.device_id is None])
+            self._check_fair_arrival(
+                x, [mid for mid, m in zip(result.ids, request, strict=True) if m.device_id is None]
+            )
 
     def _check_fair_arrival(self, x: Sender, arrived: list[str]) -> None:
         order = [mid for mid, _ in self.state.pool[x.shard]]
         for j, mid in enumerate(arrived, start=1):
-            ahead = Counter(self.msgs[other].sender for other in order[:order.index(mid)])
+            ahead = Counter(self.msgs[other].sender for other in order[: order.index(mid)])
             for other, count in ahead.items():
                 if other == x.index:
                     continue
                 front = sum(1 for o in order if self.msgs[o].sender == other and self.msgs[o].returned)
                 assert count <= j + 1 + front, (
-                    f"sender {x.index}'s message {j} waits behind {count} of sender {other}'s")
+                    f"sender {x.index}'s message {j} waits behind {count} of sender {other}'s"
+                )
 
     # Claim ----------------------------------------------------------------------------
 
     @precondition(lambda self: any(self._has_work(d) for d in self.devices))
-    @rule(device=st.integers(0, 5), limit=st.integers(1, 4), beat_first=st.sampled_from([True, True, False]),
-          busy=st.sampled_from([True, True, False]),
-          wait_for=st.sampled_from([None, None, "minute", "lease", "lease", "presence", "midnight"]),
-          early=st.booleans())
-    def claim(self, device: int, limit: int, beat_first: bool, busy: bool, wait_for: str | None,
-              early: bool) -> None:
+    @rule(
+        device=st.integers(0, 5),
+        limit=st.integers(1, 4),
+        beat_first=st.sampled_from([True, True, False]),
+        busy=st.sampled_from([True, True, False]),
+        wait_for=st.sampled_from([None, None, "minute", "lease", "lease", "presence", "midnight"]),
+        early=st.booleans(),
+    )
+    def claim(self, device: int, limit: int, beat_first: bool, busy: bool, wait_for: str | None, early: bool) -> None:
         """A phone polls: optionally a heartbeat, then a claim. With ``busy`` the phone is
         one that has something to claim, if any has. With ``wait_for`` the clock first
         moves to exactly (or, ``early``, 1 ms short of) one of the phone's edges: 60 s
@@ -700,12 +769,15 @@ class BrokerMachine(RuleBasedStateMachine):
         first: list[str] = []
 
         mine = [member.split(":") for member in s.leased[dev.shard] if member.startswith(dev.id + ":")]
-        for _, lease_until, mid in [m for m in mine if int(m[1]) <= now][:limit]:
+        for _, _lease_until, mid in [m for m in mine if int(m[1]) <= now][:limit]:
             r = recs[mid]
             if r["leases"] >= LIMITS.max_leases or now >= r["expires"]:
                 expect[mid] = {"status": "failed", "error": "device_lost", "updated": now}
-                event("claim: lost after the last lease" if r["leases"] >= LIMITS.max_leases
-                      else "claim: lost past its TTL")
+                event(
+                    "claim: lost after the last lease"
+                    if r["leases"] >= LIMITS.max_leases
+                    else "claim: lost past its TTL"
+                )
             else:
                 expect[mid] = {"leases": r["leases"] + 1, "lease_until": now + LEASE_MS}
                 handed.append(mid)
@@ -722,13 +794,19 @@ class BrokerMachine(RuleBasedStateMachine):
                 event("claim: a queued message past its TTL expires instead")
                 return True
             seg = r["segments"]
-            fits = ((minute + seg <= per_minute or (minute == 0 and seg > per_minute))
-                    and (day + seg <= per_day or (day == 0 and seg > per_day)))
+            fits = (minute + seg <= per_minute or (minute == 0 and seg > per_minute)) and (
+                day + seg <= per_day or (day == 0 and seg > per_day)
+            )
             if fits:
                 minute += seg
                 day += seg
-                expect[mid] = {"status": "claimed", "device": dev.id, "updated": now,
-                               "leases": r["leases"] + 1, "lease_until": now + LEASE_MS}
+                expect[mid] = {
+                    "status": "claimed",
+                    "device": dev.id,
+                    "updated": now,
+                    "leases": r["leases"] + 1,
+                    "lease_until": now + LEASE_MS,
+                }
                 handed.append(mid)
                 first.append(mid)
             return fits
@@ -736,13 +814,13 @@ class BrokerMachine(RuleBasedStateMachine):
         budget_full = pool_stopped = False
         if len(handed) < limit:
             queued = [m.partition(":")[2] for m in s.queue[dev.shard] if m.partition(":")[0] == dev.id]
-            for mid in queued[:limit - len(handed)]:
+            for mid in queued[: limit - len(handed)]:
                 if not take(mid):
                     budget_full = True
                     break
         pool_open = not budget_full and len(handed) < limit and self._online(device)
         if pool_open:
-            for mid, _ in s.pool[dev.shard][:limit - len(handed)]:
+            for mid, _ in s.pool[dev.shard][: limit - len(handed)]:
                 if not take(mid):
                     pool_stopped = True
                     break
@@ -783,13 +861,23 @@ class BrokerMachine(RuleBasedStateMachine):
             event("claim: a message longer than a whole budget")
         if first:
             self.charges[device].append((first[-1], sum(recs[mid]["segments"] for mid in first), now))
-        event(f"claim: {len(redelivered)} redelivered, {len(first)} new, "
-              f"{sum(1 for e in expect.values() if e.get('status') == 'failed')} lost")
+        event(
+            f"claim: {len(redelivered)} redelivered, {len(first)} new, "
+            f"{sum(1 for e in expect.values() if e.get('status') == 'failed')} lost"
+        )
         if budget_full or pool_stopped:
             event("claim: stopped by the send budget")
         elif not handed:
-            event("claim: nothing " + ("waiting" if not self._has_work(dev) else
-                                       "in reach (offline for the pool)" if not pool_open else "left (leases lost)"))
+            event(
+                "claim: nothing "
+                + (
+                    "waiting"
+                    if not self._has_work(dev)
+                    else "in reach (offline for the pool)"
+                    if not pool_open
+                    else "left (leases lost)"
+                )
+            )
         self._after(expect)
 
     # Reports and cancels --------------------------------------------------------------
@@ -803,8 +891,7 @@ class BrokerMachine(RuleBasedStateMachine):
         error=st.sampled_from(["", "RESULT_ERROR_NO_SERVICE"]),
         unknown=st.sampled_from([False] * 7 + [True]),
     )
-    def report_status(self, device: int, pick: int, status: str, by_holder: bool, error: str,
-                      unknown: bool) -> None:
+    def report_status(self, device: int, pick: int, status: str, by_holder: bool, error: str, unknown: bool) -> None:
         """Of any message ever queued (``pick`` among them) or, ``unknown``, of an id never
         issued; by the device that holds it, or by any phone (which must not find it
         unless it holds it)."""
@@ -840,8 +927,11 @@ class BrokerMachine(RuleBasedStateMachine):
                 outcome = "repeat"
             elif (r["status"], status) in REPORT_MOVES:
                 assert result == StatusChange(message, status, True), result
-                expect[message] = {"status": status, "updated": self.now,
-                                   "error": (error or "unknown") if status == "failed" else r["error"]}
+                expect[message] = {
+                    "status": status,
+                    "updated": self.now,
+                    "error": (error or "unknown") if status == "failed" else r["error"],
+                }
                 outcome = f"{r['status']} -> {status}"
             else:
                 assert isinstance(result, errors.InvalidTransition), result
@@ -851,16 +941,23 @@ class BrokerMachine(RuleBasedStateMachine):
         self._after(expect)
 
     @precondition(lambda self: any(m.holder is not None for m in self.msgs.values()))
-    @rule(pick=st.integers(0, 50), status=st.sampled_from(["sent", "delivered", "failed"]),
-          error=st.sampled_from(["", "RESULT_ERROR_NO_SERVICE"]))
+    @rule(
+        pick=st.integers(0, 50),
+        status=st.sampled_from(["sent", "delivered", "failed"]),
+        error=st.sampled_from(["", "RESULT_ERROR_NO_SERVICE"]),
+    )
     def report_by_last_holder(self, pick: int, status: str, error: str) -> None:
         """What a phone does most: report on a message a claim gave it."""
         held = [mid for mid, m in self.msgs.items() if m.holder is not None]
         self._report(0, held[pick % len(held)], status, True, error)
 
     @precondition(lambda self: bool(self.msgs))
-    @rule(sender=st.integers(0, 3), pick=st.integers(0, 1000), by_owner=st.sampled_from([True, True, False]),
-          unknown=st.sampled_from([False] * 7 + [True]))
+    @rule(
+        sender=st.integers(0, 3),
+        pick=st.integers(0, 1000),
+        by_owner=st.sampled_from([True, True, False]),
+        unknown=st.sampled_from([False] * 7 + [True]),
+    )
     def cancel(self, sender: int, pick: int, by_owner: bool, unknown: bool) -> None:
         """Of any message ever queued, in any status, or of an id never issued; by its
         sender, or by another account (which must not find it)."""
@@ -896,10 +993,11 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def _has_work(self, dev: Device) -> bool:
         s = self.state
-        return (any(m.startswith(dev.id + ":") for m in s.queue[dev.shard])
-                or any(m.startswith(dev.id + ":") and int(m.split(":")[1]) <= self.now
-                       for m in s.leased[dev.shard])
-                or bool(s.pool[dev.shard]))
+        return (
+            any(m.startswith(dev.id + ":") for m in s.queue[dev.shard])
+            or any(m.startswith(dev.id + ":") and int(m.split(":")[1]) <= self.now for m in s.leased[dev.shard])
+            or bool(s.pool[dev.shard])
+        )
 
     @rule(device=st.integers(0, 5), battery=st.integers(0, 100), app_version=st.sampled_from(["1.0", "1.1"]))
     def heartbeat(self, device: int, battery: int, app_version: str) -> None:
@@ -911,9 +1009,28 @@ class BrokerMachine(RuleBasedStateMachine):
         self.last_seen[device] = self.now
         self._after({})
 
-    @rule(ms=st.sampled_from([0, 1_000, 5_000, 30_000, 44_999, 45_000, 59_999, 60_000, 61_000, 119_999,
-                              120_000, 121_000, 3_600_000, DAY_MS + 1, DRAIN]),
-          sweep=st.booleans())
+    @rule(
+        ms=st.sampled_from(
+            [
+                0,
+                1_000,
+                5_000,
+                30_000,
+                44_999,
+                45_000,
+                59_999,
+                60_000,
+                61_000,
+                119_999,
+                120_000,
+                121_000,
+                3_600_000,
+                DAY_MS + 1,
+                DRAIN,
+            ]
+        ),
+        sweep=st.booleans(),
+    )
     def time_passes(self, ms: int | str, sweep: bool) -> None:
         """Nothing, seconds, the presence TTL, a minute, the lease (each also 1 ms short),
         an hour, a day, each followed or not by a sweep; or far past every TTL and lease
@@ -930,8 +1047,12 @@ class BrokerMachine(RuleBasedStateMachine):
         s = self.state
         edges: list[tuple[int, int]] = []
         if edge == "minute":
-            edges = [(t + MINUTE_MS, d) for d, charges in self.charges.items() for _, _, t in charges
-                     if self._has_work(self.devices[d])]
+            edges = [
+                (t + MINUTE_MS, d)
+                for d, charges in self.charges.items()
+                for _, _, t in charges
+                if self._has_work(self.devices[d])
+            ]
         elif edge == "presence":
             edges = [(t + PRESENCE_MS, d) for d, t in self.last_seen.items() if s.pool[self.devices[d].shard]]
         elif edge in ("lease", "ttl"):
@@ -947,8 +1068,12 @@ class BrokerMachine(RuleBasedStateMachine):
             edges = [((self.now // DAY_MS + 1) * DAY_MS, pick % len(self.devices))]
         return sorted({(t - early, d) for t, d in edges if t - early > self.now})
 
-    @rule(edge=st.sampled_from(["lease", "ttl", "presence", "minute", "midnight"]), pick=st.integers(0, 20),
-          early=st.booleans(), then=st.sampled_from(["sweep", "sweep", "claim", "nothing"]))
+    @rule(
+        edge=st.sampled_from(["lease", "ttl", "presence", "minute", "midnight"]),
+        pick=st.integers(0, 20),
+        early=st.booleans(),
+        then=st.sampled_from(["sweep", "sweep", "claim", "nothing"]),
+    )
     def time_to_an_edge(self, edge: str, pick: int, early: bool, then: str) -> None:
         """Move the clock to exactly (or 1 ms short of) a boundary that is due: a lease
         or a TTL ending, a phone's presence running out, 60 s after one of a phone's
@@ -967,8 +1092,9 @@ class BrokerMachine(RuleBasedStateMachine):
         self.clock.now_ms += TTL_MS + LEASE_MS + 1_000
         self._sweep()
         for tag in self.shards:
-            left = {mid: r["status"] for mid, r in self.state.records[tag].items()
-                    if r["status"] in ("queued", "claimed")}
+            left = {
+                mid: r["status"] for mid, r in self.state.records[tag].items() if r["status"] in ("queued", "claimed")
+            }
             assert not left, f"still moving after TTL + lease and a sweep: {left}"
 
     def _sweep(self) -> None:
@@ -998,8 +1124,11 @@ class BrokerMachine(RuleBasedStateMachine):
                 elif r["leases"] >= LIMITS.max_leases or now >= r["expires"]:
                     expect[mid] = {"status": "failed", "error": "device_lost", "updated": now}
                     lost += 1
-                    event("sweep: lost after the last lease" if r["leases"] >= LIMITS.max_leases
-                          else "sweep: lost past its TTL")
+                    event(
+                        "sweep: lost after the last lease"
+                        if r["leases"] >= LIMITS.max_leases
+                        else "sweep: lost past its TTL"
+                    )
                 elif r["route"] == "pool" and not self._online(m.holder):
                     expect[mid] = {"status": "queued", "device": "", "updated": now}
                     returned[mid] = v
@@ -1028,9 +1157,11 @@ class BrokerMachine(RuleBasedStateMachine):
                     assert r["expires"] > now, f"{mid} is still queued past its TTL after a sweep"
                 if r["status"] == "claimed":
                     assert not (r["leases"] >= LIMITS.max_leases and r["lease_until"] <= now), (
-                        f"{mid} is still claimed after its last lease ran out and a sweep")
+                        f"{mid} is still claimed after its last lease ran out and a sweep"
+                    )
                     assert not (r["route"] == "device" and r["lease_until"] <= now and now >= r["expires"]), (
-                        f"{mid} is still claimed on its phone past its lease and TTL after a sweep")
+                        f"{mid} is still claimed on its phone past its lease and TTL after a sweep"
+                    )
 
     def teardown(self) -> None:
         try:
@@ -1048,13 +1179,15 @@ def len_segments(text: str) -> int:
     return next(count for count, t in TEXTS.items() if t == text)
 
 
-FAKEREDIS_RUNS = settings(max_examples=75, stateful_step_count=40, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                 HealthCheck.filter_too_much])
+FAKEREDIS_RUNS = settings(
+    max_examples=75,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 REAL_REDIS_RUNS = settings(FAKEREDIS_RUNS, max_examples=150, stateful_step_count=50)
 
 
 def test_random_interleavings_keep_every_invariant(backend: str, real_servers: dict) -> None:
     url = None if backend == "fakeredis" else real_servers[backend].url
-    run_state_machine_as_test(lambda: BrokerMachine(url),
-                              settings=FAKEREDIS_RUNS if url is None else REAL_REDIS_RUNS)
+    run_state_machine_as_test(lambda: BrokerMachine(url), settings=FAKEREDIS_RUNS if url is None else REAL_REDIS_RUNS)

@@ -24,12 +24,20 @@ async def test_sent_then_delivered(broker: Broker) -> None:
     record = await broker.message_log.get(account.shard, mid)
     assert record.status == "delivered"
     assert [(status, dev) for status, _, dev, _ in record.timeline] == [
-        ("queued", device.device_id), ("claimed", device.device_id), ("sent", device.device_id),
-        ("delivered", device.device_id)]
+        ("queued", device.device_id),
+        ("claimed", device.device_id),
+        ("sent", device.device_id),
+        ("delivered", device.device_id),
+    ]
     assert [at for _, at, _, _ in record.timeline] == sorted(at for _, at, _, _ in record.timeline)
     counts = await broker.message_log.account_counts(account)
     assert (counts["claimed"], counts["sent"], counts["delivered"]) == (0, 0, 1)
-    assert [e.status for e in await broker.message_log.events(account.shard)] == ["queued", "claimed", "sent", "delivered"]
+    assert [e.status for e in await broker.message_log.events(account.shard)] == [
+        "queued",
+        "claimed",
+        "sent",
+        "delivered",
+    ]
     assert await broker.redis.zcard(broker.shard(account.shard).leased) == 0
     assert await broker.redis.zcard(broker.shard(account.shard).lease_checks) == 0
 
@@ -44,8 +52,9 @@ async def test_repeating_a_status_is_a_no_op(broker: Broker) -> None:
     assert (await broker.message_log.account_counts(account))["sent"] == 1
 
 
-@pytest.mark.parametrize(("first", "then"), [("delivered", "sent"), ("failed", "sent"),
-                                              ("failed", "delivered"), ("delivered", "failed")])
+@pytest.mark.parametrize(
+    ("first", "then"), [("delivered", "sent"), ("failed", "sent"), ("failed", "delivered"), ("delivered", "failed")]
+)
 async def test_moving_backwards_is_a_conflict_and_changes_nothing(broker: Broker, first: str, then: str) -> None:
     account, device, _, mid = await claimed_message(broker)
     await broker.messages.report_status(device.ref, mid, first, "carrier said no" if first == "failed" else "")
@@ -53,7 +62,10 @@ async def test_moving_backwards_is_a_conflict_and_changes_nothing(broker: Broker
     with pytest.raises(errors.InvalidTransition) as info:
         await broker.messages.report_status(device.ref, mid, then)
     assert (info.value.current, info.value.requested) == (first, then)
-    assert (await broker.message_log.get(account.shard, mid), await broker.message_log.counters(account.shard)) == before
+    assert (
+        await broker.message_log.get(account.shard, mid),
+        await broker.message_log.counters(account.shard),
+    ) == before
 
 
 async def test_failed_keeps_its_error(broker: Broker) -> None:
@@ -66,7 +78,7 @@ async def test_failed_keeps_its_error(broker: Broker) -> None:
 
 
 async def test_another_device_cannot_report(broker: Broker) -> None:
-    account, device, other, mid = await claimed_message(broker)
+    account, _device, other, mid = await claimed_message(broker)
     before = await broker.message_log.counters(account.shard)
     with pytest.raises(errors.MessageNotFound):
         await broker.messages.report_status(other.ref, mid, "sent")
@@ -93,7 +105,7 @@ async def test_only_three_statuses_can_be_reported(broker: Broker, status: str) 
 
 
 async def test_unknown_message(broker: Broker) -> None:
-    account, [device] = await self_managed(broker)
+    _account, [device] = await self_managed(broker)
     for mid in ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "../../x", "a" * 100):
         with pytest.raises(errors.MessageNotFound):
             await broker.messages.report_status(device.ref, mid, "sent")
@@ -123,7 +135,7 @@ async def test_cancel_a_pool_message_frees_the_senders_turn(broker: Broker) -> N
 
 
 async def test_cancel_once_claimed_is_a_conflict(broker: Broker) -> None:
-    account, device, _, mid = await claimed_message(broker)
+    account, _device, _, mid = await claimed_message(broker)
     with pytest.raises(errors.InvalidTransition) as info:
         await broker.messages.cancel(account, mid)
     assert info.value.current == "claimed"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.support.backends import roomy_settings
-from broker import Broker, Settings
+from broker import Broker
 from broker.records import OutgoingMessage
+from tests.support.backends import roomy_settings
 from tests.support.fleet import TO, pair, self_managed
 
 
@@ -43,8 +43,7 @@ async def test_pool_message_of_an_offline_device_returns_to_the_pool(broker: Bro
     assert counters[f"d:{first.device_id}:claimed"] == 0
     assert counters[f"d:{second.device_id}:claimed"] == 1
     events = [(e.status, e.device) for e in await broker.message_log.events("p:default")]
-    assert events == [("queued", ""), ("claimed", first.device_id), ("queued", ""),
-                      ("claimed", second.device_id)]
+    assert events == [("queued", ""), ("claimed", first.device_id), ("queued", ""), ("claimed", second.device_id)]
     timeline = (await broker.message_log.get("p:default", mid)).timeline
     assert [(status, dev) for status, _, dev, _ in timeline] == events
     # The first phone comes back: it may no longer report on a message it lost.
@@ -62,8 +61,7 @@ async def test_pool_message_of_an_online_device_stays_with_it(broker: Broker, cl
     assert [m.id for m in await broker.messages.claim(device.ref)] == [mid]
 
 
-async def test_pool_message_moves_a_bounded_number_of_times_then_fails(
-        redis_client, scripts, clock) -> None:
+async def test_pool_message_moves_a_bounded_number_of_times_then_fails(redis_client, scripts, clock) -> None:
     settings = roomy_settings(max_leases=3)
     broker = Broker(redis_client, settings, scripts, clock=clock)
     await broker.start()

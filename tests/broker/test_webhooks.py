@@ -11,12 +11,12 @@ import msgspec
 import pytest
 
 from broker import Broker, errors, keys, streams
+from broker.records import OutgoingMessage
 from broker.snapshotter import Snapshotter
 from broker.webhooks import events
 from broker.webhooks.addresses import SafeResolver, WebhookUrlRefused, address_allowed, check_url
 from broker.webhooks.courier import Courier
 from broker.webhooks.dispatcher import FanOutReport, WebhookDispatcher, backoff_ms
-from broker.records import OutgoingMessage
 from tests.support.backends import roomy_settings
 from tests.support.fleet import TO, self_managed
 from tests.support.webhook_receiver import Receiver
@@ -31,13 +31,31 @@ def with_settings(broker: Broker, **values: object) -> Broker:
 
 # URL policy --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("address, allowed", [
-    ("93.184.216.34", True), ("2606:2800:220:1:248:1893:25c8:1946", True),
-    ("10.0.0.1", False), ("172.16.5.4", False), ("192.168.1.1", False), ("127.0.0.1", False), ("::1", False),
-    ("169.254.169.254", False), ("fe80::1", False), ("fd00:ec2::254", False), ("100.64.0.1", False),
-    ("0.0.0.0", False), ("::", False), ("224.0.0.1", False), ("255.255.255.255", False),
-    ("::ffff:10.0.0.1", False), ("::ffff:93.184.216.34", True), ("fe80::1%eth0", False), ("not an ip", False),
-])
+
+@pytest.mark.parametrize(
+    "address, allowed",
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("10.0.0.1", False),
+        ("172.16.5.4", False),
+        ("192.168.1.1", False),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("169.254.169.254", False),
+        ("fe80::1", False),
+        ("fd00:ec2::254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("224.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:93.184.216.34", True),
+        ("fe80::1%eth0", False),
+        ("not an ip", False),
+    ],
+)
 def test_only_public_addresses_are_reachable(address: str, allowed: bool) -> None:
     assert address_allowed(address, allow_loopback=False) is allowed
 
@@ -95,6 +113,7 @@ async def test_the_courier_does_not_follow_redirects_and_times_out() -> None:
 
 # Signatures and backoff ------------------------------------------------------------------
 
+
 def test_signatures_verify_and_refuse_tampering_other_secrets_and_replays() -> None:
     event = events.QueuedEvent("evt_a", "message.delivered", "M1", "dev", 1_800_000_000_000, "", 1)
     body = events.body(event)
@@ -107,8 +126,11 @@ def test_signatures_verify_and_refuse_tampering_other_secrets_and_replays() -> N
     assert not events.verify("new", header, body, now + events.TOLERANCE_SECONDS + 1)
     assert not events.verify("new", "v1=" + events.sign("new", now, body), body, now)  # no timestamp
     assert msgspec.json.decode(body) == {
-        "id": "evt_a", "type": "message.delivered", "created_at": "2027-01-15T08:00:00.000Z",
-        "data": {"message_id": "M1", "status": "delivered", "device_id": "dev", "error": None}}
+        "id": "evt_a",
+        "type": "message.delivered",
+        "created_at": "2027-01-15T08:00:00.000Z",
+        "data": {"message_id": "M1", "status": "delivered", "device_id": "dev", "error": None},
+    }
 
 
 def test_event_ids_are_stable_per_stream_entry() -> None:
@@ -129,12 +151,13 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
 
 # Endpoints ----------------------------------------------------------------------------------
 
+
 async def test_endpoint_records(broker: Broker) -> None:
     account, _ = await self_managed(broker, devices=0)
     hooks = broker.webhooks
     made = await hooks.create(account, URL, ["message.failed", "message.sent"])
     assert made.events == ["message.sent", "message.failed"] and made.secret.startswith("whsec_")
-    listed = await hooks.list(account)
+    listed = await hooks.list_for(account)
     assert [e.id for e in listed] == [made.id] and listed[0].secret == made.secret
     rotated = await hooks.rotate_secret(account, made.id)
     assert rotated.secrets(broker.clock()) == [rotated.secret, made.secret]
@@ -144,7 +167,7 @@ async def test_endpoint_records(broker: Broker) -> None:
         with pytest.raises(errors.WebhookNotFound):
             await call
     await hooks.delete(account, made.id)
-    assert await hooks.list(account) == []
+    assert await hooks.list_for(account) == []
     assert await broker.redis.smembers(keys.WEBHOOK_ENDPOINTS) == set()
     assert not [k async for k in broker.redis.scan_iter("*webhook:*")]
 
@@ -152,16 +175,27 @@ async def test_endpoint_records(broker: Broker) -> None:
 async def test_refused_registrations_write_nothing(broker: Broker) -> None:
     account, _ = await self_managed(broker, devices=0)
     before = sorted([k async for k in broker.redis.scan_iter("*")])
-    for url, types in [("https://10.0.0.1/", None), ("http://127.0.0.1:1/", None), ("https://localhost/", None),
-                       # Names the resolver turns into loopback: refused when resolved.
-                       ("https://2130706433/", None), ("https://0x7f.1/", None), ("https://127.1/", None),
-                       (URL, ["message.nope"]), (URL, []), (URL, "message.sent"), (None, None), ("x" * 3000, None)]:
+    for url, types in [
+        ("https://10.0.0.1/", None),
+        ("http://127.0.0.1:1/", None),
+        ("https://localhost/", None),
+        # Names the resolver turns into loopback: refused when resolved.
+        ("https://2130706433/", None),
+        ("https://0x7f.1/", None),
+        ("https://127.1/", None),
+        (URL, ["message.nope"]),
+        (URL, []),
+        (URL, "message.sent"),
+        (None, None),
+        ("x" * 3000, None),
+    ]:
         with pytest.raises(errors.InvalidInput):
             await broker.webhooks.create(account, url, types)
     assert sorted([k async for k in broker.redis.scan_iter("*")]) == before
 
 
 # Fan-out and the streams -----------------------------------------------------------------
+
 
 async def queue_and_finish(broker: Broker, account, device, count: int) -> list[str]:
     ids = (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}") for i in range(count)])).ids
@@ -184,8 +218,10 @@ async def lane_events(broker: Broker, account_id: str, endpoint) -> list[events.
     shard = broker.shard(keys.account_shard(account_id))
     found = []
     for lane in range(endpoint.lanes):
-        found += [msgspec.json.decode(raw, type=events.QueuedEvent)
-                  for raw in await broker.redis.lrange(shard.webhook_lane(endpoint.id, lane), 0, -1)]
+        found += [
+            msgspec.json.decode(raw, type=events.QueuedEvent)
+            for raw in await broker.redis.lrange(shard.webhook_lane(endpoint.id, lane), 0, -1)
+        ]
     return found
 
 
@@ -198,8 +234,16 @@ async def test_fan_out_queues_each_wanted_change_once_in_message_order(broker: B
     dispatcher = WebhookDispatcher(broker)
     try:
         shard = keys.account_shard(account.id)
-        entries = (await streams.read(broker.redis, streams.WEBHOOKS_GROUP, "dispatcher",
-                                      [broker.shard(shard).events], pending=False, count=1000))[0]
+        entries = (
+            await streams.read(
+                broker.redis,
+                streams.WEBHOOKS_GROUP,
+                "dispatcher",
+                [broker.shard(shard).events],
+                pending=False,
+                count=1000,
+            )
+        )[0]
         report = await dispatcher.fan_out()
         # The same entries again (as after a crash before the acknowledgement): nothing new.
         await dispatcher._fan_out_shard(shard, entries, report)
@@ -207,7 +251,8 @@ async def test_fan_out_queues_each_wanted_change_once_in_message_order(broker: B
         await dispatcher.stop_lanes()
     queued = await lane_events(broker, account.id, endpoint)
     assert sorted((e.message_id, e.type) for e in queued) == sorted(
-        (i, t) for i in ids for t in ("message.claimed", "message.sent"))
+        (i, t) for i in ids for t in ("message.claimed", "message.sent")
+    )
     assert not {e.message_id for e in queued} & set(before)
     for message_id in ids:  # one lane per message, its events in order
         mine = [e for e in queued if e.message_id == message_id]
@@ -291,5 +336,6 @@ async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker
     await fan_out_once(broker)
     queued = await lane_events(broker, sender.id, endpoint)
     assert sorted((e.message_id, e.type) for e in queued) == sorted(
-        (i, t) for i in ids for t in ("message.queued", "message.sent"))
+        (i, t) for i in ids for t in ("message.queued", "message.sent")
+    )
     assert all(e.device == pool_phone.device_id for e in queued if e.type == "message.sent")

@@ -10,25 +10,21 @@ by git); ``python -m tests.support.browser`` refreshes the documentation's copie
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 try:
     from playwright.sync_api import expect as see
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
-from tests.support.browser import horizontal_overflow, shoot, unlabelled_controls
-from tests.support.people import email, register
-from tests.support.e2e_server import ServerProcess, expect, expect_error
-from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
-
 from api.dashboard.pairing_qr import pairing_uri
 from broker.segments import count_segments
+from tests.support.browser import horizontal_overflow, shoot, unlabelled_controls
+from tests.support.e2e_server import ServerProcess, expect, expect_error
+from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, World
+from tests.support.people import email, register
 
 
 def decode_qr(png: bytes) -> str:
@@ -168,8 +164,7 @@ def test_sign_up_pair_a_phone_send_and_watch_it_go_out(people: Any, world: World
     expect_error(phone.heartbeat(), 401)
 
 
-def test_api_key_is_shown_once_works_and_stops_when_revoked(people: Any, world: World,
-                                                            server: ServerProcess) -> None:
+def test_api_key_is_shown_once_works_and_stops_when_revoked(people: Any, world: World, server: ServerProcess) -> None:
     bob = people()
     bob.signup(email("bob"), PASSWORD, "api_only")
     page = bob.open("/api-keys/")
@@ -211,8 +206,9 @@ def test_api_key_is_shown_once_works_and_stops_when_revoked(people: Any, world: 
 def test_a_second_account_sees_nothing_of_the_first(people: Any, world: World) -> None:
     owner = world.signup()
     phone = world.pair(owner, "Owner's phone")
-    sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "private", "device_id": phone.device_id}),
-                  202)
+    sent = expect(
+        owner.post("/api/sms/send/", json={"to": TO, "message": "private", "device_id": phone.device_id}), 202
+    )
     carol = people()
     carol.signup(email("carol"), PASSWORD)
     for path in ("/", "/devices/", "/messages/", f"/messages/?device_id={phone.device_id}", "/send/", "/settings/"):
@@ -298,15 +294,17 @@ def test_login_logout_csrf_and_errors_on_the_page(people: Any, world: World) -> 
     }""")
     assert status == 403 and "CSRF" in body["detail"]
     assert erin.api("GET", "/api/api-keys/") == (200, [])
-    assert erin.open("/login/?next=//evil.example/").url == f"{world.server.base_url}/", \
+    assert erin.open("/login/?next=//evil.example/").url == f"{world.server.base_url}/", (
         "a logged-in login page goes home"
+    )
 
     page = erin.open("/send/")
     assert page.get_by_text("No devices yet — add one.").is_visible()
 
 
-def test_limit_request_approved_by_the_operator_who_sees_the_pool(people: Any, world: World,
-                                                                  server: ServerProcess) -> None:
+def test_limit_request_approved_by_the_operator_who_sees_the_pool(
+    people: Any, world: World, server: ServerProcess
+) -> None:
     server.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
     operator_api = world.api()
     expect(operator_api.post("/api/auth/login/", json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD}), 200)
@@ -355,8 +353,7 @@ def test_every_page_fits_a_phone_and_labels_its_controls(people: Any) -> None:
         page = grace.open(path)
         assert horizontal_overflow(page) <= 0, path
     grace.signup(email("grace-with-a-rather-long-address"), PASSWORD)
-    for path in ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/",
-                 "/settings/"):
+    for path in ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/", "/settings/"):
         page = grace.open(path)
         grace.page.set_viewport_size({"width": 390, "height": 844})
         assert horizontal_overflow(page) <= 0, path
@@ -401,12 +398,17 @@ def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server:
         assert login.status_code == 200 and login.headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in login.headers["content-security-policy"]
         assert login.headers["x-frame-options"] == "DENY"
-        assert anonymous.get("/schema/openapi.json").json()["paths"].keys().isdisjoint(
-            {*PAGES, "/login/", "/signup/", "/devices/pairing-qr.svg"})
+        assert (
+            anonymous.get("/schema/openapi.json")
+            .json()["paths"]
+            .keys()
+            .isdisjoint({*PAGES, "/login/", "/signup/", "/devices/pairing-qr.svg"})
+        )
         script = anonymous.get("/static/app.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
-        assert "http://" not in login.text.replace(server.base_url, "") and "https://" not in login.text, \
+        assert "http://" not in login.text.replace(server.base_url, "") and "https://" not in login.text, (
             "no asset from elsewhere"
+        )
 
     signed_up = world.signup()
     with httpx.Client(base_url=server.base_url, cookies=signed_up.client.cookies) as user:

@@ -15,18 +15,26 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from api.dashboard.pages import local_next
 from tests.support.browser import Person
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, World
 from tests.support.people import duplicate_button_names, email, register
 
-from api.dashboard.pages import local_next
-
 XSS = "<img src=x onerror=alert(1)>"
 # Each would take a browser elsewhere (TAB, CR and LF are dropped from URLs, "\" reads
 # as "/") or could not be sent in a Location header (non-ASCII).
-OFF_SERVER = ["/\t/evil.example", "/\r\n/evil.example", "https://evil.example", "//evil.example",
-              "/\\evil", "\\\\evil.example", "/\u4e2d", "javascript:alert(1)", "evil.example"]
+OFF_SERVER = [
+    "/\t/evil.example",
+    "/\r\n/evil.example",
+    "https://evil.example",
+    "//evil.example",
+    "/\\evil",
+    "\\\\evil.example",
+    "/\u4e2d",
+    "javascript:alert(1)",
+    "evil.example",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,10 @@ def data_then(page_html: str) -> str:
 
 def test_login_next_never_leads_off_the_server(server: ServerProcess, world: World) -> None:
     signed_up = world.signup()
-    with httpx.Client(base_url=server.base_url, cookies=signed_up.client.cookies) as user, \
-            httpx.Client(base_url=server.base_url) as anonymous:
+    with (
+        httpx.Client(base_url=server.base_url, cookies=signed_up.client.cookies) as user,
+        httpx.Client(base_url=server.base_url) as anonymous,
+    ):
         for target in OFF_SERVER:
             query = f"/login/?next={quote(target, safe='/:')}"
             answer = user.get(query)
@@ -94,10 +104,13 @@ def test_login_next_with_a_tab_goes_home_in_the_browser(people: Any, server: Ser
 
 
 def test_odd_query_values_get_a_page_and_pages_are_neither_sniffed_nor_cached(
-        server: ServerProcess, world: World, operator_created: None) -> None:
+    server: ServerProcess, world: World, operator_created: None
+) -> None:
     signed_up = world.signup()
-    with httpx.Client(base_url=server.base_url, cookies=signed_up.client.cookies) as user, \
-            httpx.Client(base_url=server.base_url, cookies=logged_in_operator(world).client.cookies) as operator:
+    with (
+        httpx.Client(base_url=server.base_url, cookies=signed_up.client.cookies) as user,
+        httpx.Client(base_url=server.base_url, cookies=logged_in_operator(world).client.cookies) as operator,
+    ):
         for value in ("maybe", "1", "TRUE", "", "true"):
             for who, client in (("person", user), ("operator", operator)):
                 page = client.get("/devices/add/", params={"pool": value})
@@ -122,8 +135,9 @@ def clean(person: Person, page: Any) -> None:
     assert person.dialogs == [], (page.url, person.dialogs)
 
 
-def test_names_are_shown_as_text_and_row_buttons_say_which_row(people: Any, world: World,
-                                                               operator_created: None) -> None:
+def test_names_are_shown_as_text_and_row_buttons_say_which_row(
+    people: Any, world: World, operator_created: None
+) -> None:
     world.pair(logged_in_operator(world), XSS, pool=True)
 
     address = email("judy")
@@ -149,8 +163,16 @@ def test_names_are_shown_as_text_and_row_buttons_say_which_row(people: Any, worl
     other_account = world.signup()
     expect(other_account.post("/api/account/limit-requests/", json={"reason": "more", "daily_quota": 600}), 201)
 
-    for path in ("/", "/devices/", "/send/", "/messages/", f"/messages/?device_id={phone.device_id}",
-                 "/api-keys/", "/webhooks/", "/settings/"):
+    for path in (
+        "/",
+        "/devices/",
+        "/send/",
+        "/messages/",
+        f"/messages/?device_id={phone.device_id}",
+        "/api-keys/",
+        "/webhooks/",
+        "/settings/",
+    ):
         page = judy.open(path)
         page.locator("details").evaluate_all("(all) => all.forEach((d) => { d.open = true; })")
         clean(judy, page)
@@ -189,7 +211,8 @@ def test_names_are_shown_as_text_and_row_buttons_say_which_row(people: Any, worl
 
 
 def test_a_person_who_is_not_the_operator_gets_no_operator_section_or_pool_code(
-        people: Any, world: World, operator_created: None) -> None:
+    people: Any, world: World, operator_created: None
+) -> None:
     kim = people()
     kim.signup(email("kim"), PASSWORD)
     page = kim.open("/settings/")

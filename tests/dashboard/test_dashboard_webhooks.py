@@ -23,13 +23,12 @@ try:
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
+from broker.webhooks.events import EVENT_TYPES, verify
 from tests.support.browser import SERVER_SETTINGS, shoot
 from tests.support.e2e_server import Api, ServerProcess, expect
 from tests.support.http_world import PASSWORD, TO, World
 from tests.support.people import duplicate_button_names, email, register
 from tests.support.webhook_receiver import Received, Receiver
-
-from broker.webhooks.events import EVENT_TYPES, verify
 
 WEBHOOK_SETTINGS = {
     **SERVER_SETTINGS,
@@ -104,7 +103,8 @@ def wait_for_endpoint(user: Api, endpoint_id: str, predicate: Any, timeout: floa
 
 
 def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_again(
-        people: Any, world: World, receivers: Any) -> None:
+    people: Any, world: World, receivers: Any
+) -> None:
     receiver = receivers()
     alice = people()
     alice.signup(email("hooks"), PASSWORD)
@@ -134,7 +134,9 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
 
     # A test event from the page: its answer is shown, and it is signed with that secret.
     card.get_by_role("button", name=f"Send a test event to {receiver.url}").click()
-    see(card.locator("[data-test-result]")).to_have_text(re.compile(r"Test event delivered: HTTP 204 in \d+ ms"), timeout=WAIT_MS)
+    see(card.locator("[data-test-result]")).to_have_text(
+        re.compile(r"Test event delivered: HTTP 204 in \d+ ms"), timeout=WAIT_MS
+    )
     [test_event] = of_type(receiver, "webhook.test")
     assert test_event.event["data"] == {"endpoint_id": endpoint_id}
     assert signed_with(secret, test_event)
@@ -145,8 +147,9 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
     assert status == 201
     phone = register(world, code["code"], "Pixel 7")
     expect(phone.heartbeat({"battery": 90}), 200)
-    status, sent = alice.api("POST", "/api/sms/send/", {"to": TO, "message": "Order 42 is on its way.",
-                                                         "device_id": phone.device_id})
+    status, sent = alice.api(
+        "POST", "/api/sms/send/", {"to": TO, "message": "Order 42 is on its way.", "device_id": phone.device_id}
+    )
     assert status == 202, sent
     message_id = sent["id"]
     assert [t["id"] for t in phone.claim()] == [message_id]
@@ -166,7 +169,13 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
     assert [r["Event"] for r in rows] == [*reversed(MESSAGE_EVENTS), "webhook.test"]
     for row in rows[:-1]:
         assert (row["Message"], row["Attempt"], row["Outcome"], row["Status"], row["Error"], row["Next retry"]) == (
-            message_id, "1", "delivered", "204", "–", "–"), row
+            message_id,
+            "1",
+            "delivered",
+            "204",
+            "–",
+            "–",
+        ), row
         assert re.fullmatch(r"\d+ ms", row["Latency"]), row
     assert (rows[-1]["Message"], rows[-1]["Outcome"], rows[-1]["Status"]) == ("–", "test", "204")
     assert log.locator("tr[data-event-type='webhook.test'] button").count() == 0
@@ -209,7 +218,8 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
 
 
 def test_a_failing_endpoint_shows_why_it_was_disabled_and_enable_takes_it_back(
-        people: Any, world: World, receivers: Any) -> None:
+    people: Any, world: World, receivers: Any
+) -> None:
     good, failing = receivers(), receivers(status=500)
     user = world.signup("api_only")
     good_id = expect(user.post("/api/webhooks/", json={"url": good.url}), 201)["id"]
@@ -268,7 +278,9 @@ def test_a_failing_endpoint_shows_why_it_was_disabled_and_enable_takes_it_back(
 
     # A test event reaches a disabled endpoint too (to check the receiver), then Enable.
     card.get_by_role("button", name=f"Send a test event to {failing.url}").click()
-    see(card.locator("[data-test-result]")).to_have_text(re.compile(r"Test event failed: HTTP 500 in \d+ ms"), timeout=WAIT_MS)
+    see(card.locator("[data-test-result]")).to_have_text(
+        re.compile(r"Test event failed: HTTP 500 in \d+ ms"), timeout=WAIT_MS
+    )
     card.get_by_role("button", name=f"Enable {failing.url}").click()
     page.wait_for_load_state("load")
     see(card_of(page, failing.url).locator("[data-field=state]")).to_have_text("Enabled")

@@ -51,8 +51,9 @@ def _toolchain() -> tuple[str, str]:
     missing = [name for name, path in (("javac", javac), ("java", java)) if not path]
     missing += [str(jar) for jar in JARS.values() if not jar.exists()]
     if missing:
-        message = (f"missing {', '.join(missing)}: apt-get install -y default-jdk-headless junit4 "
-                   "libandroid-json-org-java")
+        message = (
+            f"missing {', '.join(missing)}: apt-get install -y default-jdk-headless junit4 libandroid-json-org-java"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -93,14 +94,42 @@ def test_core_compiles_for_java_8_and_its_junit_suite_passes(tmp_path: Path) -> 
     main_out, test_out = tmp_path / "main", tmp_path / "test"
 
     compiled = subprocess.run(
-        [javac, "--release", "8", "-Xlint:all", "-Werror", "-encoding", "UTF-8", "-d", str(main_out),
-         "-cp", str(JARS["json"]), *_sources(MAIN)],
-        capture_output=True, text=True, timeout=120)
+        [
+            javac,
+            "--release",
+            "8",
+            "-Xlint:all",
+            "-Werror",
+            "-encoding",
+            "UTF-8",
+            "-d",
+            str(main_out),
+            "-cp",
+            str(JARS["json"]),
+            *_sources(MAIN),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     compiled = subprocess.run(
-        [javac, "--release", "8", "-encoding", "UTF-8", "-d", str(test_out),
-         "-cp", os.pathsep.join([classpath, str(main_out)]), *_sources(TEST)],
-        capture_output=True, text=True, timeout=120)
+        [
+            javac,
+            "--release",
+            "8",
+            "-encoding",
+            "UTF-8",
+            "-d",
+            str(test_out),
+            "-cp",
+            os.pathsep.join([classpath, str(main_out)]),
+            *_sources(TEST),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
 
     classes = _test_classes()
@@ -108,10 +137,19 @@ def test_core_compiles_for_java_8_and_its_junit_suite_passes(tmp_path: Path) -> 
     work = tmp_path / "it"
     work.mkdir()
     run = subprocess.run(
-        [java, f"-Dconnecfy.bin={CONNECFY}", f"-Dconnecfy.work={work}",
-         "-cp", os.pathsep.join([classpath, str(main_out), str(test_out)]),
-         "org.junit.runner.JUnitCore", *sorted(classes)],
-        capture_output=True, text=True, timeout=JUNIT_TIMEOUT)
+        [
+            java,
+            f"-Dconnecfy.bin={CONNECFY}",
+            f"-Dconnecfy.work={work}",
+            "-cp",
+            os.pathsep.join([classpath, str(main_out), str(test_out)]),
+            "org.junit.runner.JUnitCore",
+            *sorted(classes),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=JUNIT_TIMEOUT,
+    )
     report = run.stdout + run.stderr
     server_log = work / "server" / "server.log"
     if run.returncode != 0 and server_log.exists():

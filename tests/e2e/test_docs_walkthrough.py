@@ -17,8 +17,8 @@ API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 def walkthrough() -> str:
     text = API_DOC.read_text()
-    section = text[text.index("## Walk-through"):]
-    return section[section.index("```sh\n") + 6:section.index("```", section.index("```sh\n") + 6)]
+    section = text[text.index("## Walk-through") :]
+    return section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     finally:
         assert process.stop() == 0, process.output()
     # The private Redis kept its data and stopped with the server.
-    assert (process.data_dir / "redis" / "appendonly.aof").exists() or (process.data_dir / "redis" / "appendonlydir").exists()
+    assert (process.data_dir / "redis" / "appendonly.aof").exists() or (
+        process.data_dir / "redis" / "appendonlydir"
+    ).exists()
     assert not (process.data_dir / "redis" / "redis.sock").exists()
 
 
@@ -51,8 +53,23 @@ def test_the_walkthrough_runs_as_written(server: ServerProcess, tmp_path: Path) 
 
 def test_every_documented_endpoint_is_in_the_walkthrough() -> None:
     script = walkthrough()
-    for path in ("/api/auth/signup/", "/api/auth/login/", "/api/auth/logout/", "/api/devices/pairing-codes/",
-                 "/api/devices/register/", "/heartbeat/", "/tasks/", "/api/sms/send/", "/status/",
-                 "/api/external/send/", "/api/stats/", "/api/sms/", "/cancel/", "/api/devices/",
-                 "/api/api-keys/", "/healthz", "/readyz"):
+    for path in (
+        "/api/auth/signup/",
+        "/api/auth/login/",
+        "/api/auth/logout/",
+        "/api/devices/pairing-codes/",
+        "/api/devices/register/",
+        "/heartbeat/",
+        "/tasks/",
+        "/api/sms/send/",
+        "/status/",
+        "/api/external/send/",
+        "/api/stats/",
+        "/api/sms/",
+        "/cancel/",
+        "/api/devices/",
+        "/api/api-keys/",
+        "/healthz",
+        "/readyz",
+    ):
         assert path in script, path

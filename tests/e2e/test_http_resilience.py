@@ -29,19 +29,22 @@ def test_redis_outage_is_503_and_service_resumes_by_itself(tmp_path: Path) -> No
         owner = world.signup()
         phone = world.pair(owner)
         key = world.api_key(owner)["api_key"]
-        sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "before",
-                                                         "device_id": phone.device_id}), 202)
+        sent = expect(
+            owner.post("/api/sms/send/", json={"to": TO, "message": "before", "device_id": phone.device_id}), 202
+        )
 
         redis.stop()
         calls = {
             "session read": lambda: owner.get("/api/stats/"),
-            "session send": lambda: owner.post("/api/sms/send/", json={"to": TO, "message": "during",
-                                                                       "device_id": phone.device_id}),
+            "session send": lambda: owner.post(
+                "/api/sms/send/", json={"to": TO, "message": "during", "device_id": phone.device_id}
+            ),
             "external send": lambda: world.external({"api_key": key, "to": TO, "message": "during"}),
             "heartbeat": lambda: phone.heartbeat({"battery": 50}),
             "tasks": lambda: phone.tasks(),
-            "login": lambda: world.api().post("/api/auth/login/", json={"email": owner.account["email"],
-                                                                        "password": PASSWORD}),
+            "login": lambda: world.api().post(
+                "/api/auth/login/", json={"email": owner.account["email"], "password": PASSWORD}
+            ),
         }
         for name, call in calls.items():
             started = time.monotonic()
@@ -95,8 +98,10 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
     owner = world.signup()
     world.close()
     body = json.dumps({"email": owner.account["email"], "password": PASSWORD}).encode()
-    request = (b"POST /api/auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    request = (
+        b"POST /api/auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     # Each login hashes a password (about 150 ms of CPU, two at a time on this box), so
     # twelve of them are still in flight when SIGTERM arrives.
     sockets = []
@@ -129,8 +134,9 @@ def test_the_private_redis_is_restarted_when_it_dies(tmp_path: Path) -> None:
     try:
         owner = world.signup()
         phone = world.pair(owner)
-        sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "kept",
-                                                         "device_id": phone.device_id}), 202)
+        sent = expect(
+            owner.post("/api/sms/send/", json={"to": TO, "message": "kept", "device_id": phone.device_id}), 202
+        )
         time.sleep(1.2)  # the append-only file is synced once a second
         socket_path = tmp_path / "redis" / "redis.sock"
         pid = int(redis.Redis(unix_socket_path=str(socket_path)).info("server")["process_id"])
@@ -169,9 +175,16 @@ def test_more_requests_in_flight_than_redis_connections_wait_rather_than_fail(tm
             limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
             async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30) as client:
                 paused.execute_command("CLIENT", "PAUSE", "700", "ALL")
-                answers = await asyncio.gather(*(
-                    client.post(f"/api/devices/{phones[n % 5].device_id}/heartbeat/", json={},
-                                headers={"X-Device-Token": phones[n % 5].token}) for n in range(300)))
+                answers = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"/api/devices/{phones[n % 5].device_id}/heartbeat/",
+                            json={},
+                            headers={"X-Device-Token": phones[n % 5].token},
+                        )
+                        for n in range(300)
+                    )
+                )
             return [a.status_code for a in answers]
 
         statuses = asyncio.run(burst())

@@ -32,8 +32,11 @@ def background_of(server: ServerProcess, timeout: float = 15.0) -> psutil.Proces
     assert server.process is not None
     deadline = time.monotonic() + timeout
     while True:
-        found = [p for p in psutil.Process(server.process.pid).children()
-                 if "background" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE]
+        found = [
+            p
+            for p in psutil.Process(server.process.pid).children()
+            if "background" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE
+        ]
         if len(found) == 1 or time.monotonic() > deadline:
             assert len(found) == 1, found
             return found[0]
@@ -42,8 +45,10 @@ def background_of(server: ServerProcess, timeout: float = 15.0) -> psutil.Proces
 
 def expires_by_itself(server: ServerProcess, email: str) -> None:
     user = Api(server.base_url)
-    expect(user.post("/api/auth/signup/", json={"email": email, "password": "long enough",
-                                                 "account_type": "api_only"}), 201)
+    expect(
+        user.post("/api/auth/signup/", json={"email": email, "password": "long enough", "account_type": "api_only"}),
+        201,
+    )
     queued = expect(user.post("/api/sms/send/", json={"to": TO, "message": "nobody will send me"}), 202)
     deadline = time.monotonic() + 15
     status = "queued"

@@ -27,13 +27,19 @@ from tests.support.e2e_server import Api, ServerProcess, expect, expect_error
 from tests.support.http_world import TO, World
 from tests.support.webhook_receiver import Receiver
 
-LOOPBACK = {"CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "CONNECFY_WEBHOOK_BACKOFF_FIRST_MS": "50",
-            "CONNECFY_WEBHOOK_BACKOFF_MAX_MS": "200", "CONNECFY_WEBHOOK_POLL_MS": "50",
-            # Long enough that a hung POST is still hung when the test looks.
-            "CONNECFY_WEBHOOK_TIMEOUT_SECONDS": "30",
-            "CONNECFY_SENDS_BURST": "10000", "CONNECFY_SENDS_PER_SECOND": "10000",
-            "CONNECFY_TASKS_BURST": "10000", "CONNECFY_TASKS_PER_MINUTE": "100000",
-            "CONNECFY_AUTH_BURST": "1000"}
+LOOPBACK = {
+    "CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",
+    "CONNECFY_WEBHOOK_BACKOFF_FIRST_MS": "50",
+    "CONNECFY_WEBHOOK_BACKOFF_MAX_MS": "200",
+    "CONNECFY_WEBHOOK_POLL_MS": "50",
+    # Long enough that a hung POST is still hung when the test looks.
+    "CONNECFY_WEBHOOK_TIMEOUT_SECONDS": "30",
+    "CONNECFY_SENDS_BURST": "10000",
+    "CONNECFY_SENDS_PER_SECOND": "10000",
+    "CONNECFY_TASKS_BURST": "10000",
+    "CONNECFY_TASKS_PER_MINUTE": "100000",
+    "CONNECFY_AUTH_BURST": "1000",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +89,9 @@ def traffic(world: World, user: Api, sends: int = 12) -> list[str]:
     """Messages through every path to a status: sent, delivered, failed, cancelled."""
     phone = world.pair(user)
     key = world.api_key(user)["api_key"]
-    ids = [expect(world.external({"api_key": key, "to": TO, "message": f"one {i}"}), 202)["id"]
-           for i in range(sends // 2)]
+    ids = [
+        expect(world.external({"api_key": key, "to": TO, "message": f"one {i}"}), 202)["id"] for i in range(sends // 2)
+    ]
     batch = expect(world.batch(key, [{"to": TO, "message": f"batch {i}"} for i in range(sends - sends // 2)]), 202)
     ids += [m["id"] for m in batch["messages"]]
     cancelled = ids[-2:]
@@ -110,7 +117,13 @@ def test_every_status_change_arrives_exactly_once_signed_and_in_order(world: Wor
     expected = timelines(user, ids)
     total = sum(len(statuses) for statuses in expected.values())
     assert {s for statuses in expected.values() for s in statuses} == {
-        "queued", "claimed", "sent", "delivered", "failed", "cancelled"}
+        "queued",
+        "claimed",
+        "sent",
+        "delivered",
+        "failed",
+        "cancelled",
+    }
     receiver.wait_for(lambda: len(receiver.received) >= total)
     time.sleep(0.5)  # anything extra (a duplicate) would arrive by now
     received = receiver.received
@@ -139,8 +152,9 @@ def test_event_types_filter_what_is_delivered(world: World, receivers: Any) -> N
     user = world.signup()
     register(user, receiver.url, events=["message.delivered", "message.failed"])
     ids = traffic(world, user)
-    expected = {i: [s for s in statuses if s in ("delivered", "failed")]
-                for i, statuses in timelines(user, ids).items()}
+    expected = {
+        i: [s for s in statuses if s in ("delivered", "failed")] for i, statuses in timelines(user, ids).items()
+    }
     expected = {i: s for i, s in expected.items() if s}
     receiver.wait_for(lambda: len(receiver.received) >= sum(map(len, expected.values())))
     time.sleep(0.3)
@@ -163,8 +177,9 @@ def test_a_failing_receiver_gets_the_same_event_again_until_it_answers(world: Wo
         assert len({t.body for t in tries}) == 1  # the same bytes every time
     log = expect(user.get(f"/api/webhooks/{hook['id']}/deliveries/"), 200)
     failed = [d for d in log if d["outcome"] == "failed"]
-    assert failed and all(d["status_code"] == 500 and d["next_retry_at"] and d["error"].startswith("HTTP 500")
-                          for d in failed)
+    assert failed and all(
+        d["status_code"] == 500 and d["next_retry_at"] and d["error"].startswith("HTTP 500") for d in failed
+    )
     assert {d["attempt"] for d in log if d["outcome"] == "delivered"} == {3}
     assert by_message(receiver.delivered()) == timelines(user, ids)
 
@@ -220,18 +235,28 @@ def test_the_test_event_rotation_and_redelivery(world: World, receivers: Any) ->
     assert copies[0].body == copies[1].body
     log = expect(user.get(f"/api/webhooks/{hook['id']}/deliveries/"), 200)
     assert log[0]["event_id"] == chosen["event_id"] and log[0]["manual"] is True
-    expect_error(user.post(f"/api/webhooks/{hook['id']}/deliveries/evt_unknown/redeliver/"), 404,
-                 "webhook_event_not_found")
-    expect_error(user.post(f"/api/webhooks/{hook['id']}/deliveries/{result['event_id']}/redeliver/"), 404,
-                 "webhook_event_not_found")  # a test event is not redelivered
+    expect_error(
+        user.post(f"/api/webhooks/{hook['id']}/deliveries/evt_unknown/redeliver/"), 404, "webhook_event_not_found"
+    )
+    expect_error(
+        user.post(f"/api/webhooks/{hook['id']}/deliveries/{result['event_id']}/redeliver/"),
+        404,
+        "webhook_event_not_found",
+    )  # a test event is not redelivered
 
 
 def test_endpoints_belong_to_their_account(world: World, receivers: Any) -> None:
     receiver = receivers()
     owner, stranger = world.signup(), world.signup()
     hook = register(owner, receiver.url)
-    for method, path in [("GET", ""), ("DELETE", ""), ("POST", "rotate-secret/"), ("POST", "enable/"),
-                         ("POST", "test/"), ("GET", "deliveries/")]:
+    for method, path in [
+        ("GET", ""),
+        ("DELETE", ""),
+        ("POST", "rotate-secret/"),
+        ("POST", "enable/"),
+        ("POST", "test/"),
+        ("GET", "deliveries/"),
+    ]:
         expect_error(stranger.request(method, f"/api/webhooks/{hook['id']}/{path}"), 404, "webhook_not_found")
     assert expect(stranger.get("/api/webhooks/"), 200) == []
     assert receiver.received == []
@@ -242,12 +267,24 @@ def test_endpoints_belong_to_their_account(world: World, receivers: Any) -> None
     assert receiver.received == []  # a deleted endpoint gets nothing
 
 
-@pytest.mark.parametrize("url", [
-    "https://10.1.2.3/hook", "https://169.254.169.254/latest/meta-data/", "https://[fd00:ec2::254]/",
-    "https://192.168.0.10:8443/", "https://[::ffff:172.16.0.1]/", "https://100.64.0.1/", "https://0.0.0.0/",
-    "http://example.com/hook", "ftp://example.com/", "https://user:pw@example.com/", "javascript:alert(1)",
-    "https://exa mple.com/", "",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://10.1.2.3/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fd00:ec2::254]/",
+        "https://192.168.0.10:8443/",
+        "https://[::ffff:172.16.0.1]/",
+        "https://100.64.0.1/",
+        "https://0.0.0.0/",
+        "http://example.com/hook",
+        "ftp://example.com/",
+        "https://user:pw@example.com/",
+        "javascript:alert(1)",
+        "https://exa mple.com/",
+        "",
+    ],
+)
 def test_server_side_request_forgery_targets_are_refused(world: World, url: str) -> None:
     user = world.signup()
     error = expect_error(user.post("/api/webhooks/", json={"url": url}), 400, "webhook_url_refused")
@@ -258,10 +295,12 @@ def test_server_side_request_forgery_targets_are_refused(world: World, url: str)
 def test_bad_bodies_change_nothing(world: World, receivers: Any) -> None:
     user = world.signup()
     url = receivers().url
-    for body, code in [({"url": url, "events": ["message.sent", "message.bogus"]}, "invalid_input"),
-                       ({"url": url, "events": []}, "invalid_input"),
-                       ({"url": url, "extra": 1}, "invalid_request"),
-                       ({"url": 5}, "invalid_request")]:
+    for body, code in [
+        ({"url": url, "events": ["message.sent", "message.bogus"]}, "invalid_input"),
+        ({"url": url, "events": []}, "invalid_input"),
+        ({"url": url, "extra": 1}, "invalid_request"),
+        ({"url": 5}, "invalid_request"),
+    ]:
         expect_error(user.post("/api/webhooks/", json=body), 400, code)
     assert expect(user.get("/api/webhooks/"), 200) == []
     for _ in range(10):
@@ -305,8 +344,7 @@ def test_a_restart_while_events_wait_for_their_next_try_loses_none(tmp_path: Pat
         assert second.stop() == 0, second.output()[-3000:]
 
 
-def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tmp_path: Path,
-                                                                                 receivers: Any) -> None:
+def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tmp_path: Path, receivers: Any) -> None:
     receiver = receivers(status=500)
     server = ServerProcess(tmp_path, settings={**LOOPBACK, "CONNECFY_WEBHOOK_RETRY_SECONDS": "2"}).start()
     world = World(server)
@@ -323,8 +361,9 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tm
         assert "HTTP 500" in endpoint["disabled_reason"] and "failing since" in endpoint["disabled_reason"]
         log = expect(user.get(f"/api/webhooks/{hook['id']}/deliveries/"), 200)
         assert log[0]["outcome"] == "disabled"
-        expect_error(user.post(f"/api/webhooks/{hook['id']}/deliveries/{log[0]['event_id']}/redeliver/"), 409,
-                     "webhook_disabled")
+        expect_error(
+            user.post(f"/api/webhooks/{hook['id']}/deliveries/{log[0]['event_id']}/redeliver/"), 409, "webhook_disabled"
+        )
         seen = len(receiver.received)
         traffic(world, user, sends=2)
         time.sleep(1.0)
@@ -344,16 +383,17 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tm
 def readme_receiver(secret: str) -> dict[str, Any]:
     """The receiver example of docs/webhooks.md, run as written with this endpoint's secret."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
-    section = text[text.index("## Receiving webhooks"):]
-    code = section[section.index("```python\n") + 10:section.index("```", section.index("```python\n") + 10)]
+    section = text[text.index("## Receiving webhooks") :]
+    code = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
     assert 'SECRET = b"whsec_..."' in code
     namespace: dict[str, Any] = {"__name__": "readme_receiver"}
     exec(code.replace('b"whsec_..."', repr(secret.encode())), namespace)  # noqa: S102 - our own docs
     return namespace
 
 
-def test_the_readme_receiver_verifies_and_deduplicates(world: World, receivers: Any,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_receiver_verifies_and_deduplicates(
+    world: World, receivers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     receiver = receivers(fail_first=1)  # every event arrives twice: once failed, once answered
     user = world.signup()
     hook = register(user, receiver.url)

@@ -23,15 +23,26 @@ import pytest
 from tests.support.e2e_server import ServerProcess, describe, expect
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
 
-KINDS = ("none", "device", "other_device", "session", "session_no_csrf", "other_session", "api_key",
-         "revoked_key", "removed_device")
+KINDS = (
+    "none",
+    "device",
+    "other_device",
+    "session",
+    "session_no_csrf",
+    "other_session",
+    "api_key",
+    "revoked_key",
+    "removed_device",
+)
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("connecfy-matrix"), settings={
-        "CONNECFY_AUTH_BURST": "10000", "CONNECFY_TASKS_BURST": "10000", "CONNECFY_SENDS_BURST": "10000"}).start()
+    process = ServerProcess(
+        tmp_path_factory.mktemp("connecfy-matrix"),
+        settings={"CONNECFY_AUTH_BURST": "10000", "CONNECFY_TASKS_BURST": "10000", "CONNECFY_SENDS_BURST": "10000"},
+    ).start()
     try:
         process.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
         yield process
@@ -66,8 +77,17 @@ def accounts(server: ServerProcess) -> Iterator[Accounts]:
     expect(owner.delete(f"/api/api-keys/{revoked['id']}/"), 204)
     stranger = world.signup(prefix="matrix-b")
     world.pair(stranger, "B1")
-    yield Accounts(world, owner, phone, other_phone, removed.token, key["api_key"], revoked["api_key"], stranger,
-                   {phone.device_id, other_phone.device_id, key["id"]})
+    yield Accounts(
+        world,
+        owner,
+        phone,
+        other_phone,
+        removed.token,
+        key["api_key"],
+        revoked["api_key"],
+        stranger,
+        {phone.device_id, other_phone.device_id, key["id"]},
+    )
     world.close()
 
 
@@ -80,8 +100,9 @@ class Call:
 
 
 def fresh_message(a: Accounts, *, claimed: bool = False) -> str:
-    sent = expect(a.owner.post("/api/sms/send/", json={"to": TO, "message": "matrix",
-                                                        "device_id": a.phone.device_id}), 202)
+    sent = expect(
+        a.owner.post("/api/sms/send/", json={"to": TO, "message": "matrix", "device_id": a.phone.device_id}), 202
+    )
     a.secrets.add(sent["id"])
     if claimed:
         assert sent["id"] in [t["id"] for t in a.phone.claim(limit=100)]
@@ -160,77 +181,114 @@ def item(a: Accounts) -> dict[str, Any]:
 
 
 ROWS: dict[tuple[str, str], Row] = {
-    ("POST", "/api/auth/signup/"): Row("public", 201, lambda a: Call("/api/auth/signup/", {
-        "email": f"m-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD, "account_type": "api_only"})),
-    ("POST", "/api/auth/login/"): Row("public", 200, lambda a: Call("/api/auth/login/", {
-        "email": a.owner.account["email"], "password": PASSWORD})),
-    ("POST", "/api/auth/logout/"): Row("session", 204, lambda a: Call("/api/auth/logout/", session=fresh_session(a),
-                                                                                  other=fresh_session(a, a.stranger)),
-                                       other_session=204),
-    ("POST", "/api/devices/register/"): Row("public", 201, lambda a: Call("/api/devices/register/", {
-        "code": fresh_code(a), "device_name": "matrix"})),
+    ("POST", "/api/auth/signup/"): Row(
+        "public",
+        201,
+        lambda a: Call(
+            "/api/auth/signup/",
+            {"email": f"m-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD, "account_type": "api_only"},
+        ),
+    ),
+    ("POST", "/api/auth/login/"): Row(
+        "public", 200, lambda a: Call("/api/auth/login/", {"email": a.owner.account["email"], "password": PASSWORD})
+    ),
+    ("POST", "/api/auth/logout/"): Row(
+        "session",
+        204,
+        lambda a: Call("/api/auth/logout/", session=fresh_session(a), other=fresh_session(a, a.stranger)),
+        other_session=204,
+    ),
+    ("POST", "/api/devices/register/"): Row(
+        "public", 201, lambda a: Call("/api/devices/register/", {"code": fresh_code(a), "device_name": "matrix"})
+    ),
     ("GET", "/api/devices/{device_id}/tasks/"): Row(
-        "device", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/tasks/"), other_device=403),
+        "device", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/tasks/"), other_device=403
+    ),
     ("POST", "/api/devices/{device_id}/heartbeat/"): Row(
-        "device", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/heartbeat/", {"battery": 80}),
-        other_device=403),
+        "device", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/heartbeat/", {"battery": 80}), other_device=403
+    ),
     ("POST", "/api/sms/{message_id}/status/"): Row(
-        "device", 200, lambda a: Call(f"/api/sms/{fresh_message(a, claimed=True)}/status/", {"status": "sent"}),
-        other_device=404),
-    ("POST", "/api/devices/pairing-codes/"): Row("session", 201, lambda a: Call("/api/devices/pairing-codes/"),
-                                                 other_session=201),
+        "device",
+        200,
+        lambda a: Call(f"/api/sms/{fresh_message(a, claimed=True)}/status/", {"status": "sent"}),
+        other_device=404,
+    ),
+    ("POST", "/api/devices/pairing-codes/"): Row(
+        "session", 201, lambda a: Call("/api/devices/pairing-codes/"), other_session=201
+    ),
     ("GET", "/api/devices/"): Row("session", 200, lambda a: Call("/api/devices/"), other_session=200),
     ("PATCH", "/api/devices/{device_id}/"): Row(
-        "session", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/", {"device_name": "A1"}),
-        other_session=404),
+        "session", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/", {"device_name": "A1"}), other_session=404
+    ),
     ("DELETE", "/api/devices/{device_id}/"): Row(
-        "session", 204, lambda a: Call(f"/api/devices/{fresh_device(a)}/"), other_session=404),
+        "session", 204, lambda a: Call(f"/api/devices/{fresh_device(a)}/"), other_session=404
+    ),
     ("POST", "/api/sms/send/"): Row("session", 202, lambda a: Call("/api/sms/send/", item(a)), other_session=404),
     ("GET", "/api/sms/"): Row("session", 200, lambda a: Call("/api/sms/"), other_session=200),
-    ("GET", "/api/sms/{message_id}/"): Row("session", 200, lambda a: Call(f"/api/sms/{fresh_message(a)}/"),
-                                           other_session=404),
+    ("GET", "/api/sms/{message_id}/"): Row(
+        "session", 200, lambda a: Call(f"/api/sms/{fresh_message(a)}/"), other_session=404
+    ),
     ("POST", "/api/sms/{message_id}/cancel/"): Row(
-        "session", 200, lambda a: Call(f"/api/sms/{fresh_message(a)}/cancel/"), other_session=404),
-    ("POST", "/api/api-keys/"): Row("session", 201, lambda a: Call("/api/api-keys/", {"name": "k"}),
-                                    other_session=201),
+        "session", 200, lambda a: Call(f"/api/sms/{fresh_message(a)}/cancel/"), other_session=404
+    ),
+    ("POST", "/api/api-keys/"): Row("session", 201, lambda a: Call("/api/api-keys/", {"name": "k"}), other_session=201),
     ("GET", "/api/api-keys/"): Row("session", 200, lambda a: Call("/api/api-keys/"), other_session=200),
-    ("DELETE", "/api/api-keys/{key_id}/"): Row("session", 204, lambda a: Call(f"/api/api-keys/{fresh_key(a)}/"),
-                                               other_session=404),
+    ("DELETE", "/api/api-keys/{key_id}/"): Row(
+        "session", 204, lambda a: Call(f"/api/api-keys/{fresh_key(a)}/"), other_session=404
+    ),
     ("GET", "/api/stats/"): Row("session", 200, lambda a: Call("/api/stats/"), other_session=200),
-    ("POST", "/api/webhooks/"): Row("session", 201, lambda a: webhook_room(a) or Call("/api/webhooks/", {
-        "url": HOOK_URL}), other_session=201),
+    ("POST", "/api/webhooks/"): Row(
+        "session", 201, lambda a: webhook_room(a) or Call("/api/webhooks/", {"url": HOOK_URL}), other_session=201
+    ),
     ("GET", "/api/webhooks/"): Row("session", 200, lambda a: Call("/api/webhooks/"), other_session=200),
-    ("GET", "/api/webhooks/{webhook_id}/"): Row("session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/"),
-                                                other_session=404),
+    ("GET", "/api/webhooks/{webhook_id}/"): Row(
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/"), other_session=404
+    ),
     ("DELETE", "/api/webhooks/{webhook_id}/"): Row(
-        "session", 204, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/"), other_session=404),
+        "session", 204, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/"), other_session=404
+    ),
     ("POST", "/api/webhooks/{webhook_id}/rotate-secret/"): Row(
-        "session", 200, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/rotate-secret/"), other_session=404),
+        "session", 200, lambda a: Call(f"/api/webhooks/{fresh_webhook(a)}/rotate-secret/"), other_session=404
+    ),
     ("POST", "/api/webhooks/{webhook_id}/enable/"): Row(
-        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/enable/"), other_session=404),
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/enable/"), other_session=404
+    ),
     ("POST", "/api/webhooks/{webhook_id}/test/"): Row(
-        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/test/"), other_session=404),
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/test/"), other_session=404
+    ),
     ("GET", "/api/webhooks/{webhook_id}/deliveries/"): Row(
-        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/"), other_session=404),
+        "session", 200, lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/"), other_session=404
+    ),
     ("POST", "/api/webhooks/{webhook_id}/deliveries/{event_id}/redeliver/"): Row(
-        "session", 202, lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/{logged_event(a)}/redeliver/"),
-        other_session=404),
+        "session",
+        202,
+        lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/{logged_event(a)}/redeliver/"),
+        other_session=404,
+    ),
     ("GET", "/api/account/limits/"): Row("session", 200, lambda a: Call("/api/account/limits/"), other_session=200),
-    ("GET", "/api/account/limit-requests/"): Row("session", 200, lambda a: Call("/api/account/limit-requests/"),
-                                                 other_session=200),
+    ("GET", "/api/account/limit-requests/"): Row(
+        "session", 200, lambda a: Call("/api/account/limit-requests/"), other_session=200
+    ),
     ("POST", "/api/account/limit-requests/"): Row(
-        "session", 201, lambda a: Call("/api/account/limit-requests/", {"reason": "matrix", "daily_quota": 1}),
-        other_session=201),
+        "session",
+        201,
+        lambda a: Call("/api/account/limit-requests/", {"reason": "matrix", "daily_quota": 1}),
+        other_session=201,
+    ),
     ("GET", "/api/operator/limit-requests/"): Row("operator", 200, lambda a: Call("/api/operator/limit-requests/")),
     ("POST", "/api/operator/limit-requests/{request_id}/approve/"): Row(
-        "operator", 200, lambda a: Call("/api/operator/limit-requests/nosuchrequest/approve/")),
+        "operator", 200, lambda a: Call("/api/operator/limit-requests/nosuchrequest/approve/")
+    ),
     ("POST", "/api/operator/limit-requests/{request_id}/reject/"): Row(
-        "operator", 200, lambda a: Call("/api/operator/limit-requests/nosuchrequest/reject/")),
+        "operator", 200, lambda a: Call("/api/operator/limit-requests/nosuchrequest/reject/")
+    ),
     ("PATCH", "/api/operator/accounts/{account_id}/limits/"): Row(
-        "operator", 200, lambda a: Call(f"/api/operator/accounts/{a.owner.account['id']}/limits/", {"tasks_burst": 10})),
+        "operator", 200, lambda a: Call(f"/api/operator/accounts/{a.owner.account['id']}/limits/", {"tasks_burst": 10})
+    ),
     ("POST", "/api/external/send/"): Row("api_key", 202, lambda a: Call("/api/external/send/", item(a))),
-    ("POST", "/api/external/send-batch/"): Row("api_key", 202, lambda a: Call("/api/external/send-batch/",
-                                                                            {"messages": [item(a), item(a)]})),
+    ("POST", "/api/external/send-batch/"): Row(
+        "api_key", 202, lambda a: Call("/api/external/send-batch/", {"messages": [item(a), item(a)]})
+    ),
     ("GET", "/healthz"): Row("public", 200, lambda a: Call("/healthz")),
     ("GET", "/readyz"): Row("public", 200, lambda a: Call("/readyz")),
     ("GET", "/metrics"): Row("public", 200, lambda a: Call("/metrics")),
@@ -261,8 +319,11 @@ def expected(row: Row, method: str, kind: str) -> int:
 def send(a: Accounts, base_url: str, method: str, call: Call, kind: str) -> httpx.Response:
     headers: dict[str, str] = {}
     body = dict(call.body) if call.body is not None else None
-    session = {"session": call.session or a.owner, "session_no_csrf": call.session or a.owner,
-               "other_session": call.other or a.stranger}.get(kind)
+    session = {
+        "session": call.session or a.owner,
+        "session_no_csrf": call.session or a.owner,
+        "other_session": call.other or a.stranger,
+    }.get(kind)
     if session is not None:
         cookies = session.client.cookies
         headers["Cookie"] = f"sessionid={cookies['sessionid']}; csrftoken={cookies['csrftoken']}"
@@ -282,15 +343,20 @@ def test_the_matrix_covers_every_served_endpoint(server: ServerProcess) -> None:
     response = httpx.get(f"{server.base_url}/schema/openapi.json")
     assert response.status_code == 200, describe(response)
     schema = response.json()
-    served = {(method.upper(), path) for path, item in schema["paths"].items() for method in item
-              if method in ("get", "post", "put", "patch", "delete")}
+    served = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
     served.add(("GET", "/metrics"))
     assert served == set(ROWS), f"missing rows: {served - set(ROWS)}; stale rows: {set(ROWS) - served}"
 
 
 @pytest.mark.parametrize("endpoint", list(ROWS), ids=[f"{m} {p}" for m, p in ROWS])
-def test_every_credential_on_every_endpoint(server: ServerProcess, accounts: Accounts,
-                                            endpoint: tuple[str, str]) -> None:
+def test_every_credential_on_every_endpoint(
+    server: ServerProcess, accounts: Accounts, endpoint: tuple[str, str]
+) -> None:
     method, _ = endpoint
     row = ROWS[endpoint]
     wrong: list[str] = []

@@ -51,8 +51,13 @@ from tests.support.e2e_server import Api, ServerProcess, expect
 
 POSITIVE_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 NEGATIVE_EXAMPLES = max(1, POSITIVE_EXAMPLES // 2)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 PASSWORD = "correct horse battery staple"
 OPERATOR_EMAIL = "operator@connecfy.test"
 OPERATOR_PASSWORD = "operator-password-1"
@@ -60,10 +65,14 @@ TO = "+15551234567"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Far above what a fuzz run spends, so that a 429 is the exception, not the rule.
 RAISED_LIMITS = {
-    "CONNECFY_AUTH_PER_MINUTE": "100000", "CONNECFY_AUTH_BURST": "100000",
-    "CONNECFY_TASKS_PER_MINUTE": "100000", "CONNECFY_TASKS_BURST": "100000",
-    "CONNECFY_SENDS_PER_SECOND": "100000", "CONNECFY_SENDS_BURST": "100000",
-    "CONNECFY_DEVICE_SEGMENTS_PER_MINUTE": "1000000", "CONNECFY_DEVICE_SEGMENTS_PER_DAY": "1000000",
+    "CONNECFY_AUTH_PER_MINUTE": "100000",
+    "CONNECFY_AUTH_BURST": "100000",
+    "CONNECFY_TASKS_PER_MINUTE": "100000",
+    "CONNECFY_TASKS_BURST": "100000",
+    "CONNECFY_SENDS_PER_SECOND": "100000",
+    "CONNECFY_SENDS_BURST": "100000",
+    "CONNECFY_DEVICE_SEGMENTS_PER_MINUTE": "1000000",
+    "CONNECFY_DEVICE_SEGMENTS_PER_DAY": "1000000",
     "CONNECFY_QUOTA_SELF_MANAGED": "1000000",
 }
 
@@ -100,22 +109,33 @@ class Fixtures:
         return expect(self.user.post("/api/devices/pairing-codes/"), 201)["code"]
 
     def fresh_phone(self, name: str = "fuzz phone") -> Phone:
-        registered = expect(self.user.post("/api/devices/register/", json={
-            "code": self.pairing_code(), "device_name": name, "phone_number": TO}), 201)
+        registered = expect(
+            self.user.post(
+                "/api/devices/register/", json={"code": self.pairing_code(), "device_name": name, "phone_number": TO}
+            ),
+            201,
+        )
         return Phone(registered["device_id"], registered["device_token"])
 
     def fresh_key_id(self) -> str:
         return expect(self.user.post("/api/api-keys/", json={"name": "throwaway"}), 201)["id"]
 
     def queued_message(self, device_id: str) -> str:
-        return expect(self.user.post("/api/sms/send/", json={"device_id": device_id, "to": TO,
-                                                             "message": "fuzz"}), 202)["id"]
+        return expect(
+            self.user.post("/api/sms/send/", json={"device_id": device_id, "to": TO, "message": "fuzz"}), 202
+        )["id"]
 
     def held_message(self) -> str:
         """A message the phone has claimed (the phone's queue holds only these)."""
         message_id = self.queued_message(self.phone.device_id)
-        tasks = expect(self.user.get(f"/api/devices/{self.phone.device_id}/tasks/", params={"limit": 100},
-                                     headers={"X-Device-Token": self.phone.token}), 200)
+        tasks = expect(
+            self.user.get(
+                f"/api/devices/{self.phone.device_id}/tasks/",
+                params={"limit": 100},
+                headers={"X-Device-Token": self.phone.token},
+            ),
+            200,
+        )
         assert message_id in {t["id"] for t in tasks}, tasks
         return message_id
 
@@ -144,11 +164,20 @@ def _login(base_url: str, email: str, password: str) -> Session:
 def fixtures(server: ServerProcess) -> Iterator[Fixtures]:
     user = Api(server.base_url)
     email = f"fuzz-{uuid.uuid4().hex[:10]}@example.com"
-    user.account = expect(user.post("/api/auth/signup/", json={"email": email, "password": PASSWORD,
-                                                              "account_type": "self_managed"}), 201)
+    user.account = expect(
+        user.post("/api/auth/signup/", json={"email": email, "password": PASSWORD, "account_type": "self_managed"}), 201
+    )
     session = Session(user.client.cookies["sessionid"], user.client.cookies["csrftoken"])
-    fixtures = Fixtures(server.base_url, user, session, _login(server.base_url, OPERATOR_EMAIL, OPERATOR_PASSWORD),
-                        Phone("", ""), Phone("", ""), "", "")
+    fixtures = Fixtures(
+        server.base_url,
+        user,
+        session,
+        _login(server.base_url, OPERATOR_EMAIL, OPERATOR_PASSWORD),
+        Phone("", ""),
+        Phone("", ""),
+        "",
+        "",
+    )
     fixtures.phone = fixtures.fresh_phone("fuzz phone")
     fixtures.spare = fixtures.fresh_phone("spare phone")
     fixtures.api_key = expect(user.post("/api/api-keys/", json={"name": "fuzz"}), 201)["api_key"]
@@ -287,8 +316,11 @@ def _fuzz(operation: Any, fx: Fixtures, tally: Tally, http: requests.Session, ba
         modes.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))  # something to make invalid
     for mode, examples in modes:
         test = hypothesis.settings(
-            max_examples=examples, deadline=None, phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck), database=None,
+            max_examples=examples,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
         )(given(case=operation.as_strategy(generation_mode=mode))(run))
         test()
 
@@ -306,8 +338,12 @@ def test_fuzz_every_operation(server: ServerProcess, fixtures: Fixtures) -> None
     # Those that end a credential they are sent with go last, though each gets a throwaway one.
     operations.sort(key=lambda op: (op.method.upper() == "DELETE" or op.path.endswith("/logout/"), op.label))
     labels = [operation.label for operation in operations]
-    documented = [(method, path) for path, item in document["paths"].items() for method in item
-                  if method in {"get", "put", "post", "patch", "delete", "head", "options"}]
+    documented = [
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "put", "post", "patch", "delete", "head", "options"}
+    ]
     assert len(labels) == len(documented) >= 20 and len(set(labels)) == len(labels), (labels, documented)
 
     tally = Tally()
@@ -315,8 +351,10 @@ def test_fuzz_every_operation(server: ServerProcess, fixtures: Fixtures) -> None
         for operation in operations:
             _fuzz(operation, fixtures, tally, http, server.base_url)
 
-    report = [f"{label}: {tally.cases[label]} cases, statuses {dict(sorted(tally.statuses[label].items()))}"
-              for label in labels]
+    report = [
+        f"{label}: {tally.cases[label]} cases, statuses {dict(sorted(tally.statuses[label].items()))}"
+        for label in labels
+    ]
     print("\n".join(report))
     failures = [f"== {label}\n" + "\n".join(tally.failures[label]) for label in labels if tally.failures[label]]
     count = sum(len(tally.failures[label]) for label in labels)
@@ -325,14 +363,26 @@ def test_fuzz_every_operation(server: ServerProcess, fixtures: Fixtures) -> None
     untested = [label for label in labels if tally.cases[label] == 0]
     assert not untested, f"operations never exercised: {untested}"
     # Each authenticated operation got past its credential check at least once.
-    stuck = [label for label, operation in zip(labels, operations, strict=False)
-             if (_schemes(operation) or _body_has_api_key(document, operation))
-             and set(tally.statuses[label]) <= {401}]
+    stuck = [
+        label
+        for label, operation in zip(labels, operations, strict=False)
+        if (_schemes(operation) or _body_has_api_key(document, operation)) and set(tally.statuses[label]) <= {401}
+    ]
     assert not stuck, f"never past authentication (all 401): {stuck}\n" + "\n".join(report)
 
     # The shared credentials outlived the run.
     assert fixtures.user.get("/api/stats/").status_code == 200
-    assert fixtures.user.get(f"/api/devices/{fixtures.phone.device_id}/tasks/",
-                             headers={"X-Device-Token": fixtures.phone.token}).status_code == 200
-    assert requests.post(f"{server.base_url}/api/external/send/", timeout=10,
-                         json={"api_key": fixtures.api_key, "to": TO, "message": "still here"}).status_code == 202
+    assert (
+        fixtures.user.get(
+            f"/api/devices/{fixtures.phone.device_id}/tasks/", headers={"X-Device-Token": fixtures.phone.token}
+        ).status_code
+        == 200
+    )
+    assert (
+        requests.post(
+            f"{server.base_url}/api/external/send/",
+            timeout=10,
+            json={"api_key": fixtures.api_key, "to": TO, "message": "still here"},
+        ).status_code
+        == 202
+    )

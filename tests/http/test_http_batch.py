@@ -23,9 +23,14 @@ from tests.support.http_world import TO, World
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("connecfy-batch"), settings={
-        "CONNECFY_SENDS_PER_SECOND": "100000", "CONNECFY_SENDS_BURST": "100000",
-        "CONNECFY_AUTH_BURST": "1000"}).start()
+    process = ServerProcess(
+        tmp_path_factory.mktemp("connecfy-batch"),
+        settings={
+            "CONNECFY_SENDS_PER_SECOND": "100000",
+            "CONNECFY_SENDS_BURST": "100000",
+            "CONNECFY_AUTH_BURST": "1000",
+        },
+    ).start()
     try:
         yield process
     finally:
@@ -55,8 +60,9 @@ def test_a_thousand_valid_messages_are_queued_in_order(world: World) -> None:
     owner = world.signup()
     phones = [world.pair(owner, f"phone {i}") for i in range(2)]
     key = world.api_key(owner)["api_key"]
-    messages = [{"to": f"+1555123{i:04d}", "message": f"message {i}", "device_id": phones[i % 2].device_id}
-                for i in range(1000)]
+    messages = [
+        {"to": f"+1555123{i:04d}", "message": f"message {i}", "device_id": phones[i % 2].device_id} for i in range(1000)
+    ]
     body = expect(world.batch(key, messages), 202)
     assert body["count"] == 1000 and len(body["messages"]) == 1000
     ids = [m["id"] for m in body["messages"]]
@@ -67,7 +73,10 @@ def test_a_thousand_valid_messages_are_queued_in_order(world: World) -> None:
     for index in (0, 1, 567, 999):
         stored = expect(owner.get(f"/api/sms/{ids[index]}/"), 200)
         assert (stored["to"], stored["message"], stored["device_id"]) == (
-            messages[index]["to"], messages[index]["message"], messages[index]["device_id"])
+            messages[index]["to"],
+            messages[index]["message"],
+            messages[index]["device_id"],
+        )
     # The phone gets its own messages in the order sent, up to its 30-segment minute budget.
     first = phones[0].claim(limit=100)
     assert [t["id"] for t in first] == ids[0:60:2]
@@ -110,8 +119,9 @@ def test_any_bad_item_refuses_the_whole_batch(world: World) -> None:
 def test_an_api_only_batch_goes_to_the_pool_and_may_not_name_devices(world: World) -> None:
     sender = world.signup("api_only")
     key = world.api_key(sender)["api_key"]
-    body = batch_error(world.batch(key, [{"to": TO, "message": "a"}, {"to": TO, "message": "b",
-                                                                      "device_id": "somedevice000001"}]))
+    body = batch_error(
+        world.batch(key, [{"to": TO, "message": "a"}, {"to": TO, "message": "b", "device_id": "somedevice000001"}])
+    )
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "device_id")]
     assert expect(world.batch(key, [{"to": TO, "message": "a"}] * 3), 202)["count"] == 3
     assert footprint(sender) == (3, 3)
@@ -129,8 +139,7 @@ def test_too_many_or_too_large_or_empty(world: World) -> None:
     huge = [{**item, "message": "é" * 1600}] * 1000
     raw = json.dumps({"api_key": key, "messages": huge}, ensure_ascii=False).encode()
     assert len(raw) > 2 * 1024 * 1024
-    response = world.api().post("/api/external/send-batch/", content=raw,
-                                headers={"Content-Type": "application/json"})
+    response = world.api().post("/api/external/send-batch/", content=raw, headers={"Content-Type": "application/json"})
     expect_error(response, 413)
     # Just under the cap is fine: 600 such messages are about 2 MB.
     assert expect(world.batch(key, huge[:600]), 202)["count"] == 600
@@ -157,9 +166,11 @@ def _senders(world: World) -> tuple[Any, Any, str]:
 SENDS = {
     "session": lambda world, owner, key, body, headers: owner.post("/api/sms/send/", json=body, headers=headers),
     "external": lambda world, owner, key, body, headers: world.api().post(
-        "/api/external/send/", json={"api_key": key, **body}, headers=headers),
+        "/api/external/send/", json={"api_key": key, **body}, headers=headers
+    ),
     "batch": lambda world, owner, key, body, headers: world.api().post(
-        "/api/external/send-batch/", json={"api_key": key, "messages": [body, body]}, headers=headers),
+        "/api/external/send-batch/", json={"api_key": key, "messages": [body, body]}, headers=headers
+    ),
 }
 
 
@@ -216,7 +227,7 @@ def test_concurrent_repeats_queue_exactly_once(world: World, endpoint: str) -> N
 
 
 def test_a_bad_idempotency_key_is_400(world: World) -> None:
-    owner, phone, key = _senders(world)
+    owner, phone, _key = _senders(world)
     body = {"to": TO, "message": "x", "device_id": phone.device_id}
     expect_error(owner.post("/api/sms/send/", json=body, headers={"Idempotency-Key": "k" * 256}), 400)
     assert footprint(owner) == (0, 0)
@@ -225,7 +236,7 @@ def test_a_bad_idempotency_key_is_400(world: World) -> None:
 def test_a_refused_body_leaves_the_kept_alive_connection_usable(world: World) -> None:
     """A 413 (or a 401 before the body) is answered without reading the whole body; the
     rest is drained, so the next request on the same connection is not mistaken for it."""
-    owner, phone, key = _senders(world)
+    owner, phone, _key = _senders(world)
     for size in (70_000, 300_000, 1_500_000) * 4:
         expect_error(owner.post("/api/sms/send/", json={"to": TO, "message": "x" * size}), 413)
         expect_error(owner.post(f"/api/devices/{phone.device_id}/heartbeat/", json={"app_version": "x" * size}), 401)
@@ -234,12 +245,13 @@ def test_a_refused_body_leaves_the_kept_alive_connection_usable(world: World) ->
 
 
 def test_a_body_nested_thousands_deep_is_refused_cleanly(world: World) -> None:
-    owner, phone, key = _senders(world)
+    owner, _phone, key = _senders(world)
     deep = b"[" * 20_000 + b"]" * 20_000
     for path, client, prefix, status in (
-            ("/api/external/send-batch/", world.api(), b'{"api_key":"%s","messages":' % key.encode(), 401),
-            ("/api/external/send/", world.api(), b'{"api_key":"%s","extra":' % key.encode(), 401),
-            ("/api/sms/send/", owner, b'{"to":"+15551234567","message":"x","extra":', 400)):
+        ("/api/external/send-batch/", world.api(), b'{"api_key":"%s","messages":' % key.encode(), 401),
+        ("/api/external/send/", world.api(), b'{"api_key":"%s","extra":' % key.encode(), 401),
+        ("/api/sms/send/", owner, b'{"to":"+15551234567","message":"x","extra":', 400),
+    ):
         response = client.post(path, content=prefix + deep + b"}", headers={"Content-Type": "application/json"})
         expect_error(response, status)
     assert footprint(owner) == (0, 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -95,8 +94,7 @@ def test_polling_faster_than_the_tasks_limit(world: World) -> None:
     second = phone.tasks()
     assert expect(second, 200) == [] and rate(second)[1] == 0, second.headers
     # A message waits; the refused poll must not hand it out.
-    waiting = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "hi",
-                                                        "device_id": phone.device_id}), 202)
+    waiting = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "hi", "device_id": phone.device_id}), 202)
     refused = phone.tasks()
     body = limited(refused)
     assert "try again in 1 s" in body["detail"], body
@@ -115,9 +113,11 @@ def test_sends_count_every_message_of_a_batch(world: World) -> None:
     item = {"to": TO, "message": "batch", "device_id": phone.device_id}
     full = world.batch(key, [item] * 3)
     assert expect(full, 202)["count"] == 3 and rate(full)[:2] == (3, 0), full.headers
-    for refused in (world.external({"api_key": key, **item}),
-                    owner.post("/api/sms/send/", json=item),
-                    world.batch(key, [item])):
+    for refused in (
+        world.external({"api_key": key, **item}),
+        owner.post("/api/sms/send/", json=item),
+        world.batch(key, [item]),
+    ):
         limited(refused)
     assert total(owner) == 3
     wait_out(refused)
@@ -138,15 +138,21 @@ def test_login_signup_and_register_are_limited_per_address(world: World) -> None
     here = address()
     client = world.api(**here)
     for _ in range(4):
-        expect_error(client.post("/api/auth/login/", json={"email": "nobody@example.com", "password": "x" * 9}),
-                     401, "bad_credentials")
+        expect_error(
+            client.post("/api/auth/login/", json={"email": "nobody@example.com", "password": "x" * 9}),
+            401,
+            "bad_credentials",
+        )
     # The limit comes before the body is read: a malformed body is refused as well.
     for body in ({"email": "nobody@example.com", "password": "x" * 9}, {"nonsense": 1}):
         limited(client.post("/api/auth/login/", json=body))
     # Other endpoints have limiters of their own; other addresses are not affected.
     assert world.signup(**here).account["id"]
-    expect_error(world.api(**address()).post("/api/auth/login/", json={
-        "email": "nobody@example.com", "password": "x" * 9}), 401, "bad_credentials")
+    expect_error(
+        world.api(**address()).post("/api/auth/login/", json={"email": "nobody@example.com", "password": "x" * 9}),
+        401,
+        "bad_credentials",
+    )
     owner = world.signup(**address())
     pairing = world.api(**here)
     codes = [expect(owner.post("/api/devices/pairing-codes/"), 201)["code"] for _ in range(5)]
@@ -179,15 +185,30 @@ def test_an_account_asks_for_higher_limits_and_the_operator_approves(world: Worl
     owner = world.signup(**address())
     phone = world.pair(owner)
     limits = expect(owner.get("/api/account/limits/"), 200)
-    assert limits == {"sends_per_second": 2, "sends_burst": 3, "tasks_per_minute": 60, "tasks_burst": 2,
-                      "daily_quota": 10_000, "quota_used_today": 0, "pending_request": None}
+    assert limits == {
+        "sends_per_second": 2,
+        "sends_burst": 3,
+        "tasks_per_minute": 60,
+        "tasks_burst": 2,
+        "daily_quota": 10_000,
+        "quota_used_today": 0,
+        "pending_request": None,
+    }
     expect_error(owner.post("/api/account/limit-requests/", json={"reason": "more"}), 400)
     expect_error(owner.post("/api/account/limit-requests/", json={"reason": "x", "sends_per_second": 0}), 400)
-    asked = expect(owner.post("/api/account/limit-requests/", json={
-        "reason": "Monthly newsletter", "sends_per_second": 50, "daily_quota": 20_000}), 201)
+    asked = expect(
+        owner.post(
+            "/api/account/limit-requests/",
+            json={"reason": "Monthly newsletter", "sends_per_second": 50, "daily_quota": 20_000},
+        ),
+        201,
+    )
     assert asked["status"] == "pending" and asked["requested"] == {"sends_per_second": 50, "daily_quota": 20_000}
-    expect_error(owner.post("/api/account/limit-requests/", json={"reason": "again", "daily_quota": 5}),
-                 409, "limit_request_pending")
+    expect_error(
+        owner.post("/api/account/limit-requests/", json={"reason": "again", "daily_quota": 5}),
+        409,
+        "limit_request_pending",
+    )
     assert expect(owner.get("/api/account/limits/"), 200)["pending_request"]["id"] == asked["id"]
 
     # Only the operator sees and answers requests.
@@ -196,8 +217,7 @@ def test_an_account_asks_for_higher_limits_and_the_operator_approves(world: Worl
     op = operator(world)
     pending = expect(op.get("/api/operator/limit-requests/", params={"status": "pending"}), 200)
     assert asked["id"] in [r["id"] for r in pending]
-    approved = expect(op.post(f"/api/operator/limit-requests/{asked['id']}/approve/",
-                              json={"note": "enjoy"}), 200)
+    approved = expect(op.post(f"/api/operator/limit-requests/{asked['id']}/approve/", json={"note": "enjoy"}), 200)
     assert approved["status"] == "approved" and approved["note"] == "enjoy"
     # The burst grows with the rate, as the default one: 50/s with 3 per 2/s -> 75.
     assert approved["granted"] == {"sends_per_second": 50, "sends_burst": 75, "daily_quota": 20_000}
@@ -215,10 +235,8 @@ def test_an_account_asks_for_higher_limits_and_the_operator_approves(world: Worl
     assert mine["status"] == "approved"
 
     # A second request may be rejected, with a note; the limits stay.
-    again = expect(owner.post("/api/account/limit-requests/", json={"reason": "more", "tasks_per_minute": 600}),
-                   201)
-    rejected = expect(op.post(f"/api/operator/limit-requests/{again['id']}/reject/",
-                              json={"note": "not now"}), 200)
+    again = expect(owner.post("/api/account/limit-requests/", json={"reason": "more", "tasks_per_minute": 600}), 201)
+    rejected = expect(op.post(f"/api/operator/limit-requests/{again['id']}/reject/", json={"note": "not now"}), 200)
     assert (rejected["status"], rejected["granted"], rejected["note"]) == ("rejected", None, "not now")
     assert expect(owner.get("/api/account/limits/"), 200)["tasks_per_minute"] == 60
 
@@ -231,8 +249,10 @@ def test_the_operator_sets_an_accounts_poll_limit(world: World) -> None:
     limited(phone.tasks())
     op = operator(world)
     account_id = owner.account["id"]
-    changed = expect(op.patch(f"/api/operator/accounts/{account_id}/limits/",
-                              json={"tasks_per_minute": 6000, "tasks_burst": 20}), 200)
+    changed = expect(
+        op.patch(f"/api/operator/accounts/{account_id}/limits/", json={"tasks_per_minute": 6000, "tasks_burst": 20}),
+        200,
+    )
     assert (changed["tasks_per_minute"], changed["tasks_burst"]) == (6000, 20)
     # The claim script reads the new limit at once (one poll per 10 ms now).
     time.sleep(0.05)
@@ -251,25 +271,38 @@ def test_a_client_cannot_pick_its_address_with_a_header_line_of_its_own(server: 
     proxy_saw = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
     statuses = []
     for i in range(5):
-        response = httpx.post(f"{server.base_url}/api/auth/login/",
-                              json={"email": "nobody@example.com", "password": "x" * 9},
-                              headers=[("X-Forwarded-For", f"10.0.0.{i}"), ("X-Forwarded-For", proxy_saw)])
+        response = httpx.post(
+            f"{server.base_url}/api/auth/login/",
+            json={"email": "nobody@example.com", "password": "x" * 9},
+            headers=[("X-Forwarded-For", f"10.0.0.{i}"), ("X-Forwarded-For", proxy_saw)],
+        )
         statuses.append(response.status_code)
     assert statuses == [401, 401, 401, 401, 429], statuses
 
 
-@pytest.mark.parametrize(("address", "key"), [
-    ("203.0.113.9", "203.0.113.9"), ("::ffff:203.0.113.9", "203.0.113.9"),
-    ("2001:db8:1:2::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
-    ("[2001:db8:1:3::1]", "2001:db8:1:3::/64"), ("not an address", "not an address"),
-])
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("[2001:db8:1:3::1]", "2001:db8:1:3::/64"),
+        ("not an address", "not an address"),
+    ],
+)
 def test_client_keys(address: str, key: str) -> None:
     assert client_key(address) == key
 
 
 def test_an_ipv6_host_cannot_rotate_through_its_own_prefix(server: ServerProcess) -> None:
     prefix = f"2001:db8:{uuid.uuid4().int % 65000:x}:1"
-    statuses = [httpx.post(f"{server.base_url}/api/auth/login/",
-                           json={"email": "nobody@example.com", "password": "x" * 9},
-                           headers={"X-Forwarded-For": f"{prefix}::{i + 1:x}"}).status_code for i in range(5)]
+    statuses = [
+        httpx.post(
+            f"{server.base_url}/api/auth/login/",
+            json={"email": "nobody@example.com", "password": "x" * 9},
+            headers={"X-Forwarded-For": f"{prefix}::{i + 1:x}"},
+        ).status_code
+        for i in range(5)
+    ]
     assert statuses == [401, 401, 401, 401, 429], statuses

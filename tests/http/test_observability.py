@@ -8,6 +8,7 @@ httpx (not ``Api``), since ``Api`` records paths for the OpenAPI check.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import re
 import time
@@ -38,8 +39,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("connecfy-observability")
-    process = ServerProcess(data_dir, workers=2, settings={"CONNECFY_METRICS_TOKEN": TOKEN},
-                            separate_stderr=True).start()
+    process = ServerProcess(
+        data_dir, workers=2, settings={"CONNECFY_METRICS_TOKEN": TOKEN}, separate_stderr=True
+    ).start()
     try:
         yield process
     finally:
@@ -87,15 +89,28 @@ def access_lines(server: ServerProcess, request_id: str, *, wait: float = 5.0) -
 
 def signup(server: ServerProcess, account_type: str) -> Api:
     user = Api(server.base_url)
-    user.account = expect(user.post("/api/auth/signup/", json={
-        "email": f"obs-{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD, "account_type": account_type}), 201)
+    user.account = expect(
+        user.post(
+            "/api/auth/signup/",
+            json={
+                "email": f"obs-{uuid.uuid4().hex[:10]}@example.com",
+                "password": PASSWORD,
+                "account_type": account_type,
+            },
+        ),
+        201,
+    )
     return user
 
 
 def pair(server: ServerProcess, owner: Api) -> tuple[str, Api]:
     code = expect(owner.post("/api/devices/pairing-codes/"), 201)["code"]
-    registered = expect(Api(server.base_url).post("/api/devices/register/", json={
-        "code": code, "device_name": "Pixel 7", "phone_number": TO}), 201)
+    registered = expect(
+        Api(server.base_url).post(
+            "/api/devices/register/", json={"code": code, "device_name": "Pixel 7", "phone_number": TO}
+        ),
+        201,
+    )
     return registered["device_id"], Api(server.base_url, **{"X-Device-Token": registered["device_token"]})
 
 
@@ -115,8 +130,11 @@ def test_request_counts_add_up_across_both_workers(server: ServerProcess) -> Non
         ids.append(rid)
         made += 1
         if made % 20 == 0:
-            pids = {e["pid"] for e in log_lines(server)
-                    if e["logger"] == "connecfy.access" and str(e.get("request_id", "")).startswith("count-")}
+            pids = {
+                e["pid"]
+                for e in log_lines(server)
+                if e["logger"] == "connecfy.access" and str(e.get("request_id", "")).startswith("count-")
+            }
     assert len(pids) == 2, f"one worker answered all {made} requests: {pids}"
     for _ in range(3):
         assert httpx.get(f"{server.base_url}/api/nothing-here/").status_code == 404
@@ -126,20 +144,24 @@ def test_request_counts_add_up_across_both_workers(server: ServerProcess) -> Non
     # Every scrape, whichever worker answers it, sees the sum over both.
     for _ in range(4):
         after = scrape(server)
-        assert requests_counted(after, "/healthz", "GET", 200) - requests_counted(before, "/healthz", "GET", 200) \
-            == made
-        assert requests_counted(after, "unmatched", "GET", 404) - requests_counted(before, "unmatched", "GET", 404) \
-            == 3
+        assert (
+            requests_counted(after, "/healthz", "GET", 200) - requests_counted(before, "/healthz", "GET", 200) == made
+        )
+        assert requests_counted(after, "unmatched", "GET", 404) - requests_counted(before, "unmatched", "GET", 404) == 3
         assert requests_counted(after, "unmatched", "DELETE", 405) >= 1
         assert requests_counted(after, "/api/stats/", "GET", 401) >= 1
 
     # The latency histogram: every bucket, cumulative, +Inf equal to the count.
-    buckets = {dict(labels)["le"]: v for (name, labels), v in after.items()
-               if name == "connecfy_http_request_duration_seconds_bucket"
-               and dict(labels)["route"] == "/healthz" and dict(labels)["method"] == "GET"}
+    buckets = {
+        dict(labels)["le"]: v
+        for (name, labels), v in after.items()
+        if name == "connecfy_http_request_duration_seconds_bucket"
+        and dict(labels)["route"] == "/healthz"
+        and dict(labels)["method"] == "GET"
+    }
     assert {"0.001", "0.01", "0.1", "1.0", "+Inf"} <= set(buckets), buckets
     ordered = sorted(buckets.items(), key=lambda kv: float(kv[0]))
-    assert all(a[1] <= b[1] for a, b in zip(ordered, ordered[1:], strict=False)), ordered
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(ordered)), ordered
     count = value(after, "connecfy_http_request_duration_seconds_count", route="/healthz", method="GET")
     assert buckets["+Inf"] == count >= made
     assert value(after, "connecfy_http_request_duration_seconds_sum", route="/healthz", method="GET") > 0
@@ -161,8 +183,12 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
         expect(owner.post("/api/sms/send/", json={"device_id": first, "to": TO, "message": f"device {i}"}), 202)
     key = expect(owner.post("/api/api-keys/", json={"name": "backend"}), 201)["api_key"]
     for i in range(2):
-        expect(Api(server.base_url).post("/api/external/send/", json={
-            "api_key": key, "to": TO, "message": f"own pool {i}"}), 202)
+        expect(
+            Api(server.base_url).post(
+                "/api/external/send/", json={"api_key": key, "to": TO, "message": f"own pool {i}"}
+            ),
+            202,
+        )
     api_only = signup(server, "api_only")
     for i in range(4):
         expect(api_only.post("/api/sms/send/", json={"to": TO, "message": f"platform {i}"}), 202)
@@ -186,8 +212,9 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
     assert value(after, "connecfy_devices_online", shard="account") == 2
     assert value(after, "connecfy_queued_messages", queue="device", shard="account") == 1
     assert requests_counted(after, TASKS_ROUTE, "GET", 200) == 1
-    assert not [labels for (_, labels) in after if any(first in v or second in v for _, v in labels)], \
+    assert not [labels for (_, labels) in after if any(first in v or second in v for _, v in labels)], (
         "a device id leaked into a label"
+    )
     if claims_wired():
         assert value(after, "connecfy_claims_total") - value(samples, "connecfy_claims_total") == 1
         assert value(after, "connecfy_claimed_messages_total") - value(samples, "connecfy_claimed_messages_total") == 2
@@ -200,8 +227,12 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
 
 def test_metrics_need_the_token_when_one_is_set(server: ServerProcess) -> None:
     url = f"{server.base_url}/metrics"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                    {"Authorization": f"Basic {TOKEN}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
         response = httpx.get(url, headers=headers)
         expect_error(response, 401, "not_authenticated")
         assert GENERATED_ID.fullmatch(response.headers["x-request-id"])
@@ -227,19 +258,26 @@ def test_request_id_is_echoed_or_generated_on_every_answer(server: ServerProcess
         seen.add(generated)
     assert len(seen) == 5, "each request gets its own id"
     # Errors carry it too: 401, 404, 405, and a body the app refuses.
-    for response in (httpx.get(f"{base}/api/stats/", headers={"X-Request-ID": "err-401"}),
-                     httpx.get(f"{base}/no/such/path", headers={"X-Request-ID": "err-404"}),
-                     httpx.put(f"{base}/healthz", headers={"X-Request-ID": "err-405"}),
-                     httpx.post(f"{base}/api/devices/register/", content=b"{", headers={
-                         "X-Request-ID": "err-400", "Content-Type": "application/json"})):
+    for response in (
+        httpx.get(f"{base}/api/stats/", headers={"X-Request-ID": "err-401"}),
+        httpx.get(f"{base}/no/such/path", headers={"X-Request-ID": "err-404"}),
+        httpx.put(f"{base}/healthz", headers={"X-Request-ID": "err-405"}),
+        httpx.post(
+            f"{base}/api/devices/register/",
+            content=b"{",
+            headers={"X-Request-ID": "err-400", "Content-Type": "application/json"},
+        ),
+    ):
         assert response.status_code >= 400
         assert response.headers["x-request-id"] == f"err-{response.status_code}", response.headers
 
 
 def test_log_lines_are_json_with_the_request_id(server: ServerProcess) -> None:
     rid = "log-" + uuid.uuid4().hex
-    response = httpx.get(f"{server.base_url}/api/devices/{uuid.uuid4().hex}/tasks/",
-                         headers={"X-Request-ID": rid, "X-Device-Token": "not-a-token"})
+    response = httpx.get(
+        f"{server.base_url}/api/devices/{uuid.uuid4().hex}/tasks/",
+        headers={"X-Request-ID": rid, "X-Device-Token": "not-a-token"},
+    )
     assert response.status_code == 401
     [line] = access_lines(server, rid)
     assert line["level"] == "info" and line["message"].startswith("GET /api/devices/")
@@ -254,8 +292,10 @@ def test_log_lines_are_json_with_the_request_id(server: ServerProcess) -> None:
     assert "forwarded_for" not in line
     # A proxy's X-Forwarded-For is logged as received, cut to 512 characters, like the path.
     rid = "fwd-" + uuid.uuid4().hex
-    httpx.get(f"{server.base_url}/healthz/" + "x" * 2000,
-              headers={"X-Request-ID": rid, "X-Forwarded-For": "198.51.100.7, " + "9" * 1000})
+    httpx.get(
+        f"{server.base_url}/healthz/" + "x" * 2000,
+        headers={"X-Request-ID": rid, "X-Forwarded-For": "198.51.100.7, " + "9" * 1000},
+    )
     [line] = access_lines(server, rid)
     assert line["forwarded_for"] == ("198.51.100.7, " + "9" * 1000)[:512]
     assert len(line["path"]) == 512 and line["status"] == 404

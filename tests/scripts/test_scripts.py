@@ -15,8 +15,16 @@ LUA = lua_directory()
 
 def test_every_script_has_a_contract_naming_each_key_and_argument() -> None:
     registry = ScriptRegistry()
-    assert set(registry.scripts) >= {"enqueue", "claim", "report-status", "cancel", "heartbeat", "sweep",
-                                     "rate-limit", "register-device"}
+    assert set(registry.scripts) >= {
+        "enqueue",
+        "claim",
+        "report-status",
+        "cancel",
+        "heartbeat",
+        "sweep",
+        "rate-limit",
+        "register-device",
+    }
     for path in LUA.glob("*.lua"):
         text = path.read_text()
         header = text.split("]]", 1)[0]

@@ -15,8 +15,8 @@ import shutil
 import redis.asyncio as aioredis
 
 from broker import Broker, Settings
-from connecfy.redis_server import bundled_redis_server, redis_server_version
 from broker.scripts import ScriptRegistry
+from connecfy.redis_server import bundled_redis_server, redis_server_version
 
 
 def _real_redis_binaries() -> dict[str, str]:
@@ -39,8 +39,14 @@ BACKENDS = ["fakeredis", *(f"redis-{v}" for v in sorted(REAL_REDIS))]
 NEWEST_REAL = f"redis-{max(REAL_REDIS, key=lambda v: tuple(int(x) for x in v.split('.')))}"
 
 
-ROOMY_LIMITS = {"tasks_per_minute": 1_000_000, "tasks_burst": 1_000_000, "sends_per_second": 1_000_000,
-                "sends_burst": 1_000_000, "auth_per_minute": 1_000_000, "auth_burst": 1_000_000}
+ROOMY_LIMITS = {
+    "tasks_per_minute": 1_000_000,
+    "tasks_burst": 1_000_000,
+    "sends_per_second": 1_000_000,
+    "sends_burst": 1_000_000,
+    "auth_per_minute": 1_000_000,
+    "auth_burst": 1_000_000,
+}
 
 
 def roomy_settings(**values: object) -> Settings:
@@ -62,8 +68,9 @@ class Clock:
         self.now_ms += ms
 
 
-async def history_broker(redis_client: aioredis.Redis, scripts: ScriptRegistry, clock: Clock, store: object,
-                         **settings: object) -> Broker:
+async def history_broker(
+    redis_client: aioredis.Redis, scripts: ScriptRegistry, clock: Clock, store: object, **settings: object
+) -> Broker:
     """A started broker with roomy limits (and ``settings``) and ``store`` attached as its
     history: the history tests' broker."""
     b = Broker(redis_client, roomy_settings(**settings), scripts, clock=clock)

@@ -39,8 +39,13 @@ SCREENSHOTS = ROOT / "tests" / ".screenshots"  # every test run's pictures (git 
 DOC_IMAGES = ROOT / "docs" / "images"  # the committed ones: see refresh_doc_images()
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Many sign-ups and pairings from 127.0.0.1 within a minute: the per-address auth limit
 # is raised for this server only (the limit itself is tested elsewhere).
 ASSET_TYPES = frozenset({"stylesheet", "script", "image", "font", "media"})
@@ -143,7 +148,9 @@ class Person:
                 const r = await fetch(path, init);
                 const text = await r.text();
                 return [r.status, text ? JSON.parse(text) : null];
-            }""", [method, path, body])
+            }""",
+            [method, path, body],
+        )
         return status, answer
 
     def close(self) -> None:

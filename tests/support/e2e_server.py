@@ -44,8 +44,9 @@ def server_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None,
-                 separate_stderr: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None, separate_stderr: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.settings = settings or {}  # CONNECFY_* variables for this server
@@ -73,9 +74,23 @@ class ServerProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
         err: Any = open(self.stderr_path, "wb") if self.stderr_path else subprocess.STDOUT  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(CONNECFY), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--workers", str(self.workers)],
-            stdout=log, stderr=err, env={**server_env(), **self.settings}, cwd=self.data_dir)
+            [
+                str(CONNECFY),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=log,
+            stderr=err,
+            env={**server_env(), **self.settings},
+            cwd=self.data_dir,
+        )
         log.close()
         if self.stderr_path:
             err.close()
@@ -83,8 +98,9 @@ class ServerProcess:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"connecfy serve exited with {self.process.returncode} before it was ready:\n"
-                                   f"{self.output()}")
+                raise RuntimeError(
+                    f"connecfy serve exited with {self.process.returncode} before it was ready:\n{self.output()}"
+                )
             try:
                 response = httpx.get(f"{self.base_url}/readyz", timeout=1.0)
                 if response.status_code == 200:
@@ -98,9 +114,22 @@ class ServerProcess:
 
     def create_operator(self, email: str, password: str) -> str:
         result = subprocess.run(
-            [str(CONNECFY), "operator", "create", "--email", email, "--password-stdin",
-             "--data-dir", str(self.data_dir)],
-            input=password + "\n", capture_output=True, text=True, env=server_env(), timeout=30)
+            [
+                str(CONNECFY),
+                "operator",
+                "create",
+                "--email",
+                email,
+                "--password-stdin",
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            timeout=30,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"operator create failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -113,8 +142,9 @@ class ServerProcess:
             return self.process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"connecfy serve did not exit within {STOP_TIMEOUT} s of SIGTERM:\n"
-                                 f"{self.output()}") from None
+            raise AssertionError(
+                f"connecfy serve did not exit within {STOP_TIMEOUT} s of SIGTERM:\n{self.output()}"
+            ) from None
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -130,8 +160,7 @@ class Api:
     """One user's HTTP client: keeps its cookies and echoes the CSRF cookie."""
 
     def __init__(self, base_url: str, **headers: str) -> None:
-        self.client = httpx.Client(base_url=base_url, timeout=10.0, headers=headers,
-                                   event_hooks={"request": [_record]})
+        self.client = httpx.Client(base_url=base_url, timeout=10.0, headers=headers, event_hooks={"request": [_record]})
         self.account: dict[str, Any] = {}  # the signup or login answer, for a user's client
 
     def close(self) -> None:
@@ -161,8 +190,10 @@ def describe(response: httpx.Response) -> str:
     """The exchange, for assertion messages."""
     request = response.request
     body = request.content[:300].decode(errors="replace") if request.content else ""
-    return (f"{request.method} {request.url.path}{'?' + request.url.query.decode() if request.url.query else ''}"
-            f" {body!s} -> {response.status_code} {response.text[:500]}")
+    return (
+        f"{request.method} {request.url.path}{'?' + request.url.query.decode() if request.url.query else ''}"
+        f" {body!s} -> {response.status_code} {response.text[:500]}"
+    )
 
 
 def expect(response: httpx.Response, status: int) -> Any:
@@ -176,7 +207,7 @@ def expect(response: httpx.Response, status: int) -> Any:
 
 ERROR_KEYS = {"status_code", "code", "detail"}
 ERROR_EXTRA_KEYS = {"field", "index"}
-TRACEBACK_MARKERS = ("Traceback", 'File "', ", line ", "site-packages", ".py\"")
+TRACEBACK_MARKERS = ("Traceback", 'File "', ", line ", "site-packages", '.py"')
 
 
 def expect_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from broker.records import Account, RegisteredDevice
 TO = "+15551234567"
 
 
-async def pair(broker: Broker, owner: Account | None, name: str = "Pixel 7", *,
-               online: bool = True) -> RegisteredDevice:
+async def pair(
+    broker: Broker, owner: Account | None, name: str = "Pixel 7", *, online: bool = True
+) -> RegisteredDevice:
     """Pair a phone to ``owner`` (None: the platform pool) and, by default, heartbeat it."""
     code = await broker.devices.create_pairing_code(owner)
     device = await broker.devices.register(code.code, name)
@@ -18,8 +19,9 @@ async def pair(broker: Broker, owner: Account | None, name: str = "Pixel 7", *,
     return device
 
 
-async def self_managed(broker: Broker, email: str = "owner@example.com", devices: int = 1
-                       ) -> tuple[Account, list[RegisteredDevice]]:
+async def self_managed(
+    broker: Broker, email: str = "owner@example.com", devices: int = 1
+) -> tuple[Account, list[RegisteredDevice]]:
     account = await broker.accounts.create(email, "self_managed")
     return account, [await pair(broker, account, f"phone {i}") for i in range(devices)]
 

@@ -62,23 +62,33 @@ class World:
     def signup(self, account_type: str = "self_managed", prefix: str = "user", **headers: str) -> Api:
         user = self.api(**headers)
         email = f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
-        response = user.post("/api/auth/signup/", json={"email": email, "password": PASSWORD,
-                                                        "account_type": account_type})
+        response = user.post(
+            "/api/auth/signup/", json={"email": email, "password": PASSWORD, "account_type": account_type}
+        )
         account = expect(response, 201)
         assert account["email"] == email and account["account_type"] == account_type, account
         user.account = account
         return user
 
-    def pair(self, owner: Api, name: str = "Pixel 7", *, pool: bool = False, online: bool = True,
-             phone_number: str = TO) -> Phone:
+    def pair(
+        self, owner: Api, name: str = "Pixel 7", *, pool: bool = False, online: bool = True, phone_number: str = TO
+    ) -> Phone:
         if pool:
             code = expect(owner.post("/api/devices/pairing-codes/", json={"pool": True}), 201)
         else:
             code = expect(owner.post("/api/devices/pairing-codes/"), 201)
-        registered = expect(self.api().post("/api/devices/register/", json={
-            "code": code["code"], "device_name": name, "phone_number": phone_number}), 201)
-        phone = Phone(registered["device_id"], registered["device_token"], name,
-                      self.api(**{"X-Device-Token": registered["device_token"]}))
+        registered = expect(
+            self.api().post(
+                "/api/devices/register/", json={"code": code["code"], "device_name": name, "phone_number": phone_number}
+            ),
+            201,
+        )
+        phone = Phone(
+            registered["device_id"],
+            registered["device_token"],
+            name,
+            self.api(**{"X-Device-Token": registered["device_token"]}),
+        )
         if online:
             expect(phone.heartbeat({"battery": 90}), 200)
         return phone
@@ -90,5 +100,4 @@ class World:
         return self.api().post("/api/external/send/", json=body, **kwargs)
 
     def batch(self, api_key: str, messages: list[dict[str, Any]], **kwargs: Any) -> httpx.Response:
-        return self.api().post("/api/external/send-batch/", json={"api_key": api_key, "messages": messages},
-                               **kwargs)
+        return self.api().post("/api/external/send-batch/", json={"api_key": api_key, "messages": messages}, **kwargs)

@@ -16,8 +16,12 @@ def email(prefix: str = "web") -> str:
 
 def register(world: World, code: str, name: str) -> Phone:
     """The simulated phone redeems the code it was shown, over HTTP."""
-    registered = expect(world.api().post("/api/devices/register/", json={
-        "code": code, "device_name": name, "phone_number": "+15550001111"}), 201)
+    registered = expect(
+        world.api().post(
+            "/api/devices/register/", json={"code": code, "device_name": name, "phone_number": "+15550001111"}
+        ),
+        201,
+    )
     token = registered["device_token"]
     return Phone(registered["device_id"], token, name, world.api(**{"X-Device-Token": token}))
 

@@ -12,16 +12,36 @@ NOW = 1_800_000_000_000
 
 
 def record(created: int, status: str = "sent") -> MessageRecord:
-    return MessageRecord(id="m", account="a", to="+15551234567", body="hi", segments=1, route="device",
-                         device="d", status=status, created=created, expires=created + 1, leases=0,
-                         lease_until=0, updated=created, error="")
+    return MessageRecord(
+        id="m",
+        account="a",
+        to="+15551234567",
+        body="hi",
+        segments=1,
+        route="device",
+        device="d",
+        status=status,
+        created=created,
+        expires=created + 1,
+        leases=0,
+        lease_until=0,
+        updated=created,
+        error="",
+    )
 
 
 def test_messages_fall_into_the_hour_they_were_made_and_older_ones_are_left_out() -> None:
     this_hour = NOW // HOUR_MS * HOUR_MS
-    activity = hourly_activity([record(NOW), record(this_hour), record(this_hour - 1, "failed"),
-                                record(this_hour - 23 * HOUR_MS, "expired"), record(this_hour - 23 * HOUR_MS - 1)],
-                               NOW)
+    activity = hourly_activity(
+        [
+            record(NOW),
+            record(this_hour),
+            record(this_hour - 1, "failed"),
+            record(this_hour - 23 * HOUR_MS, "expired"),
+            record(this_hour - 23 * HOUR_MS - 1),
+        ],
+        NOW,
+    )
     assert len(activity.bars) == HOURS
     assert [(b.total, b.failed) for b in activity.bars if b.total] == [(1, 1), (1, 1), (2, 0)]
     assert activity.bars[-1].start_ms == this_hour and activity.bars[0].start_ms == this_hour - 23 * HOUR_MS

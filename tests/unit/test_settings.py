@@ -10,18 +10,31 @@ def test_defaults_are_the_designs() -> None:
     assert (s.presence_ttl_seconds, s.lease_seconds, s.max_leases, s.message_ttl_seconds) == (45, 120, 3, 86_400)
     assert (s.device_segments_per_minute, s.device_segments_per_day, s.quota_api_only) == (30, 1000, 100)
     assert (s.tasks_per_minute, s.tasks_burst, s.sends_per_second, s.sends_burst, s.auth_per_minute) == (
-        6, 10, 20, 200, 20)
+        6,
+        10,
+        20,
+        200,
+        20,
+    )
 
 
 def test_environment_overrides() -> None:
-    s = Settings.from_env({"CONNECFY_LEASE_SECONDS": "30", "REDIS_URL": "redis://x:1/0",
-                           "CONNECFY_SIGNUP_OPEN": "false", "PATH": "/bin"})
+    s = Settings.from_env(
+        {"CONNECFY_LEASE_SECONDS": "30", "REDIS_URL": "redis://x:1/0", "CONNECFY_SIGNUP_OPEN": "false", "PATH": "/bin"}
+    )
     assert (s.lease_seconds, s.redis_url, s.signup_open) == (30, "redis://x:1/0", False)
 
 
-@pytest.mark.parametrize("env", [{"CONNECFY_LEASE_SECONDS": "soon"}, {"CONNECFY_NO_SUCH_THING": "1"},
-                                 {"CONNECFY_SENDS_PER_SECOND": "0"}, {"CONNECFY_TASKS_BURST": "-3"},
-                                 {"CONNECFY_CLAIM_DEFAULT_LIMIT": "200"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CONNECFY_LEASE_SECONDS": "soon"},
+        {"CONNECFY_NO_SUCH_THING": "1"},
+        {"CONNECFY_SENDS_PER_SECOND": "0"},
+        {"CONNECFY_TASKS_BURST": "-3"},
+        {"CONNECFY_CLAIM_DEFAULT_LIMIT": "200"},
+    ],
+)
 def test_bad_environment_is_an_error(env) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)
