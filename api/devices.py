@@ -16,6 +16,7 @@ from api.observability import claimed
 from broker import Broker, errors
 from broker.clock import iso_utc
 from broker.records import Account, DeviceInfo, DeviceRef
+from broker.validation import MAX_CLAIM_LIMIT
 
 DeviceId = Annotated[str, Parameter(max_length=64)]
 
@@ -116,7 +117,7 @@ class PhoneController(Controller):
 
     @get("/{device_id:str}/tasks/", guards=[device_guard], operation_id="claimTasks")
     async def tasks(
-        self, request: Request, limit: Annotated[int, Parameter(ge=1, le=100)] = 10
+        self, request: Request, limit: Annotated[int, Parameter(ge=1, le=MAX_CLAIM_LIMIT)] = 10
     ) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
         Polling faster than the tasks limit gets 429 with ``Retry-After``."""

@@ -18,9 +18,9 @@ from api.errors import ApiError
 from api.sms import IDEMPOTENCY_HEADER, send_headers
 from broker import errors
 from broker.records import OutgoingMessage
+from broker.validation import MAX_BATCH_MESSAGES
 
 BATCH_MAX_BYTES = 2 * 1024 * 1024
-BATCH_MAX_MESSAGES = 1_000
 
 
 class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,7 +43,7 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
     api_key: str
-    messages: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=BATCH_MAX_MESSAGES)]
+    messages: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_MESSAGES)]
 
 
 class BatchQueued(msgspec.Struct):

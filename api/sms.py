@@ -72,7 +72,7 @@ def message_out(record: MessageRecord) -> MessageOut:
     return MessageOut(
         record.id,
         record.to,
-        record.body,
+        record.message,
         record.status,
         record.device or None,
         record.segments,

@@ -116,7 +116,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     id: str
     account: str
     to: str
-    body: str
+    message: str = msgspec.field(name="body")  # the text; "body" in the stored JSON
     segments: int
     route: Literal["device", "pool"]
     device: str

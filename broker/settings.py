@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from broker.validation import MAX_BATCH_MESSAGES, MAX_CLAIM_LIMIT
+
 ENV_PREFIX = "CONNECFY_"
 
 
@@ -34,8 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     message_ttl_seconds: int = 86_400
     idempotency_ttl_seconds: int = 86_400
     claim_default_limit: int = 10
-    claim_max_limit: int = 100
-    batch_max_messages: int = 1_000
+    claim_max_limit: int = MAX_CLAIM_LIMIT
+    batch_max_messages: int = MAX_BATCH_MESSAGES
 
     # Per-device send budget in SMS segments (Android's own default is 30 per minute).
     device_segments_per_minute: int = 30
@@ -99,6 +101,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"setting {name} must be 1 or more, not {value}")
         if self.claim_default_limit > self.claim_max_limit:
             raise ValueError("setting claim_default_limit must not exceed claim_max_limit")
+        if self.claim_max_limit > MAX_CLAIM_LIMIT:
+            raise ValueError(f"setting claim_max_limit must not exceed {MAX_CLAIM_LIMIT}, the API's own maximum")
+        if self.batch_max_messages > MAX_BATCH_MESSAGES:
+            raise ValueError(f"setting batch_max_messages must not exceed {MAX_BATCH_MESSAGES}, the API's own maximum")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -21,6 +21,12 @@ MAX_NOTE_CHARS = 1_000
 """The operator's note on a limit request."""
 MAX_LIMIT = 10_000_000
 """The largest rate or quota an operator may set."""
+MAX_CLAIM_LIMIT = 100
+"""The most messages one claim hands a phone (``?limit=``), as the API documents it; the
+``claim_max_limit`` setting may lower it, not raise it."""
+MAX_BATCH_MESSAGES = 1_000
+"""The most messages one send takes (the batch endpoint), as the API documents it; the
+``batch_max_messages`` setting may lower it, not raise it."""
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 

@@ -19,7 +19,7 @@ async def test_device_targeted_message_waits_in_that_devices_queue(broker: Broke
     result = await broker.messages.enqueue(account, [OutgoingMessage(TO, "Hello", device.device_id)])
     assert not result.duplicate and len(result.ids) == 1
     record = await broker.message_log.get(account.shard, result.ids[0])
-    assert (record.status, record.route, record.device, record.to, record.body) == (
+    assert (record.status, record.route, record.device, record.to, record.message) == (
         "queued",
         "device",
         device.device_id,

@@ -35,9 +35,9 @@ async def test_filters_by_status_and_device(broker: Broker, clock) -> None:
     sent = await broker.message_log.page(account, status="sent")
     assert [m.id for m in sent.items] == [first.id] and sent.next_cursor is None
     mine = await broker.message_log.page(account, device_id=two.device_id, limit=2)
-    assert [m.body for m in mine.items] == ["m5", "m3"]
+    assert [m.message for m in mine.items] == ["m5", "m3"]
     rest = await broker.message_log.page(account, device_id=two.device_id, limit=2, cursor=mine.next_cursor)
-    assert [m.body for m in rest.items] == ["m1"] and rest.next_cursor is None
+    assert [m.message for m in rest.items] == ["m1"] and rest.next_cursor is None
 
 
 async def test_sparse_filter_pages_on_past_what_it_read(broker: Broker) -> None:
@@ -57,7 +57,7 @@ async def test_api_only_history_is_per_sender_in_the_pool(broker: Broker) -> Non
     two = await broker.accounts.create("two@example.com", "api_only")
     await broker.messages.enqueue(one, [OutgoingMessage(TO, "one's")])
     await broker.messages.enqueue(two, [OutgoingMessage(TO, "two's")])
-    assert [m.body for m in (await broker.message_log.page(one)).items] == ["one's"]
+    assert [m.message for m in (await broker.message_log.page(one)).items] == ["one's"]
 
 
 @pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 501}, {"status": "lost"}, {"cursor": "../x"}])

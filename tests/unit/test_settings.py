@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from broker import Settings
+from broker.validation import MAX_BATCH_MESSAGES, MAX_CLAIM_LIMIT
 
 
 def test_defaults_are_the_designs() -> None:
@@ -38,3 +39,13 @@ def test_environment_overrides() -> None:
 def test_bad_environment_is_an_error(env) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "values", [{"claim_max_limit": MAX_CLAIM_LIMIT + 1}, {"batch_max_messages": MAX_BATCH_MESSAGES + 1}]
+)
+def test_a_setting_may_lower_an_api_maximum_but_not_raise_it(values) -> None:
+    with pytest.raises(ValueError, match="the API's own maximum"):
+        Settings(**values)
+    lowered = {name: value - 2 for name, value in values.items()}
+    assert all(getattr(Settings(**lowered), name) == value for name, value in lowered.items())
