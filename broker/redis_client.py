@@ -16,7 +16,8 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -28,6 +29,8 @@ from broker.settings import Settings
 
 RedisClient = aioredis.Redis | RedisCluster
 """What the broker talks to: one Redis (or fakeredis) or a Redis Cluster."""
+RedisPipeline = Pipeline | ClusterPipeline
+"""A pipeline of either."""
 
 
 class _HiredisPacking:

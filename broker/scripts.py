@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from broker.errors import BrokerError, from_script_reply
+from broker.redis_client import RedisClient
 
 _NAME = re.compile(r"^(?P<name>[a-z][a-z-]*)-(?P<keys>\d+)\.lua$")
 _INCLUDE = re.compile(r'^--- @include "(?P<path>[a-z/_-]+)"\s*$', re.MULTILINE)
@@ -63,14 +64,14 @@ class ScriptRegistry:
             source = _expand(path.read_text(), directory, set())
             self.scripts[match["name"]] = Script(match["name"], int(match["keys"]), source)
 
-    async def load(self, redis: Any) -> None:
+    async def load(self, redis: RedisClient) -> None:
         """Load every script; a script Redis rejects raises here, at start-up."""
         for script in self.scripts.values():
             sha = await redis.script_load(script.source)
             if sha != script.sha:
                 raise RuntimeError(f"Redis hashed {script.name} as {sha}, expected {script.sha}")
 
-    async def call(self, redis: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, redis: RedisClient, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self.scripts[name]
         if len(keys) != script.key_count:
             raise ValueError(f"{name} takes {script.key_count} keys, got {len(keys)}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from broker.redis_client import text
+from broker.redis_client import RedisClient, text
 
 SNAPSHOTTER_GROUP = "snapshotter"
 WEBHOOKS_GROUP = "webhooks"
@@ -25,7 +25,7 @@ def entry_id(value: Any) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def ensure_group(redis: Any, stream: str, group: str) -> None:
+async def ensure_group(redis: RedisClient, stream: str, group: str) -> None:
     """Create ``group`` on ``stream`` (and the stream) reading from its first entry."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)
@@ -35,7 +35,7 @@ async def ensure_group(redis: Any, stream: str, group: str) -> None:
 
 
 async def read(
-    redis: Any, group: str, consumer: str, streams: list[str], *, pending: bool, count: int
+    redis: RedisClient, group: str, consumer: str, streams: list[str], *, pending: bool, count: int
 ) -> list[list[Any] | None]:
     """One read of each stream for ``group`` in one round trip: its entries read before
     and not yet acknowledged (``pending``), else new ones. None for a stream whose group
@@ -55,7 +55,7 @@ async def read(
     return found
 
 
-async def release(redis: Any, stream: str) -> None:
+async def release(redis: RedisClient, stream: str) -> None:
     """Delete the entries of ``stream`` that every consumer group has acknowledged.
 
     A group's unacknowledged entries start at its oldest pending one; with none pending,

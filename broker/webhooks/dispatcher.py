@@ -38,7 +38,7 @@ import msgspec
 from broker import keys, streams
 from broker.clock import duration_text, iso_utc
 from broker.locks import Lease
-from broker.redis_client import REDIS_AWAY, PassLog
+from broker.redis_client import REDIS_AWAY, PassLog, RedisPipeline
 from broker.redis_client import fields as _fields
 from broker.redis_client import text as _text
 from broker.webhooks import events
@@ -243,7 +243,7 @@ class WebhookDispatcher:
 
     def _queue(
         self,
-        pipe: Any,
+        pipe: RedisPipeline,
         shard: str,
         endpoint: Endpoint,
         mark: str,
@@ -408,7 +408,7 @@ class WebhookDispatcher:
         return True
 
     @staticmethod
-    def _leave_lane(pipe: Any, shard: keys.ShardKeys, endpoint_id: str, lane: int, attempt: Attempt) -> None:
+    def _leave_lane(pipe: RedisPipeline, shard: keys.ShardKeys, endpoint_id: str, lane: int, attempt: Attempt) -> None:
         """Queue into ``pipe``: the lane's first event leaves it, with its attempt logged."""
         pipe.lpop(shard.webhook_lane(endpoint_id, lane))
         pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))

@@ -17,7 +17,7 @@ import msgspec
 from broker import errors, ids, keys
 from broker.context import Context
 from broker.records import Account
-from broker.redis_client import fields, text
+from broker.redis_client import RedisPipeline, fields, text
 from broker.streams import WEBHOOKS_GROUP, ensure_group
 from broker.webhooks import events
 from broker.webhooks.addresses import check_resolves, check_url
@@ -291,7 +291,7 @@ class WebhookEndpoints:
         return attempt
 
 
-def log_attempt(pipe: Any, shard: keys.ShardKeys, endpoint_id: str, attempt: Attempt) -> None:
+def log_attempt(pipe: RedisPipeline, shard: keys.ShardKeys, endpoint_id: str, attempt: Attempt) -> None:
     """Queue into ``pipe``: the attempt goes first in the endpoint's log, which keeps
     the latest :data:`LOG_SIZE`."""
     pipe.lpush(shard.webhook_log(endpoint_id), msgspec.json.encode(attempt))
