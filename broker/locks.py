@@ -60,6 +60,13 @@ class Lease:
         self.token = await self.locks.acquire(self.lock, self.holder, self.lease_ms)
         return self.token is not None
 
+    async def check(self) -> None:
+        """LockLost unless this lease still holds the lock with its token: called before a
+        step a stale holder must not take (the snapshotter's trim)."""
+        if self.token is None:
+            raise errors.LockLost(self.lock)
+        await self.locks.check(self.lock, self.token)
+
     async def release(self) -> None:
         if self.token is not None:
             await self.locks.release(self.lock, self.holder, self.token)

@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import msgspec
 
-from broker import keys, streams
+from broker import errors, keys, streams
 from broker.broker import Broker
 from broker.history import FINISHED, HistoryStore
 from broker.locks import Lease
@@ -108,7 +108,11 @@ class Snapshotter:
             return None
         if not await self.epoch_matches():
             return None
-        return await self.snapshot()
+        try:
+            return await self.snapshot()
+        except errors.LockLost:
+            log.warning("the snapshotter lock passed to another process during a pass; it carries on")
+            return None
 
     async def snapshot(self) -> SnapshotReport:
         report = SnapshotReport()
@@ -127,6 +131,7 @@ class Snapshotter:
                 todo = [b.shard for b in batches if len(b.entry_ids) == self.read_count]
                 if not todo:
                     break
+        await self.lease.check()  # trimming deletes from Redis: only the lock's current holder
         report.trimmed = await self.trim()
         if self.passes % RETENTION_EVERY == 0 or self._retention_left:
             report.deleted = await self.delete_expired_history()

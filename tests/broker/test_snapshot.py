@@ -9,7 +9,7 @@ import asyncio
 import msgspec
 import pytest
 
-from broker import Broker, Settings, errors
+from broker import Broker, Settings, errors, keys
 from broker.history import HistoryStore, database_url, metadata
 from broker.records import MessageRecord, OutgoingMessage
 from broker.snapshotter import GROUP, Snapshotter
@@ -231,6 +231,27 @@ async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbro
     report = await second.run_once()
     assert report is not None and report.stored == 1
     assert await first.run_once() is None
+
+
+async def test_a_snapshotter_that_lost_its_lock_mid_pass_stores_but_does_not_trim(
+    hbroker: Broker, history_store, clock
+) -> None:
+    """Storing is idempotent, so a stale holder's copy does no harm; trimming deletes from
+    Redis, so it is fenced: a holder whose token is no longer the lock's stops there."""
+    account, [device] = await self_managed(hbroker)
+    [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
+    [claimed] = await hbroker.messages.claim(device.ref)
+    await hbroker.messages.report_status(device.ref, claimed.id, "sent")
+    stale = Snapshotter(hbroker, history_store, lease_ms=10_000)
+    assert await stale.run_once() is not None
+    clock.advance(HOT_MS)
+    # Its lease lapses (a long pause) and another process takes the lock with a new token.
+    await hbroker.redis.delete(keys.SNAPSHOTTER_LOCK)
+    assert await hbroker.locks.acquire(keys.SNAPSHOTTER_LOCK, "another-host", 10_000) is not None
+    with pytest.raises(errors.LockLost):
+        await stale.snapshot()  # the pass it was already in when it lost the lock
+    assert await hbroker.redis.hexists(hbroker.shard(account.shard).messages, mid)
+    assert await stale.run_once() is None  # its next pass finds the lock taken
 
 
 async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, history_store, clock) -> None:
