@@ -15,11 +15,9 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request
-from litestar.openapi import OpenAPIConfig
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
-from api.credentials import DEPENDENCIES
 from api.dashboard import dashboard_router, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers
@@ -27,7 +25,7 @@ from api.external import ExternalController
 from api.health import HealthController
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
-from api.openapi import complete_schema
+from api.openapi import ClosedStructs, openapi_config
 from api.sms import SmsController
 from api.stats import StatsController
 from api.webhooks import WebhooksController
@@ -44,7 +42,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _body_types: dict[int, Any] = {}
 
 
-def _declared_body(request: Request) -> Any:
+def _declared_body(request: Request[Any, Any, Any]) -> Any:
     handler = request.route_handler
     key = id(handler)
     if key not in _body_types:
@@ -53,7 +51,7 @@ def _declared_body(request: Request) -> Any:
     return _body_types[key]
 
 
-async def check_body(request: Request) -> None:
+async def check_body(request: Request[Any, Any, Any]) -> None:
     """A body must be JSON (415 otherwise) of exactly the declared types (400 otherwise).
 
     Litestar converts leniently ("81" would pass as 81); this strict decode runs first,
@@ -101,7 +99,6 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             max_in_flight=8,
             allow_loopback=settings.webhook_allow_loopback_http,
         )
-        complete_schema(app)
         tasks = (
             start_jobs(broker, history, Observers(swept, webhook_attempted))
             if sweep and settings.background_in_workers
@@ -132,12 +129,12 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             dashboard_router,
         ],
         template_config=template_config,
-        dependencies=DEPENDENCIES,
         exception_handlers=exception_handlers(),
         before_request=check_body,
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Connecfy", version=__version__, path="/schema"),
+        openapi_config=openapi_config(__version__),
+        plugins=[ClosedStructs()],
         debug=False,
         logging_config=None,  # configure_logging() owns the log format: JSON lines
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from argon2 import PasswordHasher
@@ -11,10 +11,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import Cookie
 
-from api.credentials import CSRF_COOKIE, SESSION_COOKIE, session_guard
+from api.credentials import CSRF_COOKIE, SESSION_COOKIE, session_guard, session_of
 from api.errors import ApiError
+from api.inputs import Email
 from api.limits import auth_rate_guard
-from broker import Broker, errors
+from api.openapi import BODY, CONFLICT, FORBIDDEN, PUBLIC, SESSION_AND_CSRF, SESSION_CSRF, documented
+from api.state import broker_of
+from broker import errors
 from broker.records import Account, Session
 
 _hasher = PasswordHasher()
@@ -24,9 +27,12 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
 
+Password = Annotated[str, msgspec.Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+
+
 class SignupBody(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
-    password: str
+    email: Email
+    password: Password
     account_type: Literal["self_managed", "api_only"]
 
 
@@ -67,9 +73,9 @@ def _check_password(password: str) -> None:
         raise ApiError(400, "invalid_password", f"the password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
-def with_session_cookies(response: Response, request: Request, session: Session) -> Response:
+def with_session_cookies(response: Response[Any], request: Request[Any, Any, Any], session: Session) -> Response[Any]:
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-    max_age = max(0, (session.expires_at_ms - request.app.state.broker.clock()) // 1000)
+    max_age = max(0, (session.expires_at_ms - broker_of(request).clock()) // 1000)
     response.set_cookie(
         Cookie(
             key=SESSION_COOKIE,
@@ -99,9 +105,16 @@ class AuthController(Controller):
     path = "/api/auth"
     tags = ["dashboard: account"]
 
-    @post("/signup/", status_code=201, guards=[auth_rate_guard("signup")], operation_id="signup")
-    async def signup(self, request: Request, data: SignupBody, broker: Broker) -> Response[AccountOut]:
+    @post(
+        "/signup/",
+        status_code=201,
+        guards=[auth_rate_guard("signup")],
+        operation_id="signup",
+        **documented(BODY, PUBLIC, FORBIDDEN, CONFLICT),
+    )
+    async def signup(self, request: Request[Any, Any, Any], data: SignupBody) -> Response[AccountOut]:
         """Create an account (self-managed or API-only) and log in."""
+        broker = broker_of(request)
         if not broker.settings.signup_open:
             raise ApiError(403, "signup_closed", "signup is closed on this server")
         _check_password(data.password)
@@ -111,9 +124,16 @@ class AuthController(Controller):
         session = await broker.sessions.create(account)
         return with_session_cookies(Response(account_out(account), status_code=201), request, session)
 
-    @post("/login/", status_code=200, guards=[auth_rate_guard("login")], operation_id="login")
-    async def login(self, request: Request, data: LoginBody, broker: Broker) -> Response[AccountOut]:
+    @post(
+        "/login/",
+        status_code=200,
+        guards=[auth_rate_guard("login")],
+        operation_id="login",
+        **documented(BODY, PUBLIC, (401,)),
+    )
+    async def login(self, request: Request[Any, Any, Any], data: LoginBody) -> Response[AccountOut]:
         """Log in; any bad email/password pair gets the same 401."""
+        broker = broker_of(request)
         try:
             account: Account | None = await broker.accounts.find_by_email(data.email)
         except (errors.AccountNotFound, errors.InvalidInput):
@@ -123,10 +143,16 @@ class AuthController(Controller):
         session = await broker.sessions.create(account)
         return with_session_cookies(Response(account_out(account), status_code=200), request, session)
 
-    @post("/logout/", status_code=204, guards=[session_guard], operation_id="logout")
-    async def logout(self, session: Session, broker: Broker) -> Response[None]:
+    @post(
+        "/logout/",
+        status_code=204,
+        guards=[session_guard],
+        operation_id="logout",
+        **documented(BODY, SESSION_CSRF, security=SESSION_AND_CSRF),
+    )
+    async def logout(self, request: Request[Any, Any, Any]) -> Response[None]:
         """End the session; both cookies are cleared."""
-        await broker.sessions.delete(session.id)
+        await broker_of(request).sessions.delete(session_of(request).id)
         response: Response[None] = Response(None, status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         response.delete_cookie(CSRF_COOKIE, path="/")

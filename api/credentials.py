@@ -5,8 +5,8 @@
   echoed in ``X-CSRFToken`` (checked against the session's own token);
 - external API key: ``api_key`` in the JSON body, send-only.
 
-Each guard stores what it resolved on ``connection.state`` (``device``, ``account``,
-``session``); handlers read it from there through the dependencies below.
+Each guard stores what it resolved on ``connection.state``; handlers read it back with
+:func:`device_of`, :func:`account_of` and :func:`session_of`.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ from typing import Any
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 
 from api.errors import forbidden, not_authenticated
-from broker import Broker, errors
+from api.state import broker_of
+from broker import errors
 from broker.records import Account, DeviceRef, Session
 
 SESSION_COOKIE = "sessionid"
 CSRF_COOKIE = "csrftoken"
-CSRF_HEADER = "x-csrftoken"
+CSRF_HEADER = "X-CSRFToken"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def broker_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Broker:
-    return connection.app.state.broker
 
 
 def _device_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -123,25 +119,16 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
     connection.state.account = account
 
 
-def _account(request: Any) -> Account:
-    return request.state.account
+def device_of(connection: ASGIConnection[Any, Any, Any, Any]) -> DeviceRef:
+    """The device that :func:`device_guard` let in."""
+    return connection.state.device  # type: ignore[no-any-return]
 
 
-def _device(request: Any) -> DeviceRef:
-    return request.state.device
+def account_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Account:
+    """The account that :func:`session_guard` or :func:`api_key_guard` let in."""
+    return connection.state.account  # type: ignore[no-any-return]
 
 
-def _session(request: Any) -> Session:
-    return request.state.session
-
-
-def _broker(request: Any) -> Broker:
-    return request.app.state.broker
-
-
-DEPENDENCIES = {
-    "account": Provide(_account, sync_to_thread=False),
-    "device": Provide(_device, sync_to_thread=False),
-    "session": Provide(_session, sync_to_thread=False),
-    "broker": Provide(_broker, sync_to_thread=False),
-}
+def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Session:
+    """The dashboard session that :func:`session_guard` let in."""
+    return connection.state.session  # type: ignore[no-any-return]

@@ -3,28 +3,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import Parameter
 
-from api.credentials import device_guard, session_guard, unpaired
+from api.credentials import account_of, device_guard, device_of, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
+from api.inputs import E164, Battery, ClaimLimit, Name, PathId, SegmentBudget, VersionText
 from api.limits import auth_rate_guard
-from api.observability import claimed
+from api.observability.metrics import claimed
+from api.openapi import (
+    ANOTHER_DEVICE,
+    BODY,
+    DEVICE,
+    DEVICE_TOKEN,
+    FORBIDDEN,
+    NOT_FOUND,
+    PARAMETERS,
+    PUBLIC,
+    SESSION,
+    SESSION_AND_CSRF,
+    SESSION_COOKIE_ONLY,
+    SESSION_CSRF,
+    documented,
+)
+from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import iso_utc
 from broker.records import Account, DeviceInfo, DeviceRef
-from broker.validation import MAX_CLAIM_LIMIT
 
-DeviceId = Annotated[str, Parameter(max_length=64)]
+PairingCode = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,16}$", description="The code from the Add Device screen.")
+]
+OptionalPhoneNumber = Annotated[str, msgspec.Meta(pattern=E164.replace("^", "^(", 1).replace("$", ")?$"))]
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
-    code: str
-    device_name: str
-    phone_number: str = ""
+    code: PairingCode
+    device_name: Name
+    phone_number: OptionalPhoneNumber = ""
 
 
 class Registered(msgspec.Struct):
@@ -40,9 +58,9 @@ class Task(msgspec.Struct):
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):
-    battery: int | None = None
-    android_version: str | None = None
-    app_version: str | None = None
+    battery: Battery | None = None
+    android_version: VersionText | None = None
+    app_version: VersionText | None = None
 
 
 class HeartbeatOut(msgspec.Struct):
@@ -76,9 +94,9 @@ class DeviceOut(msgspec.Struct):
 
 
 class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    device_name: str | None = None
-    segments_per_minute: int | None = None
-    segments_per_day: int | None = None
+    device_name: Name | None = None
+    segments_per_minute: SegmentBudget | None = None
+    segments_per_day: SegmentBudget | None = None
 
 
 def device_out(info: DeviceInfo) -> DeviceOut:
@@ -99,42 +117,55 @@ def device_out(info: DeviceInfo) -> DeviceOut:
 
 
 class PhoneController(Controller):
-    """What a paired phone calls."""
+    """What a paired phone calls. Like every handler, these read the broker and the
+    credential with ``broker_of`` and ``device_of`` (no dependency to resolve on the
+    phone's hot paths), and leave the path's ``device_id`` to the guard, which answers
+    403 for another device's id before the handler runs."""
 
     path = "/api/devices"
     tags = ["phone"]
 
-    @post("/register/", status_code=201, guards=[auth_rate_guard("register")], operation_id="registerDevice")
-    async def register(self, data: RegisterBody, broker: Broker) -> Registered:
+    @post(
+        "/register/",
+        status_code=201,
+        guards=[auth_rate_guard("register")],
+        operation_id="registerDevice",
+        **documented(BODY, PUBLIC),
+    )
+    async def register(self, request: Request[Any, Any, Any], data: RegisterBody) -> Registered:
         """Redeem a one-time pairing code from the dashboard's Add Device screen."""
-        device = await broker.devices.register(data.code, data.device_name, data.phone_number)
+        device = await broker_of(request).devices.register(data.code, data.device_name, data.phone_number)
         return Registered(device.device_id, device.device_token, device.device_name)
 
-    # The phone's hot paths take the request itself rather than the ``device`` and
-    # ``broker`` dependencies: Litestar resolves two or more dependencies in an anyio
-    # task group, two tasks per request, a cost these endpoints pay thousands of times
-    # a second.
-
-    @get("/{device_id:str}/tasks/", guards=[device_guard], operation_id="claimTasks")
-    async def tasks(
-        self, request: Request, limit: Annotated[int, Parameter(ge=1, le=MAX_CLAIM_LIMIT)] = 10
-    ) -> Response[list[Task]]:
+    @get(
+        "/{device_id:str}/tasks/",
+        guards=[device_guard],
+        operation_id="claimTasks",
+        **documented(PARAMETERS, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
+    )
+    async def tasks(self, request: Request[Any, Any, Any], limit: ClaimLimit = 10) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
         Polling faster than the tasks limit gets 429 with ``Retry-After``."""
         try:
-            result = await request.app.state.broker.messages.claim_tasks(request.state.device, limit)
+            result = await broker_of(request).messages.claim_tasks(device_of(request), limit)
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         claimed(len(result.messages))
         return Response([Task(m.id, m.to, m.message) for m in result.messages], headers=rate_headers(result.rate))
 
-    @post("/{device_id:str}/heartbeat/", status_code=200, guards=[device_guard], operation_id="heartbeat")
-    async def heartbeat(self, request: Request, data: HeartbeatBody | None = None) -> HeartbeatOut:
+    @post(
+        "/{device_id:str}/heartbeat/",
+        status_code=200,
+        guards=[device_guard],
+        operation_id="heartbeat",
+        **documented(BODY, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
+    )
+    async def heartbeat(self, request: Request[Any, Any, Any], data: HeartbeatBody | None = None) -> HeartbeatOut:
         """The only presence signal: call every ~15 s."""
         data = data or HeartbeatBody()
-        device: DeviceRef = request.state.device
+        device = device_of(request)
         try:
-            seen = await request.app.state.broker.presence.heartbeat(
+            seen = await broker_of(request).presence.heartbeat(
                 device, battery=data.battery, android_version=data.android_version, app_version=data.app_version
             )
         except errors.DeviceNotFound:
@@ -157,12 +188,18 @@ class DashboardDevicesController(Controller):
     guards = [session_guard]
     tags = ["dashboard: devices"]
 
-    @post("/pairing-codes/", status_code=201, operation_id="createPairingCode")
+    @post(
+        "/pairing-codes/",
+        status_code=201,
+        operation_id="createPairingCode",
+        **documented(BODY, SESSION_CSRF, FORBIDDEN, security=SESSION_AND_CSRF),
+    )
     async def pairing_code(
-        self, account: Account, broker: Broker, data: PairingCodeBody | None = None
+        self, request: Request[Any, Any, Any], data: PairingCodeBody | None = None
     ) -> PairingCodeOut:
         """A one-time code (10 minutes) that pairs a phone; ``{"pool": true}`` pairs a
         platform pool phone (operator only)."""
+        account = account_of(request)
         pool = bool(data and data.pool)
         if pool and not account.operator:
             raise forbidden("only the operator pairs platform pool phones")
@@ -170,20 +207,30 @@ class DashboardDevicesController(Controller):
             raise ApiError(
                 403, "api_only_account", "API-only accounts send through the platform pool and pair no phones"
             )
-        code = await broker.devices.create_pairing_code(None if pool else account)
+        code = await broker_of(request).devices.create_pairing_code(None if pool else account)
         return PairingCodeOut(code.code, iso_utc(code.expires_at_ms) or "")
 
-    @get("/", operation_id="listDevices")
-    async def list_devices(self, account: Account, broker: Broker, pool: bool = False) -> list[DeviceOut]:
+    @get(
+        "/",
+        operation_id="listDevices",
+        **documented(PARAMETERS, SESSION, FORBIDDEN, security=SESSION_COOKIE_ONLY),
+    )
+    async def list_devices(self, request: Request[Any, Any, Any], pool: bool = False) -> list[DeviceOut]:
         """The account's devices with presence; ``?pool=true``: the platform pool's (operator)."""
+        account = account_of(request)
         if pool and not account.operator:
             raise forbidden("only the operator sees the platform pool")
-        return [device_out(d) for d in await broker.devices.list_for(None if pool else account)]
+        return [device_out(d) for d in await broker_of(request).devices.list_for(None if pool else account)]
 
-    @patch("/{device_id:str}/", operation_id="updateDevice")
-    async def update(self, device_id: DeviceId, data: DeviceUpdate, account: Account, broker: Broker) -> DeviceOut:
+    @patch(
+        "/{device_id:str}/",
+        operation_id="updateDevice",
+        **documented(BODY, SESSION_CSRF, NOT_FOUND, security=SESSION_AND_CSRF),
+    )
+    async def update(self, request: Request[Any, Any, Any], device_id: PathId, data: DeviceUpdate) -> DeviceOut:
         """Rename a device or change its send budget (segments per minute and per day)."""
-        ref = await owned_device(broker, account, device_id)
+        broker = broker_of(request)
+        ref = await owned_device(broker, account_of(request), device_id)
         await broker.devices.update(
             ref,
             name=data.device_name,
@@ -192,12 +239,17 @@ class DashboardDevicesController(Controller):
         )
         return device_out(await broker.devices.info(ref))
 
-    @delete("/{device_id:str}/", status_code=204, operation_id="removeDevice")
-    async def remove(self, device_id: DeviceId, account: Account, broker: Broker) -> Response[None]:
+    @delete(
+        "/{device_id:str}/",
+        status_code=204,
+        operation_id="removeDevice",
+        **documented(PARAMETERS, SESSION_CSRF, NOT_FOUND, security=SESSION_AND_CSRF),
+    )
+    async def remove(self, request: Request[Any, Any, Any], device_id: PathId) -> None:
         """Remove a device: its token stops working at once."""
-        ref = await owned_device(broker, account, device_id)
+        broker = broker_of(request)
+        ref = await owned_device(broker, account_of(request), device_id)
         try:
             await broker.devices.remove(ref)
         except errors.DeviceNotFound:
             raise not_found("device") from None
-        return Response(None, status_code=204)

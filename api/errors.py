@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.state import broker_of
 from broker import errors
 from broker.records import RateDecision
 from broker.redis_client import REDIS_AWAY
@@ -100,7 +101,7 @@ def _broker_error(request: Request, exc: errors.BrokerError) -> Response:
     if isinstance(exc, errors.RateLimited):
         headers = rate_headers(exc.decision)
     elif isinstance(exc, errors.QuotaExceeded):
-        now_ms = request.app.state.broker.clock()
+        now_ms = broker_of(request).clock()
         headers = {"Retry-After": str(max(1, -(-(86_400_000 - now_ms % 86_400_000) // 1000)))}
     return Response(_body(status, exc.code, exc.detail, **extra), status_code=status, headers=headers)
 

@@ -8,26 +8,30 @@ against the send rate limit and the daily quota.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
 
-from api.credentials import api_key_guard
+from api.credentials import account_of, api_key_guard
 from api.errors import ApiError
-from api.sms import IDEMPOTENCY_HEADER, send_headers
+from api.inputs import BodyId, IdempotencyKey, MessageText, PhoneNumber
+from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
+from api.sms import send_headers
+from api.state import broker_of
 from broker import errors
 from broker.records import OutgoingMessage
 from broker.validation import MAX_BATCH_MESSAGES
 
 BATCH_MAX_BYTES = 2 * 1024 * 1024
+ApiKey = Annotated[str, msgspec.Meta(min_length=1, description=API_KEY_DESCRIPTION)]
 
 
 class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
-    api_key: str
-    to: str
-    message: str
-    device_id: str | None = None
+    api_key: ApiKey
+    to: PhoneNumber
+    message: MessageText
+    device_id: BodyId | None = None
 
 
 class ExternalQueued(msgspec.Struct):
@@ -36,13 +40,13 @@ class ExternalQueued(msgspec.Struct):
 
 
 class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
-    to: str
-    message: str
-    device_id: str | None = None
+    to: PhoneNumber
+    message: MessageText
+    device_id: BodyId | None = None
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    api_key: str
+    api_key: ApiKey
     messages: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_MESSAGES)]
 
 
@@ -55,17 +59,22 @@ class ExternalController(Controller):
     path = "/api/external"
     tags = ["external"]
 
-    # Both sends read the account and the broker from the request rather than as two
-    # dependencies, which Litestar would resolve in an anyio task group (two tasks a request).
-
-    @post("/send/", status_code=202, guards=[api_key_guard], operation_id="externalSend")
-    async def send(self, request: Request, data: ExternalSendBody) -> Response[ExternalQueued]:
+    @post(
+        "/send/",
+        status_code=202,
+        guards=[api_key_guard],
+        operation_id="externalSend",
+        **documented(BODY, API_KEY, NOT_FOUND, CONFLICT),
+    )
+    async def send(
+        self, request: Request[Any, Any, Any], data: ExternalSendBody, idempotency_key: IdempotencyKey = None
+    ) -> Response[ExternalQueued]:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        result = await request.app.state.broker.messages.enqueue(
-            request.state.account,
+        result = await broker_of(request).messages.enqueue(
+            account_of(request),
             [OutgoingMessage(data.to, data.message, data.device_id)],
-            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            idempotency_key=idempotency_key,
         )
         return Response(ExternalQueued(result.ids[0], "queued"), status_code=202, headers=send_headers(result))
 
@@ -75,15 +84,18 @@ class ExternalController(Controller):
         guards=[api_key_guard],
         operation_id="externalSendBatch",
         request_max_body_size=BATCH_MAX_BYTES,
+        **documented(BODY, API_KEY, CONFLICT),
     )
-    async def send_batch(self, request: Request, data: BatchBody) -> Response[BatchQueued]:
+    async def send_batch(
+        self, request: Request[Any, Any, Any], data: BatchBody, idempotency_key: IdempotencyKey = None
+    ) -> Response[BatchQueued]:
         """Queue up to 1,000 messages at once, all or none: any bad item is a 400 whose
         ``errors`` name every bad index, and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
         messages = [OutgoingMessage(m.to, m.message, m.device_id) for m in data.messages]
         try:
-            result = await request.app.state.broker.messages.enqueue(
-                request.state.account, messages, idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+            result = await broker_of(request).messages.enqueue(
+                account_of(request), messages, idempotency_key=idempotency_key
             )
         except errors.DeviceNotFound as exc:
             raise ApiError(

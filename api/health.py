@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import msgspec
-from litestar import Controller, Response, get
+from typing import Any
 
-from broker import Broker
+import msgspec
+from litestar import Controller, Request, get
+
+from api.errors import ApiError
+from api.openapi import STORE, documented
+from api.state import broker_of
 
 
 class Health(msgspec.Struct):
@@ -21,11 +25,13 @@ class HealthController(Controller):
         """The process is up."""
         return Health("ok")
 
-    @get("/readyz", operation_id="readyz")
-    async def readyz(self, broker: Broker) -> Response[Health]:
-        """Redis answers and every script is loaded."""
+    @get("/readyz", operation_id="readyz", **documented(STORE))
+    async def readyz(self, request: Request[Any, Any, Any]) -> Health:
+        """Redis answers and every script is loaded; 503 (the JSON error) otherwise."""
         try:
-            await broker.ready()
+            await broker_of(request).ready()
         except Exception:  # noqa: BLE001 - any failure means not ready
-            return Response(Health("redis unreachable"), status_code=503)
-        return Response(Health("ok"), status_code=200)
+            raise ApiError(
+                503, "not_ready", "Redis is unreachable or its scripts are not loaded", headers={"Retry-After": "2"}
+            ) from None
+        return Health("ok")

@@ -8,20 +8,32 @@ The send and poll limits themselves are checked inside the enqueue and claim scr
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
-from litestar import Controller, get, patch, post
+from litestar import Controller, Request, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
-from litestar.params import Parameter
+from litestar.openapi.spec import OpenAPIType, Schema
 
-from api.credentials import broker_of, operator_guard, session_guard
+from api.credentials import account_of, operator_guard, session_guard
+from api.inputs import LimitValue, NoteText, PathId, ReasonText
+from api.openapi import (
+    BODY,
+    CONFLICT,
+    FORBIDDEN,
+    NOT_FOUND,
+    PARAMETERS,
+    SESSION,
+    SESSION_AND_CSRF,
+    SESSION_COOKIE_ONLY,
+    SESSION_CSRF,
+    documented,
+)
+from api.state import broker_of
 from broker import Broker
 from broker.clock import iso_utc
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits
-
-PlainId = Annotated[str, Parameter(max_length=64)]
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -72,27 +84,33 @@ class LimitsOut(msgspec.Struct):
 
 
 class LimitChangeBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    sends_per_second: int | None = None
-    sends_burst: int | None = None
-    tasks_per_minute: int | None = None
-    tasks_burst: int | None = None
-    daily_quota: int | None = None
+    sends_per_second: LimitValue | None = None
+    sends_burst: LimitValue | None = None
+    tasks_per_minute: LimitValue | None = None
+    tasks_burst: LimitValue | None = None
+    daily_quota: LimitValue | None = None
 
     def change(self) -> LimitChange:
         return LimitChange(**{name: getattr(self, name) for name in LIMIT_FIELDS})
 
 
 class LimitRequestBody(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str
-    sends_per_second: int | None = None
-    tasks_per_minute: int | None = None
-    daily_quota: int | None = None
+    reason: ReasonText
+    sends_per_second: LimitValue | None = None
+    tasks_per_minute: LimitValue | None = None
+    daily_quota: LimitValue | None = None
+
+    # The broker refuses a request that asks for no limit at all (400).
+    openapi_any_of: ClassVar[list[Schema]] = [
+        Schema(required=[name], properties={name: Schema(type=OpenAPIType.INTEGER)})
+        for name in ("sends_per_second", "tasks_per_minute", "daily_quota")
+    ]
 
 
 class DecisionBody(LimitChangeBody):
     """What the operator grants (what was asked when left out) and a note for the account."""
 
-    note: str = ""
+    note: NoteText = ""
 
 
 class LimitRequestOut(msgspec.Struct):
@@ -146,24 +164,34 @@ class AccountLimitsController(Controller):
     guards = [session_guard]
     tags = ["dashboard: account"]
 
-    @get("/limits/", operation_id="getLimits")
-    async def limits(self, account: Account, broker: Broker) -> LimitsOut:
+    @get("/limits/", operation_id="getLimits", **documented(SESSION, security=SESSION_COOKIE_ONLY))
+    async def limits(self, request: Request[Any, Any, Any]) -> LimitsOut:
         """The account's rate limits, daily quota and use today, and a request waiting for
         the operator, if any. Tasks limits apply to each of the account's phones."""
-        return await limits_out(broker, account)
+        return await limits_out(broker_of(request), account_of(request))
 
-    @post("/limit-requests/", status_code=201, operation_id="requestLimits")
-    async def request_limits(self, data: LimitRequestBody, account: Account, broker: Broker) -> LimitRequestOut:
+    @post(
+        "/limit-requests/",
+        status_code=201,
+        operation_id="requestLimits",
+        **documented(BODY, SESSION_CSRF, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def request_limits(self, request: Request[Any, Any, Any], data: LimitRequestBody) -> LimitRequestOut:
         """Ask the operator for higher limits (one request waits at a time: 409 otherwise)."""
         requested = LimitChange(
             sends_per_second=data.sends_per_second, tasks_per_minute=data.tasks_per_minute, daily_quota=data.daily_quota
         )
-        return request_out(await broker.limits.request(account, requested, data.reason))
+        return request_out(await broker_of(request).limits.request(account_of(request), requested, data.reason))
 
-    @get("/limit-requests/", operation_id="listOwnLimitRequests")
-    async def list_requests(self, account: Account, broker: Broker) -> list[LimitRequestOut]:
+    @get("/limit-requests/", operation_id="listOwnLimitRequests", **documented(SESSION, security=SESSION_COOKIE_ONLY))
+    async def list_requests(self, request: Request[Any, Any, Any]) -> list[LimitRequestOut]:
         """The account's requests for higher limits, newest first, with the answers."""
-        return [request_out(r) for r in await broker.limits.list_requests(account_id=account.id)]
+        return [
+            request_out(r) for r in await broker_of(request).limits.list_requests(account_id=account_of(request).id)
+        ]
+
+
+OPERATOR = (*SESSION_CSRF, *FORBIDDEN)  # the operator's session; 403 for anyone else
 
 
 class OperatorController(Controller):
@@ -171,32 +199,55 @@ class OperatorController(Controller):
     guards = [session_guard, operator_guard]
     tags = ["operator"]
 
-    @get("/limit-requests/", operation_id="listLimitRequests")
+    @get(
+        "/limit-requests/",
+        operation_id="listLimitRequests",
+        **documented(PARAMETERS, SESSION, FORBIDDEN, security=SESSION_COOKIE_ONLY),
+    )
     async def list_requests(
-        self,
-        broker: Broker,
-        status: Literal["pending", "approved", "rejected"] | None = None,
+        self, request: Request[Any, Any, Any], status: Literal["pending", "approved", "rejected"] | None = None
     ) -> list[LimitRequestOut]:
         """Every account's requests for higher limits, newest first."""
-        return [request_out(r) for r in await broker.limits.list_requests(status=status)]
+        return [request_out(r) for r in await broker_of(request).limits.list_requests(status=status)]
 
-    @post("/limit-requests/{request_id:str}/approve/", status_code=200, operation_id="approveLimitRequest")
-    async def approve(self, request_id: PlainId, broker: Broker, data: DecisionBody | None = None) -> LimitRequestOut:
+    @post(
+        "/limit-requests/{request_id:str}/approve/",
+        status_code=200,
+        operation_id="approveLimitRequest",
+        **documented(BODY, OPERATOR, NOT_FOUND, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def approve(
+        self, request: Request[Any, Any, Any], request_id: PathId, data: DecisionBody | None = None
+    ) -> LimitRequestOut:
         """Grant a request: what was asked, or the limits given here. A raised rate
         without a burst gets a burst scaled like the default one."""
         data = data or DecisionBody()
-        return request_out(
-            await broker.limits.decide_request(request_id, approve=True, granted=data.change(), note=data.note)
+        decided = await broker_of(request).limits.decide_request(
+            request_id, approve=True, granted=data.change(), note=data.note
         )
+        return request_out(decided)
 
-    @post("/limit-requests/{request_id:str}/reject/", status_code=200, operation_id="rejectLimitRequest")
-    async def reject(self, request_id: PlainId, broker: Broker, data: DecisionBody | None = None) -> LimitRequestOut:
+    @post(
+        "/limit-requests/{request_id:str}/reject/",
+        status_code=200,
+        operation_id="rejectLimitRequest",
+        **documented(BODY, OPERATOR, NOT_FOUND, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def reject(
+        self, request: Request[Any, Any, Any], request_id: PathId, data: DecisionBody | None = None
+    ) -> LimitRequestOut:
         """Refuse a request; the note tells the account why."""
         data = data or DecisionBody()
-        return request_out(await broker.limits.decide_request(request_id, approve=False, note=data.note))
+        decided = await broker_of(request).limits.decide_request(request_id, approve=False, note=data.note)
+        return request_out(decided)
 
-    @patch("/accounts/{account_id:str}/limits/", operation_id="setLimits")
-    async def set_limits(self, account_id: PlainId, data: LimitChangeBody, broker: Broker) -> LimitsOut:
+    @patch(
+        "/accounts/{account_id:str}/limits/",
+        operation_id="setLimits",
+        **documented(BODY, OPERATOR, NOT_FOUND, security=SESSION_AND_CSRF),
+    )
+    async def set_limits(self, request: Request[Any, Any, Any], account_id: PathId, data: LimitChangeBody) -> LimitsOut:
         """Set an account's limits directly; fields left out keep their value."""
+        broker = broker_of(request)
         account = await broker.limits.set(account_id, data.change())
         return await limits_out(broker, account)

@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
 
-from api.credentials import device_guard, session_guard, still_paired, unpaired
+from api.credentials import account_of, device_guard, device_of, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
+from api.inputs import (
+    BodyId,
+    Cursor,
+    ErrorText,
+    IdempotencyKey,
+    MessageStatus,
+    MessageText,
+    PageLimit,
+    PathId,
+    PhoneNumber,
+    QueryId,
+)
+from api.openapi import (
+    BODY,
+    CONFLICT,
+    DEVICE,
+    DEVICE_TOKEN,
+    NOT_FOUND,
+    PARAMETERS,
+    SESSION,
+    SESSION_AND_CSRF,
+    SESSION_COOKIE_ONLY,
+    SESSION_CSRF,
+    documented,
+)
+from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import iso_utc
 from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
 
-MessageId = Annotated[str, Parameter(max_length=64)]
-
 
 class SendBody(msgspec.Struct, forbid_unknown_fields=True):
-    to: str
-    message: str
-    device_id: str | None = None
+    to: PhoneNumber
+    message: MessageText
+    device_id: BodyId | None = None
 
 
 class Queued(msgspec.Struct):
@@ -34,7 +57,7 @@ class Queued(msgspec.Struct):
 
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["sent", "delivered", "failed"]
-    error: str = ""
+    error: ErrorText = ""
 
 
 class StatusOut(msgspec.Struct):
@@ -97,14 +120,13 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
     return OutgoingMessage(data.to, data.message, data.device_id)
 
 
-IDEMPOTENCY_HEADER = "idempotency-key"
-
-
-async def send_one(broker: Broker, account: Account, message: OutgoingMessage, request: Request) -> Response[Queued]:
+async def send_one(
+    broker: Broker, account: Account, message: OutgoingMessage, idempotency_key: str | None
+) -> Response[Queued]:
     """Queue one message and show it as stored (number normalized, segments counted); a
     repeated ``Idempotency-Key`` with the same body gets the first message back (409
     ``idempotency_key_reused`` with another body)."""
-    result = await broker.messages.enqueue(account, [message], idempotency_key=request.headers.get(IDEMPOTENCY_HEADER))
+    result = await broker.messages.enqueue(account, [message], idempotency_key=idempotency_key)
     record = await broker.message_log.get(result.shard, result.ids[0])
     queued = Queued(
         record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or ""
@@ -124,49 +146,81 @@ class SmsController(Controller):
     path = "/api/sms"
     tags = ["dashboard: messages"]
 
-    @post("/send/", status_code=202, guards=[session_guard], operation_id="sendSms")
-    async def send(self, request: Request, data: SendBody) -> Response[Queued]:
+    @post(
+        "/send/",
+        status_code=202,
+        guards=[session_guard],
+        operation_id="sendSms",
+        **documented(BODY, SESSION_CSRF, NOT_FOUND, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def send(
+        self, request: Request[Any, Any, Any], data: SendBody, idempotency_key: IdempotencyKey = None
+    ) -> Response[Queued]:
         """Queue one message from the dashboard (``Idempotency-Key`` makes retries safe)."""
-        account: Account = request.state.account  # not as dependencies: see api/external.py
-        return await send_one(request.app.state.broker, account, routed_message(account, data), request)
+        account = account_of(request)
+        return await send_one(broker_of(request), account, routed_message(account, data), idempotency_key)
 
-    @get("/", guards=[session_guard], operation_id="listMessages")
+    @get(
+        "/",
+        guards=[session_guard],
+        operation_id="listMessages",
+        **documented(PARAMETERS, SESSION, security=SESSION_COOKIE_ONLY),
+    )
     async def list_messages(
         self,
-        account: Account,
-        broker: Broker,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=64)] = None,
-        status: Annotated[str | None, Parameter(max_length=16)] = None,
-        device_id: Annotated[str | None, Parameter(max_length=64)] = None,
+        request: Request[Any, Any, Any],
+        limit: PageLimit = 50,
+        cursor: Cursor = None,
+        status: MessageStatus | None = None,
+        device_id: QueryId = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status or device."""
-        page = await broker.message_log.page(account, limit=limit, cursor=cursor, status=status, device_id=device_id)
+        page = await broker_of(request).message_log.page(
+            account_of(request), limit=limit, cursor=cursor, status=status, device_id=device_id
+        )
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 
-    @get("/{message_id:str}/", guards=[session_guard], operation_id="getMessage")
-    async def detail(self, message_id: MessageId, account: Account, broker: Broker) -> MessageOut:
+    @get(
+        "/{message_id:str}/",
+        guards=[session_guard],
+        operation_id="getMessage",
+        **documented(PARAMETERS, SESSION, NOT_FOUND, security=SESSION_COOKIE_ONLY),
+    )
+    async def detail(self, request: Request[Any, Any, Any], message_id: PathId) -> MessageOut:
         """One message with its status timeline."""
+        account = account_of(request)
         try:
-            record = await broker.message_log.get(account.shard, message_id)
+            record = await broker_of(request).message_log.get(account.shard, message_id)
         except errors.MessageNotFound:
             raise not_found("message") from None
         if record.account != account.id:
             raise not_found("message")
         return message_out(record)
 
-    @post("/{message_id:str}/cancel/", status_code=200, guards=[session_guard], operation_id="cancelMessage")
-    async def cancel(self, message_id: MessageId, account: Account, broker: Broker) -> StatusOut:
+    @post(
+        "/{message_id:str}/cancel/",
+        status_code=200,
+        guards=[session_guard],
+        operation_id="cancelMessage",
+        **documented(BODY, SESSION_CSRF, NOT_FOUND, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def cancel(self, request: Request[Any, Any, Any], message_id: PathId) -> StatusOut:
         """Cancel a message no phone holds yet (409 once one does)."""
-        change = await broker.messages.cancel(account, message_id)
+        change = await broker_of(request).messages.cancel(account_of(request), message_id)
         return StatusOut(change.id, change.status)
 
-    @post("/{message_id:str}/status/", status_code=200, guards=[device_guard], operation_id="reportStatus")
-    async def report(self, request: Request, message_id: MessageId, data: StatusBody) -> StatusOut:
+    @post(
+        "/{message_id:str}/status/",
+        status_code=200,
+        guards=[device_guard],
+        operation_id="reportStatus",
+        **documented(BODY, DEVICE, NOT_FOUND, CONFLICT, security=DEVICE_TOKEN),
+    )
+    async def report(self, request: Request[Any, Any, Any], message_id: PathId, data: StatusBody) -> StatusOut:
         """The phone reports sent, delivered or failed for a message it holds."""
         try:
-            change = await request.app.state.broker.messages.report_status(
-                request.state.device, message_id, data.status, data.error
+            change = await broker_of(request).messages.report_status(
+                device_of(request), message_id, data.status, data.error
             )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import msgspec
-from litestar import Controller, get
+from typing import Any
 
-from api.credentials import session_guard
+import msgspec
+from litestar import Controller, Request, get
+
+from api.credentials import account_of, session_guard
 from api.devices import DeviceOut, device_out
-from broker import Broker
-from broker.records import Account
+from api.openapi import SESSION, SESSION_COOKIE_ONLY, documented
+from api.state import broker_of
 
 
 class StatsOut(msgspec.Struct):
@@ -29,10 +31,10 @@ class StatsController(Controller):
     guards = [session_guard]
     tags = ["dashboard: stats"]
 
-    @get("/", operation_id="stats")
-    async def stats(self, account: Account, broker: Broker) -> StatsOut:
+    @get("/", operation_id="stats", **documented(SESSION, security=SESSION_COOKIE_ONLY))
+    async def stats(self, request: Request[Any, Any, Any]) -> StatsOut:
         """O(devices): the counters are kept by the scripts as statuses change."""
-        stats = await broker.message_log.stats(account)
+        stats = await broker_of(request).message_log.stats(account_of(request))
         counts = stats.counts
         sent = counts["sent"] + counts["delivered"]
         decided = sent + counts["failed"]

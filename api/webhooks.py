@@ -4,25 +4,36 @@ redeliver one. Delivery itself is the dispatcher's (``broker/webhooks/``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import Parameter
+from litestar import Controller, Request, delete, get, post
 
-from api.credentials import session_guard
-from broker import Broker
+from api.credentials import account_of, session_guard
+from api.inputs import EventTypes, PathId, WebhookUrl
+from api.openapi import (
+    BODY,
+    CONFLICT,
+    NOT_FOUND,
+    PARAMETERS,
+    SESSION,
+    SESSION_AND_CSRF,
+    SESSION_COOKIE_ONLY,
+    SESSION_CSRF,
+    documented,
+)
+from api.state import broker_of, courier_of
 from broker.clock import iso_utc
-from broker.records import Account
 from broker.webhooks.endpoints import Attempt, Endpoint
 
-EndpointId = Annotated[str, Parameter(max_length=64)]
-EventId = Annotated[str, Parameter(max_length=64)]
+READ = documented(SESSION, security=SESSION_COOKIE_ONLY)
+READ_ONE = documented(PARAMETERS, SESSION, NOT_FOUND, security=SESSION_COOKIE_ONLY)
+CHANGE_ONE = documented(BODY, SESSION_CSRF, NOT_FOUND, CONFLICT, security=SESSION_AND_CSRF)
 
 
 class NewWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
-    url: str
-    events: list[str] | None = None  # the message event types to deliver; all when left out
+    url: WebhookUrl
+    events: EventTypes | None = None
 
 
 class WebhookOut(msgspec.Struct):
@@ -106,58 +117,68 @@ class WebhooksController(Controller):
     guards = [session_guard]
     tags = ["dashboard: webhooks"]
 
-    @post("/", status_code=201, operation_id="createWebhook")
-    async def create(self, data: NewWebhookBody, account: Account, broker: Broker) -> NewWebhookOut:
+    @post(
+        "/",
+        status_code=201,
+        operation_id="createWebhook",
+        **documented(BODY, SESSION_CSRF, CONFLICT, security=SESSION_AND_CSRF),
+    )
+    async def create(self, request: Request[Any, Any, Any], data: NewWebhookBody) -> NewWebhookOut:
         """Register an HTTPS endpoint for the account's message status events. The secret
         in this response is shown only here."""
-        endpoint = await broker.webhooks.create(account, data.url, data.events)
+        endpoint = await broker_of(request).webhooks.create(account_of(request), data.url, data.events)
         return NewWebhookOut(**msgspec.structs.asdict(webhook_out(endpoint)), secret=endpoint.secret)
 
-    @get("/", operation_id="listWebhooks")
-    async def list_webhooks(self, account: Account, broker: Broker) -> list[WebhookOut]:
+    @get("/", operation_id="listWebhooks", **READ)
+    async def list_webhooks(self, request: Request[Any, Any, Any]) -> list[WebhookOut]:
         """The account's endpoints and how their deliveries stand, without secrets."""
-        return [webhook_out(e) for e in await broker.webhooks.list_for(account)]
+        return [webhook_out(e) for e in await broker_of(request).webhooks.list_for(account_of(request))]
 
-    @get("/{webhook_id:str}/", operation_id="getWebhook")
-    async def detail(self, webhook_id: EndpointId, account: Account, broker: Broker) -> WebhookOut:
-        return webhook_out(await broker.webhooks.get(account, webhook_id))
+    @get("/{webhook_id:str}/", operation_id="getWebhook", **READ_ONE)
+    async def detail(self, request: Request[Any, Any, Any], webhook_id: PathId) -> WebhookOut:
+        return webhook_out(await broker_of(request).webhooks.get(account_of(request), webhook_id))
 
-    @delete("/{webhook_id:str}/", status_code=204, operation_id="deleteWebhook")
-    async def remove(self, webhook_id: EndpointId, account: Account, broker: Broker) -> Response[None]:
+    @delete(
+        "/{webhook_id:str}/",
+        status_code=204,
+        operation_id="deleteWebhook",
+        **documented(PARAMETERS, SESSION_CSRF, NOT_FOUND, security=SESSION_AND_CSRF),
+    )
+    async def remove(self, request: Request[Any, Any, Any], webhook_id: PathId) -> None:
         """Delete the endpoint and the events waiting for it."""
-        await broker.webhooks.delete(account, webhook_id)
-        return Response(None, status_code=204)
+        await broker_of(request).webhooks.delete(account_of(request), webhook_id)
 
-    @post("/{webhook_id:str}/rotate-secret/", status_code=200, operation_id="rotateWebhookSecret")
-    async def rotate_secret(self, webhook_id: EndpointId, account: Account, broker: Broker) -> SecretOut:
+    @post("/{webhook_id:str}/rotate-secret/", status_code=200, operation_id="rotateWebhookSecret", **CHANGE_ONE)
+    async def rotate_secret(self, request: Request[Any, Any, Any], webhook_id: PathId) -> SecretOut:
         """A new signing secret, shown only here. For a day deliveries carry a second
         signature made with the previous one, so the receiver can switch over."""
-        endpoint = await broker.webhooks.rotate_secret(account, webhook_id)
+        endpoint = await broker_of(request).webhooks.rotate_secret(account_of(request), webhook_id)
         return SecretOut(endpoint.id, endpoint.secret, iso_utc(endpoint.previous_until_ms) or "")
 
-    @post("/{webhook_id:str}/enable/", status_code=200, operation_id="enableWebhook")
-    async def enable(self, webhook_id: EndpointId, account: Account, broker: Broker) -> WebhookOut:
+    @post("/{webhook_id:str}/enable/", status_code=200, operation_id="enableWebhook", **CHANGE_ONE)
+    async def enable(self, request: Request[Any, Any, Any], webhook_id: PathId) -> WebhookOut:
         """Deliver to a disabled endpoint again, from the next status change on."""
-        return webhook_out(await broker.webhooks.enable(account, webhook_id))
+        return webhook_out(await broker_of(request).webhooks.enable(account_of(request), webhook_id))
 
-    @post("/{webhook_id:str}/test/", status_code=200, operation_id="testWebhook")
-    async def test(self, webhook_id: EndpointId, account: Account, broker: Broker, request: Request) -> DeliveryOut:
+    @post("/{webhook_id:str}/test/", status_code=200, operation_id="testWebhook", **CHANGE_ONE)
+    async def test(self, request: Request[Any, Any, Any], webhook_id: PathId) -> DeliveryOut:
         """POST a signed ``webhook.test`` event to the endpoint now and answer with what it
         said (status code, latency, error)."""
-        attempt = await broker.webhooks.send_test(account, webhook_id, request.app.state.webhook_courier)
+        attempt = await broker_of(request).webhooks.send_test(account_of(request), webhook_id, courier_of(request))
         return delivery_out(attempt)
 
-    @get("/{webhook_id:str}/deliveries/", operation_id="listWebhookDeliveries")
-    async def deliveries(self, webhook_id: EndpointId, account: Account, broker: Broker) -> list[DeliveryOut]:
+    @get("/{webhook_id:str}/deliveries/", operation_id="listWebhookDeliveries", **READ_ONE)
+    async def deliveries(self, request: Request[Any, Any, Any], webhook_id: PathId) -> list[DeliveryOut]:
         """The latest delivery attempts (up to 200), newest first."""
-        return [delivery_out(a) for a in await broker.webhooks.deliveries(account, webhook_id)]
+        return [delivery_out(a) for a in await broker_of(request).webhooks.deliveries(account_of(request), webhook_id)]
 
     @post(
-        "/{webhook_id:str}/deliveries/{event_id:str}/redeliver/", status_code=202, operation_id="redeliverWebhookEvent"
+        "/{webhook_id:str}/deliveries/{event_id:str}/redeliver/",
+        status_code=202,
+        operation_id="redeliverWebhookEvent",
+        **CHANGE_ONE,
     )
-    async def redeliver(
-        self, webhook_id: EndpointId, event_id: EventId, account: Account, broker: Broker
-    ) -> RedeliveryOut:
+    async def redeliver(self, request: Request[Any, Any, Any], webhook_id: PathId, event_id: PathId) -> RedeliveryOut:
         """Queue an event from the recent deliveries again, with the same event id."""
-        again = await broker.webhooks.redeliver(account, webhook_id, event_id)
+        again = await broker_of(request).webhooks.redeliver(account_of(request), webhook_id, event_id)
         return RedeliveryOut(again.id, iso_utc(again.queued_ms) or "")

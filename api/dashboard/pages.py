@@ -21,15 +21,16 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.api_keys import key_out
-from api.credentials import SESSION_COOKIE, session_guard
+from api.credentials import SESSION_COOKIE, account_of, session_guard
 from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
 from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
 from api.devices import device_out
 from api.errors import ApiError
 from api.limits import limits_out, request_out
 from api.sms import message_out
+from api.state import broker_of
 from api.webhooks import webhook_out
-from broker import Broker, errors, ids
+from broker import errors, ids
 from broker.clock import duration_text
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
@@ -109,7 +110,8 @@ class PublicPages(Controller):
     path = "/"
 
     @get("/login/")
-    async def login(self, request: Request[Any, Any, Any], broker: Broker, next: str | None = None) -> Response[Any]:
+    async def login(self, request: Request[Any, Any, Any], next: str | None = None) -> Response[Any]:
+        broker = broker_of(request)
         target = local_next(next)
         session_id = request.cookies.get(SESSION_COOKIE)
         if session_id and await broker.sessions.get(session_id) is not None:
@@ -117,8 +119,8 @@ class PublicPages(Controller):
         return _page("login.html", request, "login", next=target)
 
     @get("/signup/")
-    async def signup(self, request: Request[Any, Any, Any], broker: Broker) -> Template:
-        return _page("signup.html", request, "signup", signup_open=broker.settings.signup_open)
+    async def signup(self, request: Request[Any, Any, Any]) -> Template:
+        return _page("signup.html", request, "signup", signup_open=broker_of(request).settings.signup_open)
 
 
 class AccountPages(Controller):
@@ -128,20 +130,21 @@ class AccountPages(Controller):
     guards = [page_guard]
 
     @get("/")
-    async def overview(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def overview(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         page = await broker.message_log.page(account, limit=RECENT_MESSAGES)
         activity = hourly_activity(page.items, broker.clock(), truncated=page.next_cursor is not None)
         return _page("overview.html", request, "overview", activity=activity)
 
     @get("/devices/")
-    async def devices(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def devices(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         return _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
 
     @get("/devices/add/")
-    async def add_device(
-        self, request: Request[Any, Any, Any], account: Account, broker: Broker, pool: str | None = None
-    ) -> Template:
+    async def add_device(self, request: Request[Any, Any, Any], pool: str | None = None) -> Template:
+        account, broker = account_of(request), broker_of(request)
         # A string, not a bool: "?pool=maybe" is a page, not a JSON 400; only "true" asks for the pool.
         pool_code = pool == "true" and account.operator
         owner = None if pool_code else account  # None: the platform pool
@@ -165,7 +168,8 @@ class AccountPages(Controller):
         return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
     @get("/send/")
-    async def send(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def send(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         tables = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
         return _page("send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=tables)
@@ -174,12 +178,11 @@ class AccountPages(Controller):
     async def messages(
         self,
         request: Request[Any, Any, Any],
-        account: Account,
-        broker: Broker,
         status: str | None = None,
         device_id: str | None = None,
         cursor: str | None = None,
     ) -> Template:
+        account, broker = account_of(request), broker_of(request)
         status = status or None
         device_id = device_id or None
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
@@ -210,12 +213,14 @@ class AccountPages(Controller):
         )
 
     @get("/api-keys/")
-    async def api_keys(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def api_keys(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         keys_ = [key_out(k) for k in await broker.api_keys.list_for(account)]
         return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
 
     @get("/webhooks/")
-    async def webhooks(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def webhooks(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         """The endpoints as the API lists them (no secrets); each one's delivery log is read
         from the deliveries API by the page's script, so it can follow retries live."""
         endpoints = [webhook_out(e) for e in await broker.webhooks.list_for(account)]
@@ -231,7 +236,8 @@ class AccountPages(Controller):
         )
 
     @get("/settings/")
-    async def settings(self, request: Request[Any, Any, Any], account: Account, broker: Broker) -> Template:
+    async def settings(self, request: Request[Any, Any, Any]) -> Template:
+        account, broker = account_of(request), broker_of(request)
         own = [request_out(r) for r in await broker.limits.list_requests(account_id=account.id)]
         operator: dict[str, Any] = {}
         if account.operator:
