@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request
+from litestar import Litestar, Request, Response
+from litestar.routes import HTTPRoute
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
@@ -51,30 +52,65 @@ def _declared_body(request: Request[Any, Any, Any]) -> Any:
     return _body_types[key]
 
 
-async def check_body(request: Request[Any, Any, Any]) -> None:
-    """A body must be JSON (415 otherwise) of exactly the declared types (400 otherwise).
+async def check_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """A query names each parameter once (every one the API takes is a single value, and
+    Litestar would silently keep one of two), and a body must be JSON (415 otherwise) of
+    exactly the declared types (400 otherwise).
 
     Litestar converts leniently ("81" would pass as 81); this strict decode runs first,
     after the credential guards, so a wrong type is refused and a bad credential is 401.
     """
+    if request.method == "OPTIONS":
+        # Litestar's own OPTIONS answer lists the methods of one handler of the path only.
+        allow = request.app.state.allowed_methods.get(request.scope.get("path_template"), "OPTIONS")
+        return Response(None, status_code=204, headers={"Allow": allow})
+    if request.scope["query_string"]:
+        names = [name for name, _ in request.query_params.multi_items()]
+        if len(names) != len(set(names)):
+            repeated = next(name for name in names if names.count(name) > 1)
+            raise ApiError(400, "invalid_request", f"send the query parameter {repeated} once", field=repeated)
     if request.method not in BODY_METHODS:
-        return
+        return None
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
     if not has_body:
-        return
+        return None
     if request.content_type[0] != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
     declared = _declared_body(request)
     if declared is None:
-        return
+        return None
+    body = await request.body()
     try:
-        msgspec.json.decode(await request.body(), type=declared)
+        msgspec.json.decode(body, type=declared)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
+        if not _valid_with_whole_floats(body, declared):
+            raise ApiError(400, "invalid_request", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "invalid_request", "the body is nested too deeply") from None
+    return None
+
+
+def _whole_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_floats_as_ints(item) for key, item in value.items()}
+    return value
+
+
+def _valid_with_whole_floats(body: bytes, declared: Any) -> bool:
+    """Whether the body is of the declared types once a number written with a zero
+    fraction (``30.0``) counts as the integer it is, as JSON Schema counts it. Tried only
+    after the strict decode failed, so a well-formed request pays nothing for it."""
+    try:
+        msgspec.convert(_whole_floats_as_ints(msgspec.json.decode(body)), type=declared)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
@@ -93,6 +129,9 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         await history.start()
         broker.history = history
         app.state.broker = broker
+        app.state.allowed_methods = {
+            route.path_format: ", ".join(sorted(route.methods)) for route in app.routes if isinstance(route, HTTPRoute)
+        }
         # Test events from the dashboard; the dispatcher has a courier of its own.
         app.state.webhook_courier = courier = Courier(
             timeout_s=settings.webhook_timeout_seconds,
@@ -130,7 +169,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         ],
         template_config=template_config,
         exception_handlers=exception_handlers(),
-        before_request=check_body,
+        before_request=check_request,
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
         openapi_config=openapi_config(__version__),

@@ -70,7 +70,8 @@ Name = Annotated[
 BodyId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Email = Annotated[str, checked_by_the_broker(max_length=MAX_EMAIL_CHARS, pattern="@")]
 VersionText = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
-Battery = Annotated[int, msgspec.Meta(ge=0, le=100)]
+# Litestar leaves a bound of 0 out of the document (it skips falsy values): it is given again.
+Battery = Annotated[int, msgspec.Meta(ge=0, le=100, extra_json_schema={"extra": {"minimum": 0}})]
 ErrorText = Annotated[str, msgspec.Meta(max_length=MAX_ERROR_CHARS)]
 NoteText = Annotated[str, msgspec.Meta(max_length=MAX_NOTE_CHARS)]
 ReasonText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NOTE_CHARS)]

@@ -39,25 +39,17 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.meta import CoverageScenario
 
 from tests.support.e2e_server import Api, ServerProcess, expect
 
 POSITIVE_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 NEGATIVE_EXAMPLES = max(1, POSITIVE_EXAMPLES // 2)
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
+COVERAGE_EXAMPLES = POSITIVE_EXAMPLES  # boundary cases per operation, besides the missing parts and methods
+load_all_checks()
+ALL_CHECKS = CHECKS.get_all()  # every check schemathesis has, none left out
 PASSWORD = "correct horse battery staple"
 OPERATOR_EMAIL = "operator@connecfy.test"
 OPERATOR_PASSWORD = "operator-password-1"
@@ -74,7 +66,9 @@ RAISED_LIMITS = {
     "CONNECFY_DEVICE_SEGMENTS_PER_MINUTE": "1000000",
     "CONNECFY_DEVICE_SEGMENTS_PER_DAY": "1000000",
     "CONNECFY_QUOTA_SELF_MANAGED": "1000000",
+    "CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",  # the webhook endpoints the fuzzing registers
 }
+WEBHOOK_URL = "http://127.0.0.1:9/connecfy-fuzz"  # registered, never delivered to
 
 
 @dataclass
@@ -216,13 +210,14 @@ def _body_has_api_key(document: dict[str, Any], operation: Any) -> bool:
 
 
 def _realistic(value: Any, fx: Fixtures) -> Any:
-    """The body with real values for its ``api_key``, ``device_id``, ``to`` and ``email``
-    strings, at any depth (a batch's items too): the rest stays as generated."""
+    """The body with real values where the document cannot say which are valid: its
+    ``api_key``, ``device_id``, ``to``, ``phone_number``, ``url`` and ``email`` strings, at
+    any depth (a batch's items too): the rest stays as generated."""
     if isinstance(value, list):
         return [_realistic(item, fx) for item in value]
     if not isinstance(value, dict):
         return value
-    real = {"api_key": fx.api_key, "device_id": fx.spare.device_id, "to": TO}
+    real = {"api_key": fx.api_key, "device_id": fx.spare.device_id, "to": TO, "phone_number": TO, "url": WEBHOOK_URL}
     out = {}
     for key, item in value.items():
         if isinstance(item, str) and key in real:
@@ -234,28 +229,44 @@ def _realistic(value: Any, fx: Fixtures) -> Any:
     return out
 
 
-def prepare(case: Any, fx: Fixtures, n: int) -> None:
-    """Give the case credentials and real ids, decided by what its operation documents."""
+def _generated_valid(case: Any, location: ParameterLocation) -> bool:
+    """Whether schemathesis generated this part of the case valid (a negative case is
+    invalid in one part only)."""
+    component = case.meta.components.get(location) if case.meta is not None else None
+    return component is None or component.mode.is_positive
+
+
+def prepare(case: Any, fx: Fixtures, n: int) -> dict[str, str]:
+    """Give the case credentials, and real ids and values where it was generated valid,
+    decided by what its operation documents (what makes a negative case invalid is kept).
+    Returns the credential headers, which the checks are told were given on purpose."""
     operation = case.operation
     method = operation.method.upper()
     schemes = _schemes(operation)
-    real = n % 4 != 3  # one case in four keeps what schemathesis generated
+    real = _generated_valid(case, ParameterLocation.PATH)
     headers = dict(case.headers or {})
     cookies = dict(case.cookies or {})
+    credentials: dict[str, str] = {}
+    data = case.meta.phase.data if case.meta is not None else None
+    # A coverage case may leave a credential out on purpose (e.g. the CSRF header).
+    left_out = data.parameter if getattr(data, "scenario", None) == CoverageScenario.MISSING_PARAMETER else None
 
     if "session" in schemes:
         session = fx.operator if n % 4 == 1 else fx.session
         if operation.path.endswith("/logout/"):
             session = fx.fresh_session()  # it ends the session it is sent with
-        cookies["sessionid"] = session.cookie
-        if method in UNSAFE:
-            headers["X-CSRFToken"] = session.csrf
+        if left_out != "sessionid":
+            cookies["sessionid"] = session.cookie
+            credentials["Cookie"] = f"sessionid={session.cookie}"
+        if method in UNSAFE and left_out != "X-CSRFToken":
+            headers["X-CSRFToken"] = credentials["X-CSRFToken"] = session.csrf
     if "deviceToken" in schemes or "deviceBearer" in schemes:
-        if n % 4 == 2:
+        if n % 4 == 2 or left_out == "X-Device-Token":
             headers.pop("X-Device-Token", None)
-            headers["Authorization"] = f"Bearer {fx.phone.token}"
+            headers["Authorization"] = credentials["Authorization"] = f"Bearer {fx.phone.token}"
         else:
-            headers["X-Device-Token"] = fx.phone.token
+            headers.pop("Authorization", None)
+            headers["X-Device-Token"] = credentials["X-Device-Token"] = fx.phone.token
 
     path_parameters = dict(case.path_parameters or {})
     if real and "device_id" in path_parameters:
@@ -277,27 +288,50 @@ def prepare(case: Any, fx: Fixtures, n: int) -> None:
     if path_parameters:
         case.path_parameters = path_parameters
 
-    if isinstance(case.body, dict) and real:
+    if isinstance(case.body, dict) and _generated_valid(case, ParameterLocation.BODY):
         body = _realistic(case.body, fx)
-        if isinstance(body.get("code"), str) and operation.path.endswith("/register/"):
+        if operation.path.endswith("/register/"):
             body["code"] = fx.pairing_code()
+        if operation.path == "/api/sms/send/":
+            body["device_id"] = fx.spare.device_id  # both sessions' accounts are self-managed: they name one
         case.body = body
 
     case.headers = headers
     case.cookies = cookies
+    return credentials
 
 
 # The run -------------------------------------------------------------------------------------
 
 
-def _fuzz(operation: Any, fx: Fixtures, tally: Tally, http: requests.Session, base_url: str) -> None:
+def _coverage_cases(schema: Any, operation: Any) -> list[Any]:
+    """Schemathesis's coverage phase for the operation: boundary values, missing required
+    parts, and the methods the path does not serve (405 with ``Allow``); every case of the
+    last two kinds, and the first COVERAGE_EXAMPLES of the rest."""
+    cases = schema.iter_coverage_cases(
+        operation,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=schema.config.generation_for(operation=operation),
+    )
+    picked, others = [], 0
+    for case in cases:
+        scenario = getattr(case.meta.phase.data, "scenario", None)
+        if scenario in (CoverageScenario.UNSPECIFIED_HTTP_METHOD, CoverageScenario.MISSING_PARAMETER):
+            picked.append(case)
+        elif others < COVERAGE_EXAMPLES:
+            picked.append(case)
+            others += 1
+    return picked
+
+
+def _fuzz(schema: Any, operation: Any, fx: Fixtures, tally: Tally, http: requests.Session, base_url: str) -> None:
     label = operation.label
 
     def run(case: Any) -> None:
         n = tally.cases[label]
         tally.cases[label] += 1
         try:
-            prepare(case, fx, n)
+            credentials = prepare(case, fx, n)
             http.cookies.clear()
             response = case.call(base_url=base_url, session=http, timeout=15)
         except Exception as exc:  # noqa: BLE001 - a broken connection is a finding too
@@ -305,7 +339,10 @@ def _fuzz(operation: Any, fx: Fixtures, tally: Tally, http: requests.Session, ba
             return
         tally.statuses[label][response.status_code] += 1
         try:
-            case.validate_response(response, checks=CHECKS)
+            http.cookies.clear()
+            case.validate_response(
+                response, checks=ALL_CHECKS, headers=credentials, transport_kwargs={"session": http, "timeout": 15}
+            )
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected, reported at the end
             titles = [getattr(f, "title", type(f).__name__) for f in getattr(exc, "exceptions", [exc])]
             _record(tally, label, " / ".join(sorted(titles)), str(exc))
@@ -323,6 +360,8 @@ def _fuzz(operation: Any, fx: Fixtures, tally: Tally, http: requests.Session, ba
             database=None,
         )(given(case=operation.as_strategy(generation_mode=mode))(run))
         test()
+    for case in _coverage_cases(schema, operation):
+        run(case)
 
 
 def _record(tally: Tally, label: str, title: str, report: str) -> None:
@@ -349,7 +388,7 @@ def test_fuzz_every_operation(server: ServerProcess, fixtures: Fixtures) -> None
     tally = Tally()
     with requests.Session() as http:
         for operation in operations:
-            _fuzz(operation, fixtures, tally, http, server.base_url)
+            _fuzz(schema, operation, fixtures, tally, http, server.base_url)
 
     report = [
         f"{label}: {tally.cases[label]} cases, statuses {dict(sorted(tally.statuses[label].items()))}"
