@@ -1,26 +1,37 @@
-"""Property-based fuzzing of every operation in the served OpenAPI document.
+"""Property-based fuzzing of every operation in the served OpenAPI document, with every
+check schemathesis has.
 
 A real ``connecfy serve`` (rate limits raised so the fuzzing is not all 429s), its
 document loaded from ``/schema/openapi.json`` with schemathesis, and for each operation
-hypothesis-generated requests, valid (positive) and invalid (negative), over HTTP. Every
-response must pass: no 5xx, a documented status code, a documented content type, a
-body matching the documented schema, documented headers present and well-typed.
+hypothesis-generated requests, valid (positive) and invalid (negative), then
+schemathesis's coverage phase (boundary values, each required part left out, the methods
+the path does not serve), over HTTP. Every response must pass every registered check:
+no 5xx, a documented status code, content type, body and headers, valid data accepted
+and invalid data refused, a missing required header refused, 405 with ``Allow`` for an
+unserved method and ``OPTIONS`` listing the path's methods, and credentials enforced
+(``ignored_auth`` sends the request again without them and with wrong ones). The stateful
+checks (``use_after_free``, ``ensure_resource_availability``, ``object_level_authorization``)
+have no scenario to judge here and pass; the credential matrix and contract tests cover
+what they would.
 
-Credentials are supplied from what each operation's document says, so most requests get
-past authentication: the security schemes (a signed-up user's ``sessionid`` cookie and
-``X-CSRFToken``, every fourth request the operator's; a paired phone's token as
-``X-Device-Token`` or, every fourth request, ``Authorization: Bearer``) and an
-``api_key`` property in the body (a real key in most requests). Ids in the path or the
-body are mostly replaced with real ones, fresh where the request would consume them: a
-DELETE gets a throwaway device or key, logout a throwaway session, a cancel a freshly
-queued message, a status report a message its phone has just claimed. So the shared
-credentials survive the run, and it checks that they did.
+Credentials are supplied from what each operation's document says: the security schemes
+(a signed-up user's ``sessionid`` cookie and ``X-CSRFToken``, every fourth request the
+operator's; a paired phone's token as ``X-Device-Token`` or, every fourth request,
+``Authorization: Bearer``), unless a coverage case leaves one out on purpose, and the
+checks are told they were given on purpose. Where a part of a case was generated valid,
+values the document cannot make valid are replaced with real ones: the ``api_key``, ids
+(fresh where the request consumes them: a DELETE gets a throwaway device or key, logout
+a throwaway session, a cancel a freshly queued message, a status report a message its
+phone has just claimed), phone numbers, a pairing code, a webhook address, a new email;
+what makes a negative case invalid is kept. So the shared credentials survive the run,
+and it checks that they did.
 
 Failures are collected per operation (schemathesis's report with a curl command to
 reproduce each) and the test fails listing all of them; it also fails unless every
 operation in the document was exercised, and every authenticated one got past its
 credential check at least once. ``FUZZ_EXAMPLES`` sets the positive cases per operation
-(negative ones are half that). Runs are derandomized when ``CI`` is set (conftest.py).
+(negative ones are half that, boundary cases as many). Runs are derandomized when ``CI``
+is set (conftest.py).
 """
 
 from __future__ import annotations
