@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             timeout_s=settings.webhook_timeout_seconds,
             max_in_flight=8,
             allow_loopback=settings.webhook_allow_loopback_http,
+            clock=broker.clock,
         )
         tasks = (
             start_jobs(broker, history, Observers(swept, webhook_attempted))

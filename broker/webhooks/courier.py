@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 
 from broker import __version__
+from broker.context import Clock, wall_clock_ms
 from broker.webhooks import events
 from broker.webhooks.addresses import SafeResolver, address_allowed, literal_address
 
@@ -30,8 +31,11 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 class Courier:
-    def __init__(self, *, timeout_s: float, max_in_flight: int, allow_loopback: bool) -> None:
+    def __init__(
+        self, *, timeout_s: float, max_in_flight: int, allow_loopback: bool, clock: Clock = wall_clock_ms
+    ) -> None:
         self.timeout_s = timeout_s
+        self.clock = clock  # the signature's timestamp: the broker's clock, in seconds
         self.max_in_flight = max_in_flight
         self.allow_loopback = allow_loopback
         self._session: aiohttp.ClientSession | None = None
@@ -63,7 +67,7 @@ class Courier:
         literal = literal_address(urlsplit(url).hostname or "")
         if literal is not None and not address_allowed(literal, self.allow_loopback):
             return Outcome(False, None, 0, f"address refused: {literal} is not public")
-        timestamp = int(time.time())
+        timestamp = self.clock() // 1000
         headers = {
             "Content-Type": "application/json",
             events.SIGNATURE_HEADER: events.signature_header(secrets, timestamp, payload),

@@ -89,6 +89,7 @@ class WebhookDispatcher:
             timeout_s=s.webhook_timeout_seconds,
             max_in_flight=s.webhook_max_in_flight,
             allow_loopback=s.webhook_allow_loopback_http,
+            clock=broker.clock,
         )
         self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count

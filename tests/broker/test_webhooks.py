@@ -284,12 +284,12 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
         snapshotter = Snapshotter(broker, store)
         # No endpoint anywhere: the snapshotter alone decides, and deletes what it stored.
         await queue_and_finish(broker, account, device, 2)
-        await snapshotter.snapshot()
+        assert await snapshotter.run_once() is not None
         assert await broker.redis.xlen(stream) == 0
         # With an endpoint, the dispatcher's group exists: stored entries wait for it.
         await broker.webhooks.create(account, URL)
         await queue_and_finish(broker, account, device, 2)
-        await snapshotter.snapshot()
+        assert await snapshotter.run_once() is not None
         assert await broker.redis.xlen(stream) == 6
         await fan_out_once(broker)
         assert await broker.redis.xlen(stream) == 0
@@ -297,8 +297,8 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
         await queue_and_finish(broker, account, device, 1)
         await fan_out_once(broker)
         assert await broker.redis.xlen(stream) == 3
-        report = await snapshotter.snapshot()
-        assert report.events == 3 and await broker.redis.xlen(stream) == 0
+        report = await snapshotter.run_once()
+        assert report is not None and report.events == 3 and await broker.redis.xlen(stream) == 0
     finally:
         await store.close()
 
@@ -315,8 +315,8 @@ async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Bro
     store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/h.db")
     await store.start()
     try:
-        report = await Snapshotter(broker, store).snapshot()
-        assert report.events == 9 and report.stored == 3
+        report = await Snapshotter(broker, store).run_once()
+        assert report is not None and report.events == 9 and report.stored == 3
         assert await broker.redis.xlen(stream) == 0
         assert sorted(r.id for _, r in await store.message_rows()) == sorted(ids)
     finally:
