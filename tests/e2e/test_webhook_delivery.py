@@ -380,18 +380,18 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tm
         assert server.stop() == 0, server.output()[-3000:]
 
 
-def readme_receiver(secret: str) -> dict[str, Any]:
+def docs_receiver(secret: str) -> dict[str, Any]:
     """The receiver example of docs/webhooks.md, run as written with this endpoint's secret."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
     section = text[text.index("## Receiving webhooks") :]
     code = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
     assert 'SECRET = b"whsec_..."' in code
-    namespace: dict[str, Any] = {"__name__": "readme_receiver"}
+    namespace: dict[str, Any] = {"__name__": "docs_receiver"}
     exec(code.replace('b"whsec_..."', repr(secret.encode())), namespace)  # noqa: S102 - our own docs
     return namespace
 
 
-def test_the_readme_receiver_verifies_and_deduplicates(
+def test_the_docs_receiver_verifies_and_deduplicates(
     world: World, receivers: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     receiver = receivers(fail_first=1)  # every event arrives twice: once failed, once answered
@@ -400,7 +400,7 @@ def test_the_readme_receiver_verifies_and_deduplicates(
     ids = traffic(world, user, sends=2)
     total = sum(map(len, timelines(user, ids).values()))
     receiver.wait_for(lambda: len(receiver.delivered()) >= total)
-    example = readme_receiver(hook["secret"])
+    example = docs_receiver(hook["secret"])
     answers = [example["handle"](r.headers["Connecfy-Signature"], r.body) for r in receiver.received]
     assert answers == [204] * len(receiver.received) == [204] * (2 * total)
     assert len(example["seen"]) == total  # each event handled once
@@ -411,4 +411,4 @@ def test_the_readme_receiver_verifies_and_deduplicates(
     assert example["handle"](first.headers["Connecfy-Signature"].replace("v1=", "v1=0"), first.body) == 400
     stale = f"t={int(time.time()) - 600},v1=" + first.headers["Connecfy-Signature"].split("v1=")[1]
     assert example["handle"](stale, first.body) == 400
-    assert readme_receiver("whsec_other")["handle"](first.headers["Connecfy-Signature"], first.body) == 400
+    assert docs_receiver("whsec_other")["handle"](first.headers["Connecfy-Signature"], first.body) == 400

@@ -30,7 +30,7 @@ import org.junit.Test;
  * removed device unpairing the phone.
  *
  * <p>Needs {@code -Dconnecfy.bin=<path to connecfy>} and {@code -Dconnecfy.work=<empty dir>};
- * tests/test_android_core.py passes both. The server runs with 2 s leases so a redelivery
+ * tests/e2e/test_android_core.py passes both. The server runs with 2 s leases so a redelivery
  * can be seen without waiting two minutes.
  */
 public class ServerIntegrationTest {
@@ -48,7 +48,7 @@ public class ServerIntegrationTest {
         String workDir = System.getProperty("connecfy.work");
         if (binary == null || workDir == null) {
             throw new IllegalStateException(
-                "set -Dconnecfy.bin and -Dconnecfy.work (tests/test_android_core.py does)");
+                "set -Dconnecfy.bin and -Dconnecfy.work (tests/e2e/test_android_core.py does)");
         }
         work = new File(workDir);
         server = new ConnecfyServer(binary, new File(work, "server"),
