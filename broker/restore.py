@@ -115,14 +115,14 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
                 state[f"n:{account}"] = queued
             pipe.hset(broker.shard(shard_tag).pool_state, mapping=hash_mapping(state))
         for account_id, fields in accounts.items():
-            pipe.hset(broker.shard(keys.account_shard(account_id)).account(), mapping=hash_mapping(fields))
+            pipe.hset(broker.ctx.account_shard(account_id).account(), mapping=hash_mapping(fields))
         for shard_tag, fields in devices:
             shard = broker.shard(shard_tag)
             pipe.hset(shard.device(fields["id"]), mapping=hash_mapping(fields))
             pipe.sadd(shard.devices, fields["id"])
         for account_id, record in key_records:
             key = msgspec.json.decode(record)
-            pipe.hset(broker.shard(keys.account_shard(account_id)).api_keys(), key["id"], record)
+            pipe.hset(broker.ctx.account_shard(account_id).api_keys(), key["id"], record)
         pipe.sadd(keys.SHARDS, *sorted(shards))
         for account_id, fields in accounts.items():
             pipe.set(keys.email_index(fields["email"]), account_id)

@@ -168,7 +168,7 @@ class WebhookDispatcher:
             await self._start_waiting_lanes(account, endpoint_id)
 
     async def _start_waiting_lanes(self, account: str, endpoint_id: str) -> None:
-        shard = self.broker.shard(keys.account_shard(account))
+        shard = self.broker.ctx.account_shard(account)
         lanes = int(await self.redis.hget(shard.webhook(endpoint_id), "lanes") or 0)
         if not lanes:
             return
@@ -259,7 +259,7 @@ class WebhookDispatcher:
         entries = [(entry_id, entry) for entry_id, entry in entries if streams.entry_id(entry_id) > after]
         if not entries:
             return set()
-        keyring = self.broker.shard(keys.account_shard(endpoint.account))
+        keyring = self.broker.ctx.account_shard(endpoint.account)
         room = self.settings.webhook_backlog_max - endpoint.queued
         touched: set[tuple[str, str, int]] = set()
         queued = dropped = 0
@@ -293,7 +293,7 @@ class WebhookDispatcher:
         """Each account's endpoints, with the last entry of ``shard`` queued for each."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for account in accounts:
-                pipe.smembers(self.broker.shard(keys.account_shard(account)).webhooks())
+                pipe.smembers(self.broker.ctx.account_shard(account).webhooks())
             memberships = await pipe.execute()
         wanted = [
             (account, _text(e)) for account, members in zip(accounts, memberships, strict=True) for e in sorted(members)
@@ -302,7 +302,7 @@ class WebhookDispatcher:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for account, endpoint_id in wanted:
-                pipe.hgetall(self.broker.shard(keys.account_shard(account)).webhook(endpoint_id))
+                pipe.hgetall(self.broker.ctx.account_shard(account).webhook(endpoint_id))
             raws = await pipe.execute()
         found: dict[str, list[tuple[Endpoint, str]]] = defaultdict(list)
         for (account, endpoint_id), raw in zip(wanted, raws, strict=True):
@@ -336,7 +336,7 @@ class WebhookDispatcher:
         one fails (or wait for the first one's next try); False when the lane is empty or
         its endpoint gone or disabled. One read for the batch; one transaction per event
         (it leaves the lane and its attempt is logged together)."""
-        shard = self.broker.shard(keys.account_shard(account))
+        shard = self.broker.ctx.account_shard(account)
         lane_key = shard.webhook_lane(endpoint_id, lane)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lrange(lane_key, 0, LANE_BATCH - 1)
@@ -384,7 +384,7 @@ class WebhookDispatcher:
     async def _failed(self, endpoint: Endpoint, lane: int, attempt: Attempt) -> bool:
         """A failed POST of the lane's first event: try it again later, give it up after a
         day, or disable the endpoint after a day without a success."""
-        shard = self.broker.shard(keys.account_shard(endpoint.account))
+        shard = self.broker.ctx.account_shard(endpoint.account)
         now = attempt.at_ms
         window_ms = self.settings.webhook_retry_seconds * 1000
         failing_since = endpoint.failing_since_ms or now
@@ -421,7 +421,7 @@ class WebhookDispatcher:
             self.on_attempt(attempt)
 
     async def _disable(self, endpoint: Endpoint, attempt: Attempt, failing_since: int) -> None:
-        shard = self.broker.shard(keys.account_shard(endpoint.account))
+        shard = self.broker.ctx.account_shard(endpoint.account)
         reason = (
             f"no delivery succeeded for {duration_text(self.settings.webhook_retry_seconds)} "
             f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}"

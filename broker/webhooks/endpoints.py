@@ -131,15 +131,12 @@ class WebhookEndpoints:
         self.redis = ctx.redis
         self.settings = ctx.settings
 
-    def _shard(self, account_id: str) -> keys.ShardKeys:
-        return self.ctx.account_shard(account_id)
-
     async def create(self, account: Account, url: object, event_types: object | None = None) -> Endpoint:
         allow = self.settings.webhook_allow_loopback_http
         url = check_url(url, allow)
         types = check_event_types(list(events.EVENT_TYPES) if event_types is None else event_types)
         await check_resolves(url, allow)
-        shard = self._shard(account.id)
+        shard = self.ctx.account_shard(account.id)
         if await self.redis.scard(shard.webhooks()) >= MAX_ENDPOINTS:
             raise errors.WebhookLimitReached(f"an account may have at most {MAX_ENDPOINTS} webhook endpoints")
         now = self.ctx.now()
@@ -171,7 +168,7 @@ class WebhookEndpoints:
         return endpoint
 
     async def list_for(self, account: Account) -> list[Endpoint]:
-        shard = self._shard(account.id)
+        shard = self.ctx.account_shard(account.id)
         endpoint_ids = sorted(text(e) for e in await self.redis.smembers(shard.webhooks()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for endpoint_id in endpoint_ids:
@@ -184,7 +181,7 @@ class WebhookEndpoints:
         if not ids.is_plain_id(endpoint_id):
             raise errors.WebhookNotFound()
         found = endpoint_from_hash(
-            account.id, endpoint_id, await self.redis.hgetall(self._shard(account.id).webhook(endpoint_id))
+            account.id, endpoint_id, await self.redis.hgetall(self.ctx.account_shard(account.id).webhook(endpoint_id))
         )
         if found is None:
             raise errors.WebhookNotFound()
@@ -192,7 +189,7 @@ class WebhookEndpoints:
 
     async def delete(self, account: Account, endpoint_id: str) -> None:
         endpoint = await self.get(account, endpoint_id)
-        shard = self._shard(account.id)
+        shard = self.ctx.account_shard(account.id)
         await self.redis.srem(keys.WEBHOOK_ENDPOINTS, f"{account.id}|{endpoint.id}")
         await self.redis.srem(shard.webhooks(), endpoint.id)
         await self.redis.delete(
@@ -207,7 +204,7 @@ class WebhookEndpoints:
         now = self.ctx.now()
         secret = new_secret()
         await self.redis.hset(
-            self._shard(account.id).webhook(endpoint.id),
+            self.ctx.account_shard(account.id).webhook(endpoint.id),
             mapping={
                 "secret": secret,
                 "previous_secret": endpoint.secret,
@@ -222,7 +219,7 @@ class WebhookEndpoints:
         """Take a disabled endpoint back: new events are delivered to it again."""
         endpoint = await self.get(account, endpoint_id)
         await self.redis.hset(
-            self._shard(account.id).webhook(endpoint.id),
+            self.ctx.account_shard(account.id).webhook(endpoint.id),
             mapping={"disabled_ms": 0, "disabled_reason": "", "failing_since_ms": 0},
         )
         return msgspec.structs.replace(endpoint, disabled_ms=0, disabled_reason="", failing_since_ms=0)
@@ -231,12 +228,14 @@ class WebhookEndpoints:
         return await self._logged(await self.get(account, endpoint_id))
 
     async def _logged(self, endpoint: Endpoint) -> list[Attempt]:
-        raw = await self.redis.lrange(self._shard(endpoint.account).webhook_log(endpoint.id), 0, LOG_SIZE - 1)
+        raw = await self.redis.lrange(
+            self.ctx.account_shard(endpoint.account).webhook_log(endpoint.id), 0, LOG_SIZE - 1
+        )
         return [msgspec.json.decode(r, type=Attempt) for r in raw]
 
     async def retry_state(self, account: Account, endpoint: Endpoint) -> dict[int, tuple[int, int]]:
         """Lane -> (attempts, next attempt ms) of each lane whose first event is failing."""
-        raw = await self.redis.hgetall(self._shard(account.id).webhook_retry(endpoint.id))
+        raw = await self.redis.hgetall(self.ctx.account_shard(account.id).webhook_retry(endpoint.id))
         state = {}
         for lane, value in raw.items():
             attempts, _, next_ms = text(value).partition("|")
@@ -261,7 +260,7 @@ class WebhookEndpoints:
             raise errors.WebhookEventNotFound()
         now = self.ctx.now()
         again: events.QueuedEvent = msgspec.structs.replace(logged, queued_ms=now, manual=True)
-        shard = self._shard(account.id)
+        shard = self.ctx.account_shard(account.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(shard.webhook_lane(endpoint.id, endpoint.lane_of(again.message_id)), msgspec.json.encode(again))
             pipe.hincrby(shard.webhook(endpoint.id), "queued", 1)
@@ -286,7 +285,7 @@ class WebhookEndpoints:
             at_ms=self.ctx.now(),
         )
         async with self.redis.pipeline(transaction=False) as pipe:
-            log_attempt(pipe, self._shard(account.id), endpoint.id, attempt)
+            log_attempt(pipe, self.ctx.account_shard(account.id), endpoint.id, attempt)
             await pipe.execute()
         return attempt
 
