@@ -239,12 +239,23 @@ def test_connecfy_restore_after_redis_lost_everything(tmp_path: Path) -> None:
         [task, *_] = phone.claim(limit=1)
         expect(phone.report(task["id"], "sent"), 200)
         deadline = time.monotonic() + 15
-        while _stored_devices(tmp_path) != [phone.device_id] or _stored_statuses(tmp_path) != {
-            sent[0]: "sent",
-            sent[1]: "queued",
-            sent[2]: "queued",
-        }:
-            assert time.monotonic() < deadline, (_stored_devices(tmp_path), _stored_statuses(tmp_path))
+        # The directory (devices, keys) is mirrored every few passes: the key, made after
+        # the phone was paired, may be stored a directory pass (15 snapshot passes) later.
+        while (
+            _stored_devices(tmp_path) != [phone.device_id]
+            or _stored_api_keys(tmp_path) != 1
+            or _stored_statuses(tmp_path)
+            != {
+                sent[0]: "sent",
+                sent[1]: "queued",
+                sent[2]: "queued",
+            }
+        ):
+            assert time.monotonic() < deadline, (
+                _stored_devices(tmp_path),
+                _stored_api_keys(tmp_path),
+                _stored_statuses(tmp_path),
+            )
             time.sleep(0.1)
     finally:
         world.close()
@@ -301,3 +312,8 @@ def _stored_statuses(data_dir: Path) -> dict[str, str]:
 def _stored_devices(data_dir: Path) -> list[str]:
     with sqlite3.connect(data_dir / "history.sqlite3") as db:
         return [row[0] for row in db.execute("SELECT id FROM devices")]
+
+
+def _stored_api_keys(data_dir: Path) -> int:
+    with sqlite3.connect(data_dir / "history.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM api_keys").fetchone()[0])
