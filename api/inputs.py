@@ -21,10 +21,12 @@ from litestar.params import HeaderParameter, Parameter
 
 from broker.accounts import MAX_EMAIL_CHARS
 from broker.devices import MAX_SEGMENTS_BUDGET
+from broker.ids import MAX_ID_CHARS
 from broker.message_log import MAX_PAGE
 from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
 from broker.records import STATUSES
 from broker.validation import (
+    E164,
     MAX_CLAIM_LIMIT,
     MAX_ERROR_CHARS,
     MAX_FIELD_CHARS,
@@ -36,8 +38,6 @@ from broker.validation import (
 from broker.webhooks.addresses import MAX_URL
 from broker.webhooks.events import EVENT_TYPES
 
-MAX_ID_CHARS = 64
-E164 = r"^\+[1-9][0-9]{1,14}$"
 VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
 PLAIN_ID = r"^[A-Za-z0-9]+$"
 

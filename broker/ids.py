@@ -53,7 +53,11 @@ def secret_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def is_plain_id(value: object, max_chars: int = 64) -> bool:
+MAX_ID_CHARS = 64
+"""The longest id a caller may name (ours are shorter; longer is refused before Redis)."""
+
+
+def is_plain_id(value: object, max_chars: int = MAX_ID_CHARS) -> bool:
     """Whether ``value`` can be one of our ids: letters and digits only, so a caller's
     string never reaches a key name with a separator or a pattern in it."""
     return isinstance(value, str) and 0 < len(value) <= max_chars and value.isalnum()

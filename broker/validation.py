@@ -28,7 +28,9 @@ MAX_BATCH_MESSAGES = 1_000
 """The most messages one send takes (the batch endpoint), as the API documents it; the
 ``batch_max_messages`` setting may lower it, not raise it."""
 
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+E164 = r"^\+[1-9][0-9]{1,14}$"
+"""E.164 as a pattern: ``+``, a country code and the number, at most 15 digits."""
+_E164 = re.compile(E164)
 
 
 def check_text(value: object, field: str, *, min_chars: int = 0, max_chars: int) -> str:
