@@ -62,18 +62,24 @@ async def release(redis: RedisClient, stream: str) -> None:
     it has handled everything up to its last delivered id. The stream is trimmed below
     the lowest of those marks; group positions only move forward, so a mark read a
     moment ago is still safe. Until the snapshotter's group exists on the stream nothing
-    goes at all: history must see every entry, even one the dispatcher read first."""
+    goes at all: history must see every entry, even one the dispatcher read first.
+
+    The groups are read first and their pending entries a moment later, so a group may
+    acknowledge in between (the other reader runs in another process or on another
+    host): it then has nothing pending, and everything up to the last delivered id read
+    earlier is handled, which is the mark a group with nothing pending gets anyway."""
     groups = [{text(k): v for k, v in info.items()} for info in await redis.xinfo_groups(stream)]
     if SNAPSHOTTER_GROUP not in {text(g["name"]) for g in groups}:
         return
     marks: list[tuple[int, int]] = []
     for fields in groups:
+        ms, seq = entry_id(fields["last-delivered-id"])
+        handled = (ms, seq + 1)
         if int(fields["pending"]):
-            summary = await redis.xpending(stream, text(fields["name"]))
-            marks.append(entry_id(summary["min"]))
+            oldest = (await redis.xpending(stream, text(fields["name"])))["min"]
+            marks.append(handled if oldest is None else min(handled, entry_id(oldest)))
         else:
-            ms, seq = entry_id(fields["last-delivered-id"])
-            marks.append((ms, seq + 1))
+            marks.append(handled)
     if marks:
         ms, seq = min(marks)
         await redis.xtrim(stream, minid=f"{ms}-{seq}", approximate=False)
