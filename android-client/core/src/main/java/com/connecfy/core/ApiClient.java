@@ -131,7 +131,9 @@ public final class ApiClient implements DeviceApi {
             if (body != null) {
                 byte[] bytes = body.toString().getBytes(UTF8);
                 connection.setDoOutput(true);
-                connection.setFixedLengthStreamingMode(bytes.length);
+                // Buffered, not setFixedLengthStreamingMode: in streaming mode the JDK's
+                // HttpURLConnection gives no error body for a 401, and the body tells the
+                // server's refusal of the token from a proxy's page. The bodies are small.
                 connection.setRequestProperty("Content-Type", "application/json");
                 OutputStream out = connection.getOutputStream();
                 try {
@@ -146,23 +148,45 @@ public final class ApiClient implements DeviceApi {
             }
             String text = readAll(connection.getErrorStream());
             long retryAfter = RetryAfter.parseMillis(connection.getHeaderField("Retry-After"), clock.now());
-            throw error(status, text, retryAfter);
+            throw error(status, connection.getContentType(), text, retryAfter);
         } finally {
             connection.disconnect();
         }
     }
 
-    static ApiException error(int status, String text, long retryAfterMillis) {
+    /**
+     * The error for an answer. Only a body served as {@code application/json} that is the
+     * server's error object (its {@code status_code} the HTTP status, a {@code code}) counts
+     * as the server's own word; anything else (a proxy's, a CDN's or a captive portal's
+     * page) keeps {@code http_<status>}.
+     */
+    static ApiException error(int status, String contentType, String text, long retryAfterMillis) {
         String code = "http_" + status;
         String detail = "the server answered HTTP " + status;
-        try {
-            JSONObject o = new JSONObject(text);
-            code = o.optString("code", code);
-            detail = o.optString("detail", detail);
-        } catch (JSONException e) {
-            // Not our JSON error shape (a proxy's page, say): keep the status-based words.
+        boolean serverJson = false;
+        if (isJson(contentType)) {
+            try {
+                JSONObject o = new JSONObject(text);
+                String named = o.optString("code", "");
+                if (o.optInt("status_code", -1) == status && !named.isEmpty()) {
+                    code = named;
+                    detail = o.optString("detail", detail);
+                    serverJson = true;
+                }
+            } catch (JSONException e) {
+                // Not our JSON error shape: keep the status-based words.
+            }
         }
-        return new ApiException(status, code, detail, retryAfterMillis);
+        return new ApiException(status, code, detail, retryAfterMillis, serverJson);
+    }
+
+    private static boolean isJson(String contentType) {
+        if (contentType == null) {
+            return false;
+        }
+        int semicolon = contentType.indexOf(';');
+        String type = (semicolon < 0 ? contentType : contentType.substring(0, semicolon)).trim();
+        return type.equalsIgnoreCase("application/json");
     }
 
     private static String readAll(InputStream in) throws IOException {

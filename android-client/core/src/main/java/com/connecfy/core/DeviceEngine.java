@@ -12,9 +12,13 @@ import java.util.Set;
  * ~20 s (again after 2 s when a claim came back full), send each claimed message once,
  * within the pacer's limit, and drain the outbox of status reports. Errors back off
  * with jitter, never sooner than a {@code Retry-After}; a 429 waits exactly as long as
- * its {@code Retry-After} says; a 401 or 403 means the phone was removed from its
- * account and everything stops. A claimed message still waiting after its lease (the
- * server has handed it to another phone by then) is dropped, not sent late.
+ * its {@code Retry-After} says. The phone counts as removed from its account, and
+ * everything stops, only when the server itself refuses the device token (its JSON 401
+ * {@code not_authenticated}, {@link ApiException#refusesToken}) twice in a row: after the
+ * first refusal nothing is claimed, sent or reported until a heartbeat after a backoff
+ * asks again. Any other 401 or 403 (a proxy's, a CDN's or a captive portal's page) is
+ * retried with backoff like any error. A claimed message still waiting after its lease
+ * (the server has handed it to another phone by then) is dropped, not sent late.
  *
  * <p>The caller runs {@link #tick} on one thread and sleeps for the milliseconds it
  * returns, or until {@link #tick} is wanted sooner (a send result arrived). The clock is
@@ -78,6 +82,11 @@ public final class DeviceEngine {
     private long nextSendAt;
     private int heartbeatFailures;
     private int pollFailures;
+    /** The server's refusals of the token in a row (reset by any other answer). */
+    private int tokenRefusals;
+    /** After a first refusal, no call before this monotonic time: then a heartbeat asks again. */
+    private long confirmAt;
+    private String refusalError;
     /** Monotonic time of the last answered heartbeat (0: none yet). */
     private long lastHeartbeatOkElapsed;
     private boolean heartbeatOk;
@@ -140,20 +149,22 @@ public final class DeviceEngine {
     private long tickLocked() {
         long now = clock.elapsedMillis();
         capSchedules(now);
-        if (now >= nextHeartbeatAt) {
+        if (calm() && now >= nextHeartbeatAt) {
             heartbeat(now);
         }
-        if (!unpaired && outbox.nextAttemptAt() <= now) {
+        if (calm() && outbox.nextAttemptAt() <= now) {
             drainOutbox();
         }
-        if (!unpaired) {
+        if (calm()) {
             sendWaiting();
         }
-        if (!unpaired && waiting.isEmpty() && clock.elapsedMillis() >= nextPollAt) {
+        if (calm() && waiting.isEmpty() && clock.elapsedMillis() >= nextPollAt) {
             String cannotSend = sender.whyCannotSend();
             if (cannotSend == null) {
                 poll();
-                sendWaiting();
+                if (calm()) {
+                    sendWaiting();
+                }
             } else {
                 pollError = cannotSend;
                 nextPollAt = clock.elapsedMillis() + config.pollMillis;
@@ -167,7 +178,13 @@ public final class DeviceEngine {
         capSchedules(now);
         long next = Math.min(nextHeartbeatAt, outbox.nextAttemptAt());
         next = Math.min(next, waiting.isEmpty() ? nextPollAt : nextSendAt);
+        next = Math.max(next, confirmAt);
         return Math.max(0, next - now);
+    }
+
+    /** Nothing stops this tick: not unpaired, and no refusal of the token waits for its second asking. */
+    private boolean calm() {
+        return !unpaired && clock.elapsedMillis() >= confirmAt;
     }
 
     /**
@@ -191,6 +208,7 @@ public final class DeviceEngine {
     private void heartbeat(long now) {
         try {
             api.heartbeat(heartbeatSource.current());
+            answered();
             heartbeatFailures = 0;
             lastHeartbeatOkAt = clock.now();
             lastHeartbeatOkElapsed = clock.elapsedMillis();
@@ -198,7 +216,7 @@ public final class DeviceEngine {
             heartbeatError = null;
             nextHeartbeatAt = now + config.heartbeatMillis;
         } catch (ApiException e) {
-            if (stopIfUnpaired(e)) {
+            if (refused(e)) {
                 return;
             }
             heartbeatFailures++;
@@ -215,6 +233,7 @@ public final class DeviceEngine {
         long claimedAt = clock.elapsedMillis();
         try {
             List<Task> tasks = api.claimTasks(config.claimLimit);
+            answered();
             pollFailures = 0;
             lastPollAt = clock.now();
             long answeredAt = clock.elapsedMillis();
@@ -235,7 +254,7 @@ public final class DeviceEngine {
                 : config.pollMillis);
             nextSendAt = answeredAt;
         } catch (ApiException e) {
-            if (stopIfUnpaired(e)) {
+            if (refused(e)) {
                 return;
             }
             pollFailures++;
@@ -334,8 +353,11 @@ public final class DeviceEngine {
     private void drainOutbox() {
         try {
             Outbox.DrainResult result = outbox.drain(api);
-            if (result.unpaired) {
-                stopUnpaired(result.lastError);
+            if (result.answered) {
+                answered();
+            }
+            if (result.tokenRefused) {
+                tokenRefused(result.lastError);
             } else if (result.lastError != null) {
                 otherError = "status report: " + result.lastError;
             } else if (result.accepted > 0) {
@@ -346,12 +368,38 @@ public final class DeviceEngine {
         }
     }
 
-    private boolean stopIfUnpaired(ApiException e) {
-        if (!e.meansUnpaired()) {
+    /** The server answered something other than a refusal of the token. */
+    private void answered() {
+        tokenRefusals = 0;
+        refusalError = null;
+    }
+
+    /**
+     * Whether the error is the server's refusal of the token (then handled here); any other
+     * error status is an answer that ends a run of refusals.
+     */
+    private boolean refused(ApiException e) {
+        if (!e.refusesToken()) {
+            answered();
             return false;
         }
-        stopUnpaired(e.getMessage());
+        tokenRefused(e.getMessage());
         return true;
+    }
+
+    /**
+     * The second refusal in a row unpairs. The first stops every call until a heartbeat,
+     * after the heartbeat's first backoff step, asks again.
+     */
+    private void tokenRefused(String reason) {
+        tokenRefusals++;
+        if (tokenRefusals >= 2) {
+            stopUnpaired(reason);
+            return;
+        }
+        confirmAt = clock.elapsedMillis() + config.heartbeatBackoff.delayMillis(1, random);
+        nextHeartbeatAt = confirmAt;
+        refusalError = "the server refused the device token (" + reason + "); asking again before unpairing";
     }
 
     private void stopUnpaired(String reason) {
@@ -366,6 +414,9 @@ public final class DeviceEngine {
     private String lastError() {
         if (unpaired) {
             return otherError;
+        }
+        if (refusalError != null) {
+            return refusalError;
         }
         if (heartbeatError != null) {
             return heartbeatError;

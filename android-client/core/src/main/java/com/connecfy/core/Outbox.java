@@ -14,12 +14,14 @@ import org.json.JSONObject;
 /**
  * Status reports waiting for the server, kept in {@link Storage} so none is lost to an
  * app restart or a dead network. A report leaves the outbox when the server answers 2xx
- * or a final 4xx ({@link Disposition#FINAL}); 401/403 also mean the phone was unpaired.
- * No answer, 408, 429 and 5xx keep it, with its own jittered backoff, never shorter than
- * the server's {@code Retry-After}. When the trouble is the server's or the network's as
- * a whole (no answer, 429, 502, 503, 504) the drain stops and the whole outbox backs off
- * too, since the next report would fail the same way; a 408 or 500 holds back only that
- * report.
+ * or a final 4xx ({@link Disposition#FINAL}: 400, 404, 409...). No answer, 401, 403, 408,
+ * 429 and 5xx keep it, with its own jittered backoff, never shorter than the server's
+ * {@code Retry-After}. When the trouble is the server's or the network's as a whole (no
+ * answer, 401, 403, 429, 502, 503, 504: a proxy or captive portal refuses every request
+ * alike) the drain stops and the whole outbox backs off too, since the next report would
+ * fail the same way; a 408 or 500 holds back only that report. The server's own refusal of
+ * the token ({@link ApiException#refusesToken}) also stops the drain and keeps the report:
+ * whether it means the phone was unpaired is for {@link DeviceEngine} to decide.
  *
  * <p>Reports of one message go in the order they were added ({@code sent} before
  * {@code delivered}); different messages do not wait for each other's backoff.
@@ -69,7 +71,10 @@ public final class Outbox {
         public int accepted;
         public int dropped;
         public int retried;
-        public boolean unpaired;
+        /** The drain stopped at the server's refusal of the device token (the report was kept). */
+        public boolean tokenRefused;
+        /** Some report got an answer from the server other than a refusal of the token. */
+        public boolean answered;
         /** The last error, for the user; null when every attempt got an answer it wanted. */
         public String lastError;
     }
@@ -166,15 +171,20 @@ public final class Outbox {
                 api.reportStatus(report.messageId, report.status, report.error);
                 answered(report);
                 result.accepted++;
+                result.answered = true;
             } catch (ApiException e) {
+                if (e.refusesToken()) {
+                    retryLater(report, e.retryAfterMillis(), true);
+                    result.retried++;
+                    result.tokenRefused = true;
+                    result.lastError = e.getMessage();
+                    return result;
+                }
+                result.answered = true;
                 if (e.disposition() == Disposition.FINAL) {
                     answered(report);
                     result.dropped++;
                     result.lastError = e.getMessage();
-                    if (e.meansUnpaired()) {
-                        result.unpaired = true;
-                        return result;
-                    }
                 } else {
                     boolean serverWide = isServerWide(e.status());
                     retryLater(report, e.retryAfterMillis(), serverWide);
@@ -219,7 +229,8 @@ public final class Outbox {
     }
 
     static boolean isServerWide(int status) {
-        return status == 429 || status == 502 || status == 503 || status == 504;
+        return status == 401 || status == 403 || status == 429 || status == 502 || status == 503
+            || status == 504;
     }
 
     private synchronized void retryLater(Report report, long retryAfterMillis, boolean serverWide)

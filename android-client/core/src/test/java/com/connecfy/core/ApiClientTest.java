@@ -156,7 +156,7 @@ public class ApiClientTest {
         assertEquals("no such message", e.detail());
         assertEquals(-1, e.retryAfterMillis());
         assertEquals(Disposition.FINAL, e.disposition());
-        assertFalse(e.meansUnpaired());
+        assertFalse(e.refusesToken());
     }
 
     @Test
@@ -184,10 +184,38 @@ public class ApiClientTest {
     }
 
     @Test
-    public void unauthorizedMeansUnpaired() throws Exception {
+    public void onlyTheServersJsonNotAuthenticatedRefusesTheToken() throws Exception {
         status = 401;
         reply = "{\"status_code\":401,\"code\":\"not_authenticated\",\"detail\":\"unknown device token\"}";
-        assertTrue(expectError().meansUnpaired());
+        assertTrue(expectError().refusesToken());
+        assertEquals(Disposition.RETRY, expectError().disposition());
+
+        contentType = "text/html; charset=utf-8";
+        assertFalse("the same words, but not served as JSON", expectError().refusesToken());
+        contentType = "application/json; charset=utf-8";
+        assertTrue(expectError().refusesToken());
+        reply = "<html><body>Please log in to the Wi-Fi</body></html>";
+        contentType = "text/html";
+        assertFalse("a captive portal's 401 page", expectError().refusesToken());
+        contentType = "application/json";
+        reply = "{\"error\":\"unauthorized\"}";
+        assertFalse("another service's JSON", expectError().refusesToken());
+        reply = "{\"status_code\":401,\"code\":\"invalid_credentials\",\"detail\":\"wrong password\"}";
+        assertFalse("another code", expectError().refusesToken());
+    }
+
+    @Test
+    public void aForbiddenAnswerNeverRefusesTheToken() throws Exception {
+        status = 403;
+        contentType = "text/html";
+        reply = "<html>403 Forbidden (CDN)</html>";
+        ApiException e = expectError();
+        assertFalse("a CDN's 403 page", e.refusesToken());
+        assertEquals(Disposition.RETRY, e.disposition());
+        contentType = "application/json";
+        reply = "{\"status_code\":403,\"code\":\"forbidden\",\"detail\":\"this token belongs to another device\"}";
+        assertFalse(expectError().refusesToken());
+        assertEquals(Disposition.RETRY, expectError().disposition());
     }
 
     @Test

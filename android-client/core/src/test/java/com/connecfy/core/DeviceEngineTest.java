@@ -183,11 +183,18 @@ public class DeviceEngineTest {
     }
 
     @Test
-    public void unauthorizedStopsEverythingAndSaysUnpaired() {
-        api.pollScript.add(FakeApi.status(401));
-        runUntil(1000);
+    public void twoNotAuthenticatedAnswersInARowStopEverythingAndSayUnpaired() {
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        runUntil(30000);
         assertEquals(1, unpairedReasons.size());
         assertTrue(engine.status().unpaired);
+        List<Long> beats = relative(api.heartbeatTimes);
+        assertEquals("unpaired at the second refusal, not the first: " + beats, 2, beats.size());
+        long gap = beats.get(1) - beats.get(0);
+        long ceiling = new DeviceEngine.Config().heartbeatBackoff.ceilingMillis(1);
+        assertTrue("the second answer comes after a backoff: " + gap, gap >= ceiling / 2 && gap <= ceiling);
+        assertTrue("nothing is claimed between the two answers", api.pollTimes.isEmpty());
         assertEquals(Long.MAX_VALUE, engine.tick());
         int calls = api.log.size();
         runUntil(120000);
@@ -195,11 +202,54 @@ public class DeviceEngineTest {
     }
 
     @Test
-    public void forbiddenHeartbeatAlsoUnpairs() {
+    public void oneNotAuthenticatedAnswerIsRetriedNotUnpaired() throws IOException {
+        outbox.add("m1", Outbox.SENT, "");
+        api.pollScript.add(FakeApi.notAuthenticated());
+        runUntil(60000);
+        assertTrue("one refusal followed by a good answer: " + unpairedReasons, unpairedReasons.isEmpty());
+        assertFalse(engine.status().unpaired);
+        assertTrue("polling goes on: " + api.pollTimes, api.pollTimes.size() >= 3);
+        assertEquals(Arrays.asList("m1 sent"), api.reports);
+    }
+
+    @Test
+    public void refusalsSeparatedByAnotherAnswerDoNotUnpair() {
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        api.heartbeatScript.add(FakeApi.status(503));
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        runUntil(60000);
+        assertTrue(unpairedReasons.toString(), unpairedReasons.isEmpty());
+    }
+
+    @Test
+    public void aProxysOrPortalsUnauthorizedOrForbiddenPageIsRetriedNotUnpaired() throws IOException {
+        outbox.add("m1", Outbox.SENT, "");
+        for (int i = 0; i < 4; i++) {
+            api.heartbeatScript.add(FakeApi.foreignPage(i % 2 == 0 ? 403 : 401));
+            api.pollScript.add(FakeApi.foreignPage(i % 2 == 0 ? 401 : 403));
+            api.reportScript.add(FakeApi.foreignPage(403));
+        }
+        api.pollScript.add(FakeApi.tasks("A"));
+        runUntil(30 * 60000);
+        assertTrue("a page that is not the server's never unpairs: " + unpairedReasons, unpairedReasons.isEmpty());
+        assertFalse(engine.status().unpaired);
+        assertTrue("the report was kept and delivered: " + api.reports, api.reports.contains("m1 sent"));
+        assertEquals(Arrays.asList("A"), sender.sent);
+        List<Long> polls = relative(api.pollTimes);
+        long gap = polls.get(1) - polls.get(0);
+        long ceiling = new DeviceEngine.Config().pollBackoff.ceilingMillis(1);
+        assertTrue("retried with backoff: " + polls, gap >= ceiling / 2);
+    }
+
+    @Test
+    public void theServersForbiddenAnswerIsRetriedNotUnpaired() {
+        api.heartbeatScript.add(ApiClient.error(403, "application/json",
+            "{\"status_code\":403,\"code\":\"forbidden\",\"detail\":\"this token belongs to another device\"}",
+            -1));
         api.heartbeatScript.add(FakeApi.status(403));
-        runUntil(1000);
-        assertEquals(1, unpairedReasons.size());
-        assertTrue(api.pollTimes.isEmpty());
+        runUntil(30000);
+        assertTrue(unpairedReasons.toString(), unpairedReasons.isEmpty());
+        assertFalse(api.pollTimes.isEmpty());
     }
 
     @Test

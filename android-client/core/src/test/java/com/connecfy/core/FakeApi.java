@@ -30,6 +30,17 @@ final class FakeApi implements DeviceApi {
         return new ApiException(status, "code_" + status, "status " + status, -1);
     }
 
+    /** The server's own answer to a token it does not know: JSON 401 {@code not_authenticated}. */
+    static ApiException notAuthenticated() {
+        return ApiClient.error(401, "application/json",
+            "{\"status_code\":401,\"code\":\"not_authenticated\",\"detail\":\"unknown device token\"}", -1);
+    }
+
+    /** A 401 or 403 that is not the server's JSON: a proxy's, a CDN's or a captive portal's page. */
+    static ApiException foreignPage(int status) {
+        return ApiClient.error(status, "text/html", "<html><body>Access denied</body></html>", -1);
+    }
+
     static ApiException tooMany(long retryAfterMillis) {
         return new ApiException(429, "rate_limited", "slow down", retryAfterMillis);
     }

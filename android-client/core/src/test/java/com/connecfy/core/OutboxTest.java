@@ -39,10 +39,10 @@ public class OutboxTest {
         for (int s : new int[] {200, 201, 204}) {
             assertEquals(Disposition.DONE, Disposition.of(s));
         }
-        for (int s : new int[] {400, 401, 403, 404, 409, 410, 413, 422}) {
+        for (int s : new int[] {400, 404, 409, 410, 413, 422}) {
             assertEquals("status " + s, Disposition.FINAL, Disposition.of(s));
         }
-        for (int s : new int[] {408, 425, 429, 500, 502, 503, 504, 301, 0}) {
+        for (int s : new int[] {401, 403, 408, 425, 429, 500, 502, 503, 504, 301, 0}) {
             assertEquals("status " + s, Disposition.RETRY, Disposition.of(s));
         }
     }
@@ -61,7 +61,7 @@ public class OutboxTest {
         Outbox.DrainResult r = outbox.drain(api);
         assertEquals(1, r.accepted);
         assertEquals(3, r.dropped);
-        assertFalse(r.unpaired);
+        assertFalse(r.tokenRefused);
         assertEquals(0, outbox.size());
         assertEquals(0, open().size());
         assertEquals(Long.MAX_VALUE, outbox.nextAttemptAt());
@@ -86,16 +86,33 @@ public class OutboxTest {
     }
 
     @Test
-    public void unauthorizedOrForbiddenMeansUnpaired() throws IOException {
-        for (int status : new int[] {401, 403}) {
+    public void aRefusedTokenKeepsTheReportAndStopsTheDrain() throws IOException {
+        Outbox outbox = open();
+        outbox.add("m1", Outbox.SENT, "");
+        outbox.add("m2", Outbox.SENT, "");
+        api.reportScript.add(FakeApi.notAuthenticated());
+        Outbox.DrainResult r = outbox.drain(api);
+        assertTrue(r.tokenRefused);
+        assertEquals("the drain stops at the first, and keeps it", 2, outbox.size());
+        assertEquals(2, open().size());
+        assertTrue(outbox.nextAttemptAt() > clock.elapsedMillis());
+    }
+
+    @Test
+    public void aForeignUnauthorizedOrForbiddenPageIsRetriedLater() throws IOException {
+        for (ApiException page : Arrays.asList(FakeApi.foreignPage(401), FakeApi.foreignPage(403),
+                FakeApi.status(403))) {
             Outbox outbox = open();
             outbox.clear();
+            clock.advance(RetryAfter.MAX_MILLIS);
             outbox.add("m1", Outbox.SENT, "");
             outbox.add("m2", Outbox.SENT, "");
-            api.reportScript.add(FakeApi.status(status));
+            api.reportScript.add(page);
             Outbox.DrainResult r = outbox.drain(api);
-            assertTrue(r.unpaired);
-            assertEquals("the drain stops at the first", 1, outbox.size());
+            assertFalse(page.getMessage(), r.tokenRefused);
+            assertEquals(page.getMessage() + ": kept for a retry", 2, outbox.size());
+            assertEquals(0, r.dropped);
+            assertTrue(outbox.nextAttemptAt() > clock.elapsedMillis());
         }
     }
 

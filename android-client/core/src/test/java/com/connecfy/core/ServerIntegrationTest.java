@@ -284,9 +284,16 @@ public class ServerIntegrationTest {
         phone.engine.tick();
         assertTrue(phone.unpaired.isEmpty());
         dashboard.removeDevice(phone.credentials.deviceId);
-        phone.clock.advance(phone.engine.tick());
-        phone.engine.tick();
+        phone.gateway.outbox.add("01REPORTWAITING", Outbox.SENT, "");
+        phone.clock.advance(phone.engine.tick()); // the server's first refusal of the token
+        assertTrue("one refusal is not enough", phone.unpaired.isEmpty());
+        assertFalse(phone.engine.status().unpaired);
+        assertEquals("the outbox is kept after one refusal", 1, phone.gateway.outbox.size());
+        for (int i = 0; i < 5 && phone.unpaired.isEmpty(); i++) {
+            phone.clock.advance(Math.min(phone.engine.tick(), 60000)); // asked again after a backoff
+        }
         assertEquals(1, phone.unpaired.size());
+        assertTrue(phone.unpaired.get(0), phone.unpaired.get(0).contains("not_authenticated"));
         assertTrue(phone.engine.status().unpaired);
         phone.gateway.forget();
         assertNull(new Pairing(new FileStorage(phone.dir)).load());
