@@ -38,16 +38,21 @@ public final class GatewayService extends Service {
 
     private HandlerThread thread;
     private Handler handler;
-    private DeviceEngine engine;
+    /** Set and ticked on the gateway thread only. */
+    private volatile DeviceEngine engine;
     private PowerManager.WakeLock wakeLock;
     private String shownText = "";
 
     private final Runnable step = new Runnable() {
         @Override
         public void run() {
+            DeviceEngine current = engine;
+            if (current == null) {
+                return;
+            }
             long wait;
             try {
-                wait = engine.tick();
+                wait = current.tick();
             } catch (RuntimeException e) {
                 // A bug must not crash the service into a restart loop: log it and go on.
                 Log.e(TAG, "gateway tick failed", e);
@@ -55,7 +60,44 @@ public final class GatewayService extends Service {
             }
             if (wait != Long.MAX_VALUE) {
                 handler.postDelayed(this, Math.max(50, Math.min(wait, 60000)));
+            } else if (!current.status().unpaired) {
+                handler.post(ensureEngine); // stopped because the phone was paired again
             }
+        }
+    };
+
+    /**
+     * On the gateway thread: an engine for the stored pairing. A new one when there is
+     * none, or the phone was paired again since (the old token's engine has stopped).
+     */
+    private final Runnable ensureEngine = new Runnable() {
+        @Override
+        public void run() {
+            ConnecfyApp app = ConnecfyApp.of(GatewayService.this);
+            Gateway gateway = app.gateway();
+            if (gateway.isCurrent(engine)) {
+                return;
+            }
+            handler.removeCallbacks(step);
+            if (!app.gatewayEnabled()) {
+                engine = null; // stopped or unpaired by the user meanwhile
+                stopOnMainThread();
+                return;
+            }
+            DeviceCredentials credentials;
+            try {
+                credentials = gateway.pairing.load();
+            } catch (IOException e) {
+                credentials = null;
+            }
+            if (credentials == null) {
+                engine = null;
+                stopOnMainThread();
+                return;
+            }
+            engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this),
+                new PhoneHeartbeat(GatewayService.this), new DeviceEngine.Config(), new Listener());
+            handler.post(step);
         }
     };
 
@@ -89,19 +131,6 @@ public final class GatewayService extends Service {
     public void onCreate() {
         super.onCreate();
         goForeground(getString(R.string.notification_starting));
-        ConnecfyApp app = ConnecfyApp.of(this);
-        DeviceCredentials credentials;
-        try {
-            credentials = app.gateway().pairing.load();
-        } catch (IOException e) {
-            credentials = null;
-        }
-        if (credentials == null) {
-            stopSelf();
-            return;
-        }
-        engine = app.gateway().engine(credentials, app.userAgent(), new AndroidSmsSender(this),
-            new PhoneHeartbeat(this), new DeviceEngine.Config(), new Listener());
         PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
         wakeLock = power.newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "connecfy:gateway");
         wakeLock.setReferenceCounted(false);
@@ -109,13 +138,23 @@ public final class GatewayService extends Service {
         thread = new HandlerThread("connecfy-gateway");
         thread.start();
         handler = new Handler(thread.getLooper());
-        handler.post(step);
         running = this;
     }
 
+    /** Every start (the first, and each after pairing again) checks the engine is the pairing's. */
     @Override
     public int onStartCommand(Intent intent, int flags, int startId) {
+        handler.post(ensureEngine);
         return START_STICKY;
+    }
+
+    private void stopOnMainThread() {
+        new Handler(Looper.getMainLooper()).post(new Runnable() {
+            @Override
+            public void run() {
+                stopSelf();
+            }
+        });
     }
 
     @Override
@@ -181,22 +220,13 @@ public final class GatewayService extends Service {
             }
         }
 
+        /** The engine has forgotten its own pairing (the server refused its token twice). */
         @Override
         public void onUnpaired(String reason) {
             ConnecfyApp app = ConnecfyApp.of(GatewayService.this);
-            try {
-                app.gateway().forget(); // the token no longer works: nothing left to deliver with it
-            } catch (IOException e) {
-                // The token is dead either way; the next start finds the pairing and fails again.
-            }
             app.setGatewayEnabled(false);
             app.notifyUnpaired(reason);
-            new Handler(Looper.getMainLooper()).post(new Runnable() {
-                @Override
-                public void run() {
-                    stopSelf();
-                }
-            });
+            stopOnMainThread();
         }
     }
 }

@@ -120,8 +120,9 @@ public final class PairActivity extends Activity {
             public void run() {
                 String error = null;
                 try {
-                    app.gateway().pairing.pair(payload, deviceName, phone, app.userAgent(),
-                        app.gateway().clock);
+                    // Stops the engine of an earlier pairing; starting the service below
+                    // gives the new pairing its engine.
+                    app.gateway().pair(payload, deviceName, phone, app.userAgent());
                 } catch (ApiException e) {
                     error = getString(R.string.pair_refused, e.detail());
                 } catch (IOException e) {

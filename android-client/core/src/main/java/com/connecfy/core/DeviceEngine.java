@@ -96,8 +96,11 @@ public final class DeviceEngine {
     private int lastPollCount;
     private int duplicatesSkipped;
     private int leaseExpired;
-    private boolean unpaired;
+    private volatile boolean unpaired;
     private volatile boolean stopped;
+    /** The pairing this engine runs for (null: not bound, as in tests of the engine alone). */
+    private Pairing pairing;
+    private String deviceId;
     private String heartbeatError;
     private String pollError;
     private String otherError;
@@ -131,8 +134,36 @@ public final class DeviceEngine {
             if (stopped || unpaired) {
                 return Long.MAX_VALUE;
             }
+            if (pairing != null && !pairing.isPairedAs(deviceId)) {
+                // Paired again (or unpaired) since this engine started: its token is not
+                // the phone's any more, and a new engine runs for the new pairing.
+                stopped = true;
+                return Long.MAX_VALUE;
+            }
             return tickLocked();
         }
+    }
+
+    /**
+     * Binds the engine to the stored pairing of {@code deviceId}: it stops as soon as the
+     * phone is paired as another device, and when the server refuses its token it forgets
+     * that pairing only, never another device's.
+     */
+    void bindTo(Pairing pairing, String deviceId) {
+        synchronized (tickLock) {
+            this.pairing = pairing;
+            this.deviceId = deviceId;
+        }
+    }
+
+    /** The device this engine runs for, when bound to a pairing. */
+    public String deviceId() {
+        return deviceId;
+    }
+
+    /** Neither stopped nor unpaired. */
+    public boolean isActive() {
+        return !stopped && !unpaired;
     }
 
     /**
@@ -402,13 +433,28 @@ public final class DeviceEngine {
         refusalError = "the server refused the device token (" + reason + "); asking again before unpairing";
     }
 
+    /**
+     * The server refused the token twice in a row. A bound engine forgets its own pairing
+     * (and the reports only its token could deliver); the listener hears of it only when
+     * that pairing was still the phone's.
+     */
     private void stopUnpaired(String reason) {
         unpaired = true;
         waiting.clear();
         waitingIds.clear();
         otherError = reason;
+        boolean ours = true;
+        if (pairing != null) {
+            try {
+                ours = pairing.forget(deviceId, outbox, results);
+            } catch (IOException e) {
+                otherError = reason + "; storage: " + e.getMessage();
+            }
+        }
         publish();
-        listener.onUnpaired(reason);
+        if (ours) {
+            listener.onUnpaired(reason);
+        }
     }
 
     private String lastError() {

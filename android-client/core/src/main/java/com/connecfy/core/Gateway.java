@@ -75,16 +75,53 @@ public final class Gateway {
         storage.delete(document);
     }
 
-    public DeviceEngine engine(DeviceCredentials credentials, String userAgent, SmsSender sender,
-            Heartbeat.Source heartbeat, DeviceEngine.Config config, DeviceEngine.Listener listener) {
-        return engine(new ApiClient(credentials, userAgent, clock), sender, heartbeat, config, listener);
+    /**
+     * Registers with the code and keeps the new pairing: the engine of the old pairing is
+     * stopped first (waiting for a running tick), and the reports only the old token could
+     * deliver go. Blocks for the request: call it off the UI thread. The caller then starts
+     * an engine for the new pairing (the app's service does on its next start command).
+     */
+    public DeviceCredentials pair(PairingPayload payload, String deviceName, String phoneNumber, String userAgent)
+            throws IOException, ApiException {
+        DeviceCredentials credentials = new ApiClient(payload.server, userAgent, clock)
+            .register(payload.code, deviceName, phoneNumber);
+        paired(credentials);
+        return credentials;
     }
 
-    synchronized DeviceEngine engine(DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
+    void paired(DeviceCredentials credentials) throws IOException {
+        DeviceEngine running;
+        synchronized (this) {
+            running = engine;
+            engine = null;
+        }
+        if (running != null) {
+            running.stop();
+        }
+        pairing.replace(credentials, outbox, results);
+    }
+
+    public DeviceEngine engine(DeviceCredentials credentials, String userAgent, SmsSender sender,
+            Heartbeat.Source heartbeat, DeviceEngine.Config config, DeviceEngine.Listener listener) {
+        return engine(credentials.deviceId, new ApiClient(credentials, userAgent, clock), sender, heartbeat, config,
+            listener);
+    }
+
+    synchronized DeviceEngine engine(String deviceId, DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
             DeviceEngine.Config config, DeviceEngine.Listener listener) {
         engine = new DeviceEngine(api, outbox, sentIds, pacer, results, sender, heartbeat, clock, random, config,
             listener);
+        engine.bindTo(pairing, deviceId);
         return engine;
+    }
+
+    /**
+     * Whether {@code running} is this gateway's engine, still active, for the stored
+     * pairing. When not (the phone was paired again, or the engine stopped), the app
+     * builds a new one.
+     */
+    public synchronized boolean isCurrent(DeviceEngine running) {
+        return running != null && running == engine && running.isActive() && pairing.isPairedAs(running.deviceId());
     }
 
     /**
@@ -108,6 +145,12 @@ public final class Gateway {
 
     boolean unpair(DeviceApi api, long timeoutMillis) throws IOException {
         long deadline = clock.elapsedMillis() + timeoutMillis;
+        DeviceCredentials credentials;
+        try {
+            credentials = pairing.load();
+        } catch (IOException e) {
+            credentials = null; // unreadable: forgotten whatever it says
+        }
         DeviceEngine running;
         synchronized (this) {
             running = engine;
@@ -123,16 +166,17 @@ public final class Gateway {
             }
             delivered = outbox.size() == 0;
         } finally {
-            forget();
+            forget(credentials == null ? null : credentials.deviceId);
         }
         return delivered;
     }
 
     /**
-     * Forgets the device token and what only it could report, at once (the server no
-     * longer accepts the token); see {@link Pairing#forget}.
+     * Forgets the pairing of {@code deviceId} (null: whatever is stored) and what only its
+     * token could report, at once; another device's pairing is left alone. True when a
+     * pairing was forgotten. See {@link Pairing#forget}.
      */
-    public void forget() throws IOException {
-        pairing.forget(outbox, results);
+    public boolean forget(String deviceId) throws IOException {
+        return pairing.forget(deviceId, outbox, results);
     }
 }

@@ -6,12 +6,16 @@ import org.json.JSONException;
 
 /**
  * This phone's pairing: the credentials kept in private storage after registering, and
- * forgetting them ("unpair", or the server said the token is no longer valid).
+ * forgetting them ("unpair", or the server said the token is no longer valid). The
+ * credentials are read once and kept in memory, so asking costs no disk read (the main
+ * screen and the engine ask often); every change goes through this object.
  */
 public final class Pairing {
     static final String DOCUMENT = "device.json";
 
     private final Storage storage;
+    private boolean loaded;
+    private DeviceCredentials current;
 
     public Pairing(Storage storage) {
         this.storage = storage;
@@ -19,14 +23,27 @@ public final class Pairing {
 
     /** The stored credentials, or null when the phone is not paired. */
     public synchronized DeviceCredentials load() throws IOException {
-        String text = storage.read(DOCUMENT);
-        if (text == null) {
-            return null;
+        if (!loaded) {
+            String text = storage.read(DOCUMENT);
+            if (text != null) {
+                try {
+                    current = DeviceCredentials.fromJson(text);
+                } catch (JSONException e) {
+                    throw new UnreadableDocumentException(DOCUMENT, e);
+                }
+            }
+            loaded = true;
         }
+        return current;
+    }
+
+    /** Whether the stored pairing is the one of {@code deviceId} (false when unreadable). */
+    public synchronized boolean isPairedAs(String deviceId) {
         try {
-            return DeviceCredentials.fromJson(text);
-        } catch (JSONException e) {
-            throw new UnreadableDocumentException(DOCUMENT, e);
+            DeviceCredentials stored = load();
+            return stored != null && stored.deviceId.equals(deviceId);
+        } catch (IOException e) {
+            return false;
         }
     }
 
@@ -48,15 +65,38 @@ public final class Pairing {
         } catch (JSONException e) {
             throw new IOException(e.getMessage(), e);
         }
+        current = credentials;
+        loaded = true;
+    }
+
+    /**
+     * Keeps new credentials; when they are another device's than the stored ones, the
+     * reports and part results of the old token (which the new one cannot deliver) go.
+     */
+    synchronized void replace(DeviceCredentials credentials, Outbox outbox, SendResults results)
+            throws IOException {
+        if (!isPairedAs(credentials.deviceId)) {
+            outbox.clear();
+            results.clear();
+        }
+        save(credentials);
     }
 
     /**
      * Forgets the token, and the reports and part results that only that token could
-     * deliver. Sent ids are kept: a message id is never sent twice.
+     * deliver, if the stored pairing is {@code deviceId}'s (null: whatever is stored); the
+     * pairing of another device is never touched. Sent ids are kept: a message id is never
+     * sent twice. True when a pairing was forgotten.
      */
-    public synchronized void forget(Outbox outbox, SendResults results) throws IOException {
+    public synchronized boolean forget(String deviceId, Outbox outbox, SendResults results) throws IOException {
+        if (deviceId != null && !isPairedAs(deviceId)) {
+            return false;
+        }
         storage.delete(DOCUMENT);
+        current = null;
+        loaded = true;
         outbox.clear();
         results.clear();
+        return true;
     }
 }

@@ -11,7 +11,7 @@ import java.util.List;
  * outcome for its endpoint (an exception to throw, or tasks to return) and is logged
  * with the fake clock's time. Unscripted calls succeed (no tasks).
  */
-final class FakeApi implements DeviceApi {
+class FakeApi implements DeviceApi {
     final FakeClock clock;
     final List<String> log = new ArrayList<String>();
     final List<Long> heartbeatTimes = new ArrayList<Long>();

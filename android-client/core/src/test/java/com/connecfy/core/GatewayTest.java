@@ -38,7 +38,7 @@ public class GatewayTest {
     }
 
     private DeviceEngine engine(Gateway gateway, RecordingSender sender) {
-        return gateway.engine(api, sender, new Heartbeat.Source() {
+        return gateway.engine("dev1", api, sender, new Heartbeat.Source() {
             @Override
             public Heartbeat current() {
                 return new Heartbeat(50, "14", "1.0.0");
@@ -147,11 +147,142 @@ public class GatewayTest {
         assertEquals(1, api.log.size());
     }
 
+    /**
+     * A listener that does what the app does when the engine says the phone was unpaired
+     * (the engine has forgotten its own pairing by then).
+     */
+    private DeviceEngine.Listener appListener(final Gateway gateway, final java.util.List<String> told) {
+        return new DeviceEngine.Listener() {
+            @Override
+            public void onUnpaired(String reason) {
+                told.add(reason);
+            }
+
+            @Override
+            public void onStatus(EngineStatus status) {
+            }
+        };
+    }
+
+    private static final Heartbeat.Source BEAT = new Heartbeat.Source() {
+        @Override
+        public Heartbeat current() {
+            return new Heartbeat(50, "14", "1.0.0");
+        }
+    };
+
+    private static DeviceCredentials secondDevice() {
+        return new DeviceCredentials("http://127.0.0.1:1", "dev2", "token2", "Phone", 1);
+    }
+
+    @Test
+    public void aNewPairingStopsTheEngineOfTheOldOne() throws Exception {
+        Gateway gateway = open();
+        RecordingSender sender = new RecordingSender(clock);
+        java.util.List<String> told = new java.util.ArrayList<String>();
+        DeviceEngine old = gateway.engine("dev1", api, sender, BEAT, new DeviceEngine.Config(), appListener(gateway, told));
+        old.tick();
+        int calls = api.log.size();
+        gateway.pairing.save(secondDevice()); // paired again while the service runs
+        api.pollScript.add(FakeApi.tasks("A"));
+        clock.advance(20000);
+        old.tick();
+        assertEquals("the engine on the old token makes no more calls: " + api.log, calls, api.log.size());
+        assertTrue(sender.sent.isEmpty());
+        assertEquals("dev2", gateway.pairing.load().deviceId);
+    }
+
+    @Test
+    public void aRefusalSeenByTheOldEngineNeverForgetsTheNewPairing() throws Exception {
+        final Gateway gateway = open();
+        final java.util.List<String> told = new java.util.ArrayList<String>();
+        // The second refusal of the old token arrives while the new pairing is being saved.
+        FakeApi racing = new FakeApi(clock) {
+            @Override
+            public synchronized String heartbeat(Heartbeat heartbeat) throws IOException, ApiException {
+                if (heartbeatTimes.size() == 1) {
+                    gateway.pairing.save(secondDevice());
+                }
+                return super.heartbeat(heartbeat);
+            }
+        };
+        racing.heartbeatScript.add(FakeApi.notAuthenticated());
+        racing.heartbeatScript.add(FakeApi.notAuthenticated());
+        DeviceEngine old = gateway.engine("dev1", racing, new RecordingSender(clock), BEAT, new DeviceEngine.Config(),
+            appListener(gateway, told));
+        for (int i = 0; i < 5 && !old.status().unpaired; i++) {
+            clock.advance(Math.min(old.tick(), 60000));
+        }
+        assertEquals("two refusals of the old token", 2, racing.heartbeatTimes.size());
+        DeviceCredentials stored = gateway.pairing.load();
+        assertTrue("the new pairing is kept: " + (stored == null ? "forgotten" : stored.deviceId),
+            stored != null && "dev2".equals(stored.deviceId));
+        assertTrue("the app is not told to unpair the new pairing: " + told, told.isEmpty());
+        assertEquals(dev2OnDisk(), "dev2");
+    }
+
+    private String dev2OnDisk() throws IOException {
+        return new Pairing(storage).load().deviceId;
+    }
+
+    @Test
+    public void twoRefusalsForgetTheEnginesOwnPairingAndTellTheApp() throws Exception {
+        Gateway gateway = open();
+        gateway.outbox.add("m1", Outbox.SENT, "");
+        java.util.List<String> told = new java.util.ArrayList<String>();
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        api.heartbeatScript.add(FakeApi.notAuthenticated());
+        api.reportScript.add(new IOException("network down"));
+        DeviceEngine engine = gateway.engine("dev1", api, new RecordingSender(clock), BEAT,
+            new DeviceEngine.Config(), appListener(gateway, told));
+        for (int i = 0; i < 5 && told.isEmpty(); i++) {
+            clock.advance(Math.min(engine.tick(), 60000));
+        }
+        assertEquals(1, told.size());
+        assertNull(gateway.pairing.load());
+        assertNull(new Pairing(storage).load());
+        assertEquals(0, gateway.outbox.size());
+        assertFalse(gateway.isCurrent(engine));
+    }
+
+    @Test
+    public void forgetLeavesAnotherDevicesPairingAlone() throws Exception {
+        Gateway gateway = open();
+        gateway.outbox.add("m1", Outbox.SENT, "");
+        assertFalse(gateway.forget("dev0"));
+        assertEquals("dev1", gateway.pairing.load().deviceId);
+        assertEquals(1, gateway.outbox.size());
+        assertTrue(gateway.forget("dev1"));
+        assertNull(gateway.pairing.load());
+        assertEquals(0, gateway.outbox.size());
+    }
+
+    @Test
+    public void pairingAgainStopsTheRunningEngineAndDropsTheOldTokensReports() throws Exception {
+        Gateway gateway = open();
+        RecordingSender sender = new RecordingSender(clock);
+        DeviceEngine old = engine(gateway, sender);
+        old.tick();
+        assertTrue(gateway.isCurrent(old));
+        gateway.outbox.add("m1", Outbox.SENT, "");
+        gateway.paired(secondDevice());
+        assertFalse("a new engine is wanted", gateway.isCurrent(old));
+        assertEquals(Long.MAX_VALUE, old.tick());
+        assertEquals("the old token's reports go with it", 0, gateway.outbox.size());
+        assertEquals("dev2", dev2OnDisk());
+        DeviceEngine fresh = gateway.engine("dev2", api, sender, BEAT, new DeviceEngine.Config(),
+            appListener(gateway, new java.util.ArrayList<String>()));
+        assertTrue(gateway.isCurrent(fresh));
+        gateway.outbox.add("m2", Outbox.SENT, "");
+        gateway.paired(secondDevice()); // the same device again: its reports stay
+        assertEquals(1, gateway.outbox.size());
+    }
+
     @Test
     public void forgetDoesNotTryToDeliver() throws Exception {
         Gateway gateway = open();
         gateway.outbox.add("m1", Outbox.SENT, "");
-        gateway.forget();
+        assertTrue(gateway.forget("dev1"));
         assertTrue(api.log.isEmpty());
         assertNull(gateway.pairing.load());
         assertEquals(0, gateway.outbox.size());

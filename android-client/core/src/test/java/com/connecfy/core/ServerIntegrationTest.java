@@ -127,7 +127,7 @@ public class ServerIntegrationTest {
 
         void pair(String name) throws Exception {
             String qr = new PairingPayload(server.url + "/", dashboard.pairingCode().toLowerCase()).toUri();
-            credentials = gateway.pairing.pair(PairingPayload.parse(qr), name, "+15551234567", USER_AGENT, clock);
+            credentials = gateway.pair(PairingPayload.parse(qr), name, "+15551234567", USER_AGENT);
             engine = newEngine();
         }
 
@@ -295,8 +295,8 @@ public class ServerIntegrationTest {
         assertEquals(1, phone.unpaired.size());
         assertTrue(phone.unpaired.get(0), phone.unpaired.get(0).contains("not_authenticated"));
         assertTrue(phone.engine.status().unpaired);
-        phone.gateway.forget();
-        assertNull(new Pairing(new FileStorage(phone.dir)).load());
+        assertNull("the engine forgot its own pairing", new Pairing(new FileStorage(phone.dir)).load());
+        assertEquals(0, phone.gateway.outbox.size());
     }
 
     private static List<String> statuses(JSONArray timeline) throws JSONException {
