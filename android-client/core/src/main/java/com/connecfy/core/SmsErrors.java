@@ -9,8 +9,9 @@ public final class SmsErrors {
     /** Activity.RESULT_OK: the part left the phone. */
     public static final int RESULT_OK = -1;
 
+    /** SmsManager's result codes 0-33 (API 34), by number. */
     private static final String[] SEND_RESULTS = {
-        null,                       // 0
+        "RESULT_ERROR_NONE",            // 0
         "RESULT_ERROR_GENERIC_FAILURE",
         "RESULT_ERROR_RADIO_OFF",
         "RESULT_ERROR_NULL_PDU",
@@ -20,7 +21,7 @@ public final class SmsErrors {
         "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED",
         "RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED",
         "RESULT_RADIO_NOT_AVAILABLE",
-        "RESULT_NETWORK_REJECT",     // 10
+        "RESULT_NETWORK_REJECT",        // 10
         "RESULT_INVALID_ARGUMENTS",
         "RESULT_INVALID_STATE",
         "RESULT_NO_MEMORY",
@@ -41,14 +42,75 @@ public final class SmsErrors {
         "RESULT_UNEXPECTED_EVENT_STOP_SENDING",
         "RESULT_SMS_BLOCKED_DURING_EMERGENCY",
         "RESULT_SMS_SEND_RETRY_FAILED", // 30
+        "RESULT_REMOTE_EXCEPTION",
+        "RESULT_NO_DEFAULT_SMS_APP",
+        "RESULT_USER_NOT_ALLOWED",
+    };
+
+    /** The radio interface layer's codes, 100-137 (API 34), by number from 100. */
+    private static final int RIL_BASE = 100;
+    private static final String[] RIL_RESULTS = {
+        "RESULT_RIL_RADIO_NOT_AVAILABLE", // 100
+        "RESULT_RIL_SMS_SEND_FAIL_RETRY",
+        "RESULT_RIL_NETWORK_REJECT",
+        "RESULT_RIL_INVALID_STATE",
+        "RESULT_RIL_INVALID_ARGUMENTS",
+        "RESULT_RIL_NO_MEMORY",
+        "RESULT_RIL_REQUEST_RATE_LIMITED",
+        "RESULT_RIL_INVALID_SMS_FORMAT",
+        "RESULT_RIL_SYSTEM_ERR",
+        "RESULT_RIL_ENCODING_ERR",
+        "RESULT_RIL_INVALID_SMSC_ADDRESS", // 110
+        "RESULT_RIL_MODEM_ERR",
+        "RESULT_RIL_NETWORK_ERR",
+        "RESULT_RIL_INTERNAL_ERR",
+        "RESULT_RIL_REQUEST_NOT_SUPPORTED",
+        "RESULT_RIL_INVALID_MODEM_STATE",
+        "RESULT_RIL_NETWORK_NOT_READY",
+        "RESULT_RIL_OPERATION_NOT_ALLOWED",
+        "RESULT_RIL_NO_RESOURCES",
+        "RESULT_RIL_CANCELLED",
+        "RESULT_RIL_SIM_ABSENT",          // 120
+        "RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED",
+        "RESULT_RIL_ACCESS_BARRED",
+        "RESULT_RIL_BLOCKED_DUE_TO_CALL",
+        "RESULT_RIL_GENERIC_ERROR",
+        "RESULT_RIL_INVALID_RESPONSE",
+        "RESULT_RIL_SIM_PIN2",
+        "RESULT_RIL_SIM_PUK2",
+        "RESULT_RIL_SUBSCRIPTION_NOT_AVAILABLE",
+        "RESULT_RIL_SIM_ERROR",
+        "RESULT_RIL_INVALID_SIM_STATE",   // 130
+        "RESULT_RIL_NO_SMS_TO_ACK",
+        "RESULT_RIL_SIM_BUSY",
+        "RESULT_RIL_SIM_FULL",
+        "RESULT_RIL_NO_SUBSCRIPTION",
+        "RESULT_RIL_NO_NETWORK_FOUND",
+        "RESULT_RIL_DEVICE_IN_USE",
+        "RESULT_RIL_ABORTED",
     };
 
     private SmsErrors() {
     }
 
-    /** For a sent-broadcast result code other than RESULT_OK, e.g. {@code RESULT_ERROR_RADIO_OFF (2)}. */
+    /** SmsManager's name for a sent result code (API 34), or null for a code it does not name. */
+    public static String resultName(int resultCode) {
+        if (resultCode >= 0 && resultCode < SEND_RESULTS.length) {
+            return SEND_RESULTS[resultCode];
+        }
+        if (resultCode >= RIL_BASE && resultCode < RIL_BASE + RIL_RESULTS.length) {
+            return RIL_RESULTS[resultCode - RIL_BASE];
+        }
+        return null;
+    }
+
+    /**
+     * For a sent-broadcast result code other than RESULT_OK, e.g.
+     * {@code RESULT_ERROR_RADIO_OFF (2)} or {@code RESULT_NO_DEFAULT_SMS_APP (32)};
+     * {@code RESULT_CODE (n)} for a code newer than API 34.
+     */
     public static String sendFailure(int resultCode) {
-        String name = resultCode >= 0 && resultCode < SEND_RESULTS.length ? SEND_RESULTS[resultCode] : null;
+        String name = resultName(resultCode);
         return (name == null ? "RESULT_CODE" : name) + " (" + resultCode + ")";
     }
 

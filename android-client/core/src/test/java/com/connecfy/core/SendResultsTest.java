@@ -94,8 +94,100 @@ public class SendResultsTest {
 
     @Test
     public void unknownResultCodesStillNameTheirNumber() {
-        assertEquals("RESULT_CODE (133)", SmsErrors.sendFailure(133));
+        assertEquals("RESULT_CODE (138)", SmsErrors.sendFailure(138));
+        assertEquals("RESULT_CODE (99)", SmsErrors.sendFailure(99));
+        assertEquals("RESULT_CODE (-7)", SmsErrors.sendFailure(-7));
         assertEquals("RESULT_ERROR_GENERIC_FAILURE (1)", SmsErrors.sendFailure(1));
+    }
+
+    /** SmsManager's RESULT_* constants for a sent result, as of API 34 (Android 14). */
+    private static final String[][] API_34_SEND_RESULTS = {
+        {"0", "RESULT_ERROR_NONE"},
+        {"1", "RESULT_ERROR_GENERIC_FAILURE"},
+        {"2", "RESULT_ERROR_RADIO_OFF"},
+        {"3", "RESULT_ERROR_NULL_PDU"},
+        {"4", "RESULT_ERROR_NO_SERVICE"},
+        {"5", "RESULT_ERROR_LIMIT_EXCEEDED"},
+        {"6", "RESULT_ERROR_FDN_CHECK_FAILURE"},
+        {"7", "RESULT_ERROR_SHORT_CODE_NOT_ALLOWED"},
+        {"8", "RESULT_ERROR_SHORT_CODE_NEVER_ALLOWED"},
+        {"9", "RESULT_RADIO_NOT_AVAILABLE"},
+        {"10", "RESULT_NETWORK_REJECT"},
+        {"11", "RESULT_INVALID_ARGUMENTS"},
+        {"12", "RESULT_INVALID_STATE"},
+        {"13", "RESULT_NO_MEMORY"},
+        {"14", "RESULT_INVALID_SMS_FORMAT"},
+        {"15", "RESULT_SYSTEM_ERROR"},
+        {"16", "RESULT_MODEM_ERROR"},
+        {"17", "RESULT_NETWORK_ERROR"},
+        {"18", "RESULT_ENCODING_ERROR"},
+        {"19", "RESULT_INVALID_SMSC_ADDRESS"},
+        {"20", "RESULT_OPERATION_NOT_ALLOWED"},
+        {"21", "RESULT_INTERNAL_ERROR"},
+        {"22", "RESULT_NO_RESOURCES"},
+        {"23", "RESULT_CANCELLED"},
+        {"24", "RESULT_REQUEST_NOT_SUPPORTED"},
+        {"25", "RESULT_NO_BLUETOOTH_SERVICE"},
+        {"26", "RESULT_INVALID_BLUETOOTH_ADDRESS"},
+        {"27", "RESULT_BLUETOOTH_DISCONNECTED"},
+        {"28", "RESULT_UNEXPECTED_EVENT_STOP_SENDING"},
+        {"29", "RESULT_SMS_BLOCKED_DURING_EMERGENCY"},
+        {"30", "RESULT_SMS_SEND_RETRY_FAILED"},
+        {"31", "RESULT_REMOTE_EXCEPTION"},
+        {"32", "RESULT_NO_DEFAULT_SMS_APP"},
+        {"33", "RESULT_USER_NOT_ALLOWED"},
+        {"100", "RESULT_RIL_RADIO_NOT_AVAILABLE"},
+        {"101", "RESULT_RIL_SMS_SEND_FAIL_RETRY"},
+        {"102", "RESULT_RIL_NETWORK_REJECT"},
+        {"103", "RESULT_RIL_INVALID_STATE"},
+        {"104", "RESULT_RIL_INVALID_ARGUMENTS"},
+        {"105", "RESULT_RIL_NO_MEMORY"},
+        {"106", "RESULT_RIL_REQUEST_RATE_LIMITED"},
+        {"107", "RESULT_RIL_INVALID_SMS_FORMAT"},
+        {"108", "RESULT_RIL_SYSTEM_ERR"},
+        {"109", "RESULT_RIL_ENCODING_ERR"},
+        {"110", "RESULT_RIL_INVALID_SMSC_ADDRESS"},
+        {"111", "RESULT_RIL_MODEM_ERR"},
+        {"112", "RESULT_RIL_NETWORK_ERR"},
+        {"113", "RESULT_RIL_INTERNAL_ERR"},
+        {"114", "RESULT_RIL_REQUEST_NOT_SUPPORTED"},
+        {"115", "RESULT_RIL_INVALID_MODEM_STATE"},
+        {"116", "RESULT_RIL_NETWORK_NOT_READY"},
+        {"117", "RESULT_RIL_OPERATION_NOT_ALLOWED"},
+        {"118", "RESULT_RIL_NO_RESOURCES"},
+        {"119", "RESULT_RIL_CANCELLED"},
+        {"120", "RESULT_RIL_SIM_ABSENT"},
+        {"121", "RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED"},
+        {"122", "RESULT_RIL_ACCESS_BARRED"},
+        {"123", "RESULT_RIL_BLOCKED_DUE_TO_CALL"},
+        {"124", "RESULT_RIL_GENERIC_ERROR"},
+        {"125", "RESULT_RIL_INVALID_RESPONSE"},
+        {"126", "RESULT_RIL_SIM_PIN2"},
+        {"127", "RESULT_RIL_SIM_PUK2"},
+        {"128", "RESULT_RIL_SUBSCRIPTION_NOT_AVAILABLE"},
+        {"129", "RESULT_RIL_SIM_ERROR"},
+        {"130", "RESULT_RIL_INVALID_SIM_STATE"},
+        {"131", "RESULT_RIL_NO_SMS_TO_ACK"},
+        {"132", "RESULT_RIL_SIM_BUSY"},
+        {"133", "RESULT_RIL_SIM_FULL"},
+        {"134", "RESULT_RIL_NO_SUBSCRIPTION"},
+        {"135", "RESULT_RIL_NO_NETWORK_FOUND"},
+        {"136", "RESULT_RIL_DEVICE_IN_USE"},
+        {"137", "RESULT_RIL_ABORTED"},
+    };
+
+    @Test
+    public void everySendResultCodeUpToApi34IsNamed() {
+        java.util.List<String> wrong = new java.util.ArrayList<String>();
+        for (String[] code : API_34_SEND_RESULTS) {
+            String expected = code[1] + " (" + code[0] + ")";
+            String named = SmsErrors.sendFailure(Integer.parseInt(code[0]));
+            if (!expected.equals(named)) {
+                wrong.add(named + " should be " + expected);
+            }
+        }
+        assertEquals(wrong.size() + " codes misnamed: " + wrong, 0, wrong.size());
+        assertEquals("RESULT_NO_DEFAULT_SMS_APP (32)", SmsErrors.sendFailure(32));
     }
 
     @Test
