@@ -13,7 +13,8 @@ import java.util.regex.Pattern;
 /**
  * {@link Storage} in one directory, one file a document (on Android the app's private
  * files directory). Writes go to a temporary file that is synced and then renamed over
- * the old one, so a crash or power loss leaves either version whole.
+ * the old one, so a crash or power loss leaves either version whole. Appends are synced
+ * before they return.
  */
 public final class FileStorage implements Storage {
     private static final Charset UTF8 = Charset.forName("UTF-8");
@@ -71,6 +72,18 @@ public final class FileStorage implements Storage {
         if (!temp.renameTo(target)) {
             temp.delete();
             throw new IOException("cannot replace " + target);
+        }
+    }
+
+    @Override
+    public synchronized void append(String name, String text) throws IOException {
+        FileOutputStream out = new FileOutputStream(file(name), true);
+        try {
+            out.write(text.getBytes(UTF8));
+            out.flush();
+            out.getFD().sync();
+        } finally {
+            out.close();
         }
     }
 

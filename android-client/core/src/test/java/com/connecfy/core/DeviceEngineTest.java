@@ -399,7 +399,7 @@ public class DeviceEngineTest {
 
     @Test
     public void aStorageErrorBeforeSendingReportsFailedInsteadOfLosingTheMessage() {
-        storage.failWrites.add(SentIds.DOCUMENT);
+        storage.failWrites.add(SentIds.LOG);
         api.pollScript.add(FakeApi.tasks("A"));
         runFor(1000);
         assertTrue(sender.sent.isEmpty());

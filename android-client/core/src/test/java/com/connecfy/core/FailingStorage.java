@@ -8,6 +8,8 @@ import java.util.Set;
 final class FailingStorage implements Storage {
     private final Storage delegate;
     final Set<String> failWrites = new HashSet<String>();
+    /** Documents whose whole rewrites fail while appends to them still work. */
+    final Set<String> failRewrites = new HashSet<String>();
 
     FailingStorage(Storage delegate) {
         this.delegate = delegate;
@@ -20,10 +22,18 @@ final class FailingStorage implements Storage {
 
     @Override
     public void write(String name, String text) throws IOException {
-        if (failWrites.contains(name)) {
+        if (failWrites.contains(name) || failRewrites.contains(name)) {
             throw new IOException("no space left on device");
         }
         delegate.write(name, text);
+    }
+
+    @Override
+    public void append(String name, String text) throws IOException {
+        if (failWrites.contains(name)) {
+            throw new IOException("no space left on device");
+        }
+        delegate.append(name, text);
     }
 
     @Override

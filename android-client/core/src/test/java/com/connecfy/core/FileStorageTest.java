@@ -29,6 +29,19 @@ public class FileStorageTest {
         assertNull(storage.read("outbox.json"));
     }
 
+    @Test
+    public void appendsCreateThenGrowTheDocument() throws IOException {
+        File dir = new File(folder.getRoot(), "files");
+        FileStorage storage = new FileStorage(dir);
+        storage.append("sent-ids.log", "a\n");
+        storage.append("sent-ids.log", "b \u00e9\n");
+        assertEquals("a\nb \u00e9\n", new FileStorage(dir).read("sent-ids.log"));
+        storage.write("sent-ids.log", "c\n");
+        storage.append("sent-ids.log", "d\n");
+        assertEquals("c\nd\n", storage.read("sent-ids.log"));
+        assertArrayEquals(new String[] {"sent-ids.log"}, dir.list());
+    }
+
     @Test(expected = IllegalArgumentException.class)
     public void namesCannotLeaveTheDirectory() throws IOException {
         new FileStorage(folder.getRoot()).read("../device.json");
