@@ -42,12 +42,14 @@ public final class GatewayService extends Service {
     private volatile DeviceEngine engine;
     private PowerManager.WakeLock wakeLock;
     private String shownText = "";
+    /** Set in onDestroy: nothing is ticked or built on the gateway thread after it. */
+    private volatile boolean destroyed;
 
     private final Runnable step = new Runnable() {
         @Override
         public void run() {
             DeviceEngine current = engine;
-            if (current == null) {
+            if (current == null || destroyed) {
                 return;
             }
             long wait;
@@ -73,6 +75,9 @@ public final class GatewayService extends Service {
     private final Runnable ensureEngine = new Runnable() {
         @Override
         public void run() {
+            if (destroyed) {
+                return;
+            }
             ConnecfyApp app = ConnecfyApp.of(GatewayService.this);
             Gateway gateway = app.gateway();
             if (gateway.isCurrent(engine)) {
@@ -95,6 +100,7 @@ public final class GatewayService extends Service {
                 stopOnMainThread();
                 return;
             }
+            // Stops the engine of an earlier run of this service first (waiting for its tick).
             engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this),
                 new PhoneHeartbeat(GatewayService.this), new DeviceEngine.Config(), new Listener());
             handler.post(step);
@@ -160,8 +166,16 @@ public final class GatewayService extends Service {
     @Override
     public void onDestroy() {
         running = null;
+        destroyed = true;
+        DeviceEngine current = engine;
+        if (current != null) {
+            // Without waiting on the main thread: a tick under way makes no further call
+            // and sends nothing more, and the next service's engine waits for it to end.
+            current.requestStop();
+        }
         if (handler != null) {
             handler.removeCallbacks(step);
+            handler.removeCallbacks(ensureEngine);
             thread.quitSafely();
         }
         if (wakeLock != null && wakeLock.isHeld()) {

@@ -167,14 +167,23 @@ public final class DeviceEngine {
     }
 
     /**
-     * Stops the engine for good: waits for a running {@link #tick} to finish, and every
-     * later tick does nothing. Safe from any thread.
+     * Stops the engine for good: a running {@link #tick} makes no further call and hands
+     * nothing more to SmsManager (an HTTP call or a send already under way finishes), and
+     * every later tick does nothing. Waits for a running tick to return. Safe from any thread.
      */
     public void stop() {
-        stopped = true;
+        requestStop();
         synchronized (tickLock) {
             // A tick that was running has returned.
         }
+    }
+
+    /**
+     * {@link #stop} without waiting, for a thread that must not block (the service's
+     * onDestroy on the main thread).
+     */
+    public void requestStop() {
+        stopped = true;
     }
 
     private long tickLocked() {
@@ -213,9 +222,12 @@ public final class DeviceEngine {
         return Math.max(0, next - now);
     }
 
-    /** Nothing stops this tick: not unpaired, and no refusal of the token waits for its second asking. */
+    /**
+     * Nothing stops this tick: not stopped, not unpaired, and no refusal of the token
+     * waits for its second asking. Checked before every call and every send.
+     */
     private boolean calm() {
-        return !unpaired && clock.elapsedMillis() >= confirmAt;
+        return !stopped && !unpaired && clock.elapsedMillis() >= confirmAt;
     }
 
     /**
@@ -334,7 +346,7 @@ public final class DeviceEngine {
     }
 
     private void sendWaiting() {
-        while (!waiting.isEmpty()) {
+        while (!waiting.isEmpty() && calm()) {
             Claimed claimed = waiting.peek();
             Task task = claimed.task;
             long elapsed = clock.elapsedMillis();

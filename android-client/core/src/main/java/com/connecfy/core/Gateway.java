@@ -30,6 +30,11 @@ public final class Gateway {
     public final SendResults results;
 
     private DeviceEngine engine;
+    /**
+     * Held while one engine is swapped for another (or for none): the old one is stopped,
+     * its running tick waited for, before anything else starts. Never taken by a tick.
+     */
+    private final Object engineSwap = new Object();
 
     public Gateway(Storage storage, Clock clock, TimeZone zone, Random random) throws IOException {
         this(storage, clock, zone, random, OUTBOX_BACKOFF, SendPacer.DEFAULT_PARTS_PER_WINDOW);
@@ -90,6 +95,14 @@ public final class Gateway {
     }
 
     void paired(DeviceCredentials credentials) throws IOException {
+        synchronized (engineSwap) {
+            stopEngine();
+            pairing.replace(credentials, outbox, results);
+        }
+    }
+
+    /** Stops the engine, if one runs, and waits for its running tick. Under engineSwap. */
+    private void stopEngine() {
         DeviceEngine running;
         synchronized (this) {
             running = engine;
@@ -98,7 +111,6 @@ public final class Gateway {
         if (running != null) {
             running.stop();
         }
-        pairing.replace(credentials, outbox, results);
     }
 
     public DeviceEngine engine(DeviceCredentials credentials, String userAgent, SmsSender sender,
@@ -107,12 +119,23 @@ public final class Gateway {
             listener);
     }
 
-    synchronized DeviceEngine engine(String deviceId, DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
+    /**
+     * A new engine for the device; the one before it (if any) is stopped first and its
+     * running tick waited for, so two engines never run at once (the service stopped and
+     * started again, say). Blocks that long: call it off the UI thread.
+     */
+    DeviceEngine engine(String deviceId, DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
             DeviceEngine.Config config, DeviceEngine.Listener listener) {
-        engine = new DeviceEngine(api, outbox, sentIds, pacer, results, sender, heartbeat, clock, random, config,
-            listener);
-        engine.bindTo(pairing, deviceId);
-        return engine;
+        synchronized (engineSwap) {
+            stopEngine();
+            DeviceEngine created = new DeviceEngine(api, outbox, sentIds, pacer, results, sender, heartbeat, clock,
+                random, config, listener);
+            created.bindTo(pairing, deviceId);
+            synchronized (this) {
+                engine = created;
+            }
+            return created;
+        }
     }
 
     /**
@@ -151,13 +174,8 @@ public final class Gateway {
         } catch (IOException e) {
             credentials = null; // unreadable: forgotten whatever it says
         }
-        DeviceEngine running;
-        synchronized (this) {
-            running = engine;
-            engine = null;
-        }
-        if (running != null) {
-            running.stop();
+        synchronized (engineSwap) {
+            stopEngine();
         }
         boolean delivered = true;
         try {

@@ -279,6 +279,64 @@ public class GatewayTest {
     }
 
     @Test
+    public void aNewEngineStopsThePreviousOne() throws Exception {
+        Gateway gateway = open();
+        RecordingSender sender = new RecordingSender(clock);
+        DeviceEngine first = engine(gateway, sender); // the service before Stop
+        first.tick();
+        DeviceEngine second = engine(gateway, sender); // the service after Start
+        api.pollScript.add(FakeApi.tasks("A"));
+        clock.advance(20000);
+        int calls = api.log.size();
+        assertEquals("the first engine is stopped", Long.MAX_VALUE, first.tick());
+        assertEquals("the first engine makes no call: " + api.log, calls, api.log.size());
+        second.tick();
+        assertEquals(Arrays.asList("A"), sender.sent);
+    }
+
+    @Test
+    public void stoppingDuringATickSendsNothingMore() throws Exception {
+        Gateway gateway = open();
+        final java.util.concurrent.CountDownLatch sending = new java.util.concurrent.CountDownLatch(1);
+        final java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        RecordingSender sender = new RecordingSender(clock) {
+            @Override
+            public synchronized void send(Task task, int parts) {
+                sending.countDown();
+                try {
+                    release.await(5, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                super.send(task, parts);
+            }
+        };
+        final DeviceEngine engine = engine(gateway, sender);
+        api.pollScript.add(FakeApi.tasks("A", "B", "C"));
+        Thread service = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                engine.tick();
+            }
+        });
+        service.start();
+        assertTrue(sending.await(5, java.util.concurrent.TimeUnit.SECONDS));
+        Thread stopper = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                engine.stop();
+            }
+        });
+        stopper.start();
+        Thread.sleep(100); // the stop is asked for while A is being handed over
+        release.countDown();
+        stopper.join(5000);
+        service.join(5000);
+        assertEquals("nothing is sent once the stop was asked for", Arrays.asList("A"), sender.sent);
+        assertFalse(gateway.sentIds.contains("B"));
+    }
+
+    @Test
     public void forgetDoesNotTryToDeliver() throws Exception {
         Gateway gateway = open();
         gateway.outbox.add("m1", Outbox.SENT, "");
