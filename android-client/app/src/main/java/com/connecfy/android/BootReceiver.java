@@ -4,9 +4,7 @@ import android.content.BroadcastReceiver;
 import android.content.Context;
 import android.content.Intent;
 
-import java.io.IOException;
-
-/** Starts the gateway again after a reboot or an app update, if it was on and the phone is paired. */
+/** Starts the gateway again after a reboot or an app update, if it was on (and the phone is paired). */
 public final class BootReceiver extends BroadcastReceiver {
     @Override
     public void onReceive(Context context, Intent intent) {
@@ -14,13 +12,10 @@ public final class BootReceiver extends BroadcastReceiver {
         if (!Intent.ACTION_BOOT_COMPLETED.equals(action) && !Intent.ACTION_MY_PACKAGE_REPLACED.equals(action)) {
             return;
         }
-        ConnecfyApp app = ConnecfyApp.of(context);
-        try {
-            if (app.gatewayEnabled() && app.gateway().pairing.load() != null) {
-                GatewayService.start(context);
-            }
-        } catch (IOException e) {
-            // Unreadable pairing: the main screen shows it as unpaired.
+        // The pairing is checked by the service on its own thread (it stops when there is
+        // none): this runs on the main thread, which reads no file.
+        if (ConnecfyApp.of(context).gatewayEnabled()) {
+            GatewayService.start(context);
         }
     }
 }

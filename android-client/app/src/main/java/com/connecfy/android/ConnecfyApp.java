@@ -20,6 +20,7 @@ import java.io.File;
 import java.io.IOException;
 import java.security.SecureRandom;
 import java.util.TimeZone;
+import java.util.concurrent.CountDownLatch;
 
 /** One {@link Gateway} per process, over the app's private files; the notification channels. */
 public final class ConnecfyApp extends Application {
@@ -47,7 +48,10 @@ public final class ConnecfyApp extends Application {
         }
     };
 
-    private Gateway gateway;
+    /** Opened off the main thread (it reads every document); see {@link #gateway}. */
+    private final CountDownLatch opened = new CountDownLatch(1);
+    private volatile Gateway gateway;
+    private volatile RuntimeException openFailure;
     private volatile EngineStatus status = EngineStatus.STOPPED;
 
     static ConnecfyApp of(Context context) {
@@ -57,12 +61,19 @@ public final class ConnecfyApp extends Application {
     @Override
     public void onCreate() {
         super.onCreate();
-        try {
-            gateway = new Gateway(new FileStorage(new File(getFilesDir(), "connecfy")), CLOCK,
-                TimeZone.getDefault(), new SecureRandom());
-        } catch (IOException e) {
-            throw new IllegalStateException("cannot open the app's storage", e);
-        }
+        new Thread(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    gateway = new Gateway(new FileStorage(new File(getFilesDir(), "connecfy")), CLOCK,
+                        TimeZone.getDefault(), new SecureRandom());
+                } catch (IOException | RuntimeException e) {
+                    openFailure = new IllegalStateException("cannot open the app's storage", e);
+                } finally {
+                    opened.countDown();
+                }
+            }
+        }, "connecfy-open").start();
         if (Build.VERSION.SDK_INT >= 26) {
             NotificationManager nm = getSystemService(NotificationManager.class);
             nm.createNotificationChannel(new NotificationChannel(CHANNEL_GATEWAY,
@@ -72,7 +83,34 @@ public final class ConnecfyApp extends Application {
         }
     }
 
+    /**
+     * The gateway, waiting for it to be opened: for background threads (the service's,
+     * receivers' workers), never the main thread, which uses {@link #gatewayIfOpen}.
+     */
     Gateway gateway() {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                opened.await();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        if (openFailure != null) {
+            throw openFailure;
+        }
+        return gateway;
+    }
+
+    /** The gateway once opened, else null; for the main thread (the screen), never waits. */
+    Gateway gatewayIfOpen() {
+        if (openFailure != null) {
+            throw openFailure;
+        }
         return gateway;
     }
 

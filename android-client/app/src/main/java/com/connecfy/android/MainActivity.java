@@ -161,9 +161,17 @@ public final class MainActivity extends Activity {
             .toString();
     }
 
+    /**
+     * Runs every second on the main thread: everything it shows is in memory (the core
+     * keeps the pairing, the queue and the counts there), so it reads no file and never
+     * waits for a write in progress.
+     */
     private void refresh() {
         ConnecfyApp app = ConnecfyApp.of(this);
-        Gateway gateway = app.gateway();
+        Gateway gateway = app.gatewayIfOpen();
+        if (gateway == null) {
+            return; // still opening the app's files; the next refresh shows it
+        }
         DeviceCredentials credentials;
         try {
             credentials = gateway.pairing.load();

@@ -17,6 +17,8 @@ public final class DailyCounts {
     private String day = "";
     private int sent;
     private int failed;
+    /** The counts as of the last change, read without the lock (for the screen). */
+    private volatile String[] shown = {"", "0", "0"};
 
     public DailyCounts(Storage storage, Clock clock, TimeZone zone) throws IOException {
         this.storage = storage;
@@ -33,34 +35,47 @@ public final class DailyCounts {
                 throw new UnreadableDocumentException(DOCUMENT, e);
             }
         }
+        publish();
     }
 
-    public synchronized int sentToday() {
-        roll();
-        return sent;
+    /** Never waits for the lock (a write to the disk may hold it). */
+    public int sentToday() {
+        String[] s = shown;
+        return s[0].equals(today()) ? Integer.parseInt(s[1]) : 0;
     }
 
-    public synchronized int failedToday() {
-        roll();
-        return failed;
+    /** Never waits for the lock (a write to the disk may hold it). */
+    public int failedToday() {
+        String[] s = shown;
+        return s[0].equals(today()) ? Integer.parseInt(s[2]) : 0;
     }
 
     public synchronized void countSent() throws IOException {
         roll();
         sent++;
+        publish();
         save();
     }
 
     public synchronized void countFailed() throws IOException {
         roll();
         failed++;
+        publish();
         save();
     }
 
-    private void roll() {
+    private void publish() {
+        shown = new String[] {day, Integer.toString(sent), Integer.toString(failed)};
+    }
+
+    private String today() {
         Calendar c = Calendar.getInstance(zone);
         c.setTimeInMillis(clock.now());
-        String today = c.get(Calendar.YEAR) + "-" + (c.get(Calendar.MONTH) + 1) + "-" + c.get(Calendar.DAY_OF_MONTH);
+        return c.get(Calendar.YEAR) + "-" + (c.get(Calendar.MONTH) + 1) + "-" + c.get(Calendar.DAY_OF_MONTH);
+    }
+
+    private void roll() {
+        String today = today();
         if (!today.equals(day)) {
             day = today;
             sent = 0;

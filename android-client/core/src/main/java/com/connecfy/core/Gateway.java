@@ -70,6 +70,11 @@ public final class Gateway {
         this.pacer = openedPacer;
         this.counts = openedCounts;
         this.results = openedResults;
+        try {
+            pairing.load(); // read now, so the screen never reads the disk for it
+        } catch (UnreadableDocumentException e) {
+            // The screen shows the phone as not paired; pairing again replaces the file.
+        }
     }
 
     private void setAside(String document) throws IOException {

@@ -84,6 +84,8 @@ public final class Outbox {
     private final Random random;
     private final Backoff backoff;
     private final List<Report> reports = new ArrayList<Report>();
+    /** reports.size() as of the last change, read without the lock (for the screen). */
+    private volatile int size;
     private int failuresInRow;
     private long resumeAt;
 
@@ -106,8 +108,9 @@ public final class Outbox {
         save();
     }
 
-    public synchronized int size() {
-        return reports.size();
+    /** How many reports wait; never waits for the lock (a write to the disk may hold it). */
+    public int size() {
+        return size;
     }
 
     /** Whether a report of the message waits here. */
@@ -266,9 +269,11 @@ public final class Outbox {
         } catch (JSONException e) {
             throw new UnreadableDocumentException(DOCUMENT, e);
         }
+        size = reports.size();
     }
 
     private void save() throws IOException {
+        size = reports.size();
         long wall = clock.now();
         long elapsed = clock.elapsedMillis();
         try {

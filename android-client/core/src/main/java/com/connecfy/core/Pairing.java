@@ -14,31 +14,61 @@ public final class Pairing {
     static final String DOCUMENT = "device.json";
 
     private final Storage storage;
-    private boolean loaded;
-    private DeviceCredentials current;
+    /**
+     * What is stored, once read: read without the lock, so the screen never waits for a
+     * write in progress (which holds the lock while the disk works).
+     */
+    private volatile Loaded loaded;
+
+    /** The stored credentials (null: not paired), or why they could not be read. */
+    private static final class Loaded {
+        final DeviceCredentials credentials;
+        final UnreadableDocumentException unreadable;
+
+        Loaded(DeviceCredentials credentials, UnreadableDocumentException unreadable) {
+            this.credentials = credentials;
+            this.unreadable = unreadable;
+        }
+    }
 
     public Pairing(Storage storage) {
         this.storage = storage;
     }
 
-    /** The stored credentials, or null when the phone is not paired. */
-    public synchronized DeviceCredentials load() throws IOException {
-        if (!loaded) {
+    /**
+     * The stored credentials, or null when the phone is not paired. Reads the disk the
+     * first time only; after that it neither reads nor waits for a write in progress.
+     */
+    public DeviceCredentials load() throws IOException {
+        Loaded known = loaded;
+        if (known == null) {
+            known = read();
+        }
+        if (known.unreadable != null) {
+            throw known.unreadable;
+        }
+        return known.credentials;
+    }
+
+    private synchronized Loaded read() throws IOException {
+        if (loaded == null) {
             String text = storage.read(DOCUMENT);
+            DeviceCredentials credentials = null;
+            UnreadableDocumentException unreadable = null;
             if (text != null) {
                 try {
-                    current = DeviceCredentials.fromJson(text);
+                    credentials = DeviceCredentials.fromJson(text);
                 } catch (JSONException e) {
-                    throw new UnreadableDocumentException(DOCUMENT, e);
+                    unreadable = new UnreadableDocumentException(DOCUMENT, e);
                 }
             }
-            loaded = true;
+            loaded = new Loaded(credentials, unreadable);
         }
-        return current;
+        return loaded;
     }
 
     /** Whether the stored pairing is the one of {@code deviceId} (false when unreadable). */
-    public synchronized boolean isPairedAs(String deviceId) {
+    public boolean isPairedAs(String deviceId) {
         try {
             DeviceCredentials stored = load();
             return stored != null && stored.deviceId.equals(deviceId);
@@ -65,8 +95,7 @@ public final class Pairing {
         } catch (JSONException e) {
             throw new IOException(e.getMessage(), e);
         }
-        current = credentials;
-        loaded = true;
+        loaded = new Loaded(credentials, null);
     }
 
     /**
@@ -93,8 +122,7 @@ public final class Pairing {
             return false;
         }
         storage.delete(DOCUMENT);
-        current = null;
-        loaded = true;
+        loaded = new Loaded(null, null);
         outbox.clear();
         results.clear();
         return true;

@@ -336,6 +336,95 @@ public class GatewayTest {
         assertFalse(gateway.sentIds.contains("B"));
     }
 
+    /** Runs {@code read} on another thread; true if it returned within half a second. */
+    private static boolean returnsAtOnce(final java.util.concurrent.Callable<?> read) throws Exception {
+        final java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+        Thread ui = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    read.call();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+                done.countDown();
+            }
+        });
+        ui.setDaemon(true);
+        ui.start();
+        return done.await(500, java.util.concurrent.TimeUnit.MILLISECONDS);
+    }
+
+    private static Thread inBackground(final java.util.concurrent.Callable<?> write) {
+        Thread t = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    write.call();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+        });
+        t.start();
+        return t;
+    }
+
+    @Test
+    public void whatTheScreenShowsIsReadWithoutTheDiskOrItsLocks() throws Exception {
+        final BlockingStorage slow = new BlockingStorage(storage);
+        final Gateway gateway = new Gateway(slow, clock, TimeZone.getTimeZone("UTC"), new Random(1));
+        int readsAtOpen = slow.reads.get();
+        java.util.concurrent.Callable<Object> screen = new java.util.concurrent.Callable<Object>() {
+            @Override
+            public Object call() throws Exception {
+                return "" + gateway.pairing.load().deviceId + gateway.outbox.size() + gateway.counts.sentToday()
+                    + gateway.counts.failedToday();
+            }
+        };
+        assertTrue(returnsAtOnce(screen));
+        assertEquals("the screen reads no document", readsAtOpen, slow.reads.get());
+
+        slow.hold(); // a slow disk: each of these writes hangs while holding its object's lock
+        Thread[] writers = {
+            inBackground(new java.util.concurrent.Callable<Object>() {
+                @Override
+                public Object call() throws Exception {
+                    gateway.outbox.add("m1", Outbox.SENT, "");
+                    return null;
+                }
+            }),
+            inBackground(new java.util.concurrent.Callable<Object>() {
+                @Override
+                public Object call() throws Exception {
+                    gateway.counts.countSent();
+                    return null;
+                }
+            }),
+            inBackground(new java.util.concurrent.Callable<Object>() {
+                @Override
+                public Object call() throws Exception {
+                    gateway.pairing.save(new DeviceCredentials("http://127.0.0.1:1", "dev1", "token", "Phone", 0));
+                    return null;
+                }
+            }),
+        };
+        for (int i = 0; i < 100 && slow.writesWaiting.get() < 3; i++) {
+            Thread.sleep(10);
+        }
+        assertEquals(3, slow.writesWaiting.get());
+        try {
+            assertTrue("the screen's reads wait for a write to the disk", returnsAtOnce(screen));
+        } finally {
+            slow.release();
+            for (Thread w : writers) {
+                w.join(5000);
+            }
+        }
+        assertEquals(1, gateway.outbox.size());
+        assertEquals(1, gateway.counts.sentToday());
+    }
+
     @Test
     public void forgetDoesNotTryToDeliver() throws Exception {
         Gateway gateway = open();
