@@ -8,6 +8,7 @@ import android.content.pm.PackageManager;
 import android.os.Build;
 import android.telephony.SmsManager;
 
+import com.connecfy.core.SimChoice;
 import com.connecfy.core.SmsSender;
 import com.connecfy.core.Task;
 
@@ -15,7 +16,9 @@ import java.util.ArrayList;
 
 /**
  * Sends with SmsManager from the chosen SIM: the text divided into parts, one sent and
- * one delivered PendingIntent per part, answered by {@link SmsResultReceiver}.
+ * one delivered PendingIntent per part, answered by {@link SmsResultReceiver}. Which SIM
+ * is the core's {@link SimChoice}: on a dual-SIM phone set to "ask every time" nothing is
+ * sent (or claimed) until the user chooses one.
  */
 final class AndroidSmsSender implements SmsSender {
     private final Context context;
@@ -24,9 +27,18 @@ final class AndroidSmsSender implements SmsSender {
         this.context = context.getApplicationContext();
     }
 
-    @SuppressWarnings("deprecation")
+    private SimChoice.Decision sim() {
+        return Sims.decide(context, ConnecfyApp.of(context).simSubscriptionId());
+    }
+
+    /** The SmsManager of the SIM to send from (the default one while no SIM can be used). */
     private SmsManager smsManager() {
-        int subscription = ConnecfyApp.of(context).simSubscriptionId();
+        SimChoice.Decision sim = sim();
+        return smsManager(sim.canSend() ? sim.subscriptionId : SimChoice.DEFAULT);
+    }
+
+    @SuppressWarnings("deprecation")
+    private SmsManager smsManager(int subscription) {
         if (Build.VERSION.SDK_INT >= 31) {
             SmsManager manager = context.getSystemService(SmsManager.class);
             return subscription >= 0 ? manager.createForSubscriptionId(subscription) : manager;
@@ -39,7 +51,16 @@ final class AndroidSmsSender implements SmsSender {
         if (context.checkSelfPermission(Manifest.permission.SEND_SMS) != PackageManager.PERMISSION_GRANTED) {
             return context.getString(R.string.cannot_send_permission);
         }
-        return null;
+        switch (sim().outcome) {
+            case NEED_CHOICE:
+                return context.getString(R.string.cannot_send_sim_choice);
+            case NEED_PERMISSION:
+                return context.getString(R.string.cannot_send_phone_state);
+            case NO_SIM:
+                return context.getString(R.string.cannot_send_no_sim);
+            default:
+                return null;
+        }
     }
 
     @Override
@@ -50,7 +71,12 @@ final class AndroidSmsSender implements SmsSender {
     @Override
     @SuppressLint("MissingPermission")
     public void send(Task task, int parts) {
-        SmsManager manager = smsManager();
+        SimChoice.Decision sim = sim();
+        if (!sim.canSend()) {
+            // Without a SIM Android would fail the message or ask the user which SIM to use.
+            throw new IllegalStateException("no SIM to send from: " + sim.outcome);
+        }
+        SmsManager manager = smsManager(sim.subscriptionId);
         ArrayList<String> divided = manager.divideMessage(task.message);
         ArrayList<PendingIntent> sent = new ArrayList<PendingIntent>();
         ArrayList<PendingIntent> delivered = new ArrayList<PendingIntent>();

@@ -1,7 +1,6 @@
 package com.connecfy.android;
 
 import android.Manifest;
-import android.annotation.SuppressLint;
 import android.app.Activity;
 import android.app.AlertDialog;
 import android.content.DialogInterface;
@@ -15,7 +14,6 @@ import android.os.Looper;
 import android.os.PowerManager;
 import android.provider.Settings;
 import android.telephony.SubscriptionInfo;
-import android.telephony.SubscriptionManager;
 import android.text.format.DateUtils;
 import android.view.View;
 import android.widget.AdapterView;
@@ -28,6 +26,8 @@ import android.widget.Toast;
 import com.connecfy.core.DeviceCredentials;
 import com.connecfy.core.EngineStatus;
 import com.connecfy.core.Gateway;
+import com.connecfy.core.Setup;
+import com.connecfy.core.SimChoice;
 
 import java.io.IOException;
 import java.util.ArrayList;
@@ -51,6 +51,8 @@ public final class MainActivity extends Activity {
         }
     };
     private final List<Integer> simIds = new ArrayList<Integer>();
+    /** Which SIM the gateway sends from, as of the last {@link #loadSims}. */
+    private SimChoice.Decision sims;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -107,6 +109,12 @@ public final class MainActivity extends Activity {
             @Override
             public void run() {
                 requestPermissions(new String[] {Manifest.permission.READ_PHONE_STATE}, REQUEST_PHONE_STATE);
+            }
+        });
+        click(R.id.choose_sim, new Runnable() {
+            @Override
+            public void run() {
+                findViewById(R.id.sim).performClick(); // opens the list of SIMs
             }
         });
     }
@@ -201,44 +209,55 @@ public final class MainActivity extends Activity {
         text(R.id.last_error, s.lastError == null ? "" : s.lastError);
         show(R.id.last_error, running && s.lastError != null);
 
-        boolean sms = granted(Manifest.permission.SEND_SMS);
-        boolean notifications = Build.VERSION.SDK_INT < 33 || granted(Manifest.permission.POST_NOTIFICATIONS);
+        List<String> granted = new ArrayList<String>();
+        for (String permission : Setup.neededPermissions(Build.VERSION.SDK_INT)) {
+            if (granted(permission)) {
+                granted.add(permission);
+            }
+        }
         PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
         boolean battery = power.isIgnoringBatteryOptimizations(getPackageName());
-        boolean phoneState = granted(Manifest.permission.READ_PHONE_STATE);
-        show(R.id.missing_title, !(sms && notifications && battery));
-        show(R.id.row_sms, !sms);
-        show(R.id.row_notifications, !notifications);
-        show(R.id.row_battery, !battery);
-        show(R.id.row_phone_state, !phoneState);
+        if (sims == null) {
+            sims = Sims.decide(this, app.simSubscriptionId());
+        }
+        List<Setup.Item> missing = Setup.missing(Build.VERSION.SDK_INT, granted, battery, sims);
+        show(R.id.missing_title, !missing.isEmpty());
+        show(R.id.row_sms, missing.contains(Setup.Item.SEND_SMS));
+        show(R.id.row_notifications, missing.contains(Setup.Item.NOTIFICATIONS));
+        show(R.id.row_battery, missing.contains(Setup.Item.BATTERY_EXEMPTION));
+        show(R.id.row_phone_state, missing.contains(Setup.Item.READ_PHONE_STATE));
+        show(R.id.row_sim_choice, missing.contains(Setup.Item.SIM_CHOICE));
     }
 
-    /** The SIMs to send from; the choice is offered only on a phone with more than one. */
-    @SuppressLint("MissingPermission")
+    /**
+     * The SIMs to send from; the choice is offered only on a phone with more than one, and
+     * is a missing item when the phone has no default SMS SIM ("ask every time").
+     */
     private void loadSims() {
         Spinner spinner = findViewById(R.id.sim);
+        final ConnecfyApp app = ConnecfyApp.of(this);
         simIds.clear();
         List<String> labels = new ArrayList<String>();
         simIds.add(-1);
         labels.add(getString(R.string.sim_default));
-        if (granted(Manifest.permission.READ_PHONE_STATE)) {
-            List<SubscriptionInfo> sims = SubscriptionManager.from(this).getActiveSubscriptionInfoList();
-            if (sims != null) {
-                for (SubscriptionInfo sim : sims) {
-                    simIds.add(sim.getSubscriptionId());
-                    labels.add(getString(R.string.sim_label, sim.getSimSlotIndex() + 1, sim.getDisplayName()));
-                }
+        List<SubscriptionInfo> active = Sims.active(this);
+        if (active != null) {
+            for (SubscriptionInfo sim : active) {
+                simIds.add(sim.getSubscriptionId());
+                labels.add(getString(R.string.sim_label, sim.getSimSlotIndex() + 1, sim.getDisplayName()));
             }
         }
+        sims = Sims.decide(this, app.simSubscriptionId());
         show(R.id.sim_row, simIds.size() > 2);
         spinner.setAdapter(new ArrayAdapter<String>(this, android.R.layout.simple_spinner_dropdown_item, labels));
-        final ConnecfyApp app = ConnecfyApp.of(this);
         int chosen = simIds.indexOf(app.simSubscriptionId());
         spinner.setSelection(Math.max(0, chosen));
         spinner.setOnItemSelectedListener(new AdapterView.OnItemSelectedListener() {
             @Override
             public void onItemSelected(AdapterView<?> parent, View view, int position, long id) {
                 app.setSimSubscriptionId(simIds.get(position));
+                sims = Sims.decide(MainActivity.this, app.simSubscriptionId());
+                refresh();
             }
 
             @Override
