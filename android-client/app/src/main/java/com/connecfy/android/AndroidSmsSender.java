@@ -8,6 +8,7 @@ import android.content.pm.PackageManager;
 import android.os.Build;
 import android.telephony.SmsManager;
 
+import com.connecfy.core.CellService;
 import com.connecfy.core.SimChoice;
 import com.connecfy.core.SmsSender;
 import com.connecfy.core.Task;
@@ -18,13 +19,17 @@ import java.util.ArrayList;
  * Sends with SmsManager from the chosen SIM: the text divided into parts, one sent and
  * one delivered PendingIntent per part, answered by {@link SmsResultReceiver}. Which SIM
  * is the core's {@link SimChoice}: on a dual-SIM phone set to "ask every time" nothing is
- * sent (or claimed) until the user chooses one.
+ * sent (or claimed) until the user chooses one. Nor while that SIM has no cell service
+ * or the radio is off ({@link CellWatch}): on Wi-Fi the gateway stays online but every
+ * message would fail.
  */
 final class AndroidSmsSender implements SmsSender {
     private final Context context;
+    private final CellWatch cells;
 
-    AndroidSmsSender(Context context) {
+    AndroidSmsSender(Context context, CellWatch cells) {
         this.context = context.getApplicationContext();
+        this.cells = cells;
     }
 
     private SimChoice.Decision sim() {
@@ -51,7 +56,8 @@ final class AndroidSmsSender implements SmsSender {
         if (context.checkSelfPermission(Manifest.permission.SEND_SMS) != PackageManager.PERMISSION_GRANTED) {
             return context.getString(R.string.cannot_send_permission);
         }
-        switch (sim().outcome) {
+        SimChoice.Decision sim = sim();
+        switch (sim.outcome) {
             case NEED_CHOICE:
                 return context.getString(R.string.cannot_send_sim_choice);
             case NEED_PERMISSION:
@@ -59,8 +65,17 @@ final class AndroidSmsSender implements SmsSender {
             case NO_SIM:
                 return context.getString(R.string.cannot_send_no_sim);
             default:
-                return null;
+                break;
         }
+        cells.watch(sim.subscriptionId); // called on the gateway's thread, which has a Looper
+        CellService.Reason radio = cells.whyCannotSend();
+        if (radio == CellService.Reason.NO_SERVICE) {
+            return context.getString(R.string.cannot_send_no_service, radio.code);
+        }
+        if (radio == CellService.Reason.RADIO_OFF) {
+            return context.getString(R.string.cannot_send_radio_off, radio.code);
+        }
+        return null;
     }
 
     @Override

@@ -41,6 +41,7 @@ public final class GatewayService extends Service {
     /** Set and ticked on the gateway thread only. */
     private volatile DeviceEngine engine;
     private PowerManager.WakeLock wakeLock;
+    private CellWatch cells;
     private String shownText = "";
     /** Set in onDestroy: nothing is ticked or built on the gateway thread after it. */
     private volatile boolean destroyed;
@@ -101,7 +102,7 @@ public final class GatewayService extends Service {
                 return;
             }
             // Stops the engine of an earlier run of this service first (waiting for its tick).
-            engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this),
+            engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this, cells),
                 new PhoneHeartbeat(GatewayService.this), new DeviceEngine.Config(), new Listener());
             handler.post(step);
         }
@@ -141,6 +142,7 @@ public final class GatewayService extends Service {
         wakeLock = power.newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "connecfy:gateway");
         wakeLock.setReferenceCounted(false);
         wakeLock.acquire();
+        cells = new CellWatch(this);
         thread = new HandlerThread("connecfy-gateway");
         thread.start();
         handler = new Handler(thread.getLooper());
@@ -177,6 +179,9 @@ public final class GatewayService extends Service {
             handler.removeCallbacks(step);
             handler.removeCallbacks(ensureEngine);
             thread.quitSafely();
+        }
+        if (cells != null) {
+            cells.stop();
         }
         if (wakeLock != null && wakeLock.isHeld()) {
             wakeLock.release();

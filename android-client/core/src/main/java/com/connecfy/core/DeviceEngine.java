@@ -38,6 +38,10 @@ public final class DeviceEngine {
         public Backoff pollBackoff = new Backoff(5000, 5 * 60000);
         /** The server's lease on a claimed message; a message not sent within it is dropped. */
         public long leaseMillis = 120000;
+        /** While the phone cannot send, claimed messages are checked again this often. */
+        public long cannotSendRecheckMillis = 5000;
+        /** After a part failed for want of radio, nothing is claimed or sent for this long. */
+        public long radioFailurePauseMillis = 60000;
     }
 
     /** A claimed message and when (monotonic clock) the claim was asked for. */
@@ -103,6 +107,8 @@ public final class DeviceEngine {
     private String deviceId;
     private String heartbeatError;
     private String pollError;
+    /** Why the phone could not send at the last look (null: it could). */
+    private String cannotSend;
     private String otherError;
     private volatile EngineStatus status = EngineStatus.STOPPED;
 
@@ -199,14 +205,13 @@ public final class DeviceEngine {
             sendWaiting();
         }
         if (calm() && waiting.isEmpty() && clock.elapsedMillis() >= nextPollAt) {
-            String cannotSend = sender.whyCannotSend();
+            cannotSend = whyCannotSendNow();
             if (cannotSend == null) {
                 poll();
                 if (calm()) {
                     sendWaiting();
                 }
             } else {
-                pollError = cannotSend;
                 nextPollAt = clock.elapsedMillis() + config.pollMillis;
             }
         }
@@ -345,6 +350,24 @@ public final class DeviceEngine {
         }
     }
 
+    /**
+     * Why nothing can be handed to SmsManager now, or null: what the phone says (no SMS
+     * permission, no SIM chosen, no cell service...), else a part that failed for want of
+     * radio in the last {@link Config#radioFailurePauseMillis}. Asked before every claim
+     * and every send.
+     */
+    private String whyCannotSendNow() {
+        String why = sender.whyCannotSend();
+        if (why == null) {
+            String failure = results.recentRadioFailure(config.radioFailurePauseMillis);
+            if (failure != null) {
+                why = "cannot send: an SMS just failed with " + failure + "; claiming again after "
+                    + config.radioFailurePauseMillis / 1000 + " s";
+            }
+        }
+        return why;
+    }
+
     private void sendWaiting() {
         while (!waiting.isEmpty() && calm()) {
             Claimed claimed = waiting.peek();
@@ -357,6 +380,13 @@ public final class DeviceEngine {
                 waitingIds.remove(task.id);
                 leaseExpired++;
                 continue;
+            }
+            cannotSend = whyCannotSendNow();
+            if (cannotSend != null) {
+                // Held until the phone can send (or the lease runs out and the server
+                // hands the message out again): sent now, it would only fail.
+                nextSendAt = elapsed + config.cannotSendRecheckMillis;
+                return;
             }
             long now = clock.now();
             int parts = Math.max(1, sender.countParts(task.message));
@@ -478,6 +508,9 @@ public final class DeviceEngine {
         }
         if (heartbeatError != null) {
             return heartbeatError;
+        }
+        if (cannotSend != null) {
+            return cannotSend;
         }
         if (pollError != null) {
             return pollError;

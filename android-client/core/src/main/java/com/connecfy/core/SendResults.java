@@ -40,6 +40,9 @@ public final class SendResults {
     private final DailyCounts counts;
     private final Clock clock;
     private final Map<String, Tracked> tracked = new LinkedHashMap<String, Tracked>();
+    /** The last part that failed for want of radio: its error and when (monotonic clock). */
+    private volatile String radioFailure;
+    private volatile long radioFailureAt;
 
     public SendResults(Storage storage, Outbox outbox, DailyCounts counts, Clock clock) throws IOException {
         this.storage = storage;
@@ -84,6 +87,10 @@ public final class SendResults {
             return;
         }
         if (resultCode != SmsErrors.RESULT_OK) {
+            if (SmsErrors.radioProblem(resultCode) != null) {
+                radioFailureAt = clock.elapsedMillis();
+                radioFailure = SmsErrors.sendFailure(resultCode);
+            }
             fail(messageId, SmsErrors.sendFailure(resultCode));
             return;
         }
@@ -113,6 +120,15 @@ public final class SendResults {
             finishIfDelivered(messageId, t);
             save();
         }
+    }
+
+    /**
+     * The error of a part that failed for want of radio (no service, radio off) within
+     * the last {@code withinMillis}, or null.
+     */
+    public String recentRadioFailure(long withinMillis) {
+        String failure = radioFailure;
+        return failure != null && clock.elapsedMillis() - radioFailureAt < withinMillis ? failure : null;
     }
 
     public synchronized int tracking() {

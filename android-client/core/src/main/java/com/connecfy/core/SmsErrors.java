@@ -114,6 +114,26 @@ public final class SmsErrors {
         return (name == null ? "RESULT_CODE" : name) + " (" + resultCode + ")";
     }
 
+    /**
+     * Whether a part failed for want of radio: no service or the radio off. Such a failure
+     * is worth retrying once the radio is back (its reported error, e.g.
+     * {@code RESULT_ERROR_NO_SERVICE (4)}, names it exactly); the engine also holds its
+     * claims for a while. Null for any other code, RESULT_ERROR_GENERIC_FAILURE included.
+     */
+    public static CellService.Reason radioProblem(int resultCode) {
+        switch (resultCode) {
+            case 2:   // RESULT_ERROR_RADIO_OFF
+            case 9:   // RESULT_RADIO_NOT_AVAILABLE
+            case 100: // RESULT_RIL_RADIO_NOT_AVAILABLE
+                return CellService.Reason.RADIO_OFF;
+            case 4:   // RESULT_ERROR_NO_SERVICE
+            case 135: // RESULT_RIL_NO_NETWORK_FOUND
+                return CellService.Reason.NO_SERVICE;
+            default:
+                return null;
+        }
+    }
+
     /** TP-Status (3GPP TS 23.040 9.2.3.15) 0x00-0x1F: the message reached the recipient. */
     public static boolean deliveredOk(int tpStatus) {
         return tpStatus >= 0 && tpStatus < 0x20;

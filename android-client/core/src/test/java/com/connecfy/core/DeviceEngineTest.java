@@ -28,6 +28,7 @@ public class DeviceEngineTest {
     private RecordingSender sender;
     private FailingStorage storage;
     private Outbox outbox;
+    private SendResults results;
     private final List<String> unpairedReasons = new ArrayList<String>();
     private DeviceEngine engine;
 
@@ -46,7 +47,7 @@ public class DeviceEngineTest {
         SentIds sentIds = new SentIds(storage, clock, SentIds.DEFAULT_RETENTION_MILLIS);
         SendPacer pacer = new SendPacer(storage, 30, 61000);
         DailyCounts counts = new DailyCounts(storage, clock, TimeZone.getTimeZone("UTC"));
-        SendResults results = new SendResults(storage, outbox, counts, clock);
+        results = new SendResults(storage, outbox, counts, clock);
         Heartbeat.Source source = new Heartbeat.Source() {
             @Override
             public Heartbeat current() {
@@ -310,6 +311,40 @@ public class DeviceEngineTest {
         runUntil(41000);
         assertEquals(Arrays.asList(40000L), relative(api.pollTimes));
         assertEquals(Arrays.asList("A"), sender.sent);
+    }
+
+    @Test
+    public void claimedMessagesWaitWhileTheRadioCannotSend() {
+        List<Task> batch = new ArrayList<Task>();
+        for (int i = 0; i < 10; i++) {
+            batch.add(new Task("L" + i, "+15551234567", "fifty chars of text, which makes five parts here.."));
+        }
+        api.pollScript.add(batch);
+        runUntil(1000);
+        assertEquals("six fill the pacer's window", 6, sender.sent.size());
+        sender.cannotSend = "no cell service"; // on Wi-Fi, out of the network's reach
+        runUntil(90000);
+        assertEquals("nothing is handed to SmsManager while the radio cannot send: " + sender.sent, 6,
+            sender.sent.size());
+        assertEquals("no cell service", engine.status().lastError);
+        sender.cannotSend = null;
+        runUntil(100000);
+        assertEquals("the rest go once it can, within their lease", 10, sender.sent.size());
+    }
+
+    @Test
+    public void aPartThatFailedForWantOfRadioHoldsTheClaimsForAWhile() throws IOException {
+        api.pollScript.add(FakeApi.tasks("A"));
+        runUntil(1000);
+        assertEquals(Arrays.asList("A"), sender.sent);
+        results.partSent("A", 0, 4); // RESULT_ERROR_NO_SERVICE, though the phone's state said otherwise
+        runUntil(50000);
+        assertEquals("no claim right after the radio failed: " + relative(api.pollTimes), Arrays.asList(0L),
+            relative(api.pollTimes));
+        assertEquals(Arrays.asList("A failed RESULT_ERROR_NO_SERVICE (4)"), api.reports);
+        assertTrue(engine.status().lastError, engine.status().lastError.contains("RESULT_ERROR_NO_SERVICE"));
+        runUntil(90000);
+        assertTrue("claims again after the pause: " + relative(api.pollTimes), api.pollTimes.size() >= 2);
     }
 
     @Test
