@@ -1,20 +1,26 @@
 package com.connecfy.android;
 
+import android.app.AlarmManager;
 import android.app.Application;
 import android.app.Notification;
 import android.app.NotificationChannel;
 import android.app.NotificationManager;
 import android.app.PendingIntent;
+import android.content.ActivityNotFoundException;
 import android.content.Context;
 import android.content.Intent;
 import android.content.SharedPreferences;
+import android.net.Uri;
 import android.os.Build;
+import android.os.PowerManager;
 import android.os.SystemClock;
+import android.provider.Settings;
 
 import com.connecfy.core.Clock;
 import com.connecfy.core.EngineStatus;
 import com.connecfy.core.FileStorage;
 import com.connecfy.core.Gateway;
+import com.connecfy.core.ServiceRestart;
 
 import java.io.File;
 import java.io.IOException;
@@ -31,6 +37,7 @@ public final class ConnecfyApp extends Application {
     private static final String PREFS = "connecfy";
     private static final String PREF_ENABLED = "gateway_enabled";
     private static final String PREF_SIM = "sim_subscription_id";
+    private static final String PREF_RESTART_ATTEMPTS = "restart_attempts";
 
     /**
      * Wall time for what is stored and shown; {@code elapsedRealtime} (monotonic, counts
@@ -146,6 +153,50 @@ public final class ConnecfyApp extends Application {
 
     void setSimSubscriptionId(int id) {
         prefs().edit().putInt(PREF_SIM, id).apply();
+    }
+
+    /** Whether Android exempts the app from battery optimisation (part of the set-up). */
+    boolean batteryExempt() {
+        PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
+        return power != null && power.isIgnoringBatteryOptimizations(getPackageName());
+    }
+
+    /** Asks the user for the battery optimisation exemption; false when the phone offers no such screen. */
+    boolean requestBatteryExemption(Context from) {
+        try {
+            from.startActivity(new Intent(Settings.ACTION_REQUEST_IGNORE_BATTERY_OPTIMIZATIONS,
+                Uri.parse("package:" + getPackageName())));
+            return true;
+        } catch (ActivityNotFoundException e) {
+            return false;
+        }
+    }
+
+    /**
+     * Android refused to start the gateway's foreground service (Android 12+, from the
+     * background): try again with an alarm, after the core's {@link ServiceRestart} delay.
+     * An exact alarm when allowed (its receiver may start a foreground service); otherwise
+     * an inexact one, which works when the app is exempt from battery optimisation.
+     */
+    void scheduleRestart() {
+        int attempt = prefs().getInt(PREF_RESTART_ATTEMPTS, 0) + 1;
+        prefs().edit().putInt(PREF_RESTART_ATTEMPTS, attempt).apply();
+        long at = SystemClock.elapsedRealtime() + ServiceRestart.delayMillis(attempt, new SecureRandom());
+        PendingIntent restart = PendingIntent.getBroadcast(this, 0, new Intent(this, RestartReceiver.class),
+            PendingIntent.FLAG_IMMUTABLE | PendingIntent.FLAG_UPDATE_CURRENT);
+        AlarmManager alarms = getSystemService(AlarmManager.class);
+        if (Build.VERSION.SDK_INT < 31 || alarms.canScheduleExactAlarms()) {
+            alarms.setExactAndAllowWhileIdle(AlarmManager.ELAPSED_REALTIME_WAKEUP, at, restart);
+        } else {
+            alarms.setAndAllowWhileIdle(AlarmManager.ELAPSED_REALTIME_WAKEUP, at, restart);
+        }
+    }
+
+    /** The service is in the foreground: the retries start from the first step again. */
+    void serviceStarted() {
+        if (prefs().contains(PREF_RESTART_ATTEMPTS)) {
+            prefs().edit().remove(PREF_RESTART_ATTEMPTS).apply();
+        }
     }
 
     /** The server no longer knows this phone: say so, and offer to pair again. */

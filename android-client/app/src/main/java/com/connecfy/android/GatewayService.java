@@ -1,5 +1,6 @@
 package com.connecfy.android;
 
+import android.app.ForegroundServiceStartNotAllowedException;
 import android.app.Notification;
 import android.app.NotificationManager;
 import android.app.PendingIntent;
@@ -110,11 +111,24 @@ public final class GatewayService extends Service {
 
     static void start(Context context) {
         Intent intent = new Intent(context, GatewayService.class);
-        if (Build.VERSION.SDK_INT >= 26) {
-            context.startForegroundService(intent);
-        } else {
-            context.startService(intent);
+        try {
+            if (Build.VERSION.SDK_INT >= 26) {
+                context.startForegroundService(intent);
+            } else {
+                context.startService(intent);
+            }
+        } catch (IllegalStateException e) {
+            if (!refusedInBackground(e)) {
+                throw e;
+            }
+            Log.w(TAG, "Android refused to start the gateway from the background; retrying later", e);
+            ConnecfyApp.of(context).scheduleRestart();
         }
+    }
+
+    /** Android 12+ refuses a foreground service started from the background (this exception). */
+    private static boolean refusedInBackground(IllegalStateException e) {
+        return Build.VERSION.SDK_INT >= 31 && e instanceof ForegroundServiceStartNotAllowedException;
     }
 
     static void stop(Context context) {
@@ -137,7 +151,10 @@ public final class GatewayService extends Service {
     @Override
     public void onCreate() {
         super.onCreate();
-        goForeground(getString(R.string.notification_starting));
+        if (!goForeground(getString(R.string.notification_starting))) {
+            return; // refused: retried by an alarm; onStartCommand stops this instance
+        }
+        ConnecfyApp.of(this).serviceStarted();
         PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
         wakeLock = power.newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "connecfy:gateway");
         wakeLock.setReferenceCounted(false);
@@ -152,6 +169,10 @@ public final class GatewayService extends Service {
     /** Every start (the first, and each after pairing again) checks the engine is the pairing's. */
     @Override
     public int onStartCommand(Intent intent, int flags, int startId) {
+        if (handler == null) {
+            stopSelf(); // Android refused the foreground start (a START_STICKY restart, say)
+            return START_NOT_STICKY;
+        }
         handler.post(ensureEngine);
         return START_STICKY;
     }
@@ -195,12 +216,26 @@ public final class GatewayService extends Service {
         return null;
     }
 
-    private void goForeground(String text) {
+    /**
+     * False when Android refuses (Android 12+ restarting the sticky service from the
+     * background): instead of crashing, a retry is scheduled.
+     */
+    private boolean goForeground(String text) {
         Notification n = notification(text);
-        if (Build.VERSION.SDK_INT >= 34) {
-            startForeground(NOTIFICATION_ID, n, ServiceInfo.FOREGROUND_SERVICE_TYPE_REMOTE_MESSAGING);
-        } else {
-            startForeground(NOTIFICATION_ID, n);
+        try {
+            if (Build.VERSION.SDK_INT >= 34) {
+                startForeground(NOTIFICATION_ID, n, ServiceInfo.FOREGROUND_SERVICE_TYPE_REMOTE_MESSAGING);
+            } else {
+                startForeground(NOTIFICATION_ID, n);
+            }
+            return true;
+        } catch (IllegalStateException e) {
+            if (!refusedInBackground(e)) {
+                throw e;
+            }
+            Log.w(TAG, "Android refused to bring the gateway to the foreground; retrying later", e);
+            ConnecfyApp.of(this).scheduleRestart();
+            return false;
         }
     }
 

@@ -6,13 +6,10 @@ import android.app.AlertDialog;
 import android.content.DialogInterface;
 import android.content.Intent;
 import android.content.pm.PackageManager;
-import android.net.Uri;
 import android.os.Build;
 import android.os.Bundle;
 import android.os.Handler;
 import android.os.Looper;
-import android.os.PowerManager;
-import android.provider.Settings;
 import android.telephony.SubscriptionInfo;
 import android.text.format.DateUtils;
 import android.view.View;
@@ -101,8 +98,7 @@ public final class MainActivity extends Activity {
         click(R.id.grant_battery, new Runnable() {
             @Override
             public void run() {
-                startActivity(new Intent(Settings.ACTION_REQUEST_IGNORE_BATTERY_OPTIMIZATIONS,
-                    Uri.parse("package:" + getPackageName())));
+                ConnecfyApp.of(MainActivity.this).requestBatteryExemption(MainActivity.this);
             }
         });
         click(R.id.grant_phone_state, new Runnable() {
@@ -215,8 +211,7 @@ public final class MainActivity extends Activity {
                 granted.add(permission);
             }
         }
-        PowerManager power = (PowerManager) getSystemService(POWER_SERVICE);
-        boolean battery = power.isIgnoringBatteryOptimizations(getPackageName());
+        boolean battery = app.batteryExempt();
         if (sims == null) {
             sims = Sims.decide(this, app.simSubscriptionId());
         }

@@ -149,6 +149,11 @@ public final class PairActivity extends Activity {
         app.setGatewayEnabled(true);
         GatewayService.start(this);
         startActivity(new Intent(this, MainActivity.class).addFlags(Intent.FLAG_ACTIVITY_CLEAR_TOP));
+        if (!app.batteryExempt()) {
+            // Part of the set-up: without it Android stops the polling with the screen off
+            // and refuses to restart the gateway from the background (Android 12+).
+            app.requestBatteryExemption(this);
+        }
         finish();
     }
 }
