@@ -35,7 +35,7 @@ from broker.locks import Locks
 from broker.message_log import MessageLog
 from broker.messages import Messages
 from broker.presence import Presence
-from broker.redis_client import RedisClient
+from broker.redis_client import RedisClient, check_writes
 from broker.scripts import ScriptRegistry
 from broker.sessions import Sessions
 from broker.settings import Settings
@@ -93,10 +93,13 @@ class Broker:
         await self.ctx.redis.sadd(keys.SHARDS, keys.pool_shard())
 
     async def ready(self) -> None:
-        """Check that Redis answers and holds every script, loading any it lost (as after a
-        restart without persistence): what ``/readyz`` reports. Raises while Redis is away."""
+        """Check that Redis answers, takes writes and holds every script, loading any it
+        lost (as after a restart without persistence): what ``/readyz`` reports. Raises
+        while Redis is away, and :class:`~broker.redis_client.StoreRefused` while it
+        refuses writes (full, read-only, loading, busy)."""
         redis = self.ctx.redis
         await redis.ping()
+        await check_writes(redis, keys.HISTORY_EPOCH)
         scripts = self.ctx.scripts
         loaded = await redis.script_exists(*(s.sha for s in scripts.scripts.values()))
         if not all(loaded):

@@ -1,18 +1,43 @@
 """The Redis client every process of ours uses: redis-py's asyncio client whose
-commands are packed by hiredis's C ``pack_command``.
+commands are packed by hiredis's C ``pack_command``, bounded in time, sent at most once,
+and whose refusals are told apart from failures.
 
 redis-py's asyncio connections pack each command in Python, one ``encode`` per
 argument; a claim is a 25-argument EVALSHA, so packing alone was about a sixth of a
 poll's CPU in the API worker. hiredis (already installed for its reply parser, through
 ``redis[hiredis]``) packs the same bytes in C. An argument hiredis does not take
 (a memoryview, say) falls back to redis-py's own packing.
+
+Time. A server process's client (:func:`redis_for`) gives each command, or each
+pipeline, ``redis_timeout_ms`` all told: waiting for a free connection, connecting,
+and the reply. Past it the command raises :class:`redis.exceptions.TimeoutError` (a
+503 ``unavailable`` in the API), so a frozen Redis (stopped, or a dead host whose
+packets vanish) costs a request that long and no more.
+
+At most once. No command is retried: a command whose reply did not come may have run
+(an EVALSHA enqueue that timed out may have queued its messages), so sending it again
+could do its work twice. A connection the server closed while it sat in the pool
+(a restarted Redis) is found and replaced when it is taken out, before anything is
+sent on it. For the same reason the client sends no health-check PING ahead of a
+command: without a retry it could only fail where the command would have failed, one
+round trip later.
+
+Refusals. Redis may answer and refuse: out of memory under ``maxmemory``, a read-only
+replica, still loading its data, busy with a script past ``busy-reply-threshold``.
+:func:`refusal` recognises each, whichever exception redis-py raised for it (Redis 6.2
+wraps a refusal met inside a script in a generic "Error running script" reply, where
+7.0 passes the refusal's own code on), and the client raises it as a
+:class:`StoreRefused` with a machine code, so the API answers 503 with that code and
+``Retry-After`` instead of a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -21,7 +46,16 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError as RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
@@ -31,6 +65,225 @@ RedisClient = aioredis.Redis | RedisCluster
 """What the broker talks to: one Redis (or fakeredis) or a Redis Cluster."""
 RedisPipeline = Pipeline | ClusterPipeline
 """A pipeline of either."""
+
+T = TypeVar("T")
+
+
+# Refusals -------------------------------------------------------------------------------
+
+
+class StoreRefused(RedisError):
+    """Redis answered, and refused the command for a state of its own that passes:
+    nothing of the command was done, and the same command may succeed later.
+
+    ``code`` is the API's machine code, ``detail`` the sentence for clients,
+    ``retry_after`` the seconds the API suggests waiting, and ``reply`` what Redis said
+    (for the logs, never for clients)."""
+
+    code = "unavailable"
+    detail = "the message store cannot take requests now; try again shortly"
+    retry_after = 2
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class StoreFull(StoreRefused):
+    """OOM: ``maxmemory`` is reached and the policy evicts nothing (``noeviction``)."""
+
+    code = "store_full"
+    detail = "the message store is full and takes no new messages; try again later"
+    retry_after = 30
+
+
+class StoreReadOnly(StoreRefused):
+    """READONLY (a replica), MISCONF (Redis cannot save to disk and stopped writes) or
+    NOREPLICAS (fewer replicas than ``min-replicas-to-write``)."""
+
+    code = "store_read_only"
+    detail = "the message store takes no writes now; try again shortly"
+    retry_after = 5
+
+
+class StoreLoading(StoreRefused):
+    """LOADING: Redis is reading its data from disk after a start."""
+
+    code = "store_loading"
+    detail = "the message store is starting up; try again shortly"
+    retry_after = 5
+
+
+class StoreBusy(StoreRefused):
+    """BUSY (a script or function running past ``busy-reply-threshold``) or TRYAGAIN (a
+    cluster moving the keys' slot)."""
+
+    code = "store_busy"
+    detail = "the message store is busy; try again shortly"
+    retry_after = 2
+
+
+class StoreDown(StoreRefused):
+    """MASTERDOWN (a replica that lost its primary and serves no stale data) or
+    CLUSTERDOWN: Redis answers but serves nothing; to clients it is unavailable."""
+
+
+# The exception classes redis-py raises for a refusal (checked in order: MasterDownError
+# is a ClusterDownError), then the codes of those it raises as a plain ResponseError.
+_REFUSED_TYPES: tuple[tuple[type[RedisError], type[StoreRefused]], ...] = (
+    (OutOfMemoryError, StoreFull),
+    (ReadOnlyError, StoreReadOnly),
+    (BusyLoadingError, StoreLoading),
+    (TryAgainError, StoreBusy),
+    (ClusterDownError, StoreDown),
+)
+_REFUSED_CODES: dict[str, type[StoreRefused]] = {
+    "OOM": StoreFull,
+    "READONLY": StoreReadOnly,
+    "MISCONF": StoreReadOnly,
+    "NOREPLICAS": StoreReadOnly,
+    "LOADING": StoreLoading,
+    "BUSY": StoreBusy,
+    "TRYAGAIN": StoreBusy,
+    "MASTERDOWN": StoreDown,
+    "CLUSTERDOWN": StoreDown,
+}
+# Redis 6.2 reports a refusal met by redis.call inside a script as
+# "ERR Error running script (call to f_<sha>): @user_script:438: @user_script: 438:
+# -OOM command not allowed when used memory > 'maxmemory'." (a ResponseError).
+_SCRIPT_ERROR = "Error running script"
+_REFUSED_IN_SCRIPT = re.compile(r"-(" + "|".join(_REFUSED_CODES) + r")\b")
+
+
+def refusal(exc: BaseException) -> StoreRefused | None:
+    """``exc`` as the refusal it is, or None when it is no refusal (a lost connection, a
+    timeout, a script's own error reply, a programming error)."""
+    if isinstance(exc, StoreRefused):
+        return exc
+    if not isinstance(exc, ResponseError | BusyLoadingError):
+        return None
+    reply = str(exc)
+    for raised, refused in _REFUSED_TYPES:
+        if isinstance(exc, raised):
+            return refused(reply)
+    kind = _REFUSED_CODES.get(reply.partition(" ")[0])
+    if kind is None and reply.startswith(_SCRIPT_ERROR):
+        found = _REFUSED_IN_SCRIPT.search(reply)
+        if found:
+            kind = _REFUSED_CODES[found[1]]
+        elif "command not allowed when used memory" in reply:
+            kind = StoreFull
+    return None if kind is None else kind(reply)
+
+
+RECANCEL_S = 0.1
+"""How often a command past its time limit is cancelled again, should something below
+have swallowed the cancellation: Python 3.11's ``asyncio.wait_for`` (redis-py sends every
+command through it) loses a cancellation that arrives as the send completes, and the
+command then waits for its socket timeout instead."""
+
+
+class _Deadline:
+    """Cancel the current task ``seconds`` from now, and again every :data:`RECANCEL_S`
+    until :meth:`close`; afterwards, whether it fired and it alone cancelled the task.
+    (``asyncio.timeout`` cancels once: a swallowed cancellation is lost.)"""
+
+    __slots__ = ("cancels", "loop", "task", "timer", "was_cancelling")
+
+    def __init__(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a Redis command runs in a task"
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.was_cancelling = task.cancelling()
+        self.cancels = 0
+        self.timer = self.loop.call_later(seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.cancels += 1
+        self.task.cancel()
+        self.timer = self.loop.call_later(RECANCEL_S, self._expire)
+
+    def close(self) -> bool:
+        """Stop (again: a no-op); True when the deadline passed and no one else
+        cancelled the task."""
+        self.timer.cancel()
+        fired, self.cancels = self.cancels, 0
+        for _ in range(fired):
+            self.task.uncancel()
+        return fired > 0 and self.task.cancelling() <= self.was_cancelling
+
+
+async def _settled(call: Awaitable[T], seconds: float | None) -> T:
+    """``call``'s result, within ``seconds`` (None: no limit of its own), a refusal
+    raised as its :class:`StoreRefused`."""
+    deadline = None if seconds is None else _Deadline(seconds)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if deadline is not None and deadline.close():
+            raise RedisTimeoutError(f"Redis did not answer within {seconds:g} s") from None
+        raise
+    except RedisError as exc:
+        refused = refusal(exc)
+        if refused is None or refused is exc:
+            raise
+        raise refused from exc
+    finally:
+        if deadline is not None:
+            deadline.close()
+
+
+class StorePipeline(Pipeline):
+    """redis-py's pipeline, bounded in time and recognising refusals like
+    :class:`StoreClient`: its ``execute`` and each command run at once (those of a
+    WATCH) count as one command."""
+
+    command_timeout: float | None = None
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return await _settled(super().execute(raise_on_error), self.command_timeout)
+
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        call = super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await _settled(call, self.command_timeout)
+
+
+class StoreClient(aioredis.Redis):
+    """redis-py's client, each command bounded by ``command_timeout`` seconds (None:
+    only by the socket timeouts) and a refusal raised as its :class:`StoreRefused`."""
+
+    command_timeout: float | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        call = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await _settled(call, self.command_timeout)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> StorePipeline:
+        pipe = StorePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.command_timeout = self.command_timeout
+        return pipe
+
+
+async def check_writes(redis: RedisClient, key: str) -> None:
+    """Raise :class:`StoreRefused` if Redis refuses writes now (full, read-only,
+    loading...), found without writing: ``SETRANGE key 0 ""`` is a write, checked by
+    Redis like any other (memory, role, persistence), that changes nothing whether
+    ``key`` is absent or holds a string (a key of another type answers WRONGTYPE, which
+    also means writes are taken)."""
+    try:
+        await redis.setrange(key, 0, "")
+    except RedisError as exc:
+        refused = refusal(exc)
+        if refused is exc:
+            raise
+        if refused is not None:
+            raise refused from exc
+        if not (isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")):
+            raise
+
+
+# The client -----------------------------------------------------------------------------
 
 
 class _HiredisPacking:
@@ -56,20 +309,32 @@ def with_hiredis_packing(client: aioredis.Redis) -> aioredis.Redis:
 
 
 def connect(
-    url: str, *, max_connections: int | None = None, pool_timeout: float = 5.0, **options: Any
-) -> aioredis.Redis:
-    """``redis.asyncio.from_url(url, **options)``, packing with hiredis.
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float = 5.0,
+    command_timeout: float | None = None,
+    **options: Any,
+) -> StoreClient:
+    """A :class:`StoreClient` for ``url`` (``redis.asyncio.from_url(url, **options)``),
+    packing with hiredis, retrying nothing.
 
     With ``max_connections`` the pool is a blocking one: a request that finds all of
     them busy waits up to ``pool_timeout`` seconds for one instead of failing at once.
     (redis-py's default pool holds 100 and refuses the 101st concurrent command with
-    "Too many connections": under load that was a burst of 503s from a healthy Redis.)"""
+    "Too many connections": under load that was a burst of 503s from a healthy Redis.)
+    ``command_timeout`` bounds each command all told, the wait for a connection too."""
+    options.setdefault("retry", Retry(NoBackoff(), 0))
     if max_connections is None:
-        return with_hiredis_packing(aioredis.from_url(url, **options))
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=pool_timeout, **options
-    )
-    return with_hiredis_packing(aioredis.Redis.from_pool(pool))
+        pool = aioredis.ConnectionPool.from_url(url, **options)
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout, **options
+        )
+    client = cast(StoreClient, StoreClient.from_pool(pool))  # from_pool makes a cls
+    client.command_timeout = command_timeout
+    with_hiredis_packing(client)
+    return client
 
 
 def text(value: Any) -> str:
@@ -87,30 +352,38 @@ def fields(raw: dict[Any, Any]) -> dict[str, str]:
     return {text(k): text(v) for k, v in raw.items()}
 
 
-def redis_for(settings: Settings) -> aioredis.Redis:
-    """The Redis client of a server process: fail fast while Redis is away, retry once on
-    a dropped connection (a restarted Redis), reconnect by itself afterwards."""
+def redis_for(settings: Settings) -> StoreClient:
+    """The Redis client of a server process: each command (or pipeline) gets
+    ``redis_timeout_ms`` all told and is sent once; a connection Redis closed is
+    replaced when next taken from the pool, so the client reconnects by itself."""
     if not settings.redis_url:
         raise ValueError("no REDIS_URL to connect to")
+    timeout = settings.redis_timeout_ms / 1000
+    # redis-py's own limits only back the command's up, for the rare wait outside a
+    # command (a pipeline's UNWATCH when it is put away): the command's comes first.
+    backstop = timeout + 1
     return connect(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
-        pool_timeout=5,
-        health_check_interval=30,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError],
+        command_timeout=timeout,
+        pool_timeout=backstop,
+        socket_connect_timeout=backstop,
+        socket_timeout=backstop,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+"""Redis did not answer: refused or lost connections, and timeouts."""
+REDIS_AWAY = (*REDIS_UNREACHABLE, StoreRefused)
+"""Redis cannot serve now, unreachable or refusing: a later try may succeed."""
 
 
 class PassLog:
     """How a background loop (sweeper, snapshotter, webhook dispatcher) reports its
-    failed passes: Redis being away is one warning when it goes and one line when it is
-    back, not a traceback every pass; any other failure is logged with its traceback."""
+    failed passes: Redis being away or refusing is one warning when it starts and one
+    line when it is over, not a traceback every pass; any other failure is logged with
+    its traceback."""
 
     def __init__(self, log: logging.Logger, what: str) -> None:
         self.log = log
@@ -118,9 +391,13 @@ class PassLog:
         self.away = False
 
     def failed(self, exc: BaseException) -> None:
-        if isinstance(exc, REDIS_AWAY):
+        refused = refusal(exc)
+        if refused is not None or isinstance(exc, REDIS_AWAY):
             if not self.away:
-                self.log.warning("%s paused: Redis is unreachable (%s)", self.what, exc)
+                if refused is not None:
+                    self.log.warning("%s paused: Redis refuses (%s: %s)", self.what, refused.code, refused.reply)
+                else:
+                    self.log.warning("%s paused: Redis is unreachable (%s)", self.what, exc)
             self.away = True
         else:
             self.log.error("%s failed", self.what, exc_info=exc)

@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     # Redis connections per worker process; a request finding all busy waits for one.
     redis_max_connections: int = 64
+    # Each Redis command (or pipeline) gets this long all told: the wait for a free
+    # connection, connecting, and the reply; then the request is a 503. Never retried.
+    redis_timeout_ms: int = 2_000
     data_dir: str = "./connecfy-data"
     # The sweeper, snapshotter and webhook dispatcher run inside each API worker (each
     # takes a Redis lock, so one of each works at a time). connecfy serve turns this off
