@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from api.state import broker_of
 from broker import errors
 from broker.records import RateDecision
-from broker.redis_client import REDIS_AWAY
+from broker.redis_client import REDIS_UNREACHABLE, RedisError, StoreRefused, refusal
 
 log = logging.getLogger("connecfy.api")
 
@@ -136,13 +136,28 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
     )
 
 
-def _redis_down(_: Request, exc: Exception) -> Response:
-    log.warning("redis unreachable: %s", exc)
-    return Response(
-        _body(503, "unavailable", "the message store is unreachable; try again shortly"),
-        status_code=503,
-        headers={"Retry-After": "2"},
-    )
+def store_unavailable(refused: StoreRefused | None = None) -> ApiError:
+    """The 503 for a message store that cannot serve: ``refused``'s code when Redis
+    refused (``store_full``, ``store_read_only``, ``store_loading``, ``store_busy``),
+    else ``unavailable`` (unreachable, or no answer in time); always with Retry-After."""
+    if refused is None:
+        return ApiError(
+            503, "unavailable", "the message store is unreachable; try again shortly", headers={"Retry-After": "2"}
+        )
+    return ApiError(503, refused.code, refused.detail, headers={"Retry-After": str(refused.retry_after)})
+
+
+def _store_error(request: Request, exc: Exception) -> Response:
+    """Any error of the Redis client: 503 when Redis is unreachable, too slow or refusing
+    (whichever exception redis-py raised for the refusal), else a 500 like any other."""
+    refused = refusal(exc)
+    if refused is not None:
+        log.warning("redis refused: %s (%s)", refused.code, refused.reply)
+        return _api_error(request, store_unavailable(refused))
+    if isinstance(exc, REDIS_UNREACHABLE):
+        log.warning("redis unreachable: %s", exc)
+        return _api_error(request, store_unavailable())
+    return _unexpected(request, exc)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
@@ -156,6 +171,6 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         errors.BrokerError: _broker_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
-        **{away: _redis_down for away in REDIS_AWAY},
+        RedisError: _store_error,
         Exception: _unexpected,
     }
