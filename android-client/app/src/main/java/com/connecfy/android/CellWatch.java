@@ -48,19 +48,23 @@ final class CellWatch {
         }
         watched = subscription >= 0 ? telephony.createForSubscriptionId(subscription) : telephony;
         watching = subscription;
-        if (Build.VERSION.SDK_INT >= 31) {
-            ServiceStateCallback listener = new ServiceStateCallback();
-            watched.registerTelephonyCallback(context.getMainExecutor(), listener);
-            callback = listener;
-        } else {
-            PhoneStateListener listener = new PhoneStateListener() {
-                @Override
-                public void onServiceStateChanged(ServiceState serviceState) {
-                    state = serviceState.getState();
-                }
-            };
-            watched.listen(listener, PhoneStateListener.LISTEN_SERVICE_STATE);
-            callback = listener;
+        try {
+            if (Build.VERSION.SDK_INT >= 31) {
+                ServiceStateCallback listener = new ServiceStateCallback();
+                watched.registerTelephonyCallback(context.getMainExecutor(), listener);
+                callback = listener;
+            } else {
+                PhoneStateListener listener = new PhoneStateListener() {
+                    @Override
+                    public void onServiceStateChanged(ServiceState serviceState) {
+                        state = serviceState.getState();
+                    }
+                };
+                watched.listen(listener, PhoneStateListener.LISTEN_SERVICE_STATE);
+                callback = listener;
+            }
+        } catch (SecurityException e) {
+            callback = null; // not allowed on this phone: the state stays unknown, nothing is held
         }
     }
 
