@@ -88,9 +88,12 @@ class Broker:
     # Start-up and health ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every script (a broken one fails here) and register the platform pool."""
+        """Load every script (a broken one fails here) and register the platform pool,
+        unless it is already: a full Redis refuses even a write that changes nothing, and
+        a worker starting then should answer its 503s rather than fail to start."""
         await self.ctx.scripts.load(self.ctx.redis)
-        await self.ctx.redis.sadd(keys.SHARDS, keys.pool_shard())
+        if not await self.ctx.redis.sismember(keys.SHARDS, keys.pool_shard()):
+            await self.ctx.redis.sadd(keys.SHARDS, keys.pool_shard())
 
     async def ready(self) -> None:
         """Check that Redis answers, takes writes and holds every script, loading any it

@@ -113,6 +113,9 @@ async def test_out_of_memory_in_the_enqueue_script_is_store_full_and_writes_noth
         await broker.messages.enqueue(account, batch[:1])
     with pytest.raises(StoreFull):
         await broker.ready()
+    restarted = Broker(connect(server.url), roomy_settings(), clock=Clock())
+    await restarted.start()  # a worker starting now starts, to answer its 503s
+    await restarted.redis.aclose()
     await raw.config_set("maxmemory", 0)
     await broker.ready()
     assert len((await broker.messages.enqueue(account, batch[:1])).ids) == 1
