@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request
+from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
@@ -24,6 +26,7 @@ from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers
 from api.external import ExternalController
 from api.health import HealthController
+from api.inputs import not_json, not_sent_as_json
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import ClosedStructs, openapi_config
@@ -44,52 +47,77 @@ _body_types: dict[int, Any] = {}
 
 
 def _declared_body(request: Request[Any, Any, Any]) -> Any:
+    """The type of the route's body (``Any``, any JSON, for a route that takes none)."""
     handler = request.route_handler
     key = id(handler)
     if key not in _body_types:
         field = handler.parsed_fn_signature.parameters.get("data")
-        _body_types[key] = None if field is None else field.annotation
+        _body_types[key] = Any if field is None else field.annotation
     return _body_types[key]
 
 
-async def check_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+def answer_options(app: ASGIApp) -> ASGIApp:
+    """``OPTIONS`` on any route: 204 with ``Allow`` listing every method of the path,
+    answered before the route's guards (Litestar's own answer comes after them, so it
+    asked for the path's credential): it tells nothing the API document does not."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "OPTIONS":
+            allowed: dict[str, str] = Litestar.from_scope(scope).state.allowed_methods
+            allow = allowed.get(str(scope.get("path_template")), "OPTIONS")
+            await ASGIResponse(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
     """A query names each parameter once (every one the API takes is a single value, and
-    Litestar would silently keep one of two), and a body must be JSON (415 otherwise) of
-    exactly the declared types (400 otherwise).
+    Litestar would silently keep one of two), and a body must be JSON (415 otherwise,
+    400 ``invalid_json`` when it does not parse) of exactly the declared types (400
+    ``invalid_request`` otherwise); a route that declares no body takes none but JSON.
 
     Litestar converts leniently ("81" would pass as 81); this strict decode runs first,
     after the credential guards, so a wrong type is refused and a bad credential is 401.
     """
-    if request.method == "OPTIONS":
-        # Litestar's own OPTIONS answer lists the methods of one handler of the path only.
-        allow = request.app.state.allowed_methods.get(request.scope.get("path_template"), "OPTIONS")
-        return Response(None, status_code=204, headers={"Allow": allow})
     if request.scope["query_string"]:
         names = [name for name, _ in request.query_params.multi_items()]
         if len(names) != len(set(names)):
             repeated = next(name for name in names if names.count(name) > 1)
             raise ApiError(400, "invalid_request", f"send the query parameter {repeated} once", field=repeated)
     if request.method not in BODY_METHODS:
-        return None
+        return
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
     if not has_body:
-        return None
+        return
     if request.content_type[0] != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+        raise not_sent_as_json()
     declared = _declared_body(request)
-    if declared is None:
-        return None
     body = await request.body()
+    if not body:  # chunked, and empty after all
+        return
     try:
         msgspec.json.decode(body, type=declared)
-    except msgspec.ValidationError as exc:
-        if not _valid_with_whole_floats(body, declared):
+    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
+        # Of the declared types? The decode stops at the first wrong value, before
+        # it reads what follows, so the body may not even be JSON.
+        if not _valid_with_whole_floats(_json(body), declared):
             raise ApiError(400, "invalid_request", str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
+        raise not_json(exc) from None
     except RecursionError:
         raise ApiError(400, "invalid_request", "the body is nested too deeply") from None
-    return None
+
+
+def _json(body: bytes) -> Any:
+    """The body as plain JSON values; 400 ``invalid_json`` if it is not JSON."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise not_json(exc) from None
+    except RecursionError:
+        raise ApiError(400, "invalid_request", "the body is nested too deeply") from None
 
 
 def _whole_floats_as_ints(value: Any) -> Any:
@@ -102,13 +130,14 @@ def _whole_floats_as_ints(value: Any) -> Any:
     return value
 
 
-def _valid_with_whole_floats(body: bytes, declared: Any) -> bool:
-    """Whether the body is of the declared types once a number written with a zero
-    fraction (``30.0``) counts as the integer it is, as JSON Schema counts it. Tried only
-    after the strict decode failed, so a well-formed request pays nothing for it."""
+def _valid_with_whole_floats(value: Any, declared: Any) -> bool:
+    """Whether the body's JSON values are of the declared types once a number written
+    with a zero fraction (``30.0``) counts as the integer it is, as JSON Schema counts
+    it. Tried only after the strict decode failed, so a well-formed request pays nothing
+    for it."""
     try:
-        msgspec.convert(_whole_floats_as_ints(msgspec.json.decode(body)), type=declared)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        msgspec.convert(_whole_floats_as_ints(value), type=declared)
+    except (msgspec.ValidationError, RecursionError):
         return False
     return True
 
@@ -171,6 +200,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         template_config=template_config,
         exception_handlers=exception_handlers(),
         before_request=check_request,
+        middleware=[answer_options],
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
         openapi_config=openapi_config(__version__),

@@ -15,10 +15,12 @@ import hmac
 from typing import Any
 
 import msgspec
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from api.errors import forbidden, not_authenticated
+from api.inputs import not_json, not_sent_as_json
 from api.state import broker_of
 from broker import errors
 from broker.records import Account, DeviceRef, Session
@@ -105,12 +107,26 @@ class _ApiKeyField(msgspec.Struct):
 
 
 async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """The send-only API key, read from the JSON body before anything else in it."""
-    body = await connection.body()  # type: ignore[attr-defined]
-    try:
-        key = msgspec.json.decode(body, type=_ApiKeyField).api_key
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        key = ""  # RecursionError: skipping a value nested thousands deep
+    """The send-only API key, read from the JSON body before anything else in it.
+
+    No body, or JSON without a string ``api_key`` (an array, a number, an object
+    without one), is a missing key: 401. A body that is not JSON at all hides whatever
+    key it holds: 400 ``invalid_json`` (415 when it is not even sent as JSON)."""
+    request: Request[Any, Any, Any] = connection  # type: ignore[assignment]
+    body = await request.body()
+    key = ""
+    if body.strip():
+        try:
+            try:
+                key = msgspec.json.decode(body, type=_ApiKeyField).api_key
+            except msgspec.ValidationError:  # stopped at a wrong value: is the rest JSON?
+                msgspec.json.decode(body)
+        except RecursionError:
+            pass  # a value nested thousands deep, skipped on the way to api_key
+        except msgspec.DecodeError as exc:  # a ValidationError is one too, caught above
+            if request.content_type[0] != "application/json":
+                raise not_sent_as_json() from None
+            raise not_json(exc) from None
     if not key:
         raise not_authenticated("send the API key as api_key in the JSON body")
     account = await broker_of(connection).api_keys.find_account(key)

@@ -51,9 +51,11 @@ DESCRIPTION = (
     "Credentials, never overlapping: a device token (`X-Device-Token` or `Authorization: Bearer`) acts as one "
     "phone; the dashboard session (cookie `sessionid`, and on unsafe methods the `csrftoken` cookie echoed in "
     "`X-CSRFToken`); a send-only API key, sent as `api_key` in the JSON body. A missing or unknown credential is "
-    "401, checked before the body.\n\n"
+    "401, checked before the body; as the API key is in the body, a body there that is not JSON is 400 "
+    "`invalid_json`, JSON without a valid key 401.\n\n"
     'Every error is JSON `{"status_code", "code", "detail"}` (schema `Error`), some with `field`, `index` '
-    "or a batch's `errors`. Bodies are JSON (415 otherwise), at most 64 KiB (413), the batch 2 MiB. A 429 carries "
+    "or a batch's `errors`. Bodies are JSON (415 otherwise; 400 `invalid_json` when one does not parse), at most "
+    "64 KiB (413), the batch 2 MiB. `OPTIONS` answers 204 with `Allow`, without a credential. A 429 carries "
     "`Retry-After`, and on a rate limit `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 503 "
     "(the message store unreachable) carries `Retry-After`. A path with a method it does not serve is 405."
 )
@@ -89,7 +91,9 @@ class ErrorStatus:
 
 ERRORS: dict[int, ErrorStatus] = {
     400: ErrorStatus(
-        "BadRequest", "The body, a query or a path parameter is not valid (`field` names the first bad field)."
+        "BadRequest",
+        "The body, a query or a path parameter is not valid (`field` names the first bad field), or the body is "
+        "not JSON at all (`invalid_json`).",
     ),
     401: ErrorStatus(
         "Unauthorized", "The credential is missing, unknown, expired or revoked (checked before the body)."
@@ -140,7 +144,8 @@ SESSION_AND_CSRF: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
 API_KEY_DESCRIPTION = (
     "The send-only API key (from POST /api/api-keys/), sent in the JSON body as `api_key`. "
     "It authenticates the request: a missing, unknown or revoked key is 401, whatever else the "
-    "body holds."
+    "body holds, and so is JSON that is not an object holding one; a body that is not JSON at all is 400 "
+    "`invalid_json`."
 )
 
 

@@ -11,6 +11,7 @@ own two messages.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -716,8 +717,8 @@ def test_bad_credentials_are_401_whatever_the_body(world: World, sender: Sender)
         anonymous.post("/api/external/send/", json={"api_key": "wrong", "to": TO, "message": "hi"}),
         anonymous.post("/api/external/send/", json={"api_key": 12345, "to": TO, "message": "hi"}),
         anonymous.post("/api/external/send/", json={"api_key": "wrong", "to": 5, "message": ""}),
-        anonymous.post("/api/external/send/", content=malformed, headers=JSON),
-        anonymous.post("/api/external/send/", content=b"api_key=x", headers={"Content-Type": "text/plain"}),
+        anonymous.post("/api/external/send/", json=[sender.key, TO, "hi"]),
+        anonymous.post("/api/external/send/", content=b"", headers=JSON),
         anonymous.post("/api/external/send/", json={"api_key": sender.key[:-2], "to": TO, "message": "hi"}),
         world.api(Authorization=f"Bearer {sender.key}").post("/api/external/send/", json={"to": TO, "message": "hi"}),
     ):
@@ -740,6 +741,51 @@ def test_bad_credentials_are_401_whatever_the_body(world: World, sender: Sender)
     )
     assert footprint(sender.user) == before
     assert sender.phone.claim() == []
+
+
+# (case id, body, Content-Type, expected status and code): the key travels in the body, so
+# a body that does not parse hides it (400 invalid_json; 415 if not even sent as JSON),
+# and JSON without a key, or no body, is a missing credential (401).
+KEY_BODY_CASES = [
+    ("truncated-json-with-a-real-key", lambda whole: whole[:-1], JSON, 400, "invalid_json"),
+    ("json-then-garbage", lambda whole: whole + b"]", JSON, 400, "invalid_json"),
+    ("not-json-at-all", lambda whole: b"api_key=" + whole, JSON, 400, "invalid_json"),
+    ("not-json-sent-as-text", lambda whole: whole[:-1], {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ("json-array", lambda whole: b"[" + whole + b"]", JSON, 401, "not_authenticated"),
+    ("json-string", lambda whole: json.dumps(whole.decode()).encode(), JSON, 401, "not_authenticated"),
+    ("json-null", lambda whole: b"null", JSON, 401, "not_authenticated"),
+    ("empty-body", lambda whole: b"", JSON, 401, "not_authenticated"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/external/send/", "/api/external/send-batch/"])
+@pytest.mark.parametrize(
+    ("case", "body", "headers", "status", "code"), KEY_BODY_CASES, ids=[c[0] for c in KEY_BODY_CASES]
+)
+def test_the_api_key_endpoints_refuse_a_body_that_is_not_json_as_400(
+    world: World, sender: Sender, path: str, case: str, body: Any, headers: dict[str, str], status: int, code: str
+) -> None:
+    message = {"to": TO, "message": "hi", "device_id": sender.phone.device_id}
+    valid = (
+        {"api_key": sender.key, **message}
+        if path.endswith("/send/")
+        else {"api_key": sender.key, "messages": [message]}
+    )
+    before = footprint(sender.user)
+    response = world.api().post(path, content=body(json.dumps(valid).encode()), headers=headers)
+    expect_error(response, status, code)
+    assert footprint(sender.user) == before
+
+
+def test_options_lists_the_methods_without_a_credential(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.base_url) as anonymous:
+        for path, allow in (
+            ("/api/webhooks/", "GET, OPTIONS, POST"),
+            ("/api/devices/abc/", "DELETE, OPTIONS, PATCH"),
+            ("/api/external/send/", "OPTIONS, POST"),
+        ):
+            response = anonymous.options(path)
+            assert response.status_code == 204 and response.headers["Allow"] == allow, describe(response)
 
 
 def test_phone_endpoints_refuse_bad_input(world: World, sender: Sender) -> None:
