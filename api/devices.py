@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 
 from api.credentials import account_of, device_guard, device_of, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
-from api.inputs import E164, Battery, ClaimLimit, Name, PathId, SegmentBudget, VersionText
+from api.inputs import Battery, ClaimLimit, Name, OptionalPhoneNumber, PathId, SegmentBudget, VersionText
 from api.limits import auth_rate_guard
 from api.observability.metrics import claimed
 from api.openapi import (
@@ -36,7 +36,6 @@ from broker.records import Account, DeviceInfo, DeviceRef
 PairingCode = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,16}$", description="The code from the Add Device screen.")
 ]
-OptionalPhoneNumber = Annotated[str, msgspec.Meta(pattern=E164.replace("^", "^(", 1).replace("$", ")?$"))]
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -9,6 +9,11 @@ Patterns say the same thing in Python's ``re`` (the server) and in the document'
 ECMA-262 dialect (its readers): a name holds at least one character that both count as
 visible (``str.strip`` takes away ``\\x1c``-``\\x1f`` and ``\\x85`` too, ECMA-262's
 ``\\s`` takes away ``\\ufeff`` too), and ids and cursors are ASCII letters and digits.
+Where the broker judges a value by more than a pattern can say (a phone number possible
+for its country, a webhook URL), the pattern is a part of what the broker takes: every
+value it matches is taken as written (tests/app checks that), so a client that follows
+the document is not refused for the form of the value. A webhook host is still judged by
+the addresses it resolves to, which no pattern can tell.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+import phonenumbers
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import HeaderParameter, Parameter
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from api.errors import ApiError
 from broker.accounts import MAX_EMAIL_CHARS
@@ -27,7 +34,6 @@ from broker.message_log import MAX_PAGE
 from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
 from broker.records import STATUSES
 from broker.validation import (
-    E164,
     MAX_CLAIM_LIMIT,
     MAX_ERROR_CHARS,
     MAX_FIELD_CHARS,
@@ -53,21 +59,73 @@ def not_sent_as_json() -> ApiError:
     return ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
 
 
+def _possible_numbers() -> str:
+    """What follows the ``+`` of an E.164 number the broker takes
+    (``broker.validation.normalize_phone_number``): a country code and a national number
+    of a length ``phonenumbers`` counts possible for it (it checks the length only), at
+    most 15 digits in all. Country codes with the same lengths are listed together."""
+    codes_by_lengths: dict[tuple[int, ...], list[str]] = {}
+    for code in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        digits = str(code)
+        lengths = tuple(
+            n
+            for n in range(2, 16 - len(digits))
+            if phonenumbers.is_possible_number(
+                phonenumbers.PhoneNumber(country_code=code, national_number=int("5" * n))
+            )
+        )
+        if lengths:
+            codes_by_lengths.setdefault(lengths, []).append(digits)
+    alternatives = []
+    for lengths, codes in codes_by_lengths.items():
+        runs: list[list[int]] = []
+        for n in lengths:
+            if runs and runs[-1][1] == n - 1:
+                runs[-1][1] = n
+            else:
+                runs.append([n, n])
+        numbers = "|".join(f"[0-9]{{{low}}}" if low == high else f"[0-9]{{{low},{high}}}" for low, high in runs)
+        alternatives.append(f"(?:{'|'.join(codes)})" + (f"(?:{numbers})" if len(runs) > 1 else numbers))
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+POSSIBLE_NUMBER = _possible_numbers()
+E164_POSSIBLE = rf"^\+{POSSIBLE_NUMBER}$"
+
+# An https:// URL the broker takes as written (``broker.webhooks.addresses.parse_url``):
+# a host name of up to four labels of letters, digits and single hyphens, each at most 62
+# characters, the last beginning with a letter (a last label of digits would be read as
+# an IPv4 address); a port from 1 to 65535; a path (at least "/") and a query of URL
+# characters. The path is required because the URL is stored with "/" for an empty one
+# and the stored form must fit MAX_URL too: with it, the longest URL allowed is the
+# longest taken.
+_LABEL = "[A-Za-z0-9]{1,20}(?:-[A-Za-z0-9]{1,20}){0,2}"
+_LAST_LABEL = "[A-Za-z][A-Za-z0-9]{0,19}(?:-[A-Za-z0-9]{1,20}){0,2}"
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_URL_CHARACTER = "[A-Za-z0-9._~!$&'()*+,;=:@%/-]"
+WEBHOOK_URL_PATTERN = (
+    rf"^https://(?:{_LABEL}\.){{0,3}}{_LAST_LABEL}(?::{_PORT})?/{_URL_CHARACTER}*(?:\?{_URL_CHARACTER}*)?$"
+)
+
+
 def checked_by_the_broker(description: str | None = None, **schema: Any) -> msgspec.Meta:
-    """Constraints (``Schema`` attributes) the broker checks with the same bounds: shown
-    in the document, not checked again here."""
+    """Constraints (``Schema`` attributes) the broker checks with the same bounds (or, for
+    a pattern, a part of what it takes: see above): shown in the document, not checked
+    again here."""
     return msgspec.Meta(extra_json_schema={"description": description, "extra": schema})
 
 
 # Body fields ---------------------------------------------------------------------------------
 
-PhoneNumber = Annotated[
+PHONE_NUMBER = (
+    "E.164: `+`, the country code and the number, digits only, at most 15 digits "
+    "(e.g. +15551234567), of a length possible for its country code (the pattern lists the "
+    "lengths of each country code)."
+)
+PhoneNumber = Annotated[str, checked_by_the_broker(PHONE_NUMBER, pattern=E164_POSSIBLE)]
+OptionalPhoneNumber = Annotated[
     str,
-    checked_by_the_broker(
-        "E.164: `+`, the country code and the number, digits only, at most 15 digits "
-        "(e.g. +15551234567); the number must also be possible for its country.",
-        pattern=E164,
-    ),
+    checked_by_the_broker(PHONE_NUMBER + " Empty: no number.", pattern=rf"^(?:\+{POSSIBLE_NUMBER})?$"),
 ]
 MessageText = Annotated[str, checked_by_the_broker(min_length=1, max_length=MAX_MESSAGE_CHARS)]
 Name = Annotated[
@@ -85,13 +143,23 @@ VersionText = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
 Battery = Annotated[int, msgspec.Meta(ge=0, le=100, extra_json_schema={"extra": {"minimum": 0}})]
 ErrorText = Annotated[str, msgspec.Meta(max_length=MAX_ERROR_CHARS)]
 NoteText = Annotated[str, msgspec.Meta(max_length=MAX_NOTE_CHARS)]
-ReasonText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NOTE_CHARS)]
+ReasonText = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=MAX_NOTE_CHARS,
+        pattern=VISIBLE,
+        description=f"Up to {MAX_NOTE_CHARS} characters, at least one visible; spaces around it are dropped.",
+    ),
+]
 SegmentBudget = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEGMENTS_BUDGET)]
 LimitValue = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
 WebhookUrl = Annotated[
     str,
     checked_by_the_broker(
-        "An https:// URL whose host resolves to public addresses only.", min_length=1, max_length=MAX_URL
+        "An https:// URL with a path (at least `/`), whose host resolves to public addresses only (a name "
+        "that does not resolve yet is taken, and checked again at each delivery).",
+        pattern=WEBHOOK_URL_PATTERN,
+        max_length=MAX_URL,
     ),
 ]
 EventTypes = Annotated[

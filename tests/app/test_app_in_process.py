@@ -1,6 +1,7 @@
 """The Litestar app in-process (Litestar's test client, no HTTP server) on each real
 Redis: the phone's and the sender's round trip, credentials checked before bodies (the
-API key's body too), the JSON error shape, and the served OpenAPI document. Fast enough to run on every change; tests/http and
+API key's body too), the JSON error shape, and the served OpenAPI document, which says
+what the server takes and refuses. Fast enough to run on every change; tests/http and
 tests/e2e do the same and more against a real ``connecfy serve``."""
 
 from __future__ import annotations
@@ -11,11 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar.testing import TestClient
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from api.app import create_app
-from broker import Settings
+from api.inputs import E164_POSSIBLE, WEBHOOK_URL_PATTERN
+from broker import Settings, errors
+from broker.records import STATUSES
+from broker.validation import normalize_phone_number
+from broker.webhooks.addresses import MAX_URL, check_url, parse_url
 from connecfy.redis_server import RedisServer
 from tests.support.backends import REAL_REDIS, ROOMY_LIMITS
 
@@ -169,3 +178,140 @@ def test_options_lists_every_method_of_the_path_and_needs_no_credential(client: 
         allowed = {method.strip() for method in reply.headers["Allow"].split(",")}
         documented = {method.upper() for method in item if method in {"get", "post", "patch", "put", "delete"}}
         assert allowed == documented | {"OPTIONS"}, (path, reply.headers["Allow"])
+
+
+# The document and the server agree on what they take ---------------------------------------------
+
+
+def _body_property(document: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any]:
+    schema = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema["properties"][name]  # type: ignore[no-any-return]
+
+
+def _document_allows(schema: dict[str, Any], value: str) -> bool:
+    """Whether a string property's schema (the keywords the document uses for strings)
+    allows ``value``: ``pattern`` as JSON Schema reads it, unanchored."""
+    return (
+        schema["type"] == "string"
+        and schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value))
+        and ("pattern" not in schema or re.search(schema["pattern"], value) is not None)
+    )
+
+
+def test_what_the_document_allows_in_a_string_the_server_takes_and_what_it_does_not_the_server_refuses(
+    client: Any,
+) -> None:
+    """Empty and blank strings above all: a field the server refuses empty says so in
+    the document (a minLength or a pattern), and one the document allows is taken."""
+    document = client.get("/schema/openapi.json").json()
+    csrf = signed_up(client, "strings@example.com")
+
+    def code() -> str:
+        return str(client.post("/api/devices/pairing-codes/", headers=csrf).json()["code"])
+
+    device = client.post("/api/devices/register/", json={"code": code(), "device_name": "Pixel"}).json()["device_id"]
+    cases: list[tuple[str, str, Any, list[str]]] = [
+        # (path, field, the body with the field's value, values)
+        ("/api/sms/send/", "to", lambda v: {"to": v, "message": "x", "device_id": device}, ["", "+1", "+0", TO]),
+        ("/api/sms/send/", "message", lambda v: {"to": TO, "message": v, "device_id": device}, ["", " ", "x"]),
+        ("/api/api-keys/", "name", lambda v: {"name": v}, ["", "   ", "\ufeff", " k "]),
+        ("/api/devices/register/", "code", lambda v: {"code": v, "device_name": "P"}, ["", " "]),
+        ("/api/devices/register/", "device_name", lambda v: {"code": code(), "device_name": v}, ["", " \t", " P "]),
+        (
+            "/api/devices/register/",
+            "phone_number",
+            lambda v: {"code": code(), "device_name": "P", "phone_number": v},
+            ["", " ", "+1", "+15551234567"],
+        ),
+        ("/api/webhooks/", "url", lambda v: {"url": v}, ["", " ", "0", "http://example.com/", "https://"]),
+        (
+            "/api/account/limit-requests/",
+            "reason",
+            lambda v: {"reason": v, "daily_quota": 20_000},
+            ["", "   ", "\u3000", "more, please"],
+        ),
+        (
+            "/api/auth/signup/",
+            "email",
+            lambda v: {"email": v, "password": "long enough", "account_type": "api_only"},
+            ["", "no at sign", "someone@example.com"],
+        ),
+    ]
+    for path, field, body, values in cases:
+        schema = _body_property(document, path, "post", field)
+        for value in values:
+            reply = client.post(path, json=body(value), headers=csrf)
+            allowed = _document_allows(schema, value)
+            taken = reply.status_code < 300 or reply.status_code == 409
+            assert taken == allowed, (path, field, value, allowed, reply.status_code, reply.text)
+            if not allowed:
+                assert reply.status_code == 400, (path, field, value, reply.text)
+
+
+def test_the_status_filter_is_the_enum_the_server_takes(client: Any) -> None:
+    document = client.get("/schema/openapi.json").json()
+    parameters = document["paths"]["/api/sms/"]["get"]["parameters"]
+    status = next(p for p in parameters if p["name"] == "status")["schema"]
+    assert [s for s in status["enum"] if s is not None] == list(STATUSES)
+    signed_up(client, "filters@example.com")
+    for value in STATUSES:
+        assert client.get("/api/sms/", params={"status": value}).status_code == 200, value
+    for value in ("0000", "", "SENT", "sent ", "any"):
+        reply = client.get("/api/sms/", params={"status": value})
+        assert (reply.status_code, reply.json()["code"]) == (400, "invalid_request"), (value, reply.text)
+
+
+def _digits(n: int) -> list[str]:
+    return sorted({"0" * n, "1" * n, "9" * n, "1" + "0" * (n - 1), "0" + "9" * (n - 1), "2345678901234"[:n]})
+
+
+def test_every_phone_number_the_document_allows_is_taken_by_the_broker() -> None:
+    """Every country code, every national length up to E.164's 15 digits, with leading
+    digits a national prefix or a zero would be read from: where the document's
+    pattern allows the number, the broker takes it."""
+    allowed = 0
+    for code in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        lengths_allowed = 0
+        for n in range(1, 16 - len(str(code))):
+            for digits in _digits(n):
+                number = f"+{code}{digits}"
+                if re.fullmatch(E164_POSSIBLE, number):
+                    normalize_phone_number(number)  # raises if refused
+                    allowed += 1
+                    lengths_allowed += 1
+        assert lengths_allowed, f"no number of country code {code} is allowed"
+    assert allowed > 3_000
+    # What the document refuses, the broker refuses too (a wrong length, no country code).
+    for number in ("+1555123456", "+155512345678", "+0123456", "+999123456", "+1"):
+        assert not re.fullmatch(E164_POSSIBLE, number)
+        with pytest.raises(errors.InvalidInput):
+            normalize_phone_number(number)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(st.from_regex(E164_POSSIBLE, fullmatch=True))
+def test_any_number_drawn_from_the_pattern_is_taken(number: str) -> None:
+    normalize_phone_number(number)
+
+
+@hypothesis.settings(max_examples=300, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+@given(st.from_regex(WEBHOOK_URL_PATTERN, fullmatch=True).filter(lambda url: len(url) <= MAX_URL))
+def test_any_webhook_url_drawn_from_the_pattern_is_taken_as_written(url: str) -> None:
+    hypothesis.assume("localhost" not in url.lower())  # a name judged by what it resolves to
+    stored = check_url(url, allow_loopback=False)
+    assert len(stored) <= MAX_URL and parse_url(stored, allow_loopback=False).url == stored  # as registration does
+
+
+def test_webhook_urls_the_document_refuses_the_broker_refuses() -> None:
+    for url in ("", " ", "0", "https://", "http://example.com/", "https://10.0.0.1/"):
+        assert not re.fullmatch(WEBHOOK_URL_PATTERN, url), url
+        with pytest.raises(errors.InvalidInput):
+            check_url(url, allow_loopback=False)
+    # The longest the document allows is taken; one more character is not.
+    longest = "https://example.com/?" + "q" * (MAX_URL - len("https://example.com/?"))
+    assert re.fullmatch(WEBHOOK_URL_PATTERN, longest) and len(longest) == MAX_URL
+    assert check_url(longest, allow_loopback=False) == longest
+    with pytest.raises(errors.InvalidInput):
+        check_url(longest + "q", allow_loopback=False)
