@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -775,6 +777,30 @@ def test_the_api_key_endpoints_refuse_a_body_that_is_not_json_as_400(
     response = world.api().post(path, content=body(json.dumps(valid).encode()), headers=headers)
     expect_error(response, status, code)
     assert footprint(sender.user) == before
+
+
+def test_an_id_written_with_angle_brackets(server: ServerProcess, world: World, sender: Sender) -> None:
+    """``curl .../api/devices/<id>/tasks/`` sends the ``<`` and ``>`` raw, which HTTP/1.1
+    does not allow in a request line: the HTTP server (granian) answers 400 with an empty
+    body before any of the app runs (no access log line). Written percent-encoded, the
+    id reaches the app and gets the JSON error any unknown id gets."""
+    raw = "GET /api/devices/<id>/tasks/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(raw.encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert body == b"" and b"content-length: 0" in head.lower(), answer
+    time.sleep(0.5)  # the access log is written after the answer
+    assert "/<id>/" not in server.output(), "the app saw the request after all: answer it with the JSON error"
+
+    phone = sender.phone
+    expect_error(world.api().get("/api/devices/%3Cid%3E/tasks/"), 401)
+    expect_error(phone.api.get("/api/devices/%3Cid%3E/tasks/"), 403)  # another device's id
+    expect_error(sender.user.get("/api/sms/%3Cid%3E/"), 404)
+    expect_error(sender.user.patch("/api/devices/%3Cid%3E/", json={"device_name": "x"}), 404)
 
 
 def test_options_lists_the_methods_without_a_credential(server: ServerProcess) -> None:
