@@ -26,7 +26,7 @@ from broker.records import STATUSES
 from broker.validation import normalize_phone_number
 from broker.webhooks.addresses import MAX_URL, check_url, parse_url
 from connecfy.redis_server import RedisServer
-from tests.support.backends import REAL_REDIS, ROOMY_LIMITS
+from tests.support.backends import NEWEST_REAL, REAL_REDIS, ROOMY_LIMITS
 
 TO = "+15551234567"
 
@@ -315,3 +315,36 @@ def test_webhook_urls_the_document_refuses_the_broker_refuses() -> None:
     assert check_url(longest, allow_loopback=False) == longest
     with pytest.raises(errors.InvalidInput):
         check_url(longest + "q", allow_loopback=False)
+
+
+# Signup says an email is taken, within the per-address limit ------------------------------------
+
+
+def test_a_taken_email_is_409_and_spends_the_per_address_signup_limit(
+    real_servers: dict[str, RedisServer], tmp_path: Path
+) -> None:
+    """Signup tells that an address has an account (409 ``email_taken``), so it can be
+    used to probe for addresses; every try, that one too, spends the client address's
+    signup limit, checked before the body is read."""
+    server = real_servers[NEWEST_REAL]
+    settings = Settings(
+        redis_url=server.url,
+        data_dir=str(tmp_path),
+        background_in_workers=False,
+        **{**ROOMY_LIMITS, "auth_burst": 3, "auth_per_minute": 1},
+    )
+    with TestClient(app=create_app(settings)) as client:
+        document = client.get("/schema/openapi.json").json()
+        assert "409" in document["paths"]["/api/auth/signup/"]["post"]["responses"]
+        body = {"email": "taken@example.com", "password": "correct horse battery", "account_type": "api_only"}
+        assert client.post("/api/auth/signup/", json=body).status_code == 201
+        client.cookies.clear()
+        for email in ("taken@example.com", " TAKEN@example.com"):
+            reply = client.post("/api/auth/signup/", json={**body, "email": email})
+            assert (reply.status_code, reply.json()["code"]) == (409, "email_taken"), reply.text
+        limited = client.post("/api/auth/signup/", json={**body, "email": "new@example.com"})
+        assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited"), limited.text
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert (
+            client.post("/api/auth/login/", json={"email": "taken@example.com", "password": "x" * 9}).status_code == 401
+        )
