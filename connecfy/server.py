@@ -6,6 +6,11 @@ Without ``REDIS_URL`` a private ``redis-server`` starts in ``<data dir>/redis`` 
 append-only persistence, reachable only through its unix socket; every other
 subcommand given the same ``--data-dir`` finds it there. It stops when the server does.
 
+A ``serve`` killed outright (SIGKILL, the out-of-memory killer) takes its request workers
+and its private Redis with it: each asks the kernel for SIGTERM when ``serve`` dies, so
+no worker goes on serving the port and no Redis goes on writing the data directory with
+nobody supervising it (the background process watches its parent already).
+
 Granian over uvicorn: on this 2-core box a bare JSON GET did about 31k requests/s on one
 granian worker against about 17k on uvicorn (uvloop + httptools), and both serve our
 Redis-bound endpoints equally, so the lighter server leaves more CPU to the app.
@@ -28,7 +33,7 @@ from typing import Any
 
 from broker.settings import Settings
 from connecfy.redis_server import RedisServer
-from connecfy.supervisor import Supervisor
+from connecfy.supervisor import Supervisor, die_with_parent
 
 
 def redis_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -50,6 +55,11 @@ def redis_url_for(settings: Settings, data_dir: str | None) -> str:
 
 DRAIN_SECONDS = 10
 
+# This process's pid while it serves, which the request workers it forks inherit: each
+# asks to be stopped when it dies (and stops at once if it already has). Unset in a
+# worker of another ASGI server, which then keeps its own rules.
+_SERVE_PID: int | None = None
+
 
 def metrics_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "metrics"
@@ -69,6 +79,13 @@ def asgi_app() -> Any:
     paths (404, 405) get an id and are counted too."""
     from api.app import app_from_env
 
+    if _SERVE_PID is not None:
+        # A worker forked by serve: until granian sets its own once the app is built, it
+        # still has serve's signal handlers, under which a SIGTERM (serve's, or the
+        # kernel's once serve is gone) would only set a flag in serve's copy of granian.
+        # Until then SIGTERM simply ends it.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        die_with_parent(_SERVE_PID)
     return app_from_env()
 
 
@@ -121,6 +138,7 @@ class BackgroundProcess:
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
+    global _SERVE_PID
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
@@ -137,16 +155,21 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     from api.observability import logging_dictconfig
 
     private: RedisServer | None = None
-    supervisors: list[Supervisor] = []
-    if not settings.redis_url:
-        private = RedisServer(redis_dir(data_dir).resolve(), port=0, appendonly=True).start()
-        supervisors.append(Supervisor(private, "redis-server").start())
-        os.environ["REDIS_URL"] = private.url
-        print(f"connecfy: private Redis at {private.url}", flush=True)
-    background = BackgroundProcess().start()
-    supervisors.append(Supervisor(background, "connecfy background").start())
-    os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
+    background: BackgroundProcess | None = None
+    # Stopped in this order: a supervisor before its child, the Redis last.
+    redis_supervisor: Supervisor | None = None
+    background_supervisor: Supervisor | None = None
+    _SERVE_PID = os.getpid()
     try:
+        if not settings.redis_url:
+            private = RedisServer(redis_dir(data_dir).resolve(), port=0, appendonly=True, exit_with_parent=True)
+            private.start()
+            redis_supervisor = Supervisor(private, "redis-server").start()
+            os.environ["REDIS_URL"] = private.url
+            print(f"connecfy: private Redis at {private.url}", flush=True)
+        background = BackgroundProcess().start()
+        background_supervisor = Supervisor(background, "connecfy background").start()
+        os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
         Granian(
             "connecfy.server:asgi_app",
             factory=True,
@@ -162,9 +185,14 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             workers_kill_timeout=DRAIN_SECONDS,
         ).serve()
     finally:
-        for supervisor in supervisors:
-            supervisor.stop()
-        background.stop()
+        if background_supervisor is not None:
+            background_supervisor.stop()
+        if background is not None:
+            background.stop()
+        # The Redis last: the background process may still write while it stops. (A Redis
+        # its supervisor restarted gets SIGTERM when that supervisor's thread ends.)
+        if redis_supervisor is not None:
+            redis_supervisor.stop()
         if private is not None:
             private.stop()
     return 0

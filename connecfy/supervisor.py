@@ -7,15 +7,49 @@ A Redis that crashed or was killed comes back by itself from its append-only fil
 (writes of the last second may be lost, as with any ``appendfsync everysec`` Redis); the
 API answers 503 in the meantime and recovers on its own. A restart that fails is tried
 again, waiting twice as long each time, up to 30 s.
+
+:func:`die_with_parent` is the other direction: a child that must not outlive
+``serve`` (a request worker, the private Redis) asks the kernel for SIGTERM when it
+dies, even by SIGKILL, so no worker goes on serving the port and no Redis goes on
+writing the data directory's files with nobody supervising them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("connecfy.supervisor")
+
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return function
+
+
+_PRCTL = _prctl()  # looked up once, here: die_with_parent also runs between fork and exec
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have this process sent SIGTERM when the thread that started it ends (Linux; a no-op
+    elsewhere). With ``parent``, exit at once if that process is already gone (it died
+    before this call, so the kernel will not signal). Safe between fork and exec: one
+    system call, nothing that takes a lock."""
+    if _PRCTL is None:
+        return
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 class Supervisor:
