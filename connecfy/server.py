@@ -6,10 +6,13 @@ Without ``REDIS_URL`` a private ``redis-server`` starts in ``<data dir>/redis`` 
 append-only persistence, reachable only through its unix socket; every other
 subcommand given the same ``--data-dir`` finds it there. It stops when the server does.
 
-A ``serve`` killed outright (SIGKILL, the out-of-memory killer) takes its request workers
-and its private Redis with it: each asks the kernel for SIGTERM when ``serve`` dies, so
-no worker goes on serving the port and no Redis goes on writing the data directory with
-nobody supervising it (the background process watches its parent already).
+A request worker that dies (``kill -9``, the out-of-memory killer) is replaced while the
+others serve (:mod:`connecfy.workers`); the private Redis and the background process
+are restarted by their supervisors (:mod:`connecfy.supervisor`). A ``serve`` killed
+outright takes its request workers and its private Redis with it: each asks the kernel
+for SIGTERM when ``serve`` dies, so no worker goes on serving the port and no Redis goes
+on writing the data directory with nobody supervising it (the background process
+watches its parent already).
 
 Granian over uvicorn: on this 2-core box a bare JSON GET did about 31k requests/s on one
 granian worker against about 17k on uvicorn (uvloop + httptools), and both serve our
@@ -139,8 +142,9 @@ class BackgroundProcess:
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: str | None) -> int:
     global _SERVE_PID
-    from granian import Granian
     from granian.constants import Interfaces, Loops
+
+    from connecfy.workers import Workers
 
     data_dir = data_dir or settings.data_dir
     problem = _cannot_listen(host, port)
@@ -170,7 +174,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
         background = BackgroundProcess().start()
         background_supervisor = Supervisor(background, "connecfy background").start()
         os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
-        Granian(
+        Workers(
             "connecfy.server:asgi_app",
             factory=True,
             address=host,
