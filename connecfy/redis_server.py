@@ -144,6 +144,14 @@ class RedisServer:
         self.stop()
         raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
+    def last_log_line(self) -> str:
+        """The last line of its log ("" when there is none), for a one-line report."""
+        try:
+            lines = (self.data_dir / "redis.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return

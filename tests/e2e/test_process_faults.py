@@ -1,12 +1,16 @@
 """``connecfy serve`` on a bad day, against the real server: a request worker killed with
 SIGKILL (as the out-of-memory killer does) is replaced while the other serves, twice in a
-row, and no accepted message is lost or handed out twice."""
+row, and no accepted message is lost or handed out twice; a second ``serve`` on the same
+data directory is refused in one line and harms nothing of the first; a ``serve``
+killed outright takes its workers and its Redis along, and the next one starts on the
+same directory with the data."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from datetime import datetime
@@ -14,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.e2e_server import Api, ServerProcess
-from tests.support.http_world import TO, World
+from tests.support.e2e_server import CONNECFY, Api, ServerProcess, expect, free_port, server_env
+from tests.support.http_world import OPERATOR_PASSWORD, PASSWORD, TO, World
 from tests.support.ledger import Ledger, PhoneLoop, drain, try_request
 
 # Room for the traffic below: no rate limit or budget gets in the way, and a claim whose
@@ -178,3 +182,80 @@ def test_a_killed_worker_is_replaced_while_the_other_serves_and_nothing_is_lost(
         world.close()
         code = server.stop()
     assert code == 0, server.output()[-3000:]
+
+
+def test_one_serve_per_data_dir_and_a_killed_one_frees_it_for_the_next(tmp_path: Path) -> None:
+    """A second serve on the directory is refused in one line naming it and the first's
+    pid, and touches nothing of the first; the first killed outright takes its workers
+    and its Redis along, and the next serve starts there with the data."""
+    first = ServerProcess(tmp_path, workers=2).start()
+    world = World(first)
+    ledger = Ledger()
+    left: list[psutil.Process] = []
+    try:
+        owner = world.signup()
+        phone = world.pair(owner)
+        assert owner.get("/metrics").status_code == 200  # the workers' metric files exist
+        socket_path = tmp_path / "redis" / "redis.sock"
+        socket_inode = socket_path.stat().st_ino
+        metric_files = {p.name for p in (tmp_path / "metrics").glob("*.db")}
+        assert metric_files
+        others = others_of(first)
+        assert first.process is not None
+
+        second = subprocess.run(
+            [str(CONNECFY), "serve", "--port", str(free_port()), "--data-dir", str(tmp_path), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            cwd=tmp_path,
+            timeout=20,
+        )
+        assert second.returncode == 1, second
+        assert second.stdout == "", second
+        (line,) = [line for line in second.stderr.splitlines() if line.strip()]
+        assert line.startswith("connecfy: "), line
+        assert str(tmp_path.resolve()) in line and f"pid {first.process.pid}" in line, line
+
+        # Nothing of the first was touched: its Redis, its socket, its metrics, its lock.
+        assert others_of(first) == others
+        assert socket_path.stat().st_ino == socket_inode
+        assert {p.name for p in (tmp_path / "metrics").glob("*.db")} >= metric_files
+        assert (tmp_path / "serve.lock").read_text().strip() == str(first.process.pid)
+        # Its API serves, and its command line reaches its Redis through the socket.
+        for n in range(3):
+            body = {"to": TO, "message": f"after the second serve {n}", "device_id": phone.device_id}
+            ledger.sent(owner.post("/api/sms/send/", json=body), owner)
+        drain(PhoneLoop(phone, ledger), timeout=10)
+        ledger.check()
+        assert "created" in first.create_operator("operator@connecfy.test", OPERATOR_PASSWORD)
+        login = {"email": "operator@connecfy.test", "password": OPERATOR_PASSWORD}
+        assert expect(world.api().post("/api/auth/login/", json=login), 200)["operator"] is True
+
+        kept = expect(
+            owner.post("/api/sms/send/", json={"to": TO, "message": "kept", "device_id": phone.device_id}), 202
+        )
+        time.sleep(1.2)  # the append-only file is synced once a second
+        left = children(first)
+        assert len(left) == 4  # Redis, the background process, two workers
+    finally:
+        world.close()
+        first.kill()  # SIGKILL: serve stops nothing itself
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in left) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p.cmdline() for p in left if alive(p)] == [], "children outlived their serve"
+
+    after = ServerProcess(tmp_path, workers=1).start()  # the lock went with the first
+    world = World(after)
+    try:
+        user = world.api()
+        expect(user.post("/api/auth/login/", json={"email": owner.account["email"], "password": PASSWORD}), 200)
+        assert expect(user.get(f"/api/sms/{kept['id']}/"), 200)["status"] == "queued"
+        device = world.api(**{"X-Device-Token": phone.token})
+        tasks = expect(device.get(f"/api/devices/{phone.device_id}/tasks/"), 200)
+        assert [task["id"] for task in tasks] == [kept["id"]]
+    finally:
+        world.close()
+        code = after.stop()
+    assert code == 0, after.output()[-3000:]
