@@ -15,7 +15,7 @@ from litestar import Controller, Request, Response, post
 
 from api.credentials import account_of, api_key_guard
 from api.errors import ApiError
-from api.inputs import BodyId, IdempotencyKey, MessageText, PhoneNumber
+from api.inputs import ExternalSendDevice, IdempotencyKey, MessageText, PhoneNumber
 from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
 from api.sms import send_headers
 from api.state import broker_of
@@ -31,7 +31,7 @@ class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
     api_key: ApiKey
     to: PhoneNumber
     message: MessageText
-    device_id: BodyId | None = None
+    device_id: ExternalSendDevice | None = None
 
 
 class ExternalQueued(msgspec.Struct):
@@ -42,7 +42,7 @@ class ExternalQueued(msgspec.Struct):
 class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
     to: PhoneNumber
     message: MessageText
-    device_id: BodyId | None = None
+    device_id: ExternalSendDevice | None = None
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -136,7 +136,27 @@ Name = Annotated[
         description=f"Up to {MAX_NAME_CHARS} characters, at least one visible; spaces around it are dropped.",
     ),
 ]
-BodyId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+# Which device sends depends on the account, which no schema can say: the rule, in words.
+DashboardSendDevice = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="The device that sends it. Self-managed accounts must name one of theirs (400 "
+        "`device_id_required` without it); API-only accounts send through the platform pool and must leave "
+        "it out (400 `device_id_not_allowed`). A device the account does not have is 404.",
+    ),
+]
+ExternalSendDevice = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="A self-managed account may name one of its devices; without one the message goes to the "
+        "account's own pool. API-only accounts send through the platform pool and must leave it out (400). "
+        "A device the account does not have is 404 for one message, and a 400 naming the item in a batch.",
+    ),
+]
 Email = Annotated[str, checked_by_the_broker(max_length=MAX_EMAIL_CHARS, pattern="@")]
 VersionText = Annotated[str, msgspec.Meta(max_length=MAX_FIELD_CHARS)]
 # Litestar leaves a bound of 0 out of the document (it skips falsy values): it is given again.

@@ -10,8 +10,8 @@ from litestar import Controller, Request, Response, get, post
 from api.credentials import account_of, device_guard, device_of, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
 from api.inputs import (
-    BodyId,
     Cursor,
+    DashboardSendDevice,
     ErrorText,
     IdempotencyKey,
     MessageStatus,
@@ -43,7 +43,7 @@ from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessag
 class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     to: PhoneNumber
     message: MessageText
-    device_id: BodyId | None = None
+    device_id: DashboardSendDevice | None = None
 
 
 class Queued(msgspec.Struct):
