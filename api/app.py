@@ -23,10 +23,9 @@ from api.api_keys import ApiKeysController
 from api.auth import AuthController
 from api.dashboard import dashboard_router, template_config
 from api.devices import DashboardDevicesController, PhoneController
-from api.errors import ApiError, exception_handlers
+from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
 from api.external import ExternalController
 from api.health import HealthController
-from api.inputs import not_json, not_sent_as_json
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import ClosedStructs, openapi_config

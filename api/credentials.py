@@ -19,8 +19,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from api.errors import forbidden, not_authenticated
-from api.inputs import not_json, not_sent_as_json
+from api.errors import forbidden, not_authenticated, not_json, not_sent_as_json
 from api.state import broker_of
 from broker import errors
 from broker.records import Account, DeviceRef, Session

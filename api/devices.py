@@ -129,7 +129,7 @@ class PhoneController(Controller):
         status_code=201,
         guards=[auth_rate_guard("register")],
         operation_id="registerDevice",
-        **documented(BODY, PUBLIC),
+        **documented(BODY, NOT_FOUND, PUBLIC),
     )
     async def register(self, request: Request[Any, Any, Any], data: RegisterBody) -> Registered:
         """Redeem a one-time pairing code from the dashboard's Add Device screen."""

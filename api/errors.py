@@ -41,6 +41,16 @@ def forbidden(detail: str = "this credential may not do that") -> ApiError:
     return ApiError(403, "forbidden", detail)
 
 
+def not_json(exc: Exception) -> ApiError:
+    """The 400 for a body sent as JSON that does not parse as JSON."""
+    return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}")
+
+
+def not_sent_as_json() -> ApiError:
+    """The 415 for a body sent with another ``Content-Type``."""
+    return ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+
+
 def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
@@ -56,7 +66,7 @@ _BROKER_STATUS: dict[type[errors.BrokerError], int] = {
     errors.EmailTaken: 409,
     errors.QuotaExceeded: 429,
     errors.RateLimited: 429,
-    errors.PairingCodeInvalid: 400,
+    errors.PairingCodeInvalid: 404,  # no pairing code waits under this one
     errors.LimitRequestNotFound: 404,
     errors.WebhookNotFound: 404,
     errors.WebhookEventNotFound: 404,

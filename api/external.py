@@ -84,13 +84,14 @@ class ExternalController(Controller):
         guards=[api_key_guard],
         operation_id="externalSendBatch",
         request_max_body_size=BATCH_MAX_BYTES,
-        **documented(BODY, API_KEY, CONFLICT),
+        **documented(BODY, API_KEY, NOT_FOUND, CONFLICT),
     )
     async def send_batch(
         self, request: Request[Any, Any, Any], data: BatchBody, idempotency_key: IdempotencyKey = None
     ) -> Response[BatchQueued]:
         """Queue up to 1,000 messages at once, all or none: any bad item is a 400 whose
-        ``errors`` name every bad index, and nothing is queued. The ids come back in the
+        ``errors`` name every bad index (a 404 when the only bad items name devices that
+        do not exist), and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
         messages = [OutgoingMessage(m.to, m.message, m.device_id) for m in data.messages]
         try:
@@ -98,9 +99,11 @@ class ExternalController(Controller):
                 account_of(request), messages, idempotency_key=idempotency_key
             )
         except errors.DeviceNotFound as exc:
+            # Only unknown devices are wrong (any other bad item is found first, and a
+            # batch with both is a 400 naming them all): 404, as for a single send.
             raise ApiError(
-                400,
-                "invalid_input",
+                404,
+                exc.code,
                 exc.detail + "; nothing was queued",
                 field="device_id",
                 errors=[{"index": i, "field": "device_id", "detail": "no such device"} for i in exc.indexes],

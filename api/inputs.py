@@ -26,7 +26,6 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import HeaderParameter, Parameter
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
-from api.errors import ApiError
 from broker.accounts import MAX_EMAIL_CHARS
 from broker.devices import MAX_SEGMENTS_BUDGET
 from broker.ids import MAX_ID_CHARS
@@ -47,16 +46,6 @@ from broker.webhooks.events import EVENT_TYPES
 
 VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
 PLAIN_ID = r"^[A-Za-z0-9]+$"
-
-
-def not_json(exc: Exception) -> ApiError:
-    """The 400 for a body sent as JSON that does not parse as JSON."""
-    return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}")
-
-
-def not_sent_as_json() -> ApiError:
-    """The 415 for a body sent with another ``Content-Type``."""
-    return ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
 
 
 def _possible_numbers() -> str:

@@ -57,7 +57,8 @@ DESCRIPTION = (
     "or a batch's `errors`. Bodies are JSON (415 otherwise; 400 `invalid_json` when one does not parse), at most "
     "64 KiB (413), the batch 2 MiB. `OPTIONS` answers 204 with `Allow`, without a credential. A 429 carries "
     "`Retry-After`, and on a rate limit `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 503 "
-    "(the message store unreachable) carries `Retry-After`. A path with a method it does not serve is 405."
+    "(the message store unreachable, `unavailable`, or refusing: `store_full`, `store_read_only`, "
+    "`store_loading`, `store_busy`) carries `Retry-After`. A path with a method it does not serve is 405."
 )
 
 
@@ -117,7 +118,8 @@ ERRORS: dict[int, ErrorStatus] = {
     ),
     503: ErrorStatus(
         "ServiceUnavailable",
-        "The message store is unreachable, or the server not ready: retry after `Retry-After` seconds.",
+        "The message store is unreachable or too slow (`unavailable`), refusing (`store_full`, `store_read_only`, "
+        "`store_loading`, `store_busy`), or the server not ready: retry after `Retry-After` seconds.",
     ),
 }
 
@@ -128,7 +130,7 @@ NOT_FOUND = (404,)  # an id in the path or the body that names nothing of this c
 CONFLICT = (409,)  # the object's state, a reused Idempotency-Key, a taken name
 FORBIDDEN = (403,)  # operator only, API-only accounts, signup closed
 LIMITED = (429,)  # a rate limit or the daily quota
-STORE = (503,)  # the message store (Redis) unreachable
+STORE = (503,)  # the message store (Redis) unreachable or refusing
 PUBLIC = (*LIMITED, *STORE)  # signup, login, register: limited per client address
 DEVICE = (401, *LIMITED, *STORE)  # a device token
 ANOTHER_DEVICE = (403,)  # a device token on another device's path

@@ -99,7 +99,8 @@ def test_any_bad_item_refuses_the_whole_batch(world: World) -> None:
     messages = [good] * 10
     messages[3] = {**good, "device_id": "nosuchdevice0001"}
     messages[8] = {**good, "device_id": "nosuchdevice0002"}
-    body = batch_error(world.batch(key, messages))
+    body = batch_error(world.batch(key, messages), 404)  # only unknown devices: 404, as for one send
+    assert body["code"] == "device_not_found"
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(3, "device_id"), (8, "device_id")]
     # Bad numbers and unknown devices in one batch: every one of them is named.
     messages = [good] * 6

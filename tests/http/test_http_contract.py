@@ -155,7 +155,7 @@ def test_self_managed_flow(world: World) -> None:
     device_id, token = registered["device_id"], registered["device_token"]
     # The code is single use.
     expect_error(
-        unauthenticated.post("/api/devices/register/", json={"code": code["code"], "device_name": "Second phone"}), 400
+        unauthenticated.post("/api/devices/register/", json={"code": code["code"], "device_name": "Second phone"}), 404
     )
 
     # Heartbeat, with X-Device-Token and with Authorization: Bearer.
@@ -855,7 +855,7 @@ def test_phone_endpoints_refuse_bad_input(world: World, sender: Sender) -> None:
 
     # Register: a bad code, missing or wrong fields.
     anonymous = world.api()
-    expect_error(anonymous.post("/api/devices/register/", json={"code": "NOSUCHCODE", "device_name": "x"}), 400)
+    expect_error(anonymous.post("/api/devices/register/", json={"code": "NOSUCHCODE", "device_name": "x"}), 404)
     expect_error(anonymous.post("/api/devices/register/", json={"device_name": "x"}), 400)
     expect_error(anonymous.post("/api/devices/register/", content=b'{"code": ', headers=JSON), 400)
     expect_error(

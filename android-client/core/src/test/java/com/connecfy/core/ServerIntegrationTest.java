@@ -166,7 +166,7 @@ public class ServerIntegrationTest {
             new ApiClient(server.url, USER_AGENT, phone.clock).register(code, "Second phone", "");
             fail("a pairing code worked twice");
         } catch (ApiException e) {
-            assertEquals(400, e.status());
+            assertEquals(404, e.status());
             assertEquals("pairing_code_invalid", e.code());
             assertEquals(Disposition.FINAL, e.disposition());
         }
