@@ -148,9 +148,9 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        # Fail fast while Redis is away (503 with Retry-After), retry once on a dropped
-        # connection (a restarted Redis), and reconnect by itself afterwards.
-        client = redis_for(settings)
+        # One Redis or a Redis Cluster, as REDIS_URL's node says; each command bounded
+        # in time (503 with Retry-After past it) and sent once.
+        client = await redis_for(settings)
         broker = Broker(client, settings)
         await broker.start()
         history = HistoryStore.from_settings(settings)

@@ -23,6 +23,8 @@ it by hand).
 
 from __future__ import annotations
 
+from redis.asyncio.cluster import RedisCluster
+
 from broker import keys
 from broker.accounts import Accounts
 from broker.api_keys import ApiKeys
@@ -101,12 +103,21 @@ class Broker:
         while Redis is away, and :class:`~broker.redis_client.StoreRefused` while it
         refuses writes (full, read-only, loading, busy)."""
         redis = self.ctx.redis
-        await redis.ping()
+        if isinstance(redis, RedisCluster):
+            # Every primary must answer and hold every script (SCRIPT EXISTS asks each
+            # primary; a promoted replica starts without them and loads them here).
+            await redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await redis.ping()
         await check_writes(redis, keys.HISTORY_EPOCH)
         scripts = self.ctx.scripts
         loaded = await redis.script_exists(*(s.sha for s in scripts.scripts.values()))
         if not all(loaded):
             await scripts.load(redis)
+
+    async def close(self) -> None:
+        """Close the Redis client's connections (the broker is done with)."""
+        await self.ctx.redis.aclose()
 
     async def gauges(self) -> Gauges:
         """Queue depths and devices online, for ``/metrics``."""

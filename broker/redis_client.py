@@ -43,7 +43,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -265,6 +265,34 @@ class StoreClient(aioredis.Redis):
         return pipe
 
 
+class StoreClusterPipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, its ``execute`` bounded in time and recognising
+    refusals like :class:`StorePipeline`'s."""
+
+    command_timeout: float | None = None
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        return await _settled(super().execute(raise_on_error, allow_redirections), self.command_timeout)
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's cluster client, each command bounded and a refusal raised as its
+    :class:`StoreRefused`, like :class:`StoreClient`. A MOVED or ASK reply is followed
+    (the command did not run there); a timeout or a lost connection is not retried."""
+
+    command_timeout: float | None = None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await _settled(super().execute_command(*args, **kwargs), self.command_timeout)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> StoreClusterPipeline:
+        if shard_hint:
+            raise ValueError("shard_hint is not taken by a cluster pipeline")
+        pipe = StoreClusterPipeline(self, transaction)  # type: ignore[abstract]
+        pipe.command_timeout = self.command_timeout
+        return pipe
+
+
 async def check_writes(redis: RedisClient, key: str) -> None:
     """Raise :class:`StoreRefused` if Redis refuses writes now (full, read-only,
     loading...), found without writing: ``SETRANGE key 0 ""`` is a write, checked by
@@ -337,6 +365,57 @@ def connect(
     return client
 
 
+def connect_cluster(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    command_timeout: float | None = None,
+    **options: Any,
+) -> StoreCluster:
+    """A :class:`StoreCluster` that finds the whole cluster from the node at ``url``,
+    packing with hiredis like :func:`connect`, retrying nothing. ``max_connections`` is
+    per node; a command finding all of a node's busy fails at once (a 503), where the
+    single-node pool waits."""
+    options.setdefault("retry", Retry(NoBackoff(), 0))
+    options.pop("pool_timeout", None)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+    client = cast(StoreCluster, StoreCluster.from_url(url, **options))
+    client.command_timeout = command_timeout
+    # Every node's connections are made with the manager's connection class: hiredis
+    # packing for the nodes found later, and for the startup node already made.
+    base: type[AbstractConnection] = client.nodes_manager.connection_kwargs.get("connection_class") or Connection
+    packing = type(base.__name__, (_HiredisPacking, base), {})
+    client.nodes_manager.connection_kwargs["connection_class"] = packing
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = packing
+    return client
+
+
+async def is_cluster(url: str, timeout: float = 2.0) -> bool:
+    """Whether the Redis at ``url`` is a node of a Redis Cluster (``cluster_enabled``),
+    asked with one short-lived connection. A unix socket is never one."""
+    if url.startswith("unix://"):
+        return False
+    probe = aioredis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+async def open_redis(url: str, **options: Any) -> RedisClient:
+    """The client for ``url``: a :class:`StoreCluster` when it names a node of a Redis
+    Cluster (any node will do), else a :class:`StoreClient` (:func:`connect`). Asks the
+    node once, so Redis must answer: raises while it is away."""
+    if await is_cluster(url):
+        return connect_cluster(url, **options)
+    return connect(url, **options)
+
+
 def text(value: Any) -> str:
     """A Redis reply value (bytes, or already text) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -352,17 +431,18 @@ def fields(raw: dict[Any, Any]) -> dict[str, str]:
     return {text(k): text(v) for k, v in raw.items()}
 
 
-def redis_for(settings: Settings) -> StoreClient:
+async def redis_for(settings: Settings) -> RedisClient:
     """The Redis client of a server process: each command (or pipeline) gets
     ``redis_timeout_ms`` all told and is sent once; a connection Redis closed is
-    replaced when next taken from the pool, so the client reconnects by itself."""
+    replaced when next taken from the pool, so the client reconnects by itself. A
+    ``REDIS_URL`` naming a node of a Redis Cluster gives the cluster client."""
     if not settings.redis_url:
         raise ValueError("no REDIS_URL to connect to")
     timeout = settings.redis_timeout_ms / 1000
     # redis-py's own limits only back the command's up, for the rare wait outside a
     # command (a pipeline's UNWATCH when it is put away): the command's comes first.
     backstop = timeout + 1
-    return connect(
+    return await open_redis(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         command_timeout=timeout,

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from broker.broker import Broker
 from broker.history import HistoryStore
 from broker.jobs import NO_OBSERVERS, Observers, start_jobs, stop_jobs
-from broker.redis_client import REDIS_AWAY, redis_for
+from broker.redis_client import REDIS_AWAY, RedisClient, redis_for
 from broker.settings import Settings
 
 log = logging.getLogger("connecfy.background")
@@ -35,19 +35,27 @@ async def _parent_gone(parent: int) -> None:
     log.warning("the server that started this process is gone; stopping")
 
 
-async def _start(broker: Broker, history: HistoryStore) -> None:
-    """Load the scripts and open the history store, waiting for Redis or the database
-    while they are away (the supervisor need not restart a process that would only fail
-    again)."""
+async def _start(settings: Settings, history: HistoryStore) -> Broker:
+    """Connect to Redis (one Redis or a cluster, as its node says), load the scripts and
+    open the history store, waiting for Redis or the database while they are away (the
+    supervisor need not restart a process that would only fail again)."""
     delay = 0.5
+    client: RedisClient | None = None
     while True:
         try:
+            if client is None:
+                client = await redis_for(settings)
+            broker = Broker(client, settings)
             await broker.start()
             await history.start()
             broker.history = history
-            return
+            return broker
         except (OSError, *REDIS_AWAY, DBAPIError) as exc:
             log.warning("cannot start the background jobs yet (%s); retrying in %.0f s", exc, delay)
+        except BaseException:
+            if client is not None:
+                await client.aclose()
+            raise
         await asyncio.sleep(delay)
         delay = min(10.0, delay * 2)
 
@@ -57,8 +65,6 @@ async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent
     which started this one, is gone), then stop them and close the connections."""
     if not settings.redis_url:
         raise ValueError("the background jobs need REDIS_URL")
-    client = redis_for(settings)
-    broker = Broker(client, settings)
     history = HistoryStore.from_settings(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,10 +72,12 @@ async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent
         loop.add_signal_handler(sig, stop.set)
     watchdog = asyncio.create_task(_parent_gone(parent_pid)) if parent_pid else None
     waiters = [asyncio.create_task(stop.wait()), *([watchdog] if watchdog else [])]
-    starting = asyncio.create_task(_start(broker, history))
+    starting = asyncio.create_task(_start(settings, history))
+    broker: Broker | None = None
     try:
         done, _ = await asyncio.wait([starting, *waiters], return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
+            broker = starting.result()
             tasks = start_jobs(broker, history, observers)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             await stop_jobs(tasks)
@@ -77,4 +85,5 @@ async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent
         for task in (starting, *waiters):
             task.cancel()
         await history.close()
-        await client.aclose()
+        if broker is not None:
+            await broker.close()

@@ -30,7 +30,7 @@ from broker import __version__
 from broker.broker import Broker
 from broker.errors import BrokerError, InvalidInput
 from broker.records import OutgoingMessage
-from broker.redis_client import REDIS_AWAY, connect
+from broker.redis_client import REDIS_AWAY, connect, open_redis
 from broker.settings import Settings
 from connecfy.datadir import not_a_directory, redis_url_for
 from connecfy.errors import RUNTIME, USAGE, CommandError, report
@@ -68,7 +68,7 @@ def against_redis(url: str, main: Coroutine[Any, Any, T]) -> T:
 
 
 async def _answers(url: str, settings: Settings) -> None:
-    client = connect(url, socket_connect_timeout=2, socket_timeout=5)
+    client = await open_redis(url, socket_connect_timeout=2, socket_timeout=5)
     try:
         await Broker(client, settings).ready()
     finally:
@@ -82,7 +82,7 @@ def check_redis_answers(url: str, settings: Settings) -> None:
 
 
 async def _walk(url: str, settings: Settings) -> None:
-    client = connect(url)
+    client = await open_redis(url)
     try:
         broker = Broker(client, settings)
         await broker.start()
@@ -123,7 +123,7 @@ def selfcheck(settings: Settings) -> int:
 async def _create_operator(url: str, settings: Settings, email: str, password: str) -> str:
     from api.auth import hash_password
 
-    client = connect(url)
+    client = await open_redis(url)
     try:
         broker = Broker(client, settings)
         await broker.start()
@@ -174,7 +174,7 @@ async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
     from broker.history import HistoryStore
     from broker.restore import restore
 
-    client = connect(url)
+    client = await open_redis(url)
     store = HistoryStore.from_settings(settings, data_dir)
     try:
         await store.start()

@@ -235,7 +235,7 @@ async def test_a_frozen_redis_costs_a_command_its_time_limit_and_the_command_is_
     (as redis-py's retries did), the message would be queued twice."""
     broker, account, device = await started_broker(server.url)
     settings = Settings(redis_url=server.url, redis_timeout_ms=500)
-    frozen = Broker(redis_for(settings), roomy_settings(), broker.scripts, clock=Clock())
+    frozen = Broker(await redis_for(settings), roomy_settings(), broker.scripts, clock=Clock())
     await frozen.ready()  # its connection is open before Redis stops
     assert server.process is not None
 
@@ -262,7 +262,7 @@ async def test_a_frozen_redis_costs_a_command_its_time_limit_and_the_command_is_
 
 
 async def test_a_frozen_redis_bounds_pipelines_too_and_a_cancellation_stays_one(server: RedisServer) -> None:
-    client = redis_for(Settings(redis_url=server.url, redis_timeout_ms=300))
+    client = await redis_for(Settings(redis_url=server.url, redis_timeout_ms=300))
     await client.ping()
     assert server.process is not None
     os.kill(server.process.pid, signal.SIGSTOP)
