@@ -1,7 +1,8 @@
 """The external send: a send-only API key in the body, nothing ever read back.
 
 ``/send/`` queues one message; ``/send-batch/`` up to 1,000 (2 MiB of JSON), validated
-as a whole first (any bad item: 400 naming every bad index, nothing queued) and
+as a whole first (any bad item: 400 naming every bad index, 404 when the only bad
+items name unknown devices; nothing queued) and
 queued in one script call, so all or none of it is queued. A batch counts its messages
 against the send rate limit and the daily quota.
 """

@@ -143,7 +143,8 @@ ExternalSendDevice = Annotated[
         max_length=MAX_ID_CHARS,
         description="A self-managed account may name one of its devices; without one the message goes to the "
         "account's own pool. API-only accounts send through the platform pool and must leave it out (400). "
-        "A device the account does not have is 404 for one message, and a 400 naming the item in a batch.",
+        "A device the account does not have is 404 (in a batch, naming the items; a 400 when other items are "
+        "bad too).",
     ),
 ]
 Email = Annotated[str, checked_by_the_broker(max_length=MAX_EMAIL_CHARS, pattern="@")]
