@@ -317,6 +317,7 @@ class WebhookDispatcher:
         key = (account, endpoint_id, lane)
         try:
             while True:
+                _raise_if_cancelling()
                 self._kicked.discard(key)
                 if not await self._deliver_some(account, endpoint_id, lane) and key not in self._kicked:
                     break  # empty, and nothing appended since it was found empty
@@ -352,10 +353,12 @@ class WebhookDispatcher:
         attempts, _, next_ms = _text(retry or "0|0").partition("|")
         wait_ms = int(next_ms) - self.broker.clock()
         if wait_ms > 0:
+            _raise_if_cancelling()
             await asyncio.sleep(min(wait_ms / 1000, MAX_WAIT_S))
             return True
         tried = int(attempts)
         for first in firsts:
+            _raise_if_cancelling()  # before each POST: the last event's transaction may have lost it
             event = msgspec.json.decode(first, type=events.QueuedEvent)
             async with self.in_flight:
                 outcome = await self.courier.post(endpoint.url, endpoint.secrets(self.broker.clock()), event)
@@ -443,9 +446,15 @@ class WebhookDispatcher:
 
 
 def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that the HTTP client swallowed: a cancel arriving while
-    aiohttp resolves a name can come back as a failed request instead, and the lane would
-    then go on waiting for its next try, never to stop."""
+    """Re-raise a cancellation that an await swallowed, before the lane waits or POSTs
+    again. A cancel arriving while aiohttp resolves a name can come back as a failed
+    request instead; one arriving as a Redis reply does can be lost altogether (Python
+    3.11's ``asyncio.wait_for``, which redis-py puts around a command's socket I/O,
+    returns the reply and drops the cancel): up to one cancel in three reaching a
+    pipeline's ``execute`` was lost so, on one Redis and on a Redis Cluster alike.
+    Either way the lane would go on waiting for its next try, or deliver its next event,
+    after :meth:`WebhookDispatcher.stop_lanes` gave up on it: a lane no one holds any
+    more, beside the one the new lock holder runs."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()

@@ -5,7 +5,9 @@ real Redis; HTTP parts against a real local receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import msgspec
 import pytest
@@ -339,3 +341,78 @@ async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker
         (i, t) for i in ids for t in ("message.queued", "message.sent")
     )
     assert all(e.device == pool_phone.device_id for e in queued if e.type == "message.sent")
+
+
+# Stopping lanes ------------------------------------------------------------------------
+
+
+class LosesACancel:
+    """Stands in for the redis client, forwarding everything to ``real``, except that
+    once :meth:`arm`-ed the next transaction's ``execute`` waits (up to 10 s) for a cancel
+    and loses it: the transaction then runs and returns its replies as if nothing had
+    happened. Python 3.11's ``asyncio.wait_for``, which redis-py wraps around a command's
+    socket I/O, does this when a reply and a cancel arrive together; here it is made
+    certain instead of a race."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.armed = False
+        self.waiting = asyncio.Event()
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self.real.pipeline(transaction=transaction)
+        if not (transaction and self.armed):
+            return pipe
+        self.armed = False
+        execute = pipe.execute
+
+        async def execute_losing_a_cancel(*args: Any, **kwargs: Any) -> Any:
+            self.waiting.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                self.lost += 1
+            return await execute(*args, **kwargs)
+
+        pipe.execute = execute_losing_a_cancel
+        return pipe
+
+
+@pytest.mark.parametrize("status", [500, 204], ids=["failing receiver", "answering receiver"])
+async def test_a_lane_whose_cancel_a_redis_call_lost_stops_at_once(real_broker: Broker, status: int) -> None:
+    """Stopping the lanes (the lock lost, or shutting down) ends each at once even when the
+    cancel reached it inside a Redis transaction that lost it: after a failed POST (the
+    lane would wait for the next try) or a delivered one (it would POST the next event,
+    though another process may hold the lanes by now)."""
+    receiver = Receiver(status=status)
+    redis = LosesACancel(real_broker.redis)
+    settings = roomy_settings(webhook_allow_loopback_http=True)
+    lenient = Broker(redis, settings, real_broker.scripts, clock=real_broker.clock)  # type: ignore[arg-type]
+    dispatcher = WebhookDispatcher(lenient)
+    try:
+        account, (device,) = await self_managed(lenient)
+        endpoint = await lenient.webhooks.create(account, receiver.url, ["message.claimed", "message.sent"])
+        await queue_and_finish(lenient, account, device, 1)  # two events, in one lane
+        redis.arm()
+        assert (await dispatcher.fan_out()).queued == 2
+        await asyncio.wait_for(redis.waiting.wait(), 10)  # the lane's first POST is answered
+        lanes = list(dispatcher.lanes.values())
+        assert len(lanes) == 1
+        started = time.monotonic()
+        await dispatcher.stop_lanes()
+        assert time.monotonic() - started < 1, "stop_lanes waited for a lane that went on"
+        assert redis.lost == 1 and all(lane.done() for lane in lanes)
+        await asyncio.sleep(0.2)
+        assert len(receiver.received) == 1, "a stopped lane went on delivering"
+        left = await lane_events(lenient, account.id, endpoint)
+        assert [e.type for e in left] == (["message.claimed", "message.sent"] if status == 500 else ["message.sent"])
+    finally:
+        await dispatcher.stop()
+        receiver.close()
