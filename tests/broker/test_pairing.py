@@ -46,7 +46,8 @@ async def test_unknown_and_malformed_codes(broker: Broker) -> None:
     for code in ("AAAAAAAA", "", "x" * 100, "../{a:x}", None):
         with pytest.raises(errors.PairingCodeInvalid):
             await broker.devices.register(code, "phone")
-    assert await broker.redis.keys("*device-token*") == []
+    # SCAN, not KEYS: redis-py sends KEYS to one node of a cluster, SCAN to every primary.
+    assert [key async for key in broker.redis.scan_iter("*device-token*")] == []
 
 
 async def test_bad_device_fields_keep_the_code(broker: Broker) -> None:
