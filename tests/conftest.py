@@ -1,5 +1,6 @@
-"""Test fixtures: the broker on fakeredis and on every real ``redis-server`` found
-(``tests/support/backends.py``), the history stores, and hypothesis's CI profile."""
+"""Test fixtures: the broker on fakeredis, on every real ``redis-server`` found and on a
+Redis Cluster (``tests/support/backends.py``), the history stores, and hypothesis's CI
+profile."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ import fakeredis
 import hypothesis
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from broker import Broker, Settings
-from broker.redis_client import connect
+from broker.redis_client import connect, connect_cluster
 from broker.scripts import ScriptRegistry
 from connecfy.redis_server import RedisServer
-from tests.support.backends import BACKENDS, NEWEST_REAL, REAL_REDIS, Clock, roomy_settings
+from tests.support.backends import (
+    BACKENDS,
+    CLUSTER,
+    CLUSTER_MIN_VERSION,
+    NEWEST_REAL,
+    NEWEST_VERSION,
+    REAL_REDIS,
+    Clock,
+    roomy_settings,
+    version_key,
+)
+from tests.support.cluster import RedisClusterProcess
 
 # CI explores the same examples every run (a red CI is then a real, repeatable finding);
 # a developer's runs explore new ones and keep failures in .hypothesis/.
@@ -44,9 +57,33 @@ def real_servers() -> Iterator[dict[str, RedisServer]]:
                 server.stop()
 
 
-async def _client(backend: str, real_servers: dict[str, RedisServer]) -> aioredis.Redis:
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """One Redis Cluster for the session (three primaries, a replica each) of the newest
+    real Redis; each test that uses it starts from it flushed (:func:`_client`)."""
+    if version_key(NEWEST_VERSION) < CLUSTER_MIN_VERSION:
+        pytest.fail(
+            f"the cluster backend needs redis-server 7 or later; the newest here is {NEWEST_VERSION}"
+            " (apt-get install redis-server)",
+            pytrace=False,
+        )
+    with (
+        tempfile.TemporaryDirectory(prefix="connecfy-test-cluster-") as root,
+        RedisClusterProcess(REAL_REDIS[NEWEST_VERSION], root) as cluster,
+    ):
+        yield cluster
+
+
+async def _client(backend: str, request: pytest.FixtureRequest) -> aioredis.Redis | RedisCluster:
+    """A client of ``backend`` holding nothing: the session's servers are flushed first
+    (scripts stay loaded)."""
     if backend == "fakeredis":
         return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    if backend == CLUSTER:
+        cluster: RedisClusterProcess = request.getfixturevalue("redis_cluster")
+        cluster.flush()  # every primary, and their replicas follow
+        return connect_cluster(cluster.url)  # as a server given the URL of one node makes its client
+    real_servers: dict[str, RedisServer] = request.getfixturevalue("real_servers")
     client = connect(real_servers[backend].url)  # as the server makes its client (hiredis packing)
     await client.flushall()
     return client
@@ -58,16 +95,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def redis_client(backend: str, real_servers: dict[str, RedisServer]) -> AsyncIterator[aioredis.Redis]:
-    client = await _client(backend, real_servers)
+async def redis_client(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis | RedisCluster]:
+    client = await _client(backend, request)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def real_redis(real_servers: dict[str, RedisServer]) -> AsyncIterator[aioredis.Redis]:
+async def real_redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
     """The newest real Redis only: for concurrency and volume tests."""
-    client = await _client(NEWEST_REAL, real_servers)
+    client = await _client(NEWEST_REAL, request)
+    assert isinstance(client, aioredis.Redis)
     yield client
     await client.aclose()
 

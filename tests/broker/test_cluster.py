@@ -1,16 +1,16 @@
 """Redis Cluster readiness: each script call stays inside one hash slot, and the broker runs
-unchanged on a real three-node Redis Cluster.
+unchanged on a real Redis Cluster of three primaries.
 
 1. The slot test wraps the client given to a Broker in :class:`RecordingRedis`, a test
    double of the redis client that forwards everything to the real client and records the
    keys of each ``EVALSHA``. It drives every broker operation (on fakeredis and every real
-   ``redis-server``) and checks that every recorded call's keys share one hash tag and one
+   ``redis-server``, and the cluster) and checks that every recorded call's keys share one hash tag and one
    slot (``redis.crc.key_slot``), and that every script in ``lua/`` ran at least once.
-2. The cluster test starts three ``redis-server --cluster-enabled yes`` for every real
-   Redis version found, joins them with ``redis-cli --cluster create``, and runs the same
-   flow through ``redis.asyncio.cluster.RedisCluster``, with accounts on all three nodes.
-   A cross-slot EVAL/EVALSHA must fail with CROSSSLOT there: this shows that the cluster
-   really checks slots, so the flow passing there means something.
+2. The cluster tests take the session's Redis Cluster (``tests/support/cluster.py``: three
+   primaries with a replica each, of the newest real Redis) and run the same flow through
+   ``redis.asyncio.cluster.RedisCluster``, with accounts on all three primaries and every
+   script loaded on each. A cross-slot EVAL/EVALSHA must fail with CROSSSLOT there: this
+   shows that the cluster really checks slots, so the flow passing there means something.
 
 A missing binary (redis-cli beside a redis-server) is a failure, never a skip.
 """
@@ -18,27 +18,18 @@ A missing binary (redis-cli beside a redis-server) is a failure, never a skip.
 from __future__ import annotations
 
 import bisect
-import os
-import random
 import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import redis
-from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
 from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
 from broker.scripts import ScriptRegistry
-from connecfy.redis_server import RedisServer
-from tests.support.backends import REAL_REDIS
+from tests.support.cluster import RedisClusterProcess
 
 TO = "+15551234567"
 
@@ -303,101 +294,6 @@ async def test_every_script_call_stays_in_one_slot(redis_client, settings, scrip
 # A real Redis Cluster -----------------------------------------------------------------
 
 
-class Cluster:
-    def __init__(self, version: str, servers: list[RedisServer]) -> None:
-        self.version = version
-        self.servers = servers
-        self.ports = [server.port for server in servers]
-
-    def client(self) -> RedisCluster:
-        return RedisCluster(host="127.0.0.1", port=self.ports[0])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _start_node(binary: str, root: Path, taken: set[int]) -> RedisServer:
-    """A cluster node on a free port whose bus port (port + 10000) is free as well; both
-    below Linux's ephemeral range so that no outgoing connection grabs them meanwhile."""
-    last_error: Exception | None = None
-    for _ in range(20):
-        port = random.randrange(10_000, 22_000)
-        if {port, port + 10_000} & taken or not (_bindable(port) and _bindable(port + 10_000)):
-            continue
-        server = RedisServer(root / str(port), binary=binary, port=port, cluster=True, appendonly=False)
-        try:
-            server.start()
-        except (RuntimeError, TimeoutError) as exc:  # lost a race for the port: try another
-            last_error = exc
-            continue
-        taken |= {port, port + 10_000}
-        return server
-    raise RuntimeError(f"could not start a cluster node with {binary}: {last_error}")
-
-
-def _cluster_info(port: int) -> dict[str, str]:
-    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
-        info = client.execute_command("CLUSTER INFO")
-    if isinstance(info, (bytes, str)):
-        info = dict(line.split(":", 1) for line in _text(info).splitlines() if ":" in line)
-    return {_text(k): _text(v) for k, v in info.items()}
-
-
-@pytest.fixture(scope="module", params=sorted(REAL_REDIS), ids=lambda v: f"redis-{v}")
-def redis_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """Three primaries, no replicas, every slot assigned, cluster_state:ok on each node."""
-    version = request.param
-    binary = REAL_REDIS[version]
-    cli = Path(binary).with_name("redis-cli")
-    if not (cli.is_file() and os.access(cli, os.X_OK)):
-        pytest.fail(f"no redis-cli beside {binary} (redis {version}): the cluster test needs it", pytrace=False)
-    servers: list[RedisServer] = []
-    with tempfile.TemporaryDirectory(prefix="connecfy-test-cluster-") as root:
-        try:
-            taken: set[int] = set()
-            for _ in range(3):
-                servers.append(_start_node(binary, Path(root), taken))
-            create = subprocess.run(
-                [
-                    str(cli),
-                    "--cluster",
-                    "create",
-                    *(f"127.0.0.1:{s.port}" for s in servers),
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                stdin=subprocess.DEVNULL,
-            )
-            if create.returncode != 0:
-                pytest.fail(
-                    f"redis-cli --cluster create failed ({create.returncode}):\n"
-                    f"{create.stdout[-2000:]}\n{create.stderr[-2000:]}",
-                    pytrace=False,
-                )
-            deadline = time.monotonic() + 20
-            while True:
-                infos = [_cluster_info(s.port) for s in servers]
-                if all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == "3" for i in infos):
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the cluster never reached cluster_state:ok: {infos}", pytrace=False)
-                time.sleep(0.05)
-            yield Cluster(version, servers)
-        finally:
-            for server in servers:
-                server.stop()
-
-
 def _raw_reply(port: int, *args: str) -> bytes:
     """Send one command over a bare socket and return the first line of the reply, so the
     server's own error text is seen (redis-py strips the CROSSSLOT code)."""
@@ -416,13 +312,16 @@ def _raw_reply(port: int, *args: str) -> bytes:
     return reply.split(b"\r\n", 1)[0]
 
 
-async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Cluster, settings, scripts, clock) -> None:
+async def test_the_broker_runs_unchanged_on_a_redis_cluster(
+    redis_cluster: RedisClusterProcess, settings, scripts, clock
+) -> None:
+    redis_cluster.flush()
     cluster = redis_cluster.client()
     try:
         await cluster.initialize()
         primaries = cluster.get_primaries()
         assert len(primaries) == 3
-        await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        assert len(cluster.get_replicas()) == 3, "the client does not see a replica of each primary"
         recorder = RecordingRedis(cluster, scripts)
         broker = Broker(recorder, settings, scripts, clock=clock)
         await broker.start()
@@ -446,7 +345,7 @@ async def test_the_broker_runs_unchanged_on_a_redis_cluster(redis_cluster: Clust
         await cluster.aclose()
 
 
-async def test_the_cluster_refuses_cross_slot_script_calls(redis_cluster: Cluster, scripts) -> None:
+async def test_the_cluster_refuses_cross_slot_script_calls(redis_cluster: RedisClusterProcess, scripts) -> None:
     """Keys of two shards in one script call are refused with CROSSSLOT, on every node."""
     one = keys.ShardKeys(keys.account_shard("one"))
     other = keys.ShardKeys(keys.account_shard("other"))

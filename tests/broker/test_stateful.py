@@ -24,7 +24,8 @@ heartbeats, each account's accepted messages per day. After each step it checks:
 - liveness: past every TTL and lease, one sweep leaves nothing queued or claimed.
 
 Hypothesis and pytest fixtures do not mix, so each example builds its own event loop,
-client and broker; the real servers come from the session fixture and are flushed first.
+client and broker; the real servers and the Redis Cluster come from the session fixtures
+and are flushed first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import fakeredis
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -51,7 +53,8 @@ from hypothesis.stateful import (
 
 from broker import Broker, errors
 from broker.records import STATUSES, Account, DeviceRef, OutgoingMessage, StatusChange, SweepReport
-from tests.support.backends import roomy_settings
+from tests.support.backends import CLUSTER, roomy_settings
+from tests.support.cluster import RedisClusterProcess
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -217,10 +220,11 @@ class RedisState:
 
 
 class BrokerMachine(RuleBasedStateMachine):
-    def __init__(self, server_url: str | None) -> None:
+    def __init__(self, server_url: str | None, cluster: RedisClusterProcess | None = None) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.server_url = server_url
+        self.cluster = cluster
         self.redis = self.run(self._connect())
         self.clock = Clock()
         self.broker = Broker(self.redis, LIMITS, clock=self.clock)
@@ -240,6 +244,9 @@ class BrokerMachine(RuleBasedStateMachine):
         self.limiters: dict[tuple[str, int], tuple[int, float, int]] = {}
 
     async def _connect(self) -> Any:
+        if self.cluster is not None:
+            self.cluster.flush()
+            return self.cluster.client()
         if self.server_url is None:
             return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         client = aioredis.from_url(self.server_url)
@@ -1186,8 +1193,17 @@ FAKEREDIS_RUNS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 REAL_REDIS_RUNS = settings(FAKEREDIS_RUNS, max_examples=150, stateful_step_count=50)
+# On the cluster each example costs nearly twice a single Redis's (a client finding the
+# cluster, every primary flushed): a third of the examples, enough for what the cluster
+# adds (each step's calls and the whole state read back through slots and nodes), where
+# the interleavings themselves are explored on every other backend.
+CLUSTER_RUNS = settings(REAL_REDIS_RUNS, max_examples=50)
 
 
-def test_random_interleavings_keep_every_invariant(backend: str, real_servers: dict) -> None:
-    url = None if backend == "fakeredis" else real_servers[backend].url
+def test_random_interleavings_keep_every_invariant(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == CLUSTER:
+        cluster = request.getfixturevalue("redis_cluster")
+        run_state_machine_as_test(lambda: BrokerMachine(None, cluster), settings=CLUSTER_RUNS)
+        return
+    url = None if backend == "fakeredis" else request.getfixturevalue("real_servers")[backend].url
     run_state_machine_as_test(lambda: BrokerMachine(url), settings=FAKEREDIS_RUNS if url is None else REAL_REDIS_RUNS)

