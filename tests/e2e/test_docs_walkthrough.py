@@ -1,4 +1,5 @@
-"""The HTTP walk-through of docs/api.md runs as written against the real server."""
+"""The HTTP walk-through of docs/api.md runs as written against the real server, on its
+private Redis and on a Redis Cluster given only ``REDIS_URL`` of one node."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.e2e_server import ServerProcess
+from tests.support.serve_redis import serve_redis
+
+__all__ = ["serve_redis"]  # the fixture, for this module's server
 
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -22,12 +26,14 @@ def walkthrough() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("connecfy-readme")).start()
+def server(tmp_path_factory: pytest.TempPathFactory, serve_redis: dict[str, str]) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("connecfy-readme"), settings=serve_redis).start()
     try:
         yield process
     finally:
         assert process.stop() == 0, process.output()
+    if serve_redis:
+        return
     # The private Redis kept its data and stopped with the server.
     assert (process.data_dir / "redis" / "appendonly.aof").exists() or (
         process.data_dir / "redis" / "appendonlydir"

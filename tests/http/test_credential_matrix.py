@@ -38,10 +38,15 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, serve_redis: dict[str, str]) -> Iterator[ServerProcess]:
     process = ServerProcess(
         tmp_path_factory.mktemp("connecfy-matrix"),
-        settings={"CONNECFY_AUTH_BURST": "10000", "CONNECFY_TASKS_BURST": "10000", "CONNECFY_SENDS_BURST": "10000"},
+        settings={
+            "CONNECFY_AUTH_BURST": "10000",
+            "CONNECFY_TASKS_BURST": "10000",
+            "CONNECFY_SENDS_BURST": "10000",
+            **serve_redis,
+        },
     ).start()
     try:
         process.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)

@@ -22,13 +22,14 @@ from tests.support.http_world import TO, World
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, serve_redis: dict[str, str]) -> Iterator[ServerProcess]:
     process = ServerProcess(
         tmp_path_factory.mktemp("connecfy-batch"),
         settings={
             "CONNECFY_SENDS_PER_SECOND": "100000",
             "CONNECFY_SENDS_BURST": "100000",
             "CONNECFY_AUTH_BURST": "1000",
+            **serve_redis,
         },
     ).start()
     try:

@@ -46,10 +46,10 @@ DEVICE_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, serve_redis: dict[str, str]) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("connecfy-e2e")
     # Many signups from one address: the per-address auth limit is tested in test_http_limits.
-    process = ServerProcess(data_dir, settings={"CONNECFY_AUTH_BURST": "1000"}).start()
+    process = ServerProcess(data_dir, settings={"CONNECFY_AUTH_BURST": "1000", **serve_redis}).start()
     try:
         process.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
         yield process

@@ -33,8 +33,8 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("connecfy-limits"), settings=LIMITS).start()
+def server(tmp_path_factory: pytest.TempPathFactory, serve_redis: dict[str, str]) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("connecfy-limits"), settings={**LIMITS, **serve_redis}).start()
     try:
         process.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
         yield process

@@ -127,7 +127,8 @@ class ServerProcess:
             input=password + "\n",
             capture_output=True,
             text=True,
-            env=server_env(),
+            # The server's Redis: its private one through the data directory, or REDIS_URL.
+            env={**server_env(), **{k: v for k, v in self.settings.items() if k == "REDIS_URL"}},
             timeout=30,
         )
         if result.returncode != 0:
