@@ -66,9 +66,19 @@ def start_jobs(broker: Broker, history: HistoryStore, observers: Observers = NO_
     ]
 
 
+RECANCEL_S = 0.1
+
+
 async def stop_jobs(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
+    """Cancel the jobs and wait until each has ended, cancelling again every
+    :data:`RECANCEL_S` one that is still running: Python 3.11's ``asyncio.wait_for``
+    (under every redis-py command) can drop a cancellation that arrives as its reply
+    does, and the job would then go on with its next pass."""
+    running = set(tasks)
+    while running:
+        for task in running:
+            task.cancel()
+        _, running = await asyncio.wait(running, timeout=RECANCEL_S)
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
