@@ -10,9 +10,11 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from connecfy.supervisor import die_with_parent
@@ -59,6 +61,8 @@ class RedisServer:
     write in the data directory so a restart loses nothing; tests turn it off.
     ``exit_with_parent``: the server gets SIGTERM when the thread that started it ends,
     even if this process is killed (Linux), so it never outlives what supervises it.
+    ``cluster`` makes it a Redis Cluster node; ``options`` are more ``--name value``
+    arguments for ``redis-server``.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class RedisServer:
         appendonly: bool = True,
         cluster: bool = False,
         exit_with_parent: bool = False,
+        options: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_redis_server()
         self.data_dir = Path(data_dir)
@@ -77,6 +82,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.cluster = cluster
         self.exit_with_parent = exit_with_parent
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +136,7 @@ class RedisServer:
         ]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.data_dir / "nodes.conf")]
+        args += self.options
         # preexec_fn beside threads (the supervisor's): die_with_parent is one system call.
         preexec = functools.partial(die_with_parent, os.getpid()) if self.exit_with_parent else None
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=preexec)
@@ -153,8 +160,11 @@ class RedisServer:
         return lines[-1] if lines else ""
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and wait for it to end (SIGKILL after ``timeout`` seconds). A server
+        stopped with SIGSTOP is resumed first, or it would never see the SIGTERM."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.process.send_signal(signal.SIGCONT)
         self.process.terminate()
         try:
             self.process.wait(timeout)

@@ -54,13 +54,8 @@ def version(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def server(version: str, tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of that version of this test's own: the tests change its configuration."""
-    started = RedisServer(tmp_path / "primary", binary=REAL_REDIS[version], appendonly=False).start()
-    try:
-        yield started
-    finally:
-        if started.process is not None and started.process.poll() is None:
-            os.kill(started.process.pid, signal.SIGCONT)
-        started.stop()
+    with RedisServer(tmp_path / "primary", binary=REAL_REDIS[version], appendonly=False) as started:
+        yield started  # stopped afterwards even when a test left it stopped (SIGSTOP)
 
 
 @pytest.fixture

@@ -102,13 +102,8 @@ class Ledger:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    started = RedisServer(tmp_path / "redis", appendonly=False).start()
-    try:
-        yield started
-    finally:
-        if started.process is not None and started.process.poll() is None:
-            os.kill(started.process.pid, signal.SIGCONT)
-        started.stop()
+    with RedisServer(tmp_path / "redis", appendonly=False) as started:
+        yield started  # stopped afterwards even when a test left it stopped (SIGSTOP)
 
 
 @pytest.fixture
