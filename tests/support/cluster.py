@@ -20,7 +20,6 @@ A missing ``redis-cli`` is an error, never a skip.
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from connecfy.supervisor import die_with_parent
+from connecfy.redis_server import RedisServer
 
 HOST = "127.0.0.1"
 PORTS = (10_000, 22_000)  # node ports drawn from here; bus ports are 10000 higher
@@ -66,15 +65,35 @@ def _bindable(port: int) -> bool:
 
 
 class Node:
-    """One ``redis-server --cluster-enabled yes`` process."""
+    """One ``redis-server --cluster-enabled yes`` process (a :class:`RedisServer`)."""
 
     def __init__(self, binary: str, port: int, data_dir: Path, node_timeout_ms: int) -> None:
-        self.binary = binary
-        self.port = port
-        self.data_dir = data_dir
-        self.node_timeout_ms = node_timeout_ms
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server = RedisServer(
+            data_dir,
+            binary=binary,
+            port=port,
+            appendonly=False,
+            cluster=True,
+            exit_with_parent=True,
+            options=(
+                *("--cluster-node-timeout", str(node_timeout_ms), "--cluster-replica-validity-factor", "0"),
+                # A replica's first sync starts at once (diskless sync waits 5 s by default).
+                *("--repl-diskless-sync-delay", "0"),
+            ),
+        )
         self._client: redis.Redis | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process
 
     @property
     def name(self) -> str:
@@ -93,37 +112,7 @@ class Node:
         return self._client
 
     def start(self, timeout: float = 10.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            *("--bind", HOST, "--port", str(self.port), "--dir", str(self.data_dir)),
-            *("--cluster-enabled", "yes", "--cluster-config-file", str(self.data_dir / "nodes.conf")),
-            *("--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-replica-validity-factor", "0"),
-            *("--appendonly", "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes"),
-            # A replica's first sync starts at once (diskless sync waits 5 s by default).
-            *("--repl-diskless-sync-delay", "0"),
-            *("--logfile", str(self.data_dir / "redis.log")),
-        ]
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"redis-server on port {self.port} exited: {self.log_tail()}")
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise TimeoutError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        self.server.start(timeout)
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -166,15 +155,7 @@ class Node:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, and wait for it to end (SIGKILL after ``timeout`` seconds)."""
         self._close_client()
-        if not self.running:
-            return
-        assert self.process is not None
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.server.stop(timeout)
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -269,6 +250,11 @@ class RedisClusterProcess:
                     f"{create.stdout[-2000:]}\n{create.stderr[-2000:]}"
                 )
             self.wait_ok(timeout=timeout)
+            # Redis 7.0 reports a replica "loading" in CLUSTER SHARDS (which redis-py's
+            # client reads to find replicas) until its primary has written something:
+            # one write, followed by every replica, and the client sees them all.
+            self.flush()
+            self.wait_ok(timeout=timeout)
         except BaseException:
             self.stop()
             raise
@@ -294,7 +280,7 @@ class RedisClusterProcess:
         """Wait until every running node says ``cluster_state:ok``, knows every node
         started and sees every slot served by a running primary that nobody counts
         failed, and (``replicas``) sees each primary with its replicas, each replica in
-        sync. After :meth:`kill_primary` the promoted replica has none: pass
+        sync and ``online`` in ``CLUSTER SHARDS``. After :meth:`kill_primary` the promoted replica has none: pass
         ``replicas=False`` to wait for the failover."""
         deadline = time.monotonic() + timeout
         while True:
@@ -321,6 +307,10 @@ class RedisClusterProcess:
                     role = node.role()
                     if _text(role[3]) != "connected":
                         return f"replica {node.name} is {_text(role[3])}"
+                for shard in self.live_nodes()[0].client.execute_command("CLUSTER SHARDS"):
+                    for entry in shard[b"nodes"]:
+                        if entry[b"health"] != b"online":
+                            return f"node {_text(entry[b'port'])} is {_text(entry[b'health'])} in CLUSTER SHARDS"
         except redis.RedisError as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
