@@ -61,14 +61,7 @@ public final class FileStorage implements Storage {
     public synchronized void write(String name, String text) throws IOException {
         File target = file(name);
         File temp = new File(dir, name + ".tmp");
-        FileOutputStream out = new FileOutputStream(temp);
-        try {
-            out.write(text.getBytes(UTF8));
-            out.flush();
-            out.getFD().sync();
-        } finally {
-            out.close();
-        }
+        writeSynced(new FileOutputStream(temp), text);
         if (!temp.renameTo(target)) {
             temp.delete();
             throw new IOException("cannot replace " + target);
@@ -77,7 +70,11 @@ public final class FileStorage implements Storage {
 
     @Override
     public synchronized void append(String name, String text) throws IOException {
-        FileOutputStream out = new FileOutputStream(file(name), true);
+        writeSynced(new FileOutputStream(file(name), true), text);
+    }
+
+    /** Writes {@code text} to {@code out}, on the disk before this returns, and closes it. */
+    private static void writeSynced(FileOutputStream out, String text) throws IOException {
         try {
             out.write(text.getBytes(UTF8));
             out.flush();
