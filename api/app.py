@@ -42,17 +42,13 @@ MAX_BODY = 64 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-_body_types: dict[int, Any] = {}
-
-
 def _declared_body(request: Request[Any, Any, Any]) -> Any:
-    """The type of the route's body (``Any``, any JSON, for a route that takes none)."""
-    handler = request.route_handler
-    key = id(handler)
-    if key not in _body_types:
-        field = handler.parsed_fn_signature.parameters.get("data")
-        _body_types[key] = Any if field is None else field.annotation
-    return _body_types[key]
+    """The type of the route's body (``Any``, any JSON, for a route that takes none),
+    from the handler's signature, which Litestar parses once and keeps on the handler.
+    (A cache of ours keyed by ``id(handler)`` gave a handler of a later app, whose id
+    reused a freed one's, that other route's body type.)"""
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    return Any if field is None else field.annotation
 
 
 def answer_options(app: ASGIApp) -> ASGIApp:
