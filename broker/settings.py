@@ -15,6 +15,9 @@ import msgspec
 from broker.validation import MAX_BATCH_MESSAGES, MAX_CLAIM_LIMIT
 
 ENV_PREFIX = "CONNECFY_"
+MAX_POOL_SHARDS = 64
+# Counts where 0 is a real choice (no replicas to wait for).
+ZERO_ALLOWED = frozenset({"redis_wait_replicas"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,6 +27,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Each Redis command (or pipeline) gets this long all told: the wait for a free
     # connection, connecting, and the reply; then the request is a 503. Never retried.
     redis_timeout_ms: int = 2_000
+    # Every write a client is answered about (a send's 202, a claim's tasks, a status
+    # report, a registration) first waits until this many replicas hold it (WAIT), so a
+    # primary failover loses none of them. 0: answer at once (asynchronous replication).
+    redis_wait_replicas: int = 0
+    # The platform pool split into this many hash-tagged shards (spread over a Redis
+    # Cluster's slots). Each pool sender and pool phone has a home shard, chosen when it
+    # is created and kept; changing the number later moves nothing (docs/operations.md).
+    pool_shards: int = 1
     data_dir: str = "./connecfy-data"
     # The sweeper, snapshotter and webhook dispatcher run inside each API worker (each
     # takes a Redis lock, so one of each works at a time). connecfy serve turns this off
@@ -100,12 +111,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         (a rate of 0 would divide by zero on every send), so it is refused at start-up."""
         for name in self.__struct_fields__:
             value = getattr(self, name)
+            if name in ZERO_ALLOWED:
+                if value < 0:
+                    raise ValueError(f"setting {name} must be 0 or more, not {value}")
+                continue
             if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise ValueError(f"setting {name} must be 1 or more, not {value}")
         if self.claim_default_limit > self.claim_max_limit:
             raise ValueError("setting claim_default_limit must not exceed claim_max_limit")
         if self.claim_max_limit > MAX_CLAIM_LIMIT:
             raise ValueError(f"setting claim_max_limit must not exceed {MAX_CLAIM_LIMIT}, the API's own maximum")
+        if self.pool_shards > MAX_POOL_SHARDS:
+            raise ValueError(f"setting pool_shards must not exceed {MAX_POOL_SHARDS}")
         if self.batch_max_messages > MAX_BATCH_MESSAGES:
             raise ValueError(f"setting batch_max_messages must not exceed {MAX_BATCH_MESSAGES}, the API's own maximum")
 

@@ -19,6 +19,12 @@ def test_defaults_are_the_designs() -> None:
     )
 
 
+def test_waiting_for_no_replica_and_one_pool_shard_are_the_defaults() -> None:
+    assert (Settings().redis_wait_replicas, Settings().pool_shards) == (0, 1)
+    s = Settings.from_env({"CONNECFY_REDIS_WAIT_REPLICAS": "0", "CONNECFY_POOL_SHARDS": "64"})
+    assert (s.redis_wait_replicas, s.pool_shards) == (0, 64)
+
+
 def test_environment_overrides() -> None:
     s = Settings.from_env(
         {"CONNECFY_LEASE_SECONDS": "30", "REDIS_URL": "redis://x:1/0", "CONNECFY_SIGNUP_OPEN": "false", "PATH": "/bin"}
@@ -34,6 +40,9 @@ def test_environment_overrides() -> None:
         {"CONNECFY_SENDS_PER_SECOND": "0"},
         {"CONNECFY_TASKS_BURST": "-3"},
         {"CONNECFY_CLAIM_DEFAULT_LIMIT": "200"},
+        {"CONNECFY_REDIS_WAIT_REPLICAS": "-1"},
+        {"CONNECFY_POOL_SHARDS": "0"},
+        {"CONNECFY_POOL_SHARDS": "65"},
     ],
 )
 def test_bad_environment_is_an_error(env) -> None:
