@@ -8,6 +8,7 @@ import msgspec
 
 from broker import errors, ids, keys
 from broker.context import Context
+from broker.pool_shards import PoolShards
 from broker.records import Account, AccountType
 from broker.redis_client import fields, hash_mapping, text
 
@@ -15,8 +16,9 @@ MAX_EMAIL_CHARS = 254
 
 
 class Accounts:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, pool_shards: PoolShards) -> None:
         self.ctx = ctx
+        self.pool_shards = pool_shards
 
     async def create(
         self,
@@ -40,14 +42,16 @@ class Accounts:
         settings = self.ctx.settings
         if daily_quota is None:
             daily_quota = settings.quota_api_only if account_type == "api_only" else settings.quota_self_managed
+        account_id = ids.short_id()
         account = Account(
-            id=ids.short_id(),
+            id=account_id,
             email=email.strip(),
             account_type=account_type,
             daily_quota=daily_quota,
             operator=operator,
             password_hash=password_hash,
             created_ms=self.ctx.now(),
+            pool_home=self.pool_shards.home_for_sender(account_id) if account_type == "api_only" else "",
         )
         redis = self.ctx.redis
         shard = self.ctx.account_shard(account.id)

@@ -4,6 +4,7 @@ Each concept is a service of its own, all standing on one :class:`~broker.contex
 (client, scripts, settings, clock, shard keys):
 
 ============  =====================================================================
+pool_shards   the platform pool's shards: homes, claim visits (:mod:`broker.pool_shards`)
 accounts      signup and lookups (:mod:`broker.accounts`)
 sessions      dashboard sessions (:mod:`broker.sessions`)
 api_keys      send-only keys (:mod:`broker.api_keys`)
@@ -36,6 +37,7 @@ from broker.limits import AccountLimits
 from broker.locks import Locks
 from broker.message_log import MessageLog
 from broker.messages import Messages
+from broker.pool_shards import PoolShards
 from broker.presence import Presence
 from broker.redis_client import RedisClient, check_writes
 from broker.scripts import ScriptRegistry
@@ -54,14 +56,15 @@ class Broker:
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.ctx = ctx = Context(redis, settings or Settings(), scripts or ScriptRegistry(), clock)
-        self.accounts = Accounts(ctx)
+        self.pool_shards = PoolShards(ctx)
+        self.accounts = Accounts(ctx, self.pool_shards)
         self.sessions = Sessions(ctx)
         self.api_keys = ApiKeys(ctx)
-        self.devices = Devices(ctx)
+        self.devices = Devices(ctx, self.pool_shards)
         self.presence = Presence(ctx)
         self.limits = AccountLimits(ctx, self.accounts)
         self.message_log = MessageLog(ctx, self.devices)
-        self.messages = Messages(ctx, self.limits, self.message_log)
+        self.messages = Messages(ctx, self.limits, self.message_log, self.pool_shards)
         self.locks = Locks(ctx)
         self.sweeper = Sweeper(ctx, self.locks)
         self.webhooks = WebhookEndpoints(ctx)
@@ -90,12 +93,12 @@ class Broker:
     # Start-up and health ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every script (a broken one fails here) and register the platform pool,
-        unless it is already: a full Redis refuses even a write that changes nothing, and
-        a worker starting then should answer its 503s rather than fail to start."""
+        """Load every script (a broken one fails here) and register the platform pool's
+        shards, unless they are already: a full Redis refuses even a write that changes
+        nothing, and a worker starting then should answer its 503s rather than fail to
+        start."""
         await self.ctx.scripts.load(self.ctx.redis)
-        if not await self.ctx.redis.sismember(keys.SHARDS, keys.pool_shard()):
-            await self.ctx.redis.sadd(keys.SHARDS, keys.pool_shard())
+        await self.pool_shards.register()
 
     async def ready(self) -> None:
         """Check that Redis answers, takes writes and holds every script, loading any it

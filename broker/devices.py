@@ -8,6 +8,7 @@ from broker import errors, ids, keys
 from broker.context import Context
 from broker.credential_cache import CredentialCache
 from broker.keys import ShardKeys
+from broker.pool_shards import PoolShards
 from broker.records import STATUSES, Account, DeviceInfo, DeviceRef, PairingCode, RegisteredDevice, SweepReport
 from broker.redis_client import fields, text
 from broker.validation import check_name, check_whole_number, normalize_phone_number
@@ -18,18 +19,22 @@ PAIRING_CODE_TRIES = 8
 
 
 class Devices:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, pool_shards: PoolShards) -> None:
         self.ctx = ctx
+        self.pool_shards = pool_shards
         self._tokens: CredentialCache[DeviceRef] = CredentialCache()  # token hash -> device
 
-    def _owner_shard(self, owner: Account | None) -> ShardKeys:
-        return self.ctx.shard(keys.pool_shard() if owner is None else keys.account_shard(owner.id))
+    async def _owner_shards(self, owner: Account | None) -> tuple[str, ...]:
+        """The shards holding ``owner``'s devices: its own, or every platform pool shard."""
+        return await self.pool_shards.in_use() if owner is None else (keys.account_shard(owner.id),)
 
     async def create_pairing_code(self, owner: Account | None) -> PairingCode:
         """A one-time code pairing a phone to ``owner``'s account, or to the platform pool
-        when ``owner`` is None (the operator's pool phones)."""
+        when ``owner`` is None (the operator's pool phones; the code names the pool phone's
+        home shard)."""
         ttl_ms = self.ctx.settings.pairing_code_ttl_seconds * 1000
-        shard = self._owner_shard(owner)
+        home = await self.pool_shards.home_for_phone() if owner is None else keys.account_shard(owner.id)
+        shard = self.ctx.shard(home)
         for _ in range(PAIRING_CODE_TRIES):
             code = ids.pairing_code()
             if await self.ctx.redis.set(keys.pairing_code_index(code), shard.tag, px=ttl_ms, nx=True):
@@ -113,7 +118,7 @@ class Devices:
         """``owner``'s device ``device_id`` (in its own shard, or in the platform pool
         for the operator), or DeviceNotFound: another account's device is not found."""
         if ids.is_plain_id(device_id):
-            tags = [keys.account_shard(owner.id)] + ([keys.pool_shard()] if owner.operator else [])
+            tags = [keys.account_shard(owner.id), *(await self.pool_shards.in_use() if owner.operator else ())]
             for tag in tags:
                 if await self.ctx.redis.sismember(self.ctx.shard(tag).devices, device_id):
                     return DeviceRef(tag, device_id)
@@ -128,9 +133,11 @@ class Devices:
     async def list_for(self, owner: Account | None) -> list[DeviceInfo]:
         """The devices of an account, or of the platform pool when ``owner`` is None,
         with presence and per-device message counts, oldest paired first."""
-        shard = self._owner_shard(owner)
-        device_ids = sorted(text(d) for d in await self.ctx.redis.smembers(shard.devices))
-        found = await self._infos(shard, device_ids)
+        found: list[DeviceInfo] = []
+        for tag in await self._owner_shards(owner):
+            shard = self.ctx.shard(tag)
+            device_ids = sorted(text(d) for d in await self.ctx.redis.smembers(shard.devices))
+            found += await self._infos(shard, device_ids)
         return sorted(found, key=lambda d: (d.created_ms, d.device_id))
 
     async def info(self, device: DeviceRef) -> DeviceInfo:
@@ -141,21 +148,29 @@ class Devices:
         return found[0]
 
     async def _infos(self, shard: ShardKeys, device_ids: list[str]) -> list[DeviceInfo]:
-        """Device hashes and their counters, in one round trip; removed devices are left out."""
+        """Device hashes and their counters, in one round trip; removed devices are left
+        out. A pool phone's counts are added up over every pool shard it claimed from."""
         if not device_ids:
             return []
+        counted = await self.pool_shards.in_use() if keys.is_pool_shard(shard.tag) else (shard.tag,)
         async with self.ctx.redis.pipeline(transaction=False) as pipe:
             for device_id in device_ids:
                 pipe.hgetall(shard.device(device_id))
-                pipe.hmget(shard.counters, [f"d:{device_id}:{st}" for st in STATUSES])
+                for tag in counted:
+                    pipe.hmget(self.ctx.shard(tag).counters, [f"d:{device_id}:{st}" for st in STATUSES])
             replies = await pipe.execute()
+        per_device = 1 + len(counted)
         now = self.ctx.now()
         ttl_ms = self.ctx.settings.presence_ttl_seconds * 1000
         found = []
         for index, device_id in enumerate(device_ids):
-            raw, counts = replies[2 * index], replies[2 * index + 1]
+            raw = replies[per_device * index]
             if not raw:
                 continue
+            counts = [
+                sum(int(c[i] or 0) for c in replies[per_device * index + 1 : per_device * (index + 1)])
+                for i in range(len(STATUSES))
+            ]
             f = fields(raw)
             last_seen = int(f["last_seen"]) if "last_seen" in f else None
             found.append(
@@ -171,7 +186,7 @@ class Devices:
                     segments_per_minute=int(f["per_minute"]),
                     segments_per_day=int(f["per_day"]),
                     created_ms=int(f["created"]),
-                    counts={st: int(n or 0) for st, n in zip(STATUSES, counts, strict=True)},
+                    counts=dict(zip(STATUSES, counts, strict=True)),
                 )
             )
         return found
@@ -198,13 +213,26 @@ class Devices:
 
     async def remove(self, device: DeviceRef) -> SweepReport:
         """Remove a device; its token stops working at once. Messages queued for it fail
-        with ``device_removed``; pool messages it held go back to the pool."""
+        with ``device_removed``; pool messages it held go back to the pool (a pool phone's
+        from every pool shard it claimed from)."""
         shard = self.ctx.shard(device.shard)
-        did = device.device_id
-        token_sha = await self.ctx.redis.hget(shard.device(did), "token_sha256")
+        token_sha = await self.ctx.redis.hget(shard.device(device.device_id), "token_sha256")
         if token_sha is None:
             raise errors.DeviceNotFound()
         await self.ctx.redis.delete(keys.device_token_index(text(token_sha)))
+        report = await self._remove_from(shard, device.device_id, shard.last_seen)
+        if keys.is_pool_shard(shard.tag):
+            for tag in await self.pool_shards.in_use():
+                if tag != shard.tag:
+                    other = self.ctx.shard(tag)
+                    more = await self._remove_from(other, device.device_id, other.pool_visitors)
+                    report = SweepReport(lost=report.lost + more.lost, returned=report.returned + more.returned)
+        return report
+
+    async def _remove_from(self, shard: ShardKeys, did: str, seen: str) -> SweepReport:
+        """The remove-device script over one shard until nothing of the device is left
+        there; ``seen`` is the presence set to drop it from (last-seen in its home shard,
+        the pool visitors elsewhere)."""
         failed = returned = 0
         while True:
             reply = await self.ctx.call(
@@ -214,7 +242,7 @@ class Devices:
                     shard.device_window(did),
                     shard.device_presence(did),
                     shard.devices,
-                    shard.last_seen,
+                    seen,
                     shard.messages,
                     shard.counters,
                     shard.queue,

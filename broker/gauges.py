@@ -4,7 +4,7 @@ One scrape costs two round trips: ``SMEMBERS {shards}``, then one pipeline of fo
 O(1)/O(log n) commands per shard (``ZCARD`` of the device queue and of the pool,
 ``SCARD`` of the devices, ``ZCOUNT`` of the last-seen set above the presence horizon).
 So the cost is O(shards): one shard per self-managed account plus one per platform
-pool. Nothing here scans messages. The pipeline is not a transaction, so on Redis
+pool shard. Nothing here scans messages. The pipeline is not a transaction, so on Redis
 Cluster it fans out per node; the figures of different shards are each exact but not
 one snapshot.
 """
@@ -16,8 +16,6 @@ import msgspec
 from broker import keys
 from broker.context import Context
 from broker.redis_client import text as _text
-
-PLATFORM_PREFIX = keys.pool_shard("")  # "p:": the tag of every platform pool starts so
 
 
 class ShardKindGauges(msgspec.Struct, kw_only=True):
@@ -57,7 +55,7 @@ async def read_gauges(ctx: Context) -> Gauges:
         pipe.zcount(shard.last_seen, horizon, "+inf")
     replies = await pipe.execute()
     for i, tag in enumerate(tags):
-        totals = platform if tag.startswith(PLATFORM_PREFIX) else account
+        totals = platform if keys.is_pool_shard(tag) else account
         queued, pooled, devices, online = replies[4 * i : 4 * i + 4]
         totals.shards += 1
         totals.device_queued += int(queued)

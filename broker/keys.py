@@ -10,7 +10,9 @@ Shards (``{S}`` below):
   counters.
 - ``{p:<pool>}``: a platform pool (this version has one, ``default``): the pool
   phones, the pool queue, the messages routed through it and the per-sender counters
-  of those messages.
+  of those messages. Split into ``CONNECFY_POOL_SHARDS`` shards, the pool's shards are
+  ``{p:default}``, ``{p:default:1}``, ``{p:default:2}``, ...; each pool sender and each
+  pool phone has one of them as its home (see :mod:`broker.pool_shards`).
 
 Per shard:
 
@@ -39,11 +41,14 @@ key                                 type         what
 ``{S}:device:<device>``             hash         name, phone_number, account, token_sha256,
                                                  per_minute, per_day, day, day_used, window_used,
                                                  battery, android_version, app_version,
-                                                 last_seen, created
+                                                 last_seen, created, pool_turn (a pool
+                                                 phone's claims of a split pool)
 ``{S}:device:<device>:window``      zset         ``<now>:<last id>:<segments>`` -> claim time: one charging
                                                  entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
 ``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
+``{S}:pool-visitors``               zset         pool phone of another home shard -> its
+                                                 last claim here (ms): online for the sweep
 ``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
 ``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
 ``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
@@ -79,6 +84,8 @@ hash tag:
 - ``{api-key:<sha256 of key>}`` -> ``<account id>|<key id>``
 - ``{session:<sha256 of session id>}`` (hash: account, csrf_token, expires_at_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
+- ``{pool-shards}``: set of every platform pool shard tag that is, or was, a home: the
+  shards a pool phone's claim visits
 - ``{sweeper}``: lock held by the one process sweeping: ``<holder>|<fencing token>``, expiring
 - ``{snapshotter}``: the same for the one process copying events to the history store
 - ``<lock>:fence``: a lock's fencing counter, one more for each new holder
@@ -108,9 +115,14 @@ def account_shard(account_id: str) -> str:
     return f"a:{account_id}"
 
 
-def pool_shard(pool: str = DEFAULT_POOL) -> str:
-    """The shard tag of a platform pool."""
-    return f"p:{pool}"
+def pool_shard(pool: str = DEFAULT_POOL, index: int = 0) -> str:
+    """The shard tag of a platform pool, or of its shard ``index`` when it is split
+    (shard 0 keeps the unsplit pool's tag, so splitting moves nothing)."""
+    return f"p:{pool}" if index == 0 else f"p:{pool}:{index}"
+
+
+def is_pool_shard(tag: str) -> bool:
+    return tag.startswith("p:")
 
 
 class ShardKeys:
@@ -127,6 +139,7 @@ class ShardKeys:
         "messages",
         "pool",
         "pool_state",
+        "pool_visitors",
         "prefix",
         "queue",
         "quota",
@@ -144,6 +157,7 @@ class ShardKeys:
         self.events = f"{p}:events"
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
+        self.pool_visitors = f"{p}:pool-visitors"
         self.queue = f"{p}:queue"
         self.leased = f"{p}:leased"
         self.lease_checks = f"{p}:lease-checks"
@@ -226,6 +240,7 @@ def session(session_sha256: str) -> str:
 
 
 SHARDS = "{shards}"
+POOL_SHARDS = "{pool-shards}"
 SWEEPER_LOCK = "{sweeper}"
 SNAPSHOTTER_LOCK = "{snapshotter}"
 HISTORY_EPOCH = "{history-epoch}"

@@ -4,16 +4,18 @@ script call; see the scripts in ``lua/`` for what happens inside."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from broker import errors, ids
+from broker import errors, ids, keys
 from broker.context import Context
 from broker.limits import AccountLimits
 from broker.message_log import MessageLog
+from broker.pool_shards import PoolShards
 from broker.records import (
     Account,
     ClaimedMessage,
@@ -34,10 +36,11 @@ REPORTED_STATUSES = ("sent", "delivered", "failed")
 
 
 class Messages:
-    def __init__(self, ctx: Context, limits: AccountLimits, log: MessageLog) -> None:
+    def __init__(self, ctx: Context, limits: AccountLimits, log: MessageLog, pool_shards: PoolShards) -> None:
         self.ctx = ctx
         self.limits = limits
         self.log = log
+        self.pool_shards = pool_shards
 
     def route(self, account: Account, message: OutgoingMessage, index: int) -> tuple[str, str]:
         """(route, device id) for one message, by the account's routing rules."""
@@ -163,6 +166,9 @@ class Messages:
             raise errors.InvalidInput(f"limit must be 1 to {settings.claim_max_limit}", field="limit")
         shard = self.ctx.shard(device.shard)
         did = device.device_id
+        now = self.ctx.now()
+        pool_tags = await self._pool_shards_of(device)
+        sharded = len(pool_tags) > 1
         reply = await self.ctx.call(
             "claim",
             [
@@ -183,20 +189,104 @@ class Messages:
             ],
             [
                 did,
-                self.ctx.now(),
+                now,
                 limit,
                 settings.lease_seconds * 1000,
                 settings.max_leases,
                 settings.presence_ttl_seconds * 1000,
                 settings.tasks_per_minute,
                 settings.tasks_burst,
+                0 if sharded else 1,
             ],
         )
-        remaining, burst, reset = (int(x) for x in reply[0])
-        return ClaimResult(
-            [ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3])) for m in reply[1:]],
-            RateDecision(True, burst, remaining, 0, reset),
-        )
+        head = [int(x) for x in reply[0]]
+        messages = [claimed_message(m) for m in reply[1:]]
+        if sharded:
+            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), head[3:])
+        remaining, burst, reset = head[:3]
+        return ClaimResult(messages, RateDecision(True, burst, remaining, 0, reset))
+
+    async def _claim_pool_shards(
+        self, device: DeviceRef, tags: Sequence[str], now: int, room: int, budget: list[int]
+    ) -> list[ClaimedMessage]:
+        """The rest of a pool phone's claim when the platform pool is split: pool-take
+        calls (one single-slot script each) over the pool shards, from the shard after the
+        one its previous claim started at. A first pass takes from each shard its share
+        (:meth:`PoolShards.split`), a second fills what is left from any shard that had
+        more; the budget left travels from call to call, and the home shard is charged
+        once for all of it. Shards not reached are still visited with no room (in
+        parallel), so their sweeps keep seeing the phone while it holds their messages,
+        and their waiting senders are counted."""
+        settings = self.ctx.settings
+        minute_used, per_minute, day_used, per_day, online, turn = budget
+        start = turn % len(tags)
+        order = [*tags[start:], *tags[:start]]
+        did = device.device_id
+        taken: list[ClaimedMessage] = []
+        charged = 0
+        pool_open = bool(online)
+        visited: set[str] = set()
+        drained: set[str] = set()
+
+        async def visit(tag: str, most: int) -> list[Any]:
+            shard = self.ctx.shard(tag)
+            reply: list[Any] = await self.ctx.call(
+                "pool-take",
+                [
+                    shard.messages,
+                    shard.counters,
+                    shard.leased,
+                    shard.lease_checks,
+                    shard.expiry,
+                    shard.pool,
+                    shard.pool_state,
+                    shard.pool_visitors,
+                    shard.events,
+                ],
+                [
+                    did,
+                    now,
+                    most,
+                    settings.lease_seconds * 1000,
+                    settings.max_leases,
+                    settings.presence_ttl_seconds * 1000,
+                    int(pool_open),
+                    minute_used,
+                    per_minute,
+                    day_used,
+                    per_day,
+                ],
+            )
+            visited.add(tag)
+            self.pool_shards.saw(tag, int(reply[2]))
+            return reply
+
+        async def take(tag: str, most: int) -> None:
+            nonlocal room, minute_used, day_used, charged, pool_open
+            reply = await visit(tag, most)
+            found = [claimed_message(m) for m in reply[3:]]
+            taken.extend(found)
+            room -= len(found)
+            got = int(reply[0])
+            minute_used, day_used, charged = minute_used + got, day_used + got, charged + got
+            if int(reply[1]):
+                pool_open = False  # the budget is full: other shards only redeliver
+            if len(found) < most:
+                drained.add(tag)
+
+        for tag, share in zip(order, self.pool_shards.split(room, order), strict=True):
+            if min(share, room) > 0:
+                await take(tag, min(share, room))
+        for tag in order:
+            if room > 0 and tag not in drained:
+                await take(tag, room)
+        await asyncio.gather(*(visit(tag, 0) for tag in order if tag not in visited))
+        if charged:
+            home = self.ctx.shard(device.shard)
+            await self.ctx.call(
+                "pool-charge", [home.device(did), home.device_window(did)], [now, charged, taken[-1].id]
+            )
+        return taken
 
     async def report_status(self, device: DeviceRef, message_id: str, status: str, error: str = "") -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed."""
@@ -205,19 +295,39 @@ class Messages:
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
-        shard = self.ctx.shard(device.shard)
-        try:
+        now = self.ctx.now()
+
+        async def report(tag: str) -> StatusChange:
+            shard = self.ctx.shard(tag)
             reply = await self.ctx.call(
                 "report-status",
                 [shard.messages, shard.counters, shard.leased, shard.lease_checks, shard.events],
-                [device.device_id, message_id, status, error, self.ctx.now()],
+                [device.device_id, message_id, status, error, now],
             )
-        except errors.MessageNotFound:
-            trimmed = await self.log.trimmed(device.shard, message_id)
-            if trimmed is None or trimmed.device != device.device_id:
-                raise
-            return repeat_or_refuse(trimmed, status)
-        return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
+            return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
+
+        try:
+            return await report(device.shard)
+        except errors.MessageNotFound as exc:
+            missing = exc
+        # A pool phone of a split pool holds messages of every pool shard: the one that
+        # has this id answers, each other one says it has no such message.
+        others = [t for t in await self._pool_shards_of(device) if t != device.shard]
+        for result in await asyncio.gather(*(report(t) for t in others), return_exceptions=True):
+            if isinstance(result, StatusChange):
+                return result
+            if not isinstance(result, errors.MessageNotFound):
+                raise result
+        for tag in (device.shard, *others):
+            trimmed = await self.log.trimmed(tag, message_id)
+            if trimmed is not None and trimmed.device == device.device_id:
+                return repeat_or_refuse(trimmed, status)
+        raise missing
+
+    async def _pool_shards_of(self, device: DeviceRef) -> tuple[str, ...]:
+        """The pool shards a device claims from: every one for a pool phone, none for an
+        account's own phone."""
+        return await self.pool_shards.in_use() if keys.is_pool_shard(device.shard) else ()
 
     async def cancel(self, account: Account, message_id: str) -> StatusChange:
         """The sender's cancel of a message still queued (InvalidTransition once a phone holds it)."""
@@ -236,6 +346,11 @@ class Messages:
                 raise
             return repeat_or_refuse(trimmed, "cancelled")
         return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
+
+
+def claimed_message(m: Sequence[Any]) -> ClaimedMessage:
+    """One message of a claim script's reply: id, to, body, segments."""
+    return ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3]))
 
 
 def repeat_or_refuse(trimmed: MessageRecord, status: str) -> StatusChange:

@@ -27,11 +27,17 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     sends_burst: int = 0
     tasks_per_minute: int = 0
     tasks_burst: int = 0
+    # An API-only account's home shard in the platform pool, chosen when it was created
+    # (see broker.pool_shards); empty for one made before the pool was split: shard 0.
+    pool_home: str = ""
 
     @property
     def shard(self) -> str:
-        """The shard its messages live in: the platform pool for API-only accounts."""
-        return pool_shard() if self.account_type == "api_only" else account_shard(self.id)
+        """The shard its messages live in: its home shard of the platform pool for
+        API-only accounts."""
+        if self.account_type == "api_only":
+            return self.pool_home or pool_shard()
+        return account_shard(self.id)
 
 
 class DeviceRef(msgspec.Struct, frozen=True):

@@ -68,10 +68,11 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
             counts[f"d:{device}:{status}"] += count
         stored_messages += count
     shards = {
-        keys.pool_shard(),
+        *broker.pool_shards.configured,
         *counters,
         *(tag for tag, _ in devices),
         *(keys.account_shard(account_id) for account_id in accounts),
+        *(fields["pool_home"] for fields in accounts.values() if fields.get("pool_home")),
     }
     # No epoch and only shards the store knows: an empty Redis, or one a restore that
     # stopped part-way left behind, which this run completes (every write is idempotent).
@@ -124,6 +125,7 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
             key = msgspec.json.decode(record)
             pipe.hset(broker.ctx.account_shard(account_id).api_keys(), key["id"], record)
         pipe.sadd(keys.SHARDS, *sorted(shards))
+        pipe.sadd(keys.POOL_SHARDS, *sorted(tag for tag in shards if keys.is_pool_shard(tag)))
         for account_id, fields in accounts.items():
             pipe.set(keys.email_index(fields["email"]), account_id)
         for shard_tag, fields in devices:

@@ -36,6 +36,7 @@ class Sweeper:
                 shard.pool_state,
                 shard.last_seen,
                 shard.events,
+                shard.pool_visitors,
             ],
             [self.ctx.now(), settings.sweep_batch, settings.max_leases, settings.presence_ttl_seconds * 1000],
         )

@@ -29,10 +29,16 @@
     ARGV[6]  presence TTL (ms)
     ARGV[7]  polls per minute, unless the account hash sets tasks_per_minute
     ARGV[8]  poll burst, unless the account hash sets tasks_burst
+    ARGV[9]  1: claim the shard's pool here (step 3); 0: the caller claims a sharded
+             platform pool shard by shard with pool-take, and needs the budget this
+             claim leaves and the device's turn
 
   Output:
     {{remaining, burst, reset_ms}, {id, to, body, segments}, ...}: the poll rate limiter
-    after this claim, then the claimed messages, oldest first (none when nothing fits)
+    after this claim, then the claimed messages, oldest first (none when nothing fits).
+    With ARGV[9] 0 the first element goes on: {..., minute_used, per_minute, day_used,
+    per_day, online (0/1), turn}, the budget after this claim, whether the device is
+    online, and a number that grows by one each claim (where its pool visit starts).
 
   Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
@@ -54,30 +60,24 @@ local rcall = redis.call
 --- @include "includes/pool"
 --- @include "includes/leases"
 --- @include "includes/gcra"
+--- @include "includes/claiming"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
-local messagesKey = KEYS[3]
-local countersKey = KEYS[4]
 local queueKey = KEYS[5]
-local leasedKey = KEYS[6]
-local leaseChecksKey = KEYS[7]
-local expiryKey = KEYS[8]
 local poolKey = KEYS[9]
 local poolStateKey = KEYS[10]
 local lastSeenKey = KEYS[11]
-local eventsKey = KEYS[12]
 local rateKey = KEYS[13]
 local accountKey = KEYS[14]
 
 local device = ARGV[1]
 local now = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
-local leaseMs = tonumber(ARGV[4])
-local maxLeases = tonumber(ARGV[5])
 local presenceTtl = tonumber(ARGV[6])
 local pollsPerMinute = tonumber(ARGV[7])
 local pollBurst = tonumber(ARGV[8])
+local poolHere = ARGV[9] == "1"
 
 local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used")
 if not limits[1] then
@@ -95,135 +95,74 @@ if not rate.allowed then
   return gcraRefusal(rate)
 end
 gcraCommit(rate, now)
-local perMinute = tonumber(limits[1])
-local perDay = tonumber(limits[2])
+
+local c = newClaim(device, now, limit, tonumber(ARGV[4]), tonumber(ARGV[5]), {
+  messages = KEYS[3], events = KEYS[12], expiry = KEYS[8], leased = KEYS[6], leaseChecks = KEYS[7]
+})
+c.perMinute = tonumber(limits[1])
+c.perDay = tonumber(limits[2])
 local today = math.floor(now / 86400000)
-local dayUsed = 0
 if tonumber(limits[3]) == today then
-  dayUsed = tonumber(limits[4])
+  c.dayUsed = tonumber(limits[4])
 end
 local windowBefore = tonumber(limits[5] or "0")
-local minuteUsed = windowBefore
+c.minuteUsed = windowBefore
 local leaving = rcall("ZRANGEBYSCORE", windowKey, "-inf", now - 60000)
 if #leaving > 0 then
   for i = 1, #leaving do
-    minuteUsed = minuteUsed - tonumber(string.match(leaving[i], ":(%d+)$"))
+    c.minuteUsed = c.minuteUsed - tonumber(string.match(leaving[i], ":(%d+)$"))
   end
   rcall("ZREMRANGEBYSCORE", windowKey, "-inf", now - 60000)
 end
 
-local function fits(segments)
-  local minuteOk = minuteUsed + segments <= perMinute or (minuteUsed == 0 and segments > perMinute)
-  local dayOk = dayUsed + segments <= perDay or (dayUsed == 0 and segments > perDay)
-  return minuteOk and dayOk
-end
-
-local bulk = newBulk()
-local batch = newBatch()
-local claimed = {}
-local charged = 0
-local function hand(msg)
-  claimed[#claimed + 1] = {msg.id, msg.to, msg.body, tostring(msg.segments)}
-end
-
-local function claim(msg)
-  bulkAdd(bulk, "ZREM", expiryKey, msg.id)
-  takeLease(bulk, leasedKey, leaseChecksKey, msg, device, now, leaseMs)
-  minuteUsed = minuteUsed + msg.segments
-  dayUsed = dayUsed + msg.segments
-  charged = charged + msg.segments
-  change(batch, eventsKey, msg, "claimed", device, now, nil)
-  hand(msg)
-end
-
-local function expire(msg)
-  bulkAdd(bulk, "ZREM", expiryKey, msg.id)
-  change(batch, eventsKey, msg, "expired", msg.device, now, nil)
-end
-
 -- 1. This device's own leases that ran out.
-local expiredLeases = rcall("ZRANGEBYLEX", leasedKey, "[" .. device .. ":",
-  "(" .. device .. ":" .. string.format("%015d", now + 1), "LIMIT", 0, limit)
-local ids = {}
-for i = 1, #expiredLeases do
-  ids[i] = string.match(expiredLeases[i], ":([^:]+)$")
-end
-local held = loadMessages(messagesKey, ids)
-for i = 1, #expiredLeases do
-  local msg = held[i]
-  if not msg or msg.status ~= "claimed" then
-    bulkAdd(bulk, "ZREM", leasedKey, expiredLeases[i])
-  elseif msg.leases >= maxLeases or now >= msg.expires then
-    dropLease(bulk, leasedKey, leaseChecksKey, msg)
-    change(batch, eventsKey, msg, "failed", device, now, "device_lost")
-  else
-    renewLease(bulk, leasedKey, leaseChecksKey, msg, now, leaseMs)
-    keep(batch, msg)
-    hand(msg)
-  end
-end
+redeliver(c)
 
 -- 2. This device's own queue.
 local budgetFull = false
-if #claimed < limit then
+if #c.claimed < limit then
   local queued = rcall("ZRANGEBYLEX", queueKey, "[" .. device .. ":", "(" .. device .. ";",
-    "LIMIT", 0, limit - #claimed)
-  ids = {}
+    "LIMIT", 0, limit - #c.claimed)
+  local ids = {}
   for i = 1, #queued do
     ids[i] = string.sub(queued[i], #device + 2)
   end
-  local found = loadMessages(messagesKey, ids)
+  local found = loadMessages(c.messagesKey, ids)
   for i = 1, #queued do
     local msg = found[i]
-    if msg and now < msg.expires and not fits(msg.segments) then
+    if msg and now < msg.expires and not fits(c, msg.segments) then
       budgetFull = true
       break
     end
-    bulkAdd(bulk, "ZREM", queueKey, queued[i])
+    bulkAdd(c.bulk, "ZREM", queueKey, queued[i])
     if msg and now >= msg.expires then
-      expire(msg)
+      expireOne(c, msg)
     elseif msg then
-      claim(msg)
+      claimOne(c, msg)
     end
   end
 end
 
 -- 3. The pool, fair across senders, only for a device that is online.
-if not budgetFull and #claimed < limit and isOnline(lastSeenKey, device, now, presenceTtl) then
-  local pooled = rcall("ZRANGE", poolKey, 0, limit - #claimed - 1, "WITHSCORES")
-  ids = {}
-  for i = 1, #pooled, 2 do
-    ids[#ids + 1] = pooled[i]
-  end
-  local found = loadMessages(messagesKey, ids)
-  local taken, lastScore = {}, nil
-  for i = 1, #ids do
-    local msg = found[i]
-    if not msg then
-      bulkAdd(bulk, "ZREM", poolKey, ids[i])
-    elseif now >= msg.expires then
-      poolRemove(poolKey, poolStateKey, msg.account, msg.id)
-      expire(msg)
-    elseif not fits(msg.segments) then
-      break
-    else
-      taken[#taken + 1] = {msg.id, msg.account}
-      lastScore = pooled[2 * i]
-      claim(msg)
-    end
-  end
-  if #taken > 0 then
-    poolTaken(bulk, poolKey, poolStateKey, taken, lastScore)
-  end
+local online = isOnline(lastSeenKey, device, now, presenceTtl)
+if poolHere and not budgetFull and online then
+  claimFromPool(c, poolKey, poolStateKey)
 end
 
-bulkRun(bulk)
-flush(batch, messagesKey, countersKey)
-if charged > 0 then
-  rcall("ZADD", windowKey, now, now .. ":" .. claimed[#claimed][1] .. ":" .. charged)
-  rcall("HSET", deviceKey, "day", today, "day_used", dayUsed, "window_used", minuteUsed)
-elseif minuteUsed ~= windowBefore then
-  rcall("HSET", deviceKey, "window_used", minuteUsed)
+bulkRun(c.bulk)
+flush(c.batch, c.messagesKey, KEYS[4])
+local claimed = c.claimed
+if c.charged > 0 then
+  rcall("ZADD", windowKey, now, now .. ":" .. claimed[#claimed][1] .. ":" .. c.charged)
+  rcall("HSET", deviceKey, "day", today, "day_used", c.dayUsed, "window_used", c.minuteUsed)
+elseif c.minuteUsed ~= windowBefore then
+  rcall("HSET", deviceKey, "window_used", c.minuteUsed)
 end
-table.insert(claimed, 1, {rate.remaining, pollBurst, rate.reset})
+local head = {rate.remaining, pollBurst, rate.reset}
+if not poolHere then
+  local turn = rcall("HINCRBY", deviceKey, "pool_turn", 1)
+  head = {rate.remaining, pollBurst, rate.reset, c.minuteUsed, c.perMinute, c.dayUsed, c.perDay,
+    online and 1 or 0, turn}
+end
+table.insert(claimed, 1, head)
 return claimed

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
@@ -273,6 +274,8 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         assert await _status(broker, account.shard, waiting) == "failed"
     await broker.devices.remove(pool_phone.ref)
 
+    await run_split_pool(broker, clock)
+
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):
         assert (await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1
@@ -280,6 +283,61 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         with pytest.raises(errors.RateLimited):
             await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)
     return accounts
+
+
+async def run_split_pool(broker: Broker, clock: Any) -> None:
+    """The platform pool split into three shards (one per node on the cluster): senders
+    homed in different shards, one pool phone whose claim takes from each, charges its
+    home shard's budget once, and reports each message in the shard holding it."""
+    split = Broker(broker.redis, msgspec.structs.replace(broker.settings, pool_shards=3), broker.scripts, clock=clock)
+    await split.start()
+    tags = split.pool_shards.configured
+    assert tags == (keys.pool_shard(), keys.pool_shard(index=1), keys.pool_shard(index=2))
+    assert len({slot("{" + tag + "}") for tag in tags}) == 3
+    senders: dict[str, Account] = {}
+    for i in range(200):
+        sender = await split.accounts.create(f"split{i}@example.com", "api_only")
+        senders.setdefault(sender.shard, sender)
+        if len(senders) == 3:
+            break
+    assert set(senders) == set(tags), "could not home a sender in every pool shard"
+    assert (await split.accounts.get(senders[tags[2]].id)).shard == tags[2]  # the home is kept
+    phone = await _register(split, None, "Split pool phone")
+    assert phone.shard in tags
+    await split.presence.heartbeat(phone.ref)
+    sent = {tag: (await split.messages.enqueue(senders[tag], [OutgoingMessage(TO, tag)])).ids[0] for tag in tags}
+    claimed = await split.messages.claim(phone.ref)
+    assert sorted(m.id for m in claimed) == sorted(sent.values())
+    device = await split.devices.get(phone.ref)
+    assert (device["window_used"], device["day_used"]) == ("3", "3")  # charged once, in its home shard
+    for tag, message_id in sent.items():
+        assert (await split.messages.report_status(phone.ref, message_id, "sent")).changed
+        assert await _status(split, tag, message_id) == "sent"
+    (info,) = [d for d in await split.devices.list_for(None) if d.device_id == phone.device_id]
+    assert info.counts["sent"] == 3
+    # Leases that run out: a shard the phone's claims still visit keeps its message for
+    # it (as its home shard does while it heartbeats); one it stopped visiting returns it.
+    held = {tag: (await split.messages.enqueue(senders[tag], [OutgoingMessage(TO, "held")])).ids[0] for tag in tags}
+    clock.advance(60_001)
+    await split.presence.heartbeat(phone.ref)
+    assert len(await split.messages.claim(phone.ref)) == 3
+    lease_ms = split.settings.lease_seconds * 1000
+    clock.advance(lease_ms - 10_000)
+    assert await split.messages.claim(phone.ref) == []  # a visit to every shard
+    await split.presence.heartbeat(phone.ref)
+    clock.advance(10_001)
+    for tag in tags:
+        assert await split.sweeper.sweep(tag) == SweepReport()
+    clock.advance(split.settings.presence_ttl_seconds * 1000)
+    await split.presence.heartbeat(phone.ref)
+    for tag in tags:
+        assert await split.sweeper.sweep(tag) == SweepReport(returned=0 if tag == phone.shard else 1)
+    again = await split.messages.claim(phone.ref)
+    assert sorted(m.id for m in again) == sorted(held.values())
+    # Held messages of every shard go back to their pools when the phone is removed.
+    assert await split.devices.remove(phone.ref) == SweepReport(returned=3)
+    for tag, message_id in held.items():
+        assert await _status(split, tag, message_id) == "queued"
 
 
 async def test_every_script_call_stays_in_one_slot(redis_client, settings, scripts, clock) -> None:

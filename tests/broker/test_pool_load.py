@@ -8,7 +8,7 @@ from collections import Counter
 from broker import Broker
 from broker.records import OutgoingMessage
 from tests.support.backends import roomy_settings
-from tests.support.fleet import TO, pair
+from tests.support.fleet import TO, drain, pair
 
 BIG = 1_000_000
 
@@ -32,13 +32,7 @@ async def test_fifty_concurrent_claimers_drain_a_pool_of_ten_thousand_exactly_on
         queued += (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "x")] * 1000)).ids
     phones = [await pair(broker, None, f"pool phone {i}") for i in range(50)]
 
-    async def drain(phone) -> list[str]:
-        got: list[str] = []
-        while batch := await broker.messages.claim(phone.ref, 17):
-            got += [m.id for m in batch]
-        return got
-
-    per_phone = await asyncio.gather(*(drain(p) for p in phones))
+    per_phone = await asyncio.gather(*(drain(broker, p, 17) for p in phones))
     claims = Counter(mid for got in per_phone for mid in got)
     assert len(claims) == 10_000 and set(claims) == set(queued)
     assert max(claims.values()) == 1

@@ -19,6 +19,14 @@ async def pair(
     return device
 
 
+async def drain(broker: Broker, phone: RegisteredDevice, limit: int) -> list[str]:
+    """Claim for ``phone`` until a claim hands it nothing; the ids it got, in order."""
+    got: list[str] = []
+    while batch := await broker.messages.claim(phone.ref, limit):
+        got += [m.id for m in batch]
+    return got
+
+
 async def self_managed(
     broker: Broker, email: str = "owner@example.com", devices: int = 1
 ) -> tuple[Account, list[RegisteredDevice]]:

@@ -3,8 +3,9 @@
   - a queued message past its TTL becomes expired;
   - a claimed message whose lease ran out, when it has had the most leases allowed or
     its TTL has passed, fails with "device_lost" (device-targeted ones too);
-  - a claimed pool message whose lease ran out while its device is offline goes back
-    to the front of the pool for another phone;
+  - a claimed pool message whose lease ran out while its device is offline (no
+    heartbeat in its home shard, no claim visiting this one) goes back to the front
+    of the pool for another phone;
   - any other claimed message whose lease ran out stays with its device, which gets
     it again on its next claim; the sweep looks at it again later (a pool message
     after one presence TTL, a device-targeted one at its TTL).
@@ -20,6 +21,8 @@
     KEYS[8]  pool state hash                {S}:pool:state
     KEYS[9]  last-seen sorted set           {S}:last-seen
     KEYS[10] events stream                  {S}:events
+    KEYS[11] pool visitors sorted set       {S}:pool-visitors (phones of other home
+                                            shards of a sharded platform pool)
 
     ARGV[1]  now (ms)
     ARGV[2]  most messages to look at, per kind of work
@@ -45,6 +48,7 @@ local poolKey = KEYS[7]
 local poolStateKey = KEYS[8]
 local lastSeenKey = KEYS[9]
 local eventsKey = KEYS[10]
+local visitorsKey = KEYS[11]
 
 local now = tonumber(ARGV[1])
 local perCall = tonumber(ARGV[2])
@@ -89,7 +93,8 @@ for i = 1, #due do
     dropLease(bulk, leasedKey, leaseChecksKey, msg)
     change(changes, eventsKey, msg, "failed", msg.device, now, "device_lost")
     lost = lost + 1
-  elseif msg.route == "pool" and not isOnline(lastSeenKey, msg.device, now, presenceTtl) then
+  elseif msg.route == "pool" and not isOnline(lastSeenKey, msg.device, now, presenceTtl)
+      and not isOnline(visitorsKey, msg.device, now, presenceTtl) then
     dropLease(bulk, leasedKey, leaseChecksKey, msg)
     poolReturn(bulk, poolKey, poolStateKey, msg.account, msg.id)
     bulkAdd(bulk, "ZADD", expiryKey, msg.expires, msg.id)
