@@ -64,6 +64,16 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def cluster_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """A loopback port for a cluster node: free, not in ``taken``, below the ephemeral
+    range, with its bus port (10000 higher) free too."""
+    for _ in range(1000):
+        port = random.randrange(*PORTS)
+        if not {port, port + 10_000} & taken and _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class Node:
     """One ``redis-server --cluster-enabled yes`` process (a :class:`RedisServer`)."""
 
@@ -263,9 +273,7 @@ class RedisClusterProcess:
     def _start_node(self, taken: set[int]) -> Node:
         last_error: Exception | None = None
         for _ in range(20):
-            port = random.randrange(*PORTS)
-            if {port, port + 10_000} & taken or not (_bindable(port) and _bindable(port + 10_000)):
-                continue
+            port = cluster_port(taken)
             node = Node(self.binary, port, self.root / str(port), self.node_timeout_ms)
             try:
                 node.start()

@@ -1,17 +1,24 @@
-"""The files in deploy/ hold together: the systemd unit passes ``systemd-analyze
-verify``, the example environment names only settings Connecfy knows, and the compose
-file wires Connecfy to its Redis and PostgreSQL with settings it knows."""
+"""The files in deploy/ hold together: the systemd units pass ``systemd-analyze
+verify``, the example environment names only settings Connecfy knows, the compose file
+wires Connecfy to its Redis and PostgreSQL with settings it knows, and the Redis and
+PostgreSQL configuration files are taken by the servers they are for."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import redis
 import yaml
 
 from broker.settings import Settings
+from connecfy.redis_server import RedisServer
+from tests.support.cluster import cluster_port
+from tests.support.postgres_server import postgres_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -28,23 +35,86 @@ def _env_lines(text: str) -> dict[str, str]:
     return found
 
 
-def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+def verify_unit(tmp_path: Path, name: str, text: str) -> None:
+    """``systemd-analyze verify`` of ``text`` saved as ``name``, without its User= and
+    Group= lines (those users need not exist here)."""
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: install.sh --test installs Debian's systemd"
+    local = "\n".join(line for line in text.splitlines() if not line.startswith(("User=", "Group=")))
+    (tmp_path / name).write_text(local)
+    result = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert name not in result.stderr, result.stderr
+
+
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (DEPLOY / "systemd" / "connecfy.service").read_text()
     assert "ExecStart=/opt/connecfy/.venv/bin/connecfy serve " in unit
-    # Point it at this checkout's console script; the connecfy user need not exist here.
-    local = "\n".join(
-        line
-        for line in unit.replace("/opt/connecfy/.venv/bin", str(Path(sys.executable).parent)).splitlines()
-        if not line.startswith(("User=", "Group="))
-    )
-    (tmp_path / "connecfy.service").write_text(local)
-    result = subprocess.run(
-        [analyze, "verify", str(tmp_path / "connecfy.service")], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert "connecfy.service" not in result.stderr, result.stderr
+    # Point it at this checkout's console script.
+    verify_unit(tmp_path, "connecfy.service", unit.replace("/opt/connecfy/.venv/bin", str(Path(sys.executable).parent)))
+
+
+def config_lines(path: Path) -> dict[str, str]:
+    """``name value`` lines of a Redis or PostgreSQL configuration file (``name = value``)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.replace("=", " ", 1).partition(" ")
+            found[name.strip()] = value.strip().strip("'")
+    return found
+
+
+def test_the_redis_cluster_node_unit_verifies_and_its_node_starts_in_cluster_mode(tmp_path: Path) -> None:
+    unit = (DEPLOY / "systemd" / "connecfy-redis@.service").read_text()
+    assert "ExecStart=/usr/bin/redis-server /etc/connecfy/redis-cluster-node.conf --port %i" in unit
+    verify_unit(tmp_path, "connecfy-redis@7001.service", unit)
+    settings = config_lines(DEPLOY / "redis" / "cluster-node.conf")
+    assert settings["cluster-enabled"] == "yes" and settings["maxmemory-policy"] == "noeviction"
+    options = [word for name, value in settings.items() for word in (f"--{name}", value)]
+    with (
+        RedisServer(tmp_path / "node", port=cluster_port(), options=options) as server,
+        redis.Redis.from_url(server.url) as client,
+    ):
+        assert client.info("cluster")["cluster_enabled"] == 1
+        found = client.config_get("*")
+    for name, value in settings.items():
+        assert found[name] == value, name
+
+
+def test_the_postgresql_unit_verifies_and_postgresql_takes_its_settings(tmp_path: Path) -> None:
+    unit = (DEPLOY / "systemd" / "connecfy-postgresql.service").read_text()
+    shipped = "/usr/lib/postgresql/15/bin/postgres"
+    assert f"ExecStart={shipped} -D /var/lib/connecfy-postgresql" in unit
+    bin_dir = postgres_bin()
+    assert bin_dir is not None, "no PostgreSQL binaries: install.sh --test installs Debian's postgresql"
+    verify_unit(tmp_path, "connecfy-postgresql.service", unit.replace(shipped, str(bin_dir / "postgres")))
+    # postgres -C reads a data directory's settings as the server would at start, and
+    # fails on a name or value it does not take.
+    settings = config_lines(DEPLOY / "postgresql" / "connecfy.conf")
+    runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under pytest's tmp_path: as root, the postgres user could not reach into it.
+    with tempfile.TemporaryDirectory(prefix="connecfy-test-pgconf-") as root:
+        if runas:
+            shutil.chown(root, "postgres", "postgres")
+        data = Path(root) / "data"
+        made = subprocess.run(
+            [*runas, str(bin_dir / "initdb"), "-D", str(data), "--no-sync", "-U", "postgres"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write((DEPLOY / "postgresql" / "connecfy.conf").read_text())
+        for name, value in settings.items():
+            shown = subprocess.run(
+                [*runas, str(bin_dir / "postgres"), "-D", str(data), "-C", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout.strip() == value, name
 
 
 def test_the_example_environment_names_known_settings_only() -> None:
