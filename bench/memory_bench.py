@@ -9,7 +9,8 @@ Run it from the repository root::
         --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
 Without ``--redis-url`` it starts a private ``redis-server`` (no persistence) in a temp
-directory, and without ``--database-url`` the history store is a SQLite file beside it.
+directory; a URL of any node of a Redis Cluster is taken as the cluster (its primaries
+are flushed and their ``used_memory`` added up). Without ``--database-url`` the history store is a SQLite file beside it.
 One process drives the broker as phones and senders would: every 100 ms it queues
 ``rate / 10`` messages (one batch, spread over ``--devices`` phones of one
 self-managed account), each phone claims what is waiting and reports every message
@@ -41,11 +42,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from broker import Broker, Settings
 from broker.history import HistoryStore, database_url
 from broker.records import OutgoingMessage
+from broker.redis_client import RedisClient, open_redis
 from broker.snapshotter import Snapshotter
 from connecfy.redis_server import RedisServer
 
@@ -85,6 +87,14 @@ async def sender(broker: Broker, account, devices, rate: int, stop: asyncio.Even
         await asyncio.sleep(max(0.0, started + ticks * TICK - time.monotonic()))
 
 
+async def used_memory(client: RedisClient) -> int:
+    """``used_memory`` of the Redis, or the sum over a cluster's primaries."""
+    if isinstance(client, RedisCluster):
+        per_node = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        return sum(int(info["used_memory"]) for info in per_node.values())
+    return int((await client.info("memory"))["used_memory"])
+
+
 async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
     settings = Settings(
         redis_url=redis_url,
@@ -99,8 +109,11 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
         sends_burst=BIG,
         lease_seconds=600,
     )
-    client = aioredis.from_url(redis_url)
-    await client.flushall()
+    client = await open_redis(redis_url)  # a Redis Cluster's node too
+    if isinstance(client, RedisCluster):
+        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.flushall()
     store = HistoryStore(store_url)
     await store.start()
     broker = Broker(client, settings)
@@ -112,7 +125,7 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
         devices.append(await broker.devices.register(code.code, f"phone {i}"))
         await broker.presence.heartbeat(devices[-1].ref)
     snapshotter = Snapshotter(broker, store)
-    baseline = int((await client.info("memory"))["used_memory"])
+    baseline = await used_memory(client)
 
     stop = asyncio.Event()
     queued, done = [0], [0]
@@ -131,7 +144,7 @@ async def run(args: argparse.Namespace, redis_url: str, store_url: str) -> dict:
             await broker.presence.heartbeat(d.ref)
         sample = {
             "t": round(time.monotonic() - started, 1),
-            "used_memory": int((await client.info("memory"))["used_memory"]),
+            "used_memory": await used_memory(client),
             "hot_messages": int(await client.hlen(shard.messages)),
             "stream": int(await client.xlen(shard.events)),
             "stored": await store.count_messages(),
