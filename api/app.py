@@ -31,6 +31,7 @@ from api.observability import MetricsController, configure_logging, instrument, 
 from api.openapi import ClosedStructs, openapi_config
 from api.sms import SmsController
 from api.stats import StatsController
+from api.suppressions import SuppressionsController
 from api.webhooks import WebhooksController
 from broker import Broker, Settings, __version__
 from broker.history import HistoryStore
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             SmsController,
             ExternalController,
             ApiKeysController,
+            SuppressionsController,
             StatsController,
             AuthController,
             HealthController,

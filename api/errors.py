@@ -74,6 +74,8 @@ _BROKER_STATUS: dict[type[errors.BrokerError], int] = {
     errors.WebhookDisabled: 409,
     errors.LimitRequestPending: 409,
     errors.LimitRequestDecided: 409,
+    errors.AlreadySuppressed: 409,
+    errors.NotSuppressed: 404,
 }
 
 

@@ -16,6 +16,7 @@ limits        rate limiter, account limits and requests (:mod:`broker.limits`)
 locks         the background jobs' locks with fencing tokens (:mod:`broker.locks`)
 sweeper       expiry, lost devices, pool returns (:mod:`broker.sweeper`)
 webhooks      an account's webhook endpoints (:mod:`broker.webhooks.endpoints`)
+suppressions  the numbers a sender may not message (:mod:`broker.suppressions`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -43,6 +44,7 @@ from broker.redis_client import RedisClient, check_writes
 from broker.scripts import ScriptRegistry
 from broker.sessions import Sessions
 from broker.settings import Settings
+from broker.suppressions import Suppressions
 from broker.sweeper import Sweeper
 from broker.webhooks.endpoints import WebhookEndpoints
 
@@ -68,6 +70,7 @@ class Broker:
         self.locks = Locks(ctx)
         self.sweeper = Sweeper(ctx, self.locks)
         self.webhooks = WebhookEndpoints(ctx)
+        self.suppressions = Suppressions(ctx)
 
     # The context, for the background jobs and tests ------------------------------------
 

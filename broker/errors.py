@@ -44,6 +44,24 @@ class Problem:
         self.kind = kind
 
 
+class RecipientOptedOut(InvalidInput):
+    """The recipient is on the sender's suppression list (replied STOP, or was added)."""
+
+    code = "recipient_opted_out"
+
+
+class NotSuppressed(BrokerError):
+    """This number is not on the suppression list."""
+
+    code = "not_suppressed"
+
+
+class AlreadySuppressed(BrokerError):
+    """This number is on the suppression list already."""
+
+    code = "already_suppressed"
+
+
 class AccountNotFound(BrokerError):
     """No such account."""
 
@@ -182,6 +200,28 @@ class LockLost(BrokerError):
         self.lock = lock
 
 
+OPTED_OUT = "the recipient opted out (replied STOP) or was added to the suppression list"
+
+
+def opted_out_problems(indexes: list[int]) -> list[Problem]:
+    """Messages ``indexes`` of a send go to suppressed numbers: one item error each."""
+    return [Problem(i, "to", OPTED_OUT, RecipientOptedOut) for i in indexes]
+
+
+def opted_out(indexes: list[int]) -> RecipientOptedOut:
+    """The error for messages ``indexes`` of a send going to suppressed numbers."""
+    detail = OPTED_OUT
+    problems = opted_out_problems(indexes)
+    if len(indexes) == 1:
+        return RecipientOptedOut(f"message {indexes[0]}: {detail}", field="to", index=indexes[0], problems=problems)
+    named = ", ".join(str(i) for i in indexes[:20]) + (", ..." if len(indexes) > 20 else "")
+    return RecipientOptedOut(
+        f"{len(indexes)} messages go to numbers that opted out (messages {named}); nothing was queued",
+        field="to",
+        problems=problems,
+    )
+
+
 def from_script_reply(message: str) -> BrokerError | None:
     """Map a script's ``CODE detail`` error reply to its domain error, if it is one."""
     code, _, detail = message.partition(" ")
@@ -191,6 +231,9 @@ def from_script_reply(message: str) -> BrokerError | None:
             return DeviceNotFound("no such device")
         named = ", ".join(str(i) for i in indexes)
         return DeviceNotFound(f"message {named}: no such device", index=indexes[0], indexes=indexes)
+    if code == "RECIPIENT_OPTED_OUT":
+        indexes = [int(i) for i in detail.split(",")]
+        return opted_out(indexes)
     if code == "RATE_LIMITED":
         retry_after, remaining, reset, burst = (int(float(x)) for x in detail.split())
         return RateLimited(RateDecision(False, burst, remaining, retry_after, reset))

@@ -57,6 +57,10 @@ key                                 type         what
                                                  sender's send limiter, expiring when full
 ``{S}:rate:tasks:<device>``         string       the same for a device's poll limiter
 ``{S}:limit-requests``              zset         an account's limit request ids -> created (ms)
+``{S}:suppressed:<account>``        zset (lex)   a sender's suppressed numbers (E.164), every
+                                                 score 0: the list's pages, in number order
+``{S}:suppression:<account>``       hash         suppressed number -> JSON (reason, created_ms):
+                                                 what the enqueue script checks
 ``{S}:webhooks``                    set          the account's webhook endpoint ids
 ``{S}:webhook:<ep>``                hash         url, events, secret, previous_secret,
                                                  previous_until_ms, lanes, created_ms,
@@ -192,6 +196,12 @@ class ShardKeys:
 
     def account(self) -> str:
         return f"{self.prefix}:account"
+
+    def suppressed(self, account_id: str) -> str:
+        return f"{self.prefix}:suppressed:{account_id}"
+
+    def suppression(self, account_id: str) -> str:
+        return f"{self.prefix}:suppression:{account_id}"
 
     def limit_requests(self) -> str:
         return f"{self.prefix}:limit-requests"

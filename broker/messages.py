@@ -79,6 +79,7 @@ class Messages:
         canonical: list[tuple[str, str, str]] = []
         problems: list[errors.Problem] = []
         targeted: list[tuple[int, str]] = []
+        recipients: list[tuple[int, str]] = []
         message_ids = ids.message_ids(now, len(messages))
         for index, message in enumerate(messages):
             try:
@@ -92,13 +93,15 @@ class Messages:
                 problems.append(errors.Problem(index, "device_id", "no such device"))
                 continue
             segments = count_segments(body).count
+            recipients.append((index, to))
             args += [message_ids[index], route, device_id, to, body, segments]
             canonical.append((to, body, device_id))
             if route == "device":
                 targeted.append((index, device_id))
         if problems:
-            # Refused already: name the unknown devices too (the script would only reach
-            # them once the rest is valid), so one answer lists every bad item.
+            # Refused already: name the unknown devices and suppressed recipients too (the
+            # script would only reach them once the rest is valid), so one answer lists
+            # every bad item.
             if targeted:
                 known = await self.ctx.redis.smismember(shard.devices, [d for _, d in targeted])
                 problems += [
@@ -106,7 +109,10 @@ class Messages:
                     for (i, _), found in zip(targeted, known, strict=True)
                     if not found
                 ]
-                problems.sort(key=lambda p: p.index)
+            if recipients:
+                listed = await self.ctx.redis.hmget(shard.suppression(account.id), [to for _, to in recipients])
+                problems += errors.opted_out_problems([i for (i, _), on in zip(recipients, listed, strict=True) if on])
+            problems.sort(key=lambda p: p.index)
             raise invalid_messages(problems)
         fingerprint = ""
         if idempotency_key is not None:
@@ -134,6 +140,7 @@ class Messages:
                 shard.devices,
                 shard.sent(account.id),
                 shard.send_rate(account.id),
+                shard.suppression(account.id),
             ],
             [
                 account.id,

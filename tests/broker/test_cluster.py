@@ -276,6 +276,13 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
 
     await run_split_pool(broker, clock)
 
+    # A suppression list, checked by the enqueue script in the sender's own shard.
+    for account in accounts:
+        assert await broker.suppressions.add(account, TO, "replied STOP")
+        with pytest.raises(errors.RecipientOptedOut):
+            await broker.messages.enqueue(account, [OutgoingMessage(TO, "no")])
+        await broker.suppressions.remove(account, TO)
+
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):
         assert (await broker.limits.rate_limit(limiter, rate=1, period_ms=60_000, burst=2)).remaining == 1

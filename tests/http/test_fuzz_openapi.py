@@ -26,7 +26,8 @@ phone has just claimed), a pairing code, the device a self-managed account's das
 send must name, and a webhook address (a generated host would be looked up in DNS at
 every registration; tests/app checks that every URL the document's pattern allows is
 taken as written); what makes a negative case invalid is kept. Phone numbers and emails are sent as
-generated: the document says exactly which the server takes. So the shared credentials
+generated (the document says exactly which the server takes), except a number to put on
+the suppression list, which is always a fresh one. So the shared credentials
 survive the run, and it checks that they did.
 
 Failures are collected per operation (schemathesis's report with a curl command to
@@ -111,6 +112,7 @@ class Fixtures:
     spare: Phone  # renamed and re-budgeted by PATCH, so the phone's budget stays whole
     api_key: str
     message_id: str
+    numbers: int = 0
 
     def fresh_session(self) -> Session:
         return _login(self.base_url, self.user.account["email"], PASSWORD)
@@ -126,6 +128,11 @@ class Fixtures:
             201,
         )
         return Phone(registered["device_id"], registered["device_token"])
+
+    def fresh_number(self) -> str:
+        """A number no other request names, for a suppression to add."""
+        self.numbers += 1
+        return f"+1555{7_000_000 + self.numbers}"
 
     def fresh_key_id(self) -> str:
         return expect(self.user.post("/api/api-keys/", json={"name": "throwaway"}), 201)["id"]
@@ -304,6 +311,11 @@ def prepare(case: Any, fx: Fixtures, n: int) -> dict[str, str]:
             body["code"] = fx.pairing_code()
         if operation.path == "/api/sms/send/":
             body["device_id"] = fx.spare.device_id  # both sessions' accounts are self-managed: they name one
+        if operation.path == "/api/suppressions/" and "phone" in body:
+            # Added numbers stay on the list: one the DELETE's cases generate must not be on
+            # it, or a DELETE that schemathesis counts as negative (it judges a path value
+            # in its URL-encoded "%2B..." form) would remove it, 204.
+            body["phone"] = fx.fresh_number()
         case.body = body
 
     case.headers = headers

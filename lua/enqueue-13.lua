@@ -14,6 +14,7 @@
     KEYS[10] devices set                    {S}:devices
     KEYS[11] sender's message index         {S}:sent:<account>
     KEYS[12] sender's send rate limiter     {S}:rate:sends:<account>
+    KEYS[13] sender's suppression list      {S}:suppression:<account>
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -34,10 +35,12 @@
     remaining and reset_ms describe the send rate limiter after this request.
 
   Checks run in this order and a failed one changes nothing: idempotency, devices,
-  rate, quota.
+  suppressed recipients, rate, quota.
 
   Errors:
     DEVICE_NOT_FOUND <i>[,<i>...]  these messages name no device of this shard
+    RECIPIENT_OPTED_OUT <i>[,<i>...]  these messages go to numbers on the sender's
+                                   suppression list (they replied STOP, or were added)
     RATE_LIMITED <retry after ms> <remaining> <reset ms> <burst>
     QUOTA_EXCEEDED <used> <quota>  the batch would pass the daily quota
     IDEMPOTENCY_KEY_REUSED         same key, other request
@@ -62,6 +65,7 @@ local queueKey = KEYS[9]
 local devicesKey = KEYS[10]
 local sentIndexKey = KEYS[11]
 local rateKey = KEYS[12]
+local suppressionKey = KEYS[13]
 
 local account = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -116,6 +120,23 @@ for i = 0, n - 1 do
 end
 if #missing > 0 then
   return redis.error_reply("DEVICE_NOT_FOUND " .. table.concat(missing, ","))
+end
+
+if rcall("EXISTS", suppressionKey) == 1 then
+  local recipients = {}
+  for i = 0, n - 1 do
+    recipients[i + 1] = ARGV[FIRST + 6 * i + 3]
+  end
+  local found = rcall("HMGET", suppressionKey, unpack(recipients))
+  local suppressed = {}
+  for i = 1, n do
+    if found[i] then
+      suppressed[#suppressed + 1] = i - 1
+    end
+  end
+  if #suppressed > 0 then
+    return redis.error_reply("RECIPIENT_OPTED_OUT " .. table.concat(suppressed, ","))
+  end
 end
 
 local rate = gcraCheck(rateKey, now, sendInterval, sendBurst, n)
