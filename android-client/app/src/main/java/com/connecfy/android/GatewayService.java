@@ -274,6 +274,12 @@ public final class GatewayService extends Service {
             }
         }
 
+        /** A report the server refused for good left the outbox (a received SMS it will not take, say). */
+        @Override
+        public void onDropped(String line) {
+            Log.w(TAG, line);
+        }
+
         /** The engine has forgotten its own pairing (the server refused its token twice). */
         @Override
         public void onUnpaired(String reason) {

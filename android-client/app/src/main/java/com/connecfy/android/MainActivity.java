@@ -16,7 +16,9 @@ import android.view.View;
 import android.widget.AdapterView;
 import android.widget.ArrayAdapter;
 import android.widget.Button;
+import android.widget.CompoundButton;
 import android.widget.Spinner;
+import android.widget.Switch;
 import android.widget.TextView;
 import android.widget.Toast;
 
@@ -29,15 +31,21 @@ import com.connecfy.core.SimChoice;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 
 /**
  * The main screen: paired or not, server, online state, last poll, queue, sent today,
- * failures, and each missing permission with the button that fixes it.
+ * failures, the switch for forwarding received SMS, and each missing permission with the
+ * button that fixes it.
  */
 public final class MainActivity extends Activity {
     private static final int REQUEST_SMS = 1;
     private static final int REQUEST_NOTIFICATIONS = 2;
     private static final int REQUEST_PHONE_STATE = 3;
+    private static final int REQUEST_RECEIVE_SMS = 4;
+    /** Writes the forwarding switch off the main thread, one change after another. */
+    private static final ExecutorService SETTINGS = Executors.newSingleThreadExecutor();
 
     private final Handler handler = new Handler(Looper.getMainLooper());
     private final Runnable refresher = new Runnable() {
@@ -50,6 +58,10 @@ public final class MainActivity extends Activity {
     private final List<Integer> simIds = new ArrayList<Integer>();
     /** Which SIM the gateway sends from, as of the last {@link #loadSims}. */
     private SimChoice.Decision sims;
+    /** The forwarding switch's value while it is being written (null: none); shown meanwhile. */
+    private Boolean forwardingWrite;
+    /** Set while {@link #refresh} moves the switch, so its listener does not take that for the user. */
+    private boolean showingForwarding;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -87,6 +99,21 @@ public final class MainActivity extends Activity {
                 requestPermissions(new String[] {Manifest.permission.SEND_SMS}, REQUEST_SMS);
             }
         });
+        click(R.id.grant_receive_sms, new Runnable() {
+            @Override
+            public void run() {
+                requestPermissions(new String[] {Manifest.permission.RECEIVE_SMS}, REQUEST_RECEIVE_SMS);
+            }
+        });
+        ((Switch) findViewById(R.id.forward_switch)).setOnCheckedChangeListener(
+            new CompoundButton.OnCheckedChangeListener() {
+                @Override
+                public void onCheckedChanged(CompoundButton button, boolean on) {
+                    if (!showingForwarding) {
+                        setForwarding(on);
+                    }
+                }
+            });
         click(R.id.grant_notifications, new Runnable() {
             @Override
             public void run() {
@@ -199,14 +226,23 @@ public final class MainActivity extends Activity {
             : s.isOnline(System.currentTimeMillis()) ? getString(R.string.online) : getString(R.string.offline);
         text(R.id.state, getString(R.string.state_line, state));
         text(R.id.last_poll, getString(R.string.last_poll_line, time(s.lastPollAt), s.lastPollCount));
-        text(R.id.queue, getString(R.string.queue_line, s.waitingToSend, gateway.outbox.size()));
+        int received = gateway.outbox.inboundSize();
+        text(R.id.queue, getString(R.string.queue_line, s.waitingToSend, Math.max(0, gateway.outbox.size() - received),
+            received));
         text(R.id.sent_today, getString(R.string.sent_today_line, gateway.counts.sentToday()));
         text(R.id.failures, getString(R.string.failures_line, gateway.counts.failedToday()));
         text(R.id.last_error, s.lastError == null ? "" : s.lastError);
         show(R.id.last_error, running && s.lastError != null);
 
+        boolean forwarding = forwardingWrite != null ? forwardingWrite : gateway.forwarding.isEnabled();
+        Switch forward = findViewById(R.id.forward_switch);
+        showingForwarding = true;
+        forward.setChecked(forwarding);
+        showingForwarding = false;
+        forward.setEnabled(true); // off until the stored value is known
+
         List<String> granted = new ArrayList<String>();
-        for (String permission : Setup.neededPermissions(Build.VERSION.SDK_INT)) {
+        for (String permission : Setup.neededPermissions(Build.VERSION.SDK_INT, forwarding)) {
             if (granted(permission)) {
                 granted.add(permission);
             }
@@ -215,9 +251,10 @@ public final class MainActivity extends Activity {
         if (sims == null) {
             sims = Sims.decide(this, app.simSubscriptionId());
         }
-        List<Setup.Item> missing = Setup.missing(Build.VERSION.SDK_INT, granted, battery, sims);
+        List<Setup.Item> missing = Setup.missing(Build.VERSION.SDK_INT, forwarding, granted, battery, sims);
         show(R.id.missing_title, !missing.isEmpty());
         show(R.id.row_sms, missing.contains(Setup.Item.SEND_SMS));
+        show(R.id.row_receive_sms, missing.contains(Setup.Item.RECEIVE_SMS));
         show(R.id.row_notifications, missing.contains(Setup.Item.NOTIFICATIONS));
         show(R.id.row_battery, missing.contains(Setup.Item.BATTERY_EXEMPTION));
         show(R.id.row_phone_state, missing.contains(Setup.Item.READ_PHONE_STATE));
@@ -257,6 +294,39 @@ public final class MainActivity extends Activity {
 
             @Override
             public void onNothingSelected(AdapterView<?> parent) {
+            }
+        });
+    }
+
+    /**
+     * The user turned forwarding of received SMS on or off: written to the core's storage
+     * off the main thread; the switch shows the new value meanwhile.
+     */
+    private void setForwarding(final boolean on) {
+        final ConnecfyApp app = ConnecfyApp.of(this);
+        forwardingWrite = on;
+        SETTINGS.execute(new Runnable() {
+            @Override
+            public void run() {
+                String problem = null;
+                try {
+                    app.gateway().forwarding.setEnabled(on);
+                } catch (IOException | RuntimeException e) {
+                    problem = app.getString(R.string.forwarding_failed, e.getMessage());
+                }
+                final String message = problem;
+                handler.post(new Runnable() {
+                    @Override
+                    public void run() {
+                        if (forwardingWrite != null && forwardingWrite == on) {
+                            forwardingWrite = null; // written (or not): the core's value is shown again
+                        }
+                        if (message != null) {
+                            Toast.makeText(app, message, Toast.LENGTH_LONG).show();
+                        }
+                        refresh();
+                    }
+                });
             }
         });
     }

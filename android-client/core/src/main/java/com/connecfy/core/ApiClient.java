@@ -17,7 +17,7 @@ import org.json.JSONObject;
 
 /**
  * The phone's side of the Connecfy HTTP API over {@link HttpURLConnection}: register with
- * a pairing code, then heartbeat, claim tasks and report statuses with the device token
+ * a pairing code, then heartbeat, claim tasks, report statuses and received SMS with the device token
  * (sent as {@code X-Device-Token}). Every error status becomes an {@link ApiException}
  * carrying the JSON error body and any {@code Retry-After}.
  */
@@ -107,6 +107,32 @@ public final class ApiClient implements DeviceApi {
         } catch (JSONException e) {
             throw new IOException("cannot build status report: " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * A 2xx counts only with the server's JSON naming the stored SMS ({@code id}): a Wi-Fi
+     * login page answering 200 to everything must not make the phone drop the SMS. Anything
+     * else is an IOException, retried with the same {@code ref}.
+     */
+    @Override
+    public String reportInbound(InboundSms sms) throws IOException, ApiException {
+        JSONObject body;
+        try {
+            body = sms.toJson();
+        } catch (JSONException e) {
+            throw new IOException("cannot build inbound report: " + e.getMessage(), e);
+        }
+        String reply = call("POST", "/api/devices/" + segment(deviceId) + "/inbound/", body, true);
+        String id;
+        try {
+            id = new JSONObject(reply).optString("id", "");
+        } catch (JSONException e) {
+            throw new IOException("unreadable answer to inbound: " + e.getMessage(), e);
+        }
+        if (id.isEmpty()) {
+            throw new IOException("the answer to inbound names no id");
+        }
+        return id;
     }
 
     private String call(String method, String path, JSONObject body, boolean authenticated)

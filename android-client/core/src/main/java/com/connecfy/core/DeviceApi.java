@@ -4,7 +4,7 @@ import java.io.IOException;
 import java.util.List;
 
 /**
- * The three calls a paired phone makes with its device token. IOException: no answer
+ * The calls a paired phone makes with its device token. IOException: no answer
  * (network down, server stopped, timeout); ApiException: an error status.
  */
 public interface DeviceApi {
@@ -16,4 +16,11 @@ public interface DeviceApi {
 
     /** {@code POST /api/sms/<id>/status/} with {@code sent}, {@code delivered} or {@code failed} (+ error). */
     void reportStatus(String messageId, String status, String error) throws IOException, ApiException;
+
+    /**
+     * {@code POST /api/devices/<id>/inbound/}: an SMS this phone received. Returns the
+     * server's id for it; the same {@code ref} again returns the same id and stores nothing
+     * twice, so a retry is always safe.
+     */
+    String reportInbound(InboundSms sms) throws IOException, ApiException;
 }

@@ -10,7 +10,7 @@ import java.util.Set;
 /**
  * What a paired phone does, one step at a time: heartbeat every ~15 s, claim tasks every
  * ~20 s (again after 2 s when a claim came back full), send each claimed message once,
- * within the pacer's limit, and drain the outbox of status reports. Errors back off
+ * within the pacer's limit, and drain the outbox (status reports and received SMS). Errors back off
  * with jitter, never sooner than a {@code Retry-After}; a 429 waits exactly as long as
  * its {@code Retry-After} says. The phone counts as removed from its account, and
  * everything stops, only when the server itself refuses the device token (its JSON 401
@@ -63,6 +63,13 @@ public final class DeviceEngine {
         void onUnpaired(String reason);
 
         void onStatus(EngineStatus status);
+
+        /**
+         * A report the server refused for good (a final 4xx: a received SMS it will not
+         * take, say) left the outbox; {@code line} says which and why, for the log.
+         */
+        default void onDropped(String line) {
+        }
     }
 
     private final DeviceApi api;
@@ -426,13 +433,16 @@ public final class DeviceEngine {
     private void drainOutbox() {
         try {
             Outbox.DrainResult result = outbox.drain(api);
+            for (String line : result.droppedLines) {
+                listener.onDropped(line);
+            }
             if (result.answered) {
                 answered();
             }
             if (result.tokenRefused) {
                 tokenRefused(result.lastError);
             } else if (result.lastError != null) {
-                otherError = "status report: " + result.lastError;
+                otherError = result.lastError;
             } else if (result.accepted > 0) {
                 otherError = null;
             }

@@ -6,16 +6,17 @@ import java.util.TimeZone;
 
 /**
  * Everything the phone keeps, opened from one {@link Storage}: the pairing, the outbox,
- * the sent ids, the pacer's window, the per-part results and today's counts. The app
+ * the sent ids, the pacer's window, the per-part results, today's counts and the switch
+ * for forwarding received SMS. The app
  * holds one per process and builds a {@link DeviceEngine} from it while paired.
  *
  * <p>A document that cannot be read is set aside (renamed to {@code <name>.unreadable})
  * and started afresh, so one damaged file does not keep the app from starting.
  */
 public final class Gateway {
-    /** Status reports retry from ~1 s up to 5 min apart while the server is out of reach. */
+    /** Reports retry from ~1 s up to 5 min apart while the server is out of reach. */
     public static final Backoff OUTBOX_BACKOFF = new Backoff(2000, 5 * 60000);
-    /** How long {@link #unpair(String, long)} tries to deliver the waiting status reports. */
+    /** How long {@link #unpair(String, long)} tries to deliver the waiting reports and received SMS. */
     public static final long UNPAIR_DRAIN_MILLIS = 10000;
     static final String SET_ASIDE_SUFFIX = ".unreadable";
 
@@ -28,6 +29,7 @@ public final class Gateway {
     public final SendPacer pacer;
     public final DailyCounts counts;
     public final SendResults results;
+    public final Forwarding forwarding;
 
     private DeviceEngine engine;
     /**
@@ -70,6 +72,7 @@ public final class Gateway {
         this.pacer = openedPacer;
         this.counts = openedCounts;
         this.results = openedResults;
+        this.forwarding = new Forwarding(storage, pairing, openedOutbox, clock);
         try {
             pairing.load(); // read now, so the screen never reads the disk for it
         } catch (UnreadableDocumentException e) {
@@ -155,8 +158,8 @@ public final class Gateway {
     /**
      * The user unpairs: stops the engine (waiting for a tick that is running, so nothing
      * is claimed or sent after this), tries for up to {@code timeoutMillis} to deliver the
-     * status reports still waiting while the token works, then forgets the token. Blocks:
-     * call it off the UI thread. True when every report reached the server.
+     * status reports and received SMS still waiting while the token works, then forgets
+     * the token. Blocks: call it off the UI thread. True when every report reached the server.
      */
     public boolean unpair(String userAgent, long timeoutMillis) throws IOException {
         DeviceCredentials credentials;

@@ -12,8 +12,9 @@ import org.json.JSONException;
 import org.json.JSONObject;
 
 /**
- * Status reports waiting for the server, kept in {@link Storage} so none is lost to an
- * app restart or a dead network. A report leaves the outbox when the server answers 2xx
+ * Reports waiting for the server, kept in {@link Storage} so none is lost to an app
+ * restart or a dead network: status reports of sent messages, and the SMS this phone
+ * received ({@link InboundSms}). A report leaves the outbox when the server answers 2xx
  * or a final 4xx ({@link Disposition#FINAL}: 400, 404, 409...). No answer, 401, 403, 408,
  * 429 and 5xx keep it, with its own jittered backoff, never shorter than the server's
  * {@code Retry-After}. When the trouble is the server's or the network's as a whole (no
@@ -26,6 +27,16 @@ import org.json.JSONObject;
  * <p>Reports of one message go in the order they were added ({@code sent} before
  * {@code delivered}); different messages do not wait for each other's backoff.
  *
+ * <p>A received SMS is never dropped for a 404: a server without the inbound endpoint
+ * (older than the app) answers that, and the SMS waits for it; every received SMS then
+ * backs off together (one request per backoff step, not one per SMS) while status
+ * reports go on. A final 400 (the server will never take it: a sender it does not
+ * accept, say) drops it. Received SMS keep their own document, as their texts are far
+ * larger than a status report, and at most {@link #MAX_INBOUND} wait (past that the
+ * oldest goes). The drain writes it once at its end rather than after each SMS the
+ * server took: after a crash in between, those are sent again with their {@code ref} and
+ * the server answers with the id it already gave.
+ *
  * <p>Retries are scheduled on the monotonic clock ({@link Clock#elapsedMillis}), so
  * setting the phone's time does not move them; the file keeps each next attempt as wall
  * time, and on loading a wait is cut to at most the backoff's longest step.
@@ -36,22 +47,41 @@ public final class Outbox {
     public static final String FAILED = "failed";
 
     static final String DOCUMENT = "outbox.json";
+    static final String INBOUND_DOCUMENT = "inbound.json";
+    /** Received SMS waiting at most; a new one past this pushes out the oldest. */
+    public static final int MAX_INBOUND = 5000;
 
-    /** One status report for one message. */
+    /** How far a failed report's backoff reaches. */
+    private enum Scope {
+        /** This report only (408, 500...). */
+        REPORT,
+        /** Every received SMS: the server has no inbound endpoint (404). */
+        INBOUND,
+        /** Everything: the server or the network as a whole (no answer, 429, 503...). */
+        ALL
+    }
+
+    /** One status report for one message, or one received SMS. */
     public static final class Report {
+        /** The message reported on; null for a received SMS. */
         public final String messageId;
+        /** {@link #SENT}, {@link #DELIVERED} or {@link #FAILED}; null for a received SMS. */
         public final String status;
         public final String error;
+        /** The received SMS to report; null for a status report. */
+        public final InboundSms inbound;
         /** Wall time. */
         public final long queuedAt;
         int attempts;
         /** On the monotonic clock. */
         long nextAttemptAt;
 
-        Report(String messageId, String status, String error, long queuedAt, int attempts, long nextAttemptAt) {
+        Report(String messageId, String status, String error, InboundSms inbound, long queuedAt, int attempts,
+                long nextAttemptAt) {
             this.messageId = messageId;
             this.status = status;
             this.error = error == null ? "" : error;
+            this.inbound = inbound;
             this.queuedAt = queuedAt;
             this.attempts = attempts;
             this.nextAttemptAt = nextAttemptAt;
@@ -63,6 +93,16 @@ public final class Outbox {
 
         public long nextAttemptAt() {
             return nextAttemptAt;
+        }
+
+        /** Reports with the same key go one at a time, in the order they were added. */
+        String key() {
+            return inbound != null ? "inbound " + inbound.ref : "status " + messageId;
+        }
+
+        /** For errors and the log; names no sender and no text. */
+        String describe() {
+            return inbound != null ? "received SMS " + inbound.ref : "status report " + messageId + " " + status;
         }
     }
 
@@ -77,6 +117,8 @@ public final class Outbox {
         public boolean answered;
         /** The last error, for the user; null when every attempt got an answer it wanted. */
         public String lastError;
+        /** A line for the log per report the server refused for good (dropped). */
+        public final List<String> droppedLines = new ArrayList<String>();
     }
 
     private final Storage storage;
@@ -86,8 +128,17 @@ public final class Outbox {
     private final List<Report> reports = new ArrayList<Report>();
     /** reports.size() as of the last change, read without the lock (for the screen). */
     private volatile int size;
+    /** The received SMS among them, likewise. */
+    private volatile int inboundSize;
     private int failuresInRow;
     private long resumeAt;
+    /** The inbound endpoint's own backoff (404s in a row): received SMS wait, status reports go. */
+    private int inboundFailuresInRow;
+    private long inboundResumeAt;
+    /** Received SMS left the list since their document was last written. */
+    private boolean inboundUnsaved;
+    /** {@link #MAX_INBOUND}; smaller in tests. */
+    int maxInbound = MAX_INBOUND;
 
     public Outbox(Storage storage, Clock clock, Random random, Backoff backoff) throws IOException {
         this.storage = storage;
@@ -97,15 +148,44 @@ public final class Outbox {
         load();
     }
 
-    /** Queues a report; the same status for the same message is kept once. */
+    /** Queues a status report; the same status for the same message is kept once. */
     public synchronized void add(String messageId, String status, String error) throws IOException {
         for (Report r : reports) {
-            if (r.messageId.equals(messageId) && r.status.equals(status)) {
+            if (messageId.equals(r.messageId) && status.equals(r.status)) {
                 return;
             }
         }
-        reports.add(new Report(messageId, status, error, clock.now(), 0, clock.elapsedMillis()));
-        save();
+        reports.add(new Report(messageId, status, error, null, clock.now(), 0, clock.elapsedMillis()));
+        saveStatus();
+    }
+
+    /**
+     * Queues a received SMS (on disk when this returns); one with a {@code ref} already
+     * waiting is kept once. Returns the oldest received SMS dropped to make room (more than
+     * {@link #MAX_INBOUND} waiting), or null.
+     */
+    public synchronized InboundSms addInbound(InboundSms sms) throws IOException {
+        Report oldest = null;
+        int waiting = 0;
+        for (Report r : reports) {
+            if (r.inbound != null) {
+                if (r.inbound.ref.equals(sms.ref)) {
+                    return null;
+                }
+                if (oldest == null) {
+                    oldest = r;
+                }
+                waiting++;
+            }
+        }
+        if (waiting >= maxInbound) {
+            reports.remove(oldest);
+        } else {
+            oldest = null;
+        }
+        reports.add(new Report(null, null, "", sms, clock.now(), 0, clock.elapsedMillis()));
+        saveInbound();
+        return oldest == null ? null : oldest.inbound;
     }
 
     /** How many reports wait; never waits for the lock (a write to the disk may hold it). */
@@ -113,10 +193,15 @@ public final class Outbox {
         return size;
     }
 
-    /** Whether a report of the message waits here. */
+    /** How many of them are received SMS; never waits for the lock. */
+    public int inboundSize() {
+        return inboundSize;
+    }
+
+    /** Whether a status report of the message waits here. */
     public synchronized boolean hasReportFor(String messageId) {
         for (Report r : reports) {
-            if (r.messageId.equals(messageId)) {
+            if (messageId.equals(r.messageId)) {
                 return true;
             }
         }
@@ -131,7 +216,10 @@ public final class Outbox {
         reports.clear();
         failuresInRow = 0;
         resumeAt = 0;
-        save();
+        inboundFailuresInRow = 0;
+        inboundResumeAt = 0;
+        saveStatus();
+        saveInbound();
     }
 
     /** When a drain next has something to do, on the monotonic clock (Long.MAX_VALUE: nothing waits). */
@@ -139,8 +227,9 @@ public final class Outbox {
         long earliest = Long.MAX_VALUE;
         Set<String> seen = new HashSet<String>();
         for (Report r : reports) {
-            if (seen.add(r.messageId)) {
-                earliest = Math.min(earliest, r.nextAttemptAt);
+            if (seen.add(r.key())) {
+                long at = r.inbound != null ? Math.max(r.nextAttemptAt, inboundResumeAt) : r.nextAttemptAt;
+                earliest = Math.min(earliest, at);
             }
         }
         return earliest == Long.MAX_VALUE ? earliest : Math.max(earliest, resumeAt);
@@ -162,6 +251,14 @@ public final class Outbox {
     }
 
     private DrainResult drain(DeviceApi api, boolean ignoreBackoff, long deadline) throws IOException {
+        try {
+            return drainUnsaved(api, ignoreBackoff, deadline);
+        } finally {
+            saveInboundIfChanged();
+        }
+    }
+
+    private DrainResult drainUnsaved(DeviceApi api, boolean ignoreBackoff, long deadline) throws IOException {
         DrainResult result = new DrainResult();
         Set<Report> tried = new HashSet<Report>();
         while (clock.elapsedMillis() < deadline) {
@@ -171,40 +268,54 @@ public final class Outbox {
             }
             tried.add(report);
             try {
-                api.reportStatus(report.messageId, report.status, report.error);
+                if (report.inbound != null) {
+                    api.reportInbound(report.inbound);
+                } else {
+                    api.reportStatus(report.messageId, report.status, report.error);
+                }
                 answered(report);
                 result.accepted++;
                 result.answered = true;
             } catch (ApiException e) {
+                String error = report.describe() + ": " + e.getMessage();
                 if (e.refusesToken()) {
-                    retryLater(report, e.retryAfterMillis(), true);
+                    retryLater(report, e.retryAfterMillis(), Scope.ALL);
                     result.retried++;
                     result.tokenRefused = true;
-                    result.lastError = e.getMessage();
+                    result.lastError = error;
                     return result;
                 }
                 result.answered = true;
-                if (e.disposition() == Disposition.FINAL) {
+                result.lastError = error;
+                if (isFinal(report, e)) {
                     answered(report);
                     result.dropped++;
-                    result.lastError = e.getMessage();
+                    result.droppedLines.add(report.describe() + " dropped, the server refused it: " + e.getMessage());
                 } else {
-                    boolean serverWide = isServerWide(e.status());
-                    retryLater(report, e.retryAfterMillis(), serverWide);
+                    Scope scope = isServerWide(e.status()) ? Scope.ALL
+                        : report.inbound != null && e.status() == 404 ? Scope.INBOUND : Scope.REPORT;
+                    retryLater(report, e.retryAfterMillis(), scope);
                     result.retried++;
-                    result.lastError = e.getMessage();
-                    if (serverWide) {
+                    if (scope == Scope.ALL) {
                         return result;
                     }
                 }
             } catch (IOException e) {
-                retryLater(report, -1, true);
+                retryLater(report, -1, Scope.ALL);
                 result.retried++;
-                result.lastError = "no answer from the server: " + e.getMessage();
+                result.lastError = report.describe() + ": no answer from the server: " + e.getMessage();
                 return result;
             }
         }
         return result;
+    }
+
+    /**
+     * The server will never take the report: a final 4xx. Not a 404 for a received SMS,
+     * which a server without the inbound endpoint answers: the SMS waits for it.
+     */
+    private static boolean isFinal(Report report, ApiException e) {
+        return e.disposition() == Disposition.FINAL && !(report.inbound != null && e.status() == 404);
     }
 
     private synchronized Report nextDue(Set<Report> tried, boolean ignoreBackoff) {
@@ -214,8 +325,11 @@ public final class Outbox {
         }
         Set<String> blocked = new HashSet<String>();
         for (Report r : reports) {
-            if (!blocked.add(r.messageId)) {
+            if (!blocked.add(r.key())) {
                 continue; // an earlier report of this message goes first
+            }
+            if (r.inbound != null && now < inboundResumeAt) {
+                continue;
             }
             if (r.nextAttemptAt <= now && !tried.contains(r)) {
                 return r;
@@ -228,7 +342,20 @@ public final class Outbox {
         failuresInRow = 0;
         resumeAt = 0;
         reports.remove(report);
-        save();
+        if (report.inbound != null) {
+            inboundFailuresInRow = 0;
+            inboundResumeAt = 0;
+            inboundUnsaved = true; // written at the end of the drain
+            publishSizes();
+        } else {
+            saveStatus();
+        }
+    }
+
+    private synchronized void saveInboundIfChanged() throws IOException {
+        if (inboundUnsaved) {
+            saveInbound();
+        }
     }
 
     static boolean isServerWide(int status) {
@@ -236,58 +363,115 @@ public final class Outbox {
             || status == 504;
     }
 
-    private synchronized void retryLater(Report report, long retryAfterMillis, boolean serverWide)
-            throws IOException {
+    private synchronized void retryLater(Report report, long retryAfterMillis, Scope scope) throws IOException {
         long now = clock.elapsedMillis();
         report.attempts++;
-        if (serverWide) {
+        if (scope == Scope.ALL) {
             failuresInRow++;
             resumeAt = now + Math.max(backoff.delayMillis(failuresInRow, random), retryAfterMillis);
+        } else if (scope == Scope.INBOUND) {
+            inboundFailuresInRow++;
+            inboundResumeAt = now + Math.max(backoff.delayMillis(inboundFailuresInRow, random), retryAfterMillis);
         }
         report.nextAttemptAt = now + Math.max(backoff.delayMillis(report.attempts, random), retryAfterMillis);
         if (reports.contains(report)) {
-            save();
+            if (report.inbound != null) {
+                saveInbound();
+            } else {
+                saveStatus();
+            }
         }
     }
 
     private void load() throws IOException {
-        String text = storage.read(DOCUMENT);
-        if (text == null) {
-            return;
-        }
         long wall = clock.now();
         long elapsed = clock.elapsedMillis();
         long longest = backoff.ceilingMillis(Integer.MAX_VALUE);
-        try {
-            JSONArray array = new JSONObject(text).getJSONArray("reports");
-            for (int i = 0; i < array.length(); i++) {
-                JSONObject o = array.getJSONObject(i);
-                long wait = Math.min(Math.max(0, o.optLong("next_attempt_at", 0) - wall), longest);
-                reports.add(new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
-                    o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + wait));
+        String text = storage.read(DOCUMENT);
+        if (text != null) {
+            try {
+                JSONArray array = new JSONObject(text).getJSONArray("reports");
+                for (int i = 0; i < array.length(); i++) {
+                    JSONObject o = array.getJSONObject(i);
+                    reports.add(new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
+                        null, o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest)));
+                }
+            } catch (JSONException e) {
+                throw new UnreadableDocumentException(DOCUMENT, e);
             }
-        } catch (JSONException e) {
-            throw new UnreadableDocumentException(DOCUMENT, e);
         }
-        size = reports.size();
+        text = storage.read(INBOUND_DOCUMENT);
+        if (text != null) {
+            try {
+                JSONArray array = new JSONObject(text).getJSONArray("inbound");
+                for (int i = 0; i < array.length(); i++) {
+                    JSONObject o = array.getJSONObject(i);
+                    reports.add(new Report(null, null, "", InboundSms.fromStored(o.getJSONObject("sms")),
+                        o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest)));
+                }
+            } catch (JSONException e) {
+                throw new UnreadableDocumentException(INBOUND_DOCUMENT, e);
+            }
+        }
+        publishSizes();
     }
 
-    private void save() throws IOException {
+    /** The wait left of a stored report: its next attempt (wall time) from now, at most {@code longest}. */
+    private static long waitLeft(JSONObject stored, long wall, long longest) {
+        return Math.min(Math.max(0, stored.optLong("next_attempt_at", 0) - wall), longest);
+    }
+
+    private void publishSizes() {
+        int inbound = 0;
+        for (Report r : reports) {
+            if (r.inbound != null) {
+                inbound++;
+            }
+        }
         size = reports.size();
+        inboundSize = inbound;
+    }
+
+    private void saveStatus() throws IOException {
+        publishSizes();
         long wall = clock.now();
         long elapsed = clock.elapsedMillis();
         try {
             JSONArray array = new JSONArray();
             for (Report r : reports) {
-                array.put(new JSONObject()
-                    .put("message_id", r.messageId)
-                    .put("status", r.status)
-                    .put("error", r.error)
-                    .put("queued_at", r.queuedAt)
-                    .put("attempts", r.attempts)
-                    .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed)));
+                if (r.inbound == null) {
+                    array.put(new JSONObject()
+                        .put("message_id", r.messageId)
+                        .put("status", r.status)
+                        .put("error", r.error)
+                        .put("queued_at", r.queuedAt)
+                        .put("attempts", r.attempts)
+                        .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed)));
+                }
             }
             storage.write(DOCUMENT, new JSONObject().put("reports", array).toString());
+        } catch (JSONException e) {
+            throw new IOException(e.getMessage(), e);
+        }
+    }
+
+    private void saveInbound() throws IOException {
+        publishSizes();
+        long wall = clock.now();
+        long elapsed = clock.elapsedMillis();
+        try {
+            JSONArray array = new JSONArray();
+            for (Report r : reports) {
+                if (r.inbound != null) {
+                    array.put(new JSONObject()
+                        .put("sms", r.inbound.toStored())
+                        .put("queued_at", r.queuedAt)
+                        .put("attempts", r.attempts)
+                        .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed)));
+                }
+            }
+            storage.write(INBOUND_DOCUMENT, new JSONObject().put("inbound", array).toString());
+            inboundUnsaved = false;
         } catch (JSONException e) {
             throw new IOException(e.getMessage(), e);
         }

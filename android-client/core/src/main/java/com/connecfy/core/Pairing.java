@@ -100,7 +100,8 @@ public final class Pairing {
 
     /**
      * Keeps new credentials; when they are another device's than the stored ones, the
-     * reports and part results of the old token (which the new one cannot deliver) go.
+     * reports (received SMS among them) and part results of the old token go: the new
+     * device may belong to another account.
      */
     synchronized void replace(DeviceCredentials credentials, Outbox outbox, SendResults results)
             throws IOException {
@@ -112,8 +113,8 @@ public final class Pairing {
     }
 
     /**
-     * Forgets the token, and the reports and part results that only that token could
-     * deliver, if the stored pairing is {@code deviceId}'s (null: whatever is stored); the
+     * Forgets the token, and the reports (received SMS among them) and part results that
+     * only that token could deliver, if the stored pairing is {@code deviceId}'s (null: whatever is stored); the
      * pairing of another device is never touched. Sent ids are kept: a message id is never
      * sent twice. True when a pairing was forgotten.
      */

@@ -137,6 +137,51 @@ public class ApiClientTest {
     }
 
     @Test
+    public void aReceivedSmsGoesToTheDevicesInboundPathWithTheToken() throws Exception {
+        status = 201;
+        reply = "{\"id\":\"01JINBOUND\",\"direction\":\"inbound\"}";
+        InboundSms sms = new InboundSms("ref-1", "+15557654321", "Hello \uD83D\uDE00", 1796472000123L, 1);
+        assertEquals("01JINBOUND", device().reportInbound(sms));
+        status = 200; // the same ref again: the same id
+        assertEquals("01JINBOUND", device().reportInbound(sms));
+        assertEquals("POST /api/devices/dev1/inbound/ application/json", requests.get(0));
+        assertEquals("tok-secret", tokens.get(0));
+        JSONObject body = new JSONObject(bodies.get(0));
+        assertEquals("+15557654321", body.getString("from"));
+        assertEquals("Hello \uD83D\uDE00", body.getString("message"));
+        assertEquals("2026-12-05T12:00:00.123Z", body.getString("received_at"));
+        assertEquals("ref-1", body.getString("ref"));
+        assertEquals(1, body.getInt("sim_slot"));
+        assertEquals(bodies.get(0), bodies.get(1));
+
+        status = 400;
+        reply = "{\"status_code\":400,\"code\":\"invalid_request\",\"detail\":\"from: not a sender\"}";
+        try {
+            device().reportInbound(sms);
+            fail("a 400 was taken for success");
+        } catch (ApiException e) {
+            assertEquals(Disposition.FINAL, e.disposition());
+            assertEquals("invalid_request", e.code());
+        }
+    }
+
+    @Test
+    public void aSuccessThatNamesNoStoredSmsIsNotTakenForOne() throws Exception {
+        InboundSms sms = new InboundSms("ref-1", "+15557654321", "Hello", 0, null);
+        for (String[] answer : new String[][] {{"text/html", "<html>Log in to the Wi-Fi</html>"},
+                {"application/json", "{}"}, {"application/json", "{\"id\":\"\"}"}}) {
+            contentType = answer[0];
+            reply = answer[1];
+            try {
+                device().reportInbound(sms);
+                fail("taken for stored: " + reply);
+            } catch (IOException expected) {
+                // kept and sent again with the same ref
+            }
+        }
+    }
+
+    @Test
     public void heartbeatOmitsUnknownFieldsAndClipsLongOnes() throws Exception {
         device().heartbeat(new Heartbeat(null, "14 with a very long vendor build suffix", null));
         JSONObject beat = new JSONObject(bodies.get(0));

@@ -379,7 +379,7 @@ public class GatewayTest {
             @Override
             public Object call() throws Exception {
                 return "" + gateway.pairing.load().deviceId + gateway.outbox.size() + gateway.counts.sentToday()
-                    + gateway.counts.failedToday();
+                    + gateway.counts.failedToday() + gateway.outbox.inboundSize() + gateway.forwarding.isEnabled();
             }
         };
         assertTrue(returnsAtOnce(screen));
@@ -408,11 +408,18 @@ public class GatewayTest {
                     return null;
                 }
             }),
+            inBackground(new java.util.concurrent.Callable<Object>() {
+                @Override
+                public Object call() throws Exception {
+                    gateway.forwarding.setEnabled(false);
+                    return null;
+                }
+            }),
         };
-        for (int i = 0; i < 100 && slow.writesWaiting.get() < 3; i++) {
+        for (int i = 0; i < 100 && slow.writesWaiting.get() < 4; i++) {
             Thread.sleep(10);
         }
-        assertEquals(3, slow.writesWaiting.get());
+        assertEquals(4, slow.writesWaiting.get());
         try {
             assertTrue("the screen's reads wait for a write to the disk", returnsAtOnce(screen));
         } finally {
@@ -423,6 +430,7 @@ public class GatewayTest {
         }
         assertEquals(1, gateway.outbox.size());
         assertEquals(1, gateway.counts.sentToday());
+        assertFalse(gateway.forwarding.isEnabled());
     }
 
     @Test

@@ -6,6 +6,7 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
+import static org.junit.Assume.assumeFalse;
 
 import java.io.File;
 import java.io.IOException;
@@ -26,8 +27,9 @@ import org.junit.Test;
 /**
  * The core against a real {@code connecfy serve} over real HTTP: pairing with a code
  * made by the dashboard API, heartbeat, claim, sent/delivered/failed reports, a
- * redelivered message not sent twice, the outbox surviving a server restart, and a
- * removed device unpairing the phone.
+ * redelivered message not sent twice, the outbox surviving a server restart, a
+ * removed device unpairing the phone, and received SMS reported once by their ref (skipped,
+ * by assumption, against a server without the inbound endpoint: it answers 404).
  *
  * <p>Needs {@code -Dconnecfy.bin=<path to connecfy>} and {@code -Dconnecfy.work=<empty dir>};
  * tests/e2e/test_android_core.py passes both. The server runs with 2 s leases so a redelivery
@@ -297,6 +299,35 @@ public class ServerIntegrationTest {
         assertTrue(phone.engine.status().unpaired);
         assertNull("the engine forgot its own pairing", new Pairing(new FileStorage(phone.dir)).load());
         assertEquals(0, phone.gateway.outbox.size());
+    }
+
+    @Test
+    public void receivedSmsReachTheServerOnceByTheirRef() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Two-way phone");
+        List<InboundSms.Part> parts = Arrays.asList(new InboundSms.Part("+15557654321", "Part one, "),
+            new InboundSms.Part("+15557654321", "part two."));
+        Forwarding.Result received = phone.gateway.forwarding.receive(parts, 0);
+        assertEquals(Forwarding.Outcome.QUEUED, received.outcome);
+        phone.engine.tick();
+        String error = phone.engine.status().lastError;
+        assumeFalse("the server has no inbound endpoint (" + error + ")",
+            phone.gateway.outbox.inboundSize() == 1 && error != null && error.contains("HTTP 404"));
+        assertEquals(error, 0, phone.gateway.outbox.size());
+
+        ApiClient client = new ApiClient(phone.credentials, USER_AGENT, phone.clock);
+        String id = client.reportInbound(received.sms); // sent again, as after a lost answer
+        assertFalse(id.isEmpty());
+        assertEquals("the same ref, the same id", id, client.reportInbound(received.sms));
+
+        // A sender the server does not take: dropped, not retried.
+        received = phone.gateway.forwarding.receive(
+            Arrays.asList(new InboundSms.Part("not a sender name at all", "Hello")), null);
+        assertEquals(Forwarding.Outcome.QUEUED, received.outcome);
+        phone.clock.advance(phone.engine.tick());
+        assertEquals(0, phone.gateway.outbox.size());
+        assertTrue(phone.engine.status().lastError, phone.engine.status().lastError.contains("HTTP 400"));
+        assertTrue(phone.unpaired.isEmpty());
     }
 
     private static List<String> statuses(JSONArray timeline) throws JSONException {
