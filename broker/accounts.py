@@ -62,6 +62,8 @@ class Accounts:
             await redis.delete(shard.account())
             raise errors.EmailTaken()
         await redis.sadd(keys.SHARDS, shard.tag)
+        if operator:
+            await redis.set(keys.OPERATOR, account.id, nx=True)  # the first one gets the pool's unclaimed SMS
         return account
 
     async def get(self, account_id: str) -> Account:

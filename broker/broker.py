@@ -17,6 +17,7 @@ locks         the background jobs' locks with fencing tokens (:mod:`broker.locks
 sweeper       expiry, lost devices, pool returns (:mod:`broker.sweeper`)
 webhooks      an account's webhook endpoints (:mod:`broker.webhooks.endpoints`)
 suppressions  the numbers a sender may not message (:mod:`broker.suppressions`)
+inbound       the SMS phones receive (:mod:`broker.inbound`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -34,6 +35,7 @@ from broker.context import Clock, Context, wall_clock_ms
 from broker.devices import Devices
 from broker.gauges import Gauges, read_gauges
 from broker.history import HistoryStore
+from broker.inbound import Inbound
 from broker.limits import AccountLimits
 from broker.locks import Locks
 from broker.message_log import MessageLog
@@ -71,6 +73,7 @@ class Broker:
         self.sweeper = Sweeper(ctx, self.locks)
         self.webhooks = WebhookEndpoints(ctx)
         self.suppressions = Suppressions(ctx)
+        self.inbound = Inbound(ctx, self.pool_shards)
 
     # The context, for the background jobs and tests ------------------------------------
 

@@ -47,6 +47,13 @@ key                                 type         what
                                                  entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
 ``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
+``{S}:pool-recipients``             hash         platform pool: ``<device>:<to>`` -> ``<account>|<ms>``,
+                                                 who a pool phone last sent to that number for
+``{S}:pool-recipients:age``         zset         ``<device>:<to>`` -> when (ms): older than 30
+                                                 days is dropped
+``{S}:inbound-ref:<device>:<h>``    string       a received SMS's ``ref`` (h = its SHA-256) ->
+                                                 ``<shard>|<id>|<account>``, 30 days: in the
+                                                 phone's own shard, so a retry finds its id
 ``{S}:pool-visitors``               zset         pool phone of another home shard -> its
                                                  last claim here (ms): online for the sweep
 ``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
@@ -88,6 +95,8 @@ hash tag:
 - ``{api-key:<sha256 of key>}`` -> ``<account id>|<key id>``
 - ``{session:<sha256 of session id>}`` (hash: account, csrf_token, expires_at_ms), expiring
 - ``{shards}``: set of every shard tag, for the sweep
+- ``{operator}``: the first operator account's id: a platform pool phone's received SMS
+  that no account sent to that number go to it
 - ``{pool-shards}``: set of every platform pool shard tag that is, or was, a home: the
   shards a pool phone's claim visits
 - ``{sweeper}``: lock held by the one process sweeping: ``<holder>|<fencing token>``, expiring
@@ -142,6 +151,8 @@ class ShardKeys:
         "leased",
         "messages",
         "pool",
+        "pool_recipients",
+        "pool_recipients_age",
         "pool_state",
         "pool_visitors",
         "prefix",
@@ -162,6 +173,8 @@ class ShardKeys:
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
         self.pool_visitors = f"{p}:pool-visitors"
+        self.pool_recipients = f"{p}:pool-recipients"
+        self.pool_recipients_age = f"{p}:pool-recipients:age"
         self.queue = f"{p}:queue"
         self.leased = f"{p}:leased"
         self.lease_checks = f"{p}:lease-checks"
@@ -196,6 +209,10 @@ class ShardKeys:
 
     def account(self) -> str:
         return f"{self.prefix}:account"
+
+    def inbound_ref(self, device_id: str, ref: str) -> str:
+        digest = hashlib.sha256(ref.encode()).hexdigest()
+        return f"{self.prefix}:inbound-ref:{device_id}:{digest}"
 
     def suppressed(self, account_id: str) -> str:
         return f"{self.prefix}:suppressed:{account_id}"
@@ -250,6 +267,7 @@ def session(session_sha256: str) -> str:
 
 
 SHARDS = "{shards}"
+OPERATOR = "{operator}"
 POOL_SHARDS = "{pool-shards}"
 SWEEPER_LOCK = "{sweeper}"
 SNAPSHOTTER_LOCK = "{snapshotter}"

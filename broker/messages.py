@@ -33,6 +33,9 @@ from broker.validation import MAX_ERROR_CHARS, MAX_MESSAGE_CHARS, check_text, no
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPORTED_STATUSES = ("sent", "delivered", "failed")
+RECIPIENT_MEMORY_MS = 30 * 86_400_000
+"""How long a platform pool phone remembers which account it last sent to a number for:
+an SMS from that number to that phone within it belongs to that account."""
 
 
 class Messages:
@@ -306,10 +309,19 @@ class Messages:
 
         async def report(tag: str) -> StatusChange:
             shard = self.ctx.shard(tag)
+            remember_ms = RECIPIENT_MEMORY_MS if keys.is_pool_shard(tag) else 0
             reply = await self.ctx.call(
                 "report-status",
-                [shard.messages, shard.counters, shard.leased, shard.lease_checks, shard.events],
-                [device.device_id, message_id, status, error, now],
+                [
+                    shard.messages,
+                    shard.counters,
+                    shard.leased,
+                    shard.lease_checks,
+                    shard.events,
+                    shard.pool_recipients,
+                    shard.pool_recipients_age,
+                ],
+                [device.device_id, message_id, status, error, now, remember_ms],
             )
             return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 

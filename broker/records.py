@@ -9,9 +9,10 @@ import msgspec
 from broker.keys import account_shard, pool_shard
 
 AccountType = Literal["self_managed", "api_only"]
-MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled"]
+MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received"]
 ReportedStatus = Literal["sent", "delivered", "failed"]
-STATUSES: tuple[str, ...] = ("queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled")
+STATUSES: tuple[str, ...] = ("queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received")
+"""Every status; "received" is an inbound message's only one (an SMS a phone received)."""
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +125,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     to: str
     message: str = msgspec.field(name="body")  # the text; "body" in the stored JSON
     segments: int
-    route: Literal["device", "pool"]
+    route: Literal["device", "pool", "inbound"]
     device: str
     status: MessageStatus
     created: int
@@ -134,6 +135,13 @@ class MessageRecord(msgspec.Struct, frozen=True):
     updated: int
     error: str
     timeline: list[tuple[str, int, str, str]] = []  # (status, at ms, device, error), oldest first
+    # An SMS a phone received: "inbound", from whom (E.164 or a sender name), when the
+    # phone got it (ms, its clock) and through which SIM; ``to`` is then the phone's own
+    # number ("" when unknown), and ``account`` the account it belongs to.
+    direction: Literal["outbound", "inbound"] = "outbound"
+    sender: str = msgspec.field(default="", name="from")
+    received_at: int = 0
+    sim_slot: int | None = None
 
 
 class Event(msgspec.Struct, frozen=True):

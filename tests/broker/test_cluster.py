@@ -239,6 +239,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
             "failed": 1,
             "expired": 1,
             "cancelled": 1,
+            "received": 0,
             "total": 7,
         }
     counts = await broker.message_log.account_counts(api)
@@ -282,6 +283,11 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         with pytest.raises(errors.RecipientOptedOut):
             await broker.messages.enqueue(account, [OutgoingMessage(TO, "no")])
         await broker.suppressions.remove(account, TO)
+        # An SMS its phone received: stored in the account's shard, its ref in the phone's.
+        phone = await _register(broker, account, "Receiver")
+        received = await broker.inbound.receive(phone.ref, TO, "STOP", clock.now_ms, "ref-1")
+        assert received.new and received.suppression == "added" and received.account == account.id
+        assert not (await broker.inbound.receive(phone.ref, TO, "STOP", clock.now_ms, "ref-1")).new
 
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):

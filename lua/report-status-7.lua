@@ -9,12 +9,18 @@
     KEYS[3]  leased set                     {S}:leased
     KEYS[4]  lease checks sorted set        {S}:lease-checks
     KEYS[5]  events stream                  {S}:events
+    KEYS[6]  pool recipients hash           {S}:pool-recipients
+    KEYS[7]  their ages                     {S}:pool-recipients:age
 
     ARGV[1]  device id
     ARGV[2]  message id
     ARGV[3]  new status: "sent" | "delivered" | "failed"
     ARGV[4]  error text (kept with "failed"; "" otherwise)
     ARGV[5]  now (ms)
+    ARGV[6]  how long a platform pool phone's recipient is remembered (ms); 0 in any
+             other shard. A pool message reported sent notes "<device>:<to>" ->
+             "<account>|<now>", so an SMS that number sends to that phone later belongs
+             to that account; entries older than this are dropped, a few per call.
 
   Output:
     {id, status, changed}   changed is "1" for a move, "0" for a repeat
@@ -42,6 +48,7 @@ local id = ARGV[2]
 local status = ARGV[3]
 local err = ARGV[4]
 local now = tonumber(ARGV[5])
+local rememberMs = tonumber(ARGV[6])
 
 local allowed = {
   claimed = {sent = true, delivered = true, failed = true},
@@ -70,6 +77,16 @@ if status ~= "failed" then
   err = nil
 elseif err == "" then
   err = "unknown"
+end
+if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status ~= "failed" then
+  local who = device .. ":" .. msg.to
+  rcall("HSET", KEYS[6], who, msg.account .. "|" .. now)
+  rcall("ZADD", KEYS[7], now, who)
+  local old = rcall("ZRANGEBYSCORE", KEYS[7], "-inf", now - rememberMs, "LIMIT", 0, 10)
+  if #old > 0 then
+    rcall("HDEL", KEYS[6], unpack(old))
+    rcall("ZREM", KEYS[7], unpack(old))
+  end
 end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
