@@ -150,8 +150,9 @@ def _http_error(_: Request, exc: HTTPException) -> Response:
 
 def store_unavailable(refused: StoreRefused | None = None) -> ApiError:
     """The 503 for a message store that cannot serve: ``refused``'s code when Redis
-    refused (``store_full``, ``store_read_only``, ``store_loading``, ``store_busy``),
-    else ``unavailable`` (unreachable, or no answer in time); always with Retry-After."""
+    refused (``store_full``, ``store_read_only``, ``store_loading``, ``store_busy``) or
+    did not copy a write to its replicas in time (``store_not_replicated``), else
+    ``unavailable`` (unreachable, or no answer in time); always with Retry-After."""
     if refused is None:
         return ApiError(
             503, "unavailable", "the message store is unreachable; try again shortly", headers={"Retry-After": "2"}

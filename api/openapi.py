@@ -58,7 +58,8 @@ DESCRIPTION = (
     "64 KiB (413), the batch 2 MiB. `OPTIONS` answers 204 with `Allow`, without a credential. A 429 carries "
     "`Retry-After`, and on a rate limit `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a 503 "
     "(the message store unreachable, `unavailable`, or refusing: `store_full`, `store_read_only`, "
-    "`store_loading`, `store_busy`) carries `Retry-After`. A path with a method it does not serve is 405."
+    "`store_loading`, `store_busy`, or not copied to its replicas in time: `store_not_replicated`) carries "
+    "`Retry-After`. A path with a method it does not serve is 405."
 )
 
 
@@ -119,7 +120,9 @@ ERRORS: dict[int, ErrorStatus] = {
     503: ErrorStatus(
         "ServiceUnavailable",
         "The message store is unreachable or too slow (`unavailable`), refusing (`store_full`, `store_read_only`, "
-        "`store_loading`, `store_busy`), or the server not ready: retry after `Retry-After` seconds.",
+        "`store_loading`, `store_busy`), did not copy a change to its replicas in time (`store_not_replicated`: "
+        "the change was made; a send retried with its `Idempotency-Key` is not queued twice), or the server is "
+        "not ready: retry after `Retry-After` seconds.",
     ),
 }
 

@@ -12,11 +12,28 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from broker import keys
-from broker.redis_client import RedisClient
+from broker.redis_client import RedisClient, replicated
 from broker.scripts import ScriptRegistry
 from broker.settings import Settings
 
 Clock = Callable[[], int]
+
+WAITED_SCRIPTS = frozenset(
+    {
+        "enqueue",  # a send's 202
+        "claim",  # the tasks a phone is handed
+        "report-status",  # a phone's status report
+        "register-device",  # a phone's pairing
+        "pool-take",  # a platform pool claim, shard by shard
+        "pool-charge",
+        "inbound",  # a received SMS the phone is told is stored
+    }
+)
+"""The scripts whose writes a client is answered about: with
+``CONNECFY_REDIS_WAIT_REPLICAS`` = N above 0, each call is answered only once N replicas
+hold what it wrote (``WAIT``), so a primary failover neither loses an accepted message
+nor lets a second phone take one a phone was handed. A name with no script in ``lua/``
+(yet) is no error: it is waited for once it has one."""
 
 
 def wall_clock_ms() -> int:
@@ -51,5 +68,20 @@ class Context:
         return self.shard(keys.account_shard(account_id))
 
     async def call(self, name: str, key_list: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run the script ``name`` (see :mod:`broker.scripts`)."""
+        """Run the script ``name`` (see :mod:`broker.scripts`); one of
+        :data:`WAITED_SCRIPTS` waits for the replicas when there are any to wait for."""
+        replicas = self.settings.redis_wait_replicas
+        if replicas and name in WAITED_SCRIPTS:
+            limit = self.settings.redis_timeout_ms / 1000
+            return await self.scripts.call_waited(self.redis, name, key_list, args, replicas, limit)
         return await self.scripts.call(self.redis, name, key_list, args)
+
+    async def set_waited(self, key: str, value: str) -> None:
+        """``SET key value`` for a write outside a script that a client is answered about
+        (a paired phone's token index: on a cluster, in a slot of its own), waited for
+        like :data:`WAITED_SCRIPTS`."""
+        replicas = self.settings.redis_wait_replicas
+        if replicas:
+            await replicated(self.redis, key, [("SET", key, value)], replicas, self.settings.redis_timeout_ms / 1000)
+        else:
+            await self.redis.set(key, value)

@@ -61,7 +61,7 @@ class Devices:
         # The token index is written first: if the script then fails, the index points
         # at no device and is dropped; a crash in between leaves only a dead pointer.
         index = keys.device_token_index(token_sha)
-        await redis.set(index, f"{shard.tag}|{device_id}")
+        await self.ctx.set_waited(index, f"{shard.tag}|{device_id}")
         settings = self.ctx.settings
         try:
             owner = await self.ctx.call(

@@ -60,6 +60,9 @@ key                                 type         what
 ``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
 ``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
 ``{S}:pairing-code:<code>``         string       owner account id ("" for the pool), expiring
+``{S}:replicated``                  string       written before each ``WAIT`` for replicas
+                                                 (``CONNECFY_REDIS_WAIT_REPLICAS``), expiring
+                                                 after a minute (:func:`replication_mark`)
 ``{S}:rate:sends:<account>``        string       GCRA theoretical arrival time (ms) of a
                                                  sender's send limiter, expiring when full
 ``{S}:rate:tasks:<device>``         string       the same for a device's poll limiter
@@ -281,6 +284,17 @@ WEBHOOK_WAKE = "{webhook-wake}"
 def fence(lock: str) -> str:
     """The fencing counter of ``lock`` (same hash tag, so one script takes both)."""
     return lock + ":fence"
+
+
+def replication_mark(key: str) -> str:
+    """The key written right before a ``WAIT`` that follows a write to ``key``: with
+    ``key``'s hash tag (every script's keys have one), so that it goes to the same
+    primary and the ``WAIT`` covers all that primary holds of the slot."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start < 0 or end <= start + 1:
+        raise ValueError(f"{key!r} has no hash tag")
+    return key[start : end + 1] + ":replicated"
 
 
 def client_rate(name: str, client: str) -> str:

@@ -29,6 +29,11 @@ wraps a refusal met inside a script in a generic "Error running script" reply, w
 7.0 passes the refusal's own code on), and the client raises it as a
 :class:`StoreRefused` with a machine code, so the API answers 503 with that code and
 ``Retry-After`` instead of a 500.
+
+Replicas. :func:`replicated` runs commands whose writes a client is answered about
+followed by ``WAIT``, in one round trip on one connection of the primary that holds
+their slot (``WAIT`` counts the writes of the connection it is sent on), and raises
+:class:`StoreNotReplicated` when fewer replicas than asked acknowledged them in time.
 """
 
 from __future__ import annotations
@@ -36,21 +41,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
     ClusterDownError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -74,7 +82,8 @@ T = TypeVar("T")
 
 class StoreRefused(RedisError):
     """Redis answered, and refused the command for a state of its own that passes:
-    nothing of the command was done, and the same command may succeed later.
+    nothing of the command was done (but see :class:`StoreNotReplicated`), and the same
+    command may succeed later.
 
     ``code`` is the API's machine code, ``detail`` the sentence for clients,
     ``retry_after`` the seconds the API suggests waiting, and ``reply`` what Redis said
@@ -126,6 +135,20 @@ class StoreBusy(StoreRefused):
 class StoreDown(StoreRefused):
     """MASTERDOWN (a replica that lost its primary and serves no stale data) or
     CLUSTERDOWN: Redis answers but serves nothing; to clients it is unavailable."""
+
+
+class StoreNotReplicated(StoreRefused):
+    """``WAIT`` counted fewer replicas holding the write than
+    ``CONNECFY_REDIS_WAIT_REPLICAS`` within the command's time limit. Unlike the other
+    refusals the command did run, on the primary alone, where a failover could lose it;
+    so the client is not told it succeeded. Its retry is safe: a send repeated with its
+    ``Idempotency-Key`` gets the same ids (once replicas hold them), a repeated status
+    report is the usual no-op, and messages of a claim whose answer was this stay leased
+    until their lease runs out, like those of any lost answer."""
+
+    code = "store_not_replicated"
+    detail = "the message store could not copy the change to its replicas in time; try again shortly"
+    retry_after = 5
 
 
 # The exception classes redis-py raises for a refusal (checked in order: MasterDownError
@@ -309,6 +332,159 @@ async def check_writes(redis: RedisClient, key: str) -> None:
             raise refused from exc
         if not (isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")):
             raise
+
+
+# Waiting for replicas -------------------------------------------------------------------
+
+WAIT_KEPT_BACK_S = 0.2
+WAIT_KEPT_BACK_SHARE = 0.1
+"""What of a call's time limit is kept back from ``WAIT`` (the larger of the two), so
+that "too few replicas" comes back as itself before the limit turns the call into a
+timeout: Redis looks at a blocked ``WAIT``'s time on its clock tick (every 100 ms at the
+default ``hz 10``), so ``WAIT`` answers up to a tick late, then the answer travels."""
+
+REDIRECTS = 5
+"""MOVED or ASK replies one replicated call follows on a cluster (each means the commands
+did not run where they were sent)."""
+
+Command = Sequence[EncodableT]
+
+
+async def replicated(
+    redis: RedisClient, key: str, commands: Sequence[Command], replicas: int, limit: float
+) -> list[Any]:
+    """Run ``commands`` (each in ``key``'s hash slot), then ``WAIT replicas <ms>``, in one
+    round trip on one connection of the primary holding ``key``; their replies.
+
+    ``WAIT`` counts the writes of the connection it is sent on, hence the one connection
+    (a pool or a cluster client would send a command of its own anywhere). The call is
+    bounded by the client's ``command_timeout`` (``limit`` seconds when it has none) and
+    sent once, like any command; ``WAIT`` gets what is left of that time, less what
+    :data:`WAIT_KEPT_BACK_S` says. The first error reply of a command is raised (a
+    refusal as its :class:`StoreRefused`); else :class:`StoreNotReplicated` when ``WAIT``
+    counted fewer than ``replicas``. On a cluster, a MOVED or ASK reply to the first
+    command is followed (nothing ran there), and a lost connection asks redis-py for a
+    fresh slot map, which the next command loads: a promoted replica is found so."""
+    seconds = getattr(redis, "command_timeout", None) or limit
+    kept_back = max(WAIT_KEPT_BACK_S, WAIT_KEPT_BACK_SHARE * seconds)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def wait() -> Command:
+        left = seconds - kept_back - (loop.time() - started)
+        return ("WAIT", replicas, max(1, int(left * 1000)))
+
+    async def run() -> list[Any]:
+        if isinstance(redis, RedisCluster):
+            replies = await _on_slot_primary(redis, key, commands, wait)
+        else:
+            replies = await _on_one_connection(redis, commands, wait)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        *answers, acked = replies
+        if int(acked) < replicas:
+            raise StoreNotReplicated(
+                f"WAIT {replicas}: {acked} replica(s) acknowledged within {loop.time() - started:.3f} s"
+            )
+        return answers
+
+    return await _settled(run(), seconds)
+
+
+async def _exchange(connection: AbstractConnection, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` at once on ``connection`` and read every reply, an error reply
+    as its exception. A failure part way closes the connection, so that no reply is left
+    on it for its next user."""
+    await connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    try:
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    return replies
+
+
+async def _on_one_connection(
+    redis: aioredis.Redis, commands: Sequence[Command], wait: Callable[[], Command]
+) -> list[Any]:
+    """One Redis: ``commands`` and the ``WAIT`` on one connection of its pool (taken out,
+    and checked alive, as any command's is; ``WAIT``'s time reckoned once it is)."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        return await _exchange(connection, [*commands, wait()])
+    finally:
+        await pool.release(connection)
+
+
+async def _on_slot_primary(
+    cluster: RedisCluster, key: str, commands: Sequence[Command], wait: Callable[[], Command]
+) -> list[Any]:
+    """A Redis Cluster: ``commands`` and the ``WAIT`` on one connection of the primary
+    that owns ``key``'s slot, as redis-py's cluster pipeline sends the commands of one
+    node (``ClusterNode.execute_pipeline``; the pipeline itself would route the keyless
+    ``WAIT`` to a node of its own choosing). Redirections and lost nodes are handled as
+    redis-py's cluster client handles them for one command, without its retries."""
+    await cluster.initialize()  # runs the slot map refresh an earlier failure asked for, once due
+    slot = cluster.keyslot(key)
+    node = cluster.nodes_manager.get_node_from_slot(slot)
+    asking = False
+    for _ in range(REDIRECTS + 1):
+        sent: list[Command] = []
+        answers: list[int] = []  # where each reply wanted is among those of ``sent``
+        for command in commands:
+            if asking:
+                sent.append(("ASKING",))  # lets the one command after it in
+            answers.append(len(sent))
+            sent.append(command)
+        answers.append(len(sent))
+        sent.append(wait())
+        stack = [PipelineCommand(i, *command) for i, command in enumerate(sent)]
+        try:
+            await node.execute_pipeline(stack)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            _node_failed(cluster, node, exc)
+            raise
+        replies = [stack[i].result for i in answers]
+        first = replies[0]
+        if isinstance(first, AskError):  # MOVED is an AskError too
+            if not first.host:  # a node of unknown endpoint names only the port
+                first.host = node.host
+                first.node_addr = first.host, first.port
+            if isinstance(first, MovedError):
+                await cluster.nodes_manager.move_slot(first)
+                node = cluster.nodes_manager.get_node_from_slot(slot)
+                asking = False
+            else:
+                target = cluster.get_node(*cluster.nodes_manager.remap_host_port(first.host, first.port))
+                if target is None:
+                    raise first
+                node, asking = target, True
+            continue
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                _node_failed(cluster, node, reply)
+            elif isinstance(reply, ClusterDownError):
+                cluster._request_refresh()
+        return replies
+    raise RedisClusterException(f"more than {REDIRECTS} redirections for slot {slot}")
+
+
+def _node_failed(cluster: RedisCluster, node: ClusterNode, exc: Exception) -> None:
+    """What redis-py's cluster client does when a command to ``node`` loses its
+    connection: ask for the slot map again (the next command loads it) naming ``node`` as
+    the one that failed, so that a replica promoted in its place is found. A pool with no
+    free connection is no failure of the node."""
+    if isinstance(exc, RedisCluster.NOT_NODE_FAILURE_ERRORS):
+        return
+    cluster.nodes_manager.move_node_to_end_of_cached_nodes(node.name)
+    cluster._request_refresh(last_failed_node_name=node.name)
 
 
 # The client -----------------------------------------------------------------------------

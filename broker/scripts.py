@@ -3,7 +3,16 @@
 A script's file name carries its key count; :meth:`ScriptRegistry.call` refuses a call
 with any other number of keys. ``--- @include "includes/x"`` lines are replaced by the
 fragment's text (once per script). All scripts are loaded at start-up so that a broken
-one fails fast; a ``NOSCRIPT`` reply (Redis restarted or flushed) reloads and retries.
+one fails fast; a ``NOSCRIPT`` reply (Redis restarted or flushed, a promoted replica)
+reloads and retries.
+
+:meth:`ScriptRegistry.call_waited` follows the call with ``WAIT`` on the same connection
+(:func:`broker.redis_client.replicated`), with a write of the slot's
+:func:`~broker.keys.replication_mark` in between: ``WAIT`` counts the writes of its
+connection up to its last one, and a call that writes nothing itself (a repeated send
+answered with the first one's ids, a repeated status report) answers with what an
+earlier call wrote, perhaps on another connection; the mark, written after it, makes the
+``WAIT`` cover everything the primary holds in that slot.
 """
 
 from __future__ import annotations
@@ -16,11 +25,13 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from broker import keys as key_names
 from broker.errors import BrokerError, from_script_reply
-from broker.redis_client import RedisClient
+from broker.redis_client import RedisClient, replicated
 
 _NAME = re.compile(r"^(?P<name>[a-z][a-z-]*)-(?P<keys>\d+)\.lua$")
 _INCLUDE = re.compile(r'^--- @include "(?P<path>[a-z/_-]+)"\s*$', re.MULTILINE)
+MARK_TTL_MS = 60_000  # a replication mark outlives any WAIT that follows it
 
 
 def lua_directory() -> Path:
@@ -81,6 +92,33 @@ class ScriptRegistry:
             except NoScriptError:
                 await redis.script_load(script.source)
                 return await redis.evalsha(script.sha, script.key_count, *keys, *args)
+        except NoScriptError:
+            raise
+        except ResponseError as exc:
+            error: BrokerError | None = from_script_reply(str(exc))
+            if error is None:
+                raise
+            raise error from None
+
+    async def call_waited(
+        self, redis: RedisClient, name: str, keys: Sequence[str], args: Sequence[Any], replicas: int, limit: float
+    ) -> Any:
+        """:meth:`call`, answered only once ``replicas`` replicas hold what the script
+        wrote (within the client's time limit, or ``limit`` seconds when it has none), else
+        :class:`~broker.redis_client.StoreNotReplicated`."""
+        script = self.scripts[name]
+        if len(keys) != script.key_count:
+            raise ValueError(f"{name} takes {script.key_count} keys, got {len(keys)}")
+        commands = [
+            ("EVALSHA", script.sha, script.key_count, *keys, *args),
+            ("SET", key_names.replication_mark(keys[0]), "1", "PX", MARK_TTL_MS),
+        ]
+        try:
+            try:
+                return (await replicated(redis, keys[0], commands, replicas, limit))[0]
+            except NoScriptError:
+                await redis.script_load(script.source)
+                return (await replicated(redis, keys[0], commands, replicas, limit))[0]
         except NoScriptError:
             raise
         except ResponseError as exc:
