@@ -7,10 +7,20 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.openapi import ResponseSpec
 
 from api.credentials import account_of, device_guard, device_of, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
-from api.inputs import Battery, ClaimLimit, Name, OptionalPhoneNumber, PathId, SegmentBudget, VersionText
+from api.inputs import (
+    Battery,
+    ClaimLimit,
+    Name,
+    OptionalPhoneNumber,
+    PathId,
+    SegmentBudget,
+    VersionText,
+    checked_by_the_broker,
+)
 from api.limits import auth_rate_guard
 from api.observability.metrics import claimed
 from api.openapi import (
@@ -30,7 +40,8 @@ from api.openapi import (
 )
 from api.state import broker_of
 from broker import Broker, errors
-from broker.clock import iso_utc
+from broker.clock import MAX_ISO_CHARS, iso_utc
+from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT
 from broker.records import Account, DeviceInfo, DeviceRef
 
 PairingCode = Annotated[
@@ -66,6 +77,53 @@ class HeartbeatOut(msgspec.Struct):
     status: str
     device_id: str
     last_seen: str
+
+
+InboundSender = Annotated[
+    str,
+    checked_by_the_broker(
+        "Who sent it: a number in E.164 (e.g. +15551234567) or a sender name of 1 to 15 letters, digits, spaces "
+        "and . _ & ' -, as the phone got it.",
+        max_length=16,
+    ),
+]
+InboundText = Annotated[
+    str, checked_by_the_broker("The text, the parts of a long SMS joined.", min_length=1, max_length=MAX_INBOUND_CHARS)
+]
+InboundRef = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The phone's own id of this received SMS: the same in every retry, so it is stored once.",
+    ),
+]
+ReceivedAt = Annotated[
+    str,
+    checked_by_the_broker(
+        "When the phone received it, ISO-8601 (e.g. 2026-12-05T12:00:00.123Z; without an offset, UTC).",
+        max_length=MAX_ISO_CHARS,
+    ),
+]
+SimSlot = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIM_SLOT, extra_json_schema={"extra": {"minimum": 0}})]
+
+
+class InboundBody(msgspec.Struct, forbid_unknown_fields=True):
+    sender: InboundSender = msgspec.field(name="from")
+    message: InboundText
+    received_at: ReceivedAt
+    ref: InboundRef
+    sim_slot: SimSlot | None = None
+
+
+class InboundOut(msgspec.Struct):
+    id: str
+    direction: str
+
+
+INBOUND_DOC = documented(BODY, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN)
+INBOUND_DOC["responses"][200] = ResponseSpec(
+    data_container=InboundOut, description="This ref was stored before: the same id, nothing stored again."
+)
 
 
 class PairingCodeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -170,6 +228,25 @@ class PhoneController(Controller):
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         return HeartbeatOut("ok", device.device_id, iso_utc(seen) or "")
+
+    @post(
+        "/{device_id:str}/inbound/",
+        status_code=201,
+        guards=[device_guard],
+        operation_id="reportInbound",
+        **INBOUND_DOC,
+    )
+    async def inbound(self, request: Request[Any, Any, Any], data: InboundBody) -> Response[InboundOut]:
+        """An SMS the phone received (201); the same ``ref`` again is 200 with the same id.
+        An opt-out word (STOP, ...) as the whole text puts the sender on the account's
+        suppression list, an opt-in word (START, ...) takes it off."""
+        try:
+            received = await broker_of(request).inbound.receive(
+                device_of(request), data.sender, data.message, data.received_at, data.ref, data.sim_slot
+            )
+        except errors.DeviceNotFound:
+            raise unpaired(request) from None
+        return Response(InboundOut(received.id, "inbound"), status_code=201 if received.new else 200)
 
 
 async def owned_device(broker: Broker, account: Account, device_id: str) -> DeviceRef:

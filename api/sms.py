@@ -82,8 +82,11 @@ class MessageOut(msgspec.Struct):
     error: str | None
     created_at: str
     updated_at: str
-    expires_at: str
+    expires_at: str | None  # None for a received SMS
     timeline: list[TimelineEntry]
+    direction: str  # "outbound", or "inbound" for an SMS a phone received
+    sender: str | None = msgspec.field(default=None, name="from")  # inbound: who sent it
+    received_at: str | None = None  # inbound: when the phone got it (its clock)
 
 
 class MessagePageOut(msgspec.Struct):
@@ -102,11 +105,14 @@ def message_out(record: MessageRecord) -> MessageOut:
         record.error or None,
         iso_utc(record.created) or "",
         iso_utc(record.updated) or "",
-        iso_utc(record.expires) or "",
+        iso_utc(record.expires) if record.direction == "outbound" else None,
         [
             TimelineEntry(status, iso_utc(at) or "", device or None, error or None)
             for status, at, device, error in record.timeline
         ],
+        record.direction,
+        record.sender or None,
+        iso_utc(record.received_at) if record.direction == "inbound" else None,
     )
 
 

@@ -23,6 +23,8 @@ class StatsOut(msgspec.Struct):
     claimed: int
     expired: int
     cancelled: int
+    received: int  # SMS the account's phones received (not in total_messages, nor in the rate)
+    opted_out: int  # numbers on the account's suppression list
     devices: list[DeviceOut]
 
 
@@ -34,7 +36,9 @@ class StatsController(Controller):
     @get("/", operation_id="stats", **documented(SESSION, security=SESSION_COOKIE_ONLY))
     async def stats(self, request: Request[Any, Any, Any]) -> StatsOut:
         """O(devices): the counters are kept by the scripts as statuses change."""
-        stats = await broker_of(request).message_log.stats(account_of(request))
+        broker = broker_of(request)
+        account = account_of(request)
+        stats = await broker.message_log.stats(account)
         counts = stats.counts
         sent = counts["sent"] + counts["delivered"]
         decided = sent + counts["failed"]
@@ -49,5 +53,7 @@ class StatsController(Controller):
             counts["claimed"],
             counts["expired"],
             counts["cancelled"],
+            counts["received"],
+            await broker.suppressions.count(account),
             [device_out(d) for d in stats.devices],
         )

@@ -23,6 +23,7 @@ import re
 import msgspec
 
 from broker import errors, ids, keys
+from broker.clock import parse_iso_ms
 from broker.context import Context
 from broker.messages import RECIPIENT_MEMORY_MS
 from broker.pool_shards import PoolShards
@@ -63,9 +64,22 @@ class Inbound:
         self.pool_shards = pool_shards
 
     async def receive(
-        self, device: DeviceRef, sender: str, message: str, received_at_ms: int, ref: str, sim_slot: int | None = None
+        self,
+        device: DeviceRef,
+        sender: str,
+        message: str,
+        received_at: int | str,
+        ref: str,
+        sim_slot: int | None = None,
     ) -> Received:
+        """Store the SMS ``device`` received (``received_at``: ms, or ISO-8601 as the API
+        gets it)."""
         sender = check_sender(sender)
+        received_at_ms = parse_iso_ms(received_at) if isinstance(received_at, str) else received_at
+        if isinstance(received_at_ms, bool):
+            received_at_ms = None
+        if received_at_ms is None:
+            raise errors.InvalidInput("received_at must be an ISO-8601 date and time", field="received_at")
         message = check_text(message, "message", min_chars=1, max_chars=MAX_INBOUND_CHARS)
         if not isinstance(ref, str) or not REF_PATTERN.fullmatch(ref):
             raise errors.InvalidInput(f"ref must be 1 to {MAX_REF_CHARS} letters, digits, '-' or '_'", field="ref")

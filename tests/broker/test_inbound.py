@@ -91,19 +91,22 @@ async def test_a_pool_phones_sms_belongs_to_who_last_sent_to_that_number_through
         ("ref", {"ref": "r" * 65}),
         ("sim_slot", {"sim_slot": 8}),
         ("sim_slot", {"sim_slot": -1}),
+        ("received_at", {"received_at": "yesterday"}),
+        ("received_at", {"received_at": ""}),
     ],
 )
 async def test_bad_input_is_refused_and_stores_nothing(broker: Broker, field: str, values: dict) -> None:
     _, [phone] = await self_managed(broker)
     before = await redis_snapshot(broker.redis)
-    arguments = {"sender": TO, "message": "hi", "received_at_ms": WHEN, "ref": "ok", "sim_slot": None, **values}
+    arguments = {"sender": TO, "message": "hi", "received_at": WHEN, "ref": "ok", "sim_slot": None, **values}
     with pytest.raises(errors.InvalidInput) as refused:
         await broker.inbound.receive(phone.ref, **arguments)
     assert refused.value.field == field
     assert await redis_snapshot(broker.redis) == before
 
 
-async def test_a_sender_name_is_kept_as_written(broker: Broker) -> None:
+async def test_a_sender_name_is_kept_as_written_and_the_time_read_as_iso(broker: Broker) -> None:
     account, [phone] = await self_managed(broker)
-    reply = await broker.inbound.receive(phone.ref, "MyBank", "Your code is 1234", WHEN, "named")
-    assert (await broker.message_log.get(account.shard, reply.id)).sender == "MyBank"
+    reply = await broker.inbound.receive(phone.ref, "MyBank", "Your code is 1234", "2027-01-15T08:00:00.250Z", "named")
+    record = await broker.message_log.get(account.shard, reply.id)
+    assert (record.sender, record.received_at) == ("MyBank", 1_800_000_000_250)

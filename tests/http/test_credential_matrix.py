@@ -181,6 +181,18 @@ class Row:
     other_device: int | None = None  # for device endpoints: A2's token on A1's path
 
 
+def fresh_number() -> str:
+    """A number nobody sends to (TO is +15551234567)."""
+    return f"+1555{9_000_000 + uuid.uuid4().int % 1_000_000}"
+
+
+def fresh_suppressed(a: Accounts) -> str:
+    """A number on A's suppression list, URL-encoded for a path."""
+    number = fresh_number()
+    expect(a.owner.post("/api/suppressions/", json={"phone": number}), 201)
+    return number.replace("+", "%2B")
+
+
 def item(a: Accounts) -> dict[str, Any]:
     return {"to": TO, "message": "matrix", "device_id": a.phone.device_id}
 
@@ -211,6 +223,22 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("POST", "/api/devices/{device_id}/heartbeat/"): Row(
         "device", 200, lambda a: Call(f"/api/devices/{a.phone.device_id}/heartbeat/", {"battery": 80}), other_device=403
+    ),
+    ("POST", "/api/devices/{device_id}/inbound/"): Row(
+        "device",
+        201,
+        lambda a: Call(
+            f"/api/devices/{a.phone.device_id}/inbound/",
+            {"from": TO, "message": "hello", "received_at": "2026-12-05T12:00:00Z", "ref": uuid.uuid4().hex},
+        ),
+        other_device=403,
+    ),
+    ("GET", "/api/suppressions/"): Row("session", 200, lambda a: Call("/api/suppressions/"), other_session=200),
+    ("POST", "/api/suppressions/"): Row(
+        "session", 201, lambda a: Call("/api/suppressions/", {"phone": fresh_number()}), other_session=201
+    ),
+    ("DELETE", "/api/suppressions/{phone}/"): Row(
+        "session", 204, lambda a: Call(f"/api/suppressions/{fresh_suppressed(a)}/"), other_session=404
     ),
     ("POST", "/api/sms/{message_id}/status/"): Row(
         "device",
