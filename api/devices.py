@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from api.credentials import account_of, device_guard, device_of, session_guard, unpaired
 from api.errors import ApiError, forbidden, not_found, rate_headers
 from api.inputs import (
+    E164_POSSIBLE,
     Battery,
     ClaimLimit,
     Name,
@@ -40,8 +41,8 @@ from api.openapi import (
 )
 from api.state import broker_of
 from broker import Broker, errors
-from broker.clock import MAX_ISO_CHARS, iso_utc
-from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT
+from broker.clock import ISO_MOMENT, iso_utc
+from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN, SENDER_NAME
 from broker.records import Account, DeviceInfo, DeviceRef
 
 PairingCode = Annotated[
@@ -82,9 +83,10 @@ class HeartbeatOut(msgspec.Struct):
 InboundSender = Annotated[
     str,
     checked_by_the_broker(
-        "Who sent it: a number in E.164 (e.g. +15551234567) or a sender name of 1 to 15 letters, digits, spaces "
-        "and . _ & ' -, as the phone got it.",
-        max_length=16,
+        "Who sent it, as the phone got it: a number in E.164 (e.g. +15551234567, of a length possible for its "
+        "country code) or a sender name of 1 to 15 letters, digits, spaces and . _ & ' - (starting with a letter "
+        "or digit).",
+        pattern=rf"^(?:{E164_POSSIBLE[1:-1]}|{SENDER_NAME.pattern})$",
     ),
 ]
 InboundText = Annotated[
@@ -93,15 +95,16 @@ InboundText = Annotated[
 InboundRef = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=rf"^{REF_PATTERN.pattern}$",
         description="The phone's own id of this received SMS: the same in every retry, so it is stored once.",
     ),
 ]
 ReceivedAt = Annotated[
     str,
     checked_by_the_broker(
-        "When the phone received it, ISO-8601 (e.g. 2026-12-05T12:00:00.123Z; without an offset, UTC).",
-        max_length=MAX_ISO_CHARS,
+        "When the phone received it, ISO-8601 with seconds and a time zone (e.g. 2026-12-05T12:00:00.123Z). A date "
+        "the calendar does not have (February 30) is refused.",
+        pattern=ISO_MOMENT.pattern,
     ),
 ]
 SimSlot = Annotated[int, msgspec.Meta(ge=0, le=MAX_SIM_SLOT, extra_json_schema={"extra": {"minimum": 0}})]

@@ -168,7 +168,9 @@ def _store_error(request: Request, exc: Exception) -> Response:
         log.warning("redis refused: %s (%s)", refused.code, refused.reply)
         return _api_error(request, store_unavailable(refused))
     if isinstance(exc, REDIS_UNREACHABLE):
-        log.warning("redis unreachable: %s", exc)
+        # Name the exception too: some say nothing (redis-py's MaxConnectionsError when all
+        # of a worker's connections to a node are busy), which read as "Redis is down".
+        log.warning("redis unreachable: %s: %s", type(exc).__name__, exc or "(no detail)")
         return _api_error(request, store_unavailable())
     return _unexpected(request, exc)
 

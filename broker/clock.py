@@ -3,6 +3,7 @@ spans of time in their largest whole unit."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 
@@ -12,20 +13,23 @@ def iso_utc(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-MAX_ISO_CHARS = 40
+ISO_MOMENT = re.compile(
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""An ISO-8601 moment as phones and programs write it: date, "T", time with seconds (and
+up to six decimals), and "Z" or an offset."""
 
 
 def parse_iso_ms(value: object) -> int | None:
-    """An ISO-8601 date and time as ms since the epoch (one without an offset is UTC);
-    None when ``value`` is not one."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ISO_CHARS:
+    """A moment written as :data:`ISO_MOMENT` says, as ms since the epoch; None when
+    ``value`` is not one, or names a day the calendar does not have."""
+    if not isinstance(value, str) or not ISO_MOMENT.fullmatch(value):
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

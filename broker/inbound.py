@@ -79,7 +79,11 @@ class Inbound:
         if isinstance(received_at_ms, bool):
             received_at_ms = None
         if received_at_ms is None:
-            raise errors.InvalidInput("received_at must be an ISO-8601 date and time", field="received_at")
+            raise errors.InvalidInput(
+                "received_at must be an ISO-8601 date and time with seconds and a time zone, "
+                "e.g. 2026-12-05T12:00:00.123Z",
+                field="received_at",
+            )
         message = check_text(message, "message", min_chars=1, max_chars=MAX_INBOUND_CHARS)
         if not isinstance(ref, str) or not REF_PATTERN.fullmatch(ref):
             raise errors.InvalidInput(f"ref must be 1 to {MAX_REF_CHARS} letters, digits, '-' or '_'", field="ref")

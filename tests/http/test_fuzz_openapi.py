@@ -234,13 +234,18 @@ def _body_has_api_key(document: dict[str, Any], operation: Any) -> bool:
 
 def _realistic(value: Any, fx: Fixtures) -> Any:
     """The body with real values where the document cannot say which are valid: its
-    ``api_key``, ``device_id`` and ``url`` strings, at any depth (a batch's items too):
-    the rest stays as generated."""
+    ``api_key``, ``device_id``, ``url`` and ``received_at`` strings, at any depth (a
+    batch's items too): the rest stays as generated."""
     if isinstance(value, list):
         return [_realistic(item, fx) for item in value]
     if not isinstance(value, dict):
         return value
-    real = {"api_key": fx.api_key, "device_id": fx.spare.device_id, "url": WEBHOOK_URL}
+    real = {
+        "api_key": fx.api_key,
+        "device_id": fx.spare.device_id,
+        "url": WEBHOOK_URL,
+        "received_at": "2026-12-05T12:00:00.123Z",  # the pattern cannot say which days February has
+    }
     return {
         key: real[key] if isinstance(item, str) and key in real else _realistic(item, fx) for key, item in value.items()
     }
