@@ -35,11 +35,11 @@ that a drift of the machine's load falls on all of them:
     budgets, leases and presence are made long enough to stop nothing. Every message
     queued must be claimed exactly once (else exit 1). Reported per configuration: the
     medians of claims/s, messages/s, claim latency p50/p99, each node's CPU, the script
-    calls each node ran per claim (``INFO commandstats``), this process's CPU, the
-    backlog's enqueue rate, and which node holds which pool shard; and CPU per claim
-    (Redis in all, its busiest node, this process), which the machine's other load
-    changes less than it changes rates. The busiest node's CPU per claim bounds what the
-    cluster could claim with a core per node: 10^6 / it claims/s.
+    calls each node ran per claim and their time in Redis (``INFO commandstats``), this
+    process's CPU, the backlog's enqueue rate, and which node holds which pool shard;
+    and CPU per claim (Redis in all, its busiest node, this process), which the
+    machine's other load changes less than it changes rates. The busiest node's CPU per
+    claim bounds what the cluster could claim with a core per node: 10^6 / it claims/s.
 
 All of it shares the machine with the load generator (and with anything else running
 on it): read ratios within one run, not absolute figures. The exit status is 1 when an
@@ -271,15 +271,19 @@ def pool_settings(shards: int) -> Settings:
 class NodeCounters:
     cpu_seconds: dict[str, float]
     evalsha_calls: dict[str, int]
+    evalsha_usec: dict[str, int]
 
 
 def read_nodes(nodes: RedisNodes) -> NodeCounters:
     calls: dict[str, int] = {}
+    usec: dict[str, int] = {}
     for name in nodes.names():
         host, port = name.rsplit(":", 1)
         with redis.Redis(host=host, port=int(port), socket_timeout=10) as client:
-            calls[name] = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-    return NodeCounters(nodes.cpu_seconds(), calls)
+            stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        calls[name] = int(stats.get("calls", 0))
+        usec[name] = int(stats.get("usec", 0))
+    return NodeCounters(nodes.cpu_seconds(), calls, usec)
 
 
 @dataclass
@@ -301,6 +305,7 @@ class PoolRound:
     claim_p99_ms: float
     cpu_percent_by_node: dict[str, float]
     evalsha_per_claim_by_node: dict[str, float]
+    script_us_per_claim_by_node: dict[str, float]
     client_cpu_percent: float
     shards_by_node: dict[str, list[str]]
     claimed_twice: int
@@ -453,6 +458,10 @@ async def pool_round(
             labels[n]: (after.evalsha_calls[n] - after_enqueue.evalsha_calls[n]) / max(1, counts["claims"])
             for n in sorted(after.evalsha_calls, key=labels.__getitem__)
         },
+        script_us_per_claim_by_node={
+            labels[n]: (after.evalsha_usec[n] - after_enqueue.evalsha_usec[n]) / max(1, counts["claims"])
+            for n in sorted(after.evalsha_usec, key=labels.__getitem__)
+        },
         client_cpu_percent=100 * client_cpu / drain_seconds,
         shards_by_node=shards_by_node(nodes, labels, tags),
         claimed_twice=len(claimed) - len(unique),
@@ -510,7 +519,12 @@ async def run_pool(args: argparse.Namespace) -> dict[str, Any]:
     for name in configs:
         mine = [r.figures() for r in rounds if r.config == name]
         figures: dict[str, Any] = {k: median([r[k] for r in mine]) for k in POOL_FIGURES}
-        for part in ("cpu_percent_by_node", "evalsha_per_claim_by_node", "enqueue_cpu_percent_by_node"):
+        for part in (
+            "cpu_percent_by_node",
+            "evalsha_per_claim_by_node",
+            "script_us_per_claim_by_node",
+            "enqueue_cpu_percent_by_node",
+        ):
             figures[part] = {n: median([r[part][n] for r in mine]) for n in mine[0][part]}
         figures["shards_by_node"] = mine[0]["shards_by_node"]
         figures["rounds"] = len(mine)
@@ -588,9 +602,14 @@ def print_pool(part: dict[str, Any], out: Callable[[str], None]) -> None:
     for n in names:
         m = medians[n]
         cpu = "; ".join(f"{node} {v:.0f}%" for node, v in m["cpu_percent_by_node"].items())
-        calls = "; ".join(f"{node} {v:.2f}" for node, v in m["evalsha_per_claim_by_node"].items())
+        calls = "; ".join(
+            f"{node} {v:.2f} ({m['script_us_per_claim_by_node'][node]:.0f} µs)"
+            for node, v in m["evalsha_per_claim_by_node"].items()
+        )
         homes = "; ".join(f"{node}: {', '.join(t) or '-'}" for node, t in m["shards_by_node"].items())
-        out(f"{n}: Redis CPU by node {cpu}; script calls per claim by node {calls}; pool shards {homes}")
+        out(
+            f"{n}: Redis CPU by node {cpu}; script calls per claim by node (their time in Redis) {calls}; pool shards {homes}"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -600,8 +619,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-pool", action="store_true")
     steady = parser.add_argument_group("steady (bench.load)")
     steady.add_argument("--steady-rounds", type=int, default=2)
-    steady.add_argument("--phones", type=int, default=1500)
-    steady.add_argument("--rate", type=float, default=100.0)
+    steady.add_argument("--phones", type=int, default=1000)
+    steady.add_argument("--rate", type=float, default=75.0)
     steady.add_argument("--seconds", type=float, default=20.0)
     steady.add_argument("--time-scale", type=float, default=0.25)
     steady.add_argument("--run-timeout", type=float, default=300.0, help="seconds one steady run may take")
