@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -124,7 +125,7 @@ def node_labels(slots_by_node: dict[str, str]) -> dict[str, str]:
 # Part 1: the steady scenario over HTTP -------------------------------------------------
 
 
-def steady_command(args: argparse.Namespace, kind: str, shards: int, out: Path) -> list[str]:
+def steady_command(args: argparse.Namespace, kind: str, shards: int, out: Path, log: Path) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -146,6 +147,8 @@ def steady_command(args: argparse.Namespace, kind: str, shards: int, out: Path) 
         "--quiet",
         "--json",
         str(out),
+        "--server-log",
+        str(log),
     ]
     if shards != 1:
         command += ["--server-setting", f"CONNECFY_POOL_SHARDS={shards}"]
@@ -176,13 +179,34 @@ def steady_summary(result: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def server_warnings(log: Path) -> dict[str, int]:
+    """The server log's warnings and errors, counted by logger and message (a 503's
+    cause is logged as one), the most frequent first."""
+    counts: Counter[str] = Counter()
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if "Traceback" in line or "Error" in line:
+                counts[f"(not JSON) {line.strip()[:200]}"] += 1
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+            counts[f"{entry['level']} {entry.get('logger')}: {str(entry.get('message'))[:200]!r}"] += 1
+    return dict(counts.most_common())
+
+
 def run_steady(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     failed = False
     for round_no, name in alternating(list(STEADY_CONFIGS), args.steady_rounds):
         kind, shards = STEADY_CONFIGS[name]
         out = workdir / f"steady-{round_no}-{kind}-{shards}.json"
-        command = steady_command(args, kind, shards, out)
+        log = workdir / f"steady-{round_no}-{kind}-{shards}.log"
+        command = steady_command(args, kind, shards, out, log)
         print(f"steady, round {round_no}: {name}", file=sys.stderr, flush=True)
         started = time.monotonic()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.run_timeout)
@@ -195,10 +219,12 @@ def run_steady(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result = json.loads(out.read_text())
         result.pop("series", None)
         summary = steady_summary(result)
+        summary["server_warnings"] = server_warnings(log)
         failed |= done.returncode != 0 or not summary["invariants_ok"]
         print(
             f"  {took:.0f} s; send p99 {summary['send_p99_ms']:.1f} ms, poll p99 {summary['poll_p99_ms']:.1f} ms; "
-            f"Redis CPU {summary['redis_cpu_percent_by_node']}; invariants "
+            f"Redis CPU { ({k: round(v) for k, v in summary['redis_cpu_percent_by_node'].items()}) }; "
+            f"errors {summary['errors']}; invariants "
             f"{'OK' if summary['invariants_ok'] else 'BROKEN'}; exit {done.returncode}",
             file=sys.stderr,
             flush=True,
@@ -225,6 +251,10 @@ def run_steady(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             n: median([s["redis_cpu_percent_by_node"].get(n) for s in summaries]) for n in nodes
         }
         figures["invariants_ok"] = all(s["invariants_ok"] for s in summaries)
+        warnings: Counter[str] = Counter()
+        for summary in summaries:
+            warnings.update(summary["server_warnings"])
+        figures["server_warnings_all_rounds"] = dict(warnings.most_common())
         figures["rounds"] = len(summaries)
         medians[name] = figures
     base = medians.get("single", {})
@@ -577,6 +607,9 @@ def print_steady(part: dict[str, Any], out: Callable[[str], None]) -> None:
     for n in names:
         split = "; ".join(f"{node} {fmt(v, '.0f')}%" for node, v in medians[n]["redis_cpu_percent_by_node"].items())
         out(f"Redis CPU by node, {n}: {split}; invariants {'OK' if medians[n]['invariants_ok'] else 'BROKEN'}")
+    for n in names:
+        for warning, count in list(medians[n]["server_warnings_all_rounds"].items())[:5]:
+            out(f"server log, {n}, all rounds: {count} × {warning}")
 
 
 def print_pool(part: dict[str, Any], out: Callable[[str], None]) -> None:
