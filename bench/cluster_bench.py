@@ -171,6 +171,7 @@ def steady_summary(result: dict[str, Any]) -> dict[str, Any]:
         "server_cpu_percent": result["server"]["cpu_percent"],
         "redis_cpu_percent_by_node": dict(sorted(by_node.items())),
         "redis_cpu_percent_total": sum(by_node.values()) if by_node else None,
+        "redis_cpu_percent_busiest_node": max(by_node.values()) if by_node else None,
         "client_cpu_percent": result["client_cpu_percent"],
         "client_lag_p99_ms": result["client_lag_ms"]["p99"],
         "accepted": result["invariants"]["accepted"],
@@ -594,6 +595,7 @@ def print_steady(part: dict[str, Any], out: Callable[[str], None]) -> None:
         ("errors", "errors"),
         ("server CPU %", "server_cpu_percent"),
         ("Redis CPU % (all nodes)", "redis_cpu_percent_total"),
+        ("Redis CPU % busiest node", "redis_cpu_percent_busiest_node"),
         ("generator CPU %", "client_cpu_percent"),
         ("generator lag p99 ms", "client_lag_p99_ms"),
     ]
