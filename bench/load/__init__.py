@@ -8,14 +8,17 @@ Run from the repository root::
         --operator-email ops@example.com --operator-password-file pw.txt
 
 Without ``--target`` the bench starts its own ``connecfy serve`` (a temp data dir, its
-private Redis, ``--workers`` workers) and stops it afterwards; with ``--target`` it
+private Redis, ``--workers`` workers) and stops it afterwards (``--redis single`` or
+``--redis cluster``: a redis-server, or a Redis Cluster of ``--primaries`` primaries,
+started by the bench and given to that server as ``REDIS_URL``); with ``--target`` it
 drives that deployment and needs the operator's credentials (to raise the bench
 accounts' limits and to pair pool phones).
 
 The parts, one module each:
 
 ``deployment``  the server under test: started here or reached at ``--target``; its
-                CPU and its Redis's memory, and a Redis restart.
+                CPU, each Redis process's CPU, its Redis's memory, and a Redis restart.
+``redis_nodes`` a Redis the bench starts for that server: one node or a Redis Cluster.
 ``client``      the HTTP calls and the per-request recorder every figure comes from;
 ``http1``       the lean HTTP/1.1 client phones and API-key senders use (httptools);
 ``accounts``    the operator and the bench's sender accounts (dashboard sessions);

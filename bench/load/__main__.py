@@ -63,6 +63,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     server.add_argument("--redis-restart-command", help="redis-restart on a target: a shell command")
     server.add_argument("--server-log", help="keep the log of the server started here at this path")
     server.add_argument(
+        "--redis",
+        choices=("private", "single", "cluster"),
+        default="private",
+        help="the Redis of the server started here: its own private one (default), one redis-server the bench "
+        "starts on a loopback port, or a Redis Cluster of --primaries primaries the bench starts (REDIS_URL)",
+    )
+    server.add_argument("--primaries", type=int, default=3, help="--redis cluster: primaries (default 3, no replicas)")
+    server.add_argument(
         "--server-setting",
         action="append",
         default=[],
@@ -93,6 +101,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.drain_seconds += 1.5 * (args.backlog + args.rate * args.seconds) / capacity
     if args.target and not (args.operator_email and args.operator_password_file):
         parser.error("--target needs --operator-email and --operator-password-file")
+    if args.redis != "private" and args.target:
+        parser.error("--redis single or cluster starts a Redis for the server started here: not with --target")
+    if args.redis != "private" and args.scenario == "redis-restart":
+        parser.error("redis-restart restarts the server's private Redis: not with --redis single or cluster")
+    if args.primaries < 3:
+        parser.error("--primaries: a Redis Cluster needs at least 3")
     if args.pool_phones >= args.phones and args.scenario != "pool-fairness":
         parser.error("--pool-phones must leave some of --phones to the sending account")
     return args

@@ -1,6 +1,9 @@
 """The server under test: a ``connecfy serve`` started by the bench, or one at ``--target``.
 
-A local server gets settings scaled to the run: the auth limit out of the way (a swarm
+A local server uses its own private Redis, or one the bench started for it
+(``bench.load.redis_nodes``: one node or a Redis Cluster), given as ``REDIS_URL``.
+Either way the Redis processes are known, so each one's CPU is reported apart. A local
+server gets settings scaled to the run: the auth limit out of the way (a swarm
 pairs thousands of phones from one address), the server-wide poll limit, presence TTL
 and lease shrunk by the time scale so that a phone polling ten times as often is
 neither refused nor taken for offline. A target keeps its own settings; the bench
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import psutil
 import redis.asyncio as aioredis
+
+from bench.load.redis_nodes import RedisNodes
 
 READY_TIMEOUT = 60.0
 
@@ -73,6 +78,14 @@ class Deployment:
     redis_url: str | None = None  # for memory, the no-op baseline and a restart
     server_pid: int | None = None  # for CPU: the process and all its children
     restart_command: str | None = None  # how to restart Redis on a target
+    redis_nodes: RedisNodes | None = None  # a Redis (or Redis Cluster) the bench started
+
+    @property
+    def redis_kind(self) -> str:
+        """``private`` (the server's own), ``single``, ``cluster``, or ``target``."""
+        if self.redis_nodes is not None:
+            return self.redis_nodes.kind
+        return "target" if self.workers is None else "private"
 
     def processes(self) -> list[psutil.Process]:
         if self.server_pid is None:
@@ -96,16 +109,36 @@ class Deployment:
                 pass
         return total
 
+    def redis_cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU of each Redis process, by node (``host:port``, or
+        ``private`` for a local server's own Redis); empty for a target."""
+        if self.redis_nodes is not None:
+            return self.redis_nodes.cpu_seconds()
+        seconds: dict[str, float] = {}
+        for process in self.processes():
+            try:
+                if process.name() == "redis-server":
+                    times = process.cpu_times()
+                    seconds["private"] = seconds.get("private", 0.0) + times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return seconds
+
     async def redis_memory(self) -> int | None:
-        if not self.redis_url:
+        """``used_memory`` of the Redis, summed over the nodes of a cluster the bench started."""
+        urls = [f"redis://{name}" for name in self.redis_nodes.names()] if self.redis_nodes else [self.redis_url]
+        if not all(urls):
             return None
-        client = aioredis.from_url(self.redis_url, socket_timeout=2)
-        try:
-            return int((await client.info("memory"))["used_memory"])
-        except (aioredis.RedisError, OSError):
-            return None
-        finally:
-            await client.aclose()
+        total = 0
+        for url in urls:
+            client = aioredis.from_url(url, socket_timeout=2)
+            try:
+                total += int((await client.info("memory"))["used_memory"])
+            except (aioredis.RedisError, OSError):
+                return None
+            finally:
+                await client.aclose()
+        return total
 
     async def restart_redis(self) -> None:
         """Restart Redis. A local server's private Redis is shut down cleanly (its
@@ -130,9 +163,19 @@ class Deployment:
 class LocalServer:
     """``connecfy serve`` in a temp data dir, with its private Redis and an operator."""
 
-    def __init__(self, *, workers: int, time_scale: float, extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        time_scale: float,
+        extra: dict[str, str] | None = None,
+        redis_nodes: RedisNodes | None = None,
+    ) -> None:
         self.workers = workers
         self.settings = {**scaled_settings(time_scale), **(extra or {})}
+        self.redis_nodes = redis_nodes
+        if redis_nodes is not None:
+            self.settings["REDIS_URL"] = redis_nodes.url
         self.dir = Path(tempfile.mkdtemp(prefix="connecfy-bench-"))
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -193,8 +236,9 @@ class LocalServer:
             email,
             password,
             workers=self.workers,
-            redis_url=f"unix://{socket_path}",
+            redis_url=self.redis_nodes.url if self.redis_nodes else f"unix://{socket_path}",
             server_pid=self.process.pid,
+            redis_nodes=self.redis_nodes,
         )
 
     def log(self) -> str:

@@ -73,10 +73,22 @@ def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
     mem = (
         "n/a" if server["redis_used_memory_max"] is None else f"{server['redis_used_memory_max'] / 2**20:,.1f} MiB max"
     )
+    redis = result.get("redis", {})
+    within = " (its private Redis included)" if redis.get("kind") == "private" else ""
     w(
-        f"server CPU during load: {cpu}; Redis used_memory: {mem}; load generator CPU: "
+        f"server CPU during load{within}: {cpu}; Redis used_memory: {mem}; load generator CPU: "
         f"{result['client_cpu_percent']:.0f}% of one core\n"
     )
+    by_node = redis.get("cpu_percent_by_node")
+    if by_node:
+        slots = redis.get("slots_by_node", {})
+        parts = [
+            f"{node} {share:.0f}%" + (f" (slots {slots[node]})" if node in slots else "")
+            for node, share in by_node.items()
+        ]
+        w(
+            f"Redis ({redis['kind']}) CPU during load, % of one core: {'; '.join(parts)}; total {sum(by_node.values()):.0f}%\n"
+        )
     for line in result.get("ratios", []):
         w(f"{line}\n")
     for name, figures in result.get("scenario_figures", {}).items():

@@ -26,11 +26,13 @@ from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer
 from bench.load.ledger import Ledger
 from bench.load.phones import HEARTBEAT_SECONDS, PhoneBehaviour, PhoneSwarm
+from bench.load.redis_nodes import RedisNodes
 from bench.load.senders import Sender, SenderSwarm
 
 
 class Sampler:
-    """Server CPU and Redis memory once a second, and the progress line."""
+    """Server CPU, each Redis process's CPU and Redis memory once a second, and the
+    progress line."""
 
     def __init__(self, deployment: Deployment, recorder: Recorder, ledger: Ledger, progress: bool) -> None:
         self.deployment = deployment
@@ -40,6 +42,7 @@ class Sampler:
         self.phase = "setup"
         self.memory: list[int] = []
         self.cpu: list[tuple[float, float]] = []  # (run second, server CPU seconds)
+        self.redis_cpu: list[tuple[float, dict[str, float]]] = []  # (run second, CPU seconds by node)
 
     async def run(self) -> None:
         while True:
@@ -48,6 +51,9 @@ class Sampler:
             cpu = await asyncio.to_thread(self.deployment.cpu_seconds)
             if cpu is not None:
                 self.cpu.append((now, cpu))
+            redis_cpu = await asyncio.to_thread(self.deployment.redis_cpu_seconds)
+            if redis_cpu:
+                self.redis_cpu.append((now, redis_cpu))
             memory = await self.deployment.redis_memory()
             if memory is not None:
                 self.memory.append(memory)
@@ -64,6 +70,14 @@ class Sampler:
             return None
         (t0, c0), (t1, c1) = inside[0], inside[-1]
         return 100 * (c1 - c0) / (t1 - t0) if t1 > t0 else None
+
+    def redis_cpu_percent(self, start: float, end: float) -> dict[str, float]:
+        """Each Redis process's CPU from ``start`` to ``end``, % of one core, by node."""
+        inside = [(t, c) for t, c in self.redis_cpu if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return {}
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return {node: 100 * (c1[node] - c0[node]) / (t1 - t0) for node in c1 if node in c0}
 
 
 async def new_sender(
@@ -96,13 +110,14 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         "time_scale": args.time_scale,
         "target": deployment.base_url,
         "workers": deployment.workers,
+        "redis_kind": deployment.redis_kind,
         "command": " ".join(sys.argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     if args.baselines:
         sampler.phase = "baseline"
         result["baselines"] = await baselines.measure_baselines(
-            deployment.redis_url, deployment.workers or 1, args.baseline_seconds, args.connections
+            baseline_redis_url(deployment), deployment.workers or 1, args.baseline_seconds, args.connections
         )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
     accounts: list[Account] = []
@@ -209,6 +224,11 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         "redis_used_memory_max": max(sampler.memory, default=None),
         "redis_used_memory_last": sampler.memory[-1] if sampler.memory else None,
     }
+    result["redis"] = {
+        "kind": deployment.redis_kind,
+        "cpu_percent_by_node": sampler.redis_cpu_percent(start, load_end),
+        "slots_by_node": deployment.redis_nodes.slots() if deployment.redis_nodes else {},
+    }
     result["drain_seconds"] = drained - load_end
     result["rejected_reports"] = phones.rejected_reports
     result["messages_accepted_per_second"] = len(ledger.accepted) / args.seconds
@@ -226,6 +246,12 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         for second, row in sorted(recorder.seconds.items())
     ]
     return result, recorder
+
+
+def baseline_redis_url(deployment: Deployment) -> str | None:
+    """The Redis for the no-op EVALSHA baselines: not a cluster's node (the baselines'
+    keys would be redirected), so a cluster run has the bare GET baseline alone."""
+    return None if deployment.redis_kind == "cluster" else deployment.redis_url
 
 
 def lifted_budget(args: argparse.Namespace, phones: int) -> dict[str, int] | None:
@@ -347,7 +373,7 @@ def ratio_lines(result: dict[str, Any], elapsed: float) -> list[str]:
 async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict[str, Any]:
     recorder = Recorder()
     base = await baselines.measure_baselines(
-        deployment.redis_url, deployment.workers or 1, args.baseline_seconds, args.connections
+        baseline_redis_url(deployment), deployment.workers or 1, args.baseline_seconds, args.connections
     )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
     phones = PhoneSwarm(http, Ledger(), PhoneBehaviour())
@@ -427,6 +453,7 @@ async def main_async(args: argparse.Namespace) -> int:
     for number in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(number, main.cancel)
     local: LocalServer | None = None
+    nodes: RedisNodes | None = None
     if args.target:
         password = Path(args.operator_password_file).read_text().strip() if args.operator_password_file else ""
         deployment = Deployment(
@@ -439,8 +466,17 @@ async def main_async(args: argparse.Namespace) -> int:
         )
     else:
         extra = dict(setting.split("=", 1) for setting in args.server_setting)
-        local = LocalServer(workers=args.workers, time_scale=args.time_scale, extra=extra)
-        deployment = await asyncio.to_thread(local.start)
+        if args.redis != "private":
+            # Started in this thread: each node ends with the thread that started it.
+            nodes = RedisNodes(args.redis, primaries=args.primaries).start()
+            print(f"bench: Redis {args.redis} at {', '.join(nodes.names())}", file=sys.stderr)
+        local = LocalServer(workers=args.workers, time_scale=args.time_scale, extra=extra, redis_nodes=nodes)
+        try:
+            deployment = await asyncio.to_thread(local.start)
+        except BaseException:
+            if nodes is not None:
+                nodes.stop()
+            raise
     try:
         if args.scenario == "capacity":
             result = await run_capacity(args, deployment)
@@ -459,4 +495,6 @@ async def main_async(args: argparse.Namespace) -> int:
             status = await asyncio.to_thread(local.stop, Path(args.server_log) if args.server_log else None)
             if status not in (0, None):
                 print(f"bench: connecfy serve exited with {status}", file=sys.stderr)
+        if nodes is not None:
+            nodes.stop()
     return 0 if ok else 1

@@ -110,6 +110,61 @@ def test_redis_restart(tmp_path: Path) -> None:
     assert restart["restarted_at_s"] > 0 and restart["recovered_after_s"] < 10, restart
 
 
+def test_steady_on_a_redis_cluster_with_the_pool_in_four_shards(tmp_path: Path) -> None:
+    """``--redis cluster``: the bench starts three primaries, the server gets their
+    REDIS_URL, and the report has each node's CPU and slots."""
+    result, figures = bench(
+        tmp_path, "steady", *SMALL, "--redis", "cluster", "--server-setting", "CONNECFY_POOL_SHARDS=4", "--no-baselines"
+    )
+    assert_invariants(figures, at_least=60)
+    redis = figures["redis"]
+    assert redis["kind"] == "cluster" and figures["redis_kind"] == "cluster"
+    assert sorted(redis["slots_by_node"].values()) == ["0-5460", "10923-16383", "5461-10922"]
+    assert set(redis["cpu_percent_by_node"]) == set(redis["slots_by_node"])
+    assert figures["server"]["redis_used_memory_max"] > 0
+    assert "Redis (cluster) CPU during load" in result.stdout
+
+
+def test_cluster_bench_drains_the_pool_exactly_once_in_each_configuration(tmp_path: Path) -> None:
+    """``bench/cluster_bench.py``'s pool part, tiny: one redis-server and a cluster with
+    one and four pool shards; every queued message claimed once, the shards' nodes named."""
+    out = tmp_path / "cluster.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/cluster_bench.py",
+            "--skip-steady",
+            "--pool-rounds",
+            "1",
+            "--senders",
+            "4",
+            "--pool-phones",
+            "4",
+            "--backlog",
+            "400",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    pool = json.loads(out.read_text())["pool"]
+    assert [(r["kind"], r["shards"]) for r in pool["rounds"]] == [("single", 1), ("cluster", 1), ("cluster", 4)]
+    assert all(r["queued"] == r["messages"] == 400 and r["lost"] == r["claimed_twice"] == 0 for r in pool["rounds"])
+    four = pool["medians"]["cluster, 4 pool shards"]["shards_by_node"]
+    assert sorted(tag for tags in four.values() for tag in tags) == [
+        "p:default",
+        "p:default:1",
+        "p:default:2",
+        "p:default:3",
+    ]
+    assert sum(1 for tags in four.values() if tags) == 3  # every primary holds a shard
+    assert "busiest node µs/claim" in done.stdout
+
+
 def test_capacity_runs_every_endpoint(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (apt-get install wrk)")
