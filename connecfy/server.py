@@ -10,8 +10,9 @@ A request worker that dies (``kill -9``, the out-of-memory killer) is replaced w
 others serve (:mod:`connecfy.workers`); the private Redis and the background process
 are restarted by their supervisors (:mod:`connecfy.supervisor`). A ``serve`` killed
 outright takes its request workers and its private Redis with it: each asks the kernel
-for SIGTERM when ``serve`` dies, so no worker goes on serving the port and no Redis goes
-on writing the data directory with nobody supervising it (the background process
+for SIGTERM when ``serve`` dies (which may send it several; a worker stops on the first
+and takes the others as nothing new), so no worker goes on serving the port and no Redis
+goes on writing the data directory with nobody supervising it (the background process
 watches its parent already).
 
 The data directory is locked for the server's life (:mod:`connecfy.datadir`), before

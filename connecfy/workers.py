@@ -23,9 +23,22 @@ worker's queue are reset too unless ``sysctl net.ipv4.tcp_migrate_req=1`` (Linux
 hands them to the others; and with ``--workers 1`` new connections are refused until the
 replacement listens (about 0.7 s). Run two workers or more to ride out a kill.
 
+A worker also stops once however many SIGTERMs (or SIGINTs) it gets
+(:func:`set_loop_signals_once`). granian 2.8's worker hands each one to its stop event,
+whose ``set()`` puts a message in a channel of one place that the worker's stopping
+thread reads once: the second message waits in the channel, and a third ``set()`` before
+that thread is done waits for room that never comes, in the worker's main thread and
+holding the GIL, which the stopping thread needs to finish: the worker hangs for good
+(seen about once in 40 ``serve`` processes killed with SIGKILL). For a ``serve`` killed
+outright sends its workers one SIGTERM to several: their parent-death signal
+(:func:`connecfy.supervisor.die_with_parent`) comes again each time the kernel hands
+them on from one of serve's dying threads to the next.
+
 This reaches into granian's server (``_respawn_workers``, ``wrks``, ``respawned_wrks``,
-``interrupt_signal``, as in granian 2.8); ``tests/e2e/test_process_faults.py`` kills
-workers of a real ``serve`` to check it still holds.
+``interrupt_signal``, ``_spawn_asgi_lifespan_worker``, ``granian._signals``, as in
+granian 2.8); ``tests/e2e/test_process_faults.py`` kills workers of a real ``serve`` to
+check it still holds, and ``tests/unit/test_worker_signals.py`` signals a worker's loop
+again and again.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ import signal
 import time
 from typing import Any
 
+import granian._signals
+from granian._granian import WorkerSignal
 from granian.server import MPServer
 
 log = logging.getLogger("connecfy.workers")
@@ -56,8 +71,36 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+def set_loop_signals_once(loop: Any) -> WorkerSignal:
+    """granian's ``set_loop_signals`` for a worker's event loop, except that the worker's
+    stop event is set on the first SIGTERM or SIGINT only: a later one finds the worker
+    stopping already and does nothing (granian's own would block the worker for good on
+    the third)."""
+    event = WorkerSignal()
+    stopping = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig, None)
+    return event
+
+
 class Workers(MPServer):
-    """granian's multi-process server whose dead workers are always replaced."""
+    """granian's multi-process server whose dead workers are always replaced, and whose
+    workers stop once however many signals they get."""
+
+    @staticmethod
+    def _spawn_asgi_lifespan_worker(*args: Any, **kwargs: Any) -> None:
+        # Runs in the new worker (granian's serve() takes it from the instance), first:
+        # granian's worker imports set_loop_signals from granian._signals when it sets
+        # its handlers, later, so it takes this one. Respawned workers come here too.
+        granian._signals.set_loop_signals = set_loop_signals_once
+        MPServer._spawn_asgi_lifespan_worker(*args, **kwargs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{**kwargs, "respawn_failed_workers": True})
