@@ -42,6 +42,8 @@ class QueuedEvent(msgspec.Struct, array_like=True, frozen=True):
     error: str
     queued_ms: int  # when it was first queued for this endpoint: retries stop a day later
     manual: bool = False  # queued again by hand from the delivery log
+    sender: str = ""  # message.received: who sent the SMS
+    text: str = ""  # message.received: its text
 
 
 class EventData(msgspec.Struct, omit_defaults=False):
@@ -51,11 +53,21 @@ class EventData(msgspec.Struct, omit_defaults=False):
     error: str | None
 
 
+class ReceivedData(msgspec.Struct):
+    """``message.received``: an SMS one of the account's phones received."""
+
+    message_id: str
+    status: str
+    device_id: str | None
+    sender: str = msgspec.field(name="from")
+    message: str
+
+
 class EventBody(msgspec.Struct):
     id: str
     type: str
     created_at: str
-    data: EventData | dict[str, str]
+    data: EventData | ReceivedData | dict[str, str]
 
 
 def event_id(shard: str, stream_id: str) -> str:
@@ -73,12 +85,16 @@ def event_from_stream(shard: str, stream_id: str, fields: dict[str, str], queued
         int(fields["at"]),
         fields.get("error", ""),
         queued_ms,
+        sender=fields.get("from", ""),
+        text=fields.get("body", ""),
     )
 
 
 def body(event: QueuedEvent) -> bytes:
     if event.type == TEST_EVENT:
-        data: EventData | dict[str, str] = {"endpoint_id": event.message_id}
+        data: EventData | ReceivedData | dict[str, str] = {"endpoint_id": event.message_id}
+    elif event.type == "message.received":
+        data = ReceivedData(event.message_id, "received", event.device or None, event.sender, event.text)
     else:
         data = EventData(
             event.message_id, event.type.removeprefix("message."), event.device or None, event.error or None

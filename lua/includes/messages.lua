@@ -58,6 +58,12 @@ local function keep(batch, msg)
 end
 
 local function addEvent(eventsKey, msg, now)
+  if msg.direction == "inbound" then
+    -- A received SMS's event carries who sent it and the text, for its webhook.
+    rcall("XADD", eventsKey, "*", "id", msg.id, "account", msg.account, "status", msg.status,
+      "device", msg.device, "at", now, "error", msg.error, "from", msg.from, "body", msg.body)
+    return
+  end
   rcall("XADD", eventsKey, "*", "id", msg.id, "account", msg.account, "status", msg.status,
     "device", msg.device, "at", now, "error", msg.error)
 end

@@ -412,3 +412,27 @@ def test_the_docs_receiver_verifies_and_deduplicates(
     stale = f"t={int(time.time()) - 600},v1=" + first.headers["Connecfy-Signature"].split("v1=")[1]
     assert example["handle"](stale, first.body) == 400
     assert docs_receiver("whsec_other")["handle"](first.headers["Connecfy-Signature"], first.body) == 400
+
+
+def test_a_received_sms_is_delivered_once_as_message_received_with_its_sender_and_text(
+    world: World, receivers: Any
+) -> None:
+    user = world.signup()
+    receiver = receivers()
+    register(user, receiver.url, events=["message.received"])
+    phone = world.pair(user)
+    body = {"from": "+15557654321", "message": "Yes, see you at 5", "received_at": "2026-12-05T12:00:00Z", "ref": "r1"}
+    first = expect(phone.api.post(f"/api/devices/{phone.device_id}/inbound/", json=body), 201)
+    expect(phone.api.post(f"/api/devices/{phone.device_id}/inbound/", json=body), 200)  # the phone's retry
+    receiver.wait_for(lambda: len(receiver.received) >= 1)
+    time.sleep(1.0)  # time for a second delivery, which must not come
+    [delivered] = receiver.received
+    event = delivered.event
+    assert event["type"] == "message.received"
+    assert event["data"] == {
+        "message_id": first["id"],
+        "status": "received",
+        "device_id": phone.device_id,
+        "from": "+15557654321",
+        "message": "Yes, see you at 5",
+    }
