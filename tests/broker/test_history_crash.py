@@ -79,7 +79,8 @@ async def test_killed_between_upsert_and_acknowledge(hbroker: Broker, history_st
     await dying.store_batch(batch)
     # ... killed here: stored, never acknowledged.
     assert (await hbroker.redis.xpending(hbroker.shard(shard).events, GROUP))["pending"] == 1
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # its shards' leases run out ...
+    clock.advance(300)  # ... and so does its place among the live background processes
     successor = Snapshotter(hbroker, history_store)
     report = await successor.run_once()
     assert report is not None and report.events == 1
