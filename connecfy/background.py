@@ -112,9 +112,9 @@ async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent
         done, _ = await asyncio.wait([starting, *waiters], return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             broker = starting.result()
-            tasks = start_jobs(broker, history, observers)
+            jobs = start_jobs(broker, history, observers)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            await stop_jobs(tasks)
+            await stop_jobs(jobs)
     finally:
         for task in (starting, *waiters):
             task.cancel()

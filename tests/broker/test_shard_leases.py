@@ -25,7 +25,7 @@ import pytest
 from broker import Broker, errors, keys
 from broker.history import HistoryStore
 from broker.jobs import start_jobs, stop_jobs
-from broker.leases import LOCAL, SHARED, Host, Member, ShardLeases, history_conflict
+from broker.leases import LOCAL, SHARED, Host, Member, ShardLeases, history_conflict, this_host
 from broker.records import Account, OutgoingMessage
 from broker.redis_client import text
 from broker.webhooks.dispatcher import LaneLost, WebhookDispatcher
@@ -274,6 +274,13 @@ async def test_webhook_work_is_done_by_the_holders_of_its_shards_across_processe
         await fanning.stop()
         await delivering.stop()
         receiver.close()
+
+
+def test_a_host_is_a_machine_and_a_data_directory(tmp_path) -> None:
+    one = this_host(tmp_path / "one")
+    assert this_host(f"{tmp_path}/one/../one") == one  # the same directory, however named
+    assert this_host(tmp_path / "two").id != one.id
+    assert str((tmp_path / "one").resolve()) in one.label and "|" not in one.id + one.label
 
 
 def test_a_host_with_a_local_store_works_beside_no_other_host() -> None:
