@@ -55,6 +55,7 @@ FAST = {
     "CONNECFY_DEVICE_SEGMENTS_PER_MINUTE": "100000",
     "CONNECFY_DEVICE_SEGMENTS_PER_DAY": "100000",
     "CONNECFY_AUTH_BURST": "1000",
+    "CONNECFY_POOL_SHARDS": "3",  # the platform pool in three shards, spread over the primaries
 }
 SENDERS = 4  # self-managed accounts, each with a phone; and one API-only sender on the pool
 PER_ROUND = 3  # messages each sender sends in a round, alternating hosts
@@ -282,7 +283,8 @@ def test_two_hosts_share_the_shards_and_a_frozen_hosts_shards_move_within_the_le
         wait_until(
             "the shards split between the hosts", lambda: set(shard_holders(redis).values()) == {holder_a, holder_b}
         )
-        assert len(shard_holders(redis)) == SENDERS + 3  # the senders, the operator, the API-only one, the pool
+        # The senders, the operator, the API-only sender, and the pool's three shards.
+        assert len(shard_holders(redis)) == SENDERS + 2 + 3
 
         first = send_round(worlds, senders, ledger, "first")
         drain(loops, ledger)
