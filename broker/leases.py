@@ -28,11 +28,16 @@ set of live processes scored by their deadline, :data:`LEASE_MS` ahead, so a dea
 process leaves it when its leases run out) and learns how many are live, P; with N
 shards its share is ceil(N / P). It renews what it holds; gives up what it holds beyond
 its share (so a process that joins finds shards free); takes free shards up to its
-share; and takes any other shard that was free at its previous beat too (nobody with
-room wanted it, as when a dead process is still counted). One process alone holds every
-shard; a dead one's shards are free once its leases run out, at most :data:`LEASE_MS`
-after its last beat, and taken at the next beat of the others. Which free shards a
-process takes is random, so processes starting together do not all race for the same.
+share; and takes any other shard that was free at its previous look too (nobody with
+room wanted it, as when a dead process is still counted). It looks for free shards while
+it has room, for a lease after the shards or the live processes changed (which is when
+shards come free), and once a lease anyway, so a steady beat costs one registry call,
+one ``SCARD`` and the renewals. One
+process alone holds every shard; a dead one's shards are free once its leases run out,
+at most :data:`LEASE_MS` after its last beat, and taken at the next beat of the others
+(its entry in the registry has run out by then too, so their shares have grown). Which
+free shards a process takes is random, so processes starting together do not all race
+for the same.
 
 History across hosts. A history store in a local SQLite file works for one host only:
 another host's process would copy its shards into its own file. The registry keeps each
@@ -188,6 +193,7 @@ class ShardLeases:
         self.refused: Member | None = None  # another host's process this one may not work beside
         self._seen_free: set[str] = set()
         self._given_up: dict[str, int] = {}  # shard -> the beat this process gave it up at
+        self._changed_at = 0  # the last beat that saw the shards or the live processes change
         self.beats = 0
         self.pass_log = PassLog(log, "shard leases")
 
@@ -231,9 +237,18 @@ class ShardLeases:
         """Register as live, renew what is held, and even out the split (see the module)."""
         started = self.monotonic()
         self.beats += 1
+        live = self.live
         if not await self._join():
             return
-        self.shards = sorted(text(t) for t in await self.ctx.redis.smembers(keys.SHARDS))
+        # The list of shards only grows: read again when its size changed, and every
+        # lease anyway, so a steady beat costs O(1) and the renewals of what is held.
+        every = math.ceil(self.lease_ms / self.beat_ms)
+        periodic = (self.beats - 1) % every == 0
+        before = self.shards
+        if await self.ctx.redis.scard(keys.SHARDS) != len(before) or periodic:
+            self.shards = sorted(text(t) for t in await self.ctx.redis.smembers(keys.SHARDS))
+        if self.shards != before or self.live != live:
+            self._changed_at = self.beats
         await self._renew(started)
         share = math.ceil(len(self.shards) / max(1, self.live))
         everything = set(self.shards)
@@ -244,16 +259,25 @@ class ShardLeases:
             await self.release(gone + extras)
             self._given_up.update((shard, self.beats) for shard in extras)
             log.info("gave up %d shards: share %d of %d, %d processes", len(extras), share, len(self.shards), self.live)
+        room = max(0, share - len(self.held))
+        # Shards come free when the shards or the live processes change (a shard added, a
+        # process that joins makes others give some up, one that leaves or dies frees its
+        # own): a process with room looks for free ones for a lease after such a change,
+        # and every lease anyway. So a steady beat costs one registry call, one SCARD and
+        # the renewals of what is held.
+        if not (room and self.beats - self._changed_at <= every) and not periodic:
+            return
         others = [s for s in self.shards if s not in self.held]
         free = [s for s, value in zip(others, await self._leases_of(others), strict=True) if value is None]
         random.shuffle(free)
-        room = max(0, share - len(self.held))
-        # Past its share, a process takes what was free at its previous beat too (nobody
+        # Past its share, a process takes what was free at its previous look too (nobody
         # with room wanted it), unless it gave that shard up itself within a lease.
-        lately = self.beats - math.ceil(self.lease_ms / self.beat_ms)
+        lately = self.beats - every
         orphans = [s for s in free[room:] if s in self._seen_free and self._given_up.get(s, lately) <= lately]
         taken = await self._acquire(free[:room] + orphans, started)
         self._seen_free = set(free) - set(taken)
+        if self._seen_free:
+            self._changed_at = self.beats  # some are still free: go on looking
         self._given_up = {s: beat for s, beat in self._given_up.items() if beat > lately}
         if taken:
             log.info(
