@@ -226,18 +226,18 @@ async def test_one_snapshotter_per_shard_and_a_dead_ones_shards_are_taken_over(
 ) -> None:
     account, [device] = await self_managed(hbroker)
     both = {account.shard, keys.pool_shard()}
-    first = Snapshotter(hbroker, history_store, lease_ms=300)
-    second = Snapshotter(hbroker, history_store, lease_ms=300)
+    first = Snapshotter(hbroker, history_store, lease_ms=1_000)
+    second = Snapshotter(hbroker, history_store, lease_ms=1_000)
     assert await first.run_once() is not None  # alone: it holds both shards
-    assert set(first.leases.tokens()) == both
+    assert set(first.leases.held) == both
     assert await second.run_once() is None  # its share is one, but none is free
     assert await first.run_once() is not None  # two processes: it gives one up ...
     assert await second.run_once() is not None  # ... which the second takes
-    assert len(first.leases.tokens()) == len(second.leases.tokens()) == 1
-    assert set(first.leases.tokens()) | set(second.leases.tokens()) == both
+    assert len(first.leases.held) == len(second.leases.held) == 1
+    assert set(first.leases.held) | set(second.leases.held) == both
     await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
-    await asyncio.sleep(0.4)  # the first one died: its lease runs out
-    clock.advance(400)  # and so does its place among the live processes
+    await asyncio.sleep(1.05)  # the first one died: its lease runs out
+    clock.advance(1_050)  # and so does its place among the live processes
     report = await second.run_once()
     assert report is not None and report.stored == 1
     assert set(second.leases.tokens()) == both
