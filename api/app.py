@@ -4,7 +4,8 @@ The app only authenticates, validates and calls one broker operation per request
 Redis client, the broker and the history store are made in the lifespan hook. Unless
 ``connecfy serve`` runs them in a process of their own (``connecfy/background.py``), the
 background jobs run here as tasks: the sweeper (expiry, lost devices, pool returns), the
-history snapshotter and the webhook dispatcher, each only while it holds its lock.
+history snapshotter and the webhook dispatcher, each on the shards this process holds
+(:mod:`broker.leases`).
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             allow_loopback=settings.webhook_allow_loopback_http,
             clock=broker.clock,
         )
-        tasks = (
+        jobs = (
             start_jobs(broker, history, Observers(swept, webhook_attempted))
             if sweep and settings.background_in_workers
             else []
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         try:
             yield
         finally:
-            await stop_jobs(tasks)
+            await stop_jobs(jobs)
             await courier.close()
             await history.close()
             await client.aclose()

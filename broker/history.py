@@ -117,6 +117,11 @@ class HistoryStore:
         if self.dialect == "sqlite":
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is a file of this host (SQLite), which another host cannot share."""
+        return self.dialect == "sqlite"
+
     @classmethod
     def from_settings(cls, settings: Settings, data_dir: str | None = None) -> HistoryStore:
         url = database_url(settings, data_dir)

@@ -1,11 +1,13 @@
 """The background jobs: the sweeper (expiry, lost devices, pool returns), the history
-snapshotter and the webhook dispatcher, as tasks of the running event loop.
+snapshotter and the webhook dispatcher, as tasks of the running event loop, with the
+task that keeps their shard leases.
 
 ``connecfy serve`` runs them in a process of their own (``connecfy background``), so this
 work never competes with a request on a worker's event loop; an ASGI server other than
 ``connecfy serve`` runs them inside its workers instead (``CONNECFY_BACKGROUND_IN_WORKERS``,
-on by default). Each job takes its Redis lock before it works, so any number of processes
-running them is safe: one of each job runs at a time.
+on by default). The work is shared out by shard among every process running them, on
+every host (:mod:`broker.leases`): each job of a process works on the shards that
+process holds, so any number of processes is safe, and more of them share the work.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import msgspec
 
 from broker.broker import Broker
 from broker.history import HistoryStore
+from broker.leases import Host, ShardLeases
 from broker.records import SweepReport
-from broker.redis_client import PassLog
+from broker.redis_client import REDIS_AWAY, PassLog
 from broker.snapshotter import Snapshotter
 from broker.webhooks.dispatcher import WebhookDispatcher
 from broker.webhooks.endpoints import Attempt
@@ -31,12 +34,13 @@ log = logging.getLogger("connecfy.background")
 SWEEP_INTERVAL_SECONDS = 1.0
 
 
-async def sweep_forever(broker: Broker, on_sweep: Callable[[SweepReport], None] | None = None) -> None:
-    lease = broker.sweeper.lease(uuid.uuid4().hex, int(SWEEP_INTERVAL_SECONDS * 10_000))
+async def sweep_forever(
+    broker: Broker, leases: ShardLeases, on_sweep: Callable[[SweepReport], None] | None = None
+) -> None:
     pass_log = PassLog(log, "sweeps")
     while True:
         try:
-            report = await broker.sweeper.sweep_if_leader(lease)
+            report = await broker.sweeper.sweep_held(leases)
             pass_log.ok()
             if report is not None and on_sweep is not None:
                 on_sweep(report)
@@ -57,23 +61,45 @@ class Observers(msgspec.Struct, frozen=True):
 NO_OBSERVERS = Observers()
 
 
-def start_jobs(broker: Broker, history: HistoryStore, observers: Observers = NO_OBSERVERS) -> list[asyncio.Task[None]]:
-    """The three jobs as tasks of the running loop; cancel them to stop."""
-    return [
-        asyncio.create_task(sweep_forever(broker, observers.on_sweep), name="sweeper"),
-        asyncio.create_task(Snapshotter(broker, history).run_forever(), name="snapshotter"),
-        asyncio.create_task(WebhookDispatcher(broker, on_attempt=observers.on_webhook).run_forever(), name="webhooks"),
-    ]
+class Jobs(msgspec.Struct):
+    """The running jobs of one process, and the leases they work under."""
+
+    leases: ShardLeases
+    tasks: list[asyncio.Task[None]]
+
+
+def start_jobs(
+    broker: Broker, history: HistoryStore, observers: Observers = NO_OBSERVERS, *, host: Host | None = None
+) -> Jobs:
+    """The three jobs, and the task renewing their leases, as tasks of the running loop;
+    :func:`stop_jobs` stops them. ``host``: where this process runs (by default the
+    machine and the data directory of the settings)."""
+    leases = ShardLeases(broker.ctx, holder=uuid.uuid4().hex, host=host, local_store=history.is_local)
+    return Jobs(
+        leases,
+        [
+            asyncio.create_task(leases.run_forever(), name="shard-leases"),
+            asyncio.create_task(sweep_forever(broker, leases, observers.on_sweep), name="sweeper"),
+            asyncio.create_task(Snapshotter(broker, history, leases=leases).run_forever(), name="snapshotter"),
+            asyncio.create_task(
+                WebhookDispatcher(broker, on_attempt=observers.on_webhook, leases=leases).run_forever(),
+                name="webhooks",
+            ),
+        ],
+    )
 
 
 RECANCEL_S = 0.1
 
 
-async def stop_jobs(tasks: list[asyncio.Task[None]]) -> None:
+async def stop_jobs(jobs: Jobs | list[asyncio.Task[None]], *, leave_within_s: float = 5.0) -> None:
     """Cancel the jobs and wait until each has ended, cancelling again every
     :data:`RECANCEL_S` one that is still running: Python 3.11's ``asyncio.wait_for``
     (under every redis-py command) can drop a cancellation that arrives as its reply
-    does, and the job would then go on with its next pass."""
+    does, and the job would then go on with its next pass. Then give the shards up, so
+    the other processes take them at their next beat instead of when the leases run out
+    (within ``leave_within_s``; past it, or with Redis away, the leases run out)."""
+    tasks = jobs.tasks if isinstance(jobs, Jobs) else jobs
     running = set(tasks)
     while running:
         for task in running:
@@ -82,3 +108,8 @@ async def stop_jobs(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if isinstance(jobs, Jobs):
+        try:
+            await asyncio.wait_for(jobs.leases.leave(), leave_within_s)
+        except (TimeoutError, *REDIS_AWAY) as exc:
+            log.warning("could not give the shards up while stopping (%s); their leases run out instead", exc)

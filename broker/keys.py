@@ -97,26 +97,36 @@ hash tag:
 - ``{pairing-code:<code>}`` -> shard tag the code pairs into
 - ``{api-key:<sha256 of key>}`` -> ``<account id>|<key id>``
 - ``{session:<sha256 of session id>}`` (hash: account, csrf_token, expires_at_ms), expiring
-- ``{shards}``: set of every shard tag, for the sweep
+- ``{shards}``: set of every shard tag: the background work (sweep, snapshots, webhook
+  delivery) goes shard by shard over it
 - ``{operator}``: the first operator account's id: a platform pool phone's received SMS
   that no account sent to that number go to it
 - ``{pool-shards}``: set of every platform pool shard tag that is, or was, a home: the
   shards a pool phone's claim visits
-- ``{sweeper}``: lock held by the one process sweeping: ``<holder>|<fencing token>``, expiring
-- ``{snapshotter}``: the same for the one process copying events to the history store
-- ``<lock>:fence``: a lock's fencing counter, one more for each new holder
+- ``{background}`` (sorted set): ``<holder>|<host>|<store>|<label>`` -> heartbeat deadline
+  (ms): the live background processes, which share the shards out between them
+  (:mod:`broker.leases`); ``store`` is ``local`` for a SQLite history store
 - ``{history-epoch}``: the id of this Redis's history, also kept in the history store; a
   Redis without it beside a store that has one lost its data (``connecfy restore``)
 - ``{rate:<name>:<client address>}``: GCRA limiter of signup, login and register
 - ``{limit-requests}`` (hash): request id -> JSON of a request for higher limits
 - ``{webhook-endpoints}``: set of ``<account>|<endpoint id>``, every webhook endpoint,
-  so a new webhook dispatcher finds the events still waiting
-- ``{webhooks}``: lock held by the one process delivering webhooks, as ``{sweeper}``
-- ``{webhook-wake}``: set of ``<account>|<endpoint id>`` given events by hand (a manual
-  redelivery), for the dispatcher to pick up
+  so the process taking an account shard finds the events still waiting
+- ``{webhook-wake}``: set of ``<account>|<endpoint id>`` whose lanes were given events by
+  a process not holding the account's shard (a manual redelivery, or the fan-out of
+  another shard's stream), for the holder's dispatcher to pick up
 
 Shard streams have a second consumer group, ``webhooks``, once the dispatcher has run;
 an entry is deleted only when every group has acknowledged it.
+
+Background leases, one per shard, in the shard's own slot (:func:`shard_lease`) so that a
+script of the shard checks the fencing token in the same atomic call as its write:
+
+- ``{S}:background``: ``<holder>|<fencing token>``, expiring: the background process
+  that sweeps the shard, copies its stream to the history store, trims it, fans its
+  stream out to webhook lanes and, in an account shard, delivers the account's lanes
+- ``{S}:background:fence``: the shard's fencing counter, one more for each new holder
+  (:func:`fence`)
 """
 
 from __future__ import annotations
@@ -272,13 +282,16 @@ def session(session_sha256: str) -> str:
 SHARDS = "{shards}"
 OPERATOR = "{operator}"
 POOL_SHARDS = "{pool-shards}"
-SWEEPER_LOCK = "{sweeper}"
-SNAPSHOTTER_LOCK = "{snapshotter}"
+BACKGROUND = "{background}"
 HISTORY_EPOCH = "{history-epoch}"
 LIMIT_REQUESTS = "{limit-requests}"
 WEBHOOK_ENDPOINTS = "{webhook-endpoints}"
-WEBHOOKS_LOCK = "{webhooks}"
 WEBHOOK_WAKE = "{webhook-wake}"
+
+
+def shard_lease(tag: str) -> str:
+    """The background lease of shard ``tag``, in the shard's own slot."""
+    return "{" + tag + "}:background"
 
 
 def fence(lock: str) -> str:

@@ -1,10 +1,13 @@
-"""Locks for the one-at-a-time background jobs (sweeper, snapshotter, webhook delivery):
-taken, renewed and released each in one script, with a fencing token.
+"""Locks with a fencing token, each taken, renewed and released in one script: what the
+shards' background leases are made of (:mod:`broker.leases`, which calls the same
+scripts in pipelines, one call per shard).
 
 A holder takes a lock for a lease; if it stalls past the lease (a long GC pause, a
 frozen host) another holder takes the lock with a higher token, and the stale holder's
 renew, release and :meth:`Locks.check` are all refused, so it learns it lost the lock
-instead of extending or dropping the new holder's.
+instead of extending or dropping the new holder's. A write that a stale holder must not
+make checks the token inside its own script, in the same atomic call (the trim, the
+webhook lanes): :meth:`Locks.check` is only a look, which may be stale a moment later.
 """
 
 from __future__ import annotations
@@ -39,35 +42,3 @@ class Locks:
         current = await self.ctx.redis.get(lock)
         if current is None or text(current).rpartition("|")[2] != str(token):
             raise errors.LockLost(lock)
-
-
-class Lease:
-    """One holder's hold on one lock across the passes of a background loop: each pass
-    calls :meth:`hold`, which renews the lease or, once it was lost, tries to take the
-    lock afresh (with a new token)."""
-
-    def __init__(self, locks: Locks, lock: str, holder: str, lease_ms: int) -> None:
-        self.locks = locks
-        self.lock = lock
-        self.holder = holder
-        self.lease_ms = lease_ms
-        self.token: int | None = None
-
-    async def hold(self) -> bool:
-        """Whether this holder has the lock for another lease from now."""
-        if self.token is not None and await self.locks.renew(self.lock, self.holder, self.token, self.lease_ms):
-            return True
-        self.token = await self.locks.acquire(self.lock, self.holder, self.lease_ms)
-        return self.token is not None
-
-    async def check(self) -> None:
-        """LockLost unless this lease still holds the lock with its token: called before a
-        step a stale holder must not take (the snapshotter's trim)."""
-        if self.token is None:
-            raise errors.LockLost(self.lock)
-        await self.locks.check(self.lock, self.token)
-
-    async def release(self) -> None:
-        if self.token is not None:
-            await self.locks.release(self.lock, self.holder, self.token)
-            self.token = None

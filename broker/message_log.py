@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from broker import errors, ids
+from broker import errors, ids, keys
 from broker.context import Context
 from broker.devices import Devices
 from broker.history import HistoryStore
@@ -176,12 +176,21 @@ class MessageLog:
             )
         return found
 
-    async def trim(self, shard_tag: str, account_id: str, cutoff_ms: int, pairs: Sequence[str]) -> int:
+    async def trim(self, shard_tag: str, account_id: str, cutoff_ms: int, pairs: Sequence[str], *, lease: str) -> int:
         """Remove a sender's finished messages last changed by ``cutoff_ms`` that the
-        history store holds (``pairs``: id, stored version, ...); see trim-3.lua."""
+        history store holds (``pairs``: id, stored version, ...); see trim-4.lua. Only
+        for the holder of the shard's background lease: ``lease`` is
+        ``<holder>|<fencing token>`` as the holder was given it, and :class:`LockLost`
+        (nothing removed) when the lease is no longer that."""
         shard = self.ctx.shard(shard_tag)
-        return int(
+        lease_key = keys.shard_lease(shard_tag)
+        removed = int(
             await self.ctx.call(
-                "trim", [shard.messages, shard.trim, shard.sent(account_id)], [account_id, cutoff_ms, *pairs]
+                "trim",
+                [shard.messages, shard.trim, shard.sent(account_id), lease_key],
+                [lease, account_id, cutoff_ms, *pairs],
             )
         )
+        if removed < 0:
+            raise errors.LockLost(lease_key)
+        return removed

@@ -5,16 +5,21 @@ One pass, per shard: read the shard's event stream through the ``snapshotter``
 consumer group (first what an earlier pass read but did not acknowledge, then new
 entries), load the current records of the messages named, upsert them into the store,
 note the finished ones in the shard's trim set, then acknowledge the entries (deleted
-once the webhook dispatcher has acknowledged them too, see :mod:`broker.streams`). Finished messages whose last change is older than the hot retention window
-are then removed from Redis by ``trim-3.lua``, only if unchanged since they were
-stored. A crash anywhere loses nothing: unacknowledged entries are read again and the
-upsert never moves a stored message backwards.
+once the webhook dispatcher has acknowledged them too, see :mod:`broker.streams`). Finished messages whose last change is older than the hot
+retention window are then removed from Redis by ``trim-4.lua``, only if unchanged since
+they were stored. A crash anywhere loses nothing: unacknowledged entries are read again
+and the upsert never moves a stored message backwards.
 
-One snapshotter runs at a time across all workers: the holder of the
-``{snapshotter}`` lock, which expires when its holder dies. Accounts, devices and API
-keys are mirrored every :data:`DIRECTORY_EVERY` passes; history past its retention is
-deleted every :data:`RETENTION_EVERY` passes, for at most about a second a pass; a
-backlog left over is taken up again on the next pass until none is left.
+Each background process snapshots the shards it holds (:mod:`broker.leases`), so a
+shard has one snapshotter at a time and more processes share the work; the one consumer
+name means a new holder of a shard reads what its predecessor left unacknowledged. The
+trim deletes from Redis, so ``trim-4.lua`` checks the shard's fencing token in the same
+call: a process that paused past its lease stores (harmlessly) but trims nothing.
+Accounts, devices and API keys of the held shards are mirrored every
+:data:`DIRECTORY_EVERY` passes; history past its retention is deleted every
+:data:`RETENTION_EVERY` passes by the holder of the first shard, for at most about a
+second a pass; a backlog left over is taken up again on the next pass until none is
+left.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import msgspec
 from broker import errors, keys, streams
 from broker.broker import Broker
 from broker.history import FINISHED, HistoryStore
-from broker.locks import Lease
+from broker.leases import LEASE_MS, ShardLeases
 from broker.records import MessageRecord
 from broker.redis_client import PassLog
 from broker.redis_client import fields as _fields
@@ -38,7 +43,7 @@ from broker.redis_client import text as _text
 log = logging.getLogger("connecfy.snapshotter")
 
 GROUP = streams.SNAPSHOTTER_GROUP
-CONSUMER = "snapshotter"  # one snapshotter at a time: a successor owns what its predecessor left
+CONSUMER = "snapshotter"  # one per shard at a time: a successor owns what its predecessor left
 DIRECTORY_EVERY = 15
 RETENTION_EVERY = 30
 MAX_ROUNDS = 50
@@ -49,6 +54,7 @@ class SnapshotReport(msgspec.Struct):
     stored: int = 0
     trimmed: int = 0
     deleted: int = 0
+    fenced: int = 0  # shards whose trim was refused: another process holds them now
 
 
 class Batch(msgspec.Struct):
@@ -72,20 +78,28 @@ class Snapshotter:
         lease_ms: int | None = None,
         retention_batch: int = 1_000,
         retention_budget_s: float = 1.0,
+        leases: ShardLeases | None = None,
     ) -> None:
         self.broker = broker
         self.redis = broker.redis
         self.store = store
         self.settings = broker.settings
-        self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count
         self.trim_batch = trim_batch
         self.retention_batch = retention_batch
         self.retention_budget_s = retention_budget_s
         self._retention_left = False  # the last retention pass ran out of time
-        # The lock outlives a few missed passes; a dead holder's runs out after this long.
-        self.lease_ms = lease_ms or max(10_000, 5 * self.settings.snapshot_interval_ms)
-        self.lease = Lease(broker.locks, keys.SNAPSHOTTER_LOCK, self.holder, self.lease_ms)
+        # The jobs of a background process share its leases, renewed by a task of their
+        # own; a snapshotter made alone has its own, and renews them at each pass.
+        self._own_leases = leases is None
+        self.leases = leases or ShardLeases(
+            broker.ctx,
+            holder=holder or uuid.uuid4().hex,
+            local_store=store.is_local,
+            lease_ms=lease_ms or LEASE_MS,
+            beat_ms=min(1_000, lease_ms or LEASE_MS),
+        )
+        self.holder = self.leases.holder
         self.passes = 0
         self.pass_log = PassLog(log, "snapshots")
         self._groups: set[str] = set()
@@ -103,22 +117,23 @@ class Snapshotter:
             await asyncio.sleep(self.settings.snapshot_interval_ms / 1000)
 
     async def run_once(self) -> SnapshotReport | None:
-        """One pass if this process holds (or takes) the snapshotter lock, else None."""
-        if not await self.lease.hold():
+        """One pass over the shards this process holds; None when it holds none."""
+        if self._own_leases:
+            await self.leases.beat()
+        held = self.leases.tokens()
+        if not held:
             return None
         if not await self.epoch_matches():
             return None
-        try:
-            return await self.snapshot()
-        except errors.LockLost:
-            log.warning("the snapshotter lock passed to another process during a pass; it carries on")
-            return None
+        return await self.snapshot(held)
 
-    async def snapshot(self) -> SnapshotReport:
+    async def snapshot(self, held: dict[str, int] | None = None) -> SnapshotReport:
+        """One pass over ``held`` (shard -> fencing token; the shards held now when None)."""
+        held = self.leases.tokens() if held is None else held
+        shards = sorted(held)
         report = SnapshotReport()
         if self.passes % DIRECTORY_EVERY == 0:
-            await self.mirror_directory()
-        shards = await self.shards()
+            await self.mirror_directory(shards)
         for pending in (True, False):
             todo = shards
             for _ in range(MAX_ROUNDS):
@@ -131,9 +146,8 @@ class Snapshotter:
                 todo = [b.shard for b in batches if len(b.entry_ids) == self.read_count]
                 if not todo:
                     break
-        await self.lease.check()  # trimming deletes from Redis: only the lock's current holder
-        report.trimmed = await self.trim()
-        if self.passes % RETENTION_EVERY == 0 or self._retention_left:
+        report.trimmed, report.fenced = await self.trim(held)
+        if (self.passes % RETENTION_EVERY == 0 or self._retention_left) and self.leases.holds_first():
             report.deleted = await self.delete_expired_history()
         self.passes += 1
         return report
@@ -168,6 +182,7 @@ class Snapshotter:
         return True
 
     async def shards(self) -> list[str]:
+        """Every shard (not only those held)."""
         return sorted([_text(tag) async for tag in self.redis.sscan_iter(keys.SHARDS)])
 
     # The steps of a pass, in order -----------------------------------------------------
@@ -233,12 +248,17 @@ class Snapshotter:
         await self.redis.xack(stream, GROUP, *batch.entry_ids)
         await streams.release(self.redis, stream)
 
-    async def trim(self) -> int:
-        """Remove finished, stored messages older than the hot retention window."""
+    async def trim(self, held: dict[str, int] | None = None) -> tuple[int, int]:
+        """Remove finished, stored messages older than the hot retention window from the
+        ``held`` shards (shard -> fencing token; the shards held now when None): how
+        many, and how many shards refused (``trim-4.lua`` found another holder's token:
+        those are left to it)."""
+        held = self.leases.tokens() if held is None else held
         now = self.broker.clock()
         cutoff = now - self.settings.hot_retention_seconds * 1000
         trimmed = 0
-        todo = await self.shards()
+        fenced: set[str] = set()
+        todo = sorted(held)
         for _ in range(MAX_ROUNDS):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for shard in todo:
@@ -249,18 +269,32 @@ class Snapshotter:
                 for member in members:
                     account, message_id, version = _text(member).split(":")
                     by_account[account] += [message_id, version]
-                for account, pairs in by_account.items():
-                    trimmed += await self.broker.message_log.trim(shard, account, cutoff, pairs)
-            todo = [shard for shard, members in zip(todo, due, strict=True) if len(members) == self.trim_batch]
+                lease = self.leases.lease(held[shard])
+                try:
+                    for account, pairs in by_account.items():
+                        trimmed += await self.broker.message_log.trim(shard, account, cutoff, pairs, lease=lease)
+                except errors.LockLost:
+                    fenced.add(shard)
+            todo = [
+                shard
+                for shard, members in zip(todo, due, strict=True)
+                if len(members) == self.trim_batch and shard not in fenced
+            ]
             if not todo:
                 break
-        return trimmed
+        if fenced:
+            log.warning(
+                "%d shards passed to another process during a pass (held past the lease): not trimmed here",
+                len(fenced),
+            )
+        return trimmed, len(fenced)
 
     # Less often ------------------------------------------------------------------------
 
-    async def mirror_directory(self) -> None:
-        """Copy every shard's account, devices and API keys into the store."""
-        for shard in await self.shards():
+    async def mirror_directory(self, shards: list[str] | None = None) -> None:
+        """Copy the account, devices and API keys of ``shards`` (every shard when None)
+        into the store."""
+        for shard in await self.shards() if shards is None else shards:
             keyring = self.broker.shard(shard)
             device_ids = sorted(_text(d) for d in await self.redis.smembers(keyring.devices))
             async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,12 +1,20 @@
 """The sweeper: bounded passes over each shard that expire messages whose TTL passed,
-fail those whose phone was lost, and return pool messages whose lease ran out. One
-sweeper at a time across all processes, under the ``{sweeper}`` lock."""
+fail those whose phone was lost, and return pool messages whose lease ran out.
+
+Each background process sweeps the shards it holds (:mod:`broker.leases`), so every
+shard has one sweeper at a time, and more processes share the work. A sweep call needs
+no fencing token: it is one atomic script that acts only on what is due at the time it
+is given, so one from a process that paused past its lease does what the new holder's
+would have done, and never twice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from broker import keys
 from broker.context import Context
-from broker.locks import Lease, Locks
+from broker.leases import ShardLeases
+from broker.locks import Locks
 from broker.records import SweepReport
 from broker.redis_client import text
 
@@ -42,12 +50,16 @@ class Sweeper:
         )
         return SweepReport(int(reply[0]), int(reply[1]), int(reply[2]), bool(int(reply[3])))
 
-    async def sweep_all(self, *, max_passes: int = MAX_PASSES) -> SweepReport:
-        """Sweep every shard until none has more due work (at most ``max_passes`` each)."""
+    async def sweep_all(self, *, max_passes: int = MAX_PASSES, shards: Iterable[str] | None = None) -> SweepReport:
+        """Sweep each of ``shards`` (every shard when None) until none has more due work
+        (at most ``max_passes`` each)."""
+        tags = (
+            list(shards) if shards is not None else [text(tag) async for tag in self.ctx.redis.sscan_iter(keys.SHARDS)]
+        )
         total = SweepReport()
-        async for tag in self.ctx.redis.sscan_iter(keys.SHARDS):
+        for tag in tags:
             for _ in range(max_passes):
-                report = await self.sweep(text(tag))
+                report = await self.sweep(tag)
                 total = SweepReport(
                     total.expired + report.expired,
                     total.lost + report.lost,
@@ -58,13 +70,9 @@ class Sweeper:
                     break
         return total
 
-    def lease(self, holder: str, lease_ms: int) -> Lease:
-        """``holder``'s hold on the sweeper lock, for :meth:`sweep_if_leader`."""
-        return Lease(self.locks, keys.SWEEPER_LOCK, holder, lease_ms)
-
-    async def sweep_if_leader(self, lease: Lease) -> SweepReport | None:
-        """Sweep every shard if ``lease`` holds (or takes) the sweeper lock: one sweeper at
-        a time across workers; a dead holder's lock expires after its lease."""
-        if not await lease.hold():
+    async def sweep_held(self, leases: ShardLeases) -> SweepReport | None:
+        """Sweep the shards ``leases`` holds; None when it holds none."""
+        held = leases.tokens()
+        if not held:
             return None
-        return await self.sweep_all()
+        return await self.sweep_all(shards=sorted(held))

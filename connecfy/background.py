@@ -2,9 +2,17 @@
 their own.
 
 ``connecfy serve`` starts one beside its request workers (and restarts it if it exits),
-so a snapshot pass or a burst of webhook POSTs never lengthens a phone's claim. Each job
-still takes its Redis lock before it works, so any number of these processes (one per
-host) is safe: one of each job runs at a time.
+so a snapshot pass or a burst of webhook POSTs never lengthens a phone's claim. The
+work is shared out by shard among these processes (one per host) through leases in
+Redis (:mod:`broker.leases`), so any number of them is safe, and more share the work.
+
+History across hosts: a history store in a local SQLite file holds one host's shards
+only. :func:`check_history_shared` refuses, in one line, to start this host's
+background work into a local file while another host's background process is live on
+the same Redis (or to start beside one that keeps its own local file); ``connecfy serve``
+and ``connecfy background`` run by hand ask it before starting. Two hosts starting at
+the same moment are kept apart by the registry's own atomic check: the second is
+refused there, logs the same line, and does no background work while the other is live.
 """
 
 from __future__ import annotations
@@ -17,10 +25,13 @@ import signal
 from sqlalchemy.exc import DBAPIError
 
 from broker.broker import Broker
-from broker.history import HistoryStore
+from broker.context import wall_clock_ms
+from broker.history import HistoryStore, database_url
 from broker.jobs import NO_OBSERVERS, Observers, start_jobs, stop_jobs
-from broker.redis_client import REDIS_AWAY, RedisClient, redis_for
+from broker.leases import Member, conflict_message, history_conflict, live_members, this_host
+from broker.redis_client import REDIS_AWAY, RedisClient, open_redis, redis_for
 from broker.settings import Settings
+from connecfy.errors import RUNTIME, CommandError
 
 log = logging.getLogger("connecfy.background")
 
@@ -33,6 +44,29 @@ async def _parent_gone(parent: int) -> None:
     while os.getppid() == parent:
         await asyncio.sleep(PARENT_CHECK_SECONDS)
     log.warning("the server that started this process is gone; stopping")
+
+
+async def _live_members(url: str) -> list[Member]:
+    client = await open_redis(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        return await live_members(client, wall_clock_ms())
+    finally:
+        await client.aclose()
+
+
+def check_history_shared(settings: Settings, data_dir: str | None = None) -> None:
+    """Refuse (:class:`CommandError`, one line) to start this host's background work when
+    another host's background process is live on ``REDIS_URL`` and either host keeps
+    history in a local SQLite file. A private Redis (no ``REDIS_URL``) is this host's alone."""
+    from connecfy.cli import against_redis
+
+    if not settings.redis_url:
+        return
+    local = database_url(settings, data_dir).startswith("sqlite")
+    host = this_host(data_dir or settings.data_dir)
+    other = history_conflict(host, local, against_redis(settings.redis_url, _live_members(settings.redis_url)))
+    if other is not None:
+        raise CommandError(conflict_message(other, local), RUNTIME)
 
 
 async def _start(settings: Settings, history: HistoryStore) -> Broker:
@@ -78,9 +112,9 @@ async def run(settings: Settings, *, observers: Observers = NO_OBSERVERS, parent
         done, _ = await asyncio.wait([starting, *waiters], return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             broker = starting.result()
-            tasks = start_jobs(broker, history, observers)
+            jobs = start_jobs(broker, history, observers)
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            await stop_jobs(tasks)
+            await stop_jobs(jobs)
     finally:
         for task in (starting, *waiters):
             task.cancel()

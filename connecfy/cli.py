@@ -217,14 +217,19 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
     from api.observability import configure_logging, swept, webhook_attempted
     from broker.jobs import Observers
-    from connecfy.background import run
+    from connecfy.background import check_history_shared, run
 
-    settings = msgspec.structs.replace(settings, redis_url=redis_url_for(settings, data_dir))
+    # The history store and the host's identity go by the data directory given.
+    settings = msgspec.structs.replace(
+        settings, redis_url=redis_url_for(settings, data_dir), data_dir=data_dir or settings.data_dir
+    )
     assert settings.redis_url
     if parent_pid is None:
-        # Run by hand: a Redis that does not answer is a mistake to report. Started by
-        # serve (which has seen its Redis answer), it waits for a Redis that is away.
+        # Run by hand: a Redis that does not answer is a mistake to report, and so is
+        # history that would be split between hosts. Started by serve (which has asked
+        # both), it waits for a Redis that is away.
         check_redis_answers(settings.redis_url, settings)
+        check_history_shared(settings)
     configure_logging()
     run_async(run(settings, observers=Observers(swept, webhook_attempted), parent_pid=parent_pid))
     return 0
@@ -300,7 +305,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from connecfy.server import serve as run_server
 
         if settings.redis_url:
+            from connecfy.background import check_history_shared
+
             check_redis_answers(settings.redis_url, settings)
+            check_history_shared(settings, data_dir)
         return run_server(settings, host=args.host, port=args.port, workers=args.workers, data_dir=data_dir)
     if args.command == "operator":
         return operator_create(settings, args.email, args.password_stdin, data_dir)

@@ -3,8 +3,8 @@
   holder, so work done under a lapsed lease can be told from the current holder's.
 
   Input:
-    KEYS[1]  lock                   {sweeper}, {snapshotter}, {webhooks}
-    KEYS[2]  its fencing counter    {sweeper}:fence, ...
+    KEYS[1]  lock                   a shard's background lease, {S}:background
+    KEYS[2]  its fencing counter    {S}:background:fence
 
     ARGV[1]  holder (a process's own id, no "|")
     ARGV[2]  lease (ms)

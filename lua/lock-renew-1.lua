@@ -2,7 +2,7 @@
   Renew a lock's lease, only for the holder and token that took it.
 
   Input:
-    KEYS[1]  lock                   {sweeper}, {snapshotter}, {webhooks}
+    KEYS[1]  lock                   a shard's background lease, {S}:background
 
     ARGV[1]  holder
     ARGV[2]  fencing token it was given

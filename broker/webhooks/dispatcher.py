@@ -1,26 +1,36 @@
 """The webhook dispatcher: turns every status change into events for the endpoints that
 want them, and delivers those, retrying, in order per message.
 
-One dispatcher runs at a time across all workers: the holder of the ``{webhooks}``
-lock. It has two halves.
+Each background process dispatches for the shards it holds (:mod:`broker.leases`). Which
+shard owns which work: the fan-out of a shard's stream belongs to the holder of that
+shard (a pool shard's stream carries the events of many accounts), and the delivery of
+an endpoint's lanes, which live in its account's shard (``{a:<id>}:webhook:...``), to
+the holder of that account shard. The two may be different processes: a fan-out that
+appends to lanes of an account shard held elsewhere adds ``<account>|<endpoint>`` to
+``{webhook-wake}``, which the holder's dispatcher reads every pass.
 
-Fan-out (every ``webhook_poll_ms``): read each shard's stream through the ``webhooks``
-consumer group (first what an earlier holder read but did not acknowledge, then new
-entries); for each entry, find the endpoints of the message's account that want its
-event type; append the event to the endpoint lane its message hashes to, remember per
-endpoint and shard the last entry appended (so an entry read again after a crash is not
+Fan-out (every ``webhook_poll_ms``): read each held shard's stream through the
+``webhooks`` consumer group (first what an earlier holder read but did not acknowledge,
+then new entries); for each entry, find the endpoints of the message's account that
+want its event type; append the event to the endpoint lane its message hashes to
+(``webhook-queue-2.lua``, which keeps per lane and source shard the last entry appended,
+so an entry read again, after a crash or by a holder that paused past its lease, is not
 queued twice), then acknowledge. Nothing here waits on a receiver.
 
-Delivery: one task per lane with events waiting. It POSTs the lane's first event; on a
-2xx the event leaves the lane; otherwise the attempt count and the time of the next try
-(exponential backoff, each wait between half and all of its ceiling) are written to Redis and the lane waits, while
-the other lanes go on. Because a message's events share a lane they arrive in order; a
-restart or a new holder reads the waiting events and their retry times back from Redis
-and carries on. An event still failing a day after it was queued is given up; an
-endpoint that has not had one success for a day is disabled with the reason, its
-waiting events dropped, and new events are not queued for it until it is enabled.
-At most ``webhook_max_in_flight`` POSTs run at once, each limited to
-``webhook_timeout_seconds``: a receiver that hangs holds only its own lanes.
+Delivery: one task per lane with events waiting, in the process holding the lane's
+account shard, with the shard's fencing token of the time it started. It POSTs the
+lane's first event; on a 2xx the event leaves the lane; otherwise the attempt count and
+the time of the next try (exponential backoff, each wait between half and all of its
+ceiling) are written to Redis and the lane waits, while the other lanes go on. Each of
+those writes is one script (``webhook-lane-5.lua``, ``webhook-disable-4.lua``) that
+checks the token: a lane task whose process lost the shard is refused, and stops. Because
+a message's events share a lane they arrive in order; a restart or a new holder reads
+the waiting events and their retry times back from Redis and carries on. An event still
+failing a day after it was queued is given up; an endpoint that has not had one success
+for a day is disabled with the reason, its waiting events dropped, and new events are
+not queued for it until it is enabled. At most ``webhook_max_in_flight`` POSTs run at
+once, each limited to ``webhook_timeout_seconds``: a receiver that hangs holds only its
+own lanes.
 """
 
 from __future__ import annotations
@@ -37,25 +47,31 @@ import msgspec
 
 from broker import keys, streams
 from broker.clock import duration_text, iso_utc
-from broker.locks import Lease
-from broker.redis_client import REDIS_AWAY, PassLog, RedisPipeline
+from broker.leases import ShardLeases, call_each
+from broker.redis_client import REDIS_AWAY, PassLog
 from broker.redis_client import fields as _fields
 from broker.redis_client import text as _text
 from broker.webhooks import events
 from broker.webhooks.courier import Courier
-from broker.webhooks.endpoints import Attempt, Endpoint, endpoint_from_hash, log_attempt
+from broker.webhooks.endpoints import LOG_SIZE, Attempt, Endpoint, endpoint_from_hash
 
 if TYPE_CHECKING:
     from broker.broker import Broker
 
 log = logging.getLogger("connecfy.webhooks")
 
-CONSUMER = "dispatcher"  # one dispatcher at a time: a successor owns what its predecessor left
+CONSUMER = "dispatcher"  # one per shard at a time: a successor owns what its predecessor left
 MAX_ROUNDS = 20
 RESUME_EVERY = 100  # passes between looks for waiting lanes without a task (one that crashed)
 MAX_WAIT_S = 5.0  # a lane waiting for its next try looks again at least this often
 LANE_BATCH = 50  # events read from a lane at once
 STOP_WAIT_S = 5.0  # how long stopping waits for the lanes' POSTs to end
+
+LaneKey = tuple[str, str, int]  # account, endpoint id, lane
+
+
+class LaneLost(Exception):
+    """A lane's write was refused: its account shard is another process's now."""
 
 
 def backoff_ms(attempts: int, first_ms: int, max_ms: int, rng: random.Random | None = None) -> int:
@@ -81,6 +97,7 @@ class WebhookDispatcher:
         holder: str | None = None,
         read_count: int = 1_000,
         on_attempt: Callable[[Attempt], None] | None = None,
+        leases: ShardLeases | None = None,
     ) -> None:
         self.broker = broker
         self.redis = broker.redis
@@ -91,16 +108,19 @@ class WebhookDispatcher:
             allow_loopback=s.webhook_allow_loopback_http,
             clock=broker.clock,
         )
-        self.holder = holder or uuid.uuid4().hex
         self.read_count = read_count
         self.on_attempt = on_attempt
-        self.lease_ms = max(10_000, 5 * s.webhook_poll_ms)
-        self.lease = Lease(broker.locks, keys.WEBHOOKS_LOCK, self.holder, self.lease_ms)
+        # The jobs of a background process share its leases, renewed by a task of their
+        # own; a dispatcher made alone has its own, and renews them at each pass.
+        self._own_leases = leases is None
+        self.leases = leases or ShardLeases(broker.ctx, holder=holder or uuid.uuid4().hex)
+        self.holder = self.leases.holder
         self.in_flight = asyncio.Semaphore(s.webhook_max_in_flight)
-        self.lanes: dict[tuple[str, str, int], asyncio.Task[None]] = {}
-        self.holding = False
+        self.lanes: dict[LaneKey, asyncio.Task[None]] = {}
+        self._lane_tokens: dict[LaneKey, int] = {}  # the fencing token each lane task writes with
+        self._held: dict[str, int] = {}  # shard -> token, as of the last pass
         self._groups: set[str] = set()
-        self._kicked: set[tuple[str, str, int]] = set()  # lanes appended to since their task last looked
+        self._kicked: set[LaneKey] = set()  # lanes appended to since their task last looked
         self.passes = 0
         self.pass_log = PassLog(log, "webhook deliveries")
 
@@ -124,48 +144,73 @@ class WebhookDispatcher:
             await self.stop()
 
     async def run_once(self) -> FanOutReport | None:
-        """One fan-out pass if this process holds (or takes) the lock, else None."""
-        held = await self.lease.hold()
+        """One fan-out pass over the shards this process holds; None when it holds none."""
+        if self._own_leases:
+            await self.leases.beat()
+        held = self.leases.tokens()
+        taken = await self.follow(held)
         if not held:
-            if self.holding:
-                log.warning("lost the webhooks lock; another process delivers now")
-                await self.stop_lanes()
-            self.holding = False
             return None
-        if not self.holding or self.pass_log.away or self.passes % RESUME_EVERY == 0:
-            self.holding = True
+        if self.pass_log.away or self.passes % RESUME_EVERY == 0:
             await self.resume()
-        report = await self.fan_out()
+        elif taken:
+            await self.resume(taken)
+        report = await self.fan_out(sorted(held))
         await self.wake()
         self.passes += 1
         return report
 
-    async def stop_lanes(self) -> None:
-        tasks = list(self.lanes.values())
-        self.lanes.clear()
+    async def follow(self, held: dict[str, int]) -> set[str]:
+        """Keep the lane tasks to the account shards ``held`` now: stop those of shards
+        lost (or held again with a new token); the accounts whose shards are newly held."""
+        lost = {shard for shard, token in self._held.items() if held.get(shard) != token}
+        taken = {shard for shard, token in held.items() if self._held.get(shard) != token}
+        self._held = dict(held)
+        if lost:
+            await self.stop_lanes({key for key in self.lanes if keys.account_shard(key[0]) in lost})
+        return {shard[2:] for shard in taken if shard.startswith("a:")}
+
+    async def stop_lanes(self, which: set[LaneKey] | None = None) -> None:
+        """Cancel the lane tasks (``which`` of them, or all) and wait for them a moment."""
+        chosen = list(self.lanes) if which is None else [k for k in which if k in self.lanes]
+        tasks = [self.lanes.pop(key) for key in chosen]
+        for key in chosen:
+            self._lane_tokens.pop(key, None)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
     async def stop(self) -> None:
-        self.holding = False
+        self._held = {}
         await self.stop_lanes()
         await self.courier.close()
 
-    async def resume(self) -> None:
-        """Start a lane task for every lane with events waiting (after a restart, or when
-        this process takes over from another)."""
+    async def resume(self, accounts: set[str] | None = None) -> None:
+        """Start a lane task for every lane with events waiting in the account shards held
+        (after a restart, or when this process takes a shard over), or only in those of
+        ``accounts``."""
         members = sorted(_text(m) for m in await self.redis.smembers(keys.WEBHOOK_ENDPOINTS))
         for member in members:
             account, _, endpoint_id = member.partition("|")
-            await self._start_waiting_lanes(account, endpoint_id)
+            if (accounts is None or account in accounts) and self._token_of(account) is not None:
+                await self._start_waiting_lanes(account, endpoint_id)
 
     async def wake(self) -> None:
-        """Lanes given events by hand (manual redelivery) since the last pass."""
-        for member in await self.redis.spop(keys.WEBHOOK_WAKE, 100) or []:
-            account, _, endpoint_id = _text(member).partition("|")
+        """Lanes of the account shards held here that were given events by another
+        process (its fan-out) or by hand (a manual redelivery) since the last pass."""
+        members = [_text(m) for m in await self.redis.smembers(keys.WEBHOOK_WAKE)]
+        mine = [m for m in members if self._token_of(m.partition("|")[0]) is not None]
+        if not mine:
+            return
+        await self.redis.srem(keys.WEBHOOK_WAKE, *mine)
+        for member in mine:
+            account, _, endpoint_id = member.partition("|")
             await self._start_waiting_lanes(account, endpoint_id)
+
+    def _token_of(self, account: str) -> int | None:
+        """The fencing token of ``account``'s shard while this process holds it."""
+        return self.leases.token(keys.account_shard(account))
 
     async def _start_waiting_lanes(self, account: str, endpoint_id: str) -> None:
         shard = self.broker.ctx.account_shard(account)
@@ -180,18 +225,29 @@ class WebhookDispatcher:
             if length:
                 self._ensure_lane(account, endpoint_id, lane)
 
-    def _ensure_lane(self, account: str, endpoint_id: str, lane: int) -> None:
+    def _ensure_lane(self, account: str, endpoint_id: str, lane: int) -> bool:
+        """Have a task deliver the lane, if this process holds its account shard; whether
+        it does."""
+        token = self._token_of(account)
+        if token is None:
+            return False
         key = (account, endpoint_id, lane)
         self._kicked.add(key)
         task = self.lanes.get(key)
-        if task is None or task.done():
-            self.lanes[key] = asyncio.create_task(self._run_lane(account, endpoint_id, lane))
+        if task is not None and not task.done() and self._lane_tokens.get(key) == token:
+            return True
+        if task is not None and not task.done():
+            task.cancel()  # a task of an earlier hold of the shard: its writes are refused anyway
+        self._lane_tokens[key] = token
+        self.lanes[key] = asyncio.create_task(self._run_lane(account, endpoint_id, lane, token))
+        return True
 
     # Fan-out ----------------------------------------------------------------------------
 
-    async def fan_out(self) -> FanOutReport:
+    async def fan_out(self, shards: list[str] | None = None) -> FanOutReport:
+        """Queue the new entries of ``shards``' streams (the shards held now when None)."""
         report = FanOutReport()
-        shards = sorted([_text(tag) async for tag in self.redis.sscan_iter(keys.SHARDS)])
+        shards = sorted(self.leases.tokens()) if shards is None else shards
         for shard in shards:
             if shard not in self._groups:
                 await streams.ensure_group(self.redis, self.broker.shard(shard).events, streams.WEBHOOKS_GROUP)
@@ -199,6 +255,8 @@ class WebhookDispatcher:
         for pending in (True, False):
             todo = shards
             for _ in range(MAX_ROUNDS):
+                if not todo:
+                    break
                 replies = await streams.read(
                     self.redis,
                     streams.WEBHOOKS_GROUP,
@@ -217,8 +275,6 @@ class WebhookDispatcher:
                         if len(entries) == self.read_count:
                             full.append(shard)
                 todo = full
-                if not todo:
-                    break
         return report
 
     async def _fan_out_shard(self, shard: str, entries: list[Any], report: FanOutReport) -> None:
@@ -228,69 +284,72 @@ class WebhookDispatcher:
             entry = _fields(raw) if raw else {}
             if entry.get("account"):
                 by_account[entry["account"]].append((_text(entry_id), entry))
-        endpoints = await self._endpoints(sorted(by_account), shard)
+        endpoints = await self._endpoints(sorted(by_account))
         now = self.broker.clock()
-        touched: set[tuple[str, str, int]] = set()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for account, account_entries in by_account.items():
-                for endpoint, mark in endpoints.get(account, []):
-                    touched |= self._queue(pipe, shard, endpoint, mark, account_entries, now, report)
-            await pipe.execute()
+        calls: list[tuple[Endpoint, int, list[str]]] = []
+        for account, account_entries in by_account.items():
+            for endpoint in endpoints.get(account, []):
+                calls += self._queue(shard, endpoint, account_entries, now)
+        touched: set[LaneKey] = set()
+        replies = await call_each(
+            self.broker.ctx,
+            "webhook-queue",
+            [
+                (
+                    [
+                        self.broker.ctx.account_shard(endpoint.account).webhook(endpoint.id),
+                        self.broker.ctx.account_shard(endpoint.account).webhook_lane(endpoint.id, lane),
+                    ],
+                    args,
+                )
+                for endpoint, lane, args in calls
+            ],
+        )
+        dropped_by: dict[str, int] = defaultdict(int)
+        for (endpoint, lane, _), (queued, dropped) in zip(calls, replies, strict=True):
+            report.queued += int(queued)
+            report.dropped += int(dropped)
+            dropped_by[endpoint.id] += int(dropped)
+            if int(queued):
+                touched.add((endpoint.account, endpoint.id, lane))
+        for endpoint_id, dropped in dropped_by.items():
+            if dropped:
+                log.warning(
+                    "webhook endpoint %s has %d events waiting or more: %d new ones dropped",
+                    endpoint_id,
+                    self.settings.webhook_backlog_max,
+                    dropped,
+                )
         await self.redis.xack(stream, streams.WEBHOOKS_GROUP, *[_text(e) for e, _ in entries])
         await streams.release(self.redis, stream)
         report.entries += len(entries)
+        elsewhere = set()
         for account, endpoint_id, lane in touched:
-            self._ensure_lane(account, endpoint_id, lane)
+            if not self._ensure_lane(account, endpoint_id, lane):
+                elsewhere.add(f"{account}|{endpoint_id}")
+        if elsewhere:
+            await self.redis.sadd(keys.WEBHOOK_WAKE, *sorted(elsewhere))
 
     def _queue(
-        self,
-        pipe: RedisPipeline,
-        shard: str,
-        endpoint: Endpoint,
-        mark: str,
-        entries: list[tuple[str, dict[str, str]]],
-        now: int,
-        report: FanOutReport,
-    ) -> set[tuple[str, str, int]]:
-        """Queue into ``pipe`` the events ``endpoint`` wants among its account's ``entries``
-        after ``mark`` (the last entry of ``shard`` already queued for it), and the new
-        mark; the lanes appended to."""
-        after = streams.entry_id(mark) if mark else (0, -1)
-        entries = [(entry_id, entry) for entry_id, entry in entries if streams.entry_id(entry_id) > after]
-        if not entries:
-            return set()
-        keyring = self.broker.ctx.account_shard(endpoint.account)
-        room = self.settings.webhook_backlog_max - endpoint.queued
-        touched: set[tuple[str, str, int]] = set()
-        queued = dropped = 0
+        self, shard: str, endpoint: Endpoint, entries: list[tuple[str, dict[str, str]]], now: int
+    ) -> list[tuple[Endpoint, int, list[str]]]:
+        """The ``webhook-queue`` calls that append the events ``endpoint`` wants among its
+        account's ``entries`` of ``shard``'s stream: (endpoint, lane, script arguments),
+        one per lane; the script skips what the lane has queued from ``shard`` already."""
+        by_lane: dict[int, list[str]] = defaultdict(list)
         for entry_id, entry in entries:
             if not endpoint.wants(f"message.{entry['status']}", int(entry["at"])):
                 continue
-            if queued >= room:
-                dropped += 1
-                continue
             event = events.event_from_stream(shard, entry_id, entry, now)
-            lane = endpoint.lane_of(event.message_id)
-            pipe.rpush(keyring.webhook_lane(endpoint.id, lane), msgspec.json.encode(event))
-            touched.add((endpoint.account, endpoint.id, lane))
-            queued += 1
-        if queued:
-            pipe.hincrby(keyring.webhook(endpoint.id), "queued", queued)
-        if dropped:
-            pipe.hincrby(keyring.webhook(endpoint.id), "dropped", dropped)
-            log.warning(
-                "webhook endpoint %s has %d events waiting: %d new ones dropped",
-                endpoint.id,
-                endpoint.queued + queued,
-                dropped,
-            )
-        pipe.hset(keyring.webhook(endpoint.id), f"mark:{shard}", entries[-1][0])
-        report.queued += queued
-        report.dropped += dropped
-        return touched
+            by_lane[endpoint.lane_of(event.message_id)] += [entry_id, msgspec.json.encode(event).decode()]
+        backlog = self.settings.webhook_backlog_max
+        return [
+            (endpoint, lane, [f"mark:{shard}:{lane}", f"mark:{shard}", str(backlog), *pairs])
+            for lane, pairs in sorted(by_lane.items())
+        ]
 
-    async def _endpoints(self, accounts: list[str], shard: str) -> dict[str, list[tuple[Endpoint, str]]]:
-        """Each account's endpoints, with the last entry of ``shard`` queued for each."""
+    async def _endpoints(self, accounts: list[str]) -> dict[str, list[Endpoint]]:
+        """Each account's endpoints."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for account in accounts:
                 pipe.smembers(self.broker.ctx.account_shard(account).webhooks())
@@ -304,25 +363,27 @@ class WebhookDispatcher:
             for account, endpoint_id in wanted:
                 pipe.hgetall(self.broker.ctx.account_shard(account).webhook(endpoint_id))
             raws = await pipe.execute()
-        found: dict[str, list[tuple[Endpoint, str]]] = defaultdict(list)
+        found: dict[str, list[Endpoint]] = defaultdict(list)
         for (account, endpoint_id), raw in zip(wanted, raws, strict=True):
             endpoint = endpoint_from_hash(account, endpoint_id, raw)
             if endpoint is not None:
-                found[account].append((endpoint, _text(raw.get(f"mark:{shard}".encode(), b""))))
+                found[account].append(endpoint)
         return found
 
     # Delivery ---------------------------------------------------------------------------
 
-    async def _run_lane(self, account: str, endpoint_id: str, lane: int) -> None:
+    async def _run_lane(self, account: str, endpoint_id: str, lane: int, token: int) -> None:
         key = (account, endpoint_id, lane)
         try:
             while True:
                 _raise_if_cancelling()
                 self._kicked.discard(key)
-                if not await self._deliver_some(account, endpoint_id, lane) and key not in self._kicked:
+                if not await self._deliver_some(account, endpoint_id, lane, token) and key not in self._kicked:
                     break  # empty, and nothing appended since it was found empty
         except asyncio.CancelledError:
             raise
+        except LaneLost:
+            log.info("webhook lane %s/%s/%d: the account's shard is another process's now", account, endpoint_id, lane)
         except REDIS_AWAY:
             pass  # the fan-out's log says so once; the lane is started again when Redis is back
         except Exception:  # noqa: BLE001 - the lane is started again by the next pass that touches it
@@ -331,16 +392,64 @@ class WebhookDispatcher:
         finally:
             if self.lanes.get(key) is asyncio.current_task():
                 del self.lanes[key]
+                self._lane_tokens.pop(key, None)
 
-    async def _deliver_some(self, account: str, endpoint_id: str, lane: int) -> bool:
+    def _check_held(self, account: str, token: int) -> None:
+        """LaneLost once this process no longer holds the account's shard with ``token``
+        (by its own reckoning: the scripts check the token in Redis too)."""
+        if self._token_of(account) != token:
+            raise LaneLost()
+
+    async def _lane_write(
+        self,
+        account: str,
+        endpoint_id: str,
+        lane: int,
+        token: int,
+        op: str,
+        first: bytes = b"",
+        attempt: Attempt | None = None,
+        retry: str = "",
+    ) -> int:
+        """One ``webhook-lane`` call (see its header): 1 done, 2 the lane's first event is
+        another one now; LaneLost when refused."""
+        shard = self.broker.ctx.account_shard(account)
+        done = int(
+            await self.broker.ctx.call(
+                "webhook-lane",
+                [
+                    keys.shard_lease(shard.tag),
+                    shard.webhook(endpoint_id),
+                    shard.webhook_lane(endpoint_id, lane),
+                    shard.webhook_retry(endpoint_id),
+                    shard.webhook_log(endpoint_id),
+                ],
+                [
+                    self.leases.lease(token),
+                    op,
+                    lane,
+                    self.broker.clock(),
+                    first,
+                    msgspec.json.encode(attempt) if attempt is not None else b"",
+                    LOG_SIZE,
+                    retry,
+                ],
+            )
+        )
+        if not done:
+            raise LaneLost()
+        return done
+
+    async def _deliver_some(self, account: str, endpoint_id: str, lane: int, token: int) -> bool:
         """Deliver the lane's first events in order, up to :data:`LANE_BATCH` of them, until
         one fails (or wait for the first one's next try); False when the lane is empty or
-        its endpoint gone or disabled. One read for the batch; one transaction per event
-        (it leaves the lane and its attempt is logged together)."""
+        its endpoint gone or disabled. One read for the batch; one script call per event
+        (it leaves the lane and its attempt is logged together, if this process still
+        holds the shard with ``token``)."""
+        self._check_held(account, token)
         shard = self.broker.ctx.account_shard(account)
-        lane_key = shard.webhook_lane(endpoint_id, lane)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(lane_key, 0, LANE_BATCH - 1)
+            pipe.lrange(shard.webhook_lane(endpoint_id, lane), 0, LANE_BATCH - 1)
             pipe.hgetall(shard.webhook(endpoint_id))
             pipe.hget(shard.webhook_retry(endpoint_id), str(lane))
             firsts, raw, retry = await pipe.execute()
@@ -348,7 +457,7 @@ class WebhookDispatcher:
             return False
         endpoint = endpoint_from_hash(account, endpoint_id, raw)
         if endpoint is None or not endpoint.enabled:
-            await self.redis.delete(lane_key)  # deleted, or disabled while this lane waited
+            await self._lane_write(account, endpoint_id, lane, token, "clear")  # deleted, or disabled meanwhile
             return False
         attempts, _, next_ms = _text(retry or "0|0").partition("|")
         wait_ms = int(next_ms) - self.broker.clock()
@@ -358,7 +467,8 @@ class WebhookDispatcher:
             return True
         tried = int(attempts)
         for first in firsts:
-            _raise_if_cancelling()  # before each POST: the last event's transaction may have lost it
+            _raise_if_cancelling()  # before each POST: the last event's script call may have lost it
+            self._check_held(account, token)
             event = msgspec.json.decode(first, type=events.QueuedEvent)
             async with self.in_flight:
                 outcome = await self.courier.post(endpoint.url, endpoint.secrets(self.broker.clock()), event)
@@ -374,73 +484,67 @@ class WebhookDispatcher:
                 at_ms=now,
             )
             if not outcome.ok:
-                return await self._failed(endpoint, lane, attempt)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                self._leave_lane(pipe, shard, endpoint_id, lane, attempt)
-                pipe.hset(shard.webhook(endpoint_id), mapping={"failing_since_ms": 0, "last_success_ms": now})
-                await pipe.execute()
+                return await self._failed(endpoint, lane, token, first, attempt)
+            if await self._lane_write(account, endpoint_id, lane, token, "delivered", first, attempt) != 1:
+                return True  # the lane changed under it (emptied): read it again
             self._observe(attempt)
             tried = 0
             endpoint = msgspec.structs.replace(endpoint, failing_since_ms=0)
         return True
 
-    async def _failed(self, endpoint: Endpoint, lane: int, attempt: Attempt) -> bool:
+    async def _failed(self, endpoint: Endpoint, lane: int, token: int, first: bytes, attempt: Attempt) -> bool:
         """A failed POST of the lane's first event: try it again later, give it up after a
         day, or disable the endpoint after a day without a success."""
-        shard = self.broker.ctx.account_shard(endpoint.account)
         now = attempt.at_ms
         window_ms = self.settings.webhook_retry_seconds * 1000
         failing_since = endpoint.failing_since_ms or now
         if now - failing_since >= window_ms:
-            await self._disable(endpoint, attempt, failing_since)
+            await self._disable(endpoint, token, attempt, failing_since)
             return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if now - attempt.event.queued_ms >= window_ms:
-                attempt = msgspec.structs.replace(attempt, outcome="gave_up")
-                self._leave_lane(pipe, shard, endpoint.id, lane, attempt)
-            else:
-                wait = backoff_ms(
-                    attempt.attempt, self.settings.webhook_backoff_first_ms, self.settings.webhook_backoff_max_ms
-                )
-                attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
-                pipe.hset(shard.webhook_retry(endpoint.id), str(lane), f"{attempt.attempt}|{now + wait}")
-                log_attempt(pipe, shard, endpoint.id, attempt)
-            if not endpoint.failing_since_ms:
-                pipe.hset(shard.webhook(endpoint.id), "failing_since_ms", now)
-            await pipe.execute()
-        self._observe(attempt)
+        if now - attempt.event.queued_ms >= window_ms:
+            attempt = msgspec.structs.replace(attempt, outcome="gave_up")
+            done = await self._lane_write(endpoint.account, endpoint.id, lane, token, "gave_up", first, attempt)
+        else:
+            wait = backoff_ms(
+                attempt.attempt, self.settings.webhook_backoff_first_ms, self.settings.webhook_backoff_max_ms
+            )
+            attempt = msgspec.structs.replace(attempt, next_retry_ms=now + wait)
+            done = await self._lane_write(
+                endpoint.account, endpoint.id, lane, token, "retry", first, attempt, f"{attempt.attempt}|{now + wait}"
+            )
+        if done == 1:
+            self._observe(attempt)
         return True
-
-    @staticmethod
-    def _leave_lane(pipe: RedisPipeline, shard: keys.ShardKeys, endpoint_id: str, lane: int, attempt: Attempt) -> None:
-        """Queue into ``pipe``: the lane's first event leaves it, with its attempt logged."""
-        pipe.lpop(shard.webhook_lane(endpoint_id, lane))
-        pipe.hdel(shard.webhook_retry(endpoint_id), str(lane))
-        pipe.hincrby(shard.webhook(endpoint_id), "queued", -1)
-        log_attempt(pipe, shard, endpoint_id, attempt)
 
     def _observe(self, attempt: Attempt) -> None:
         if self.on_attempt is not None:
             self.on_attempt(attempt)
 
-    async def _disable(self, endpoint: Endpoint, attempt: Attempt, failing_since: int) -> None:
+    async def _disable(self, endpoint: Endpoint, token: int, attempt: Attempt, failing_since: int) -> None:
         shard = self.broker.ctx.account_shard(endpoint.account)
         reason = (
             f"no delivery succeeded for {duration_text(self.settings.webhook_retry_seconds)} "
             f"(failing since {iso_utc(failing_since)}); last error: {attempt.error or attempt.status_code}"
         )
         attempt = msgspec.structs.replace(attempt, outcome="disabled")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                shard.webhook(endpoint.id),
-                mapping={"disabled_ms": attempt.at_ms, "disabled_reason": reason, "queued": 0},
+        done = int(
+            await self.broker.ctx.call(
+                "webhook-disable",
+                [
+                    keys.shard_lease(shard.tag),
+                    shard.webhook(endpoint.id),
+                    shard.webhook_retry(endpoint.id),
+                    shard.webhook_log(endpoint.id),
+                ],
+                [self.leases.lease(token), attempt.at_ms, reason, msgspec.json.encode(attempt), LOG_SIZE],
             )
-            pipe.delete(
-                shard.webhook_retry(endpoint.id),
-                *(shard.webhook_lane(endpoint.id, lane) for lane in range(endpoint.lanes)),
-            )
-            log_attempt(pipe, shard, endpoint.id, attempt)
-            await pipe.execute()
+        )
+        if not done:
+            raise LaneLost()
+        if done != 1:
+            return  # deleted meanwhile
+        for lane in range(endpoint.lanes):
+            await self._lane_write(endpoint.account, endpoint.id, lane, token, "clear")
         self._observe(attempt)
         log.warning("webhook endpoint %s of account %s disabled: %s", endpoint.id, endpoint.account, reason)
 
@@ -454,7 +558,7 @@ def _raise_if_cancelling() -> None:
     pipeline's ``execute`` was lost so, on one Redis and on a Redis Cluster alike.
     Either way the lane would go on waiting for its next try, or deliver its next event,
     after :meth:`WebhookDispatcher.stop_lanes` gave up on it: a lane no one holds any
-    more, beside the one the new lock holder runs."""
+    more, beside the one the new holder of the shard runs."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()

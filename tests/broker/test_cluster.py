@@ -29,7 +29,11 @@ from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
 from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
+from broker.redis_client import text
 from broker.scripts import ScriptRegistry
+from broker.webhooks.dispatcher import LaneLost, WebhookDispatcher
+from broker.webhooks.endpoints import Attempt
+from broker.webhooks.events import QueuedEvent
 from tests.support.cluster import RedisClusterProcess
 
 TO = "+15551234567"
@@ -59,6 +63,19 @@ class RecordingRedis:
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         self._record(self.names.get(sha, f"unknown script {sha}"), numkeys, keys_and_args)
         return await self.real.evalsha(sha, numkeys, *keys_and_args)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        """The real pipeline, its ``evalsha`` recorded too (the shard leases and the
+        webhook fan-out call scripts in pipelines)."""
+        pipe = self.real.pipeline(*args, **kwargs)
+        queue = pipe.evalsha
+
+        def evalsha(sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+            self._record(self.names.get(sha, f"unknown script {sha}"), numkeys, keys_and_args)
+            return queue(sha, numkeys, *keys_and_args)
+
+        pipe.evalsha = evalsha
+        return pipe
 
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
         self._record("EVAL (not a registered script)", numkeys, keys_and_args)
@@ -245,23 +262,80 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     counts = await broker.message_log.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
 
-    # The snapshotter's trim: a finished message leaves Redis only at the version stored
-    # (queued, claimed, sent, delivered: 4); counters stay.
+    # The snapshotter's trim, by the holder of the shard's background lease (checked in
+    # the same script, the lease being in the shard's slot): a finished message leaves
+    # Redis only at the version stored (queued, claimed, sent, delivered: 4); counters stay.
+    async def lease_of(shard: str) -> str:
+        return f"trimmer|{await broker.locks.acquire(keys.shard_lease(shard), 'trimmer', 10_000)}"
+
     for account in accounts:
         done = per_account[account.id]["done"]
         counts = await broker.message_log.account_counts(account)
-        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "3"]) == 0
-        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "4"]) == 1
+        lease = await lease_of(account.shard)
+        with pytest.raises(errors.LockLost):
+            await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "4"], lease="other|1")
+        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "3"], lease=lease) == 0
+        assert await broker.message_log.trim(account.shard, account.id, clock.now_ms, [done, "4"], lease=lease) == 1
         with pytest.raises(errors.MessageNotFound):
             await broker.message_log.get(account.shard, done)
         assert await broker.message_log.account_counts(account) == counts
-    assert await broker.message_log.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"]) == 1
+    pool_lease = await lease_of(keys.pool_shard())
+    assert (
+        await broker.message_log.trim(keys.pool_shard(), api.id, clock.now_ms, [first.ids[0], "3"], lease=pool_lease)
+        == 1
+    )
 
-    # The background jobs' lock, each step its own single-slot script.
-    token = await broker.locks.acquire(keys.SWEEPER_LOCK, "host-a", 1_000)
-    assert token is not None and await broker.locks.acquire(keys.SWEEPER_LOCK, "host-b", 1_000) is None
-    assert await broker.locks.renew(keys.SWEEPER_LOCK, "host-a", token, 1_000)
-    assert await broker.locks.release(keys.SWEEPER_LOCK, "host-a", token)
+    for tag in (keys.pool_shard(), *(a.shard for a in accounts)):  # the trimmer is done with them
+        await broker.redis.delete(keys.shard_lease(tag))
+
+    # A shard's background lease, each step its own single-slot script.
+    lock = keys.shard_lease(accounts[0].shard)
+    token = await broker.locks.acquire(lock, "host-a", 1_000)
+    assert token is not None and await broker.locks.acquire(lock, "host-b", 1_000) is None
+    assert await broker.locks.renew(lock, "host-a", token, 1_000)
+    assert await broker.locks.release(lock, "host-a", token)
+
+    # Webhooks: the shard leases (the registry of background processes, then each
+    # shard's lease in its own slot), the fan-out of a shard's stream into an account's
+    # lane, and each change of the lane's first event, fenced by the account shard's token.
+    hooks = Broker(
+        broker.redis,
+        msgspec.structs.replace(settings, webhook_allow_loopback_http=True),
+        broker.scripts,
+        clock=broker.clock,
+    )
+    hooked = accounts[0]
+    b = await _register(broker, hooked, "Pixel C")
+    await broker.presence.heartbeat(b.ref)
+    endpoint = await hooks.webhooks.create(hooked, "http://127.0.0.1:9/hooks", ["message.sent"])
+    clock.advance(1)
+    [hook_mid] = (await broker.messages.enqueue(hooked, [OutgoingMessage(TO, "hooked", b.device_id)])).ids
+    assert [m.id for m in await broker.messages.claim(b.ref)] == [hook_mid]
+    await broker.messages.report_status(b.ref, hook_mid, "sent")
+    dispatcher = WebhookDispatcher(hooks)
+    try:
+        await dispatcher.leases.beat()
+        every = {text(tag) for tag in await broker.redis.smembers(keys.SHARDS)}
+        assert set(dispatcher.leases.tokens()) == every and len(every) > 4  # alone, it holds them all
+        assert (await dispatcher.fan_out()).queued == 1
+    finally:
+        await dispatcher.stop()  # its lanes, and its courier: the lane is driven by hand below
+    lane = endpoint.lane_of(hook_mid)
+    lane_key = broker.shard(hooked.shard).webhook_lane(endpoint.id, lane)
+    [first] = await broker.redis.lrange(lane_key, 0, -1)
+    token = dispatcher.leases.token(hooked.shard)
+    assert token is not None
+    event = msgspec.json.decode(first, type=QueuedEvent)
+    attempt = Attempt(event=event, attempt=1, outcome="failed", status_code=500, latency_ms=1, error="", at_ms=1)
+    with pytest.raises(LaneLost):  # a stale token is refused
+        await dispatcher._lane_write(hooked.id, endpoint.id, lane, token - 1, "retry", first, attempt, "1|0")
+    assert await dispatcher._lane_write(hooked.id, endpoint.id, lane, token, "retry", first, attempt, "1|0") == 1
+    assert await dispatcher._lane_write(hooked.id, endpoint.id, lane, token, "delivered", first, attempt) == 1
+    assert await broker.redis.llen(lane_key) == 0
+    await dispatcher._disable(endpoint, token, attempt, clock.now_ms)
+    assert not (await broker.webhooks.get(hooked, endpoint.id)).enabled
+    await dispatcher.leases.leave()
+    assert await broker.redis.zcard(keys.BACKGROUND) == 0
 
     # Device settings and removal, in every shard.
     for account in accounts:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from broker import Broker, errors
+from broker.leases import ShardLeases
 from broker.records import OutgoingMessage
 from tests.support.fleet import TO, self_managed
 
@@ -80,11 +81,16 @@ async def test_stats(broker: Broker) -> None:
     assert (info.device_id, info.online, info.counts["delivered"]) == (device.device_id, True, 1)
 
 
-async def test_one_sweeper_at_a_time(broker: Broker, clock) -> None:
-    one, two = broker.sweeper.lease("worker-1", 1000), broker.sweeper.lease("worker-2", 1000)
-    assert await broker.sweeper.sweep_if_leader(one) is not None
-    assert await broker.sweeper.sweep_if_leader(two) is None
-    assert await broker.sweeper.sweep_if_leader(one) is not None
-    await asyncio.sleep(1.05)  # worker-1 stops renewing (it died): its lock runs out
-    assert await broker.sweeper.sweep_if_leader(two) is not None
-    assert await broker.sweeper.sweep_if_leader(one) is None
+async def test_each_shard_has_one_sweeper_and_a_dead_ones_shards_move(broker: Broker, clock) -> None:
+    one = ShardLeases(broker.ctx, holder="worker-1", lease_ms=1000, beat_ms=100)
+    two = ShardLeases(broker.ctx, holder="worker-2", lease_ms=1000, beat_ms=100)
+    await one.beat()
+    assert await broker.sweeper.sweep_held(one) is not None
+    await two.beat()
+    assert await broker.sweeper.sweep_held(two) is None  # the one shard is worker-1's
+    assert await broker.sweeper.sweep_held(one) is not None
+    await asyncio.sleep(1.05)  # worker-1 stops renewing (it died): its lease runs out
+    clock.advance(1050)
+    await two.beat()
+    assert await broker.sweeper.sweep_held(two) is not None
+    assert await broker.sweeper.sweep_held(one) is None  # by its own reckoning, its lease ran out

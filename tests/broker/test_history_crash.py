@@ -69,7 +69,7 @@ async def _assert_stored_once_as_in_redis(
 async def test_killed_between_upsert_and_acknowledge(hbroker: Broker, history_store, clock) -> None:
     shard, ids, _ = await _traffic(hbroker)
     expected = {mid: await hbroker.message_log.get(shard, mid) for mid in ids}
-    dying = Snapshotter(hbroker, history_store, lease_ms=200)
+    dying = Snapshotter(hbroker, history_store, lease_ms=1_000)
     assert await dying.run_once() is not None  # the first pass; then it runs again and dies
     batch = await dying.read(shard)
     assert batch.entry_ids == []  # all acknowledged by the first pass
@@ -79,7 +79,8 @@ async def test_killed_between_upsert_and_acknowledge(hbroker: Broker, history_st
     await dying.store_batch(batch)
     # ... killed here: stored, never acknowledged.
     assert (await hbroker.redis.xpending(hbroker.shard(shard).events, GROUP))["pending"] == 1
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.05)  # its shards' leases run out ...
+    clock.advance(1_050)  # ... and so does its place among the live background processes
     successor = Snapshotter(hbroker, history_store)
     report = await successor.run_once()
     assert report is not None and report.events == 1

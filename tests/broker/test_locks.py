@@ -1,5 +1,5 @@
-"""The background jobs' locks: taken, renewed and released in one script each, with a
-fencing token that a holder whose lease lapsed cannot use."""
+"""The locks the shards' background leases are made of: taken, renewed and released in
+one script each, with a fencing token that a holder whose lease lapsed cannot use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from broker import Broker, errors, keys
 
-LOCK = keys.SWEEPER_LOCK
+LOCK = keys.shard_lease(keys.pool_shard())
 
 
 async def test_one_holder_at_a_time_with_growing_tokens(broker: Broker) -> None:
@@ -41,19 +41,6 @@ async def test_a_holder_whose_lease_lapsed_cannot_renew_release_or_fence(broker:
     # Even host-b's own name with the stale token is refused: the token decides.
     assert not await broker.locks.renew(LOCK, "host-b", stale, 10_000)
     assert await broker.locks.renew(LOCK, "host-b", current, 10_000)
-
-
-async def test_a_lease_takes_the_lock_again_after_losing_it(broker: Broker) -> None:
-    a = broker.sweeper.lease("host-a", 200)
-    b = broker.sweeper.lease("host-b", 10_000)
-    assert await a.hold()
-    taken = a.token
-    await asyncio.sleep(0.3)
-    assert await b.hold()
-    assert not await a.hold()  # renewal refused, and the lock is b's
-    assert a.token is None
-    await b.release()
-    assert await a.hold() and a.token is not None and taken is not None and a.token > taken
 
 
 async def test_a_released_lock_is_free_and_a_holder_name_cannot_fake_a_token(broker: Broker) -> None:

@@ -1,6 +1,7 @@
 """The snapshotter on a real Redis and a real store (SQLite and PostgreSQL): every
 status change reaches the store, finished messages leave Redis after the hot
-retention window and stay visible, one snapshotter at a time, retention in batches."""
+retention window and stay visible, one snapshotter per shard at a time, retention in
+batches."""
 
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_i
     clock.advance(HOT_MS)
     await hbroker.messages.report_status(device.ref, mid, "delivered")
     clock.advance(HOT_MS)
-    assert await snapshotter.trim() == 0  # the stored row says sent: Redis keeps the record
+    assert await snapshotter.trim() == (0, 0)  # the stored row says sent: Redis keeps the record
     assert (await hbroker.message_log.get(account.shard, mid)).status == "delivered"
     report = await snapshotter.run_once()  # stores the delivery first, then trims
     assert (report.stored, report.trimmed) == (1, 1)
@@ -220,38 +221,53 @@ async def test_a_stored_row_behind_redis_is_paged_as_redis_has_it(hbroker: Broke
     assert (await hbroker.message_log.page(account, status="delivered")).items == [delivered]
 
 
-async def test_one_snapshotter_at_a_time_and_a_dead_ones_lock_is_taken_over(hbroker: Broker, history_store) -> None:
+async def test_one_snapshotter_per_shard_and_a_dead_ones_shards_are_taken_over(
+    hbroker: Broker, history_store, clock
+) -> None:
     account, [device] = await self_managed(hbroker)
-    first = Snapshotter(hbroker, history_store, lease_ms=300)
-    second = Snapshotter(hbroker, history_store, lease_ms=300)
-    assert await first.run_once() is not None
-    assert await second.run_once() is None
+    both = {account.shard, keys.pool_shard()}
+    first = Snapshotter(hbroker, history_store, lease_ms=1_000)
+    second = Snapshotter(hbroker, history_store, lease_ms=1_000)
+    assert await first.run_once() is not None  # alone: it holds both shards
+    assert set(first.leases.held) == both
+    assert await second.run_once() is None  # its share is one, but none is free
+    assert await first.run_once() is not None  # two processes: it gives one up ...
+    assert await second.run_once() is not None  # ... which the second takes
+    assert len(first.leases.held) == len(second.leases.held) == 1
+    assert set(first.leases.held) | set(second.leases.held) == both
     await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])
-    await asyncio.sleep(0.4)  # the first one died: its lock runs out
+    await asyncio.sleep(1.05)  # the first one died: its lease runs out
+    clock.advance(1_050)  # and so does its place among the live processes
     report = await second.run_once()
     assert report is not None and report.stored == 1
-    assert await first.run_once() is None
+    assert set(second.leases.tokens()) == both
+    assert await first.run_once() is None  # back from the dead: its shards are the second's
 
 
-async def test_a_snapshotter_that_lost_its_lock_mid_pass_stores_but_does_not_trim(
+async def test_a_snapshotter_that_lost_its_shard_mid_pass_stores_but_does_not_trim(
     hbroker: Broker, history_store, clock
 ) -> None:
     """Storing is idempotent, so a stale holder's copy does no harm; trimming deletes from
-    Redis, so it is fenced: a holder whose token is no longer the lock's stops there."""
+    Redis, so it is fenced in its own script: a holder whose token is no longer the
+    shard's trims nothing there."""
     account, [device] = await self_managed(hbroker)
     [mid] = (await hbroker.messages.enqueue(account, [OutgoingMessage(TO, "x", device.device_id)])).ids
     [claimed] = await hbroker.messages.claim(device.ref)
     await hbroker.messages.report_status(device.ref, claimed.id, "sent")
     stale = Snapshotter(hbroker, history_store, lease_ms=10_000)
     assert await stale.run_once() is not None
+    held = stale.leases.tokens()
     clock.advance(HOT_MS)
-    # Its lease lapses (a long pause) and another process takes the lock with a new token.
-    await hbroker.redis.delete(keys.SNAPSHOTTER_LOCK)
-    assert await hbroker.locks.acquire(keys.SNAPSHOTTER_LOCK, "another-host", 10_000) is not None
-    with pytest.raises(errors.LockLost):
-        await stale.snapshot()  # the pass it was already in when it lost the lock
+    # Its lease lapses (a long pause) and another process takes the shard with a new token.
+    lease = keys.shard_lease(account.shard)
+    await hbroker.redis.delete(lease)
+    assert await hbroker.locks.acquire(lease, "another-host", 10_000) is not None
+    report = await stale.snapshot(held)  # the pass it was already in when it lost the shard
+    assert (report.trimmed, report.fenced) == (0, 1)
     assert await hbroker.redis.hexists(hbroker.shard(account.shard).messages, mid)
-    assert await stale.run_once() is None  # its next pass finds the lock taken
+    await stale.run_once()  # its next beat finds the shard taken
+    assert account.shard not in stale.leases.tokens()
+    assert await hbroker.redis.hexists(hbroker.shard(account.shard).messages, mid)
 
 
 async def test_history_past_retention_is_deleted_in_batches(hbroker: Broker, history_store, clock) -> None:

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from broker import Broker, errors, keys, streams
+from broker.leases import ShardLeases
 from broker.records import OutgoingMessage
 from broker.snapshotter import Snapshotter
 from broker.webhooks import events
@@ -207,13 +208,18 @@ async def queue_and_finish(broker: Broker, account, device, count: int) -> list[
     return ids
 
 
-async def fan_out_once(broker: Broker) -> FanOutReport:
-    """One fan-out pass of a fresh dispatcher, its lanes stopped before they deliver much."""
-    dispatcher = WebhookDispatcher(broker)
+async def fan_out_once(broker: Broker, leases: ShardLeases | None = None) -> FanOutReport:
+    """One fan-out pass of a fresh dispatcher, its lanes stopped before they deliver much:
+    under ``leases`` (shared with a snapshotter, as in one background process), or under
+    leases of its own on every shard, given up at the end."""
+    dispatcher = WebhookDispatcher(broker, leases=leases)
     try:
+        await dispatcher.leases.beat()
         return await dispatcher.fan_out()
     finally:
-        await dispatcher.stop_lanes()
+        await dispatcher.stop()
+        if leases is None:
+            await dispatcher.leases.leave()
 
 
 async def lane_events(broker: Broker, account_id: str, endpoint) -> list[events.QueuedEvent]:
@@ -235,6 +241,7 @@ async def test_fan_out_queues_each_wanted_change_once_in_message_order(broker: B
     ids = await queue_and_finish(broker, account, device, 5)
     dispatcher = WebhookDispatcher(broker)
     try:
+        await dispatcher.leases.beat()
         shard = keys.account_shard(account.id)
         entries = (
             await streams.read(
@@ -247,10 +254,11 @@ async def test_fan_out_queues_each_wanted_change_once_in_message_order(broker: B
             )
         )[0]
         report = await dispatcher.fan_out()
-        # The same entries again (as after a crash before the acknowledgement): nothing new.
+        # The same entries again (as after a crash before the acknowledgement, or from a
+        # holder that paused past its lease): nothing new.
         await dispatcher._fan_out_shard(shard, entries, report)
     finally:
-        await dispatcher.stop_lanes()
+        await dispatcher.stop()
     queued = await lane_events(broker, account.id, endpoint)
     assert sorted((e.message_id, e.type) for e in queued) == sorted(
         (i, t) for i in ids for t in ("message.claimed", "message.sent")
@@ -283,7 +291,7 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
     store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/h.db")
     await store.start()
     try:
-        snapshotter = Snapshotter(broker, store)
+        snapshotter = Snapshotter(broker, store)  # its leases, which the dispatcher shares
         # No endpoint anywhere: the snapshotter alone decides, and deletes what it stored.
         await queue_and_finish(broker, account, device, 2)
         assert await snapshotter.run_once() is not None
@@ -293,11 +301,11 @@ async def test_stream_entries_stay_until_both_readers_acknowledged_them(broker: 
         await queue_and_finish(broker, account, device, 2)
         assert await snapshotter.run_once() is not None
         assert await broker.redis.xlen(stream) == 6
-        await fan_out_once(broker)
+        await fan_out_once(broker, snapshotter.leases)
         assert await broker.redis.xlen(stream) == 0
         # And the other way round: fanned out first, the snapshotter still gets them.
         await queue_and_finish(broker, account, device, 1)
-        await fan_out_once(broker)
+        await fan_out_once(broker, snapshotter.leases)
         assert await broker.redis.xlen(stream) == 3
         report = await snapshotter.run_once()
         assert report is not None and report.events == 3 and await broker.redis.xlen(stream) == 0
@@ -312,7 +320,7 @@ async def test_entries_the_dispatcher_read_first_still_reach_history(broker: Bro
     stream = broker.shard(keys.account_shard(account.id)).events
     await broker.webhooks.create(account, URL)
     ids = await queue_and_finish(broker, account, device, 3)
-    await fan_out_once(broker)  # before the snapshotter ever read this stream
+    await fan_out_once(broker)  # before the snapshotter ever read this stream (its leases given up after)
     assert await broker.redis.xlen(stream) == 9
     store = HistoryStore(f"sqlite+aiosqlite:///{tmp_path}/h.db")
     await store.start()
@@ -348,14 +356,15 @@ async def test_pool_routed_messages_reach_their_senders_endpoints(broker: Broker
 
 class LosesACancel:
     """Stands in for the redis client, forwarding everything to ``real``, except that
-    once :meth:`arm`-ed the next transaction's ``execute`` waits (up to 10 s) for a cancel
-    and loses it: the transaction then runs and returns its replies as if nothing had
+    once :meth:`arm`-ed the next call of the script ``name`` waits (up to 10 s) for a
+    cancel and loses it: the script then runs and returns its reply as if nothing had
     happened. Python 3.11's ``asyncio.wait_for``, which redis-py wraps around a command's
     socket I/O, does this when a reply and a cancel arrive together; here it is made
     certain instead of a race."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, sha: str) -> None:
         self.real = real
+        self.sha = sha
         self.armed = False
         self.waiting = asyncio.Event()
         self.lost = 0
@@ -366,33 +375,25 @@ class LosesACancel:
     def arm(self) -> None:
         self.armed = True
 
-    def pipeline(self, transaction: bool = True) -> Any:
-        pipe = self.real.pipeline(transaction=transaction)
-        if not (transaction and self.armed):
-            return pipe
-        self.armed = False
-        execute = pipe.execute
-
-        async def execute_losing_a_cancel(*args: Any, **kwargs: Any) -> Any:
+    async def evalsha(self, sha: str, *args: Any) -> Any:
+        if sha == self.sha and self.armed:
+            self.armed = False
             self.waiting.set()
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
                 self.lost += 1
-            return await execute(*args, **kwargs)
-
-        pipe.execute = execute_losing_a_cancel
-        return pipe
+        return await self.real.evalsha(sha, *args)
 
 
 @pytest.mark.parametrize("status", [500, 204], ids=["failing receiver", "answering receiver"])
 async def test_a_lane_whose_cancel_a_redis_call_lost_stops_at_once(real_broker: Broker, status: int) -> None:
-    """Stopping the lanes (the lock lost, or shutting down) ends each at once even when the
-    cancel reached it inside a Redis transaction that lost it: after a failed POST (the
+    """Stopping the lanes (the shard lost, or shutting down) ends each at once even when the
+    cancel reached it inside a Redis call that lost it: after a failed POST (the
     lane would wait for the next try) or a delivered one (it would POST the next event,
     though another process may hold the lanes by now)."""
     receiver = Receiver(status=status)
-    redis = LosesACancel(real_broker.redis)
+    redis = LosesACancel(real_broker.redis, real_broker.scripts.scripts["webhook-lane"].sha)
     settings = roomy_settings(webhook_allow_loopback_http=True)
     lenient = Broker(redis, settings, real_broker.scripts, clock=real_broker.clock)  # type: ignore[arg-type]
     dispatcher = WebhookDispatcher(lenient)
@@ -400,6 +401,7 @@ async def test_a_lane_whose_cancel_a_redis_call_lost_stops_at_once(real_broker: 
         account, (device,) = await self_managed(lenient)
         endpoint = await lenient.webhooks.create(account, receiver.url, ["message.claimed", "message.sent"])
         await queue_and_finish(lenient, account, device, 1)  # two events, in one lane
+        await dispatcher.leases.beat()
         redis.arm()
         assert (await dispatcher.fan_out()).queued == 2
         await asyncio.wait_for(redis.waiting.wait(), 10)  # the lane's first POST is answered

@@ -5,17 +5,24 @@
   changed since (sent -> delivered) keeps its record until that change is stored too.
   Counters are not touched: stats count every message, trimmed or not.
 
+  Only the background process holding the shard's lease, with the fencing token it was
+  given, trims: one whose lease lapsed (a long pause) while another took the shard is
+  refused here, in the same call as the deletes, so no check can go stale before them.
+
   Input:
     KEYS[1]  messages hash                  {S}:messages
     KEYS[2]  trim sorted set                {S}:trim
     KEYS[3]  the sender's sent index        {S}:sent:<account>
+    KEYS[4]  the shard's background lease   {S}:background
 
-    ARGV[1]  account id (the sender)
-    ARGV[2]  cutoff (ms): only messages last changed at or before it go
-    ARGV[3..] message id, version pairs (at most a few hundred per call)
+    ARGV[1]  the lease as its holder has it: "<holder>|<fencing token>"
+    ARGV[2]  account id (the sender)
+    ARGV[3]  cutoff (ms): only messages last changed at or before it go
+    ARGV[4..] message id, version pairs (at most a few hundred per call)
 
   Output:
-    the number of messages removed
+    the number of messages removed; -1 when the lease is not (or no longer) ARGV[1]:
+    nothing is removed
 
   Errors:
     none
@@ -26,13 +33,18 @@ local rcall = redis.call
 local messagesKey = KEYS[1]
 local trimKey = KEYS[2]
 local sentKey = KEYS[3]
+local leaseKey = KEYS[4]
 
-local account = ARGV[1]
-local cutoff = tonumber(ARGV[2])
+local account = ARGV[2]
+local cutoff = tonumber(ARGV[3])
+
+if rcall("GET", leaseKey) ~= ARGV[1] then
+  return -1
+end
 
 local finished = {sent = true, delivered = true, failed = true, expired = true, cancelled = true}
 local ids, versions, members = {}, {}, {}
-for i = 3, #ARGV - 1, 2 do
+for i = 4, #ARGV - 1, 2 do
   ids[#ids + 1] = ARGV[i]
   versions[#versions + 1] = tonumber(ARGV[i + 1])
   members[#members + 1] = account .. ":" .. ARGV[i] .. ":" .. ARGV[i + 1]
