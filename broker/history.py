@@ -33,7 +33,7 @@ from broker.settings import Settings
 
 SCHEMA_VERSION = 1
 SQLITE_FILE = "history.sqlite3"
-FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", "cancelled"})
+FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", "cancelled", "received"})
 
 metadata = sa.MetaData()
 

@@ -42,7 +42,7 @@ if rcall("GET", leaseKey) ~= ARGV[1] then
   return -1
 end
 
-local finished = {sent = true, delivered = true, failed = true, expired = true, cancelled = true}
+local finished = {sent = true, delivered = true, failed = true, expired = true, cancelled = true, received = true}
 local ids, versions, members = {}, {}, {}
 for i = 4, #ARGV - 1, 2 do
   ids[#ids + 1] = ARGV[i]

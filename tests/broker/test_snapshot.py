@@ -128,6 +128,22 @@ async def test_finished_messages_leave_redis_after_the_window_and_stay_visible(
         await hbroker.message_log.get("a:someoneelse", ids[0])
 
 
+async def test_a_received_sms_is_stored_leaves_redis_after_the_window_and_stays_visible(
+    hbroker: Broker, history_store, clock
+) -> None:
+    account, [device] = await self_managed(hbroker)
+    received = await hbroker.inbound.receive(device.ref, TO, "hello", "2026-12-05T12:00:00Z", "ref-1")
+    before = await hbroker.message_log.get(account.shard, received.id)
+    snapshotter = Snapshotter(hbroker, history_store)
+    await snapshotter.run_once()
+    clock.advance(HOT_MS)
+    assert (await snapshotter.run_once()).trimmed == 1
+    assert not await hbroker.redis.hexists(hbroker.shard(account.shard).messages, received.id)
+    kept = await hbroker.message_log.get(account.shard, received.id)
+    assert kept == before and (kept.direction, kept.sender, kept.status) == ("inbound", TO, "received")
+    assert [m.id for m in (await hbroker.message_log.page(account)).items] == [received.id]
+
+
 async def test_a_message_changed_after_it_was_stored_is_not_trimmed_until_that_is_stored(
     hbroker: Broker, history_store, clock
 ) -> None:
