@@ -151,7 +151,8 @@ class WebhookEndpoints:
         )
         # The dispatcher's consumer group must exist on every stream these events can be
         # in before the first of them, so the snapshotter cannot release it unseen.
-        for tag in (shard.tag, keys.pool_shard()):
+        # (An API-only account's messages live in its home shard of the platform pool.)
+        for tag in dict.fromkeys((shard.tag, account.shard, keys.pool_shard())):
             await ensure_group(self.redis, self.ctx.shard(tag).events, WEBHOOKS_GROUP)
         await self.redis.hset(
             shard.webhook(endpoint.id),

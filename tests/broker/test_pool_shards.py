@@ -24,11 +24,15 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-async def split_broker(redis_client, scripts, clock, shards: int = SHARDS) -> Broker:
+async def split_broker(redis_client, scripts, clock, shards: int = SHARDS, **settings: object) -> Broker:
     broker = Broker(
         redis_client,
         roomy_settings(
-            pool_shards=shards, device_segments_per_minute=BIG, device_segments_per_day=BIG, quota_api_only=BIG
+            pool_shards=shards,
+            device_segments_per_minute=BIG,
+            device_segments_per_day=BIG,
+            quota_api_only=BIG,
+            **settings,
         ),
         scripts,
         clock=clock,
@@ -139,3 +143,15 @@ async def test_a_new_number_of_shards_moves_nothing(redis_client, scripts, clock
         waiting = set()
     assert fewer.pool_shards.configured == (keys.pool_shard(),)
     assert len(await fewer.pool_shards.in_use()) == SHARDS  # every earlier home is still visited
+
+
+async def test_a_webhook_of_a_sender_homed_in_another_pool_shard_reads_that_shards_stream(
+    redis_client, scripts, clock
+) -> None:
+    """The dispatcher's consumer group is on the sender's home shard's stream before any
+    event: else the snapshotter could drop entries the webhooks never saw."""
+    broker = await split_broker(redis_client, scripts, clock, webhook_allow_loopback_http=True)
+    (far,) = await senders_homed(broker, [0, 0, 1, 0])
+    await broker.webhooks.create(far, "http://127.0.0.1:9/in")
+    groups = await broker.redis.xinfo_groups(broker.shard(far.shard).events)
+    assert "webhooks" in {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in groups}
