@@ -40,6 +40,7 @@ from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import iso_utc
 from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
+from broker.validation import normalize_phone_number
 
 
 class SendBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -186,6 +187,8 @@ class SmsController(Controller):
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status, device,
         direction, or the conversation with one number (``phone``), in any combination."""
+        if phone is not None:
+            phone = normalize_phone_number(phone, "phone")  # the broker takes sender names too
         page = await broker_of(request).message_log.page(
             account_of(request),
             limit=limit,

@@ -14,7 +14,7 @@ from broker.devices import Devices
 from broker.history import HistoryStore, counterpart
 from broker.records import DIRECTIONS, STATUSES, Account, DeviceInfo, Event, MessagePage, MessageRecord
 from broker.redis_client import fields, text
-from broker.validation import normalize_phone_number
+from broker.validation import check_sender
 
 MAX_PAGE = 500
 """The most messages one page of the list holds."""
@@ -28,7 +28,7 @@ class Filters(msgspec.Struct, frozen=True):
     status: str | None = None
     device_id: str | None = None
     direction: str | None = None
-    phone: str | None = None  # E.164: the conversation with that number (to it, or from it)
+    phone: str | None = None  # the conversation with that number (to it, or from it), or sender name
 
     def check(self) -> Filters:
         """The filters with each value checked (InvalidInput naming the field) and the
@@ -39,7 +39,7 @@ class Filters(msgspec.Struct, frozen=True):
             raise errors.InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}", field="direction")
         if self.phone is None:
             return self
-        return msgspec.structs.replace(self, phone=normalize_phone_number(self.phone, "phone"))
+        return msgspec.structs.replace(self, phone=check_sender(self.phone, "phone"))
 
     @property
     def narrowing(self) -> bool:
@@ -100,7 +100,7 @@ class MessageLog:
         (stored ones, trimmed from Redis or not) merged by id without duplicates: a
         message shows from the moment it is queued and stays after it is trimmed.
         Optionally only one status, device or direction, or the conversation with one
-        number (``phone``: messages to it and from it).
+        number (``phone``: messages to it and from it; or a sender name: what it sent).
 
         Each source is complete from the top down to its own bound (the last id it
         looked at, or nothing left); the page keeps only what lies above the higher of

@@ -1,6 +1,6 @@
 """Conversations: a sender's messages filtered by direction and by the number at the
 other end (``phone``), alone and with the status and device filters, paged; the inbox's
-one thread per number that wrote; over Redis alone, across the Redis / history store
+one thread per number that wrote, and what is new in it; over Redis alone, across the Redis / history store
 boundary, and a history store of schema version 1 brought to version 2."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from broker import Broker, errors
+from broker import Broker, errors, keys
 from broker.history import SCHEMA_VERSION, HistoryStore, metadata
+from broker.inbox import InboxVisit
 from broker.records import Account, MessageRecord, OutgoingMessage, RegisteredDevice
 from broker.snapshotter import Snapshotter
 from tests.support.backends import history_broker
-from tests.support.fleet import self_managed
+from tests.support.fleet import pair, self_managed
 
 WHEN = 1_800_000_000_000
 ANN, BOB, CAT = "+15550000001", "+15550000002", "+15550000003"
@@ -87,6 +88,7 @@ async def test_direction_and_phone_filter_alone_together_and_with_the_others(bro
         assert named(await everything(broker, account, limit, phone=ANN, status="received")) == ["ann-2", "ann-1"]
         assert named(await everything(broker, account, limit, phone=BOB, status="queued")) == ["to-bob"]
         assert named(await everything(broker, account, limit, phone=CAT, direction="outbound")) == []
+        assert named(await everything(broker, account, limit, phone="BANK")) == ["bank"]
     # Bob never wrote; Ann's conversation is to her and from her, whatever the phone.
     assert {r.direction for r in await everything(broker, account, 50, phone=BOB)} == {"outbound"}
     [only] = (await log.page(account, direction="inbound", device_id=two.device_id)).items
@@ -101,10 +103,12 @@ async def test_direction_and_phone_filter_alone_together_and_with_the_others(bro
     [
         ({"direction": "sideways"}, "direction"),
         ({"direction": "Inbound"}, "direction"),
-        ({"phone": "15550000001"}, "phone"),
         ({"phone": "+1555"}, "phone"),
-        ({"phone": "BANK"}, "phone"),
+        ({"phone": "+15550000001 "}, "phone"),
         ({"phone": " 15550000001"}, "phone"),
+        ({"phone": "a/b"}, "phone"),
+        ({"phone": ""}, "phone"),
+        ({"phone": "SIXTEEN-LETTERS-"}, "phone"),
         ({"phone": ANN, "status": "lost"}, "status"),
     ],
 )
@@ -144,6 +148,36 @@ async def test_one_thread_per_number_that_wrote_newest_first(broker: Broker) -> 
     assert (await log.conversations(other)).items == []
     with pytest.raises(errors.InvalidInput):
         await log.conversations(account, cursor="../x")
+
+
+async def test_new_in_the_inbox_is_what_arrived_since_it_was_last_opened(broker: Broker, clock) -> None:
+    account, [phone] = await self_managed(broker)
+    inbox = broker.inbox
+    assert await inbox.unread(account) == 0
+    await receive(broker, phone, ANN, "one")
+    await receive(broker, phone, BOB, "two")
+    await send(broker, account, phone, ANN, "an answer is not news")
+    assert await inbox.unread(account) == 2
+    opened = clock()
+    assert await inbox.open(account) == InboxVisit(previous_ms=0, received=2)
+    assert await inbox.unread(account) == 0
+    clock.advance(5_000)
+    await receive(broker, phone, ANN, "three")
+    assert await inbox.unread(account) == 1
+    assert await inbox.open(account) == InboxVisit(previous_ms=opened, received=3)
+    assert await inbox.unread(account) == 0
+    # One account's inbox is its own; an API-only one's SMS come through the platform pool.
+    other = await broker.accounts.create("other@example.com", "api_only")
+    pool_phone = await pair(broker, None, "pool phone")
+    [mid] = (await broker.messages.enqueue(other, [OutgoingMessage(CAT, "code 123")])).ids
+    await broker.messages.claim(pool_phone.ref)
+    await broker.messages.report_status(pool_phone.ref, mid, "sent")
+    assert (await broker.inbound.receive(pool_phone.ref, CAT, "thanks", WHEN, "pool-1")).account == other.id
+    assert (await inbox.unread(other), await inbox.unread(account)) == (1, 0)
+    assert [r.sender for r in (await broker.message_log.conversations(other)).items] == [CAT]
+    await inbox.open(other)
+    assert await inbox.unread(other) == 0
+    assert await broker.redis.hgetall(broker.shard(keys.account_shard(other.id)).inbox_seen())
 
 
 # Across the Redis / history store boundary ------------------------------------------------
