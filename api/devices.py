@@ -42,8 +42,9 @@ from api.openapi import (
 from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
-from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN, SENDER_NAME
+from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
 from broker.records import Account, DeviceInfo, DeviceRef
+from broker.validation import SENDER_NAME
 
 PairingCode = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,16}$", description="The code from the Add Device screen.")

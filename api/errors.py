@@ -119,12 +119,18 @@ def _broker_error(request: Request, exc: errors.BrokerError) -> Response:
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:
+    """A value Litestar refused before the handler: a query, path or header parameter
+    (named in ``field``, and in the sentence), or the body."""
     detail = exc.detail or "the request body is not valid"
+    extra: dict[str, Any] = {}
     if isinstance(exc.extra, list) and exc.extra:
         first = exc.extra[0]
         if isinstance(first, dict) and first.get("message"):
             detail = str(first["message"])
-    return Response(_body(400, "invalid_request", detail), status_code=400)
+            if isinstance(first.get("key"), str) and first.get("source") is not None:
+                extra["field"] = first["key"]
+                detail = f"{first['key']}: {detail}"
+    return Response(_body(400, "invalid_request", detail, **extra), status_code=400)
 
 
 _HTTP_CODES = {

@@ -192,6 +192,21 @@ Cursor = Annotated[
     Parameter(min_length=1, max_length=MAX_ID_CHARS, pattern=PLAIN_ID, description="`next_cursor` of a page."),
 ]
 QueryId = Annotated[str | None, Parameter(min_length=1, max_length=MAX_ID_CHARS)]
+MessageDirection = Annotated[
+    Literal["outbound", "inbound"] | None,
+    Parameter(description="`outbound`: what the account sent; `inbound`: the SMS its phones received for it."),
+]
+# The pattern is described, not checked here: the broker checks the number and names the
+# field, rather than quoting the pattern back.
+ConversationPhone = Annotated[
+    str | None,
+    Parameter(
+        description="A conversation: the messages sent to this number and those received from it. "
+        + PHONE_NUMBER
+        + " URL-encode the `+` as `%2B` (a bare `+` in a query reads as a space).",
+        schema_extra={"pattern": E164_POSSIBLE, "minLength": 3, "maxLength": 16},
+    ),
+]
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(

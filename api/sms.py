@@ -10,10 +10,12 @@ from litestar import Controller, Request, Response, get, post
 from api.credentials import account_of, device_guard, device_of, session_guard, still_paired, unpaired
 from api.errors import ApiError, not_found, rate_headers
 from api.inputs import (
+    ConversationPhone,
     Cursor,
     DashboardSendDevice,
     ErrorText,
     IdempotencyKey,
+    MessageDirection,
     MessageStatus,
     MessageText,
     PageLimit,
@@ -38,6 +40,7 @@ from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import iso_utc
 from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
+from broker.validation import normalize_phone_number
 
 
 class SendBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -179,10 +182,21 @@ class SmsController(Controller):
         cursor: Cursor = None,
         status: MessageStatus | None = None,
         device_id: QueryId = None,
+        direction: MessageDirection = None,
+        phone: ConversationPhone = None,
     ) -> MessagePageOut:
-        """The account's messages, newest first, 50 a page; filter by status or device."""
+        """The account's messages, newest first, 50 a page; filter by status, device,
+        direction, or the conversation with one number (``phone``), in any combination."""
+        if phone is not None:
+            phone = normalize_phone_number(phone, "phone")  # the broker takes sender names too
         page = await broker_of(request).message_log.page(
-            account_of(request), limit=limit, cursor=cursor, status=status, device_id=device_id
+            account_of(request),
+            limit=limit,
+            cursor=cursor,
+            status=status,
+            device_id=device_id,
+            direction=direction,
+            phone=phone,
         )
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 

@@ -18,6 +18,7 @@ sweeper       expiry, lost devices, pool returns (:mod:`broker.sweeper`)
 webhooks      an account's webhook endpoints (:mod:`broker.webhooks.endpoints`)
 suppressions  the numbers a sender may not message (:mod:`broker.suppressions`)
 inbound       the SMS phones receive (:mod:`broker.inbound`)
+inbox         which received SMS the account has not seen (:mod:`broker.inbox`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -36,6 +37,7 @@ from broker.devices import Devices
 from broker.gauges import Gauges, read_gauges
 from broker.history import HistoryStore
 from broker.inbound import Inbound
+from broker.inbox import Inbox
 from broker.limits import AccountLimits
 from broker.locks import Locks
 from broker.message_log import MessageLog
@@ -74,6 +76,7 @@ class Broker:
         self.webhooks = WebhookEndpoints(ctx)
         self.suppressions = Suppressions(ctx)
         self.inbound = Inbound(ctx, self.pool_shards)
+        self.inbox = Inbox(ctx)
 
     # The context, for the background jobs and tests ------------------------------------
 

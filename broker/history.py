@@ -6,7 +6,10 @@ SQLAlchemy Core over asyncio: a SQLite file in the data directory by default
 schema is created, or brought up to :data:`SCHEMA_VERSION`, at start-up.
 
 A message row keeps the Redis record as it was last seen (``record``, JSON with its
-status timeline) beside the columns the history pages filter on. ``version`` is the
+status timeline) beside the columns the history pages filter on: among them
+``direction`` (``outbound`` or ``inbound``) and ``counterpart``, the other end of the
+conversation (an outbound message's ``to``, an inbound one's ``from``), which the
+conversation filter (``?phone=``) and the inbox read. ``version`` is the
 length of the record's timeline: every status change adds one entry, so an upsert
 only replaces a row with a record that has moved further (or as far, changed later:
 a Redis that lost its last second and took another path to the same length), and an
@@ -31,7 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from broker.records import MessageRecord
 from broker.settings import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first. 2: ``messages.direction`` and ``messages.counterpart``, with their
+indexes; a version 1 store gets them at start-up, filled in from each row's record."""
+MIGRATION_BATCH = 1_000
 SQLITE_FILE = "history.sqlite3"
 FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", "cancelled", "received"})
 
@@ -57,9 +63,16 @@ messages = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("stored_at", sa.BigInteger, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
+    # Since schema version 2 (a store of version 1 gets them by ALTER TABLE, filled in from
+    # ``record``): "outbound" or "inbound", and the number (or sender name) at the other end.
+    sa.Column("direction", sa.String(8), nullable=False, server_default="outbound"),
+    sa.Column("counterpart", sa.String(32), nullable=False, server_default=""),
     sa.Index("messages_account_id", "account", "id"),
     sa.Index("messages_updated", "updated"),
+    sa.Index("messages_account_direction_id", "account", "direction", "id"),
+    sa.Index("messages_account_counterpart_id", "account", "counterpart", "id"),
 )
+ADDED_IN_2 = ("direction", "counterpart")
 
 accounts = sa.Table(
     "accounts",
@@ -83,6 +96,11 @@ api_keys = sa.Table(
     sa.Column("account", sa.String(64), nullable=False, index=True),
     sa.Column("record", sa.Text, nullable=False),  # id, name, created_ms, sha256 of the key
 )
+
+
+def counterpart(record: MessageRecord) -> str:
+    """The other end of a message's conversation: whom it went to, or whom it came from."""
+    return record.sender if record.direction == "inbound" else record.to
 
 
 def database_url(settings: Settings, data_dir: str | None = None) -> str:
@@ -130,21 +148,53 @@ class HistoryStore:
         return cls(url)
 
     async def start(self) -> None:
-        """Create the schema, or migrate it; several workers may start at once."""
+        """Create the schema, or migrate it; several workers may start at once (each
+        step is idempotent: a worker that meets another's half-done migration does the
+        rest of it again)."""
         for attempt in range(5):
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
-                    await conn.execute(
-                        self._upsert(meta, ["name"], {"value"}),
-                        [{"name": "schema_version", "value": str(SCHEMA_VERSION)}],
-                    )
-                return
+                    await conn.run_sync(_add_missing_columns)
+                break
             except DBAPIError:
-                # Another worker created the same table a moment before this one.
+                # Another worker created the same table or column a moment before this one.
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
+        stored = await self.get_meta("schema_version")
+        if stored is not None and int(stored) < 2:
+            await self._fill_counterparts()
+        await self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    async def _fill_counterparts(self) -> None:
+        """Version 1 to 2: each row's direction and counterpart, read from its record
+        (``MIGRATION_BATCH`` rows per transaction, so a long history holds no long lock)."""
+        after = ""
+        while True:
+            query = sa.select(messages.c.id).where(messages.c.id > after).order_by(messages.c.id).limit(MIGRATION_BATCH)
+            async with self.engine.begin() as conn:
+                found = (await conn.execute(query)).scalars().all()
+                if not found:
+                    return
+                inbound = sa.func.coalesce(self._record_field("direction"), "outbound") == "inbound"
+                await conn.execute(
+                    sa.update(messages)
+                    .where(messages.c.id >= found[0], messages.c.id <= found[-1])
+                    .values(
+                        direction=sa.case((inbound, "inbound"), else_="outbound"),
+                        counterpart=sa.func.coalesce(
+                            sa.case((inbound, self._record_field("from")), else_=self._record_field("to")), ""
+                        ),
+                    )
+                )
+            after = found[-1]
+
+    def _record_field(self, name: str) -> Any:
+        """A top-level string of the ``record`` JSON, as SQL of this store's dialect."""
+        if self.dialect == "postgresql":
+            return sa.cast(messages.c.record, postgresql.JSONB)[name].astext
+        return sa.func.json_extract(messages.c.record, f"$.{name}")
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -184,6 +234,8 @@ class HistoryStore:
                 "version": len(r.timeline),
                 "stored_at": now_ms,
                 "record": msgspec.json.encode(r).decode(),
+                "direction": r.direction,
+                "counterpart": counterpart(r),
             }
             for r in records
         ]
@@ -206,9 +258,18 @@ class HistoryStore:
         return None if raw is None else msgspec.json.decode(raw, type=MessageRecord)
 
     async def list_messages(
-        self, account: str, *, limit: int, before: str | None, status: str | None, device: str | None
+        self,
+        account: str,
+        *,
+        limit: int,
+        before: str | None,
+        status: str | None,
+        device: str | None,
+        direction: str | None = None,
+        phone: str | None = None,
     ) -> list[MessageRecord]:
-        """An account's stored messages, newest first, ids below ``before``."""
+        """An account's stored messages, newest first, ids below ``before``; ``phone``:
+        only those of the conversation with that number (to it, or from it)."""
         query = sa.select(messages.c.record).where(messages.c.account == account)
         if before is not None:
             query = query.where(messages.c.id < before)
@@ -216,10 +277,34 @@ class HistoryStore:
             query = query.where(messages.c.status == status)
         if device is not None:
             query = query.where(messages.c.device == device)
+        if direction is not None:
+            query = query.where(messages.c.direction == direction)
+        if phone is not None:
+            query = query.where(messages.c.counterpart == phone)
         query = query.order_by(messages.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             raws = (await conn.execute(query)).scalars().all()
         return [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
+
+    async def conversations(self, account: str, *, limit: int, before: str | None) -> list[MessageRecord]:
+        """The newest stored message received from each number (or sender name) that
+        wrote to the account, newest first, ``limit`` of them, each older than ``before``."""
+        last = sa.func.max(messages.c.id)
+        query = (
+            sa.select(last)
+            .where(messages.c.account == account, messages.c.direction == "inbound")
+            .group_by(messages.c.counterpart)
+        )
+        if before is not None:
+            query = query.having(last < before)
+        query = query.order_by(last.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            newest = (await conn.execute(query)).scalars().all()
+            if not newest:
+                return []
+            raws = (await conn.execute(sa.select(messages.c.record).where(messages.c.id.in_(newest)))).scalars().all()
+        records = [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
+        return sorted(records, key=lambda r: r.id, reverse=True)
 
     async def message_rows(self, shard: str | None = None) -> list[tuple[str, MessageRecord]]:
         """Every stored message (of one shard), oldest first, with its shard, all in memory:
@@ -352,6 +437,19 @@ class HistoryStore:
                 (r.account, r.record) for r in await conn.execute(sa.select(api_keys.c.account, api_keys.c.record))
             ]
         return found_accounts, found_devices, found_keys
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Bring a version 1 ``messages`` table to version 2: the columns it lacks (empty
+    until :meth:`HistoryStore._fill_counterparts` fills them) and their indexes."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns("messages")}
+    for name in ADDED_IN_2:
+        if name not in present:
+            column = messages.c[name]
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {ddl}"))
+    for index in messages.indexes:
+        index.create(conn, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

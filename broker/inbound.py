@@ -31,13 +31,12 @@ from broker.records import DeviceRef
 from broker.redis_client import text
 from broker.segments import count_segments
 from broker.suppressions import keyword
-from broker.validation import check_text, normalize_phone_number
+from broker.validation import check_sender, check_text
 
 MAX_INBOUND_CHARS = 5_000
 MAX_REF_CHARS = 64
 MAX_SIM_SLOT = 7
 REF_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-SENDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._&'-]{0,14}")
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -45,17 +44,6 @@ class Received(msgspec.Struct, frozen=True):
     new: bool  # False: this ref was stored before, nothing changed
     account: str  # "" when it belongs to no account
     suppression: str  # "added", "removed" or ""
-
-
-def check_sender(sender: object) -> str:
-    """A number (E.164, normalised) or an alphanumeric sender name of 1 to 15 characters."""
-    if isinstance(sender, str) and sender.startswith("+"):
-        return normalize_phone_number(sender, "from")
-    if not isinstance(sender, str) or not SENDER_NAME.fullmatch(sender):
-        raise errors.InvalidInput(
-            "from must be a number in E.164 or a sender name of 1 to 15 letters, digits and spaces", field="from"
-        )
-    return sender
 
 
 class Inbound:

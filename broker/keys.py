@@ -87,7 +87,10 @@ Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_
 operator, password_hash, created_ms, the raised limits sends_per_second, sends_burst,
 tasks_per_minute, tasks_burst, and pending_request, the id of a waiting limit request).
 The claim script reads the tasks limits from it; in a platform pool it is absent and
-pool phones use the server's defaults.
+pool phones use the server's defaults. Also ``{a:<account>}:inbox-seen`` (hash: ``at``,
+when the account last opened the dashboard's inbox, ms; ``received``, its
+``a:<account>:received`` counter then), for API-only accounts too, whose counters are in
+their pool shard: the SMS received since are the inbox's new ones (:mod:`broker.inbox`).
 
 Lookups across shards are plain single-key reads done before a script, each key its own
 hash tag:
@@ -222,6 +225,9 @@ class ShardKeys:
 
     def account(self) -> str:
         return f"{self.prefix}:account"
+
+    def inbox_seen(self) -> str:
+        return f"{self.prefix}:inbox-seen"
 
     def inbound_ref(self, device_id: str, ref: str) -> str:
         digest = hashlib.sha256(ref.encode()).hexdigest()

@@ -11,14 +11,47 @@ import msgspec
 from broker import errors, ids, keys
 from broker.context import Context
 from broker.devices import Devices
-from broker.history import HistoryStore
-from broker.records import STATUSES, Account, DeviceInfo, Event, MessagePage, MessageRecord
+from broker.history import HistoryStore, counterpart
+from broker.records import DIRECTIONS, STATUSES, Account, DeviceInfo, Event, MessagePage, MessageRecord
 from broker.redis_client import fields, text
+from broker.validation import check_sender
 
 MAX_PAGE = 500
 """The most messages one page of the list holds."""
 SCAN_LIMIT = 5_000
 """The most ids a filtered page reads before it hands back a cursor."""
+
+
+class Filters(msgspec.Struct, frozen=True):
+    """What a page of messages is narrowed to; None: any."""
+
+    status: str | None = None
+    device_id: str | None = None
+    direction: str | None = None
+    phone: str | None = None  # the conversation with that number (to it, or from it), or sender name
+
+    def check(self) -> Filters:
+        """The filters with each value checked (InvalidInput naming the field) and the
+        number normalised."""
+        if self.status is not None and self.status not in STATUSES:
+            raise errors.InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+        if self.direction is not None and self.direction not in DIRECTIONS:
+            raise errors.InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}", field="direction")
+        if self.phone is None:
+            return self
+        return msgspec.structs.replace(self, phone=check_sender(self.phone, "phone"))
+
+    @property
+    def narrowing(self) -> bool:
+        return any(v is not None for v in (self.status, self.device_id, self.direction, self.phone))
+
+    def match(self, record: MessageRecord) -> bool:
+        return (
+            (self.status is None or record.status == self.status)
+            and (self.device_id is None or record.device == self.device_id)
+            and (self.direction is None or record.direction == self.direction)
+            and (self.phone is None or counterpart(record) == self.phone)
+        )
 
 
 class Stats(msgspec.Struct, frozen=True):
@@ -59,21 +92,37 @@ class MessageLog:
         cursor: str | None = None,
         status: str | None = None,
         device_id: str | None = None,
+        direction: str | None = None,
+        phone: str | None = None,
         scan_limit: int = SCAN_LIMIT,
     ) -> MessagePage:
         """A sender's messages, newest first, from Redis (hot ones) and the history store
         (stored ones, trimmed from Redis or not) merged by id without duplicates: a
         message shows from the moment it is queued and stays after it is trimmed.
+        Optionally only one status, device or direction, or the conversation with one
+        number (``phone``: messages to it and from it; or a sender name: what it sent).
 
         Each source is complete from the top down to its own bound (the last id it
         looked at, or nothing left); the page keeps only what lies above the higher of
         the two bounds, so no message is skipped between pages."""
-        hot = await self._list_hot(account, limit, cursor, status, device_id, scan_limit)
+        filters = Filters(status, device_id, direction, phone).check()
+        hot = await self._list_hot(account, limit, cursor, filters, scan_limit)
         if self.history is None:
             return hot
         stored = await self.history.list_messages(
-            account.id, limit=limit, before=cursor, status=status, device=device_id
+            account.id,
+            limit=limit,
+            before=cursor,
+            status=filters.status,
+            device=filters.device_id,
+            direction=filters.direction,
+            phone=filters.phone,
         )
+        return await self._merge(account, hot, stored, limit, filters)
+
+    async def _merge(
+        self, account: Account, hot: MessagePage, stored: list[MessageRecord], limit: int, filters: Filters
+    ) -> MessagePage:
         bounds = [b for b in (hot.next_cursor, stored[-1].id if len(stored) == limit else None) if b is not None]
         bound = max(bounds) if bounds else None
         # A stored row may be behind Redis (a change not yet snapshotted): Redis decides.
@@ -85,9 +134,7 @@ class MessageLog:
                 continue
             if raw is not None:
                 record = msgspec.json.decode(raw, type=MessageRecord)
-                if (status is not None and record.status != status) or (
-                    device_id is not None and record.device != device_id
-                ):
+                if not filters.match(record):
                     continue
             merged[record.id] = record
         items = sorted((r for r in merged.values() if bound is None or r.id >= bound), key=lambda r: r.id, reverse=True)
@@ -100,17 +147,14 @@ class MessageLog:
         account: Account,
         limit: int,
         cursor: str | None,
-        status: str | None,
-        device_id: str | None,
+        filters: Filters,
         scan_limit: int,
     ) -> MessagePage:
-        """A sender's messages, newest first, ``limit`` a page, optionally only one status
-        or one device. A filtered page reads at most ``scan_limit`` ids; ``next_cursor``
-        then points past what was read, so a client pages on through sparse matches."""
+        """A sender's messages, newest first, ``limit`` a page, those ``filters`` let
+        through. A filtered page reads at most ``scan_limit`` ids; ``next_cursor`` then
+        points past what was read, so a client pages on through sparse matches."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE}", field="limit")
-        if status is not None and status not in STATUSES:
-            raise errors.InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
         if cursor is not None and not ids.is_plain_id(cursor):
             raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
         redis = self.ctx.redis
@@ -121,7 +165,7 @@ class MessageLog:
         scanned = 0
         last: str | None = None
         while len(items) < limit and scanned < scan_limit:
-            chunk = limit if status is None and device_id is None else min(MAX_PAGE, scan_limit - scanned)
+            chunk = min(MAX_PAGE, scan_limit - scanned) if filters.narrowing else limit
             found = [text(i) for i in await redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)]
             if not found:
                 last = None
@@ -133,7 +177,7 @@ class MessageLog:
                 if raw is None:
                     continue
                 record = msgspec.json.decode(raw, type=MessageRecord)
-                if (status is None or record.status == status) and (device_id is None or record.device == device_id):
+                if filters.match(record):
                     items.append(record)
                     if len(items) == limit:
                         break
@@ -143,6 +187,38 @@ class MessageLog:
                     last = None
                 break
         return MessagePage(items, last)
+
+    async def conversations(
+        self, account: Account, *, limit: int = 50, cursor: str | None = None, scan_limit: int = SCAN_LIMIT
+    ) -> MessagePage:
+        """The numbers (and sender names) that wrote to the account, one item each: the
+        newest SMS received from it, newest first; ``next_cursor`` is the id of the last
+        one, and the next page holds those whose newest SMS is older.
+
+        Each number's newest SMS is found in the history store (one grouped query) and
+        among the newest received ones in Redis (up to ``MAX_PAGE`` of them, within
+        ``scan_limit`` ids: what the store may not hold yet), read from the top whatever
+        the cursor, so a number shown on one page never comes back on a later one."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE}", field="limit")
+        if cursor is not None and not ids.is_plain_id(cursor):
+            raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
+        inbound = Filters(direction="inbound")
+        hot = await self._list_hot(account, MAX_PAGE, None, inbound, scan_limit)
+        stored = (
+            [] if self.history is None else await self.history.conversations(account.id, limit=limit + 1, before=cursor)
+        )
+        newest: dict[str, MessageRecord] = {}
+        for record in (*hot.items, *stored):
+            known = newest.get(record.sender)
+            if known is None or record.id > known.id:
+                newest[record.sender] = record
+        threads = sorted(
+            (r for r in newest.values() if cursor is None or r.id < cursor), key=lambda r: r.id, reverse=True
+        )
+        if len(threads) > limit:
+            return MessagePage(threads[:limit], threads[limit - 1].id)
+        return MessagePage(threads, None)
 
     async def stats(self, account: Account) -> Stats:
         """Counts per state for the account, and its devices with presence and counts."""

@@ -13,6 +13,8 @@ MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "exp
 ReportedStatus = Literal["sent", "delivered", "failed"]
 STATUSES: tuple[str, ...] = ("queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received")
 """Every status; "received" is an inbound message's only one (an SMS a phone received)."""
+DIRECTIONS: tuple[str, ...] = ("outbound", "inbound")
+"""Sent by the account, or received by one of the phones (or a pool phone) for it."""
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):

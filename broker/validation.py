@@ -31,6 +31,8 @@ MAX_BATCH_MESSAGES = 1_000
 E164 = r"^\+[1-9][0-9]{1,14}$"
 """E.164 as a pattern: ``+``, a country code and the number, at most 15 digits."""
 _E164 = re.compile(E164)
+SENDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._&'-]{0,14}")
+"""Who a received SMS may come from when not a number: an alphanumeric sender name."""
 
 
 def check_text(value: object, field: str, *, min_chars: int = 0, max_chars: int) -> str:
@@ -75,3 +77,15 @@ def normalize_phone_number(number: object, field: str = "to") -> str:
     if not phonenumbers.is_possible_number(parsed):
         raise errors.InvalidInput(f"'{field}' is not a possible phone number for its country", field=field)
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def check_sender(sender: object, field: str = "from") -> str:
+    """A number (E.164, normalised) or an alphanumeric sender name of 1 to 15 characters:
+    whom a received SMS came from."""
+    if isinstance(sender, str) and sender.startswith("+"):
+        return normalize_phone_number(sender, field)
+    if not isinstance(sender, str) or not SENDER_NAME.fullmatch(sender):
+        raise errors.InvalidInput(
+            f"{field} must be a number in E.164 or a sender name of 1 to 15 letters, digits and spaces", field=field
+        )
+    return sender

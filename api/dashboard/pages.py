@@ -7,16 +7,20 @@ answered with the JSON 401 of the API.
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
 from litestar.handlers import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Template
+from litestar.response import Stream, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
@@ -27,17 +31,24 @@ from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
 from api.devices import device_out
 from api.errors import ApiError
 from api.limits import limits_out, request_out
-from api.sms import message_out
+from api.sms import MessageOut, message_out
 from api.state import broker_of
+from api.suppressions import suppression_out
 from api.webhooks import webhook_out
-from broker import errors, ids
-from broker.clock import duration_text
+from broker import Broker, errors, ids
+from broker.clock import duration_text, iso_utc
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
+from broker.suppressions import PAGE_MAX as SUPPRESSIONS_PAGE_MAX
 from broker.webhooks.events import EVENT_TYPES, SIGNATURE_HEADER
 
 HERE = Path(__file__).parent
 LOGIN_PATH = "/login/"
+THREADS_PER_PAGE = 50
+THREAD_PAGE = 50  # messages of one conversation a page
+SUPPRESSIONS_PER_PAGE = 50
+# The GSM 03.38 tables, for the pages that count segments as a person types.
+GSM_TABLES = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
 # Everything the pages load comes from this server; they are never framed by another site.
 PAGE_HEADERS = [
     ResponseHeader(
@@ -99,9 +110,15 @@ def server_url(request: Request[Any, Any, Any]) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _page(name: str, request: Request[Any, Any, Any], nav: str, **context: Any) -> Template:
+async def _page(
+    name: str, request: Request[Any, Any, Any], nav: str, *, unread: int | None = None, **context: Any
+) -> Template:
+    """A page; behind the login, with the inbox's count of new SMS for the navigation
+    (``unread``: already known)."""
     account: Account | None = getattr(request.state, "account", None)
-    return Template(template_name=name, context={"account": account, "nav": nav, **context})
+    if account is not None and unread is None:
+        unread = await broker_of(request).inbox.unread(account)
+    return Template(template_name=name, context={"account": account, "nav": nav, "unread": unread or 0, **context})
 
 
 class PublicPages(Controller):
@@ -116,11 +133,11 @@ class PublicPages(Controller):
         session_id = request.cookies.get(SESSION_COOKIE)
         if session_id and await broker.sessions.get(session_id) is not None:
             return see_other(target)
-        return _page("login.html", request, "login", next=target)
+        return await _page("login.html", request, "login", next=target)
 
     @get("/signup/")
     async def signup(self, request: Request[Any, Any, Any]) -> Template:
-        return _page("signup.html", request, "signup", signup_open=broker_of(request).settings.signup_open)
+        return await _page("signup.html", request, "signup", signup_open=broker_of(request).settings.signup_open)
 
 
 class AccountPages(Controller):
@@ -134,13 +151,13 @@ class AccountPages(Controller):
         account, broker = account_of(request), broker_of(request)
         page = await broker.message_log.page(account, limit=RECENT_MESSAGES)
         activity = hourly_activity(page.items, broker.clock(), truncated=page.next_cursor is not None)
-        return _page("overview.html", request, "overview", activity=activity)
+        return await _page("overview.html", request, "overview", activity=activity)
 
     @get("/devices/")
     async def devices(self, request: Request[Any, Any, Any]) -> Template:
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
-        return _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
+        return await _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
 
     @get("/devices/add/")
     async def add_device(self, request: Request[Any, Any, Any], pool: str | None = None) -> Template:
@@ -149,7 +166,7 @@ class AccountPages(Controller):
         pool_code = pool == "true" and account.operator
         owner = None if pool_code else account  # None: the platform pool
         known = [] if owner is not None and owner.account_type == "api_only" else await broker.devices.list_for(owner)
-        return _page(
+        return await _page(
             "add_device.html",
             request,
             "devices",
@@ -171,8 +188,9 @@ class AccountPages(Controller):
     async def send(self, request: Request[Any, Any, Any]) -> Template:
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
-        tables = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
-        return _page("send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=tables)
+        return await _page(
+            "send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=GSM_TABLES
+        )
 
     @get("/messages/")
     async def messages(
@@ -180,25 +198,27 @@ class AccountPages(Controller):
         request: Request[Any, Any, Any],
         status: str | None = None,
         device_id: str | None = None,
+        direction: str | None = None,
+        phone: str | None = None,
         cursor: str | None = None,
     ) -> Template:
         account, broker = account_of(request), broker_of(request)
-        status = status or None
-        device_id = device_id or None
+        filters = {
+            k: v.strip()
+            for k, v in {"status": status, "device_id": device_id, "direction": direction, "phone": phone}.items()
+            if v and v.strip()
+        }
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         problem = None
         items: list[Any] = []
         next_cursor = None
         try:
-            page = await broker.message_log.page(
-                account, limit=50, cursor=cursor or None, status=status, device_id=device_id
-            )
+            page = await broker.message_log.page(account, limit=50, cursor=cursor or None, **filters)
             items = [message_out(r) for r in page.items]
             next_cursor = page.next_cursor
         except errors.InvalidInput as exc:
             problem = exc.detail
-        filters = {k: v for k, v in {"status": status, "device_id": device_id}.items() if v}
-        return _page(
+        return await _page(
             "messages.html",
             request,
             "messages",
@@ -212,11 +232,129 @@ class AccountPages(Controller):
             problem=problem,
         )
 
+    @get("/inbox/")
+    async def inbox(self, request: Request[Any, Any, Any], cursor: str | None = None) -> Template:
+        """One thread per number that wrote, newest first. Opening it is what makes the
+        SMS received so far seen (the navigation's count); the threads with SMS newer
+        than the previous visit are marked new."""
+        account, broker = account_of(request), broker_of(request)
+        visit = await broker.inbox.open(account)
+        problem = None
+        threads: list[Thread] = []
+        next_cursor = None
+        try:
+            page = await broker.message_log.conversations(account, limit=THREADS_PER_PAGE, cursor=cursor or None)
+            threads = [Thread(r.sender, message_out(r), r.created > visit.previous_ms) for r in page.items]
+            next_cursor = page.next_cursor
+        except errors.InvalidInput as exc:
+            problem = exc.detail
+        devices = await _device_names(broker, account)
+        return await _page(
+            "inbox.html",
+            request,
+            "inbox",
+            unread=0,
+            threads=threads,
+            device_names=devices,
+            next_cursor=next_cursor,
+            paged=bool(cursor),
+            problem=problem,
+        )
+
+    @get("/inbox/thread/")
+    async def thread(
+        self, request: Request[Any, Any, Any], phone: str | None = None, cursor: str | None = None
+    ) -> Response[Any]:
+        """The messages to and from one number, oldest first on the page (the newest 50,
+        or older ones by cursor), with a reply form: through the phone that number last
+        wrote to (self-managed), or the platform pool (API-only)."""
+        account, broker = account_of(request), broker_of(request)
+        if not phone or not phone.strip():
+            return see_other("/inbox/")
+        counterpart = phone.strip()
+        problem = None
+        items: list[Any] = []
+        next_cursor = None
+        last_received = None
+        try:
+            page = await broker.message_log.page(account, limit=THREAD_PAGE, cursor=cursor or None, phone=counterpart)
+            items = [message_out(r) for r in reversed(page.items)]
+            next_cursor = page.next_cursor
+            # The newest SMS from that number: on this page when it is the latest one, else looked up.
+            last_received = next((r for r in page.items if r.direction == "inbound"), None) if not cursor else None
+            if last_received is None:
+                newest = await broker.message_log.page(account, limit=1, phone=counterpart, direction="inbound")
+                last_received = newest.items[0] if newest.items else None
+        except errors.InvalidInput as exc:
+            problem = exc.detail
+        devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
+        reply_device = next(
+            (d for d in devices if last_received is not None and d.device_id == last_received.device), None
+        )
+        suppressed = None
+        if counterpart.startswith("+") and problem is None:
+            try:
+                suppressed = suppression_out(await broker.suppressions.get(account, counterpart))
+            except errors.NotSuppressed:
+                pass
+        return await _page(
+            "thread.html",
+            request,
+            "inbox",
+            counterpart=counterpart,
+            messages=items,
+            next_cursor=next_cursor,
+            paged=bool(cursor),
+            problem=problem,
+            can_reply=counterpart.startswith("+") and problem is None,
+            wrote_to=last_received.device if last_received is not None else None,
+            reply_device=device_out(reply_device) if reply_device is not None else None,
+            devices=[device_out(d) for d in devices],
+            device_names={d.device_id: d.device_name for d in devices},
+            suppressed=suppressed,
+            gsm_tables=GSM_TABLES,
+        )
+
+    @get("/suppressions/")
+    async def suppressions(self, request: Request[Any, Any, Any], cursor: str | None = None) -> Template:
+        account, broker = account_of(request), broker_of(request)
+        problem = None
+        entries: list[Any] = []
+        next_cursor = None
+        try:
+            page = await broker.suppressions.page(account, cursor or None, SUPPRESSIONS_PER_PAGE)
+            entries = [suppression_out(e) for e in page.items]
+            next_cursor = page.next_cursor
+        except errors.InvalidInput as exc:
+            problem = exc.detail
+        return await _page(
+            "suppressions.html",
+            request,
+            "suppressions",
+            entries=entries,
+            count=await broker.suppressions.count(account),
+            next_cursor=next_cursor,
+            paged=bool(cursor),
+            problem=problem,
+        )
+
+    @get("/suppressions/export.csv")
+    async def export_suppressions(self, request: Request[Any, Any, Any]) -> Stream:
+        """The whole suppression list as CSV (phone, reason, added_at), read a page at a
+        time as it is sent."""
+        account, broker = account_of(request), broker_of(request)
+        day = (iso_utc(broker.clock()) or "")[:10]
+        return Stream(
+            suppression_rows(broker, account),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="suppressions-{day}.csv"'},
+        )
+
     @get("/api-keys/")
     async def api_keys(self, request: Request[Any, Any, Any]) -> Template:
         account, broker = account_of(request), broker_of(request)
         keys_ = [key_out(k) for k in await broker.api_keys.list_for(account)]
-        return _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
+        return await _page("api_keys.html", request, "api-keys", keys=keys_, server_url=server_url(request))
 
     @get("/webhooks/")
     async def webhooks(self, request: Request[Any, Any, Any]) -> Template:
@@ -224,7 +362,7 @@ class AccountPages(Controller):
         """The endpoints as the API lists them (no secrets); each one's delivery log is read
         from the deliveries API by the page's script, so it can follow retries live."""
         endpoints = [webhook_out(e) for e in await broker.webhooks.list_for(account)]
-        return _page(
+        return await _page(
             "webhooks.html",
             request,
             "webhooks",
@@ -245,7 +383,7 @@ class AccountPages(Controller):
                 "pending": [request_out(r) for r in await broker.limits.list_requests(status="pending")],
                 "pool": [device_out(d) for d in await broker.devices.list_for(None)],
             }
-        return _page(
+        return await _page(
             "settings.html",
             request,
             "settings",
@@ -253,6 +391,45 @@ class AccountPages(Controller):
             requests=own,
             operator=operator,
         )
+
+
+class Thread(msgspec.Struct, frozen=True):
+    """One conversation in the inbox: the number (or sender name) and its newest SMS."""
+
+    counterpart: str
+    last: MessageOut
+    new: bool  # received since the inbox was opened before
+
+
+async def _device_names(broker: Broker, account: Account) -> dict[str, str]:
+    if account.account_type == "api_only":
+        return {}
+    return {d.device_id: d.device_name for d in await broker.devices.list_for(account)}
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one that begins like a formula (``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return) gets a leading apostrophe. Numbers are
+    E.164 and written as they are."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+async def suppression_rows(broker: Broker, account: Account) -> AsyncIterator[str]:
+    """The CSV of an account's suppression list, a chunk per page of it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["phone", "reason", "added_at"])
+    cursor = None
+    while True:
+        page = await broker.suppressions.page(account, cursor, SUPPRESSIONS_PAGE_MAX)
+        for entry in page.items:
+            writer.writerow([entry.phone, csv_cell(entry.reason), iso_utc(entry.created_ms) or ""])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+        cursor = page.next_cursor
+        if cursor is None:
+            return
 
 
 template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)

@@ -26,6 +26,19 @@ from tests.support.e2e_server import ServerProcess, expect, expect_error
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, World
 from tests.support.people import email, register
 
+PAGES = (
+    "/",
+    "/devices/",
+    "/devices/add/",
+    "/send/",
+    "/messages/",
+    "/inbox/",
+    "/suppressions/",
+    "/api-keys/",
+    "/webhooks/",
+    "/settings/",
+)
+
 
 def decode_qr(png: bytes) -> str:
     """The text of the one QR code in a PNG (zxing-cpp reads it as a phone camera would)."""
@@ -211,7 +224,17 @@ def test_a_second_account_sees_nothing_of_the_first(people: Any, world: World) -
     )
     carol = people()
     carol.signup(email("carol"), PASSWORD)
-    for path in ("/", "/devices/", "/messages/", f"/messages/?device_id={phone.device_id}", "/send/", "/settings/"):
+    for path in (
+        "/",
+        "/devices/",
+        "/messages/",
+        f"/messages/?device_id={phone.device_id}",
+        "/send/",
+        "/inbox/",
+        f"/inbox/thread/?phone={TO.replace('+', '%2B')}",
+        "/suppressions/",
+        "/settings/",
+    ):
         page = carol.open(path)
         html = page.content()
         assert phone.device_id not in html and "Owner's phone" not in html and sent["id"] not in html, path
@@ -353,12 +376,12 @@ def test_every_page_fits_a_phone_and_labels_its_controls(people: Any) -> None:
         page = grace.open(path)
         assert horizontal_overflow(page) <= 0, path
     grace.signup(email("grace-with-a-rather-long-address"), PASSWORD)
-    for path in ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/", "/settings/"):
+    for path in (*PAGES, "/inbox/thread/?phone=%2B15551234567"):
         page = grace.open(path)
         grace.page.set_viewport_size({"width": 390, "height": 844})
         assert horizontal_overflow(page) <= 0, path
         assert unlabelled_controls(page) == [], path
-        assert page.locator("nav[aria-label=Main] a").count() == 7
+        assert page.locator("nav[aria-label=Main] a").count() == 9
     missing = grace.page.request.get("/static/no-such-file.css")
     assert missing.status == 404
 
@@ -380,9 +403,6 @@ def test_older_messages_are_paged(people: Any, world: World) -> None:
     page.get_by_role("link", name="← Newest").click()
     page.wait_for_url(re.compile(r"/messages/\?$|/messages/$"))
     assert page.locator(".messages > li").count() == 50
-
-
-PAGES = ("/", "/devices/", "/devices/add/", "/send/", "/messages/", "/api-keys/", "/webhooks/", "/settings/")
 
 
 def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server: ServerProcess, world: World) -> None:
@@ -417,5 +437,9 @@ def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server:
         expect_error(user.get("/devices/pairing-qr.svg", params={"code": "../x"}), 400)
         svg = user.get("/devices/pairing-qr.svg", params={"code": "K7M2QX9D"})
         assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+        assert user.get("/inbox/thread/").headers["location"] == "/inbox/"
+        export = user.get("/suppressions/export.csv")
+        assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+        assert export.text == "phone,reason,added_at\r\n"
         bad_cursor = user.get("/messages/", params={"cursor": "not a cursor"})
         assert bad_cursor.status_code == 200 and "cursor is not one this server gave out" in bad_cursor.text

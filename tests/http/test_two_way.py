@@ -125,3 +125,60 @@ def test_a_pool_phones_received_sms_reaches_the_account_that_last_sent_to_that_n
     # From a number nobody sent to: the operator's.
     stray = expect(receive(pool_phone, "wrong number?", sender="+15556667777"), 201)
     assert stray["id"] in [m["id"] for m in inbound(operator)]
+
+
+def test_history_filters_by_direction_and_by_conversation_with_the_cursor_and_names_a_bad_field(
+    world: World,
+) -> None:
+    owner = world.signup()
+    one = world.pair(owner, "front desk", phone_number="+15550001111")
+    two = world.pair(owner, "back office", phone_number="+15550002222")
+    ann, bob = "+15553330001", "+15553330002"
+    got = [expect(receive(one, "Do you deliver?", sender=ann), 201)["id"]]
+    got.append(
+        expect(owner.post("/api/sms/send/", json={"to": ann, "message": "We do.", "device_id": one.device_id}), 202)[
+            "id"
+        ]
+    )
+    got.append(
+        expect(owner.post("/api/sms/send/", json={"to": bob, "message": "Ready.", "device_id": two.device_id}), 202)[
+            "id"
+        ]
+    )
+    got.append(expect(receive(two, "Great, thanks", sender=ann), 201)["id"])
+    ann_in_1, to_ann, to_bob, ann_in_2 = got
+
+    def listed(**params: Any) -> list[str]:
+        seen, cursor = [], None
+        while True:
+            page = expect(owner.get("/api/sms/", params={**params, **({"cursor": cursor} if cursor else {})}), 200)
+            seen += [m["id"] for m in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return seen
+
+    for limit in (1, 50):
+        assert listed(limit=limit, direction="inbound") == [ann_in_2, ann_in_1]
+        assert listed(limit=limit, direction="outbound") == [to_bob, to_ann]
+        assert listed(limit=limit, phone=ann) == [ann_in_2, to_ann, ann_in_1]
+        assert listed(limit=limit, phone=ann, direction="outbound") == [to_ann]
+        assert listed(limit=limit, phone=ann, device_id=two.device_id) == [ann_in_2]
+        assert listed(limit=limit, phone=ann, status="received") == [ann_in_2, ann_in_1]
+        assert listed(limit=limit, phone=bob, status="received") == []
+    [message] = expect(owner.get("/api/sms/", params={"phone": ann, "direction": "outbound"}), 200)["items"]
+    assert (message["to"], message["direction"], message["from"]) == (ann, "outbound", None)
+    # The + of a number written plainly into the query string (a space once decoded) is refused.
+    for query, field in (
+        ("direction=sideways", "direction"),
+        ("direction=", "direction"),
+        ("phone=+15553330001", "phone"),
+        ("phone=15553330001", "phone"),
+        ("phone=%2B1555", "phone"),
+        ("phone=BANK", "phone"),
+        ("phone=%2B15553330001&status=bogus", "status"),
+    ):
+        refused = expect_error(owner.get(f"/api/sms/?{query}"), 400)
+        assert refused["field"] == field, (query, refused)
+        assert field in refused["detail"], refused
+    # A stranger's conversation with the same number is empty.
+    assert expect(world.signup().get("/api/sms/", params={"phone": ann}), 200)["items"] == []

@@ -192,7 +192,9 @@ def same_pixels(a: Path, b: Path) -> bool:
     with Image.open(a) as first, Image.open(b) as second:
         if first.size != second.size:
             return False
-        return ImageChops.difference(first.convert("RGBA"), second.convert("RGBA")).getbbox() is None
+        # alpha_only=False: an RGBA image's bounding box is otherwise its alpha channel's
+        # alone, and two opaque pictures would always look the same.
+        return ImageChops.difference(first.convert("RGBA"), second.convert("RGBA")).getbbox(alpha_only=False) is None
 
 
 def refresh_doc_images(pytest_args: list[str]) -> int:

@@ -94,6 +94,11 @@ const afterSubmit = {
     toast("Key \u201c" + body.name + "\u201d created");
     refreshSection("key-list");
   },
+  "suppression-added": (form, body) => {
+    form.reset();
+    toast("Added " + body.phone + " to the list");
+    refreshSection("suppression-list");
+  },
   "webhook-created": (form, body) => {
     const box = document.querySelector("[data-new-secret]");
     box.querySelector("[data-secret-value]").textContent = body.secret;
@@ -168,6 +173,11 @@ const actions = {
   "revoke-key": async (button) => {
     if (!confirm("Revoke " + button.dataset.name + "? Senders using it get 401 from now on.")) return;
     const result = await api("DELETE", "/api/api-keys/" + button.dataset.keyId + "/");
+    if (result.ok) location.reload(); else toast(problem(result));
+  },
+  "remove-suppression": async (button) => {
+    if (!confirm("Take " + button.dataset.phone + " off the list? Sends to it are taken again.")) return;
+    const result = await api("DELETE", "/api/suppressions/" + encodeURIComponent(button.dataset.phone) + "/");
     if (result.ok) location.reload(); else toast(problem(result));
   },
   decide: async (button) => {
