@@ -62,7 +62,8 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
     stored_messages = 0
     for shard_tag, account, device, status, count in await store.message_counts():
         counts = counters[shard_tag]
-        counts[f"a:{account}:total"] += count
+        if status != "received":  # total counts what the account sent, as the scripts keep it
+            counts[f"a:{account}:total"] += count
         counts[f"a:{account}:{status}"] += count
         if device:
             counts[f"d:{device}:{status}"] += count

@@ -107,6 +107,24 @@ async def test_restore_gives_back_accounts_devices_keys_and_queued_messages(hbro
     assert (await history_store.message(owner.shard, held)).status == "sent"
 
 
+async def test_received_sms_survive_a_restore_from_the_store(hbroker: Broker, history_store) -> None:
+    owner, [phone] = await self_managed(hbroker)
+    received = await hbroker.inbound.receive(phone.ref, TO, "see you", "2026-12-05T12:00:00Z", "r-1")
+    [sent] = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, "hi", phone.device_id)])).ids
+    await Snapshotter(hbroker, history_store).run_once()
+    counts = await hbroker.message_log.account_counts(owner)
+    assert (counts["received"], counts["total"]) == (1, 1)
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    await restore(hbroker, history_store)
+    kept = await hbroker.message_log.get(owner.shard, received.id)
+    assert (kept.direction, kept.sender, kept.message, kept.status) == ("inbound", TO, "see you", "received")
+    assert await hbroker.message_log.account_counts(owner) == counts  # received apart from total, as before
+    page = await hbroker.message_log.page(owner)
+    assert sorted(m.id for m in page.items) == sorted([sent, received.id])  # one ms: either order
+
+
 def _raised_limits() -> LimitChange:
     return LimitChange(sends_per_second=50, daily_quota=20_000)
 
