@@ -96,4 +96,6 @@ class Receiver:
             if predicate():
                 return
             time.sleep(0.05)
-        raise AssertionError(f"receiver: condition not met in {timeout} s; got {len(self.received)} requests")
+        raise AssertionError(
+            f"receiver: condition not met in {timeout} s; got {len(self.received)} requests, {self.hung} held"
+        )
