@@ -30,6 +30,7 @@ from api.health import HealthController
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import ClosedStructs, openapi_config
+from api.shutdown import on_stopping
 from api.sms import SmsController
 from api.stats import StatsController
 from api.suppressions import SuppressionsController
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         await history.start()
         broker.history = history
         app.state.broker = broker
+        forget_stopping = on_stopping(broker.wakeups.end_all)
         app.state.allowed_methods = {
             route.path_format: ", ".join(sorted(route.methods)) for route in app.routes if isinstance(route, HTTPRoute)
         }
@@ -173,10 +175,11 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         try:
             yield
         finally:
+            forget_stopping()
             await stop_jobs(jobs)
             await courier.close()
             await history.close()
-            await client.aclose()
+            await broker.close()
 
     return Litestar(
         route_handlers=[

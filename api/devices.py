@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from api.inputs import (
     PathId,
     SegmentBudget,
     VersionText,
+    WaitSeconds,
     checked_by_the_broker,
 )
 from api.limits import auth_rate_guard
@@ -43,7 +45,8 @@ from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
-from broker.records import Account, DeviceInfo, DeviceRef
+from broker.long_poll import Hangup
+from broker.records import Account, ClaimResult, DeviceInfo, DeviceRef
 from broker.validation import SENDER_NAME
 
 PairingCode = Annotated[
@@ -160,6 +163,27 @@ class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
     segments_per_day: SegmentBudget | None = None
 
 
+async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int, wait: int) -> ClaimResult:
+    """A long poll, watching the connection meanwhile: a phone that hung up gets
+    nothing claimed for it after that."""
+    hangup = Hangup()
+    receive = request.receive
+
+    async def watch() -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # the server has no more to say about this request: it went away
+            pass
+        hangup()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await broker.long_poll.claim(device_of(request), limit, wait, hangup)
+    finally:
+        watcher.cancel()
+
+
 def device_out(info: DeviceInfo) -> DeviceOut:
     return DeviceOut(
         info.device_id,
@@ -204,11 +228,21 @@ class PhoneController(Controller):
         operation_id="claimTasks",
         **documented(PARAMETERS, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
-    async def tasks(self, request: Request[Any, Any, Any], limit: ClaimLimit = 10) -> Response[list[Task]]:
+    async def tasks(
+        self, request: Request[Any, Any, Any], limit: ClaimLimit = 10, wait: WaitSeconds = 0
+    ) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
-        Polling faster than the tasks limit gets 429 with ``Retry-After``."""
+        With ``wait`` and nothing to claim, the request waits up to that many seconds
+        for work (a long poll; the phone counts as online meanwhile) and answers
+        ``[]`` when none came. Only a poll that hands over nothing is charged to the
+        tasks limit; polling with nothing to take faster than it allows gets 429 with
+        ``Retry-After``."""
+        broker = broker_of(request)
         try:
-            result = await broker_of(request).messages.claim_tasks(device_of(request), limit)
+            if wait:
+                result = await _long_poll(request, broker, limit, wait)
+            else:
+                result = await broker.messages.claim_tasks(device_of(request), limit)
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         claimed(len(result.messages))

@@ -29,6 +29,7 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from broker.accounts import MAX_EMAIL_CHARS
 from broker.devices import MAX_SEGMENTS_BUDGET
 from broker.ids import MAX_ID_CHARS
+from broker.long_poll import MAX_WAIT_SECONDS
 from broker.message_log import MAX_PAGE
 from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
 from broker.records import STATUSES
@@ -186,6 +187,14 @@ MessageStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 PathId = Annotated[str, Parameter(min_length=1, max_length=MAX_ID_CHARS)]
 ClaimLimit = Annotated[int, Parameter(ge=1, le=MAX_CLAIM_LIMIT)]
+WaitSeconds = Annotated[
+    int,
+    Parameter(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="Seconds to wait for work when there is none now (a long poll); 0, the default, answers at once.",
+    ),
+]
 PageLimit = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 Cursor = Annotated[
     str | None,

@@ -19,6 +19,8 @@ webhooks      an account's webhook endpoints (:mod:`broker.webhooks.endpoints`)
 suppressions  the numbers a sender may not message (:mod:`broker.suppressions`)
 inbound       the SMS phones receive (:mod:`broker.inbound`)
 inbox         which received SMS the account has not seen (:mod:`broker.inbox`)
+wakeups       this process's wake-up subscribers and waits (:mod:`broker.wakeups`)
+long_poll     claims that wait for work (:mod:`broker.long_poll`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -40,6 +42,7 @@ from broker.inbound import Inbound
 from broker.inbox import Inbox
 from broker.limits import AccountLimits
 from broker.locks import Locks
+from broker.long_poll import LongPoll
 from broker.message_log import MessageLog
 from broker.messages import Messages
 from broker.pool_shards import PoolShards
@@ -50,6 +53,7 @@ from broker.sessions import Sessions
 from broker.settings import Settings
 from broker.suppressions import Suppressions
 from broker.sweeper import Sweeper
+from broker.wakeups import Wakeups
 from broker.webhooks.endpoints import WebhookEndpoints
 
 
@@ -77,6 +81,8 @@ class Broker:
         self.suppressions = Suppressions(ctx)
         self.inbound = Inbound(ctx, self.pool_shards)
         self.inbox = Inbox(ctx)
+        self.wakeups = Wakeups(ctx)
+        self.long_poll = LongPoll(ctx, self.messages, self.pool_shards, self.wakeups)
 
     # The context, for the background jobs and tests ------------------------------------
 
@@ -128,7 +134,9 @@ class Broker:
             await scripts.load(redis)
 
     async def close(self) -> None:
-        """Close the Redis client's connections (the broker is done with)."""
+        """End every wait, and close the wake-up subscribers and the Redis client's
+        connections (the broker is done with)."""
+        await self.wakeups.close()
         await self.ctx.redis.aclose()
 
     async def gauges(self) -> Gauges:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from broker import keys
 from broker.redis_client import RedisClient, replicated
 from broker.scripts import ScriptRegistry
@@ -44,7 +46,7 @@ def wall_clock_ms() -> int:
 class Context:
     """The client, scripts, settings and clock shared by the services of one broker."""
 
-    __slots__ = ("_shards", "clock", "redis", "scripts", "settings")
+    __slots__ = ("_shards", "clock", "redis", "scripts", "settings", "wake_command")
 
     def __init__(self, redis: RedisClient, settings: Settings, scripts: ScriptRegistry, clock: Clock) -> None:
         self.redis = redis
@@ -52,6 +54,10 @@ class Context:
         self.scripts = scripts
         self.clock = clock
         self._shards: dict[str, keys.ShardKeys] = {}
+        # How scripts publish wake-ups on a shard's channel (lua/includes/wakeups.lua):
+        # sharded pub/sub on a Cluster (the channel stays on its slot's node), plain
+        # pub/sub on one Redis (6.2 has no sharded pub/sub).
+        self.wake_command = "SPUBLISH" if isinstance(redis, RedisCluster) else "PUBLISH"
 
     def now(self) -> int:
         """The time (ms) that every script call of this broker is given."""

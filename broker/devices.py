@@ -252,8 +252,9 @@ class Devices:
                     shard.pool,
                     shard.pool_state,
                     shard.events,
+                    shard.waiting,
                 ],
-                [did, self.ctx.now(), self.ctx.settings.sweep_batch],
+                [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )
             failed, returned = failed + int(reply[0]), returned + int(reply[1])
             if not int(reply[2]):

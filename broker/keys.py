@@ -56,6 +56,10 @@ key                                 type         what
                                                  phone's own shard, so a retry finds its id
 ``{S}:pool-visitors``               zset         pool phone of another home shard -> its
                                                  last claim here (ms): online for the sweep
+``{S}:waiting``                     zset         long-polling device id -> the end of its wait
+                                                 (ms): who a wake-up may go to
+``{S}:wake``                        channel      (pub/sub, sharded on a Cluster) the waiting
+                                                 device ids a script woke, space-separated
 ``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
 ``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
 ``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
@@ -176,6 +180,8 @@ class ShardKeys:
         "quota",
         "tag",
         "trim",
+        "waiting",
+        "wake_channel",
     )
 
     def __init__(self, tag: str) -> None:
@@ -189,6 +195,8 @@ class ShardKeys:
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
         self.pool_visitors = f"{p}:pool-visitors"
+        self.waiting = f"{p}:waiting"
+        self.wake_channel = f"{p}:wake"
         self.pool_recipients = f"{p}:pool-recipients"
         self.pool_recipients_age = f"{p}:pool-recipients:age"
         self.queue = f"{p}:queue"

@@ -144,6 +144,7 @@ class Messages:
                 shard.sent(account.id),
                 shard.send_rate(account.id),
                 shard.suppression(account.id),
+                shard.waiting,
             ],
             [
                 account.id,
@@ -155,6 +156,8 @@ class Messages:
                 len(messages),
                 1000 / limits.sends_per_second,
                 limits.sends_burst,
+                self.ctx.wake_command,
+                shard.wake_channel,
                 *args,
             ],
         )
@@ -166,9 +169,24 @@ class Messages:
         """Atomically claim up to ``limit`` messages for one device (see claim-14.lua)."""
         return (await self.claim_tasks(device, limit)).messages
 
-    async def claim_tasks(self, device: DeviceRef, limit: int | None = None) -> ClaimResult:
-        """Claim as :meth:`claim` does, with the device's poll limiter after the claim.
-        Polling faster than the tasks limit raises RateLimited and changes nothing."""
+    async def claim_tasks(
+        self,
+        device: DeviceRef,
+        limit: int | None = None,
+        *,
+        refuse: bool = True,
+        charge_empty: bool = True,
+        waiting_until: int | None = None,
+    ) -> ClaimResult:
+        """Claim as :meth:`claim` does, with the device's poll limiter: with ``refuse``, an
+        empty limiter raises RateLimited and changes nothing; with ``charge_empty``, a
+        claim that hands nothing is charged (one that hands something never is).
+
+        ``waiting_until`` makes it a long poll's claim (:mod:`broker.long_poll`): the
+        device's presence is refreshed, and it is listed as waiting until that time (ms)
+        when the claim hands it nothing, or taken off the list when it hands something
+        or when ``waiting_until`` is 0 (the claim that ends the wait). None: a plain poll,
+        which leaves the list alone."""
         settings = self.ctx.settings
         if limit is None:
             limit = settings.claim_default_limit
@@ -177,6 +195,7 @@ class Messages:
         shard = self.ctx.shard(device.shard)
         did = device.device_id
         now = self.ctx.now()
+        wait = "-" if waiting_until is None else str(waiting_until)
         pool_tags = await self._pool_shards_of(device)
         sharded = len(pool_tags) > 1
         reply = await self.ctx.call(
@@ -196,6 +215,8 @@ class Messages:
                 shard.events,
                 shard.poll_rate(did),
                 shard.account(),
+                shard.waiting,
+                shard.device_presence(did),
             ],
             [
                 did,
@@ -207,17 +228,29 @@ class Messages:
                 settings.tasks_per_minute,
                 settings.tasks_burst,
                 0 if sharded else 1,
+                int(refuse),
+                int(charge_empty and not sharded),
+                wait,
             ],
         )
         head = [int(x) for x in reply[0]]
         messages = [claimed_message(m) for m in reply[1:]]
-        if sharded:
-            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), head[3:])
         remaining, burst, reset = head[:3]
+        if sharded:
+            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), head[3:], wait)
+            if charge_empty and not messages:
+                # Only now is it known that the claim handed nothing: charge the poll
+                # limiter (a pool phone's, so the account overrides do not apply).
+                charged = await self.ctx.call(
+                    "rate-limit",
+                    [shard.poll_rate(did)],
+                    [now, 60_000 / settings.tasks_per_minute, settings.tasks_burst, 1],
+                )
+                remaining, reset = int(charged[1]), int(charged[3])
         return ClaimResult(messages, RateDecision(True, burst, remaining, 0, reset))
 
     async def _claim_pool_shards(
-        self, device: DeviceRef, tags: Sequence[str], now: int, room: int, budget: list[int]
+        self, device: DeviceRef, tags: Sequence[str], now: int, room: int, budget: list[int], wait: str
     ) -> list[ClaimedMessage]:
         """The rest of a pool phone's claim when the platform pool is split: pool-take
         calls (one single-slot script each) over the pool shards, from the shard after the
@@ -252,6 +285,7 @@ class Messages:
                     shard.pool_state,
                     shard.pool_visitors,
                     shard.events,
+                    shard.waiting,
                 ],
                 [
                     did,
@@ -265,6 +299,7 @@ class Messages:
                     per_minute,
                     day_used,
                     per_day,
+                    wait,
                 ],
             )
             visited.add(tag)

@@ -41,6 +41,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # for its workers and runs them in a connecfy background process instead.
     background_in_workers: bool = True
 
+    # HTTP (connecfy serve). The listen queue, which the kernel caps at
+    # net.core.somaxconn; the connections each worker holds at once (a phone on its own
+    # keep-alive connection holds one all the time; past this, new connections wait in
+    # the listen queue, senders and the dashboard too), each an open file (serve raises
+    # its soft limit to the hard one); and how long an idle keep-alive connection, or one
+    # that has not sent its request head, stays open.
+    http_backlog: int = 4096
+    http_connections_per_worker: int = 12_000
+    http_idle_timeout_seconds: int = 30
+
+    # Long polls (GET .../tasks/?wait=N): the most a worker process holds at once; one
+    # more is answered at once, as a plain poll. Each costs a socket and a few KiB.
+    long_poll_max_waits: int = 10_000
+
     # Presence and leases.
     presence_ttl_seconds: int = 45
     lease_seconds: int = 120

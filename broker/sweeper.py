@@ -45,8 +45,16 @@ class Sweeper:
                 shard.last_seen,
                 shard.events,
                 shard.pool_visitors,
+                shard.waiting,
             ],
-            [self.ctx.now(), settings.sweep_batch, settings.max_leases, settings.presence_ttl_seconds * 1000],
+            [
+                self.ctx.now(),
+                settings.sweep_batch,
+                settings.max_leases,
+                settings.presence_ttl_seconds * 1000,
+                self.ctx.wake_command,
+                shard.wake_channel,
+            ],
         )
         return SweepReport(int(reply[0]), int(reply[1]), int(reply[2]), bool(int(reply[3])))
 

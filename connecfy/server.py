@@ -33,7 +33,9 @@ worker merges them all. Logs: granian's own lines and the app's are JSON on stde
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -48,6 +50,22 @@ from connecfy.redis_server import RedisServer
 from connecfy.supervisor import Supervisor, die_with_parent
 
 DRAIN_SECONDS = 10
+RESERVED_FILES = 256
+"""Open files a worker keeps for what is not a client connection: Redis connections,
+the history store, logs, the listening socket."""
+
+log = logging.getLogger("connecfy.serve")
+
+
+def _raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (the workers
+    inherit it): each client connection is one. Returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
 
 # This process's pid while it serves, which the request workers it forks inherit: each
 # asks to be stopped when it dies (and stops at once if it already has). Unset in a
@@ -146,6 +164,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     data directory, the port, the private Redis) is a :class:`CommandError`."""
     global _SERVE_PID
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     from connecfy.workers import Workers
 
@@ -178,6 +197,16 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
         background = BackgroundProcess().start()
         background_supervisor = Supervisor(background, "connecfy background").start()
         os.environ["CONNECFY_BACKGROUND_IN_WORKERS"] = "false"  # the workers serve requests only
+        open_files = _raise_open_files_limit()
+        connections = settings.http_connections_per_worker
+        if connections > open_files - RESERVED_FILES:
+            log.warning(
+                "%d connections per worker need more open files than the %d allowed; holding %d",
+                connections,
+                open_files,
+                open_files - RESERVED_FILES,
+            )
+            connections = max(1, open_files - RESERVED_FILES)
         Workers(
             "connecfy.server:asgi_app",
             factory=True,
@@ -185,6 +214,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             port=port,
             interface=Interfaces.ASGI,
             workers=workers,
+            backlog=settings.http_backlog,
+            backpressure=connections,
+            http1_settings=HTTP1Settings(header_read_timeout=settings.http_idle_timeout_seconds * 1000),
             loop=Loops.uvloop,
             log_access=False,
             log_dictconfig=logging_dictconfig(),

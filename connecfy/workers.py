@@ -53,6 +53,8 @@ import granian._signals
 from granian._granian import WorkerSignal
 from granian.server import MPServer
 
+import api.shutdown
+
 log = logging.getLogger("connecfy.workers")
 
 QUICK_DEATH_SECONDS = 10.0
@@ -85,6 +87,7 @@ def set_loop_signals_once(loop: Any) -> WorkerSignal:
         if not stopping:
             stopping = True
             event.set()
+            api.shutdown.stopping()  # answer the long polls now, not when they end
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler, sig, None)

@@ -842,8 +842,9 @@ class BrokerMachine(RuleBasedStateMachine):
             self._after({})
             return
         assert allowed or gone, f"a poll the rate refuses went through: {got!r}"
-        self._rate_spent(limiter, POLL_INTERVAL_MS, 1, new_tat, gone and not allowed)
         assert not isinstance(got, Exception), got
+        if not got:  # only a poll that hands over nothing is charged
+            self._rate_spent(limiter, POLL_INTERVAL_MS, 1, new_tat, gone and not allowed)
         assert [c.id for c in got] == handed, f"claim handed {[c.id for c in got]}, expected {handed}"
 
         # Independently of the computation above: who may be given what.

@@ -9,6 +9,8 @@
   - any other claimed message whose lease ran out stays with its device, which gets
     it again on its next claim; the sweep looks at it again later (a pool message
     after one presence TTL, a device-targeted one at its TTL).
+  Wake-ups (includes/wakeups): one waiting phone per message back in the pool, and a
+  waiting device whose own lease ran out (it is handed the message again).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -23,11 +25,14 @@
     KEYS[10] events stream                  {S}:events
     KEYS[11] pool visitors sorted set       {S}:pool-visitors (phones of other home
                                             shards of a sharded platform pool)
+    KEYS[12] waiting set                    {S}:waiting
 
     ARGV[1]  now (ms)
     ARGV[2]  most messages to look at, per kind of work
     ARGV[3]  most leases per message
     ARGV[4]  presence TTL (ms)
+    ARGV[5]  the command that publishes wake-ups: PUBLISH or SPUBLISH
+    ARGV[6]  the shard's wake channel       {S}:wake
 
   Output:
     {expired, lost, returned, more}   counts; more is 1 when a batch was full
@@ -37,6 +42,7 @@ local rcall = redis.call
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
+--- @include "includes/wakeups"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -49,6 +55,7 @@ local poolStateKey = KEYS[8]
 local lastSeenKey = KEYS[9]
 local eventsKey = KEYS[10]
 local visitorsKey = KEYS[11]
+local waitingKey = KEYS[12]
 
 local now = tonumber(ARGV[1])
 local perCall = tonumber(ARGV[2])
@@ -58,6 +65,7 @@ local presenceTtl = tonumber(ARGV[4])
 local expired, lost, returned, more = 0, 0, 0, 0
 local bulk = newBulk()
 local changes = newBatch()
+local wakes = {}
 
 local due = rcall("ZRANGEBYSCORE", expiryKey, "-inf", now, "LIMIT", 0, perCall)
 if #due == perCall then
@@ -102,11 +110,15 @@ for i = 1, #due do
     returned = returned + 1
   elseif msg.route == "pool" then
     bulkAdd(bulk, "ZADD", leaseChecksKey, now + presenceTtl, msg.id)
+    wakeDevice(wakes, waitingKey, msg.device, now)
   else
     bulkAdd(bulk, "ZADD", leaseChecksKey, msg.expires, msg.id)
+    wakeDevice(wakes, waitingKey, msg.device, now)
   end
 end
 
 bulkRun(bulk)
 flush(changes, messagesKey, countersKey)
+wakePool(wakes, waitingKey, now, returned)
+publishWakes(wakes, ARGV[5], ARGV[6])
 return {expired, lost, returned, more}

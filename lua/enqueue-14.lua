@@ -15,6 +15,7 @@
     KEYS[11] sender's message index         {S}:sent:<account>
     KEYS[12] sender's send rate limiter     {S}:rate:sends:<account>
     KEYS[13] sender's suppression list      {S}:suppression:<account>
+    KEYS[14] waiting set                    {S}:waiting
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -25,6 +26,8 @@
     ARGV[7]  number of messages N (1..1000)
     ARGV[8]  send rate: ms per message (GCRA emission interval, see includes/gcra.lua)
     ARGV[9]  send burst (messages); a batch costs its message count
+    ARGV[10] the command that publishes wake-ups: PUBLISH or SPUBLISH
+    ARGV[11] the shard's wake channel       {S}:wake
     then six arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments
 
@@ -33,6 +36,9 @@
     {"duplicate", remaining, reset_ms, id1, ..., idN}  same key and fingerprint seen
                                                        before: nothing queued, no rate used
     remaining and reset_ms describe the send rate limiter after this request.
+
+  Wake-ups (includes/wakeups): each device a message is queued for, when it waits,
+  and one waiting phone per message put in the pool.
 
   Checks run in this order and a failed one changes nothing: idempotency, devices,
   suppressed recipients, rate, quota.
@@ -52,6 +58,7 @@ local rcall = redis.call
 --- @include "includes/pool"
 --- @include "includes/leases"
 --- @include "includes/gcra"
+--- @include "includes/wakeups"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -76,10 +83,15 @@ local idempotencyMs = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
 local sendInterval = tonumber(ARGV[8])
 local sendBurst = tonumber(ARGV[9])
-local FIRST = 10
+local wakeCommand = ARGV[10]
+local wakeChannel = ARGV[11]
+local FIRST = 12
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + 6 * n or not sendInterval or not sendBurst then
   return redis.error_reply("BAD_REQUEST message count does not match arguments")
+end
+if wakeCommand ~= "PUBLISH" and wakeCommand ~= "SPUBLISH" then
+  return redis.error_reply("BAD_REQUEST unknown wake-up command")
 end
 
 if fingerprint ~= "" then
@@ -160,6 +172,7 @@ local bulk = newBulk()
 local batch = newBatch()
 local reply = {"new", rate.remaining, rate.reset}
 local pooled = {}
+local wakes = {}
 for i = 0, n - 1 do
   local base = FIRST + 6 * i
   local id = ARGV[base]
@@ -172,6 +185,7 @@ for i = 0, n - 1 do
   }
   if route == "device" then
     bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
+    wakeDevice(wakes, KEYS[14], msg.device, now)
   else
     msg.device = ""
     pooled[#pooled + 1] = id
@@ -186,6 +200,8 @@ if #pooled > 0 then
 end
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
+wakePool(wakes, KEYS[14], now, #pooled)
+publishWakes(wakes, wakeCommand, wakeChannel)
 
 if fingerprint ~= "" then
   rcall("SET", idempotencyKey, fingerprint .. "|" .. table.concat(reply, ",", 4), "PX", idempotencyMs)

@@ -20,10 +20,15 @@
     KEYS[12] pool sorted set                {S}:pool
     KEYS[13] pool state hash                {S}:pool:state
     KEYS[14] events stream                  {S}:events
+    KEYS[15] waiting set                    {S}:waiting
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
     ARGV[3]  most messages to move in this call
+    ARGV[4]  the command that publishes wake-ups: PUBLISH or SPUBLISH
+    ARGV[5]  the shard's wake channel       {S}:wake
+
+  A message back in the pool wakes one waiting phone (includes/wakeups).
 
   Output:
     {failed, returned, more}   counts; more is 1 when messages are left to move
@@ -33,6 +38,7 @@ local rcall = redis.call
 --- @include "includes/messages"
 --- @include "includes/pool"
 --- @include "includes/leases"
+--- @include "includes/wakeups"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
@@ -56,6 +62,7 @@ local perCall = tonumber(ARGV[3])
 rcall("DEL", deviceKey, windowKey, presenceKey)
 rcall("SREM", devicesKey, device)
 rcall("ZREM", lastSeenKey, device)
+rcall("ZREM", KEYS[15], device)
 
 local bulk = newBulk()
 local changes = newBatch()
@@ -102,6 +109,9 @@ end
 
 bulkRun(bulk)
 flush(changes, messagesKey, countersKey)
+local wakes = {}
+wakePool(wakes, KEYS[15], now, returned)
+publishWakes(wakes, ARGV[4], ARGV[5])
 local more = 0
 if #queued + #held >= perCall then
   more = 1

@@ -3,7 +3,9 @@
   (redelivered to the same phone, which de-duplicates by id), then its own queue, then
   its shard's pool (only while the device is online). Stops at the first message that
   does not fit the device's send budget, so order is kept. Each claimed message is
-  leased until now + lease.
+  leased until now + lease. A claim of a long poll (ARGV[12] not "-") refreshes the
+  device's presence first (a waiting phone is online) and lists it as waiting when it
+  hands nothing (includes/wakeups).
 
   Input:
     KEYS[1]  device hash                    {S}:device:<device>
@@ -20,6 +22,8 @@
     KEYS[12] events stream                  {S}:events
     KEYS[13] device's poll rate limiter     {S}:rate:tasks:<device>
     KEYS[14] shard owner's account hash     {S}:account (absent for a platform pool)
+    KEYS[15] waiting set                    {S}:waiting
+    KEYS[16] presence key                   {S}:device:<device>:presence
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -35,7 +39,7 @@
 
   Output:
     {{remaining, burst, reset_ms}, {id, to, body, segments}, ...}: the poll rate limiter
-    after this claim, then the claimed messages, oldest first (none when nothing fits).
+    after this claim (whether it was charged or not), then the claimed messages, oldest first (none when nothing fits).
     With ARGV[9] 0 the first element goes on: {..., minute_used, per_minute, day_used,
     per_day, online (0/1), turn}, the budget after this claim, whether the device is
     online, and a number that grows by one each claim (where its pool visit starts).
@@ -61,6 +65,7 @@ local rcall = redis.call
 --- @include "includes/leases"
 --- @include "includes/gcra"
 --- @include "includes/claiming"
+--- @include "includes/wakeups"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
@@ -70,6 +75,8 @@ local poolStateKey = KEYS[10]
 local lastSeenKey = KEYS[11]
 local rateKey = KEYS[13]
 local accountKey = KEYS[14]
+local waitingKey = KEYS[15]
+local presenceKey = KEYS[16]
 
 local device = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -78,6 +85,9 @@ local presenceTtl = tonumber(ARGV[6])
 local pollsPerMinute = tonumber(ARGV[7])
 local pollBurst = tonumber(ARGV[8])
 local poolHere = ARGV[9] == "1"
+local refuse = ARGV[10] == "1"
+local chargeEmpty = ARGV[11] == "1"
+local wait = ARGV[12]
 
 local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used")
 if not limits[1] then
@@ -90,11 +100,16 @@ end
 if tonumber(overrides[2] or "") and tonumber(overrides[2]) > 0 then
   pollBurst = tonumber(overrides[2])
 end
-local rate = gcraCheck(rateKey, now, 60000 / pollsPerMinute, pollBurst, 1)
-if not rate.allowed then
+local pollInterval = 60000 / pollsPerMinute
+local rate = gcraCheck(rateKey, now, pollInterval, pollBurst, 1)
+if refuse and not rate.allowed then
   return gcraRefusal(rate)
 end
-gcraCommit(rate, now)
+if wait ~= "-" then
+  rcall("HSET", deviceKey, "last_seen", now)
+  rcall("SET", presenceKey, now, "PX", presenceTtl)
+  rcall("ZADD", lastSeenKey, now, device)
+end
 
 local c = newClaim(device, now, limit, tonumber(ARGV[4]), tonumber(ARGV[5]), {
   messages = KEYS[3], events = KEYS[12], expiry = KEYS[8], leased = KEYS[6], leaseChecks = KEYS[7]
@@ -157,6 +172,12 @@ if c.charged > 0 then
   rcall("HSET", deviceKey, "day", today, "day_used", c.dayUsed, "window_used", c.minuteUsed)
 elseif c.minuteUsed ~= windowBefore then
   rcall("HSET", deviceKey, "window_used", c.minuteUsed)
+end
+noteWaiting(waitingKey, device, wait, #claimed)
+if chargeEmpty and #claimed == 0 then
+  gcraCommit(rate, now)
+else
+  rate = gcraCheck(rateKey, now, pollInterval, pollBurst, 0)
 end
 local head = {rate.remaining, pollBurst, rate.reset}
 if not poolHere then

@@ -4,7 +4,8 @@
   (redelivered to it), then this shard's pool in fair order, within the budget the
   claim in its home shard left. The home shard is charged afterwards (pool-charge).
   The phone is recorded as a visitor of this shard, so the sweep here knows it is
-  still online while it holds this shard's messages.
+  still online while it holds this shard's messages. In a long poll the phone is
+  listed as waiting here when this shard hands it nothing (includes/wakeups).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -16,6 +17,7 @@
     KEYS[7]  pool state hash                {S}:pool:state
     KEYS[8]  pool visitors sorted set       {S}:pool-visitors
     KEYS[9]  events stream                  {S}:events
+    KEYS[10] waiting set                    {S}:waiting
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -26,6 +28,7 @@
     ARGV[7]  1 when the device is online (then the pool is claimed), else 0
     ARGV[8]  segments used in the last 60 s   ARGV[9]  per-minute budget
     ARGV[10] segments used today              ARGV[11] per-day budget
+    ARGV[12] "-" outside a long poll, else as the claim script's ARGV[12]
 
   Output:
     {charged, budget_full, senders, {id, to, body, segments}, ...}: the segments to
@@ -39,6 +42,7 @@ local rcall = redis.call
 --- @include "includes/pool"
 --- @include "includes/leases"
 --- @include "includes/claiming"
+--- @include "includes/wakeups"
 
 local visitorsKey = KEYS[8]
 local device = ARGV[1]
@@ -68,6 +72,7 @@ flush(c.batch, c.messagesKey, KEYS[2])
 -- The pool state holds "v" and, per sender with queued messages, "f:" and "n:".
 local senders = math.floor((rcall("HLEN", KEYS[7]) - rcall("HEXISTS", KEYS[7], "v")) / 2)
 local claimed = c.claimed
+noteWaiting(KEYS[10], device, ARGV[12], #claimed)
 table.insert(claimed, 1, senders)
 table.insert(claimed, 1, budgetFull and 1 or 0)
 table.insert(claimed, 1, c.charged)
