@@ -22,6 +22,8 @@ class FakeApi implements DeviceApi {
     final List<String> log = new ArrayList<String>();
     final List<Long> heartbeatTimes = new ArrayList<Long>();
     final List<Long> pollTimes = new ArrayList<Long>();
+    /** The {@code wait} each poll asked for. */
+    final List<Integer> pollWaits = new ArrayList<Integer>();
     final List<String> reports = new ArrayList<String>();
     final ArrayDeque<Object> heartbeatScript = new ArrayDeque<Object>();
     final ArrayDeque<Object> pollScript = new ArrayDeque<Object>();
@@ -72,9 +74,10 @@ class FakeApi implements DeviceApi {
 
     @Override
     @SuppressWarnings("unchecked")
-    public synchronized List<Task> claimTasks(int limit) throws IOException, ApiException {
+    public synchronized List<Task> claimTasks(int limit, int waitSeconds) throws IOException, ApiException {
         pollTimes.add(clock.now());
-        log.add("poll@" + clock.now());
+        pollWaits.add(waitSeconds);
+        log.add("poll@" + clock.now() + (waitSeconds > 0 ? " wait=" + waitSeconds : ""));
         Object next = pollScript.poll();
         raise(next);
         return next == null ? Collections.<Task>emptyList() : (List<Task>) next;
