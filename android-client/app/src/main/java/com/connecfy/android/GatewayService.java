@@ -23,10 +23,13 @@ import com.connecfy.core.EngineStatus;
 import com.connecfy.core.Gateway;
 
 import java.io.IOException;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
 
 /**
  * The foreground service that keeps the phone working as a gateway: runs the core's
- * {@link DeviceEngine} on its own thread (heartbeat, claims, sends, reports), holds a
+ * {@link DeviceEngine} on its own thread (heartbeat, claims, sends, reports), with the
+ * polls the server holds on a second one, holds a
  * partial wake lock so it keeps going with the screen off, and shows its state in the
  * notification. Started by the user, and again after a reboot or an app update.
  */
@@ -39,6 +42,17 @@ public final class GatewayService extends Service {
 
     private HandlerThread thread;
     private Handler handler;
+    /** Where the engine's polls wait on the server, so its own thread stays free meanwhile. */
+    private HandlerThread pollThread;
+    private Handler pollHandler;
+    private final Executor pollExecutor = new Executor() {
+        @Override
+        public void execute(Runnable poll) {
+            if (!pollHandler.post(poll)) {
+                throw new RejectedExecutionException("the poll thread has quit");
+            }
+        }
+    };
     /** Set and ticked on the gateway thread only. */
     private volatile DeviceEngine engine;
     private PowerManager.WakeLock wakeLock;
@@ -102,9 +116,11 @@ public final class GatewayService extends Service {
                 stopOnMainThread();
                 return;
             }
-            // Stops the engine of an earlier run of this service first (waiting for its tick).
+            DeviceEngine.Config config = new DeviceEngine.Config();
+            config.pollExecutor = pollExecutor;
+            // Stops the engine of an earlier run of this service first (waiting for its tick and poll).
             engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this, cells),
-                new PhoneHeartbeat(GatewayService.this), new DeviceEngine.Config(), new Listener());
+                new PhoneHeartbeat(GatewayService.this), config, new Listener());
             handler.post(step);
         }
     };
@@ -163,6 +179,9 @@ public final class GatewayService extends Service {
         thread = new HandlerThread("connecfy-gateway");
         thread.start();
         handler = new Handler(thread.getLooper());
+        pollThread = new HandlerThread("connecfy-poll");
+        pollThread.start();
+        pollHandler = new Handler(pollThread.getLooper());
         running = this;
     }
 
@@ -193,13 +212,15 @@ public final class GatewayService extends Service {
         DeviceEngine current = engine;
         if (current != null) {
             // Without waiting on the main thread: a tick under way makes no further call
-            // and sends nothing more, and the next service's engine waits for it to end.
+            // and sends nothing more, a poll the server holds is disconnected, and the next
+            // service's engine waits for both to end.
             current.requestStop();
         }
         if (handler != null) {
             handler.removeCallbacks(step);
             handler.removeCallbacks(ensureEngine);
             thread.quitSafely();
+            pollThread.quitSafely();
         }
         if (cells != null) {
             cells.stop();
@@ -271,6 +292,15 @@ public final class GatewayService extends Service {
                 shownText = text;
                 NotificationManager nm = (NotificationManager) getSystemService(NOTIFICATION_SERVICE);
                 nm.notify(NOTIFICATION_ID, notification(text));
+            }
+        }
+
+        /** A poll the server held was answered (on the poll thread): tick now. */
+        @Override
+        public void onPollAnswered() {
+            if (!destroyed) {
+                handler.removeCallbacks(step);
+                handler.post(step);
             }
         }
 

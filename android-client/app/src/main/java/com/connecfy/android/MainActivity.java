@@ -225,7 +225,8 @@ public final class MainActivity extends Activity {
         String state = !running ? getString(R.string.stopped)
             : s.isOnline(System.currentTimeMillis()) ? getString(R.string.online) : getString(R.string.offline);
         text(R.id.state, getString(R.string.state_line, state));
-        text(R.id.last_poll, getString(R.string.last_poll_line, time(s.lastPollAt), s.lastPollCount));
+        text(R.id.last_poll, getString(s.instant ? R.string.last_poll_line_instant : R.string.last_poll_line,
+            time(s.lastPollAt), s.lastPollCount));
         int received = gateway.outbox.inboundSize();
         text(R.id.queue, getString(R.string.queue_line, s.waitingToSend, Math.max(0, gateway.outbox.size() - received),
             received));

@@ -19,11 +19,15 @@ import org.json.JSONObject;
  * The phone's side of the Connecfy HTTP API over {@link HttpURLConnection}: register with
  * a pairing code, then heartbeat, claim tasks, report statuses and received SMS with the device token
  * (sent as {@code X-Device-Token}). Every error status becomes an {@link ApiException}
- * carrying the JSON error body and any {@code Retry-After}.
+ * carrying the JSON error body and any {@code Retry-After}. A claim that waits on the
+ * server reads for {@link #WAIT_READ_MARGIN_MILLIS} longer than its wait; every other call
+ * keeps the read timeout set with {@link #timeouts}.
  */
 public final class ApiClient implements DeviceApi {
     private static final Charset UTF8 = Charset.forName("UTF-8");
     private static final int MAX_BODY_BYTES = 4 * 1024 * 1024;
+    /** How much longer than its {@code wait} a waiting claim reads before giving up on the server. */
+    public static final int WAIT_READ_MARGIN_MILLIS = 15000;
 
     private final String server;
     private final String deviceId;
@@ -32,6 +36,8 @@ public final class ApiClient implements DeviceApi {
     private final Clock clock;
     private int connectTimeoutMillis = 10000;
     private int readTimeoutMillis = 20000;
+    /** The claim waiting on the server now, for {@link #interruptWait}; null when none. */
+    private volatile HttpURLConnection waitingClaim;
 
     /** A client for {@link #register} only (no device yet). */
     public ApiClient(String server, String userAgent, Clock clock) {
@@ -87,12 +93,40 @@ public final class ApiClient implements DeviceApi {
     }
 
     @Override
-    public List<Task> claimTasks(int limit) throws IOException, ApiException {
+    public List<Task> claimTasks(int limit, int waitSeconds) throws IOException, ApiException {
+        String path = "/api/devices/" + segment(deviceId) + "/tasks/?limit=" + limit;
+        if (waitSeconds > 0) {
+            path += "&wait=" + waitSeconds;
+        }
         try {
-            String reply = call("GET", "/api/devices/" + segment(deviceId) + "/tasks/?limit=" + limit, null, true);
+            String reply = call("GET", path, null, true, readTimeoutMillis(waitSeconds), waitSeconds > 0);
             return Task.listFromJson(new JSONArray(reply));
         } catch (JSONException e) {
             throw new IOException("unreadable answer to tasks: " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The read timeout of a claim that asks the server to wait {@code waitSeconds}: longer
+     * than the wait, so a server that holds the claim is not taken for a dead one.
+     */
+    int readTimeoutMillis(int waitSeconds) {
+        if (waitSeconds <= 0) {
+            return readTimeoutMillis;
+        }
+        return Math.max(readTimeoutMillis, waitSeconds * 1000 + WAIT_READ_MARGIN_MILLIS);
+    }
+
+    /** Disconnects the claim waiting on the server, if any: it throws an IOException at once. */
+    @Override
+    public void interruptWait() {
+        HttpURLConnection claim = waitingClaim;
+        if (claim != null) {
+            try {
+                claim.disconnect();
+            } catch (RuntimeException e) {
+                // The claim then ends at its read timeout.
+            }
         }
     }
 
@@ -137,14 +171,22 @@ public final class ApiClient implements DeviceApi {
 
     private String call(String method, String path, JSONObject body, boolean authenticated)
             throws IOException, ApiException {
+        return call(method, path, body, authenticated, readTimeoutMillis, false);
+    }
+
+    private String call(String method, String path, JSONObject body, boolean authenticated, int readTimeout,
+            boolean interruptible) throws IOException, ApiException {
         if (authenticated && deviceToken == null) {
             throw new IllegalStateException("this client has no device token");
         }
         HttpURLConnection connection = (HttpURLConnection) new URL(server + path).openConnection();
+        if (interruptible) {
+            waitingClaim = connection;
+        }
         try {
             connection.setRequestMethod(method);
             connection.setConnectTimeout(connectTimeoutMillis);
-            connection.setReadTimeout(readTimeoutMillis);
+            connection.setReadTimeout(readTimeout);
             connection.setUseCaches(false);
             connection.setInstanceFollowRedirects(false);
             connection.setRequestProperty("Accept", "application/json");
@@ -176,6 +218,9 @@ public final class ApiClient implements DeviceApi {
             long retryAfter = RetryAfter.parseMillis(connection.getHeaderField("Retry-After"), clock.now());
             throw error(status, connection.getContentType(), text, retryAfter);
         } finally {
+            if (interruptible && waitingClaim == connection) {
+                waitingClaim = null;
+            }
             connection.disconnect();
         }
     }

@@ -12,7 +12,17 @@ public interface DeviceApi {
     String heartbeat(Heartbeat heartbeat) throws IOException, ApiException;
 
     /** {@code GET /api/devices/<id>/tasks/?limit=N}: atomically claims up to {@code limit} messages. */
-    List<Task> claimTasks(int limit) throws IOException, ApiException;
+    default List<Task> claimTasks(int limit) throws IOException, ApiException {
+        return claimTasks(limit, 0);
+    }
+
+    /**
+     * {@code GET /api/devices/<id>/tasks/?limit=N&wait=S}: with nothing to claim, a server
+     * that long-polls holds the request until messages come (and answers them) or for
+     * {@code waitSeconds} (then answers none); an older server answers at once. 0: a plain
+     * claim, without {@code wait}.
+     */
+    List<Task> claimTasks(int limit, int waitSeconds) throws IOException, ApiException;
 
     /** {@code POST /api/sms/<id>/status/} with {@code sent}, {@code delivered} or {@code failed} (+ error). */
     void reportStatus(String messageId, String status, String error) throws IOException, ApiException;
@@ -23,4 +33,12 @@ public interface DeviceApi {
      * twice, so a retry is always safe.
      */
     String reportInbound(InboundSms sms) throws IOException, ApiException;
+
+    /**
+     * Ends a claim that waits on the server ({@code waitSeconds} > 0), running on another
+     * thread, at once: it throws an IOException. Safe from any thread; does nothing when no
+     * claim waits, and later calls are not affected.
+     */
+    default void interruptWait() {
+    }
 }

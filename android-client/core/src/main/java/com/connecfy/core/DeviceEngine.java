@@ -6,11 +6,21 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Random;
 import java.util.Set;
+import java.util.concurrent.Executor;
 
 /**
- * What a paired phone does, one step at a time: heartbeat every ~15 s, claim tasks every
- * ~20 s (again after 2 s when a claim came back full), send each claimed message once,
- * within the pacer's limit, and drain the outbox (status reports and received SMS). Errors back off
+ * What a paired phone does, one step at a time: claim tasks with a long poll (the server
+ * holds a claim with nothing to take for up to {@link Config#longPollSeconds}), send each
+ * claimed message once, within the pacer's limit, and drain the outbox (status reports and
+ * received SMS). After an answer that carried messages, or an empty one the server held
+ * for at least half the wait, the next poll goes at once. An empty answer that came back
+ * sooner means a server that does not hold polls (an older one, one shutting down, one
+ * holding its maximum of waits): the next poll then comes after {@link Config#pollMillis}
+ * (2 s after a full batch), still asking to wait, so instant delivery resumes once the
+ * server holds polls again. The server counts a phone whose poll it holds as online, so
+ * heartbeats (battery, versions) go every {@link Config#longPollHeartbeatMillis} while
+ * polls are held, else every {@link Config#heartbeatMillis} (~15 s) from the last time the
+ * server heard from the phone. Errors back off
  * with jitter, never sooner than a {@code Retry-After}; a 429 waits exactly as long as
  * its {@code Retry-After} says. The phone counts as removed from its account, and
  * everything stops, only when the server itself refuses the device token (its JSON 401
@@ -21,14 +31,29 @@ import java.util.Set;
  * (the server has handed it to another phone by then) is dropped, not sent late.
  *
  * <p>The caller runs {@link #tick} on one thread and sleeps for the milliseconds it
- * returns, or until {@link #tick} is wanted sooner (a send result arrived). The clock is
+ * returns, or until {@link #tick} is wanted sooner (a send result arrived, a poll was
+ * answered: {@link Listener#onPollAnswered}). A poll runs on {@link Config#pollExecutor}
+ * when one is given, so heartbeats, reports and sends go on while the server holds it;
+ * without one it runs inside {@link #tick}. The clock is
  * injected, so the timing can be tested without waiting. Every schedule is on the
  * monotonic clock ({@link Clock#elapsedMillis}); wall time is only shown.
  */
 public final class DeviceEngine {
     /** Intervals and limits; the defaults are what the server expects of a phone. */
     public static final class Config {
+        /**
+         * Heartbeats while the server does not hold the phone's polls, counted from the
+         * last time it heard from the phone (a heartbeat, or a poll it held).
+         */
         public long heartbeatMillis = 15000;
+        /** Heartbeats while the server holds the phone's polls (and so counts it online). */
+        public long longPollHeartbeatMillis = 5 * 60000;
+        /**
+         * How long the server may hold a poll with nothing to claim ({@code wait}, 0-60 s);
+         * 0: plain polls every {@link #pollMillis}.
+         */
+        public int longPollSeconds = 30;
+        /** Between polls when the server does not hold them. */
         public long pollMillis = 20000;
         public long fullBatchPollMillis = 2000;
         public int claimLimit = 10;
@@ -42,6 +67,38 @@ public final class DeviceEngine {
         public long cannotSendRecheckMillis = 5000;
         /** After a part failed for want of radio, nothing is claimed or sent for this long. */
         public long radioFailurePauseMillis = 60000;
+        /**
+         * Where a poll runs. Null: inside {@link #tick}, which then blocks while the server
+         * holds the poll. The app gives a thread of its own, so the engine's other work
+         * goes on meanwhile; {@link Listener#onPollAnswered} then asks for a tick.
+         */
+        public Executor pollExecutor;
+    }
+
+    /** The longest {@code wait} the server takes. */
+    public static final int MAX_WAIT_SECONDS = 60;
+
+    /** How long {@link #stop} waits for a poll running on {@link Config#pollExecutor} to end. */
+    private static final long STOP_WAIT_MILLIS = 5000;
+
+    /** What a poll came back with, handed from the thread that ran it to the tick. */
+    private static final class PollAnswer {
+        /** Monotonic times the claim was asked for and answered. */
+        final long startedAt;
+        final long answeredAt;
+        final int waitSeconds;
+        /** Null when the poll failed. */
+        final List<Task> tasks;
+        /** An ApiException or IOException (or a RuntimeException, thrown again by the tick). */
+        final Exception error;
+
+        PollAnswer(long startedAt, long answeredAt, int waitSeconds, List<Task> tasks, Exception error) {
+            this.startedAt = startedAt;
+            this.answeredAt = answeredAt;
+            this.waitSeconds = waitSeconds;
+            this.tasks = tasks;
+            this.error = error;
+        }
     }
 
     /** A claimed message and when (monotonic clock) the claim was asked for. */
@@ -70,6 +127,13 @@ public final class DeviceEngine {
          */
         default void onDropped(String line) {
         }
+
+        /**
+         * A poll running on {@link Config#pollExecutor} was answered: tick now. Called on
+         * the poll's thread.
+         */
+        default void onPollAnswered() {
+        }
     }
 
     private final DeviceApi api;
@@ -93,8 +157,24 @@ public final class DeviceEngine {
     private long nextSendAt;
     private int heartbeatFailures;
     private int pollFailures;
+    /**
+     * The last empty answer came back sooner than half the wait: the server does not hold
+     * polls, so they go every {@link Config#pollMillis} (each still asking to wait).
+     */
+    private boolean fallback;
+    /** The server has held a poll (answered empty after at least half the wait). */
+    private boolean held;
+    /** Monotonic time the server last answered a poll it had held. */
+    private long lastHeldAt;
+    private final Object pollLock = new Object();
+    /** A poll runs on the executor; guarded by pollLock. */
+    private boolean pollRunning;
+    /** The answer of the poll that ran, for the next tick; guarded by pollLock. */
+    private PollAnswer pollAnswer;
     /** The server's refusals of the token in a row (reset by any other answer). */
     private int tokenRefusals;
+    /** Monotonic time of the first refusal in a run (answers to polls asked before it do not count). */
+    private long refusedAt;
     /** After a first refusal, no call before this monotonic time: then a heartbeat asks again. */
     private long confirmAt;
     private String refusalError;
@@ -150,7 +230,7 @@ public final class DeviceEngine {
             if (pairing != null && !pairing.isPairedAs(deviceId)) {
                 // Paired again (or unpaired) since this engine started: its token is not
                 // the phone's any more, and a new engine runs for the new pairing.
-                stopped = true;
+                requestStop();
                 return Long.MAX_VALUE;
             }
             return tickLocked();
@@ -181,28 +261,51 @@ public final class DeviceEngine {
 
     /**
      * Stops the engine for good: a running {@link #tick} makes no further call and hands
-     * nothing more to SmsManager (an HTTP call or a send already under way finishes), and
-     * every later tick does nothing. Waits for a running tick to return. Safe from any thread.
+     * nothing more to SmsManager (an HTTP call or a send already under way finishes; a poll
+     * the server holds is disconnected), and every later tick does nothing. Waits for a
+     * running tick to return, and for a poll on the executor to end (at most 5 s). Safe
+     * from any thread.
      */
     public void stop() {
         requestStop();
         synchronized (tickLock) {
             // A tick that was running has returned.
         }
+        awaitPoll();
     }
 
     /**
      * {@link #stop} without waiting, for a thread that must not block (the service's
-     * onDestroy on the main thread).
+     * onDestroy on the main thread). A poll the server holds is disconnected.
      */
     public void requestStop() {
         stopped = true;
+        api.interruptWait();
+    }
+
+    /**
+     * Waits (at most {@link #STOP_WAIT_MILLIS}) for a poll running on the executor to end,
+     * disconnecting it again every 100 ms in case it had not connected yet.
+     */
+    private void awaitPoll() {
+        synchronized (pollLock) {
+            for (long waited = 0; pollRunning && waited < STOP_WAIT_MILLIS; waited += 100) {
+                api.interruptWait();
+                try {
+                    pollLock.wait(100);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
     }
 
     private long tickLocked() {
         long now = clock.elapsedMillis();
         capSchedules(now);
-        if (calm() && now >= nextHeartbeatAt) {
+        takePollAnswer();
+        if (calm() && now >= heartbeatDueAt(now)) {
             heartbeat(now);
         }
         if (calm() && outbox.nextAttemptAt() <= now) {
@@ -211,11 +314,11 @@ public final class DeviceEngine {
         if (calm()) {
             sendWaiting();
         }
-        if (calm() && waiting.isEmpty() && clock.elapsedMillis() >= nextPollAt) {
+        if (calm() && waiting.isEmpty() && !pollRunning() && clock.elapsedMillis() >= nextPollAt) {
             cannotSend = whyCannotSendNow();
             if (cannotSend == null) {
-                poll();
-                if (calm()) {
+                startPoll();
+                if (takePollAnswer() && calm()) {
                     sendWaiting();
                 }
             } else {
@@ -228,10 +331,67 @@ public final class DeviceEngine {
         }
         now = clock.elapsedMillis();
         capSchedules(now);
-        long next = Math.min(nextHeartbeatAt, outbox.nextAttemptAt());
-        next = Math.min(next, waiting.isEmpty() ? nextPollAt : nextSendAt);
+        long next = Math.min(heartbeatDueAt(now), outbox.nextAttemptAt());
+        if (!waiting.isEmpty()) {
+            next = Math.min(next, nextSendAt);
+        } else if (!pollRunning()) {
+            next = Math.min(next, nextPollAt);
+        }
+        synchronized (pollLock) {
+            if (pollAnswer != null) {
+                next = now; // answered while this tick ran
+            }
+        }
         next = Math.max(next, confirmAt);
         return Math.max(0, next - now);
+    }
+
+    /**
+     * When the next heartbeat is due. After a failed or refused one, or before the first,
+     * as scheduled then; otherwise {@link Config#longPollHeartbeatMillis} after the last,
+     * or sooner, {@link Config#heartbeatMillis} after the server last heard from the phone
+     * (a heartbeat, or a poll it held), unless it holds a poll now.
+     */
+    private long heartbeatDueAt(long now) {
+        if (!heartbeatOk || heartbeatFailures > 0 || tokenRefusals > 0) {
+            return nextHeartbeatAt;
+        }
+        return Math.min(lastHeartbeatOkElapsed + config.longPollHeartbeatMillis,
+            lastHeardAt(now) + config.heartbeatMillis);
+    }
+
+    /**
+     * The last monotonic time the server heard from the phone: now while it holds a poll,
+     * else its last answered heartbeat or held poll. Only when {@link #heartbeatOk} or
+     * {@link #held}.
+     */
+    private long lastHeardAt(long now) {
+        if (holdingNow()) {
+            return now;
+        }
+        if (!held) {
+            return lastHeartbeatOkElapsed;
+        }
+        return heartbeatOk ? Math.max(lastHeartbeatOkElapsed, lastHeldAt) : lastHeldAt;
+    }
+
+    /**
+     * The server holds polls: it held one, and the last empty answer since came after at
+     * least half the wait.
+     */
+    private boolean serverHolds() {
+        return held && !fallback && config.longPollSeconds > 0;
+    }
+
+    /** A poll runs now at a server that holds polls, so it counts the phone online. */
+    private boolean holdingNow() {
+        return serverHolds() && pollRunning();
+    }
+
+    private boolean pollRunning() {
+        synchronized (pollLock) {
+            return pollRunning;
+        }
     }
 
     /**
@@ -247,8 +407,8 @@ public final class DeviceEngine {
      * clock ever jump, so the phone can never fall silent for longer than that.
      */
     private void capSchedules(long now) {
-        long longestBeat = Math.max(Math.max(config.heartbeatMillis, config.heartbeatBackoff.ceilingMillis(
-            Integer.MAX_VALUE)), RetryAfter.MAX_MILLIS);
+        long longestBeat = Math.max(Math.max(Math.max(config.heartbeatMillis, config.longPollHeartbeatMillis),
+            config.heartbeatBackoff.ceilingMillis(Integer.MAX_VALUE)), RetryAfter.MAX_MILLIS);
         long longestPoll = Math.max(Math.max(config.pollMillis, config.pollBackoff.ceilingMillis(Integer.MAX_VALUE)),
             RetryAfter.MAX_MILLIS);
         nextHeartbeatAt = Math.min(nextHeartbeatAt, now + longestBeat);
@@ -284,42 +444,149 @@ public final class DeviceEngine {
         }
     }
 
-    private void poll() {
-        long claimedAt = clock.elapsedMillis();
-        try {
-            List<Task> tasks = api.claimTasks(config.claimLimit);
-            answered();
-            pollFailures = 0;
-            lastPollAt = clock.now();
-            long answeredAt = clock.elapsedMillis();
-            lastPollCount = tasks.size();
-            pollError = null;
-            for (Task task : tasks) {
-                if (sentIds.contains(task.id)) {
-                    redelivered(task);
-                    continue;
-                }
-                if (!waitingIds.add(task.id)) {
-                    duplicatesSkipped++;
-                    continue;
-                }
-                waiting.add(new Claimed(task, claimedAt));
+    /**
+     * Asks for tasks: on the executor when there is one (its answer waits for the next
+     * tick), else here and now.
+     */
+    private void startPoll() {
+        final long startedAt = clock.elapsedMillis();
+        final int waitSeconds = Math.max(0, Math.min(MAX_WAIT_SECONDS, config.longPollSeconds));
+        Executor executor = config.pollExecutor;
+        if (executor == null) {
+            PollAnswer answer = claim(startedAt, waitSeconds);
+            synchronized (pollLock) {
+                pollAnswer = answer;
             }
-            nextPollAt = answeredAt + (tasks.size() >= config.claimLimit ? config.fullBatchPollMillis
-                : config.pollMillis);
-            nextSendAt = answeredAt;
-        } catch (ApiException e) {
-            if (refused(e)) {
-                return;
-            }
-            pollFailures++;
-            nextPollAt = clock.elapsedMillis() + wait(config.pollBackoff, pollFailures, e);
-            pollError = "tasks: " + e.getMessage();
-        } catch (IOException e) {
-            pollFailures++;
-            nextPollAt = clock.elapsedMillis() + wait(config.pollBackoff, pollFailures, null);
-            pollError = "tasks: no answer from the server (" + e.getMessage() + ")";
+            return;
         }
+        synchronized (pollLock) {
+            pollRunning = true;
+        }
+        Runnable poll = new Runnable() {
+            @Override
+            public void run() {
+                PollAnswer answer = null;
+                try {
+                    if (!stopped) {
+                        answer = claim(startedAt, waitSeconds);
+                    }
+                } catch (RuntimeException e) {
+                    answer = new PollAnswer(startedAt, clock.elapsedMillis(), waitSeconds, null, e);
+                } finally {
+                    synchronized (pollLock) {
+                        pollAnswer = answer;
+                        pollRunning = false;
+                        pollLock.notifyAll();
+                    }
+                }
+                if (answer != null && !stopped) {
+                    listener.onPollAnswered();
+                }
+            }
+        };
+        try {
+            executor.execute(poll);
+        } catch (RuntimeException e) {
+            synchronized (pollLock) {
+                pollRunning = false;
+            }
+            throw e;
+        }
+    }
+
+    private PollAnswer claim(long startedAt, int waitSeconds) {
+        try {
+            List<Task> tasks = api.claimTasks(config.claimLimit, waitSeconds);
+            return new PollAnswer(startedAt, clock.elapsedMillis(), waitSeconds, tasks, null);
+        } catch (ApiException e) {
+            return new PollAnswer(startedAt, clock.elapsedMillis(), waitSeconds, null, e);
+        } catch (IOException e) {
+            return new PollAnswer(startedAt, clock.elapsedMillis(), waitSeconds, null, e);
+        }
+    }
+
+    /** Takes in the answer of the last poll, if one came; true when one did. */
+    private boolean takePollAnswer() {
+        PollAnswer answer;
+        synchronized (pollLock) {
+            answer = pollAnswer;
+            pollAnswer = null;
+        }
+        if (answer == null) {
+            return false;
+        }
+        if (stopped || unpaired) {
+            return true; // a poll disconnected by stop(), or one answered too late to matter
+        }
+        if (answer.error instanceof RuntimeException) {
+            throw (RuntimeException) answer.error;
+        }
+        // A poll asked before the server first refused the token is neither the second
+        // refusal (that comes after a backoff) nor an answer that ends the run.
+        boolean before = tokenRefusals > 0 && answer.startedAt < refusedAt;
+        if (answer.error instanceof ApiException) {
+            ApiException e = (ApiException) answer.error;
+            if (e.refusesToken()) {
+                if (!before) {
+                    tokenRefused(e.getMessage());
+                }
+                return true;
+            }
+            if (!before) {
+                answered();
+            }
+            pollFailures++;
+            nextPollAt = answer.answeredAt + wait(config.pollBackoff, pollFailures, e);
+            pollError = "tasks: " + e.getMessage();
+        } else if (answer.error != null) {
+            pollFailures++;
+            nextPollAt = answer.answeredAt + wait(config.pollBackoff, pollFailures, null);
+            pollError = "tasks: no answer from the server (" + answer.error.getMessage() + ")";
+        } else {
+            if (!before) {
+                answered();
+            }
+            claimed(answer);
+        }
+        return true;
+    }
+
+    /**
+     * Queues what a poll claimed (its lease counted from when the claim was asked for) and
+     * schedules the next poll: at once after messages or an empty answer the server held,
+     * else after the plain interval.
+     */
+    private void claimed(PollAnswer answer) {
+        List<Task> tasks = answer.tasks;
+        pollFailures = 0;
+        lastPollAt = clock.now() - (clock.elapsedMillis() - answer.answeredAt);
+        lastPollCount = tasks.size();
+        pollError = null;
+        for (Task task : tasks) {
+            if (sentIds.contains(task.id)) {
+                redelivered(task);
+                continue;
+            }
+            if (!waitingIds.add(task.id)) {
+                duplicatesSkipped++;
+                continue;
+            }
+            waiting.add(new Claimed(task, answer.startedAt));
+        }
+        if (tasks.isEmpty() && answer.waitSeconds > 0) {
+            fallback = answer.answeredAt - answer.startedAt < answer.waitSeconds * 1000L / 2;
+            if (!fallback) {
+                held = true;
+                lastHeldAt = answer.answeredAt;
+            }
+        }
+        if (answer.waitSeconds > 0 && !fallback) {
+            nextPollAt = answer.answeredAt;
+        } else {
+            nextPollAt = answer.answeredAt + (tasks.size() >= config.claimLimit ? config.fullBatchPollMillis
+                : config.pollMillis);
+        }
+        nextSendAt = answer.answeredAt;
     }
 
     /**
@@ -476,6 +743,9 @@ public final class DeviceEngine {
      */
     private void tokenRefused(String reason) {
         tokenRefusals++;
+        if (tokenRefusals == 1) {
+            refusedAt = clock.elapsedMillis();
+        }
         if (tokenRefusals >= 2) {
             stopUnpaired(reason);
             return;
@@ -536,9 +806,10 @@ public final class DeviceEngine {
         // Times on the screen are wall times, worked out from the monotonic clock now.
         long wall = clock.now();
         long elapsed = clock.elapsedMillis();
-        long onlineUntil = heartbeatOk ? wall + (lastHeartbeatOkElapsed + config.onlineMillis - elapsed) : 0;
+        long onlineUntil = heartbeatOk || held ? wall + (lastHeardAt(elapsed) + config.onlineMillis - elapsed) : 0;
+        long nextPoll = pollRunning() ? wall : wall + (nextPollAt - elapsed);
         status = new EngineStatus(!unpaired, unpaired, onlineUntil, lastHeartbeatOkAt, lastPollAt, lastPollCount,
-            wall + (nextPollAt - elapsed), waiting.size(), outbox.size(), duplicatesSkipped, lastError());
+            nextPoll, serverHolds(), waiting.size(), outbox.size(), duplicatesSkipped, lastError());
         listener.onStatus(status);
     }
 }

@@ -4,12 +4,17 @@ package com.connecfy.core;
 public final class EngineStatus {
     public final boolean running;
     public final boolean unpaired;
-    /** Until when the server counts the phone online (its last answered heartbeat + presence TTL). */
+    /**
+     * Until when the server counts the phone online: presence TTL after it last heard from
+     * the phone (an answered heartbeat, or a poll it held), or from now while it holds one.
+     */
     public final long onlineUntil;
     public final long lastHeartbeatAt;
     public final long lastPollAt;
     public final int lastPollCount;
     public final long nextPollAt;
+    /** Instant delivery: the server holds the phone's polls until messages come. */
+    public final boolean instant;
     /** Claimed messages waiting on the phone for their turn (pacing). */
     public final int waitingToSend;
     public final int outbox;
@@ -17,7 +22,7 @@ public final class EngineStatus {
     public final String lastError;
 
     EngineStatus(boolean running, boolean unpaired, long onlineUntil, long lastHeartbeatAt, long lastPollAt,
-            int lastPollCount, long nextPollAt, int waitingToSend, int outbox, int duplicatesSkipped,
+            int lastPollCount, long nextPollAt, boolean instant, int waitingToSend, int outbox, int duplicatesSkipped,
             String lastError) {
         this.running = running;
         this.unpaired = unpaired;
@@ -26,6 +31,7 @@ public final class EngineStatus {
         this.lastPollAt = lastPollAt;
         this.lastPollCount = lastPollCount;
         this.nextPollAt = nextPollAt;
+        this.instant = instant;
         this.waitingToSend = waitingToSend;
         this.outbox = outbox;
         this.duplicatesSkipped = duplicatesSkipped;
@@ -36,5 +42,5 @@ public final class EngineStatus {
         return !unpaired && now < onlineUntil;
     }
 
-    public static final EngineStatus STOPPED = new EngineStatus(false, false, 0, 0, 0, 0, 0, 0, 0, 0, null);
+    public static final EngineStatus STOPPED = new EngineStatus(false, false, 0, 0, 0, 0, 0, false, 0, 0, 0, null);
 }

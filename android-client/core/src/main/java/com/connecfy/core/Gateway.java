@@ -109,7 +109,7 @@ public final class Gateway {
         }
     }
 
-    /** Stops the engine, if one runs, and waits for its running tick. Under engineSwap. */
+    /** Stops the engine, if one runs, and waits for its running tick and poll. Under engineSwap. */
     private void stopEngine() {
         DeviceEngine running;
         synchronized (this) {
@@ -129,8 +129,8 @@ public final class Gateway {
 
     /**
      * A new engine for the device; the one before it (if any) is stopped first and its
-     * running tick waited for, so two engines never run at once (the service stopped and
-     * started again, say). Blocks that long: call it off the UI thread.
+     * running tick and poll waited for, so two engines never run at once (the service
+     * stopped and started again, say). Blocks that long: call it off the UI thread.
      */
     DeviceEngine engine(String deviceId, DeviceApi api, SmsSender sender, Heartbeat.Source heartbeat,
             DeviceEngine.Config config, DeviceEngine.Listener listener) {

@@ -14,6 +14,8 @@ import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 import org.json.JSONException;
 import org.json.JSONObject;
@@ -35,6 +37,9 @@ public class ApiClientTest {
     private String reply = "{}";
     private String contentType = "application/json";
     private String retryAfter;
+    /** The server answers every request this much later (or when {@link #released}). */
+    private volatile long delayMillis;
+    private final CountDownLatch released = new CountDownLatch(1);
     private final FakeClock clock = new FakeClock(1445412480000L);
 
     @Before
@@ -47,6 +52,13 @@ public class ApiClientTest {
                     + " " + exchange.getRequestHeaders().getFirst("Content-Type"));
                 tokens.add(exchange.getRequestHeaders().getFirst("X-Device-Token"));
                 bodies.add(read(exchange.getRequestBody()));
+                if (delayMillis > 0) {
+                    try {
+                        released.await(delayMillis, TimeUnit.MILLISECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
                 byte[] bytes = reply.getBytes("UTF-8");
                 exchange.getResponseHeaders().set("Content-Type", contentType);
                 if (retryAfter != null) {
@@ -63,6 +75,7 @@ public class ApiClientTest {
 
     @After
     public void stop() {
+        released.countDown();
         server.stop(0);
     }
 
@@ -282,6 +295,63 @@ public class ApiClientTest {
     public void anUnreadableSuccessIsAnIOException() throws Exception {
         reply = "not json";
         device().claimTasks(10);
+    }
+
+    @Test
+    public void aWaitingClaimAsksToWaitAndReadsLongerThanTheWaitWhileOtherCallsKeepTheirTimeout()
+            throws Exception {
+        ApiClient client = device().timeouts(1000, 500);
+        reply = "[]";
+        client.claimTasks(10);
+        assertEquals("GET /api/devices/dev1/tasks/?limit=10 null", requests.get(0));
+        delayMillis = 800; // the server holds the claim longer than the plain read timeout
+        assertTrue(client.claimTasks(10, 1).isEmpty());
+        assertEquals("GET /api/devices/dev1/tasks/?limit=10&wait=1 null", requests.get(1));
+        try {
+            client.heartbeat(new Heartbeat(81, "14", "1.0.0"));
+            fail("a heartbeat answered after 0.8 s did not time out at 0.5 s");
+        } catch (IOException expected) {
+            // java.net.SocketTimeoutException: the heartbeat's own read timeout
+        }
+
+        ApiClient defaults = device();
+        assertEquals(45000, defaults.readTimeoutMillis(30));
+        assertEquals(75000, defaults.readTimeoutMillis(60));
+        assertEquals(20000, defaults.readTimeoutMillis(0));
+        assertEquals(ApiClient.WAIT_READ_MARGIN_MILLIS + 30000, client.readTimeoutMillis(30));
+    }
+
+    @Test
+    public void interruptWaitEndsAWaitingClaimAtOnce() throws Exception {
+        final ApiClient client = device();
+        delayMillis = 20000;
+        reply = "[]";
+        Thread interrupter = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    Thread.sleep(300);
+                } catch (InterruptedException e) {
+                    return;
+                }
+                client.interruptWait();
+            }
+        });
+        long started = System.nanoTime();
+        interrupter.start();
+        try {
+            client.claimTasks(10, 30);
+            fail("an interrupted claim answered");
+        } catch (IOException expected) {
+            // the connection was closed under it
+        } finally {
+            interrupter.join();
+        }
+        long tookMillis = (System.nanoTime() - started) / 1000000L;
+        assertTrue("took " + tookMillis + " ms", tookMillis < 5000);
+        client.interruptWait(); // with no claim waiting: nothing happens
+        released.countDown();
+        assertTrue(client.claimTasks(10, 30).isEmpty());
     }
 
     private ApiException expectError() throws IOException, JSONException {

@@ -10,6 +10,10 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.TimeZone;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
 
 import org.junit.Before;
 import org.junit.Rule;
@@ -30,6 +34,9 @@ public class DeviceEngineTest {
     private Outbox outbox;
     private SendResults results;
     private final List<String> unpairedReasons = new ArrayList<String>();
+    /** One permit per {@link DeviceEngine.Listener#onPollAnswered}. */
+    private final Semaphore pollsAnswered = new Semaphore(0);
+    private DeviceEngine.Config config = new DeviceEngine.Config();
     private DeviceEngine engine;
 
     @Before
@@ -63,20 +70,26 @@ public class DeviceEngineTest {
             @Override
             public void onStatus(EngineStatus status) {
             }
+
+            @Override
+            public void onPollAnswered() {
+                pollsAnswered.release();
+            }
         };
-        return new DeviceEngine(api, outbox, sentIds, pacer, results, sender, source, clock, new Random(11),
-            new DeviceEngine.Config(), listener);
+        return new DeviceEngine(api, outbox, sentIds, pacer, results, sender, source, clock, new Random(11), config,
+            listener);
     }
 
     /** Runs the engine as the service does, sleeping on the fake clock, until {@code until} ms after T0. */
     private void runUntil(long until) {
+        int atOnce = 0;
         for (int i = 0; i < 100000 && clock.now() < T0 + until; i++) {
             long wait = engine.tick();
             if (wait == Long.MAX_VALUE) {
                 clock.set(T0 + until);
                 return;
             }
-            clock.advance(Math.max(1, Math.min(wait, T0 + until - clock.now())));
+            atOnce = sleep(Math.min(wait, T0 + until - clock.now()), atOnce);
         }
     }
 
@@ -84,12 +97,26 @@ public class DeviceEngineTest {
     private long runFor(long millis) {
         long end = clock.elapsedMillis() + millis;
         long longest = 0;
+        int atOnce = 0;
         for (int i = 0; i < 100000 && clock.elapsedMillis() < end; i++) {
             long wait = engine.tick();
             longest = Math.max(longest, wait);
-            clock.advance(Math.max(1, Math.min(wait, end - clock.elapsedMillis())));
+            atOnce = sleep(Math.min(wait, end - clock.elapsedMillis()), atOnce);
         }
         return longest;
+    }
+
+    /**
+     * Moves the fake clock over a wait the engine asked for; a tick wanted at once comes at
+     * once (a poll after an answer with messages), but not a hundred times in a row.
+     */
+    private int sleep(long millis, int atOnceBefore) {
+        if (millis > 0) {
+            clock.advance(millis);
+            return 0;
+        }
+        assertTrue("the engine keeps asking for a tick at once", atOnceBefore < 100);
+        return atOnceBefore + 1;
     }
 
     private static List<Long> relative(List<Long> times) {
@@ -112,13 +139,14 @@ public class DeviceEngineTest {
     }
 
     @Test
-    public void aFullBatchIsFollowedByAnEarlyPoll() {
+    public void aServerThatDoesNotHoldPollsGetsAnEarlyPollOnlyAfterAFullBatch() {
+        api.pollScript.add(FakeApi.tasks()); // answered at once: the server does not hold polls
         api.pollScript.add(FakeApi.tasks("A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9"));
         api.pollScript.add(FakeApi.tasks("B0", "B1", "B2"));
-        runUntil(30000);
-        assertEquals(Arrays.asList(0L, 2000L, 22000L), relative(api.pollTimes));
+        runUntil(50000);
+        assertEquals(Arrays.asList(0L, 20000L, 22000L, 42000L), relative(api.pollTimes));
         assertEquals(13, sender.sent.size());
-        assertEquals(Long.valueOf(T0), sender.sentAt.get(0));
+        assertEquals(Long.valueOf(T0 + 20000), sender.sentAt.get(0));
     }
 
     @Test
@@ -309,7 +337,7 @@ public class DeviceEngineTest {
         assertEquals("SMS permission missing", engine.status().lastError);
         sender.cannotSend = null;
         runUntil(41000);
-        assertEquals(Arrays.asList(40000L), relative(api.pollTimes));
+        assertEquals(Long.valueOf(40000), relative(api.pollTimes).get(0));
         assertEquals(Arrays.asList("A"), sender.sent);
     }
 
@@ -337,26 +365,29 @@ public class DeviceEngineTest {
         api.pollScript.add(FakeApi.tasks("A"));
         runUntil(1000);
         assertEquals(Arrays.asList("A"), sender.sent);
+        int polls = api.pollTimes.size();
         results.partSent("A", 0, 4); // RESULT_ERROR_NO_SERVICE, though the phone's state said otherwise
         runUntil(50000);
-        assertEquals("no claim right after the radio failed: " + relative(api.pollTimes), Arrays.asList(0L),
-            relative(api.pollTimes));
+        assertEquals("no claim right after the radio failed: " + relative(api.pollTimes), polls,
+            api.pollTimes.size());
         assertEquals(Arrays.asList("A failed RESULT_ERROR_NO_SERVICE (4)"), api.reports);
         assertTrue(engine.status().lastError, engine.status().lastError.contains("RESULT_ERROR_NO_SERVICE"));
         runUntil(90000);
-        assertTrue("claims again after the pause: " + relative(api.pollTimes), api.pollTimes.size() >= 2);
+        assertTrue("claims again after the pause: " + relative(api.pollTimes), api.pollTimes.size() > polls);
     }
 
     @Test
     public void statusShowsQueueAndLastPoll() {
+        api.pollScript.add(FakeApi.tasks());
         api.pollScript.add(FakeApi.tasks("A", "B"));
-        runUntil(1000);
+        runUntil(21000);
         EngineStatus s = engine.status();
         assertTrue(s.running);
-        assertEquals(T0, s.lastPollAt);
+        assertEquals(T0 + 20000, s.lastPollAt);
         assertEquals(2, s.lastPollCount);
         assertEquals(0, s.waitingToSend);
-        assertEquals(T0 + 20000, s.nextPollAt);
+        assertEquals(T0 + 40000, s.nextPollAt);
+        assertFalse("the server does not hold polls", s.instant);
     }
 
     @Test
@@ -460,5 +491,192 @@ public class DeviceEngineTest {
         assertEquals(Long.MAX_VALUE, engine.tick());
         runFor(60000);
         assertEquals(calls, api.log.size());
+    }
+
+    @Test
+    public void longPollsAskToWaitThirtySecondsAndPollAgainAtOnceAfterMessages() {
+        api.holds = true;
+        api.pollScript.add(FakeApi.tasks("A", "B"));
+        api.pollScript.add(FakeApi.heldFor(12000, FakeApi.tasks("C")));
+        runUntil(80000);
+        // A and B at once; C after the server held the poll 12 s; then held 30 s with nothing.
+        assertEquals(Arrays.asList(0L, 0L, 12000L, 42000L, 72000L), relative(api.pollTimes));
+        assertEquals(Arrays.asList(30, 30, 30, 30, 30), api.pollWaits);
+        assertEquals(Arrays.asList("A", "B", "C"), sender.sent);
+        assertEquals(Arrays.asList(0L, 0L, 12000L), relative(sender.sentAt));
+        assertTrue(engine.status().instant);
+    }
+
+    @Test
+    public void aQuickEmptyAnswerFallsBackToPlainPollsUntilTheServerHoldsThemAgain() {
+        // The server answers at once: an older one, one shutting down, one holding its maximum of waits.
+        runUntil(50000);
+        assertEquals(Arrays.asList(0L, 20000L, 40000L), relative(api.pollTimes));
+        assertEquals("every poll still asks to wait", Arrays.asList(30, 30, 30), api.pollWaits);
+        assertFalse(engine.status().instant);
+        api.holds = true;
+        runUntil(130000);
+        assertEquals(Arrays.asList(0L, 20000L, 40000L, 60000L, 90000L, 120000L), relative(api.pollTimes));
+        assertTrue(engine.status().instant);
+        api.holds = false;
+        runUntil(200000);
+        assertEquals(Arrays.asList(0L, 20000L, 40000L, 60000L, 90000L, 120000L, 150000L, 170000L, 190000L),
+            relative(api.pollTimes));
+        assertFalse(engine.status().instant);
+    }
+
+    @Test
+    public void anEmptyAnswerAfterHalfTheWaitCountsAsHeld() {
+        api.pollScript.add(FakeApi.heldFor(15000, FakeApi.tasks()));
+        api.pollScript.add(FakeApi.heldFor(14999, FakeApi.tasks()));
+        runUntil(50000);
+        // Held for half the wait: again at once. Just under half: the plain interval.
+        assertEquals(Arrays.asList(0L, 15000L, 29999L + 20000L), relative(api.pollTimes));
+    }
+
+    @Test
+    public void heartbeatsEveryFiveMinutesWhilePollsAreHeldAndEveryFifteenSecondsWithout() {
+        api.holds = true;
+        runUntil(601000);
+        assertEquals(Arrays.asList(0L, 300000L, 600000L), relative(api.heartbeatTimes));
+        assertTrue("a phone whose poll the server holds is online", engine.status().isOnline(clock.now()));
+        long heldUntil = clock.now() - T0;
+        api.holds = false;
+        runUntil(heldUntil + 61000);
+        // The server heard from the phone last when it answered the held poll.
+        assertEquals(Arrays.asList(0L, 300000L, 600000L, heldUntil + 15000, heldUntil + 30000, heldUntil + 45000,
+            heldUntil + 60000), relative(api.heartbeatTimes));
+        assertTrue(engine.status().isOnline(clock.now()));
+    }
+
+    @Test
+    public void whileMessagesWaitForThePacerHeartbeatsKeepThePhoneOnline() {
+        api.holds = true;
+        runUntil(300000);
+        List<Task> batch = new ArrayList<Task>();
+        for (int i = 0; i < 10; i++) {
+            batch.add(new Task("L" + i, "+15551234567", "fifty chars of text, which makes five parts here.."));
+        }
+        api.pollScript.add(batch);
+        int beats = api.heartbeatTimes.size();
+        runUntil(400000);
+        assertEquals(10, sender.sent.size());
+        List<Long> beatsSince = relative(api.heartbeatTimes).subList(beats, api.heartbeatTimes.size());
+        assertTrue("no poll is held while the pacer holds messages back: heartbeats " + beatsSince,
+            beatsSince.size() >= 3);
+        assertTrue(engine.status().isOnline(clock.now()));
+    }
+
+    @Test
+    public void tooManyRequestsOnALongPollWaitsExactlyRetryAfter() {
+        api.holds = true;
+        api.pollScript.add(FakeApi.tooMany(37000));
+        runUntil(70000);
+        assertEquals(Arrays.asList(0L, 37000L, 67000L), relative(api.pollTimes));
+    }
+
+    @Test
+    public void aLongPollWithoutAnswerBacksOffAsBefore() {
+        api.holds = true;
+        api.pollScript.add(new IOException("network down"));
+        api.pollScript.add(new IOException("network down"));
+        runUntil(120000);
+        List<Long> polls = relative(api.pollTimes);
+        Backoff backoff = new DeviceEngine.Config().pollBackoff;
+        for (int failure = 1; failure <= 2; failure++) {
+            long gap = polls.get(failure) - polls.get(failure - 1);
+            long ceiling = backoff.ceilingMillis(failure);
+            assertTrue("gap " + gap + " after failure " + failure, gap >= ceiling / 2 && gap <= ceiling);
+        }
+        assertEquals("held polls again once it answers", 30000L, polls.get(3) - polls.get(2));
+    }
+
+    @Test
+    public void aWaitOfNothingMakesPlainPolls() {
+        config.longPollSeconds = 0;
+        api.holds = true;
+        runUntil(61000);
+        assertEquals(Arrays.asList(0L, 20000L, 40000L, 60000L), relative(api.pollTimes));
+        assertEquals(Arrays.asList(0, 0, 0, 0), api.pollWaits);
+        assertEquals(Arrays.asList(0L, 15000L, 30000L, 45000L, 60000L), relative(api.heartbeatTimes));
+    }
+
+    @Test
+    public void aPollTheServerHoldsHoldsUpNeitherReportsNorHeartbeatsNorSends() throws Exception {
+        ExecutorService pollThread = Executors.newSingleThreadExecutor();
+        try {
+            config.pollExecutor = pollThread;
+            engine = newEngine();
+            FakeApi.Hold hold = new FakeApi.Hold();
+            api.pollScript.add(hold);
+            engine.tick();
+            hold.awaitStarted();
+            outbox.add("m1", Outbox.SENT, "");
+            long wait = engine.tick();
+            assertEquals("a report goes while the poll is held", Arrays.asList("m1 sent"), api.reports);
+            assertTrue("nothing else is due: " + wait, wait > 0);
+            clock.advance(wait);
+            engine.tick();
+            assertEquals("so does a heartbeat", 2, api.heartbeatTimes.size());
+            assertEquals(1, api.pollTimes.size());
+
+            hold.release(FakeApi.tasks("A"));
+            assertTrue("the answer asks for a tick", pollsAnswered.tryAcquire(10, TimeUnit.SECONDS));
+            engine.tick();
+            assertEquals(Arrays.asList("A"), sender.sent);
+            assertTrue("and a poll goes again at once", pollsAnswered.tryAcquire(10, TimeUnit.SECONDS));
+            assertEquals(2, api.pollTimes.size());
+        } finally {
+            engine.stop();
+            pollThread.shutdownNow();
+        }
+    }
+
+    @Test
+    public void stoppingDisconnectsAPollTheServerHolds() throws Exception {
+        ExecutorService pollThread = Executors.newSingleThreadExecutor();
+        try {
+            config.pollExecutor = pollThread;
+            engine = newEngine();
+            FakeApi.Hold hold = new FakeApi.Hold();
+            api.pollScript.add(hold);
+            engine.tick();
+            hold.awaitStarted();
+            long started = System.nanoTime();
+            engine.stop();
+            long tookMillis = (System.nanoTime() - started) / 1000000L;
+            assertTrue("stop() waited " + tookMillis + " ms", tookMillis < 2000);
+            assertTrue(api.interrupts > 0);
+            assertEquals(Long.MAX_VALUE, engine.tick());
+            assertEquals("a stopped engine asks for no tick", 0, pollsAnswered.availablePermits());
+        } finally {
+            pollThread.shutdownNow();
+        }
+    }
+
+    @Test
+    public void aRefusalOfAPollAskedBeforeTheFirstRefusalIsNotTheSecond() throws Exception {
+        ExecutorService pollThread = Executors.newSingleThreadExecutor();
+        try {
+            config.pollExecutor = pollThread;
+            engine = newEngine();
+            FakeApi.Hold hold = new FakeApi.Hold();
+            api.pollScript.add(hold);
+            engine.tick();
+            hold.awaitStarted();
+            api.heartbeatScript.add(FakeApi.notAuthenticated());
+            clock.advance(15000);
+            engine.tick(); // the first refusal, while the poll is held
+            hold.release(FakeApi.notAuthenticated());
+            assertTrue(pollsAnswered.tryAcquire(10, TimeUnit.SECONDS));
+            clock.advance(engine.tick()); // until the heartbeat asks again
+            engine.tick();
+            assertEquals(3, api.heartbeatTimes.size());
+            assertTrue("one refusal, then an answer: " + unpairedReasons, unpairedReasons.isEmpty());
+            assertFalse(engine.status().unpaired);
+        } finally {
+            engine.stop();
+            pollThread.shutdownNow();
+        }
     }
 }

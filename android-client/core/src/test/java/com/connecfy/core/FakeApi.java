@@ -7,6 +7,8 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 /**
  * A scripted {@link DeviceApi} for timing tests: each call takes the next scripted
@@ -16,12 +18,23 @@ import java.util.Map;
  * <p>Received SMS are stored as the server does: by {@code ref}, once; the first report
  * of a ref is answered 201 with a new id, any later one 200 with the same id
  * ({@link #inboundAnswers}). {@link #ANSWER_LOST} stores the SMS, then loses the answer.
+ *
+ * <p>Polls: with {@link #holds} the server holds a poll with nothing scripted for its whole
+ * {@code wait}, moving the fake clock on (a long-polling server); without it, it answers at
+ * once (an older server). {@link #heldFor} scripts an answer after a given time, a
+ * {@link Hold} one that waits on another thread until released or interrupted.
  */
 class FakeApi implements DeviceApi {
     final FakeClock clock;
     final List<String> log = new ArrayList<String>();
     final List<Long> heartbeatTimes = new ArrayList<Long>();
     final List<Long> pollTimes = new ArrayList<Long>();
+    /** The {@code wait} each poll asked for. */
+    final List<Integer> pollWaits = new ArrayList<Integer>();
+    /** The server holds polls with nothing to claim for their {@code wait}. */
+    volatile boolean holds;
+    private Hold holding;
+    int interrupts;
     final List<String> reports = new ArrayList<String>();
     final ArrayDeque<Object> heartbeatScript = new ArrayDeque<Object>();
     final ArrayDeque<Object> pollScript = new ArrayDeque<Object>();
@@ -70,14 +83,89 @@ class FakeApi implements DeviceApi {
         return "2025-01-01T00:00:00Z";
     }
 
+    /** A scripted poll answered after the server held it {@code millis} (fake time). */
+    static final class Held {
+        final long millis;
+        final Object outcome;
+
+        Held(long millis, Object outcome) {
+            this.millis = millis;
+            this.outcome = outcome;
+        }
+    }
+
+    static Held heldFor(long millis, Object outcome) {
+        return new Held(millis, outcome);
+    }
+
+    /**
+     * A scripted poll that blocks its thread (not the fake's other calls) until {@link #release}d,
+     * or until {@link #interruptWait} (then it throws an IOException).
+     */
+    static final class Hold {
+        final CountDownLatch started = new CountDownLatch(1);
+        private final CountDownLatch released = new CountDownLatch(1);
+        private volatile Object outcome;
+
+        /** The first release counts. */
+        synchronized void release(Object outcome) {
+            if (released.getCount() > 0) {
+                this.outcome = outcome;
+                released.countDown();
+            }
+        }
+
+        void awaitStarted() throws InterruptedException {
+            if (!started.await(10, TimeUnit.SECONDS)) {
+                throw new AssertionError("the poll never started");
+            }
+        }
+    }
+
     @Override
     @SuppressWarnings("unchecked")
-    public synchronized List<Task> claimTasks(int limit) throws IOException, ApiException {
-        pollTimes.add(clock.now());
-        log.add("poll@" + clock.now());
-        Object next = pollScript.poll();
+    public List<Task> claimTasks(int limit, int waitSeconds) throws IOException, ApiException {
+        Object next;
+        synchronized (this) {
+            pollTimes.add(clock.now());
+            pollWaits.add(waitSeconds);
+            log.add("poll@" + clock.now() + (waitSeconds > 0 ? " wait=" + waitSeconds : ""));
+            next = pollScript.poll();
+            if (next instanceof Hold) {
+                holding = (Hold) next;
+            }
+        }
+        if (next instanceof Hold) {
+            Hold hold = (Hold) next;
+            hold.started.countDown();
+            try {
+                if (!hold.released.await(10, TimeUnit.SECONDS)) {
+                    throw new IOException("read timed out");
+                }
+            } catch (InterruptedException e) {
+                throw new IOException("interrupted", e);
+            }
+            next = hold.outcome;
+        } else if (next instanceof Held) {
+            clock.advance(((Held) next).millis);
+            next = ((Held) next).outcome;
+        } else if (next == null && holds && waitSeconds > 0) {
+            clock.advance(waitSeconds * 1000L);
+        }
         raise(next);
         return next == null ? Collections.<Task>emptyList() : (List<Task>) next;
+    }
+
+    @Override
+    public void interruptWait() {
+        Hold hold;
+        synchronized (this) {
+            interrupts++;
+            hold = holding;
+        }
+        if (hold != null) {
+            hold.release(new IOException("Socket closed"));
+        }
     }
 
     @Override

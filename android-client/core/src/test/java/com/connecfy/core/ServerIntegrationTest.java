@@ -28,16 +28,20 @@ import org.junit.Test;
  * The core against a real {@code connecfy serve} over real HTTP: pairing with a code
  * made by the dashboard API, heartbeat, claim, sent/delivered/failed reports, a
  * redelivered message not sent twice, the outbox surviving a server restart, a
- * removed device unpairing the phone, and received SMS reported once by their ref (skipped,
- * by assumption, against a server without the inbound endpoint: it answers 404).
+ * removed device unpairing the phone, received SMS reported once by their ref (skipped,
+ * by assumption, against a server without the inbound endpoint: it answers 404), and the
+ * long poll: instant delivery from a server that holds polls, the plain interval from one
+ * that answers at once.
  *
  * <p>Needs {@code -Dconnecfy.bin=<path to connecfy>} and {@code -Dconnecfy.work=<empty dir>};
  * tests/e2e/test_android_core.py passes both. The server runs with 2 s leases so a redelivery
- * can be seen without waiting two minutes.
+ * can be seen without waiting two minutes. Phones ask the server to hold their polls for
+ * {@link #WAIT_SECONDS} only, so a poll with nothing to claim holds up a test for no longer.
  */
 public class ServerIntegrationTest {
     private static final String USER_AGENT = "Connecfy-Android-test/1.0.0";
     private static final long LEASE_MILLIS = 2000;
+    private static final int WAIT_SECONDS = 2;
 
     private static ConnecfyServer server;
     private static Dashboard dashboard;
@@ -71,7 +75,7 @@ public class ServerIntegrationTest {
     /** One simulated phone: its own private storage, SMS stack and engine. */
     private static final class Phone {
         final File dir;
-        final FakeClock clock = new FakeClock(System.currentTimeMillis());
+        final FakeClock clock;
         final List<String> handedToSms = new ArrayList<String>();
         final List<String> unpaired = new ArrayList<String>();
         Gateway gateway;
@@ -79,6 +83,11 @@ public class ServerIntegrationTest {
         DeviceEngine engine;
 
         Phone() throws IOException {
+            this(new FakeClock(System.currentTimeMillis()));
+        }
+
+        Phone(FakeClock clock) throws IOException {
+            this.clock = clock;
             dir = new File(work, "phone" + (++phones));
             open();
         }
@@ -124,7 +133,9 @@ public class ServerIntegrationTest {
                 public void onStatus(EngineStatus status) {
                 }
             };
-            return gateway.engine(credentials, USER_AGENT, sms, source, new DeviceEngine.Config(), listener);
+            DeviceEngine.Config config = new DeviceEngine.Config();
+            config.longPollSeconds = WAIT_SECONDS;
+            return gateway.engine(credentials, USER_AGENT, sms, source, config, listener);
         }
 
         void pair(String name) throws Exception {
@@ -328,6 +339,55 @@ public class ServerIntegrationTest {
         assertEquals(0, phone.gateway.outbox.size());
         assertTrue(phone.engine.status().lastError, phone.engine.status().lastError.contains("HTTP 400"));
         assertTrue(phone.unpaired.isEmpty());
+    }
+
+    @Test
+    public void longPollsAndFallsBackToThePlainIntervalWhenTheServerAnswersAtOnce() throws Exception {
+        final Phone phone = new Phone(FakeClock.movingWithRealTime(System.currentTimeMillis()));
+        phone.pair("Instant phone");
+        // Does this server hold a poll with nothing to claim?
+        long started = System.nanoTime();
+        ApiClient client = new ApiClient(phone.credentials, USER_AGENT, phone.clock);
+        assertTrue(client.claimTasks(10, WAIT_SECONDS).isEmpty());
+        long tookMillis = (System.nanoTime() - started) / 1000000L;
+        boolean holds = tookMillis >= WAIT_SECONDS * 1000 / 2;
+
+        phone.engine.tick(); // a heartbeat, then a poll with nothing to claim
+        EngineStatus status = phone.engine.status();
+        assertEquals("instant delivery when the server held the poll (" + tookMillis + " ms)", holds, status.instant);
+        assertTrue(status.isOnline(phone.clock.now()));
+        assertEquals(0, status.lastPollCount);
+
+        // A message queued while the phone polls.
+        final String[] queued = new String[1];
+        Thread dashboardUser = new Thread(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    Thread.sleep(WAIT_SECONDS * 1000 / 4);
+                    queued[0] = dashboard.send(phone.credentials.deviceId, "+15559998888", "Instant");
+                } catch (Exception e) {
+                    queued[0] = "not queued: " + e;
+                }
+            }
+        });
+        dashboardUser.start();
+        phone.engine.tick();
+        dashboardUser.join();
+        if (holds) {
+            // The poll the server held took the message as it was queued.
+            assertEquals(Arrays.asList(queued[0]), phone.handedToSms);
+        } else {
+            // A server that answers at once: the next poll comes after the plain interval.
+            assertTrue(phone.handedToSms.isEmpty());
+            long wait = new DeviceEngine.Config().pollMillis;
+            assertTrue(status.nextPollAt - status.lastPollAt >= wait - 1000);
+            phone.clock.advance(wait);
+            phone.engine.tick();
+            assertEquals(Arrays.asList(queued[0]), phone.handedToSms);
+            assertFalse(phone.engine.status().instant);
+        }
+        assertEquals("claimed", dashboard.message(queued[0]).getString("status"));
     }
 
     private static List<String> statuses(JSONArray timeline) throws JSONException {
