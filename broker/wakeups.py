@@ -150,7 +150,8 @@ class _Subscriber:
                 raise
             except Exception as exc:  # any failure: connect again, waits claim meanwhile at their end
                 self.failures += 1
-                log.warning("wake-up subscriber %s lost its connection (%s); connecting again", self.name, exc)
+                level = logging.WARNING if self.failures == 1 else logging.DEBUG  # once per outage
+                log.log(level, "wake-up subscriber %s lost its connection (%s); connecting again", self.name, exc)
             finally:
                 if watchdog is not None:
                     watchdog.cancel()

@@ -45,7 +45,6 @@ import msgspec
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 
 from broker import keys
 from broker.records import STATUSES
@@ -174,16 +173,6 @@ class Traffic:
             time.sleep(0.05)
 
 
-def owner_port(cluster: RedisClusterProcess, key: str) -> int:
-    """The port of the primary serving ``key``'s slot now."""
-    slot = key_slot(key.encode())
-    view: dict[str, dict[str, Any]] = cluster.live_nodes()[0].client.execute_command("CLUSTER NODES")
-    for name, entry in view.items():
-        if any(int(r[0]) <= slot <= int(r[-1]) for r in entry["slots"]):
-            return int(name.rsplit(":", 1)[1])
-    raise AssertionError(f"no node serves slot {slot}")
-
-
 def kill_behind_its_replica(cluster: RedisClusterProcess, victim: Node, blob_key: str) -> None:
     """``kill -9`` the primary ``victim`` while its replica is behind it: the replica is
     stopped (SIGSTOP), the primary writes a blob that fills the link's socket buffers (so
@@ -248,7 +237,7 @@ def run_failover(root: Path, replicas: int) -> Outcome:
         world = World(server)
         owners = [world.signup() for _ in range(ACCOUNTS)]
         account_ids = [owner.account["id"] for owner in owners]
-        where = {a: owner_port(cluster, keys.ShardKeys(keys.account_shard(a)).messages) for a in account_ids}
+        where = {a: cluster.owner_port(keys.ShardKeys(keys.account_shard(a)).messages) for a in account_ids}
         victim_port = Counter(where.values()).most_common(1)[0][0]
         on_victim = {a for a, port in where.items() if port == victim_port}
         victim = cluster.node_at(victim_port)

@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 
 from connecfy.redis_server import RedisServer
 
@@ -230,6 +231,15 @@ class RedisClusterProcess:
 
     def node_at(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)
+
+    def owner_port(self, key: str) -> int:
+        """The port of the primary serving ``key``'s slot now."""
+        slot = key_slot(key.encode())
+        view: dict[str, dict[str, Any]] = self.live_nodes()[0].client.execute_command("CLUSTER NODES")
+        for name, entry in view.items():
+            if any(int(r[0]) <= slot <= int(r[-1]) for r in entry["slots"]):
+                return int(name.rsplit(":", 1)[1])
+        raise AssertionError(f"no node serves slot {slot}")
 
     # Life ------------------------------------------------------------------------------
 
