@@ -25,7 +25,7 @@ from api.inputs import (
     checked_by_the_broker,
 )
 from api.limits import auth_rate_guard
-from api.observability.metrics import claimed
+from api.observability.metrics import claimed, long_poll
 from api.openapi import (
     ANOTHER_DEVICE,
     BODY,
@@ -179,7 +179,8 @@ async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int
 
     watcher = asyncio.create_task(watch())
     try:
-        return await broker.long_poll.claim(device_of(request), limit, wait, hangup)
+        with long_poll(request.scope):  # type: ignore[arg-type]
+            return await broker.long_poll.claim(device_of(request), limit, wait, hangup)
     finally:
         watcher.cancel()
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from api.observability.logs import access_line_writer, encoder, pid, request_id
-from api.observability.metrics import RequestMetrics
+from api.observability.metrics import LONG_POLL, LONG_POLL_LABEL, RequestMetrics
 
 log = logging.getLogger("connecfy.api")
 access_log = logging.getLogger("connecfy.access")
@@ -99,6 +99,8 @@ class ObservedApp:
         finally:
             seconds = time.perf_counter() - start
             route = self.metrics.route_label(scope.get("path_template"))
+            if scope.get(LONG_POLL):
+                route += LONG_POLL_LABEL
             method = scope.get("method", "")
             self.metrics.observe(route, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):

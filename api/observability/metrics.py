@@ -8,16 +8,18 @@ the gauges (queue depths, devices, presence) are read from Redis at scrape time
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -36,6 +38,8 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 REGISTRY = CollectorRegistry(auto_describe=True)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404, 405)
+LONG_POLL = "connecfy.long_poll"  # set in a long poll's scope: its route label says so
+LONG_POLL_LABEL = " (long poll)"  # what the label adds: its time is mostly waiting
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 HTTP_REQUESTS = Counter(
@@ -50,6 +54,12 @@ HTTP_DURATION = Histogram(
     ["route", "method"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
+)
+LONG_POLLS_WAITING = Gauge(
+    "connecfy_long_polls_waiting",
+    "Long polls (GET .../tasks/?wait=N) held now, all workers together.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 CLAIMS = Counter("connecfy_claims", "Claim calls by phones (GET .../tasks/).", registry=REGISTRY)
 CLAIMED = Counter("connecfy_claimed_messages", "Messages handed to phones by claims.", registry=REGISTRY)
@@ -75,6 +85,18 @@ WEBHOOK_DELAY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0),
     registry=REGISTRY,
 )
+
+
+@contextlib.contextmanager
+def long_poll(scope: dict[str, Any]) -> Iterator[None]:
+    """A long poll in progress: counted while it lasts, and its request's latency is
+    recorded under its own route label (``... (long poll)``), not the plain poll's."""
+    scope[LONG_POLL] = True
+    LONG_POLLS_WAITING.inc()
+    try:
+        yield
+    finally:
+        LONG_POLLS_WAITING.dec()
 
 
 def claimed(messages: int) -> None:

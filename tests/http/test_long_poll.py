@@ -230,3 +230,16 @@ def test_fifty_waiting_pool_phones_share_a_thousand_pool_messages_exactly_once(w
     assert errors == []
     repeated = [i for i, n in Counter(claims).items() if n > 1]
     assert repeated == [] and sorted(claims) == sorted(sent)
+
+
+def test_metrics_count_waiting_long_polls_and_time_them_apart_from_plain_polls(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    waiting = in_background(lambda: wait_for_tasks(phone, 2))
+    settle()
+    metrics = world.api().get("/metrics").text
+    held = [line for line in metrics.splitlines() if line.startswith("connecfy_long_polls_waiting")]
+    assert held and float(held[0].split()[-1]) >= 1, held
+    expect(waiting.result(timeout=20), 200)
+    metrics = world.api().get("/metrics").text
+    assert 'route="/api/devices/{device_id}/tasks/ (long poll)"' in metrics
