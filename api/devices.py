@@ -257,7 +257,8 @@ class PhoneController(Controller):
         **documented(BODY, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
     async def heartbeat(self, request: Request[Any, Any, Any], data: HeartbeatBody | None = None) -> HeartbeatOut:
-        """The only presence signal: call every ~15 s."""
+        """Presence, battery and versions. A claim and a status report count as presence
+        too, so a long-polling phone needs a heartbeat only every few minutes."""
         data = data or HeartbeatBody()
         device = device_of(request)
         try:

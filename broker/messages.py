@@ -355,8 +355,19 @@ class Messages:
                     shard.events,
                     shard.pool_recipients,
                     shard.pool_recipients_age,
+                    shard.device(device.device_id),
+                    shard.device_presence(device.device_id),
+                    shard.last_seen,
                 ],
-                [device.device_id, message_id, status, error, now, remember_ms],
+                [
+                    device.device_id,
+                    message_id,
+                    status,
+                    error,
+                    now,
+                    remember_ms,
+                    self.ctx.settings.presence_ttl_seconds * 1000 if tag == device.shard else 0,
+                ],
             )
             return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 

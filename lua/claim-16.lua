@@ -3,9 +3,10 @@
   (redelivered to the same phone, which de-duplicates by id), then its own queue, then
   its shard's pool (only while the device is online). Stops at the first message that
   does not fit the device's send budget, so order is kept. Each claimed message is
-  leased until now + lease. A claim of a long poll (ARGV[12] not "-") refreshes the
-  device's presence first (a waiting phone is online) and lists it as waiting when it
-  hands nothing (includes/wakeups).
+  leased until now + lease. A claim that passes the poll limit refreshes the device's
+  presence first, as a heartbeat does (so a waiting long poll keeps its phone online);
+  a long poll's claim (ARGV[12] not "-") lists the device as waiting when it hands
+  nothing (includes/wakeups).
 
   Input:
     KEYS[1]  device hash                    {S}:device:<device>
@@ -105,11 +106,10 @@ local rate = gcraCheck(rateKey, now, pollInterval, pollBurst, 1)
 if refuse and not rate.allowed then
   return gcraRefusal(rate)
 end
-if wait ~= "-" then
-  rcall("HSET", deviceKey, "last_seen", now)
-  rcall("SET", presenceKey, now, "PX", presenceTtl)
-  rcall("ZADD", lastSeenKey, now, device)
-end
+-- A claim is the phone at work: it is online, as after a heartbeat.
+rcall("HSET", deviceKey, "last_seen", now)
+rcall("SET", presenceKey, now, "PX", presenceTtl)
+rcall("ZADD", lastSeenKey, now, device)
 
 local c = newClaim(device, now, limit, tonumber(ARGV[4]), tonumber(ARGV[5]), {
   messages = KEYS[3], events = KEYS[12], expiry = KEYS[8], leased = KEYS[6], leaseChecks = KEYS[7]

@@ -126,13 +126,22 @@ async def test_budget_stops_the_claim_in_order(redis_client, scripts, clock) -> 
     assert [m.message[0] for m in await broker.messages.claim(device.ref)] == ["x"]
 
 
-async def test_pool_is_claimed_only_by_online_devices(broker: Broker, clock, settings) -> None:
-    account, [device] = await self_managed(broker)
+async def test_a_claim_and_a_status_report_count_as_presence(broker: Broker, clock, settings) -> None:
+    """Presence comes from a heartbeat, a claim or a status report: a phone that polls is
+    online (and offered its account's pool) without heartbeats, and one silent for the
+    presence TTL is offline."""
+    account, [] = await self_managed(broker, devices=0)
+    device = await pair(broker, account, online=False)
+    assert not await broker.presence.is_online(device.ref)
     mid = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "to the pool")])).ids[0]
-    clock.advance(settings.presence_ttl_seconds * 1000)
-    assert await broker.messages.claim(device.ref) == []
-    await broker.presence.heartbeat(device.ref)
     assert [m.id for m in await broker.messages.claim(device.ref)] == [mid]
+    assert await broker.presence.is_online(device.ref)
+    clock.advance(settings.presence_ttl_seconds * 1000)
+    assert not await broker.presence.is_online(device.ref)
+    await broker.messages.report_status(device.ref, mid, "sent")
+    assert await broker.presence.is_online(device.ref)
+    seen = await broker.redis.hget(broker.shard(device.shard).device(device.device_id), "last_seen")
+    assert int(seen) == clock()
 
 
 async def test_own_queue_comes_before_the_pool(broker: Broker, clock) -> None:

@@ -825,7 +825,8 @@ class BrokerMachine(RuleBasedStateMachine):
                 if not take(mid):
                     budget_full = True
                     break
-        pool_open = not budget_full and len(handed) < limit and self._online(device)
+        # A claim that passes the poll limit is presence itself: the pool is open to it.
+        pool_open = not budget_full and len(handed) < limit
         if pool_open:
             for mid, _ in s.pool[dev.shard][: limit - len(handed)]:
                 if not take(mid):
@@ -845,6 +846,7 @@ class BrokerMachine(RuleBasedStateMachine):
         assert not isinstance(got, Exception), got
         if not got:  # only a poll that hands over nothing is charged
             self._rate_spent(limiter, POLL_INTERVAL_MS, 1, new_tat, gone and not allowed)
+        self.last_seen[device] = now
         assert [c.id for c in got] == handed, f"claim handed {[c.id for c in got]}, expected {handed}"
 
         # Independently of the computation above: who may be given what.
@@ -858,7 +860,7 @@ class BrokerMachine(RuleBasedStateMachine):
                 assert r["status"] == "claimed" and m.holder == device and r["lease_until"] <= now
             else:
                 assert r["status"] == "queued" and m.holder is None
-                assert m.route == "device" or self._online(device)
+                assert m.route == "device" or self._online(device)  # online: it claimed
         for mid in handed:
             self.msgs[mid].holder = device
             self.msgs[mid].returned = False
@@ -932,9 +934,11 @@ class BrokerMachine(RuleBasedStateMachine):
             assert r is not None
             if r["status"] == status:
                 assert result == StatusChange(message, status, False), result
+                self.last_seen[device] = self.now  # a report is presence
                 outcome = "repeat"
             elif (r["status"], status) in REPORT_MOVES:
                 assert result == StatusChange(message, status, True), result
+                self.last_seen[device] = self.now
                 expect[message] = {
                     "status": status,
                     "updated": self.now,

@@ -1,7 +1,8 @@
 --[[
   A device reports what became of a message it holds: sent, delivered or failed.
   Allowed moves: claimed -> sent | delivered | failed, sent -> delivered | failed.
-  Repeating the current status is a no-op; any other move is a conflict.
+  Repeating the current status is a no-op; any other move is a conflict. A report
+  accepted in the device's home shard refreshes its presence, as a heartbeat does.
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -11,6 +12,9 @@
     KEYS[5]  events stream                  {S}:events
     KEYS[6]  pool recipients hash           {S}:pool-recipients
     KEYS[7]  their ages                     {S}:pool-recipients:age
+    KEYS[8]  device hash                    {S}:device:<device>
+    KEYS[9]  presence key                   {S}:device:<device>:presence
+    KEYS[10] last-seen sorted set           {S}:last-seen
 
     ARGV[1]  device id
     ARGV[2]  message id
@@ -21,6 +25,7 @@
              other shard. A pool message reported sent notes "<device>:<to>" ->
              "<account>|<now>", so an SMS that number sends to that phone later belongs
              to that account; entries older than this are dropped, a few per call.
+    ARGV[7]  presence TTL (ms) when this is the device's home shard; 0 in any other
 
   Output:
     {id, status, changed}   changed is "1" for a move, "0" for a repeat
@@ -58,11 +63,23 @@ if status ~= "sent" and status ~= "delivered" and status ~= "failed" then
   return redis.error_reply("BAD_REQUEST unknown status")
 end
 
+local presenceTtl = tonumber(ARGV[7])
+
+-- A report is the phone at work: it is online, as after a heartbeat.
+local function seen()
+  if presenceTtl > 0 and rcall("EXISTS", KEYS[8]) == 1 then
+    rcall("HSET", KEYS[8], "last_seen", now)
+    rcall("SET", KEYS[9], now, "PX", presenceTtl)
+    rcall("ZADD", KEYS[10], now, device)
+  end
+end
+
 local msg = loadMessage(messagesKey, id)
 if not msg or msg.device ~= device then
   return redis.error_reply("MESSAGE_NOT_FOUND " .. id)
 end
 if msg.status == status then
+  seen()
   return {id, status, "0"}
 end
 if not (allowed[msg.status] and allowed[msg.status][status]) then
@@ -91,4 +108,5 @@ end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
+seen()
 return {id, status, "1"}
