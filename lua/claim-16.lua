@@ -37,6 +37,11 @@
     ARGV[9]  1: claim the shard's pool here (step 3); 0: the caller claims a sharded
              platform pool shard by shard with pool-take, and needs the budget this
              claim leaves and the device's turn
+    ARGV[10] 1: refuse the claim when the poll limiter is empty; 0: never refuse
+    ARGV[11] 1: charge the poll limiter when the claim hands nothing; 0: never charge
+             (a claim that hands something is never charged)
+    ARGV[12] "-": a plain poll; else a long poll's claim: the end of its wait (ms), or
+             0 for the claim that ends it (see noteWaiting in includes/wakeups)
 
   Output:
     {{remaining, burst, reset_ms}, {id, to, body, segments}, ...}: the poll rate limiter
