@@ -28,8 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # connection, connecting, and the reply; then the request is a 503. Never retried.
     redis_timeout_ms: int = 2_000
     # Every write a client is answered about (a send's 202, a claim's tasks, a status
-    # report, a registration) first waits until this many replicas hold it (WAIT), so a
-    # primary failover loses none of them. 0: answer at once (asynchronous replication).
+    # report, a registration, a received SMS) first waits until this many replicas hold
+    # it (WAIT), so a primary failover loses none of them. 0: answer at once
+    # (asynchronous replication).
     redis_wait_replicas: int = 0
     # The platform pool split into this many hash-tagged shards (spread over a Redis
     # Cluster's slots). Each pool sender and pool phone has a home shard, chosen when it
