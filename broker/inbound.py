@@ -1,5 +1,5 @@
 """Received SMS: what a phone reports it got, stored once in the history of the account it
-belongs to (see inbound-6.lua), with opt-out words kept on that account's suppression
+belongs to (see inbound-8.lua), with opt-out words kept on that account's suppression
 list.
 
 Whose SMS it is:
@@ -115,6 +115,8 @@ class Inbound:
                 shard.sent(account),
                 shard.suppressed(account),
                 shard.suppression(account),
+                shard.threads(account),
+                shard.thread_newest(account),
             ],
             [
                 message_id,

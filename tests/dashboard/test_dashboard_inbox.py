@@ -172,6 +172,41 @@ def test_a_conversation_in_the_inbox_is_answered_through_the_phone_it_came_to(pe
     assert page.locator("ol.thread > li").count() == 0 and "order" not in page.content()
 
 
+def thread_order(page: Any) -> list[str | None]:
+    return [t.get_attribute("data-thread") for t in page.locator("ul.threads > li").all()]
+
+
+def test_a_reply_moves_its_conversation_to_the_top_of_the_inbox(people: Any, world: World) -> None:
+    erin = people()
+    erin.signup(email("reply-order"), PASSWORD)
+    phone = paired(erin, world, "Shop phone")
+    texts(phone, ANN, "Do you have it in blue?")
+    texts(phone, BEN, "Is the shop open today?")
+    page = erin.open("/inbox/")
+    assert thread_order(page) == [BEN, ANN]
+
+    page.locator(f"li[data-thread='{ANN}'] a").click()
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("Message").fill("Yes, in blue and in red.")
+    page.get_by_role("button", name="Send reply").click()
+    page.wait_for_selector("ol.thread > li[data-direction=outbound]")
+    page.get_by_role("link", name="← Inbox").click()
+    page.wait_for_url(re.compile(r"/inbox/$"))
+    assert thread_order(page) == [ANN, BEN], "the conversation answered last comes first"
+    ann = page.locator(f"li[data-thread='{ANN}']")
+    assert ann.locator(".preview").inner_text() == "You: Yes, in blue and in red."
+    assert ann.locator(".preview").get_attribute("data-direction") == "outbound"
+    assert ann.locator(".via").inner_text() == "from Shop phone"
+    assert "new" not in (ann.get_attribute("class") or "").split()
+
+    # Ben writes again: his conversation is back on top, with his SMS as its preview.
+    texts(phone, BEN, "Hello?")
+    page = erin.open("/inbox/")
+    assert thread_order(page) == [BEN, ANN]
+    assert page.locator(f"li[data-thread='{BEN}'] .preview").inner_text() == "Hello?"
+    assert page.locator("li.thread-item.new").get_attribute("data-thread") == BEN
+
+
 def test_an_api_only_accounts_reply_goes_through_the_platform_pool(people: Any, world: World) -> None:
     operator = world.api()
     expect(operator.post("/api/auth/login/", json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD}), 200)

@@ -1,5 +1,7 @@
 --[[
-  Queue one message or a whole batch for one sender, all or nothing.
+  Queue one message or a whole batch for one sender, all or nothing. A message to a
+  number that wrote to the sender moves that number's inbox thread to it
+  (includes/threads.lua).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -15,6 +17,8 @@
     KEYS[11] sender's message index         {S}:sent:<account>
     KEYS[12] sender's send rate limiter     {S}:rate:sends:<account>
     KEYS[13] sender's suppression list      {S}:suppression:<account>
+    KEYS[14] sender's inbox threads         {S}:threads:<account>
+    KEYS[15] each thread's newest id        {S}:threads:<account>:newest
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -52,6 +56,7 @@ local rcall = redis.call
 --- @include "includes/pool"
 --- @include "includes/leases"
 --- @include "includes/gcra"
+--- @include "includes/threads"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -66,6 +71,8 @@ local devicesKey = KEYS[10]
 local sentIndexKey = KEYS[11]
 local rateKey = KEYS[12]
 local suppressionKey = KEYS[13]
+local threadsKey = KEYS[14]
+local newestKey = KEYS[15]
 
 local account = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -156,6 +163,21 @@ end
 rcall("HSET", quotaKey, account .. ":day", day, account .. ":used", used + n)
 gcraCommit(rate, now)
 
+-- The recipients that wrote to the sender: their threads move to the messages sent now.
+local threads = {}
+if rcall("EXISTS", newestKey) == 1 then
+  local recipients = {}
+  for i = 0, n - 1 do
+    recipients[i + 1] = ARGV[FIRST + 6 * i + 3]
+  end
+  local found = rcall("HMGET", newestKey, unpack(recipients))
+  for i = 1, n do
+    if found[i] then
+      threads[recipients[i]] = found[i]
+    end
+  end
+end
+
 local bulk = newBulk()
 local batch = newBatch()
 local reply = {"new", rate.remaining, rate.reset}
@@ -178,6 +200,9 @@ for i = 0, n - 1 do
   end
   bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
   bulkAdd(bulk, "ZADD", sentIndexKey, 0, id)
+  if threads[msg.to] then
+    threads[msg.to] = moveThread(threadsKey, newestKey, msg.to, id, threads[msg.to])
+  end
   created(batch, eventsKey, msg)
   reply[#reply + 1] = id
 end
