@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_ttl_seconds: int = 14 * 86_400
     sweep_batch: int = 500
     signup_open: bool = True
+    # How often an open dashboard page asks for the Inbox's count of new SMS (a shown
+    # page only; two reads of Redis each time).
+    inbox_poll_ms: int = 20_000
 
     # Rate limits (GCRA): polls per device, sends per account, auth per client address.
     tasks_per_minute: int = 6

@@ -115,11 +115,22 @@ async def _page(
     name: str, request: Request[Any, Any, Any], nav: str, *, unread: int | None = None, **context: Any
 ) -> Template:
     """A page; behind the login, with the inbox's count of new SMS for the navigation
-    (``unread``: already known)."""
+    (``unread``: already known), which the page's script then reads again every
+    ``CONNECFY_INBOX_POLL_MS`` from ``GET /api/inbox/``."""
     account: Account | None = getattr(request.state, "account", None)
+    broker = broker_of(request)
     if account is not None and unread is None:
-        unread = await broker_of(request).inbox.unread(account)
-    return Template(template_name=name, context={"account": account, "nav": nav, "unread": unread or 0, **context})
+        unread = await broker.inbox.unread(account)
+    return Template(
+        template_name=name,
+        context={
+            "account": account,
+            "nav": nav,
+            "unread": unread or 0,
+            "inbox_poll_ms": broker.settings.inbox_poll_ms,
+            **context,
+        },
+    )
 
 
 class PublicPages(Controller):
