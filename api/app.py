@@ -27,6 +27,7 @@ from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
 from api.external import ExternalController
 from api.health import HealthController
+from api.inbox import InboxController
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import ClosedStructs, openapi_config
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             ExternalController,
             ApiKeysController,
             SuppressionsController,
+            InboxController,
             StatsController,
             AuthController,
             HealthController,

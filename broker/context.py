@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
 
 from broker import keys
 from broker.redis_client import RedisClient, replicated
-from broker.scripts import ScriptRegistry
+from broker.scripts import MARK_TTL_MS, ScriptRegistry
 from broker.settings import Settings
 
 Clock = Callable[[], int]
@@ -91,3 +91,23 @@ class Context:
             await replicated(self.redis, key, [("SET", key, value)], replicas, self.settings.redis_timeout_ms / 1000)
         else:
             await self.redis.set(key, value)
+
+    async def take_waited(self, key: str, value: str, ttl_ms: int) -> bytes | None:
+        """``SET key value NX PX ttl_ms`` and what ``key`` holds then: ``value`` when this
+        call took it, else what an earlier one left (None if that expired in between);
+        one round trip. A write outside a script that a client is answered about (a
+        received SMS's ref: in the phone's shard, perhaps not the script's), waited for
+        like :data:`WAITED_SCRIPTS`, with the slot's replication mark written after it so
+        that the ``WAIT`` also covers an earlier call's take of the key."""
+        take = ("SET", key, value, "NX", "PX", ttl_ms)
+        replicas = self.settings.redis_wait_replicas
+        if replicas:
+            mark = ("SET", keys.replication_mark(key), "1", "PX", MARK_TTL_MS)
+            limit = self.settings.redis_timeout_ms / 1000
+            _, held, _ = await replicated(self.redis, key, [take, ("GET", key), mark], replicas, limit)
+            return cast("bytes | None", held)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, value, nx=True, px=ttl_ms)
+            pipe.get(key)
+            _, held = await pipe.execute()
+        return cast("bytes | None", held)

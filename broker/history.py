@@ -9,11 +9,12 @@ A message row keeps the Redis record as it was last seen (``record``, JSON with 
 status timeline) beside the columns the history pages filter on: among them
 ``direction`` (``outbound`` or ``inbound``) and ``counterpart``, the other end of the
 conversation (an outbound message's ``to``, an inbound one's ``from``), which the
-conversation filter (``?phone=``) and the inbox read. ``version`` is the
-length of the record's timeline: every status change adds one entry, so an upsert
-only replaces a row with a record that has moved further (or as far, changed later:
-a Redis that lost its last second and took another path to the same length), and an
-old event read again after a crash never moves a stored status backwards.
+conversation filter (``?phone=``) reads, and restore when it writes the inbox's threads
+back. ``version`` is the length of the record's timeline: every status change adds one
+entry, so an upsert only replaces a row with a record that has moved further (or as far,
+changed later: a Redis that lost its last second and took another path to the same
+length), and an old event read again after a crash never moves a stored status
+backwards.
 """
 
 from __future__ import annotations
@@ -286,25 +287,36 @@ class HistoryStore:
             raws = (await conn.execute(query)).scalars().all()
         return [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
 
-    async def conversations(self, account: str, *, limit: int, before: str | None) -> list[MessageRecord]:
-        """The newest stored message received from each number (or sender name) that
-        wrote to the account, newest first, ``limit`` of them, each older than ``before``."""
-        last = sa.func.max(messages.c.id)
-        query = (
-            sa.select(last)
-            .where(messages.c.account == account, messages.c.direction == "inbound")
-            .group_by(messages.c.counterpart)
-        )
-        if before is not None:
-            query = query.having(last < before)
-        query = query.order_by(last.desc()).limit(limit)
+    async def messages_by_id(self, shard: str, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        """The stored records of ``message_ids`` in ``shard`` (those it holds), in one query."""
+        if not message_ids:
+            return {}
+        query = sa.select(messages.c.record).where(messages.c.shard == shard, messages.c.id.in_(list(message_ids)))
         async with self.engine.connect() as conn:
-            newest = (await conn.execute(query)).scalars().all()
-            if not newest:
-                return []
-            raws = (await conn.execute(sa.select(messages.c.record).where(messages.c.id.in_(newest)))).scalars().all()
-        records = [msgspec.json.decode(raw, type=MessageRecord) for raw in raws]
-        return sorted(records, key=lambda r: r.id, reverse=True)
+            raws = (await conn.execute(query)).scalars().all()
+        records = (msgspec.json.decode(raw, type=MessageRecord) for raw in raws)
+        return {r.id: r for r in records}
+
+    async def threads(self, chunk: int = 1_000) -> AsyncIterator[list[tuple[str, str, str, str]]]:
+        """The inbox threads the stored messages make, ``chunk`` at a time, as (shard,
+        account, counterpart, newest id): one per number (or sender name) that wrote to an
+        account, at its conversation's newest message either way, in that message's shard.
+        For restore, which writes them back; read once, as one streamed query."""
+        grouped = (
+            sa.select(sa.func.max(messages.c.id).label("id"))
+            .where(messages.c.account != "")
+            .group_by(messages.c.account, messages.c.counterpart)
+            # "inbound" sorts before "outbound": the conversations someone wrote in.
+            .having(sa.func.min(messages.c.direction) == "inbound")
+            .subquery()
+        )
+        query = sa.select(messages.c.shard, messages.c.account, messages.c.counterpart, messages.c.id).join(
+            grouped, messages.c.id == grouped.c.id
+        )
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query)
+            async for rows in result.partitions(chunk):
+                yield [(row.shard, row.account, row.counterpart, row.id) for row in rows]
 
     async def message_rows(self, shard: str | None = None) -> list[tuple[str, MessageRecord]]:
         """Every stored message (of one shard), oldest first, with its shard, all in memory:

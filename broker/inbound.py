@@ -1,5 +1,5 @@
 """Received SMS: what a phone reports it got, stored once in the history of the account it
-belongs to (see inbound-6.lua), with opt-out words kept on that account's suppression
+belongs to (see inbound-8.lua), with opt-out words kept on that account's suppression
 list.
 
 Whose SMS it is:
@@ -12,8 +12,12 @@ Whose SMS it is:
 
 The phone retries a report until it is answered, so each SMS carries the phone's ``ref``.
 The first report of a ``ref`` takes an id for it in the phone's own shard (a key of its
-own, kept 30 days), then stores the SMS under that id; a retry finds the id and stores
-nothing again, whichever account the SMS would belong to by then.
+own, kept 30 days, taken with ``SET NX``), then stores the SMS under that id; a retry
+finds the id and stores nothing again, whichever account the SMS would belong to by
+then. With ``CONNECFY_REDIS_WAIT_REPLICAS`` above 0 the ref is waited for like the
+script's write: it may be in another shard (a pool phone's SMS stored in its sender's),
+whose replicas the script's ``WAIT`` does not cover, and a failover that lost it would
+let the phone's retry store the SMS a second time.
 """
 
 from __future__ import annotations
@@ -78,20 +82,25 @@ class Inbound:
         if sim_slot is not None and not (isinstance(sim_slot, int) and 0 <= sim_slot <= MAX_SIM_SLOT):
             raise errors.InvalidInput(f"sim_slot must be 0 to {MAX_SIM_SLOT}", field="sim_slot")
         home = self.ctx.shard(device.shard)
-        phone_number = await self.ctx.redis.hget(home.device(device.device_id), "phone_number")
-        if phone_number is None and not await self.ctx.redis.exists(home.device(device.device_id)):
-            raise errors.DeviceNotFound()
         ref_key = home.inbound_ref(device.device_id, ref)
-        taken = await self.ctx.redis.get(ref_key)
-        if taken is None:
-            tag, account = await self.owner(device, sender)
-            claim = f"{tag}|{ids.message_id(self.ctx.now())}|{account}"
-            if await self.ctx.redis.set(ref_key, claim, nx=True, px=RECIPIENT_MEMORY_MS):
-                taken = claim
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:  # one slot: one round trip
+            pipe.hmget(home.device(device.device_id), ["id", "phone_number"])
+            pipe.get(ref_key)
+            (known, phone_number), taken = await pipe.execute()
+        if known is None:
+            raise errors.DeviceNotFound()
+        if taken is None or self.ctx.settings.redis_wait_replicas:
+            # A first report takes an id for the ref; waiting for replicas, a retry also
+            # makes sure they hold the ref its first report took (that one may have been
+            # answered 503 before they did).
+            if taken is None:
+                tag, account = await self.owner(device, sender)
+                claim = f"{tag}|{ids.message_id(self.ctx.now())}|{account}"
             else:
-                taken = await self.ctx.redis.get(ref_key)  # another report of it got there first
-                if taken is None:
-                    raise errors.InvalidInput("the ref was taken and dropped meanwhile: send it again", field="ref")
+                claim = text(taken)
+            taken = await self.ctx.take_waited(ref_key, claim, RECIPIENT_MEMORY_MS)
+            if taken is None:
+                raise errors.InvalidInput("the ref was taken and dropped meanwhile: send it again", field="ref")
         tag, message_id, account = text(taken).split("|")
         shard = self.ctx.shard(tag)
         now = self.ctx.now()
@@ -106,6 +115,8 @@ class Inbound:
                 shard.sent(account),
                 shard.suppressed(account),
                 shard.suppression(account),
+                shard.threads(account),
+                shard.thread_newest(account),
             ],
             [
                 message_id,

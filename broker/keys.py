@@ -61,6 +61,12 @@ key                                 type         what
 ``{S}:wake``                        channel      (pub/sub, sharded on a Cluster) the waiting
                                                  device ids a script woke, space-separated
 ``{S}:sent:<account>``              zset (lex)   a sender's message ids, every score 0 (ids sort by time)
+``{S}:threads:<account>``           zset (lex)   the inbox's threads: ``<newest id>|<counterpart>``,
+                                                 every score 0, one per number (or sender name)
+                                                 that wrote to the account, at the newest
+                                                 message either way (see includes/threads.lua)
+``{S}:threads:<account>:newest``    hash         counterpart -> that newest id: the member to
+                                                 replace when a later message comes
 ``{S}:api-keys``                    hash         API key id -> JSON (id, name, created_ms)
 ``{S}:api-keys:last-used``          hash         API key id -> last use (ms)
 ``{S}:pairing-code:<code>``         string       owner account id ("" for the pool), expiring
@@ -86,6 +92,12 @@ key                                 type         what
                                                  first event, while that one is failing
 ``{S}:webhook:<ep>:log``            list         the latest delivery attempts, newest first
 ==================================  ===========  ============================================
+
+The inbox's threads live as long as their newest message does: trimming a message from
+Redis leaves its thread (the history store has the message), and a thread whose newest
+message is in neither (past ``CONNECFY_HISTORY_RETENTION_DAYS``) is dropped by the inbox
+when it meets it (``thread-forget-2.lua``). ``connecfy restore`` writes them back from
+the store.
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
 operator, password_hash, created_ms, the raised limits sends_per_second, sends_burst,
@@ -240,6 +252,12 @@ class ShardKeys:
     def inbound_ref(self, device_id: str, ref: str) -> str:
         digest = hashlib.sha256(ref.encode()).hexdigest()
         return f"{self.prefix}:inbound-ref:{device_id}:{digest}"
+
+    def threads(self, account_id: str) -> str:
+        return f"{self.prefix}:threads:{account_id}"
+
+    def thread_newest(self, account_id: str) -> str:
+        return f"{self.prefix}:threads:{account_id}:newest"
 
     def suppressed(self, account_id: str) -> str:
         return f"{self.prefix}:suppressed:{account_id}"

@@ -20,6 +20,9 @@ MAX_PAGE = 500
 """The most messages one page of the list holds."""
 SCAN_LIMIT = 5_000
 """The most ids a filtered page reads before it hands back a cursor."""
+THREAD_ROUNDS = 4
+"""The most reads of the threads index one page of the inbox makes (more than one only
+when it meets threads whose messages are gone, which it drops)."""
 
 
 class Filters(msgspec.Struct, frozen=True):
@@ -188,37 +191,65 @@ class MessageLog:
                 break
         return MessagePage(items, last)
 
-    async def conversations(
-        self, account: Account, *, limit: int = 50, cursor: str | None = None, scan_limit: int = SCAN_LIMIT
-    ) -> MessagePage:
-        """The numbers (and sender names) that wrote to the account, one item each: the
-        newest SMS received from it, newest first; ``next_cursor`` is the id of the last
-        one, and the next page holds those whose newest SMS is older.
+    async def conversations(self, account: Account, *, limit: int = 50, cursor: str | None = None) -> MessagePage:
+        """The inbox's threads: one per number (or sender name) that wrote to the account,
+        as its conversation's newest message, received or sent, newest first;
+        ``next_cursor`` is the id of the last one, and the next page holds those whose
+        newest message is older (a thread that moved up meanwhile is not shown again).
 
-        Each number's newest SMS is found in the history store (one grouped query) and
-        among the newest received ones in Redis (up to ``MAX_PAGE`` of them, within
-        ``scan_limit`` ids: what the store may not hold yet), read from the top whatever
-        the cursor, so a number shown on one page never comes back on a later one."""
+        Read from the account's threads index, which the enqueue and inbound scripts keep
+        (see includes/threads.lua): a page costs its own size, however long the history
+        and whether or not the snapshotter has stored its messages yet. The records come
+        from Redis, else the history store; a thread whose newest message is in neither
+        (past the history's retention) is dropped from the index as it is met."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE}", field="limit")
         if cursor is not None and not ids.is_plain_id(cursor):
             raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
-        inbound = Filters(direction="inbound")
-        hot = await self._list_hot(account, MAX_PAGE, None, inbound, scan_limit)
-        stored = (
-            [] if self.history is None else await self.history.conversations(account.id, limit=limit + 1, before=cursor)
-        )
-        newest: dict[str, MessageRecord] = {}
-        for record in (*hot.items, *stored):
-            known = newest.get(record.sender)
-            if known is None or record.id > known.id:
-                newest[record.sender] = record
-        threads = sorted(
-            (r for r in newest.values() if cursor is None or r.id < cursor), key=lambda r: r.id, reverse=True
-        )
+        shard = self.ctx.shard(account.shard)
+        index = shard.threads(account.id)
+        upper = "+" if cursor is None else f"({cursor}"  # "<id>|..." sorts after "<id>"
+        threads: list[MessageRecord] = []
+        last_read: str | None = None
+        for _ in range(THREAD_ROUNDS):
+            wanted = limit + 1 - len(threads)
+            members = [text(m) for m in await self.ctx.redis.zrevrangebylex(index, upper, "-", start=0, num=wanted)]
+            heads = [m.partition("|")[::2] for m in members]  # (newest id, counterpart)
+            found = await self._records(account.shard, [message_id for message_id, _ in heads])
+            gone: list[str] = []
+            for message_id, other_end in heads:
+                record = found.get(message_id)
+                if record is None:
+                    gone += [other_end, message_id]
+                else:
+                    threads.append(record)
+            if gone:
+                await self.ctx.call("thread-forget", [index, shard.thread_newest(account.id)], gone)
+            if len(members) < wanted:
+                last_read = None  # the index is read to its end
+                break
+            last_read = heads[-1][0]
+            if len(threads) > limit:
+                break
+            upper = f"({members[-1]}"
         if len(threads) > limit:
             return MessagePage(threads[:limit], threads[limit - 1].id)
-        return MessagePage(threads, None)
+        # Short: the end of the index, or rounds spent dropping threads (the next page
+        # goes on below the last one read).
+        return MessagePage(threads, last_read)
+
+    async def _records(self, shard_tag: str, message_ids: list[str]) -> dict[str, MessageRecord]:
+        """The records of ``message_ids`` found: from Redis, else from the history store."""
+        if not message_ids:
+            return {}
+        raws = await self.ctx.redis.hmget(self.ctx.shard(shard_tag).messages, message_ids)
+        found = {
+            i: msgspec.json.decode(raw, type=MessageRecord) for i, raw in zip(message_ids, raws, strict=True) if raw
+        }
+        missing = [i for i in message_ids if i not in found]
+        if missing and self.history is not None:
+            found.update(await self.history.messages_by_id(shard_tag, missing))
+        return found
 
     async def stats(self, account: Account) -> Stats:
         """Counts per state for the account, and its devices with presence and counts."""

@@ -144,6 +144,8 @@ class Messages:
                 shard.sent(account.id),
                 shard.send_rate(account.id),
                 shard.suppression(account.id),
+                shard.threads(account.id),
+                shard.thread_newest(account.id),
                 shard.waiting,
             ],
             [

@@ -4,11 +4,12 @@ Written back: accounts (password hashes and raised limits included) with their e
 index, devices with their token index (the SHA-256 the store keeps, so phones go on
 with their old tokens), API keys with their index, pool membership, the messages that
 were not finished (queued ones back in their device queue or pool, claimed ones with
-their lease, which the sweep handles as usual), and the per-state counters, counted by
-the database over every stored message. Finished messages stay in the store, where
+their lease, which the sweep handles as usual), the inbox's threads (one per number that
+wrote to an account, at its conversation's newest stored message), and the per-state
+counters, counted by the database over every stored message. Finished messages stay in the store, where
 the history pages read them; only unfinished ones are read, a page at a time.
 
-Order: the unfinished messages, page by page; last, in one pipeline, the counters and
+Order: the unfinished messages, page by page, and the threads; last, in one pipeline, the counters and
 pool state, then the account, device and API key records, the shards' membership of
 ``{shards}`` (which the sweeper and snapshotter go by) and the email, token and API
 key indexes, so no login, phone or key reaches the restored data before its counters
@@ -48,6 +49,7 @@ class RestoreReport(msgspec.Struct):
     api_keys: int = 0
     live_messages: int = 0
     stored_messages: int = 0
+    threads: int = 0
 
 
 async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) -> RestoreReport:
@@ -102,6 +104,14 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
                 else:  # claimed: the lease goes on, and the sweep sees to it when it runs out
                     pipe.zadd(shard.leased, {f"{msg.device}:{msg.lease_until:015d}:{msg.id}": 0})
                     pipe.zadd(shard.lease_checks, {msg.id: msg.lease_until})
+            await pipe.execute()
+        # The inbox's threads, each at its newest stored message (the scripts kept them so).
+        async for threads in store.threads(chunk):
+            for shard_tag, account_id, counterpart, newest in threads:
+                report.threads += 1
+                shard = broker.shard(shard_tag)
+                pipe.hset(shard.thread_newest(account_id), counterpart, newest)
+                pipe.zadd(shard.threads(account_id), {f"{newest}|{counterpart}": 0})
             await pipe.execute()
 
     # The final step: counters and pool state first, then what lets anyone in: the

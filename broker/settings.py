@@ -28,8 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # connection, connecting, and the reply; then the request is a 503. Never retried.
     redis_timeout_ms: int = 2_000
     # Every write a client is answered about (a send's 202, a claim's tasks, a status
-    # report, a registration) first waits until this many replicas hold it (WAIT), so a
-    # primary failover loses none of them. 0: answer at once (asynchronous replication).
+    # report, a registration, a received SMS) first waits until this many replicas hold
+    # it (WAIT), so a primary failover loses none of them. 0: answer at once
+    # (asynchronous replication).
     redis_wait_replicas: int = 0
     # The platform pool split into this many hash-tagged shards (spread over a Redis
     # Cluster's slots). Each pool sender and pool phone has a home shard, chosen when it
@@ -79,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_ttl_seconds: int = 14 * 86_400
     sweep_batch: int = 500
     signup_open: bool = True
+    # How often an open dashboard page asks for the Inbox's count of new SMS (a shown
+    # page only; two reads of Redis each time).
+    inbox_poll_ms: int = 20_000
 
     # Rate limits (GCRA): polls per device, sends per account, auth per client address.
     tasks_per_minute: int = 6

@@ -1,7 +1,7 @@
 """Suppression lists: the numbers a sender may not message, because they replied STOP (or
 another opt-out word) or the sender added them. One list per sender, in the shard its
 messages live in (its own, or its home shard of the platform pool), so the enqueue script
-checks every recipient in the same call that queues (see enqueue-13.lua)."""
+checks every recipient in the same call that queues (see enqueue-15.lua)."""
 
 from __future__ import annotations
 

@@ -182,8 +182,9 @@ async def _restore(url: str, settings: Settings, data_dir: str | None) -> str:
         await broker.start()
         report = await restore(broker, store)
         return (
-            f"restored {report.accounts} accounts, {report.devices} devices, {report.api_keys} API keys and "
-            f"{report.live_messages} unfinished messages ({report.stored_messages} messages in the store)"
+            f"restored {report.accounts} accounts, {report.devices} devices, {report.api_keys} API keys, "
+            f"{report.threads} inbox threads and {report.live_messages} unfinished messages "
+            f"({report.stored_messages} messages in the store)"
         )
     finally:
         await store.close()

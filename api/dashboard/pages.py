@@ -37,6 +37,7 @@ from api.suppressions import suppression_out
 from api.webhooks import webhook_out
 from broker import Broker, errors, ids
 from broker.clock import duration_text, iso_utc
+from broker.history import counterpart
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
 from broker.suppressions import PAGE_MAX as SUPPRESSIONS_PAGE_MAX
@@ -114,11 +115,22 @@ async def _page(
     name: str, request: Request[Any, Any, Any], nav: str, *, unread: int | None = None, **context: Any
 ) -> Template:
     """A page; behind the login, with the inbox's count of new SMS for the navigation
-    (``unread``: already known)."""
+    (``unread``: already known), which the page's script then reads again every
+    ``CONNECFY_INBOX_POLL_MS`` from ``GET /api/inbox/``."""
     account: Account | None = getattr(request.state, "account", None)
+    broker = broker_of(request)
     if account is not None and unread is None:
-        unread = await broker_of(request).inbox.unread(account)
-    return Template(template_name=name, context={"account": account, "nav": nav, "unread": unread or 0, **context})
+        unread = await broker.inbox.unread(account)
+    return Template(
+        template_name=name,
+        context={
+            "account": account,
+            "nav": nav,
+            "unread": unread or 0,
+            "inbox_poll_ms": broker.settings.inbox_poll_ms,
+            **context,
+        },
+    )
 
 
 class PublicPages(Controller):
@@ -234,9 +246,10 @@ class AccountPages(Controller):
 
     @get("/inbox/")
     async def inbox(self, request: Request[Any, Any, Any], cursor: str | None = None) -> Template:
-        """One thread per number that wrote, newest first. Opening it is what makes the
-        SMS received so far seen (the navigation's count); the threads with SMS newer
-        than the previous visit are marked new."""
+        """One thread per number that wrote, at its latest message either way, newest
+        first. Opening it is what makes the SMS received so far seen (the navigation's
+        count); a thread whose latest message is an SMS received since the previous visit
+        is marked new (one answered since is not)."""
         account, broker = account_of(request), broker_of(request)
         visit = await broker.inbox.open(account)
         problem = None
@@ -244,7 +257,10 @@ class AccountPages(Controller):
         next_cursor = None
         try:
             page = await broker.message_log.conversations(account, limit=THREADS_PER_PAGE, cursor=cursor or None)
-            threads = [Thread(r.sender, message_out(r), r.created > visit.previous_ms) for r in page.items]
+            threads = [
+                Thread(counterpart(r), message_out(r), r.direction == "inbound" and r.created > visit.previous_ms)
+                for r in page.items
+            ]
             next_cursor = page.next_cursor
         except errors.InvalidInput as exc:
             problem = exc.detail
@@ -394,11 +410,12 @@ class AccountPages(Controller):
 
 
 class Thread(msgspec.Struct, frozen=True):
-    """One conversation in the inbox: the number (or sender name) and its newest SMS."""
+    """One conversation in the inbox: the number (or sender name) and its latest message,
+    received or sent."""
 
     counterpart: str
     last: MessageOut
-    new: bool  # received since the inbox was opened before
+    new: bool  # the latest message was received since the inbox was opened before
 
 
 async def _device_names(broker: Broker, account: Account) -> dict[str, str]:

@@ -362,6 +362,14 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         received = await broker.inbound.receive(phone.ref, TO, "STOP", clock.now_ms, "ref-1")
         assert received.new and received.suppression == "added" and received.account == account.id
         assert not (await broker.inbound.receive(phone.ref, TO, "STOP", clock.now_ms, "ref-1")).new
+        # The inbox's threads, read from the account's shard; one whose message is gone
+        # (past the history's retention: there is no store here, so deleted by hand) goes.
+        clock.advance(1)
+        stray = await broker.inbound.receive(phone.ref, "+15550002222", "wrong number", clock.now_ms, "ref-2")
+        threads = broker.message_log.conversations
+        assert [m.id for m in (await threads(account)).items] == [stray.id, received.id]
+        await broker.redis.hdel(broker.shard(account.shard).messages, stray.id)
+        assert [m.id for m in (await threads(account)).items] == [received.id]
 
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):

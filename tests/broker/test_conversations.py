@@ -1,7 +1,9 @@
 """Conversations: a sender's messages filtered by direction and by the number at the
 other end (``phone``), alone and with the status and device filters, paged; the inbox's
-one thread per number that wrote, and what is new in it; over Redis alone, across the Redis / history store
-boundary, and a history store of schema version 1 brought to version 2."""
+one thread per number that wrote, at its newest message either way (a reply moves it up),
+whatever lies between it and the newest message, and what is new in it; over Redis
+alone, across the Redis / history store boundary (a thread whose messages are past the
+store's retention goes), and a history store of schema version 1 brought to version 2."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from broker import Broker, errors, keys
-from broker.history import SCHEMA_VERSION, HistoryStore, metadata
+from broker.history import SCHEMA_VERSION, HistoryStore, counterpart, messages, metadata
 from broker.inbox import InboxVisit
+from broker.message_log import MAX_PAGE
 from broker.records import Account, MessageRecord, OutgoingMessage, RegisteredDevice
 from broker.snapshotter import Snapshotter
 from tests.support.backends import history_broker
@@ -134,20 +137,68 @@ async def test_a_sparse_conversation_pages_on_past_what_it_read(broker: Broker) 
     assert seen == [first] and pages == 4
 
 
-async def test_one_thread_per_number_that_wrote_newest_first(broker: Broker) -> None:
+def threads_of(page) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """A page of threads as (the number at the other end, its newest message's id)."""
+    return [(counterpart(r), r.id) for r in page.items]
+
+
+async def test_one_thread_per_number_that_wrote_at_its_newest_message_either_way(broker: Broker) -> None:
     account, _, ids = await a_conversation(broker)
     log = broker.message_log
     page = await log.conversations(account)
-    assert [(r.sender, r.id) for r in page.items] == [(ANN, ids["ann-2"]), ("BANK", ids["bank"]), (CAT, ids["cat-1"])]
-    assert page.next_cursor is None
+    # Ann's thread is at the answer she was sent last; Bob was only sent to: no thread.
+    assert threads_of(page) == [(ANN, ids["to-ann-2"]), ("BANK", ids["bank"]), (CAT, ids["cat-1"])]
+    assert page.items[0].direction == "outbound" and page.next_cursor is None
     first = await log.conversations(account, limit=2)
-    assert [r.sender for r in first.items] == [ANN, "BANK"] and first.next_cursor == ids["bank"]
+    assert threads_of(first) == [(ANN, ids["to-ann-2"]), ("BANK", ids["bank"])]
+    assert first.next_cursor == ids["bank"]
     rest = await log.conversations(account, limit=2, cursor=first.next_cursor)
-    assert [r.sender for r in rest.items] == [CAT] and rest.next_cursor is None
+    assert threads_of(rest) == [(CAT, ids["cat-1"])] and rest.next_cursor is None
     other, _ = await self_managed(broker, "other@example.com")
     assert (await log.conversations(other)).items == []
     with pytest.raises(errors.InvalidInput):
         await log.conversations(account, cursor="../x")
+
+
+async def test_a_reply_moves_its_thread_to_the_top_and_a_send_to_a_stranger_makes_none(broker: Broker) -> None:
+    account, [phone] = await self_managed(broker)
+    log = broker.message_log
+    ann = await receive(broker, phone, ANN, "Is the shop open on Sunday?")
+    bob = await receive(broker, phone, BOB, "Do you deliver?")
+    assert threads_of(await log.conversations(account)) == [(BOB, bob), (ANN, ann)]
+    reply = await send(broker, account, phone, ANN, "Yes, 10 to 4.")
+    page = await log.conversations(account)
+    assert threads_of(page) == [(ANN, reply), (BOB, bob)]
+    assert (page.items[0].direction, page.items[0].message) == ("outbound", "Yes, 10 to 4.")
+    # A batch: each thread at the last message of the batch to it; Cat never wrote.
+    broker.clock.advance(1)  # type: ignore[attr-defined]
+    batch = (
+        await broker.messages.enqueue(
+            account,
+            [OutgoingMessage(to, f"news {i}", phone.device_id) for i, to in enumerate((BOB, CAT, BOB, ANN, CAT))],
+        )
+    ).ids
+    assert threads_of(await log.conversations(account)) == [(ANN, batch[3]), (BOB, batch[2])]
+    # A send replayed by its idempotency key moves nothing; neither does a refused one.
+    broker.clock.advance(1)  # type: ignore[attr-defined]
+    [once] = (
+        await broker.messages.enqueue(account, [OutgoingMessage(ANN, "once", phone.device_id)], idempotency_key="k")
+    ).ids
+    to_bob = await send(broker, account, phone, BOB, "Tomorrow, yes.")
+    broker.clock.advance(1)  # type: ignore[attr-defined]
+    replay = await broker.messages.enqueue(
+        account, [OutgoingMessage(ANN, "once", phone.device_id)], idempotency_key="k"
+    )
+    assert replay.duplicate and replay.ids == [once]
+    assert threads_of(await log.conversations(account)) == [(BOB, to_bob), (ANN, once)]
+    stop = await receive(broker, phone, ANN, "STOP")
+    with pytest.raises(errors.RecipientOptedOut):
+        await broker.messages.enqueue(account, [OutgoingMessage(ANN, "one more", phone.device_id)])
+    assert threads_of(await log.conversations(account)) == [(ANN, stop), (BOB, to_bob)]
+    # The index holds one member per thread, however often it moved.
+    shard = broker.shard(account.shard)
+    assert await broker.redis.zcard(shard.threads(account.id)) == 2
+    assert await broker.redis.hlen(shard.thread_newest(account.id)) == 2
 
 
 async def test_new_in_the_inbox_is_what_arrived_since_it_was_last_opened(broker: Broker, clock) -> None:
@@ -245,19 +296,42 @@ async def test_filters_and_threads_cross_the_redis_store_boundary_without_gaps_o
                 filters,
                 limit,
             )
-    # One thread per number, at its newest received SMS, wherever that is kept.
+    # One thread per number that wrote, at its newest message either way, wherever that is kept.
+    wrote = {r.sender for r in inbound}
     newest: dict[str, str] = {}
-    for record in inbound:
-        newest.setdefault(record.sender, record.id)
+    for record in every:
+        if counterpart(record) in wrote:
+            newest.setdefault(counterpart(record), record.id)
     for limit in (1, 2, 50):
         threads, cursor = [], None
         while True:
             page = await hbroker.message_log.conversations(account, limit=limit, cursor=cursor)
-            threads += [(r.sender, r.id) for r in page.items]
+            threads += threads_of(page)
             cursor = page.next_cursor
             if cursor is None:
                 break
         assert threads == sorted(newest.items(), key=lambda kv: kv[1], reverse=True), limit
+
+
+@pytest.mark.parametrize("between", ["sent to others", "received from another number"])
+async def test_a_thread_is_listed_whatever_lies_between_it_and_the_newest_message(
+    hbroker: Broker, history_store: HistoryStore, between: str
+) -> None:
+    """Nothing stored yet (the snapshotter has not run): the thread is found however many
+    messages came after it (more than any page or scan of the history reads)."""
+    account, [phone] = await self_managed(hbroker)
+    ann = await receive(hbroker, phone, ANN, "Hi, any news?")
+    hbroker.clock.advance(1)  # type: ignore[attr-defined]
+    if between == "sent to others":
+        for _ in range(6):  # 6,000: past SCAN_LIMIT (5,000) ids
+            await hbroker.messages.enqueue(account, [OutgoingMessage(BOB, "newsletter", phone.device_id)] * 1_000)
+        newest = [(ANN, ann)]
+    else:
+        chatty = [await receive(hbroker, phone, CAT, f"message {i}") for i in range(MAX_PAGE + 1)]
+        newest = [(CAT, chatty[-1]), (ANN, ann)]
+    assert await history_store.count_messages() == 0
+    assert threads_of(await hbroker.message_log.conversations(account)) == newest
+    assert threads_of(await hbroker.message_log.conversations(account, limit=1)) == newest[:1]
 
 
 async def test_a_received_sms_not_yet_stored_is_its_threads_newest(
@@ -270,6 +344,46 @@ async def test_a_received_sms_not_yet_stored_is_its_threads_newest(
     new = await receive(hbroker, phone, ANN, "second")  # in Redis only: not snapshotted yet
     assert [r.id for r in (await hbroker.message_log.conversations(account)).items] == [new]
     assert [r.id for r in (await hbroker.message_log.page(account, phone=ANN)).items] == [new, old]
+
+
+async def test_a_thread_goes_once_its_messages_are_past_the_stores_retention(
+    hbroker: Broker, history_store: HistoryStore
+) -> None:
+    account, [phone] = await self_managed(hbroker)
+    log = hbroker.message_log
+    kept = await receive(hbroker, phone, ANN, "still kept")
+    gone = {f"+1555700{i:04d}": await receive(hbroker, phone, f"+1555700{i:04d}", "long ago") for i in range(10)}
+    await Snapshotter(hbroker, history_store).run_once()
+    for message_id in (kept, *gone.values()):
+        await only_in_the_store(hbroker, account, message_id)
+    async with history_store.engine.begin() as conn:  # what the retention does to old rows
+        await conn.execute(sa.delete(messages).where(messages.c.id.in_(list(gone.values()))))
+    # A page reads a bounded number of threads: past that many gone ones, it ends where
+    # it stopped reading, and the next one goes on from there.
+    first = await log.conversations(account, limit=1)
+    assert first.items == [] and first.next_cursor is not None
+    rest = await log.conversations(account, limit=1, cursor=first.next_cursor)
+    assert threads_of(rest) == [(ANN, kept)] and rest.next_cursor is None
+    # The gone threads were dropped as they were met.
+    shard = hbroker.shard(account.shard)
+    assert await hbroker.redis.hkeys(shard.thread_newest(account.id)) == [ANN.encode()]
+    assert threads_of(await log.conversations(account)) == [(ANN, kept)]
+    # A thread is dropped only while it is still at the message found gone.
+    newer = await receive(hbroker, phone, ANN, "and again")
+    keys_ = [shard.threads(account.id), shard.thread_newest(account.id)]
+    assert await hbroker.ctx.call("thread-forget", keys_, [ANN, kept]) == 0
+    assert threads_of(await log.conversations(account)) == [(ANN, newer)]
+
+
+async def test_a_thread_never_moves_back_to_an_earlier_message(broker: Broker, clock) -> None:
+    """Ids sort by time; a message whose id is earlier (another process's clock a little
+    behind) stored after a later one leaves the thread at the later one."""
+    account, [phone] = await self_managed(broker)
+    later = await receive(broker, phone, ANN, "later")
+    clock.advance(-10)
+    await receive(broker, phone, ANN, "earlier, stored after")
+    await send(broker, account, phone, ANN, "an answer, earlier too")
+    assert threads_of(await broker.message_log.conversations(account)) == [(ANN, later)]
 
 
 # Schema version 1 ----------------------------------------------------------------------------
@@ -378,8 +492,9 @@ async def test_a_version_1_store_gets_direction_and_counterpart_at_start(store_u
             "acct", limit=10, before=None, status=None, device=None, direction="inbound"
         )
         assert [r.id for r in inbound] == ["01E", "01B"]
-        assert [r.id for r in await store.conversations("acct", limit=10, before=None)] == ["01E", "01B"]
-        assert [r.id for r in await store.conversations("acct", limit=10, before="01E")] == ["01B"]
+        # The threads restore writes back: who wrote, at the newest message either way.
+        threads = [thread async for chunk in store.threads(chunk=1) for thread in chunk]
+        assert sorted(threads) == [("a:acct", "acct", ANN, "01D"), ("a:acct", "acct", "BANK", "01E")]
     finally:
         await store.close()
 

@@ -1,6 +1,6 @@
 """``connecfy restore``: after a total loss of Redis, the history store gives back the same
-accounts, devices, API keys and unfinished messages, and phones go on with their old
-tokens."""
+accounts, devices, API keys, unfinished messages and inbox threads, and phones go on with
+their old tokens."""
 
 from __future__ import annotations
 
@@ -123,6 +123,48 @@ async def test_received_sms_survive_a_restore_from_the_store(hbroker: Broker, hi
     assert await hbroker.message_log.account_counts(owner) == counts  # received apart from total, as before
     page = await hbroker.message_log.page(owner)
     assert sorted(m.id for m in page.items) == sorted([sent, received.id])  # one ms: either order
+
+
+async def test_the_inbox_threads_survive_a_restore_and_move_on_as_before(hbroker: Broker, history_store, clock) -> None:
+    """One per number that wrote, at its newest message either way, in the shard of the
+    account's messages (an API-only account's is its pool shard); a number only sent to
+    has none."""
+    ann, bob, cat = "+15553330001", "+15553330002", "+15553330003"
+    owner, [phone] = await self_managed(hbroker)
+    sender = await hbroker.accounts.create("api@example.com", "api_only")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    steps = [
+        lambda: hbroker.inbound.receive(phone.ref, ann, "Open on Sunday?", "2026-12-05T12:00:00Z", "r-1"),
+        lambda: hbroker.messages.enqueue(owner, [OutgoingMessage(ann, "Yes, 10 to 4.", phone.device_id)]),
+        lambda: hbroker.inbound.receive(phone.ref, "BANK", "Your code is 1234", "2026-12-05T12:00:00Z", "r-2"),
+        lambda: hbroker.messages.enqueue(owner, [OutgoingMessage(bob, "Your order is ready.", phone.device_id)]),
+        lambda: hbroker.messages.enqueue(sender, [OutgoingMessage(cat, "Table for two at 8?")]),
+    ]
+    for step in steps:
+        clock.advance(1)
+        await step()
+    [task] = await hbroker.messages.claim(pool_phone.ref)
+    await hbroker.messages.report_status(pool_phone.ref, task.id, "sent")
+    clock.advance(1)
+    assert (await hbroker.inbound.receive(pool_phone.ref, cat, "Make it 9", "2026-12-05T12:00:00Z", "r-3")).account == (
+        sender.id
+    )
+    await Snapshotter(hbroker, history_store).run_once()
+    before = {a.id: (await hbroker.message_log.conversations(a)).items for a in (owner, sender)}
+    assert [m.to or m.sender for m in before[owner.id]] == ["BANK", ann]
+    assert [m.sender for m in before[sender.id]] == [cat]
+
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    report = await restore(hbroker, history_store)
+    assert report.threads == 3
+    assert {a.id: (await hbroker.message_log.conversations(a)).items for a in (owner, sender)} == before
+    # They go on as before: a reply moves its thread up, replacing its old place.
+    clock.advance(1)
+    [reply] = (await hbroker.messages.enqueue(owner, [OutgoingMessage(ann, "See you!", phone.device_id)])).ids
+    assert [m.id for m in (await hbroker.message_log.conversations(owner)).items] == [reply, before[owner.id][0].id]
+    shard = hbroker.shard(owner.shard)
+    assert await hbroker.redis.zcard(shard.threads(owner.id)) == 2
 
 
 def _raised_limits() -> LimitChange:
@@ -293,7 +335,7 @@ def test_connecfy_restore_after_redis_lost_everything(tmp_path: Path) -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        assert "1 accounts, 1 devices, 1 API keys and 2 unfinished messages" in result.stdout
+        assert "1 accounts, 1 devices, 1 API keys, 0 inbox threads and 2 unfinished messages" in result.stdout
         again = subprocess.run(
             [str(CONNECFY), "restore", "--data-dir", str(tmp_path)],
             capture_output=True,

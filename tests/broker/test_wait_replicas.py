@@ -11,15 +11,20 @@ version) and on the session's Redis Cluster (a replica per primary).
   refused the same way until the replica holds the first one, then gets its ids.
 - With 0 no ``WAIT`` is sent at all (``INFO commandstats``); with 1, exactly one per
   waited call and none for anything else.
+- A received SMS waits for its ref (a key of the phone's shard, taken outside the
+  script) as well as for the script: while no replica holds the ref the report is
+  refused before anything is stored, and its retry stores it under the id the ref took.
 - A script Redis lost (NOSCRIPT) is loaded, and the call sent again with its ``WAIT``.
-- On the cluster the ``WAIT`` goes to the primary of the script's slot, and a stale slot
-  map (MOVED) or a slot being migrated (ASK) is followed to the node that runs it.
+- On the cluster the ``WAIT`` goes to the primary of the script's slot (and a received
+  SMS's also to that of its ref), and a stale slot map (MOVED) or a slot being migrated
+  (ASK) is followed to the node that runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,17 +37,18 @@ from redis.crc import key_slot
 from broker import Broker, Settings
 from broker.context import WAITED_SCRIPTS
 from broker.records import OutgoingMessage
-from broker.redis_client import StoreNotReplicated, connect_cluster, redis_for, replicated
+from broker.redis_client import StoreNotReplicated, connect_cluster, redis_for, replicated, text
 from broker.scripts import ScriptRegistry
 from tests.support.backends import REAL_REDIS, Clock, roomy_settings
 from tests.support.cluster import HOST, Node, RedisClusterProcess
-from tests.support.fleet import TO, self_managed
+from tests.support.fleet import TO, pair, self_managed
 from tests.support.replicas import PrimaryWithReplica, stopped, wait_calls
 
 VERSIONS = sorted(REAL_REDIS)
 SHORT_MS = 500  # the time limit of the tests that wait for a stopped replica
 # WAIT gets the limit less 200 ms, and Redis answers a WAIT up to a clock tick (100 ms) late.
 REFUSED_WITHIN = (0.25, 0.6)  # (past 0.5 s it would be a timeout, not this refusal)
+WHEN = 1_800_000_000_000  # when a phone says it received an SMS
 
 
 def settings_for(replicas: int, timeout_ms: int = 2_000, **values: Any) -> Settings:
@@ -167,17 +173,19 @@ async def test_while_no_replica_acknowledges_each_waited_write_is_store_not_repl
 async def test_with_no_replicas_to_wait_for_no_wait_is_sent(servers: PrimaryWithReplica) -> None:
     raw = redis.Redis(port=servers.primary.port)
     try:
-        for replicas, waits in ((0, 0), (1, 5)):
+        for replicas, waits in ((0, 0), (1, 7)):
             broker = await broker_on(servers.primary.url, replicas)
             try:
                 before = wait_calls(raw)
-                # The registration waits twice (its token index, then its script); the
-                # heartbeat self_managed sends, and the pairing code, not at all.
+                # The registration waits twice (its token index, then its script), and so
+                # does a received SMS (its ref, then its script); the heartbeat
+                # self_managed sends, and the pairing code, not at all.
                 account, [device] = await self_managed(broker, f"owner{replicas}@example.com")
                 sent = await broker.messages.enqueue(account, message("hello", device.device_id))
                 assert [m.id for m in await broker.messages.claim(device.ref)] == sent.ids
                 await broker.messages.report_status(device.ref, sent.ids[0], "delivered")
                 await broker.presence.heartbeat(device.ref)
+                await broker.inbound.receive(device.ref, TO, "thanks", WHEN, "ref-1")
                 assert wait_calls(raw) - before == waits, f"replicas={replicas}"
                 marks = list(raw.scan_iter("*:replicated"))
                 assert bool(marks) == bool(replicas), marks
@@ -185,6 +193,42 @@ async def test_with_no_replicas_to_wait_for_no_wait_is_sent(servers: PrimaryWith
                 await broker.close()
     finally:
         raw.close()
+
+
+async def test_a_received_sms_is_stored_only_once_a_replica_holds_its_ref(
+    servers: PrimaryWithReplica, on_replica: aioredis.Redis
+) -> None:
+    """The ref is taken outside the script (in the phone's shard, perhaps not the one the
+    SMS is stored in): a failover that lost it would let the phone's retry store the SMS
+    twice, so it is waited for before the script runs."""
+    assert servers.replica is not None
+    broker = await broker_on(servers.primary.url, replicas=1, timeout_ms=SHORT_MS)
+    raw = redis.Redis(port=servers.primary.port)
+    try:
+        account, [device] = await self_managed(broker)
+        shard = broker.shard(account.shard)
+        ref_key = broker.shard(device.shard).inbound_ref(device.device_id, "ref-1")
+        with stopped(servers.replica):
+            started = time.monotonic()
+            with pytest.raises(StoreNotReplicated):
+                await broker.inbound.receive(device.ref, TO, "Is it open today?", WHEN, "ref-1")
+            assert REFUSED_WITHIN[0] <= time.monotonic() - started < REFUSED_WITHIN[1]
+            # Refused at its ref: the id is taken on the primary alone, nothing is stored.
+            taken = await broker.redis.get(ref_key)
+            assert taken is not None
+            assert await broker.redis.hlen(shard.messages) == 0
+            assert await broker.redis.hget(shard.counters, f"a:{account.id}:received") is None
+        waits = wait_calls(raw)
+        stored = await broker.inbound.receive(device.ref, TO, "Is it open today?", WHEN, "ref-1")
+        assert stored.new and stored.id == text(taken).split("|")[1]
+        assert await on_replica.get(ref_key) == taken and await on_replica.hexists(shard.messages, stored.id)
+        assert wait_calls(raw) - waits == 2  # its ref, then its script
+        again = await broker.inbound.receive(device.ref, TO, "Is it open today?", WHEN, "ref-1")
+        assert (again.new, again.id) == (False, stored.id)
+        assert int(await broker.redis.hget(shard.counters, f"a:{account.id}:received")) == 1
+    finally:
+        raw.close()
+        await broker.close()
 
 
 async def test_a_waited_call_loads_a_script_redis_lost_and_waits_again(
@@ -344,3 +388,34 @@ async def test_on_a_cluster_a_slot_being_migrated_is_followed_with_asking(redis_
             node.client.execute_command("CLUSTER SETSLOT", slot, "STABLE")
         asking.close()
         await client.aclose()
+
+
+async def test_on_a_cluster_a_received_sms_waits_on_the_primaries_of_its_ref_and_of_its_record(
+    redis_cluster: RedisClusterProcess,
+) -> None:
+    """A pool phone's SMS from a number nobody sent to is the operator's: its ref is in the
+    phone's pool shard, its record in the operator's shard, each waited for on its own
+    slot's primary."""
+    redis_cluster.flush()
+    broker = await cluster_broker(redis_cluster, replicas=1)
+    try:
+        operator = await broker.accounts.create("op@example.com", "self_managed", operator=True)
+        phone = await pair(broker, None, "pool phone")
+        ref_key = broker.shard(phone.shard).inbound_ref(phone.device_id, "stray-1")
+        ref_primary, ref_replica = slot_owner(redis_cluster, ref_key)
+        record_primary, _ = slot_owner(redis_cluster, broker.shard(operator.shard).messages)
+        primaries = {node.port: node for node in redis_cluster.primaries()}
+        before = {port: wait_calls(node.client) for port, node in primaries.items()}
+        got = await broker.inbound.receive(phone.ref, "+15559990000", "Who is this?", WHEN, "stray-1")
+        assert got.account == operator.id
+        expected = Counter([ref_primary.port, record_primary.port])
+        assert {port: wait_calls(node.client) - before[port] for port, node in primaries.items()} == {
+            port: expected[port] for port in primaries
+        }
+        reader = on_replica_node(ref_replica)
+        try:
+            assert reader.get(ref_key) is not None  # read right after the answer
+        finally:
+            reader.close()
+    finally:
+        await broker.close()

@@ -1,9 +1,10 @@
 """The Inbox and Suppressions pages in headless Chromium against a real ``connecfy serve``:
 a simulated phone posts the SMS it received (over HTTP, with its token), the navigation
-counts it as new until the Inbox is opened, the conversation shows both ways, and a reply
-typed in the thread goes out through the phone that number wrote to (the platform pool
-for an API-only account), which claims it; numbers are put on the suppression list,
-seen, exported as CSV and taken off again.
+counts it as new until the Inbox is opened (following it while a page stays open, and
+not while the page is hidden), the conversation shows both ways, and a reply typed in
+the thread goes out through the phone that number wrote to (the platform pool for an
+API-only account), which claims it and moves the conversation to the top; numbers are
+put on the suppression list, seen, exported as CSV and taken off again.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -33,11 +34,13 @@ from tests.support.people import duplicate_button_names, email, register
 
 ANN, BEN = "+15553330001", "+15553330002"
 WHEN = "2026-12-05T12:00:00.123Z"
+POLL_MS = 300  # how often an open page reads the count of new SMS here (20 s by default)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("inbox"), settings=SERVER_SETTINGS).start()
+    settings = {**SERVER_SETTINGS, "CONNECFY_INBOX_POLL_MS": str(POLL_MS)}
+    process = ServerProcess(tmp_path_factory.mktemp("inbox"), settings=settings).start()
     try:
         process.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
         yield process
@@ -170,6 +173,90 @@ def test_a_conversation_in_the_inbox_is_answered_through_the_phone_it_came_to(pe
     assert page.get_by_text("No SMS received yet.").is_visible() and ANN not in page.content()
     page = carol.open(f"/inbox/thread/?phone={ANN.replace('+', '%2B')}")
     assert page.locator("ol.thread > li").count() == 0 and "order" not in page.content()
+
+
+def set_hidden(page: Any, hidden: bool) -> None:
+    """The tab hidden (another tab in front, the window minimised) or shown again, as the
+    page's script sees it: document.hidden and a visibilitychange event."""
+    page.evaluate(
+        """hidden => {
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def test_the_count_of_new_sms_follows_while_a_page_stays_open(people: Any, world: World) -> None:
+    fay = people()
+    fay.signup(email("live-count"), PASSWORD)
+    phone = paired(fay, world, "Counter phone")
+    page = fay.open("/devices/")
+    badge = page.locator("nav[aria-label=Main] [data-unread]")
+    assert page.locator("[data-new-sms]").get_attribute("data-poll-ms") == str(POLL_MS)
+    assert new_count(page) is None
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/api/inbox/") else None)
+
+    # SMS arrive while the page is open: the count appears and grows, with no reload.
+    texts(phone, ANN, "Are you open?")
+    see(badge).to_have_attribute("data-unread", "1")
+    see(page.get_by_role("link", name="Inbox 1 new")).to_be_visible()
+    texts(phone, BEN, "Hello")
+    see(badge).to_have_attribute("data-unread", "2")
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload"
+
+    # Hidden, the page asks nothing; shown again, it asks at once.
+    set_hidden(page, True)
+    page.wait_for_timeout(POLL_MS)  # a read already sent comes back
+    asked = len(polls)
+    texts(phone, ANN, "Hello?")
+    page.wait_for_timeout(4 * POLL_MS)
+    assert len(polls) == asked and new_count(page) == "2"
+    set_hidden(page, False)
+    see(badge).to_have_attribute("data-unread", "3")
+    assert badge.text_content() == "3 new"  # as the page renders it
+
+    # The Inbox opened in another tab: the count goes here too.
+    other = fay.context.new_page()
+    other.goto("/inbox/")
+    see(badge).to_have_count(0)
+    other.close()
+
+
+def thread_order(page: Any) -> list[str | None]:
+    return [t.get_attribute("data-thread") for t in page.locator("ul.threads > li").all()]
+
+
+def test_a_reply_moves_its_conversation_to_the_top_of_the_inbox(people: Any, world: World) -> None:
+    erin = people()
+    erin.signup(email("reply-order"), PASSWORD)
+    phone = paired(erin, world, "Shop phone")
+    texts(phone, ANN, "Do you have it in blue?")
+    texts(phone, BEN, "Is the shop open today?")
+    page = erin.open("/inbox/")
+    assert thread_order(page) == [BEN, ANN]
+
+    page.locator(f"li[data-thread='{ANN}'] a").click()
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("Message").fill("Yes, in blue and in red.")
+    page.get_by_role("button", name="Send reply").click()
+    page.wait_for_selector("ol.thread > li[data-direction=outbound]")
+    page.get_by_role("link", name="← Inbox").click()
+    page.wait_for_url(re.compile(r"/inbox/$"))
+    assert thread_order(page) == [ANN, BEN], "the conversation answered last comes first"
+    ann = page.locator(f"li[data-thread='{ANN}']")
+    assert ann.locator(".preview").inner_text() == "You: Yes, in blue and in red."
+    assert ann.locator(".preview").get_attribute("data-direction") == "outbound"
+    assert ann.locator(".via").inner_text() == "from Shop phone"
+    assert "new" not in (ann.get_attribute("class") or "").split()
+
+    # Ben writes again: his conversation is back on top, with his SMS as its preview.
+    texts(phone, BEN, "Hello?")
+    page = erin.open("/inbox/")
+    assert thread_order(page) == [BEN, ANN]
+    assert page.locator(f"li[data-thread='{BEN}'] .preview").inner_text() == "Hello?"
+    assert page.locator("li.thread-item.new").get_attribute("data-thread") == BEN
 
 
 def test_an_api_only_accounts_reply_goes_through_the_platform_pool(people: Any, world: World) -> None:

@@ -234,6 +234,7 @@ ROWS: dict[tuple[str, str], Row] = {
         other_device=403,
     ),
     ("GET", "/api/suppressions/"): Row("session", 200, lambda a: Call("/api/suppressions/"), other_session=200),
+    ("GET", "/api/inbox/"): Row("session", 200, lambda a: Call("/api/inbox/"), other_session=200),
     ("POST", "/api/suppressions/"): Row(
         "session", 201, lambda a: Call("/api/suppressions/", {"phone": fresh_number()}), other_session=201
     ),

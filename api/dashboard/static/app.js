@@ -399,6 +399,35 @@ function poll(path, render) {
   setInterval(tick, POLL_MS);
 }
 
+/* The navigation's count of new SMS, read again from GET /api/inbox/ every
+   data-poll-ms while the page is shown (and at once when it is shown again). */
+function showNewSms(link, count) {
+  let badge = link.querySelector("[data-unread]");
+  if (!count) {
+    if (badge) badge.remove();
+    return;
+  }
+  if (!badge) {
+    badge = el("span", { class: "count" });
+    link.append(" ", badge);
+  }
+  badge.dataset.unread = count;
+  badge.replaceChildren(count < 100 ? String(count) : "99+", el("span", { class: "sr-only" }, " new"));
+}
+
+function watchNewSms(link) {
+  let running = false;
+  const tick = async () => {
+    if (running || document.hidden) return;
+    running = true;
+    const result = await api("GET", "/api/inbox/");
+    running = false;
+    if (result.ok) showNewSms(link, result.body.new_sms);
+  };
+  setInterval(tick, Number(link.dataset.pollMs) || 20000);
+  document.addEventListener("visibilitychange", tick);
+}
+
 /* Add Device: a fresh one-time code from the JSON API, its QR code, the countdown, and a
    note as soon as a phone has used it. */
 let countdown = null;
@@ -507,5 +536,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
   if (document.getElementById("gsm-tables")) watchSegments();
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
+  const newSms = document.querySelector("[data-new-sms]");
+  if (newSms) watchNewSms(newSms);
   document.body.dataset.ready = "true";
 });

@@ -1,5 +1,7 @@
 --[[
-  Queue one message or a whole batch for one sender, all or nothing.
+  Queue one message or a whole batch for one sender, all or nothing. A message to a
+  number that wrote to the sender moves that number's inbox thread to it
+  (includes/threads.lua).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -15,7 +17,9 @@
     KEYS[11] sender's message index         {S}:sent:<account>
     KEYS[12] sender's send rate limiter     {S}:rate:sends:<account>
     KEYS[13] sender's suppression list      {S}:suppression:<account>
-    KEYS[14] waiting set                    {S}:waiting
+    KEYS[14] sender's inbox threads         {S}:threads:<account>
+    KEYS[15] each thread's newest id        {S}:threads:<account>:newest
+    KEYS[16] waiting set                    {S}:waiting
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -58,6 +62,7 @@ local rcall = redis.call
 --- @include "includes/pool"
 --- @include "includes/leases"
 --- @include "includes/gcra"
+--- @include "includes/threads"
 --- @include "includes/wakeups"
 
 local messagesKey = KEYS[1]
@@ -73,6 +78,8 @@ local devicesKey = KEYS[10]
 local sentIndexKey = KEYS[11]
 local rateKey = KEYS[12]
 local suppressionKey = KEYS[13]
+local threadsKey = KEYS[14]
+local newestKey = KEYS[15]
 
 local account = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -168,6 +175,21 @@ end
 rcall("HSET", quotaKey, account .. ":day", day, account .. ":used", used + n)
 gcraCommit(rate, now)
 
+-- The recipients that wrote to the sender: their threads move to the messages sent now.
+local threads = {}
+if rcall("EXISTS", newestKey) == 1 then
+  local recipients = {}
+  for i = 0, n - 1 do
+    recipients[i + 1] = ARGV[FIRST + 6 * i + 3]
+  end
+  local found = rcall("HMGET", newestKey, unpack(recipients))
+  for i = 1, n do
+    if found[i] then
+      threads[recipients[i]] = found[i]
+    end
+  end
+end
+
 local bulk = newBulk()
 local batch = newBatch()
 local reply = {"new", rate.remaining, rate.reset}
@@ -185,13 +207,16 @@ for i = 0, n - 1 do
   }
   if route == "device" then
     bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
-    wakeDevice(wakes, KEYS[14], msg.device, now)
+    wakeDevice(wakes, KEYS[16], msg.device, now)
   else
     msg.device = ""
     pooled[#pooled + 1] = id
   end
   bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
   bulkAdd(bulk, "ZADD", sentIndexKey, 0, id)
+  if threads[msg.to] then
+    threads[msg.to] = moveThread(threadsKey, newestKey, msg.to, id, threads[msg.to])
+  end
   created(batch, eventsKey, msg)
   reply[#reply + 1] = id
 end
@@ -200,7 +225,7 @@ if #pooled > 0 then
 end
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
-wakePool(wakes, KEYS[14], now, #pooled)
+wakePool(wakes, KEYS[16], now, #pooled)
 publishWakes(wakes, wakeCommand, wakeChannel)
 
 if fingerprint ~= "" then

@@ -3,7 +3,8 @@
   its counters and a "received" event (which the snapshotter stores and the webhook
   dispatcher delivers as message.received). An opt-out word (STOP, ...) as the whole
   text puts the sender on the account's suppression list; an opt-in word (START, ...)
-  takes it off, in the same call.
+  takes it off, in the same call. The sender's thread in the account's inbox is made, or
+  moved to this SMS (includes/threads.lua).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -12,6 +13,8 @@
     KEYS[4]  the account's message index    {S}:sent:<account>
     KEYS[5]  its suppression list's order   {S}:suppressed:<account>
     KEYS[6]  its suppression list           {S}:suppression:<account>
+    KEYS[7]  its inbox's threads            {S}:threads:<account>
+    KEYS[8]  each thread's newest id        {S}:threads:<account>:newest
 
     ARGV[1]  message id (given once per received SMS: a retry names the same)
     ARGV[2]  account id ("" for none: a platform pool phone's SMS nobody claims)
@@ -32,6 +35,7 @@
 ]]
 local rcall = redis.call
 --- @include "includes/messages"
+--- @include "includes/threads"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -39,6 +43,8 @@ local eventsKey = KEYS[3]
 local indexKey = KEYS[4]
 local suppressedKey = KEYS[5]
 local suppressionKey = KEYS[6]
+local threadsKey = KEYS[7]
+local newestKey = KEYS[8]
 
 local id = ARGV[1]
 local account = ARGV[2]
@@ -61,6 +67,7 @@ rcall("HSET", messagesKey, id, cjson.encode(msg))
 if account ~= "" then
   rcall("HINCRBY", countersKey, "a:" .. account .. ":received", 1)
   rcall("ZADD", indexKey, 0, id)
+  moveThread(threadsKey, newestKey, from, id, rcall("HGET", newestKey, from))
 end
 rcall("HINCRBY", countersKey, "d:" .. device .. ":received", 1)
 addEvent(eventsKey, msg, now)
