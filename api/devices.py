@@ -66,10 +66,11 @@ class Registered(msgspec.Struct):
     device_name: str
 
 
-class Task(msgspec.Struct):
+class Task(msgspec.Struct, omit_defaults=True):
     id: str
     to: str
     message: str
+    sim_slot: int | None = None  # the SIM the sender asked for (1-4); left out: the phone's choice
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -247,7 +248,9 @@ class PhoneController(Controller):
         except errors.DeviceNotFound:
             raise unpaired(request) from None
         claimed(len(result.messages))
-        return Response([Task(m.id, m.to, m.message) for m in result.messages], headers=rate_headers(result.rate))
+        return Response(
+            [Task(m.id, m.to, m.message, m.sim_slot) for m in result.messages], headers=rate_headers(result.rate)
+        )
 
     @post(
         "/{device_id:str}/heartbeat/",

@@ -16,7 +16,15 @@ from litestar import Controller, Request, Response, post
 
 from api.credentials import account_of, api_key_guard
 from api.errors import ApiError
-from api.inputs import ExternalSendDevice, IdempotencyKey, MessageText, PhoneNumber
+from api.inputs import (
+    ExternalSendDevice,
+    IdempotencyKey,
+    MessageText,
+    PhoneNumber,
+    SendAt,
+    SendSimSlot,
+    ValidFor,
+)
 from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
 from api.sms import send_headers
 from api.state import broker_of
@@ -33,6 +41,9 @@ class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
     to: PhoneNumber
     message: MessageText
     device_id: ExternalSendDevice | None = None
+    send_at: SendAt | None = None
+    valid_for: ValidFor | None = None
+    sim_slot: SendSimSlot | None = None
 
 
 class ExternalQueued(msgspec.Struct):
@@ -44,6 +55,9 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
     to: PhoneNumber
     message: MessageText
     device_id: ExternalSendDevice | None = None
+    send_at: SendAt | None = None
+    valid_for: ValidFor | None = None
+    sim_slot: SendSimSlot | None = None
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,10 +88,11 @@ class ExternalController(Controller):
         message goes to the account's own pool. API-only accounts use the platform pool."""
         result = await broker_of(request).messages.enqueue(
             account_of(request),
-            [OutgoingMessage(data.to, data.message, data.device_id)],
+            [OutgoingMessage(data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot)],
             idempotency_key=idempotency_key,
         )
-        return Response(ExternalQueued(result.ids[0], "queued"), status_code=202, headers=send_headers(result))
+        status = result.statuses[0] if result.statuses else "queued"
+        return Response(ExternalQueued(result.ids[0], status), status_code=202, headers=send_headers(result))
 
     @post(
         "/send-batch/",
@@ -94,7 +109,9 @@ class ExternalController(Controller):
         ``errors`` name every bad index (a 404 when the only bad items name devices that
         do not exist), and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
-        messages = [OutgoingMessage(m.to, m.message, m.device_id) for m in data.messages]
+        messages = [
+            OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot) for m in data.messages
+        ]
         try:
             result = await broker_of(request).messages.enqueue(
                 account_of(request), messages, idempotency_key=idempotency_key
@@ -119,5 +136,6 @@ class ExternalController(Controller):
                 field=exc.field,
                 errors=[{"index": p.index, "field": p.field, "detail": p.detail} for p in exc.problems],
             ) from None
-        queued = [ExternalQueued(message_id, "queued") for message_id in result.ids]
+        statuses = result.statuses or ["queued"] * len(result.ids)
+        queued = [ExternalQueued(i, status) for i, status in zip(result.ids, statuses, strict=True)]
         return Response(BatchQueued(len(queued), queued), status_code=202, headers=send_headers(result))

@@ -27,11 +27,12 @@ from litestar.params import HeaderParameter, Parameter
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from broker.accounts import MAX_EMAIL_CHARS
+from broker.clock import ISO_MOMENT
 from broker.devices import MAX_SEGMENTS_BUDGET
 from broker.ids import MAX_ID_CHARS
 from broker.long_poll import MAX_WAIT_SECONDS
 from broker.message_log import MAX_PAGE
-from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
+from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS, MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
 from broker.records import STATUSES
 from broker.validation import (
     MAX_CLAIM_LIMIT,
@@ -118,6 +119,30 @@ OptionalPhoneNumber = Annotated[
     checked_by_the_broker(PHONE_NUMBER + " Empty: no number.", pattern=rf"^(?:\+{POSSIBLE_NUMBER})?$"),
 ]
 MessageText = Annotated[str, checked_by_the_broker(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+SendAt = Annotated[
+    str,
+    checked_by_the_broker(
+        "When to send it: ISO-8601 with seconds and a time zone (e.g. 2026-12-24T09:00:00+01:00), at most 30 days "
+        "ahead; until then the message is `scheduled`. A past time means now.",
+        pattern=ISO_MOMENT.pattern,
+    ),
+]
+ValidFor = Annotated[
+    int,
+    checked_by_the_broker(
+        "Seconds the message stays valid once due: if no phone took it by then, it expires. Default: the message TTL.",
+        minimum=MIN_VALID_FOR_S,
+        maximum=MAX_VALID_FOR_S,
+    ),
+]
+SendSimSlot = Annotated[
+    int,
+    checked_by_the_broker(
+        "The SIM to send it from (1 to 4), for a message to one device (with device_id).",
+        minimum=1,
+        maximum=MAX_SIM_SLOTS,
+    ),
+]
 Name = Annotated[
     str,
     msgspec.Meta(

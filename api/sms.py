@@ -22,6 +22,9 @@ from api.inputs import (
     PathId,
     PhoneNumber,
     QueryId,
+    SendAt,
+    SendSimSlot,
+    ValidFor,
 )
 from api.openapi import (
     BODY,
@@ -47,15 +50,20 @@ class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     to: PhoneNumber
     message: MessageText
     device_id: DashboardSendDevice | None = None
+    send_at: SendAt | None = None
+    valid_for: ValidFor | None = None
+    sim_slot: SendSimSlot | None = None
 
 
 class Queued(msgspec.Struct):
     id: str
-    status: str
+    status: str  # "queued", or "scheduled" until its send_at
     to: str
     device_id: str | None
     segments: int
     created_at: str
+    send_at: str | None
+    expires_at: str
 
 
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,6 +98,8 @@ class MessageOut(msgspec.Struct):
     direction: str  # "outbound", or "inbound" for an SMS a phone received
     sender: str | None = msgspec.field(default=None, name="from")  # inbound: who sent it
     received_at: str | None = None  # inbound: when the phone got it (its clock)
+    send_at: str | None = None  # when the sender scheduled it for
+    sim_slot: int | None = None  # outbound: the SIM asked for; inbound: the SIM it came in on
 
 
 class MessagePageOut(msgspec.Struct):
@@ -116,6 +126,8 @@ def message_out(record: MessageRecord) -> MessageOut:
         record.direction,
         record.sender or None,
         iso_utc(record.received_at) if record.direction == "inbound" else None,
+        iso_utc(record.send_at),
+        record.sim_slot,
     )
 
 
@@ -126,7 +138,7 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
         raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
-    return OutgoingMessage(data.to, data.message, data.device_id)
+    return OutgoingMessage(data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot)
 
 
 async def send_one(
@@ -138,7 +150,14 @@ async def send_one(
     result = await broker.messages.enqueue(account, [message], idempotency_key=idempotency_key)
     record = await broker.message_log.get(result.shard, result.ids[0])
     queued = Queued(
-        record.id, "queued", record.to, record.device or None, record.segments, iso_utc(record.created) or ""
+        record.id,
+        result.statuses[0] if result.statuses else "queued",
+        record.to,
+        record.device or None,
+        record.segments,
+        iso_utc(record.created) or "",
+        iso_utc(record.send_at),
+        iso_utc(record.expires) or "",
     )
     return Response(queued, status_code=202, headers=send_headers(result))
 

@@ -26,6 +26,7 @@ class StatsOut(msgspec.Struct):
     received: int  # SMS the account's phones received (not in total_messages, nor in the rate)
     opted_out: int  # numbers on the account's suppression list
     devices: list[DeviceOut]
+    scheduled: int = 0  # waiting for their send_at (counted in total_messages)
 
 
 class StatsController(Controller):
@@ -56,4 +57,5 @@ class StatsController(Controller):
             counts["received"],
             await broker.suppressions.count(account),
             [device_out(d) for d in stats.devices],
+            scheduled=counts["scheduled"],
         )

@@ -21,6 +21,7 @@ inbound       the SMS phones receive (:mod:`broker.inbound`)
 inbox         which received SMS the account has not seen (:mod:`broker.inbox`)
 wakeups       this process's wake-up subscribers and waits (:mod:`broker.wakeups`)
 long_poll     claims that wait for work (:mod:`broker.long_poll`)
+schedule      the release of scheduled messages when due (:mod:`broker.schedule`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -48,6 +49,7 @@ from broker.messages import Messages
 from broker.pool_shards import PoolShards
 from broker.presence import Presence
 from broker.redis_client import RedisClient, check_writes
+from broker.schedule import Schedule
 from broker.scripts import ScriptRegistry
 from broker.sessions import Sessions
 from broker.settings import Settings
@@ -83,6 +85,7 @@ class Broker:
         self.inbox = Inbox(ctx)
         self.wakeups = Wakeups(ctx)
         self.long_poll = LongPoll(ctx, self.messages, self.pool_shards, self.wakeups)
+        self.schedule = Schedule(ctx)
 
     # The context, for the background jobs and tests ------------------------------------
 

@@ -1,6 +1,6 @@
-"""The background jobs: the sweeper (expiry, lost devices, pool returns), the history
-snapshotter and the webhook dispatcher, as tasks of the running event loop, with the
-task that keeps their shard leases.
+"""The background jobs: the sweeper (expiry, lost devices, pool returns), the release
+of scheduled messages when due, the history snapshotter and the webhook dispatcher, as
+tasks of the running event loop, with the task that keeps their shard leases.
 
 ``connecfy serve`` runs them in a process of their own (``connecfy background``), so this
 work never competes with a request on a worker's event loop; an ASGI server other than
@@ -25,6 +25,7 @@ from broker.history import HistoryStore
 from broker.leases import Host, ShardLeases
 from broker.records import SweepReport
 from broker.redis_client import REDIS_AWAY, PassLog
+from broker.schedule import RELEASE_INTERVAL_SECONDS
 from broker.snapshotter import Snapshotter
 from broker.webhooks.dispatcher import WebhookDispatcher
 from broker.webhooks.endpoints import Attempt
@@ -51,6 +52,23 @@ async def sweep_forever(
         await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
 
 
+async def release_forever(broker: Broker) -> None:
+    """Queue scheduled messages when due (:mod:`broker.schedule`): every process running
+    the jobs does, whatever shards it holds (a release is one script call per shard)."""
+    pass_log = PassLog(log, "scheduled releases")
+    while True:
+        more = False
+        try:
+            _, more = await broker.schedule.release_due()
+            pass_log.ok()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed pass is retried on the next tick
+            pass_log.failed(exc)
+        if not more:
+            await asyncio.sleep(RELEASE_INTERVAL_SECONDS)
+
+
 class Observers(msgspec.Struct, frozen=True):
     """What the jobs report to (the API's metrics): each sweep pass, each webhook POST."""
 
@@ -71,7 +89,7 @@ class Jobs(msgspec.Struct):
 def start_jobs(
     broker: Broker, history: HistoryStore, observers: Observers = NO_OBSERVERS, *, host: Host | None = None
 ) -> Jobs:
-    """The three jobs, and the task renewing their leases, as tasks of the running loop;
+    """The four jobs, and the task renewing their leases, as tasks of the running loop;
     :func:`stop_jobs` stops them. ``host``: where this process runs (by default the
     machine and the data directory of the settings)."""
     leases = ShardLeases(broker.ctx, holder=uuid.uuid4().hex, host=host, local_store=history.is_local)
@@ -80,6 +98,7 @@ def start_jobs(
         [
             asyncio.create_task(leases.run_forever(), name="shard-leases"),
             asyncio.create_task(sweep_forever(broker, leases, observers.on_sweep), name="sweeper"),
+            asyncio.create_task(release_forever(broker), name="scheduled-releases"),
             asyncio.create_task(Snapshotter(broker, history, leases=leases).run_forever(), name="snapshotter"),
             asyncio.create_task(
                 WebhookDispatcher(broker, on_attempt=observers.on_webhook, leases=leases).run_forever(),

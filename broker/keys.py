@@ -56,6 +56,7 @@ key                                 type         what
                                                  phone's own shard, so a retry finds its id
 ``{S}:pool-visitors``               zset         pool phone of another home shard -> its
                                                  last claim here (ms): online for the sweep
+``{S}:scheduled``                   zset         scheduled message id -> its send_at (ms)
 ``{S}:waiting``                     zset         long-polling device id -> the end of its wait
                                                  (ms): who a wake-up may go to
 ``{S}:wake``                        channel      (pub/sub, sharded on a Cluster) the waiting
@@ -122,6 +123,9 @@ hash tag:
   that no account sent to that number go to it
 - ``{pool-shards}``: set of every platform pool shard tag that is, or was, a home: the
   shards a pool phone's claim visits
+- ``{scheduled}`` (sorted set): shard tag -> the earliest send_at (ms) of a message
+  scheduled there, or earlier: the shards the release of due messages visits
+  (:mod:`broker.schedule`)
 - ``{background}`` (sorted set): ``<holder>|<host>|<store>|<label>`` -> heartbeat deadline
   (ms): the live background processes, which share the shards out between them
   (:mod:`broker.leases`); ``store`` is ``local`` for a SQLite history store
@@ -190,6 +194,7 @@ class ShardKeys:
         "prefix",
         "queue",
         "quota",
+        "scheduled",
         "tag",
         "trim",
         "waiting",
@@ -208,6 +213,7 @@ class ShardKeys:
         self.pool_state = f"{p}:pool:state"
         self.pool_visitors = f"{p}:pool-visitors"
         self.waiting = f"{p}:waiting"
+        self.scheduled = f"{p}:scheduled"
         self.wake_channel = f"{p}:wake"
         self.pool_recipients = f"{p}:pool-recipients"
         self.pool_recipients_age = f"{p}:pool-recipients:age"
@@ -314,6 +320,7 @@ def session(session_sha256: str) -> str:
 SHARDS = "{shards}"
 OPERATOR = "{operator}"
 POOL_SHARDS = "{pool-shards}"
+SCHEDULED = "{scheduled}"
 BACKGROUND = "{background}"
 HISTORY_EPOCH = "{history-epoch}"
 LIMIT_REQUESTS = "{limit-requests}"

@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from broker import errors, ids, keys
+from broker import errors, ids, keys, schedule
+from broker.clock import parse_iso_ms
 from broker.context import Context
 from broker.limits import AccountLimits
 from broker.message_log import MessageLog
@@ -29,10 +30,18 @@ from broker.records import (
 )
 from broker.redis_client import text
 from broker.segments import count_segments
-from broker.validation import MAX_ERROR_CHARS, MAX_MESSAGE_CHARS, check_text, normalize_phone_number
+from broker.validation import (
+    MAX_ERROR_CHARS,
+    MAX_MESSAGE_CHARS,
+    check_text,
+    check_whole_number,
+    normalize_phone_number,
+)
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPORTED_STATUSES = ("sent", "delivered", "failed")
+MIN_VALID_FOR_S, MAX_VALID_FOR_S = 30, 86_400
+MAX_SIM_SLOTS = 4
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
 an SMS from that number to that phone within it belongs to that account."""
@@ -79,16 +88,19 @@ class Messages:
         now = self.ctx.now()
         shard = self.ctx.shard(account.shard)
         args: list[Any] = []
-        canonical: list[tuple[str, str, str]] = []
+        canonical: list[tuple[str | int, ...]] = []
         problems: list[errors.Problem] = []
         targeted: list[tuple[int, str]] = []
         recipients: list[tuple[int, str]] = []
         message_ids = ids.message_ids(now, len(messages))
+        first_due = 0
+        statuses: list[str] = []
         for index, message in enumerate(messages):
             try:
                 to = normalize_phone_number(message.to)
                 body = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
                 route, device_id = self.route(account, message, index)
+                send_at, valid_ms, sim_slot = check_schedule(message, route, now)
             except errors.InvalidInput as exc:
                 problems.append(errors.Problem(index, exc.field, exc.detail, type(exc)))
                 continue
@@ -97,8 +109,15 @@ class Messages:
                 continue
             segments = count_segments(body).count
             recipients.append((index, to))
-            args += [message_ids[index], route, device_id, to, body, segments]
-            canonical.append((to, body, device_id))
+            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot]
+            statuses.append("scheduled" if send_at > now else "queued")
+            if send_at > now and (first_due == 0 or send_at < first_due):
+                first_due = send_at
+            # A schedule, an expiry or a SIM is part of the request an Idempotency-Key names
+            # (left out when absent: the fingerprints of plain sends stay as they were).
+            canonical.append(
+                (to, body, device_id, *((send_at, valid_ms, sim_slot) if send_at or valid_ms or sim_slot else ()))
+            )
             if route == "device":
                 targeted.append((index, device_id))
         if problems:
@@ -147,6 +166,7 @@ class Messages:
                 shard.threads(account.id),
                 shard.thread_newest(account.id),
                 shard.waiting,
+                shard.scheduled,
             ],
             [
                 account.id,
@@ -164,8 +184,10 @@ class Messages:
             ],
         )
         kind = text(reply[0])
+        if first_due:
+            await schedule.note(self.ctx, shard.tag, first_due)  # a repeat's too: harmless
         rate = RateDecision(True, limits.sends_burst, int(reply[1]), 0, int(reply[2]))
-        return EnqueueResult([text(x) for x in reply[3:]], kind == "duplicate", shard.tag, rate)
+        return EnqueueResult([text(x) for x in reply[3:]], kind == "duplicate", shard.tag, rate, statuses)
 
     async def claim(self, device: DeviceRef, limit: int | None = None) -> list[ClaimedMessage]:
         """Atomically claim up to ``limit`` messages for one device (see claim-14.lua)."""
@@ -404,7 +426,16 @@ class Messages:
         try:
             reply = await self.ctx.call(
                 "cancel",
-                [shard.messages, shard.counters, shard.queue, shard.expiry, shard.pool, shard.pool_state, shard.events],
+                [
+                    shard.messages,
+                    shard.counters,
+                    shard.queue,
+                    shard.expiry,
+                    shard.pool,
+                    shard.pool_state,
+                    shard.events,
+                    shard.scheduled,
+                ],
                 [account.id, message_id, self.ctx.now()],
             )
         except errors.MessageNotFound:
@@ -415,9 +446,36 @@ class Messages:
         return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 
 
+def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int]:
+    """A message's send_at (ms; 0: now), how long it stays valid once due (ms; 0: the
+    message TTL) and its SIM slot (0: the phone's choice), checked."""
+    send_at = 0
+    if message.send_at is not None:
+        moment = parse_iso_ms(message.send_at) if isinstance(message.send_at, str) else message.send_at
+        if not isinstance(moment, int) or isinstance(moment, bool) or moment <= 0:
+            raise errors.InvalidInput(
+                "send_at must be an ISO-8601 time with seconds and a time zone, e.g. 2026-12-24T09:00:00+01:00",
+                field="send_at",
+            )
+        if moment > now + schedule.MAX_AHEAD_MS:
+            raise errors.InvalidInput("send_at may be at most 30 days ahead", field="send_at")
+        send_at = moment
+    valid_ms = 0
+    if message.valid_for is not None:
+        check_whole_number(message.valid_for, "valid_for", low=MIN_VALID_FOR_S, high=MAX_VALID_FOR_S)
+        valid_ms = message.valid_for * 1000
+    sim_slot = 0
+    if message.sim_slot is not None:
+        check_whole_number(message.sim_slot, "sim_slot", low=1, high=MAX_SIM_SLOTS)
+        if route != "device":
+            raise errors.InvalidInput("sim_slot picks a SIM of one phone: send it with device_id", field="sim_slot")
+        sim_slot = message.sim_slot
+    return send_at, valid_ms, sim_slot
+
+
 def claimed_message(m: Sequence[Any]) -> ClaimedMessage:
-    """One message of a claim script's reply: id, to, body, segments."""
-    return ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3]))
+    """One message of a claim script's reply: id, to, body, segments, SIM slot (0: any)."""
+    return ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3]), int(m[4]) or None)
 
 
 def repeat_or_refuse(trimmed: MessageRecord, status: str) -> StatusChange:

@@ -9,10 +9,23 @@ import msgspec
 from broker.keys import account_shard, pool_shard
 
 AccountType = Literal["self_managed", "api_only"]
-MessageStatus = Literal["queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received"]
+MessageStatus = Literal[
+    "scheduled", "queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received"
+]
 ReportedStatus = Literal["sent", "delivered", "failed"]
-STATUSES: tuple[str, ...] = ("queued", "claimed", "sent", "delivered", "failed", "expired", "cancelled", "received")
-"""Every status; "received" is an inbound message's only one (an SMS a phone received)."""
+STATUSES: tuple[str, ...] = (
+    "scheduled",
+    "queued",
+    "claimed",
+    "sent",
+    "delivered",
+    "failed",
+    "expired",
+    "cancelled",
+    "received",
+)
+"""Every status; "scheduled" waits for its send_at; "received" is an inbound message's only
+one (an SMS a phone received)."""
 DIRECTIONS: tuple[str, ...] = ("outbound", "inbound")
 """Sent by the account, or received by one of the phones (or a pool phone) for it."""
 
@@ -71,6 +84,9 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
     to: str
     message: str
     device_id: str | None = None
+    send_at: str | int | None = None  # scheduled for then (ISO-8601, or ms); None or past: now
+    valid_for: int | None = None  # seconds: expires this long after it is due, unless a phone took it
+    sim_slot: int | None = None  # the SIM to send from (1-4), for a device-targeted message
 
 
 class Segments(msgspec.Struct, frozen=True):
@@ -84,6 +100,7 @@ class EnqueueResult(msgspec.Struct, frozen=True):
     duplicate: bool
     shard: str
     rate: RateDecision | None = None  # the send limiter after this request
+    statuses: list[str] = []  # per message: "scheduled" (its send_at is ahead) or "queued"
 
 
 class ClaimedMessage(msgspec.Struct, frozen=True):
@@ -91,6 +108,7 @@ class ClaimedMessage(msgspec.Struct, frozen=True):
     to: str
     message: str
     segments: int
+    sim_slot: int | None = None  # the SIM the sender asked for (1-4); None: the phone's choice
 
 
 class ClaimResult(msgspec.Struct, frozen=True):
@@ -143,7 +161,8 @@ class MessageRecord(msgspec.Struct, frozen=True):
     direction: Literal["outbound", "inbound"] = "outbound"
     sender: str = msgspec.field(default="", name="from")
     received_at: int = 0
-    sim_slot: int | None = None
+    sim_slot: int | None = None  # inbound: the SIM it came in on; outbound: the SIM asked for
+    send_at: int | None = None  # when the sender scheduled it for (ms)
 
 
 class Event(msgspec.Struct, frozen=True):

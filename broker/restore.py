@@ -3,8 +3,9 @@
 Written back: accounts (password hashes and raised limits included) with their email
 index, devices with their token index (the SHA-256 the store keeps, so phones go on
 with their old tokens), API keys with their index, pool membership, the messages that
-were not finished (queued ones back in their device queue or pool, claimed ones with
-their lease, which the sweep handles as usual), the inbox's threads (one per number that
+were not finished (queued ones back in their device queue or pool, scheduled ones in
+their shard's schedule and its index, claimed ones with their lease, which the sweep
+handles as usual), the inbox's threads (one per number that
 wrote to an account, at its conversation's newest stored message), and the per-state
 counters, counted by the database over every stored message. Finished messages stay in the store, where
 the history pages read them; only unfinished ones are read, a page at a time.
@@ -101,6 +102,10 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
                         # the senders take turns, as the pool's fair queuing would have them.
                         turn = pool_counts[shard_tag][msg.account] = pool_counts[shard_tag][msg.account] + 1
                         pipe.zadd(shard.pool, {msg.id: turn})
+                elif msg.status == "scheduled":  # released when due, as before the loss
+                    due = msg.send_at or 0
+                    pipe.zadd(shard.scheduled, {msg.id: due})
+                    pipe.zadd(keys.SCHEDULED, {shard_tag: due}, lt=True)
                 else:  # claimed: the lease goes on, and the sweep sees to it when it runs out
                     pipe.zadd(shard.leased, {f"{msg.device}:{msg.lease_until:015d}:{msg.id}": 0})
                     pipe.zadd(shard.lease_checks, {msg.id: msg.lease_until})

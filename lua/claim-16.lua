@@ -44,7 +44,7 @@
              0 for the claim that ends it (see noteWaiting in includes/wakeups)
 
   Output:
-    {{remaining, burst, reset_ms}, {id, to, body, segments}, ...}: the poll rate limiter
+    {{remaining, burst, reset_ms}, {id, to, body, segments, sim slot}, ...}: the poll rate limiter
     after this claim (whether it was charged or not), then the claimed messages, oldest first (none when nothing fits).
     With ARGV[9] 0 the first element goes on: {..., minute_used, per_minute, day_used,
     per_day, online (0/1), turn}, the budget after this claim, whether the device is

@@ -8,7 +8,8 @@
     device, now, limit, leaseMs, maxLeases
     minuteUsed, perMinute, dayUsed, perDay   the budget in segments, charged as it goes
     charged                                   segments this call charged
-    claimed                                   {id, to, body, segments} handed out, in order
+    claimed                                   {id, to, body, segments, sim slot (0: any)}
+                                              handed out, in order
     bulk, batch                               the writes, run by the script at its end
     messagesKey, eventsKey, expiryKey, leasedKey, leaseChecksKey
 ]]
@@ -31,7 +32,7 @@ local function fits(c, segments)
 end
 
 local function hand(c, msg)
-  c.claimed[#c.claimed + 1] = {msg.id, msg.to, msg.body, tostring(msg.segments)}
+  c.claimed[#c.claimed + 1] = {msg.id, msg.to, msg.body, tostring(msg.segments), tostring(tonumber(msg.sim_slot) or 0)}
 end
 
 local function claimOne(c, msg)

@@ -249,6 +249,7 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         assert await _status(broker, account.shard, per_account[account.id]["late"]) == "expired"
         counts = await broker.message_log.account_counts(account)
         assert counts == {
+            "scheduled": 0,
             "queued": 0,
             "claimed": 0,
             "sent": 2,
@@ -261,6 +262,17 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         }
     counts = await broker.message_log.account_counts(api)
     assert (counts["delivered"], counts["sent"], counts["cancelled"], counts["total"]) == (1, 1, 1, 3)
+
+    # Scheduled: waits, then is released into the pool when due, and can be cancelled.
+    later = clock.now_ms + 5_000
+    scheduled = (await broker.messages.enqueue(api, [OutgoingMessage(TO, "later", send_at=later)])).ids[0]
+    assert await _status(broker, keys.pool_shard(), scheduled) == "scheduled"
+    assert await broker.schedule.release_due() == (0, False)
+    clock.advance(5_000)
+    assert await broker.schedule.release_due() == (1, False)
+    assert await _status(broker, keys.pool_shard(), scheduled) == "queued"
+    assert await broker.redis.zcard(keys.SCHEDULED) == 0
+    assert (await broker.messages.cancel(api, scheduled)).changed
 
     # The snapshotter's trim, by the holder of the shard's background lease (checked in
     # the same script, the lease being in the shard's slot): a finished message leaves

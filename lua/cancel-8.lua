@@ -1,5 +1,6 @@
 --[[
-  The sender cancels a message that no phone holds yet: queued -> cancelled.
+  The sender cancels a message that no phone holds yet: queued or scheduled ->
+  cancelled.
   Cancelling a cancelled message is a no-op.
 
   Input:
@@ -10,6 +11,7 @@
     KEYS[5]  pool sorted set                {S}:pool
     KEYS[6]  pool state hash                {S}:pool:state
     KEYS[7]  events stream                  {S}:events
+    KEYS[8]  scheduled sorted set           {S}:scheduled
 
     ARGV[1]  account id (the sender; another account's message is not found)
     ARGV[2]  message id
@@ -47,10 +49,12 @@ end
 if msg.status == "cancelled" then
   return {id, "cancelled", "0"}
 end
-if msg.status ~= "queued" then
+if msg.status ~= "queued" and msg.status ~= "scheduled" then
   return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " cancelled")
 end
-if msg.route == "device" then
+if msg.status == "scheduled" then
+  rcall("ZREM", KEYS[8], id)
+elseif msg.route == "device" then
   rcall("ZREM", queueKey, queueMember(msg.device, id))
 else
   poolRemove(poolKey, poolStateKey, account, id)

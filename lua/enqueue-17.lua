@@ -20,6 +20,7 @@
     KEYS[14] sender's inbox threads         {S}:threads:<account>
     KEYS[15] each thread's newest id        {S}:threads:<account>:newest
     KEYS[16] waiting set                    {S}:waiting
+    KEYS[17] scheduled sorted set           {S}:scheduled
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -32,8 +33,13 @@
     ARGV[9]  send burst (messages); a batch costs its message count
     ARGV[10] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[11] the shard's wake channel       {S}:wake
-    then six arguments per message:
-      id, route ("device" | "pool"), device id ("" for pool), to, body, segments
+    then nine arguments per message:
+      id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
+      send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none)
+
+  A message whose send_at is later than now is "scheduled": it waits in the
+  scheduled set (id -> send_at), neither queued nor claimable, until release-due
+  queues it. Its TTL (or valid for) counts from send_at; "expires" is set either way.
 
   Output:
     {"new", remaining, reset_ms, id1, ..., idN}        queued
@@ -93,8 +99,9 @@ local sendBurst = tonumber(ARGV[9])
 local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
 local FIRST = 12
+local PER = 9
 
-if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + 6 * n or not sendInterval or not sendBurst then
+if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
   return redis.error_reply("BAD_REQUEST message count does not match arguments")
 end
 if wakeCommand ~= "PUBLISH" and wakeCommand ~= "SPUBLISH" then
@@ -120,9 +127,12 @@ end
 local known = {}
 local missing = {}
 for i = 0, n - 1 do
-  local base = FIRST + 6 * i
+  local base = FIRST + PER * i
   local route = ARGV[base + 1]
   local device = ARGV[base + 2]
+  if not (tonumber(ARGV[base + 6]) and tonumber(ARGV[base + 7]) and tonumber(ARGV[base + 8])) then
+    return redis.error_reply("BAD_REQUEST send_at, valid for and SIM slot must be numbers")
+  end
   if route == "device" then
     if known[device] == nil then
       known[device] = rcall("SISMEMBER", devicesKey, device) == 1
@@ -144,7 +154,7 @@ end
 if rcall("EXISTS", suppressionKey) == 1 then
   local recipients = {}
   for i = 0, n - 1 do
-    recipients[i + 1] = ARGV[FIRST + 6 * i + 3]
+    recipients[i + 1] = ARGV[FIRST + PER * i + 3]
   end
   local found = rcall("HMGET", suppressionKey, unpack(recipients))
   local suppressed = {}
@@ -180,7 +190,7 @@ local threads = {}
 if rcall("EXISTS", newestKey) == 1 then
   local recipients = {}
   for i = 0, n - 1 do
-    recipients[i + 1] = ARGV[FIRST + 6 * i + 3]
+    recipients[i + 1] = ARGV[FIRST + PER * i + 3]
   end
   local found = rcall("HMGET", newestKey, unpack(recipients))
   for i = 1, n do
@@ -196,23 +206,44 @@ local reply = {"new", rate.remaining, rate.reset}
 local pooled = {}
 local wakes = {}
 for i = 0, n - 1 do
-  local base = FIRST + 6 * i
+  local base = FIRST + PER * i
   local id = ARGV[base]
   local route = ARGV[base + 1]
+  local sendAt = tonumber(ARGV[base + 6])
+  local validMs = tonumber(ARGV[base + 7])
+  local simSlot = tonumber(ARGV[base + 8])
+  local due = math.max(now, sendAt)
+  local life = ttl
+  if validMs > 0 then
+    life = validMs
+  end
   local msg = {
     id = id, account = account, to = ARGV[base + 3], body = ARGV[base + 4],
     segments = tonumber(ARGV[base + 5]), route = route, device = ARGV[base + 2],
-    status = "queued", created = now, expires = now + ttl, leases = 0, lease_until = 0,
+    status = "queued", created = now, expires = due + life, leases = 0, lease_until = 0,
     updated = now, error = ""
   }
-  if route == "device" then
-    bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
-    wakeDevice(wakes, KEYS[16], msg.device, now)
-  else
-    msg.device = ""
-    pooled[#pooled + 1] = id
+  if sendAt > 0 then
+    msg.send_at = sendAt
   end
-  bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
+  if simSlot > 0 then
+    msg.sim_slot = simSlot
+  end
+  if route ~= "device" then
+    msg.device = ""
+  end
+  if sendAt > now then
+    msg.status = "scheduled"
+    bulkAdd(bulk, "ZADD", KEYS[17], sendAt, id)
+  else
+    if route == "device" then
+      bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
+      wakeDevice(wakes, KEYS[16], msg.device, now)
+    else
+      pooled[#pooled + 1] = id
+    end
+    bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
+  end
   bulkAdd(bulk, "ZADD", sentIndexKey, 0, id)
   if threads[msg.to] then
     threads[msg.to] = moveThread(threadsKey, newestKey, msg.to, id, threads[msg.to])
