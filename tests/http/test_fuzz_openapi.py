@@ -45,6 +45,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,10 +247,15 @@ def _realistic(value: Any, fx: Fixtures) -> Any:
         "device_id": fx.spare.device_id,
         "url": WEBHOOK_URL,
         "received_at": "2026-12-05T12:00:00.123Z",  # the pattern cannot say which days February has
+        # Nor how far ahead a send may be scheduled (30 days), nor that February has no 30th.
+        "send_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat(timespec="seconds"),
     }
-    return {
+    made = {
         key: real[key] if isinstance(item, str) and key in real else _realistic(item, fx) for key, item in value.items()
     }
+    if isinstance(made.get("sim_slot"), int | float) and made.get("device_id") is None:
+        made["device_id"] = fx.spare.device_id  # a SIM is one phone's: the document cannot say so
+    return made
 
 
 def _generated_valid(case: Any, location: ParameterLocation) -> bool:
