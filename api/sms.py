@@ -69,6 +69,7 @@ class Queued(msgspec.Struct):
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["sent", "delivered", "failed"]
     error: ErrorText = ""
+    retryable: bool = False  # with failed: no service, radio off; the message is put back
 
 
 class StatusOut(msgspec.Struct):
@@ -256,10 +257,13 @@ class SmsController(Controller):
         **documented(BODY, DEVICE, NOT_FOUND, CONFLICT, security=DEVICE_TOKEN),
     )
     async def report(self, request: Request[Any, Any, Any], message_id: PathId, data: StatusBody) -> StatusOut:
-        """The phone reports sent, delivered or failed for a message it holds."""
+        """The phone reports sent, delivered or failed for a message it holds. A failure
+        with ``"retryable": true`` (no service, radio off) puts the message back: it reads
+        ``queued`` at once, a pool message for any phone, a device message for this phone
+        again after 30 s, while it has attempts left (3, as leases); then it is final."""
         try:
             change = await broker_of(request).messages.report_status(
-                device_of(request), message_id, data.status, data.error
+                device_of(request), message_id, data.status, data.error, retryable=data.retryable
             )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

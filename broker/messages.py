@@ -41,6 +41,9 @@ from broker.validation import (
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 REPORTED_STATUSES = ("sent", "delivered", "failed")
 MIN_VALID_FOR_S, MAX_VALID_FOR_S = 30, 86_400
+RETRY_DELAY_MS = 30_000
+"""How long a device message its phone put back after a retryable failure waits before
+that phone is handed it again (a pool message goes to any phone at once)."""
 MAX_SIM_SLOTS = 4
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
@@ -357,10 +360,16 @@ class Messages:
             )
         return taken
 
-    async def report_status(self, device: DeviceRef, message_id: str, status: str, error: str = "") -> StatusChange:
-        """A phone's report on a message it holds: sent, delivered or failed."""
+    async def report_status(
+        self, device: DeviceRef, message_id: str, status: str, error: str = "", *, retryable: bool = False
+    ) -> StatusChange:
+        """A phone's report on a message it holds: sent, delivered or failed. A
+        ``retryable`` failure (no service, radio off) of a claimed message puts it back,
+        ``queued``, while it has attempts left (see report-status-15.lua)."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
+        if retryable is not False and (retryable is not True or status != "failed"):
+            raise errors.InvalidInput("retryable is true or false, and true only with failed", field="retryable")
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
@@ -382,6 +391,11 @@ class Messages:
                     shard.device(device.device_id),
                     shard.device_presence(device.device_id),
                     shard.last_seen,
+                    shard.expiry,
+                    shard.pool,
+                    shard.pool_state,
+                    shard.scheduled,
+                    shard.waiting,
                 ],
                 [
                     device.device_id,
@@ -391,8 +405,16 @@ class Messages:
                     now,
                     remember_ms,
                     self.ctx.settings.presence_ttl_seconds * 1000 if tag == device.shard else 0,
+                    int(retryable),
+                    self.ctx.settings.max_leases,
+                    RETRY_DELAY_MS,
+                    self.ctx.wake_command,
+                    shard.wake_channel,
                 ],
             )
+            retry_at = int(reply[3])
+            if retry_at:
+                await schedule.note(self.ctx, tag, retry_at)
             return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 
         try:

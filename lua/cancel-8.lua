@@ -52,8 +52,9 @@ end
 if msg.status ~= "queued" and msg.status ~= "scheduled" then
   return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " cancelled")
 end
+rcall("ZREM", KEYS[8], id)  -- scheduled, or a device message held back for a retry
 if msg.status == "scheduled" then
-  rcall("ZREM", KEYS[8], id)
+  -- neither queued nor pooled yet
 elseif msg.route == "device" then
   rcall("ZREM", queueKey, queueMember(msg.device, id))
 else

@@ -2,8 +2,10 @@
   Release the scheduled messages of one shard whose send_at has come: scheduled ->
   queued, into their device's queue or their sender's turn in the pool, each with its
   expiry, a bounded batch per call. Waiting phones are woken as for a new message
-  (includes/wakeups). A message no longer scheduled (cancelled meanwhile) is only
-  dropped from the set.
+  (includes/wakeups). A device message its phone put back after a retryable failure
+  (queued, held back for the retry delay) goes back to that device's queue the same
+  way. A message no longer waiting (cancelled or expired meanwhile) is only dropped
+  from the set.
 
   Input:
     KEYS[1]  scheduled sorted set           {S}:scheduled
@@ -48,7 +50,11 @@ local released = 0
 for i = 1, #due do
   bulkAdd(bulk, "ZREM", scheduledKey, due[i])
   local msg = found[i]
-  if msg and msg.status == "scheduled" then
+  if msg and msg.status == "queued" and msg.route == "device" then
+    bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg.id))
+    wakeDevice(wakes, KEYS[9], msg.device, now)
+    released = released + 1
+  elseif msg and msg.status == "scheduled" then
     if msg.route == "device" then
       bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg.id))
       wakeDevice(wakes, KEYS[9], msg.device, now)

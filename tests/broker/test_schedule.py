@@ -187,3 +187,50 @@ async def test_a_scheduled_message_counts_against_the_quota_when_accepted(broker
     await broker.messages.enqueue(sender, later)
     with pytest.raises(errors.QuotaExceeded):
         await broker.messages.enqueue(sender, [OutgoingMessage(TO, "one more")])
+
+
+async def test_a_retryable_failure_puts_a_pool_message_back_for_another_phone(broker: Broker) -> None:
+    sender = await broker.accounts.create("api@example.com", "api_only")
+    one, two = await pair(broker, None, "one"), await pair(broker, None, "two")
+    [mid] = (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "retry me")])).ids
+    assert [m.id for m in await broker.messages.claim(one.ref)] == [mid]
+    change = await broker.messages.report_status(one.ref, mid, "failed", "RESULT_ERROR_NO_SERVICE", retryable=True)
+    assert (change.status, change.changed) == ("queued", True)
+    again = await broker.messages.report_status(one.ref, mid, "failed", "RESULT_ERROR_NO_SERVICE", retryable=True)
+    assert (again.status, again.changed) == ("queued", False)  # the phone's retry of its report
+    record = await broker.message_log.get(keys.pool_shard(), mid)
+    assert (record.status, record.device, record.timeline[-1][3]) == ("queued", "", "RESULT_ERROR_NO_SERVICE")
+    assert [m.id for m in await broker.messages.claim(two.ref)] == [mid]
+
+
+async def test_a_retryable_failure_of_a_device_message_waits_thirty_seconds_for_its_phone(
+    broker: Broker, clock
+) -> None:
+    account, [device] = await self_managed(broker)
+    [mid] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "retry me", device.device_id)])).ids
+    await broker.messages.claim(device.ref)
+    assert (
+        await broker.messages.report_status(device.ref, mid, "failed", "radio off", retryable=True)
+    ).status == "queued"
+    assert await status(broker, account.shard, mid) == "queued"
+    clock.advance(29 * SECOND)
+    await broker.schedule.release_due()
+    assert await broker.messages.claim(device.ref) == []
+    clock.advance(SECOND)
+    assert await broker.schedule.release_due() == (1, False)
+    assert [m.id for m in await broker.messages.claim(device.ref)] == [mid]
+
+
+async def test_attempts_run_out_into_failed(broker: Broker, settings) -> None:
+    sender = await broker.accounts.create("api@example.com", "api_only")
+    phone = await pair(broker, None)
+    [mid] = (await broker.messages.enqueue(sender, [OutgoingMessage(TO, "hopeless")])).ids
+    for attempt in range(1, settings.max_leases + 1):
+        assert [m.id for m in await broker.messages.claim(phone.ref)] == [mid]
+        change = await broker.messages.report_status(phone.ref, mid, "failed", "no service", retryable=True)
+        assert change.status == ("queued" if attempt < settings.max_leases else "failed")
+    record = await broker.message_log.get(keys.pool_shard(), mid)
+    assert (record.status, record.error, record.leases) == ("failed", "no service", settings.max_leases)
+    with pytest.raises(errors.InvalidInput) as refused:
+        await broker.messages.report_status(phone.ref, mid, "sent", retryable=True)
+    assert refused.value.field == "retryable"

@@ -1,7 +1,14 @@
 --[[
   A device reports what became of a message it holds: sent, delivered or failed.
   Allowed moves: claimed -> sent | delivered | failed, sent -> delivered | failed.
-  Repeating the current status is a no-op; any other move is a conflict. A report
+  Repeating the current status is a no-op; any other move is a conflict.
+
+  A retryable failure (no service, radio off) of a claimed message puts it back:
+  claimed -> queued, at once, while it has attempts left (its leases so far are its
+  attempts) and its TTL has not passed; else the failure is final. A pool message goes
+  back to the front of the pool for any phone (a waiting one is woken); a device
+  message waits in the scheduled set and is queued for its phone again after the retry
+  delay (release-due). The same report again is a repeat. A report
   accepted in the device's home shard refreshes its presence, as a heartbeat does.
 
   Input:
@@ -15,6 +22,11 @@
     KEYS[8]  device hash                    {S}:device:<device>
     KEYS[9]  presence key                   {S}:device:<device>:presence
     KEYS[10] last-seen sorted set           {S}:last-seen
+    KEYS[11] expiry sorted set              {S}:expiry
+    KEYS[12] pool sorted set                {S}:pool
+    KEYS[13] pool state hash                {S}:pool:state
+    KEYS[14] scheduled sorted set           {S}:scheduled
+    KEYS[15] waiting set                    {S}:waiting
 
     ARGV[1]  device id
     ARGV[2]  message id
@@ -26,9 +38,16 @@
              "<account>|<now>", so an SMS that number sends to that phone later belongs
              to that account; entries older than this are dropped, a few per call.
     ARGV[7]  presence TTL (ms) when this is the device's home shard; 0 in any other
+    ARGV[8]  1: the failure is retryable; 0: it is not
+    ARGV[9]  most attempts per message (leases)
+    ARGV[10] retry delay of a device message (ms)
+    ARGV[11] the command that publishes wake-ups: PUBLISH or SPUBLISH
+    ARGV[12] the shard's wake channel       {S}:wake
 
   Output:
-    {id, status, changed}   changed is "1" for a move, "0" for a repeat
+    {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
+                                      retry_at: when a device message put back is
+                                      queued again (ms), else 0
 
   Errors:
     MESSAGE_NOT_FOUND              no such message, or it is not this device's (held by or
@@ -41,6 +60,8 @@ local rcall = redis.call
 --- @include "includes/bulk"
 --- @include "includes/messages"
 --- @include "includes/leases"
+--- @include "includes/pool"
+--- @include "includes/wakeups"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -74,13 +95,19 @@ local function seen()
   end
 end
 
+local retryable = ARGV[8] == "1" and status == "failed"
+
 local msg = loadMessage(messagesKey, id)
+if msg and retryable and msg.status == "queued" and msg.put_back_by == device then
+  seen()
+  return {id, "queued", "0", 0}  -- the same retryable report again
+end
 if not msg or msg.device ~= device then
   return redis.error_reply("MESSAGE_NOT_FOUND " .. id)
 end
 if msg.status == status then
   seen()
-  return {id, status, "0"}
+  return {id, status, "0", 0}
 end
 if not (allowed[msg.status] and allowed[msg.status][status]) then
   return redis.error_reply("INVALID_TRANSITION " .. msg.status .. " " .. status)
@@ -94,6 +121,27 @@ if status ~= "failed" then
   err = nil
 elseif err == "" then
   err = "unknown"
+end
+if retryable and msg.status == "claimed" and msg.leases < tonumber(ARGV[9]) and now < msg.expires then
+  dropLease(bulk, leasedKey, leaseChecksKey, msg)
+  msg.put_back_by = device
+  local retryAt = 0
+  local wakes = {}
+  if msg.route == "pool" then
+    poolReturn(bulk, KEYS[12], KEYS[13], msg.account, msg.id)
+    change(batch, eventsKey, msg, "queued", "", now, err)
+    wakePool(wakes, KEYS[15], now, 1)
+  else
+    retryAt = now + tonumber(ARGV[10])
+    bulkAdd(bulk, "ZADD", KEYS[14], retryAt, msg.id)
+    change(batch, eventsKey, msg, "queued", device, now, err)
+  end
+  bulkAdd(bulk, "ZADD", KEYS[11], msg.expires, msg.id)
+  bulkRun(bulk)
+  flush(batch, messagesKey, countersKey)
+  publishWakes(wakes, ARGV[11], ARGV[12])
+  seen()
+  return {id, "queued", "1", retryAt}
 end
 if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status ~= "failed" then
   local who = device .. ":" .. msg.to
@@ -109,4 +157,4 @@ change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
 seen()
-return {id, status, "1"}
+return {id, status, "1", 0}
