@@ -178,7 +178,7 @@ if c.charged > 0 then
 elseif c.minuteUsed ~= windowBefore then
   rcall("HSET", deviceKey, "window_used", c.minuteUsed)
 end
-noteWaiting(waitingKey, device, wait, #claimed)
+noteWaiting(waitingKey, device, wait, #claimed, now)
 if chargeEmpty and #claimed == 0 then
   gcraCommit(rate, now)
 else

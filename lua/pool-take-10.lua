@@ -72,7 +72,7 @@ flush(c.batch, c.messagesKey, KEYS[2])
 -- The pool state holds "v" and, per sender with queued messages, "f:" and "n:".
 local senders = math.floor((rcall("HLEN", KEYS[7]) - rcall("HEXISTS", KEYS[7], "v")) / 2)
 local claimed = c.claimed
-noteWaiting(KEYS[10], device, ARGV[12], #claimed)
+noteWaiting(KEYS[10], device, ARGV[12], #claimed, now)
 table.insert(claimed, 1, senders)
 table.insert(claimed, 1, budgetFull and 1 or 0)
 table.insert(claimed, 1, c.charged)

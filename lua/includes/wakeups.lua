@@ -18,7 +18,9 @@
 -- A claim's part: "-" is a claim outside a wait (the set is left alone); "0" ends
 -- a wait; a time (ms) lists the device as waiting until then when the claim handed
 -- it nothing, and takes it off when it handed it something.
-local function noteWaiting(waitingKey, device, wait, handed)
+-- Waits that ended without their last claim (the phone hung up, its server stopped)
+-- are dropped here once past their end, so the set holds only live ones.
+local function noteWaiting(waitingKey, device, wait, handed, now)
   if wait == "-" then
     return
   end
@@ -28,6 +30,7 @@ local function noteWaiting(waitingKey, device, wait, handed)
   else
     rcall("ZREM", waitingKey, device)
   end
+  rcall("ZREMRANGEBYSCORE", waitingKey, "-inf", now)
 end
 
 -- The device, when it is waiting: a message was queued for it.

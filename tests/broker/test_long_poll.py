@@ -145,3 +145,18 @@ async def test_a_subscriber_that_lost_its_connection_wakes_its_waits_when_back(r
         assert [m.id for m in (await asyncio.wait_for(task, WOKEN)).messages] == ids
     finally:
         await broker.wakeups.close()
+
+
+async def test_a_wait_that_ended_without_its_last_claim_leaves_the_waiting_set_once_over(waits: Broker, clock) -> None:
+    _, [gone, other] = await self_managed(waits, devices=2)
+    hangup = Hangup()
+    task = start(waits, gone, seconds=5, hangup=hangup)
+    await asyncio.sleep(SETTLE)
+    hangup()  # ends without a claim: its entry stays until its wait is over
+    await asyncio.wait_for(task, WOKEN)
+    waiting = waits.shard(gone.ref.shard).waiting
+    assert await waits.redis.zscore(waiting, gone.device_id) is not None
+    clock.advance(5_001)
+    waits.wakeups.end_all()
+    await waits.messages.claim_tasks(other.ref, waiting_until=clock() + 1_000)  # any long poll's claim prunes
+    assert await waits.redis.zrange(waiting, 0, -1) == [other.device_id.encode()]
