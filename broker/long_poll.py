@@ -14,7 +14,9 @@ claims of one long poll, in order:
 So a phone that polls again right after every answer that carried messages is never
 limited, and one that polls again and again with nothing to take is, as before. Every
 claim of a long poll refreshes the phone's presence (a waiting phone is online), so a
-wait longer than half the presence TTL claims again halfway.
+wait that would outlast :data:`PRESENCE_MARGIN` of the presence TTL claims again then;
+the app's 30 s waits, within the default 45 s, make two claims each: at the start and
+at the end.
 
 A long poll is answered at once, as a plain poll, when its worker is stopping, holds
 ``long_poll_max_waits`` already, or holds :data:`WAITS_PER_DEVICE` for that phone.
@@ -35,6 +37,8 @@ from broker.redis_client import RedisError
 from broker.wakeups import Wait, Wakeups
 
 MAX_WAIT_SECONDS = 60
+PRESENCE_MARGIN = 0.8
+"""How much of the presence TTL a wait lets pass after a claim before it claims again."""
 WAITS_PER_DEVICE = 2
 """Waits one worker holds for one phone at once (a phone needs one; a retry may
 overlap it): a stolen token cannot fill a worker with waits."""
@@ -85,8 +89,8 @@ class LongPoll:
         wait_ms = min(wait_seconds, MAX_WAIT_SECONDS) * 1000
         until = self.ctx.now() + wait_ms
         ends = time.monotonic() + wait_ms / 1000
-        # Claim again halfway through the presence TTL, so the phone stays online.
-        refresh = self.ctx.settings.presence_ttl_seconds / 2
+        # Claim again before the presence from the last claim runs out, so the phone stays online.
+        refresh = self.ctx.settings.presence_ttl_seconds * PRESENCE_MARGIN
         async with wakeups.wait(device.device_id, await self.channels(device)) as wait:
             hangup.attach(wait)
             try:
