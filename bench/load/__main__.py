@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="largest-fleet: the fleets to try, smallest first (default 2000 5000 10000 20000)",
     )
     special.add_argument("--hold-claimed-p99-ms", type=float, default=1000.0)
-    special.add_argument("--hold-p99-ms", type=float, default=100.0)
+    special.add_argument("--hold-p99-ms", type=float, default=500.0)
     special.add_argument("--hold-lag-p99-ms", type=float, default=50.0)
     server = parser.add_argument_group("server")
     server.add_argument("--target", help="base URL of a running deployment (default: start one here)")

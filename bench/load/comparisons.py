@@ -98,7 +98,8 @@ def median(values: list[Any]) -> Any:
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(numbers) != len(values) or not numbers:
         return values[0] if values and all(v == values[0] for v in values) else None
-    return round(statistics.median(numbers), 2)
+    middle = statistics.median(numbers)
+    return int(middle) if all(isinstance(v, int) for v in numbers) and middle == int(middle) else round(middle, 2)
 
 
 async def poll_vs_long_poll(args: argparse.Namespace, run_once: RunOnce) -> dict[str, Any]:

@@ -35,11 +35,14 @@ class LoopLag:
 
 
 def summary(samples: list[tuple[float, float]], start: float, end: float) -> dict[str, Any]:
-    """p50, p99 and max lateness (ms) of the samples from ``start`` to ``end``."""
-    late = [lag for at, lag in samples if start <= at <= end]
+    """p50, p99 and max lateness (ms) of the samples from ``start`` to ``end``, and the
+    five latest wake-ups (run second, ms late)."""
+    inside = [(at, lag) for at, lag in samples if start <= at <= end]
+    late = [lag for _, lag in inside]
     return {
         "samples": len(late),
         "p50_ms": round(percentile(late, 50) * 1000, 2),
         "p99_ms": round(percentile(late, 99) * 1000, 2),
         "max_ms": round(max(late, default=0.0) * 1000, 2),
+        "worst": [(round(at, 1), round(lag * 1000, 1)) for at, lag in sorted(inside, key=lambda s: -s[1])[:5]],
     }

@@ -40,6 +40,7 @@ LONG_POLL_WAIT_SECONDS = 30
 LONG_POLL_HEARTBEAT_SECONDS = 300.0
 ANSWER_GRACE_SECONDS = 15.0  # a held poll counts as lost this long after its wait
 JITTER = 0.1
+POLL_BACKOFF_SECONDS = (5.0, 300.0)  # the app's after failed polls: 5 s doubling to 5 min
 CONNECTIONS_PER_PHONE = 2  # the poll's, and one for heartbeats and reports meanwhile
 
 
@@ -153,8 +154,9 @@ class Phone:
 
     async def _long_polls(self, spread: float) -> None:
         """Long polls one after another, the first after a random part of ``spread``;
-        the next at once after an answer, after Retry-After after a 429, and after a
-        growing pause (1 s doubling to 20 s, scaled) when no answer came."""
+        the next at once after an answer, after Retry-After after a 429, and after the
+        app's pause when it failed (no answer, or an error): 5 s doubling to 5 min,
+        each jittered down to half, never sooner than a Retry-After, times the scale."""
         await asyncio.sleep(random.uniform(0, spread))
         while True:
             await self.online.wait()
@@ -210,7 +212,9 @@ class Phone:
             return retry_after(headers, 1.0)
         if status != 200 or not isinstance(tasks, list):
             self.failures += 1
-            return min(20.0, 2.0 ** (self.failures - 1)) * max(0.1, behaviour.time_scale)
+            base, cap = POLL_BACKOFF_SECONDS
+            ceiling = min(cap, base * 2.0 ** (self.failures - 1)) * behaviour.time_scale
+            return max(retry_after(headers, 0.0), ceiling * random.uniform(0.5, 1.0))
         self.failures = 0
         if tasks:
             self.swarm.long_polls_with_tasks += 1
