@@ -7,17 +7,17 @@ import random
 import sys
 from collections.abc import Sequence
 
-from bench.load import scenarios
+from bench.load import comparisons, scenarios
 from connecfy.cli import run_async
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python3 -m bench.load",
-        description=scenarios.__doc__,
+        description=f"{scenarios.__doc__}\n{comparisons.__doc__}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", choices=(*scenarios.NAMES, "capacity"))
+    parser.add_argument("scenario", choices=(*scenarios.NAMES, *comparisons.NAMES, "capacity"))
     load = parser.add_argument_group("load")
     load.add_argument("--phones", type=int, default=200, help="simulated phones in all (default 200)")
     load.add_argument(
@@ -30,6 +30,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="phone intervals (15 s heartbeat, 20 s poll) times this (default 1)",
+    )
+    load.add_argument(
+        "--long-poll",
+        action="store_true",
+        help="phones long-poll (tasks?wait=30, again at once after each answer; a heartbeat every 5 min) "
+        "instead of polling every 20 s with a heartbeat every 15 s",
+    )
+    load.add_argument(
+        "--generator-processes",
+        type=int,
+        default=None,
+        help="processes the phones are split among (default: enough for at most 8,000 phones each, "
+        "within the open-files limit)",
     )
     load.add_argument("--batch-size", type=int, default=50, help="messages per batch send (default 50)")
     load.add_argument("--send-delay", type=float, default=1.0, help="simulated SmsManager seconds at scale 1")
@@ -53,6 +66,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     special.add_argument(
         "--pool-budget", type=int, default=600, help="pool-fairness: segments per minute of each pool phone"
     )
+    special.add_argument("--rounds", type=int, default=1, help="poll-vs-long-poll: pairs of runs (default 1)")
+    special.add_argument(
+        "--fleets",
+        type=int,
+        nargs="+",
+        default=[2000, 5000, 10000, 20000],
+        help="largest-fleet: the fleets to try, smallest first (default 2000 5000 10000 20000)",
+    )
+    special.add_argument("--hold-claimed-p99-ms", type=float, default=1000.0)
+    special.add_argument("--hold-p99-ms", type=float, default=500.0)
+    special.add_argument("--hold-lag-p99-ms", type=float, default=50.0)
     server = parser.add_argument_group("server")
     server.add_argument("--target", help="base URL of a running deployment (default: start one here)")
     server.add_argument("--workers", type=int, default=2, help="workers of the server started here (default 2)")
@@ -87,7 +111,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     measure.add_argument("--baseline-seconds", type=float, default=5.0)
     measure.add_argument("--capacity-seconds", type=float, default=5.0)
     measure.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    measure.add_argument("--connections-swarm", type=int, default=256, help="the swarm's HTTP connections")
+    measure.add_argument(
+        "--connections-swarm", type=int, default=256, help="the senders' HTTP connections (each phone holds its own)"
+    )
     measure.add_argument("--json", help="write every figure to this file")
     measure.add_argument("--png", help="plot throughput and latency over time to this file")
     measure.add_argument("--quiet", dest="progress", action="store_false", help="no progress line")
@@ -107,6 +133,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("redis-restart restarts the server's private Redis: not with --redis single or cluster")
     if args.primaries < 3:
         parser.error("--primaries: a Redis Cluster needs at least 3")
+    if args.generator_processes is not None and args.generator_processes < 1:
+        parser.error("--generator-processes must be at least 1")
     if args.pool_phones >= args.phones and args.scenario != "pool-fairness":
         parser.error("--pool-phones must leave some of --phones to the sending account")
     return args

@@ -19,7 +19,8 @@ import msgspec
 
 from bench.load.http1 import Http1Pool, decoded
 
-KINDS = ("send", "batch", "poll", "heartbeat", "status")
+KINDS = ("send", "batch", "poll", "long poll", "heartbeat", "status")
+PHONE_KINDS = ("poll", "long poll", "heartbeat", "status")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -42,10 +43,12 @@ class Second:
 
 
 class Recorder:
-    """Latencies, errors and a per-second series, keyed by request kind."""
+    """Latencies, errors and a per-second series, keyed by request kind. The clock is the
+    system's monotonic one from ``t0``: a generator process given the parent's ``t0``
+    records on the parent's clock."""
 
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.monotonic() if t0 is None else t0
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, Counter[str]] = defaultdict(Counter)
         self.lags: list[float] = []
@@ -84,18 +87,53 @@ class Recorder:
     def error_count(self) -> int:
         return sum(sum(c.values()) for c in self.errors.values())
 
+    def take_seconds(self, before: int) -> dict[int, Second]:
+        """Remove and return the rows of the seconds before ``before`` (complete once the
+        clock has passed them: a request is recorded under the second it finished in)."""
+        done = {s: row for s, row in self.seconds.items() if s < before}
+        for second in done:
+            del self.seconds[second]
+        return done
+
+    def merge_second(self, second: int, row: Second) -> None:
+        """Add another process's row of one second."""
+        mine = self.seconds[second]
+        mine.requests.update(row.requests)
+        mine.errors.update(row.errors)
+        mine.messages += row.messages
+        for kind, values in row.latencies.items():
+            mine.latencies[kind].extend(values)
+
+    def merge(self, latencies: dict[str, list[float]], errors: dict[str, dict[str, int]], lags: list[float]) -> None:
+        """Add another process's latencies, errors and lateness (its seconds come apart)."""
+        for kind, values in latencies.items():
+            self.latencies[kind].extend(values)
+        for kind, counts in errors.items():
+            self.errors[kind].update(counts)
+        self.lags.extend(lags)
+
 
 class Http:
     """Requests to one base URL, every call recorded under a kind. Phones and API-key
     senders carry their credential in each request and go through the lean client
-    (``http1``); a dashboard session keeps cookies, in an aiohttp session of its own."""
+    (``http1``; a phone's own from its own ``local_address``); a dashboard session keeps
+    cookies, in an aiohttp session of its own."""
 
     def __init__(
-        self, base_url: str, recorder: Recorder, *, connections: int = 256, timeout: float = 30.0, cookies: bool = False
+        self,
+        base_url: str,
+        recorder: Recorder,
+        *,
+        connections: int = 256,
+        timeout: float = 30.0,
+        cookies: bool = False,
+        local_address: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.recorder = recorder
-        self.lean = None if cookies else Http1Pool(base_url, size=connections, timeout=timeout)
+        self.lean = (
+            None if cookies else Http1Pool(base_url, size=connections, timeout=timeout, local_address=local_address)
+        )
         self.session = (
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=connections),
@@ -115,10 +153,19 @@ class Http:
     async def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
         if self.lean is not None:
             status, raw, headers = await self.lean.request(
-                method, path, headers=kwargs.get("headers"), body=kwargs.get("data"), params=kwargs.get("params")
+                method,
+                path,
+                headers=kwargs.get("headers"),
+                body=kwargs.get("data"),
+                params=kwargs.get("params"),
+                timeout=kwargs.get("timeout"),
             )
             return status, decoded(raw), headers
         assert self.session is not None
+        if kwargs.get("timeout") is None:
+            kwargs.pop("timeout", None)
+        else:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=kwargs["timeout"])
         async with self.session.request(method, self.base_url + path, **kwargs) as response:
             raw = await response.read()
             return response.status, decoded(raw), dict(response.headers)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis.asyncio as aioredis
@@ -33,10 +34,20 @@ from bench.load.redis_nodes import RedisNodes
 READY_TIMEOUT = 60.0
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def connecfy_command() -> list[str]:
-    beside = Path(sys.executable).parent / "connecfy"
-    found = str(beside) if beside.exists() else shutil.which("connecfy")
-    return [found] if found else [sys.executable, "-m", "connecfy.cli"]
+    """``connecfy`` of this checkout: this Python running ``connecfy.cli``, with
+    ``checkout_env``. (The ``connecfy`` script of an editable install imports the
+    checkout it was installed from, which need not be this one.)"""
+    return [sys.executable, "-m", "connecfy.cli"]
+
+
+def checkout_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this checkout first on ``PYTHONPATH``, so the server, its workers and
+    its background process run the code beside this bench."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
 
 
 def free_port() -> int:
@@ -124,6 +135,41 @@ class Deployment:
                 pass
         return seconds
 
+    def process_memory(self) -> dict[str, Any]:
+        """RSS and open files of each of the server's processes (serve, its workers, the
+        background process; its private Redis apart), and their sums."""
+        rows: list[dict[str, Any]] = []
+        for process in self.processes():
+            try:
+                name = process.name()
+                rows.append(
+                    {"pid": process.pid, "name": name, "rss": process.memory_info().rss, "fds": process.num_fds()}
+                )
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        redis_pids = set(self.redis_nodes.pids().values()) if self.redis_nodes else set()
+        for pid in redis_pids:
+            try:
+                process = psutil.Process(pid)
+                rows.append(
+                    {"pid": pid, "name": process.name(), "rss": process.memory_info().rss, "fds": process.num_fds()}
+                )
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        server = [r for r in rows if r["name"] != "redis-server"]
+        redis = [r for r in rows if r["name"] == "redis-server"]
+        return {
+            "server_rss_bytes": sum(r["rss"] for r in server) if server else None,
+            "redis_rss_bytes": sum(r["rss"] for r in redis) if redis else None,
+            "processes": rows,
+        }
+
+    async def memory(self) -> dict[str, Any]:
+        """The server's processes' RSS (``process_memory``) and Redis's ``used_memory``."""
+        figures = await asyncio.to_thread(self.process_memory)
+        figures["redis_used_memory"] = await self.redis_memory()
+        return figures
+
     async def redis_memory(self) -> int | None:
         """``used_memory`` of the Redis, summed over the nodes of a cluster the bench started."""
         urls = [f"redis://{name}" for name in self.redis_nodes.names()] if self.redis_nodes else [self.redis_url]
@@ -182,7 +228,7 @@ class LocalServer:
 
     def start(self) -> Deployment:
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("CONNECFY_")}
-        env.update(self.settings)
+        env = checkout_env({**env, **self.settings})
         with open(self.dir / "server.log", "wb") as log:
             self.process = subprocess.Popen(
                 [

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FINAL = frozenset({"sent", "delivered", "failed", "expired", "cancelled"})
+QUEUES = ("device queue", "own pool", "platform pool")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Accepted:
     claimed_by: str | None = None
     sent: float | None = None  # when the phone's "sent" (or "failed") report was acknowledged
     reported: str | None = None  # the phone's last acknowledged status
+    queue: str = ""  # where it waited: QUEUES
 
 
 @dataclass
@@ -43,8 +45,8 @@ class Ledger:
     redeliveries: int = 0
     uncertain_sends: int = 0  # sends with no HTTP answer: queued or not, nobody knows
 
-    def accept(self, message_id: str, sender: str, planned: float, at: float) -> None:
-        self.accepted[message_id] = Accepted(sender, planned, at)
+    def accept(self, message_id: str, sender: str, planned: float, at: float, queue: str = "") -> None:
+        self.accepted[message_id] = Accepted(sender, planned, at, queue=queue)
 
     def claim(self, message_id: str, device_id: str, at: float) -> bool:
         """Record a claim; False when this phone already holds or finished the id."""

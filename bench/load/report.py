@@ -15,9 +15,10 @@ def ms(seconds: float) -> str:
 
 
 def progress_line(recorder: Recorder, elapsed: float, open_messages: int, phase: str) -> str:
-    """One line on the last full second: requests and p99 latency per kind, errors (and
+    """One line on the second before the last full one (the generator processes' rows of
+    a second come up to a tick later): requests and p99 latency per kind, errors (and
     the total so far), accepted messages not yet finished by the phones."""
-    second = recorder.seconds.get(int(elapsed) - 1)
+    second = recorder.seconds.get(int(elapsed) - 2)
     parts = [f"{elapsed:6.0f}s {phase:<8}"]
     for kind in KINDS:
         count = second.requests[kind] if second else 0
@@ -56,6 +57,8 @@ def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
         f"{'errors':>7}\n"
     )
     for row in result["requests"] + result["end_to_end"]:
+        if not row["count"] and not row["errors"]:
+            continue
         share = f"{100 * row['per_second'] / bare:>6.2f}%" if bare and row in result["requests"] else " " * 7
         w(
             f"{row['name']:24} {row['count']:>9,} {row['per_second']:>9,.1f} {share} {row['p50_ms']:>9,.1f} "
@@ -93,6 +96,8 @@ def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
         w(f"{line}\n")
     for name, figures in result.get("scenario_figures", {}).items():
         w(f"{name}: {json.dumps(figures)}\n")
+    if result.get("window"):
+        print_window(result["window"], out)
     inv = result["invariants"]
     verdict = "OK" if inv["ok"] else "BROKEN"
     w(
@@ -104,6 +109,80 @@ def print_table(result: dict[str, Any], out: Any = sys.stdout) -> None:
     )
     if not inv["ok"]:
         w(f"examples: {json.dumps(inv['examples'])}\n")
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f}"
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.1f} MiB"
+
+
+def print_window(window: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The measured window: client and server p50/p99 per kind, requests per phone per
+    minute, 202 → claimed by queue, the generators, memory at both ends."""
+    w = out.write
+    w(
+        f"\nmeasured window {window['start_s']:.1f}–{window['end_s']:.1f} s ({window['seconds_counted']} whole "
+        "seconds); server-side from its /metrics histograms (linear within buckets; "
+        "'n/a' past the last bucket)\n"
+    )
+    w(
+        f"{'':14} {'client n':>9} {'p50 ms':>9} {'p99 ms':>9} {'server n':>9} {'p50 ms':>9} {'p99 ms':>9}"
+        f" {'per phone/min':>13}\n"
+    )
+    server = window["server"].get("kinds", {})
+    per_phone = window["requests_per_phone_minute"]
+    for kind in KINDS:
+        c, s = window["client"].get(kind), server.get(kind)
+        if not c and not s:
+            continue
+        c, s = c or {}, s or {}
+        w(
+            f"{kind:14} {c.get('count', 0):>9,} {_ms(c.get('p50_ms')):>9} {_ms(c.get('p99_ms')):>9} "
+            f"{s.get('count', 0):>9,} {_ms(s.get('p50_ms')):>9} {_ms(s.get('p99_ms')):>9} "
+            f"{per_phone.get(kind, ''):>13}\n"
+        )
+    w(f"requests per phone per minute, all phone kinds: {per_phone.get('all', 0):.2f}\n")
+    claims = window["server"].get("claims")
+    if claims and claims["claims"]:
+        w(
+            f"server claims: {claims['claims']:,} handing over {claims['messages']:,} messages "
+            f"({claims['messages'] / claims['claims']:.2f} a claim)\n"
+        )
+    for queue, row in window["claimed_after_202"].items():
+        w(
+            f"202 → claimed, {queue}: {row['count']:,} messages, p50 {row['p50_ms']:,.0f} ms, "
+            f"p99 {row['p99_ms']:,.0f} ms, max {row['max_ms']:,.0f} ms\n"
+        )
+    generators = window["generators"]
+    for g in generators["by_process"]:
+        lag = g["loop_lag_ms"]
+        cpu = "n/a" if g["cpu_percent"] is None else f"{g['cpu_percent']:.0f}%"
+        w(
+            f"generator {g['process']}: {g['phones']:,} phones, CPU {cpu} of a core, event-loop lag p50 "
+            f"{lag['p50_ms']:.1f} ms p99 {lag['p99_ms']:.1f} ms max {lag['max_ms']:.1f} ms, "
+            f"up to {g['connections_max']:,} connections"
+            + (
+                f", {g['long_polls_answered_early']:,} long polls answered early"
+                if g["long_polls_answered_early"]
+                else ""
+            )
+            + "\n"
+        )
+    parent = window["parent_loop_lag_ms"]
+    w(
+        f"senders' process: event-loop lag p50 {parent['p50_ms']:.1f} ms p99 {parent['p99_ms']:.1f} ms; "
+        f"phones' source addresses: {generators['source_addresses']:,}\n"
+    )
+    start, end = window["memory"]["start"] or {}, window["memory"]["end"] or {}
+    w(
+        f"server RSS (all its processes but Redis) {_mib(start.get('server_rss_bytes'))} → "
+        f"{_mib(end.get('server_rss_bytes'))}; Redis used_memory {_mib(start.get('redis_used_memory'))} → "
+        f"{_mib(end.get('redis_used_memory'))}, RSS {_mib(start.get('redis_rss_bytes'))} → "
+        f"{_mib(end.get('redis_rss_bytes'))}\n"
+    )
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:

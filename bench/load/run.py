@@ -1,10 +1,12 @@
 """One scenario run from start to verdict, and the ``capacity`` run.
 
 A scenario run: start (or reach) the server; measure the baselines; sign up the bench
-accounts and lift their limits; pair the phones; let them heartbeat for one interval;
-run the senders for ``--seconds`` with the scenario's events; stop the senders and let
-the phones drain until every accepted message is finished (or ``--drain-seconds``
-pass); read every bench account's history back; check the invariants; report.
+accounts and lift their limits; pair the phones; start them in their generator
+processes (``fleet``) and let them warm up (until every phone has polled); open the
+measured window (``window``); run the senders for ``--seconds`` with the scenario's
+events; close the window; let the phones drain until every accepted message is finished
+(or ``--drain-seconds`` pass); stop the generators and take in their records; read every
+bench account's history back; check the invariants; report.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.load import baselines, report, scenarios
+from bench.load import baselines, comparisons, report, scenarios
 from bench.load.accounts import LIFTED_BUDGET, Account
 from bench.load.client import KINDS, Http, Recorder, percentile
 from bench.load.deployment import Deployment, LocalServer
+from bench.load.fleet import Fleet
 from bench.load.ledger import Ledger
-from bench.load.phones import HEARTBEAT_SECONDS, PhoneBehaviour, PhoneSwarm
+from bench.load.loop_lag import LoopLag
+from bench.load.phones import PhoneBehaviour, pair
 from bench.load.redis_nodes import RedisNodes
 from bench.load.senders import Sender, SenderSwarm
+from bench.load.window import Window
 
 
 class Sampler:
@@ -108,6 +113,7 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         "rate": args.rate,
         "seconds": args.seconds,
         "time_scale": args.time_scale,
+        "long_poll": args.long_poll,
         "target": deployment.base_url,
         "workers": deployment.workers,
         "redis_kind": deployment.redis_kind,
@@ -121,16 +127,17 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
     accounts: list[Account] = []
-    phones = PhoneSwarm(
-        http,
-        ledger,
-        PhoneBehaviour(
-            time_scale=args.time_scale,
-            send_delay=args.send_delay,
-            failed_share=args.failed_share,
-            delivered_share=args.delivered_share,
-        ),
+    behaviour = PhoneBehaviour(
+        time_scale=args.time_scale,
+        send_delay=args.send_delay,
+        failed_share=args.failed_share,
+        delivered_share=args.delivered_share,
+        long_poll=args.long_poll,
     )
+    phones = Fleet(deployment.base_url, recorder, ledger, behaviour, processes=args.generator_processes, seed=args.seed)
+    window = Window(deployment, recorder)
+    parent_lag = LoopLag(recorder.now)
+    lagging = asyncio.create_task(parent_lag.run())
     senders: list[Sender] = []
     try:
         sampler.phase = "pairing"
@@ -158,21 +165,28 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
             )
             senders = [own, *([pool] if pool else [])]
             own.devices = [
-                p.device_id for p in await phones.pair(own.account, own_count, budget=lifted_budget(args, own_count))
+                p.device_id
+                for p in await phones.pair(http, own.account, own_count, budget=lifted_budget(args, own_count))
             ]
             streams = scenarios.mixed_streams(own, pool, args.batch_size)
         budget = {"segments_per_minute": args.pool_budget} if fairness else lifted_budget(args, pool_count)
-        await phones.pair(operator, pool_count, pool=True, budget=budget)
-        result.update(phones=len(phones.phones), pool_phones=pool_count)
+        await phones.pair(http, operator, pool_count, pool=True, budget=budget)
+        result.update(phones=len(phones.credentials), pool_phones=pool_count)
         print(
             f"bench: {own_count} own phones and {pool_count} pool phones paired at {recorder.now():.1f} s",
             file=sys.stderr,
         )
 
         sampler.phase = "warm-up"
-        phones.start()
-        await asyncio.sleep(max(1.0, HEARTBEAT_SECONDS * args.time_scale * 1.1))
-        start = recorder.now()
+        await phones.start()
+        print(
+            f"bench: {len(phones.generators)} generator processes started, "
+            f"{'long polls' if args.long_poll else 'polling'}, at {recorder.now():.1f} s",
+            file=sys.stderr,
+        )
+        await asyncio.sleep(behaviour.warm_up_seconds)
+        await window.open()
+        start = window.start
         if fairness and args.backlog:
             sampler.phase = "backlog"
             await send_backlog(http, ledger, senders[0], args.backlog, args.batch_size, recorder)
@@ -183,7 +197,8 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         events = asyncio.create_task(scenario_events(args, deployment, phones, start, marks))
         await swarm.run(start, start + args.seconds)
         await swarm.wait()
-        load_end = recorder.now()
+        await window.close()
+        load_end = window.end
         restart_at = await events
 
         sampler.phase = "drain"
@@ -199,6 +214,7 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
         invariants = ledger.check(server_status)
     finally:
         sampling.cancel()
+        lagging.cancel()
         await phones.stop()
         await http.close()
         for account in accounts:
@@ -231,6 +247,9 @@ async def run_scenario(args: argparse.Namespace, deployment: Deployment) -> tupl
     }
     result["drain_seconds"] = drained - load_end
     result["rejected_reports"] = phones.rejected_reports
+    result["window"] = window.figures(
+        ledger, phones, len(phones.credentials), "long poll" if args.long_poll else "poll", parent_lag
+    )
     result["messages_accepted_per_second"] = len(ledger.accepted) / args.seconds
     result["scenario_figures"] = scenario_figures(args, ledger, recorder, restart_at)
     result["ratios"] = ratio_lines(result, drained)
@@ -281,26 +300,25 @@ async def send_backlog(http: Http, ledger: Ledger, sender: Sender, count: int, s
         if status == 202:
             now = recorder.now()
             for message in body["messages"]:
-                ledger.accept(message["id"], sender.label, now, now)
+                ledger.accept(message["id"], sender.label, now, now, "platform pool")
 
 
 async def scenario_events(
-    args: argparse.Namespace, deployment: Deployment, phones: PhoneSwarm, start: float, marks: dict[str, float]
+    args: argparse.Namespace, deployment: Deployment, phones: Fleet, start: float, marks: dict[str, float]
 ) -> float | None:
     """Churn and Redis restarts at their marks; returns when Redis was restarted."""
-    recorder = phones.http.recorder
+    recorder = phones.recorder
 
     async def until(mark: str) -> None:
         await asyncio.sleep(max(0.0, start + marks[mark] - recorder.now()))
 
     if args.scenario == "churn":
-        leaving = phones.phones[: max(1, round(len(phones.phones) * args.churn_share))]
+        phone_ids = [p.device_id for p in phones.credentials]
+        leaving = phone_ids[: max(1, round(len(phone_ids) * args.churn_share))]
         await until("phones leave")
-        for phone in leaving:
-            phone.go_offline()
+        await phones.go_offline(leaving)
         await until("phones return")
-        for phone in leaving:
-            phone.come_back()
+        await phones.come_back(leaving)
     if args.scenario == "redis-restart":
         await until("redis restart")
         restarted = recorder.now()
@@ -376,7 +394,6 @@ async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict
         baseline_redis_url(deployment), deployment.workers or 1, args.baseline_seconds, args.connections
     )
     http = Http(deployment.base_url, recorder, connections=args.connections_swarm)
-    phones = PhoneSwarm(http, Ledger(), PhoneBehaviour())
     accounts: list[Account] = []
     try:
         operator = Account(deployment.base_url, recorder, "operator")
@@ -385,10 +402,10 @@ async def run_capacity(args: argparse.Namespace, deployment: Deployment) -> dict
         own = await new_sender(
             deployment, recorder, operator, "capacity", "self_managed", secrets.token_hex(4), accounts
         )
-        paired = await phones.pair(own.account, args.phones)
+        paired = await pair(http, own.account, args.phones)
         results = await baselines.capacity(
             deployment.base_url,
-            [(p.device_id, p.headers["X-Device-Token"]) for p in paired],
+            [(p.device_id, p.token) for p in paired],
             own.api_key,
             seconds=args.capacity_seconds,
             connections=args.connections,
@@ -446,12 +463,9 @@ def print_capacity(result: dict[str, Any]) -> None:
         )
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    # SIGTERM and SIGINT end the run through the finally blocks, so a server started
-    # here is stopped, not left behind.
-    main = asyncio.current_task()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(number, main.cancel)
+async def run_once(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """One run on its own deployment: a server (and Redis) started here and stopped
+    after, or the target; prints its table. Returns its figures and whether it passed."""
     local: LocalServer | None = None
     nodes: RedisNodes | None = None
     if args.target:
@@ -488,8 +502,6 @@ async def main_async(args: argparse.Namespace) -> int:
             if args.png:
                 report.write_plot(Path(args.png), recorder, result)
             ok = result["invariants"]["ok"]
-        if args.json:
-            report.write_json(Path(args.json), result)
     finally:
         if local is not None:
             status = await asyncio.to_thread(local.stop, Path(args.server_log) if args.server_log else None)
@@ -497,4 +509,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(f"bench: connecfy serve exited with {status}", file=sys.stderr)
         if nodes is not None:
             nodes.stop()
+    return result, ok
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    # SIGTERM and SIGINT end the run through the finally blocks, so a server started
+    # here is stopped, not left behind.
+    main = asyncio.current_task()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(number, main.cancel)
+    if args.scenario in comparisons.NAMES:
+        result = await comparisons.run(args, run_once)
+        ok = result["ok"]
+    else:
+        result, ok = await run_once(args)
+    if args.json:
+        report.write_json(Path(args.json), result)
     return 0 if ok else 1

@@ -49,6 +49,13 @@ class Stream:
     share: float  # of the scenario's message rate
     size: int = 1  # messages per request (batch only)
 
+    @property
+    def queue(self) -> str:
+        """Where its messages wait for a phone (one of ``ledger.QUEUES``)."""
+        if self.to_device:
+            return "device queue"
+        return "platform pool" if self.sender.account.account_type == "api_only" else "own pool"
+
 
 def number() -> str:
     return f"+1555{random.randrange(10**6, 10**7)}"
@@ -137,7 +144,7 @@ class SenderSwarm:
             ids = [body["id"]] if status == 202 else []
         at = self.http.recorder.now()
         for message_id in ids:
-            self.ledger.accept(message_id, sender.label, planned, at)
+            self.ledger.accept(message_id, sender.label, planned, at, stream.queue)
         if status == 0:
             self.ledger.uncertain_sends += stream.size
 

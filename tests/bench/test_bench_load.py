@@ -220,19 +220,28 @@ def test_the_invariant_check_catches_each_kind_of_breakage() -> None:
 
 async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
     """The swarm's HTTP/1.1 client against a bare asyncio server: keep-alive answers
-    reuse one connection, ``Connection: close`` is honoured, a dropped connection is
-    an error the caller sees (recorded as "no answer"), never a hang."""
+    reuse one connection, ``Connection: close`` is honoured, a request the server drops
+    on a kept-alive connection is sent once more on a new one (as HTTP clients do with a
+    connection the server let go), a dropped connection is then an error the caller sees
+    (recorded as "no answer"), never a hang; a pool with a source address connects from
+    it, and the process's open connections are counted."""
     import asyncio
 
-    from bench.load.http1 import Http1Pool
+    from bench.load.http1 import Connections, Http1Pool
 
     connections = 0
+    peers: list[str] = []
+    dropped: set[bytes] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
+        peers.append(writer.get_extra_info("peername")[0])
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
             length = next(
                 (
                     int(line.split(b":")[1])
@@ -243,7 +252,8 @@ async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
             )
             body = await reader.readexactly(length)
             path = head.split(b" ")[1]
-            if path == b"/drop":
+            if path == b"/drop" or (path == b"/drop-once" and path not in dropped):
+                dropped.add(path)
                 writer.close()
                 return
             close = path == b"/close"
@@ -260,16 +270,25 @@ async def test_the_lean_client_reuses_connections_and_reports_drops() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     pool = Http1Pool(f"http://127.0.0.1:{port}", size=4, timeout=5)
+    phone = Http1Pool(f"http://127.0.0.1:{port}", size=2, timeout=5, local_address="127.1.2.3")
+    open_before = Connections.open
     try:
         for n in range(5):
             status, raw, headers = await pool.request("POST", "/x", body=b"a" * n, params={"limit": "3"})
             assert (status, raw, headers) == (429, b'{"echo": %d}' % n, {"Retry-After": "7"})
-        assert connections == 1
+        assert connections == 1 and Connections.open == open_before + 1
         assert (await pool.request("GET", "/close"))[0] == 429
         assert (await pool.request("GET", "/again"))[0] == 429 and connections == 2
+        # Dropped on the kept-alive connection: sent again on a new one, and answered there.
+        assert (await pool.request("GET", "/drop-once"))[0] == 429 and connections == 3
+        # Dropped on the kept-alive one and on the new one: the caller sees it.
         with pytest.raises(ConnectionError):
             await pool.request("GET", "/drop")
-        assert (await pool.request("GET", "/after"))[0] == 429 and connections == 3
+        assert connections == 4
+        assert (await pool.request("GET", "/after"))[0] == 429 and connections == 5
+        assert (await phone.request("GET", "/from-a-phone"))[0] == 429
+        assert peers[-1] == "127.1.2.3" and set(peers[:-1]) == {"127.0.0.1"}
     finally:
         await pool.close()
+        await phone.close()
         server.close()
