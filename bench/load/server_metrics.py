@@ -27,6 +27,8 @@ REQUESTS = "connecfy_http_requests"
 
 def request_kind(route: str, method: str, tasks_kind: str) -> str | None:
     """The bench's request kind of a route template and method (None: not one of ours)."""
+    if method == "GET" and route.startswith("/api/devices/") and route.endswith("/tasks/ (long poll)"):
+        return "long poll"  # the server times long polls under a label of their own
     if method == "GET" and route.startswith("/api/devices/") and route.endswith("/tasks/"):
         return tasks_kind
     if method != "POST":
