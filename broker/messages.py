@@ -365,11 +365,13 @@ class Messages:
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
-        ``queued``, while it has attempts left (see report-status-15.lua)."""
+        ``queued``, while it has attempts left (see report-status-15.lua); with sent or
+        delivered it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
-        if retryable is not False and (retryable is not True or status != "failed"):
-            raise errors.InvalidInput("retryable is true or false, and true only with failed", field="retryable")
+        if retryable is not False and retryable is not True:
+            raise errors.InvalidInput("retryable must be true or false", field="retryable")
+        retryable = retryable and status == "failed"  # a sent or delivered report has nothing to retry
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)

@@ -232,5 +232,13 @@ async def test_attempts_run_out_into_failed(broker: Broker, settings) -> None:
     record = await broker.message_log.get(keys.pool_shard(), mid)
     assert (record.status, record.error, record.leases) == ("failed", "no service", settings.max_leases)
     with pytest.raises(errors.InvalidInput) as refused:
-        await broker.messages.report_status(phone.ref, mid, "sent", retryable=True)
+        await broker.messages.report_status(phone.ref, mid, "failed", retryable="yes")  # type: ignore[arg-type]
     assert refused.value.field == "retryable"
+
+
+async def test_retryable_means_nothing_on_a_sent_report(broker: Broker) -> None:
+    account, [device] = await self_managed(broker)
+    [mid] = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "fine", device.device_id)])).ids
+    await broker.messages.claim(device.ref)
+    change = await broker.messages.report_status(device.ref, mid, "sent", retryable=True)
+    assert (change.status, change.changed) == ("sent", True)
