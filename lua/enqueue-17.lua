@@ -151,12 +151,20 @@ if #missing > 0 then
   return redis.error_reply("DEVICE_NOT_FOUND " .. table.concat(missing, ","))
 end
 
-if rcall("EXISTS", suppressionKey) == 1 then
-  local recipients = {}
-  for i = 0, n - 1 do
-    recipients[i + 1] = ARGV[FIRST + PER * i + 3]
+-- Each message's "to", in order, read from the arguments once, when first needed.
+local recipientList
+local function recipients()
+  if not recipientList then
+    recipientList = {}
+    for i = 0, n - 1 do
+      recipientList[i + 1] = ARGV[FIRST + PER * i + 3]
+    end
   end
-  local found = rcall("HMGET", suppressionKey, unpack(recipients))
+  return recipientList
+end
+
+if rcall("EXISTS", suppressionKey) == 1 then
+  local found = rcall("HMGET", suppressionKey, unpack(recipients()))
   local suppressed = {}
   for i = 1, n do
     if found[i] then
@@ -188,14 +196,11 @@ gcraCommit(rate, now)
 -- The recipients that wrote to the sender: their threads move to the messages sent now.
 local threads = {}
 if rcall("EXISTS", newestKey) == 1 then
-  local recipients = {}
-  for i = 0, n - 1 do
-    recipients[i + 1] = ARGV[FIRST + PER * i + 3]
-  end
-  local found = rcall("HMGET", newestKey, unpack(recipients))
+  local to = recipients()
+  local found = rcall("HMGET", newestKey, unpack(to))
   for i = 1, n do
     if found[i] then
-      threads[recipients[i]] = found[i]
+      threads[to[i]] = found[i]
     end
   end
 end
