@@ -35,9 +35,10 @@ from api.sms import MessageOut, message_out
 from api.state import broker_of
 from api.suppressions import suppression_out
 from api.webhooks import webhook_out
-from broker import Broker, errors, ids
+from broker import Broker, errors, ids, schedule
 from broker.clock import duration_text, iso_utc
 from broker.history import counterpart
+from broker.messages import MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
 from broker.suppressions import PAGE_MAX as SUPPRESSIONS_PAGE_MAX
@@ -201,7 +202,15 @@ class AccountPages(Controller):
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         return await _page(
-            "send.html", request, "send", devices=[device_out(d) for d in devices], gsm_tables=GSM_TABLES
+            "send.html",
+            request,
+            "send",
+            devices=[device_out(d) for d in devices],
+            gsm_tables=GSM_TABLES,
+            max_sim_slots=MAX_SIM_SLOTS,
+            default_expiry=duration_text(broker.settings.message_ttl_seconds),
+            expiry_range=f"{duration_text(MIN_VALID_FOR_S)} to {duration_text(MAX_VALID_FOR_S)}",
+            max_days_ahead=schedule.MAX_AHEAD_MS // 86_400_000,
         )
 
     @get("/messages/")

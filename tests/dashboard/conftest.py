@@ -21,11 +21,11 @@ def world(server: ServerProcess) -> Iterator[World]:
 
 
 @pytest.fixture
-def people(browser: Any, server: ServerProcess) -> Iterator[Callable[[], Person]]:
+def people(browser: Any, server: ServerProcess) -> Iterator[Callable[..., Person]]:
     opened: list[Person] = []
 
-    def person() -> Person:
-        p = Person(browser, server.base_url)
+    def person(timezone_id: str | None = None) -> Person:
+        p = Person(browser, server.base_url, timezone_id)
         opened.append(p)
         return p
 

@@ -27,10 +27,10 @@ try:
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
-from tests.support.browser import SERVER_SETTINGS, Person, shoot
+from tests.support.browser import SERVER_SETTINGS, shoot
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, Phone, World
-from tests.support.people import duplicate_button_names, email, register
+from tests.support.people import duplicate_button_names, email, paired
 
 ANN, BEN = "+15553330001", "+15553330002"
 WHEN = "2026-12-05T12:00:00.123Z"
@@ -52,14 +52,6 @@ def texts(phone: Phone, sender: str, message: str) -> str:
     """The phone reports an SMS it received, as the app does; the id it was stored under."""
     body = {"from": sender, "message": message, "received_at": WHEN, "ref": uuid.uuid4().hex}
     return expect(phone.api.post(f"/api/devices/{phone.device_id}/inbound/", json=body), 201)["id"]
-
-
-def paired(person: Person, world: World, name: str) -> Phone:
-    status, code = person.api("POST", "/api/devices/pairing-codes/", None)
-    assert status == 201
-    phone = register(world, code["code"], name)
-    expect(phone.heartbeat({"battery": 80}), 200)
-    return phone
 
 
 def new_count(page: Any) -> str | None:

@@ -89,10 +89,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 class Person:
-    """One person at a browser: their own context (cookies) and page on the server."""
+    """One person at a browser: their own context (cookies) and page on the server, in
+    the browser's time zone or in ``timezone_id`` (an IANA name)."""
 
-    def __init__(self, browser: Any, base_url: str) -> None:
-        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    def __init__(self, browser: Any, base_url: str, timezone_id: str | None = None) -> None:
+        zone = {"timezone_id": timezone_id} if timezone_id else {}
+        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP, **zone)
         self.context.set_default_timeout(10_000)
         self.page = self.context.new_page()
         self.errors: list[str] = []

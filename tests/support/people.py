@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from tests.support.browser import Person
 from tests.support.e2e_server import expect
 from tests.support.http_world import Phone, World
 
@@ -24,6 +25,15 @@ def register(world: World, code: str, name: str) -> Phone:
     )
     token = registered["device_token"]
     return Phone(registered["device_id"], token, name, world.api(**{"X-Device-Token": token}))
+
+
+def paired(person: Person, world: World, name: str) -> Phone:
+    """A phone paired with a code the person made on the dashboard's API, online."""
+    status, code = person.api("POST", "/api/devices/pairing-codes/", None)
+    assert status == 201
+    phone = register(world, code["code"], name)
+    expect(phone.heartbeat({"battery": 80}), 200)
+    return phone
 
 
 def duplicate_button_names(page: Any) -> list[str]:

@@ -48,8 +48,22 @@ function toast(text) {
   toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
-/* Fields to a JSON body: numbers as numbers, empty optional fields left out, and the
-   checked values of data-list checkboxes as a list (an empty one when none is checked). */
+/* A datetime-local value (the browser's wall-clock time, no zone) as ISO-8601 with
+   seconds and the browser's UTC offset at that moment, as the API takes it. */
+function localMoment(value) {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return value;
+  const pad = (n, width) => String(Math.abs(n)).padStart(width || 2, "0");
+  const offset = -d.getTimezoneOffset();
+  return pad(d.getFullYear(), 4) + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) +
+    "T" + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) +
+    (offset < 0 ? "-" : "+") + pad(Math.floor(Math.abs(offset) / 60)) + ":" + pad(Math.abs(offset) % 60);
+}
+
+/* Fields to a JSON body: numbers as numbers (data-number selects too, scaled by the unit
+   chosen in their data-scale-by select), local times with the browser's offset, empty
+   optional fields left out, and the checked values of data-list checkboxes as a list
+   (an empty one when none is checked). */
 function formBody(form) {
   const body = {};
   for (const el of form.elements) {
@@ -61,7 +75,9 @@ function formBody(form) {
     }
     if ((el.type === "radio" || el.type === "checkbox") && !el.checked) continue;
     if (el.value === "" && !el.required) continue;
-    body[el.name] = el.type === "number" ? Number(el.value) : el.value;
+    if ("localTime" in el.dataset) body[el.name] = localMoment(el.value);
+    else if (el.dataset.scaleBy) body[el.name] = Math.round(Number(el.value) * Number(document.getElementById(el.dataset.scaleBy).value));
+    else body[el.name] = el.type === "number" || "number" in el.dataset ? Number(el.value) : el.value;
   }
   return body;
 }
@@ -71,12 +87,41 @@ function showError(form, text) {
   if (box) { box.textContent = text; box.hidden = !text; }
 }
 
+/* The words a person reads beside a control: its label without the hint. */
+function labelOf(control) {
+  const label = control.labels && control.labels[0];
+  if (!label) return control.name;
+  const copy = label.cloneNode(true);
+  for (const hint of copy.querySelectorAll(".hint")) hint.remove();
+  return copy.textContent.trim();
+}
+
+/* A refusal that names a field of this form: the field is marked and focused, and the
+   sentence starts with its label (the API's own name for it stays in the detail). The
+   send endpoints number the message they refuse ("message 0: ..."); a form sends one,
+   so the number is left out. */
+function fieldProblem(form, result) {
+  const body = result.body || {};
+  const control = body.field && form.elements.namedItem(body.field);
+  if (!control || !control.labels) return problem(result);
+  control.setAttribute("aria-invalid", "true");
+  control.focus();
+  const detail = typeof body.index === "number" ? problem(result).replace(/^message \d+: /, "") : problem(result);
+  const hint = control.dataset.errorHint ? " (" + control.dataset.errorHint + ")" : "";
+  return labelOf(control) + ": " + detail + hint;
+}
+
 const afterSubmit = {
   reload: () => location.reload(),
   sent: (form, body) => {
     const box = form.parentElement.querySelector("[data-sent]");
+    const outcome = body.status === "scheduled"
+      ? ["Scheduled for ", el("time", { datetime: body.send_at }, new Date(body.send_at).toLocaleString()), "."]
+      : ["Queued."];
     box.replaceChildren(
-      el("p", {}, el("strong", {}, "Queued."), " " + body.segments + " segment(s) to " + body.to + ". "),
+      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + body.segments + " segment(s) to " + body.to + ". "),
+      el("p", {}, "Expires ", el("time", { datetime: body.expires_at, "data-sent-expires": "" }, new Date(body.expires_at).toLocaleString()),
+        " if no phone has taken it by then."),
       el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" }, "see its status")));
     box.hidden = false;
     form.elements.message.value = "";
@@ -134,6 +179,7 @@ async function submitApiForm(event) {
   const [method, path] = form.dataset.api.split(" ");
   const button = form.querySelector("[type=submit]");
   showError(form, "");
+  for (const marked of form.querySelectorAll("[aria-invalid]")) marked.removeAttribute("aria-invalid");
   if (button) button.disabled = true;
   const headers = {};
   if (form.hasAttribute("data-idempotent")) {
@@ -147,7 +193,7 @@ async function submitApiForm(event) {
     /* Refused (4xx): nothing was queued, the corrected form is a new request. Unknown
        outcome (no answer, 5xx): the retry keeps the key so it cannot queue twice. */
     if (result.status !== 0 && result.status < 500) delete form.dataset.idempotencyKey;
-    showError(form, problem(result));
+    showError(form, fieldProblem(form, result));
     return;
   }
   const then = form.dataset.then || "reload";
