@@ -1,5 +1,10 @@
 """Scheduling, expiry and SIM from the dashboard, in headless Chromium against a real
-``connecfy serve``: a send time or expiry the server refuses is said next to the field, by its label, and nothing is queued.
+``connecfy serve``: a send time typed in the browser's own time zone reaches the server
+with that zone's offset, the message is ``scheduled`` and its row on the Messages page
+turns ``queued`` by itself once the time has come, and the phone's task carries the SIM;
+a scheduled or queued message is cancelled from its row, which shows what it became
+without a reload (``claimed`` when a phone took it first); a send time or expiry the
+server refuses is said next to the field, by its label, and nothing is queued.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -19,7 +24,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
     see = None
 
 from tests.support.browser import SERVER_SETTINGS, Person, shoot
-from tests.support.e2e_server import ServerProcess
+from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import PASSWORD, TO, Phone, World
 from tests.support.people import email, paired
 
@@ -64,6 +69,95 @@ def fill_send_form(page: Any, phone: Phone, text: str) -> None:
     page.get_by_label("From device").select_option(phone.device_id)
     page.get_by_label("To").fill(TO)
     page.get_by_label("Message").fill(text)
+
+
+def test_a_send_scheduled_on_the_send_page_waits_then_turns_queued_on_its_own(people: Any, world: World) -> None:
+    carol, phone, page = at_the_send_page(people, world, "schedule", "Pixel 8")
+    assert page.evaluate("() => new Date(2026, 0, 1).getTimezoneOffset()") == -345, "the browser is in Kathmandu"
+    fill_send_form(page, phone, "Doors open in ten minutes.")
+    due = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    page.get_by_label("Send time").fill(wall_clock(due))
+    page.get_by_label("Expires after").fill("2")
+    assert page.get_by_label("Unit of the expiry").input_value() == "3600", "hours unless minutes are chosen"
+    page.get_by_label("SIM").select_option("2")
+    page.get_by_role("button", name="Send").click()
+    outcome = page.locator("[data-sent-status]")
+    see(outcome).to_have_attribute("data-sent-status", "scheduled")
+    assert outcome.inner_text().startswith("Scheduled for ")
+    assert outcome.locator("time").get_attribute("datetime") is not None
+    shoot(page, "send-scheduled")
+    message_id = page.locator("[data-sent-id]").inner_text()
+
+    status, sent = carol.api("GET", f"/api/sms/{message_id}/", None)
+    assert status == 200
+    assert sent["status"] == "scheduled"
+    assert parse(sent["send_at"]) == due, "the local time was sent with the browser's offset"
+    assert parse(sent["expires_at"]) == due + timedelta(hours=2), "two hours from when it is due"
+    assert sent["sim_slot"] == 2
+    assert expect(phone.tasks(), 200) == [], "not before its time"
+
+    page = carol.open("/messages/?status=scheduled")
+    page.evaluate("() => { window.stillTheSamePage = true; }")
+    row = page.locator(f"[data-message-id='{message_id}']")
+    assert row.locator("summary .status").inner_text() == "scheduled"
+    assert row.locator("[data-field=when]").inner_text().startswith("sends in ")
+    row.locator("summary").click()
+    assert row.locator("[data-field=sim_slot]").inner_text() == "SIM 2"
+    assert row.locator("[data-field=send_at] time").get_attribute("datetime") == sent["send_at"]
+    assert row.locator("[data-field=expires_at] time").get_attribute("datetime") == sent["expires_at"]
+    see(row.get_by_role("button", name="Cancel")).to_be_visible()
+    shoot(page, "messages-scheduled")
+
+    seconds_left = (due - datetime.now(UTC)).total_seconds()
+    see(row.locator("summary .status")).to_have_text("queued", timeout=(seconds_left + 10) * 1000)
+    assert datetime.now(UTC) >= due
+    assert page.evaluate("() => window.stillTheSamePage") is True, "the row changed, the page was not reloaded"
+    assert row.locator(".timeline .status").all_inner_texts() == ["scheduled", "queued"]
+    see(row.get_by_role("button", name="Cancel")).to_be_visible()  # still cancellable while queued
+    tasks = expect(phone.tasks(), 200)
+    assert tasks == [{"id": message_id, "to": TO, "message": "Doors open in ten minutes.", "sim_slot": 2}]
+
+
+def test_cancel_on_the_messages_page_updates_the_row(people: Any, world: World) -> None:
+    dave, phone, page = at_the_send_page(people, world, "cancel", "Pixel 6a")
+    fill_send_form(page, phone, "See you tomorrow.")
+    page.get_by_label("Send time").fill(wall_clock(datetime.now(UTC) + timedelta(hours=1)))
+    page.get_by_role("button", name="Send").click()
+    see(page.locator("[data-sent-status]")).to_have_attribute("data-sent-status", "scheduled")
+    later = page.locator("[data-sent-id]").inner_text()
+    page.get_by_label("Send time").fill("")
+    page.get_by_label("Message").fill("Right now.")
+    page.get_by_role("button", name="Send").click()
+    see(page.locator("[data-sent-id]")).not_to_have_text(later)
+    assert page.locator("[data-sent-status]").inner_text() == "Queued."
+    now = page.locator("[data-sent-id]").inner_text()
+
+    page = dave.open("/messages/")
+    page.evaluate("() => { window.stillTheSamePage = true; }")
+    row = page.locator(f"[data-message-id='{later}']")
+    row.locator("summary").click()
+    row.get_by_role("button", name="Cancel").click()
+    see(row.locator("summary .status")).to_have_text("cancelled")
+    page.get_by_text("Cancelled", exact=True).wait_for()
+    assert row.get_by_role("button", name="Cancel").count() == 0
+    assert row.locator(".timeline .status").all_inner_texts() == ["scheduled", "cancelled"]
+    assert {m["id"]: m["status"] for m in messages(dave)}[later] == "cancelled"
+
+    # The phone takes the other one while the page is open: the cancel is refused, and
+    # the row says why and shows what it is now.
+    [task] = expect(phone.tasks(), 200)
+    assert task["id"] == now
+    row = page.locator(f"[data-message-id='{now}']")
+    row.locator("summary").click()
+    assert row.locator("summary .status").inner_text() == "queued"
+    row.get_by_role("button", name="Cancel").click()
+    see(row.locator("summary .status")).to_have_text("claimed")
+    assert row.get_by_role("button", name="Cancel").count() == 0
+    assert "claimed" in page.locator(".toast").inner_text()
+    assert row.locator(".timeline .status").all_inner_texts() == ["queued", "claimed"]
+    assert row.locator(".timeline li").last.inner_text().endswith("on Pixel 6a")
+    assert page.evaluate("() => window.stillTheSamePage") is True
+    shoot(page, "messages-cancelled")
 
 
 def test_a_bad_send_time_or_expiry_is_named_and_nothing_is_queued(people: Any, world: World) -> None:

@@ -213,8 +213,13 @@ const actions = {
     if (result.ok) location.reload(); else toast(problem(result));
   },
   "cancel-message": async (button) => {
-    const result = await api("POST", "/api/sms/" + button.dataset.messageId + "/cancel/");
-    if (result.ok) location.reload(); else toast(problem(result));
+    const row = button.closest("li.message");
+    button.disabled = true;
+    const result = await api("POST", "/api/sms/" + row.dataset.messageId + "/cancel/");
+    button.disabled = false;
+    if (result.ok) toast("Cancelled"); else toast(problem(result));
+    /* Either way the row shows what the message is now (a phone may have taken it). */
+    await refreshMessageRow(row);
   },
   "revoke-key": async (button) => {
     if (!confirm("Revoke " + button.dataset.name + "? Senders using it get 401 from now on.")) return;
@@ -393,6 +398,43 @@ function timeNode(iso, empty) {
   const t = el("time", { datetime: iso }, "");
   localTimes({ querySelectorAll: () => [t] });
   return t;
+}
+
+/* Messages: a row shown again from GET /api/sms/<id>/ (after a cancel, and when a
+   scheduled message's time has come), without reloading the page. */
+function statusNode(value) {
+  return el("span", { class: "status status-" + value }, value);
+}
+
+async function refreshMessageRow(row) {
+  if (row.dataset.refreshing) return;
+  row.dataset.refreshing = "true";
+  const result = await api("GET", "/api/sms/" + row.dataset.messageId + "/");
+  delete row.dataset.refreshing;
+  if (!result.ok) return;
+  const m = result.body;
+  const names = JSON.parse(document.getElementById("device-names").textContent);
+  row.dataset.status = m.status;
+  row.querySelector("summary .status").replaceWith(statusNode(m.status));
+  row.querySelector('[data-field="when"]').replaceChildren(
+    ...(m.status === "scheduled" ? ["sends ", timeNode(m.send_at)] : [timeNode(m.created_at)]));
+  row.querySelector(".timeline").replaceChildren(...m.timeline.map((t) => el("li", {}, statusNode(t.status), " ", timeNode(t.at),
+    ...(t.device_id ? [" ", el("span", { class: "muted" }, "on " + (names[t.device_id] || t.device_id))] : []),
+    t.error ? " \u2014 " + t.error : "")));
+  if (!["scheduled", "queued"].includes(m.status)) {
+    const cancel = row.querySelector('[data-action="cancel-message"]');
+    if (cancel) cancel.remove();
+  }
+}
+
+/* A scheduled row whose send time has passed is read again until it is due no more. */
+function watchScheduledRows() {
+  setInterval(() => {
+    if (document.hidden) return;
+    for (const row of document.querySelectorAll('.messages > li[data-status="scheduled"][data-send-at]')) {
+      if (Date.parse(row.dataset.sendAt) <= Date.now()) refreshMessageRow(row);
+    }
+  }, POLL_MS);
 }
 
 /* Presence without a reload: the devices list and the overview poll GET /api/devices/. */
@@ -582,6 +624,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
   if (document.getElementById("gsm-tables")) watchSegments();
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
+  if (document.getElementById("device-names")) watchScheduledRows();
   const newSms = document.querySelector("[data-new-sms]");
   if (newSms) watchNewSms(newSms);
   document.body.dataset.ready = "true";
