@@ -4,13 +4,16 @@ with that zone's offset, the message is ``scheduled`` and its row on the Message
 turns ``queued`` by itself once the time has come, and the phone's task carries the SIM;
 a scheduled or queued message is cancelled from its row, which shows what it became
 without a reload (``claimed`` when a phone took it first); a send time or expiry the
-server refuses is said next to the field, by its label, and nothing is queued.
+server refuses is said next to the field, by its label, and nothing is queued; the
+Overview and Devices pages name a phone that is offline while messages wait for it, and
+not one that is online.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,13 +31,16 @@ from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import PASSWORD, TO, Phone, World
 from tests.support.people import email, paired
 
+# A phone is offline 4 s after its last sign of life here (45 s by default).
+PRESENCE_TTL = 4
 # +05:45 all year: an offset that no whole-hour slip, and no UTC reading, can match.
 ZONE = "Asia/Kathmandu"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("scheduling"), settings=SERVER_SETTINGS).start()
+    settings = {**SERVER_SETTINGS, "CONNECFY_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL)}
+    process = ServerProcess(tmp_path_factory.mktemp("scheduling"), settings=settings).start()
     try:
         yield process
     finally:
@@ -193,3 +199,83 @@ def test_a_bad_send_time_or_expiry_is_named_and_nothing_is_queued(people: Any, w
     [sent] = messages(erin)
     assert sent["status"] == "queued" and sent["sim_slot"] is None
     assert parse(sent["expires_at"]) - parse(sent["created_at"]) == timedelta(minutes=90)
+
+
+class KeptAlive:
+    """A phone that sends a heartbeat every second, as long as the block lasts."""
+
+    def __init__(self, phone: Phone) -> None:
+        self.phone = phone
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.is_set():
+            expect(self.phone.heartbeat(), 200)
+            self.stop.wait(1.0)
+
+    def __enter__(self) -> KeptAlive:
+        expect(self.phone.heartbeat(), 200)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def banner_after_next_read(page: Any) -> Any:
+    """The offline banner once the page has read the devices again from the server."""
+    banner = page.locator("[data-offline-banner]")
+    reads = int(banner.get_attribute("data-reads") or 0)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('[data-offline-banner]').dataset.reads || 0) > {reads}"
+    )
+    return banner
+
+
+def test_a_phone_offline_with_messages_waiting_is_named_in_a_banner(people: Any, world: World) -> None:
+    fay = people()
+    fay.signup(email("offline"), PASSWORD)
+    kitchen = paired(fay, world, "Kitchen phone")
+    shop = paired(fay, world, "Shop phone")
+    spare = paired(fay, world, "Spare phone")  # offline too, with nothing waiting
+    for phone, count in ((kitchen, 1), (shop, 2)):
+        for n in range(count):
+            status, _ = fay.api("POST", "/api/sms/send/", {"device_id": phone.device_id, "to": TO, "message": f"{n}"})
+            assert status == 202
+
+    with KeptAlive(kitchen), KeptAlive(shop):
+        page = fay.open("/")
+        banner = banner_after_next_read(page)
+        assert banner.is_hidden(), "online phones with messages waiting: no banner"
+        assert banner.inner_text() == ""
+
+    # The shop phone falls silent; the kitchen phone keeps beating.
+    with KeptAlive(kitchen):
+        see(page.locator(f"[data-offline-device='{shop.device_id}']")).to_be_visible(timeout=(PRESENCE_TTL + 10) * 1000)
+        text = page.locator(f"[data-offline-device='{shop.device_id}']").inner_text()
+        assert text.startswith("Shop phone is offline (last seen ") and text.endswith(
+            "): 2 messages wait for it. See them"
+        )
+        assert page.locator("[data-offline-banner] > p").count() == 1, "only the offline phone with messages waiting"
+        assert page.locator(f"[data-offline-device='{kitchen.device_id}']").count() == 0
+        assert page.locator(f"[data-offline-device='{spare.device_id}']").count() == 0
+        link = page.locator("[data-offline-banner] a").get_attribute("href")
+        assert link == f"/messages/?device_id={shop.device_id}&status=queued"
+        shoot(page, "overview-offline")
+
+        page = fay.open("/devices/")
+        banner = banner_after_next_read(page)
+        assert banner.is_visible()
+        assert [p.get_attribute("data-offline-device") for p in banner.locator("p").all()] == [shop.device_id]
+        assert banner.locator("p").inner_text().endswith("2 messages wait for it. See them")
+        card = page.locator(f"li[data-device-id='{kitchen.device_id}']")
+        assert card.locator("[data-field=presence]").inner_text() == "Online"
+        shoot(page, "devices-offline")
+
+        # Back online: the banner goes without a reload.
+        page.evaluate("() => { window.stillTheSamePage = true; }")
+        expect(shop.heartbeat(), 200)
+        see(banner).to_be_hidden(timeout=10_000)
+        assert page.evaluate("() => window.stillTheSamePage") is True

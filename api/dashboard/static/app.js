@@ -442,7 +442,27 @@ function presenceBadge(online) {
   return el("span", { class: "badge " + (online ? "online" : "offline"), "data-field": "presence" }, online ? "Online" : "Offline");
 }
 
+/* The banner of the overview and the devices list: each phone that is offline (its
+   presence lapsed, or it was never seen) while messages wait in its queue. */
+function showOfflineDevices(devices) {
+  const banner = document.querySelector("[data-offline-banner]");
+  if (!banner) return;
+  const stuck = devices.filter((d) => !d.online && d.counts.queued > 0);
+  banner.replaceChildren(...stuck.map((d) => {
+    const n = d.counts.queued;
+    const query = new URLSearchParams({ device_id: d.device_id, status: "queued" });
+    return el("p", { "data-offline-device": d.device_id, "data-waiting": n },
+      el("strong", {}, d.device_name), " is offline (",
+      ...(d.last_seen ? ["last seen ", timeNode(d.last_seen)] : ["not seen yet"]), "): ",
+      n === 1 ? "1 message waits" : n + " messages wait", " for it. ",
+      el("a", { href: "/messages/?" + query }, "See them"));
+  }));
+  banner.hidden = stuck.length === 0;
+  banner.dataset.reads = (Number(banner.dataset.reads) || 0) + 1;
+}
+
 function updateDeviceCards(devices) {
+  showOfflineDevices(devices);
   const list = document.querySelector("[data-live-devices]");
   const shown = [...list.querySelectorAll(":scope > li[data-device-id]")].map((n) => n.dataset.deviceId).sort().join();
   if (devices.map((d) => d.device_id).sort().join() !== shown) return location.reload();
@@ -465,6 +485,7 @@ function updateOverview(stats) {
     devices_online: online + " of " + stats.devices.length,
   });
   for (const node of document.querySelectorAll("[data-stat]")) node.textContent = values[node.dataset.stat];
+  showOfflineDevices(stats.devices);
   const list = document.querySelector("[data-live-device-list]");
   if (!list) return;
   list.replaceChildren(...stats.devices.map((d) => el("li", { "data-device-id": d.device_id },
