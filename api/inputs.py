@@ -135,6 +135,14 @@ ValidFor = Annotated[
         maximum=MAX_VALID_FOR_S,
     ),
 ]
+Priority = Annotated[
+    str,
+    checked_by_the_broker(
+        "`normal` (the default) or `high`: high messages are claimed before normal ones of the same device "
+        "queue, and of the same sender in a pool (senders still take turns).",
+        enum=["normal", "high"],
+    ),
+]
 SendSimSlot = Annotated[
     int,
     checked_by_the_broker(

@@ -21,6 +21,7 @@ from api.inputs import (
     PageLimit,
     PathId,
     PhoneNumber,
+    Priority,
     QueryId,
     SendAt,
     SendSimSlot,
@@ -53,6 +54,7 @@ class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     send_at: SendAt | None = None
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
+    priority: Priority | None = None
 
 
 class Queued(msgspec.Struct):
@@ -101,6 +103,7 @@ class MessageOut(msgspec.Struct):
     received_at: str | None = None  # inbound: when the phone got it (its clock)
     send_at: str | None = None  # when the sender scheduled it for
     sim_slot: int | None = None  # outbound: the SIM asked for; inbound: the SIM it came in on
+    priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
 
 
 class MessagePageOut(msgspec.Struct):
@@ -129,6 +132,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         iso_utc(record.received_at) if record.direction == "inbound" else None,
         iso_utc(record.send_at),
         record.sim_slot,
+        record.priority if record.direction == "outbound" else None,
     )
 
 
@@ -139,7 +143,9 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
         raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
-    return OutgoingMessage(data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot)
+    return OutgoingMessage(
+        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+    )
 
 
 async def send_one(

@@ -253,6 +253,7 @@ class Devices:
                     shard.pool_state,
                     shard.events,
                     shard.waiting,
+                    shard.pool_high,
                 ],
                 [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )

@@ -34,7 +34,10 @@ key                                 type         what
                                                  retention window if still at that version
 ``{S}:pool``                        zset         queued pool id -> virtual finish time
 ``{S}:pool:state``                  hash         ``v``, ``f:<account>``, ``n:<account>``: fairness
-``{S}:queue``                       zset (lex)   ``<device>:<id>``: device-targeted queued ids
+``{S}:pool:high``                   zset (lex)   ``<account>:<id>``: the pool's queued high-priority
+                                                 ids, every score 0 (see includes/pool.lua)
+``{S}:queue``                       zset (lex)   ``<device>:<id>``, ``<device>:!<id>`` for high
+                                                 priority: device-targeted queued ids
 ``{S}:leased``                      zset (lex)   ``<device>:<lease_until>:<id>``: claimed ids
 ``{S}:lease-checks``                zset         claimed id -> when the sweep looks next (ms)
 ``{S}:devices``                     set          device ids of the shard
@@ -174,6 +177,16 @@ def is_pool_shard(tag: str) -> bool:
     return tag.startswith("p:")
 
 
+def queue_member(device_id: str, message_id: str, priority: str) -> str:
+    """A message's member of its shard's device queue (as includes/leases.lua spells it)."""
+    return f"{device_id}:!{message_id}" if priority == "high" else f"{device_id}:{message_id}"
+
+
+def pool_high_member(account_id: str, message_id: str) -> str:
+    """A high-priority message's member of its pool's high set (includes/pool.lua)."""
+    return f"{account_id}:{message_id}"
+
+
 class ShardKeys:
     """The keys of one shard, built once and reused for every call into it."""
 
@@ -187,6 +200,7 @@ class ShardKeys:
         "leased",
         "messages",
         "pool",
+        "pool_high",
         "pool_recipients",
         "pool_recipients_age",
         "pool_state",
@@ -211,6 +225,7 @@ class ShardKeys:
         self.events = f"{p}:events"
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
+        self.pool_high = f"{p}:pool:high"
         self.pool_visitors = f"{p}:pool-visitors"
         self.waiting = f"{p}:waiting"
         self.scheduled = f"{p}:scheduled"

@@ -45,6 +45,7 @@ RETRY_DELAY_MS = 30_000
 """How long a device message its phone put back after a retryable failure waits before
 that phone is handed it again (a pool message goes to any phone at once)."""
 MAX_SIM_SLOTS = 4
+PRIORITIES = ("normal", "high")
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
 an SMS from that number to that phone within it belongs to that account."""
@@ -103,7 +104,7 @@ class Messages:
                 to = normalize_phone_number(message.to)
                 body = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
                 route, device_id = self.route(account, message, index)
-                send_at, valid_ms, sim_slot = check_schedule(message, route, now)
+                send_at, valid_ms, sim_slot, priority = check_schedule(message, route, now)
             except errors.InvalidInput as exc:
                 problems.append(errors.Problem(index, exc.field, exc.detail, type(exc)))
                 continue
@@ -112,15 +113,19 @@ class Messages:
                 continue
             segments = count_segments(body).count
             recipients.append((index, to))
-            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot]
+            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot, priority]
             statuses.append("scheduled" if send_at > now else "queued")
             if send_at > now and (first_due == 0 or send_at < first_due):
                 first_due = send_at
-            # A schedule, an expiry or a SIM is part of the request an Idempotency-Key names
-            # (left out when absent: the fingerprints of plain sends stay as they were).
-            canonical.append(
-                (to, body, device_id, *((send_at, valid_ms, sim_slot) if send_at or valid_ms or sim_slot else ()))
-            )
+            # A schedule, an expiry, a SIM or a high priority is part of the request an
+            # Idempotency-Key names (left out when absent: the fingerprints of plain sends
+            # stay as they were).
+            extras: tuple[int | str, ...] = ()
+            if send_at or valid_ms or sim_slot:
+                extras = (send_at, valid_ms, sim_slot)
+            if priority != "normal":
+                extras = (send_at, valid_ms, sim_slot, priority)
+            canonical.append((to, body, device_id, *extras))
             if route == "device":
                 targeted.append((index, device_id))
         if problems:
@@ -170,6 +175,7 @@ class Messages:
                 shard.thread_newest(account.id),
                 shard.waiting,
                 shard.scheduled,
+                shard.pool_high,
             ],
             [
                 account.id,
@@ -244,6 +250,7 @@ class Messages:
                 shard.account(),
                 shard.waiting,
                 shard.device_presence(did),
+                shard.pool_high,
             ],
             [
                 did,
@@ -313,6 +320,7 @@ class Messages:
                     shard.pool_visitors,
                     shard.events,
                     shard.waiting,
+                    shard.pool_high,
                 ],
                 [
                     did,
@@ -398,6 +406,7 @@ class Messages:
                     shard.pool_state,
                     shard.scheduled,
                     shard.waiting,
+                    shard.pool_high,
                 ],
                 [
                     device.device_id,
@@ -459,6 +468,7 @@ class Messages:
                     shard.pool_state,
                     shard.events,
                     shard.scheduled,
+                    shard.pool_high,
                 ],
                 [account.id, message_id, self.ctx.now()],
             )
@@ -470,9 +480,9 @@ class Messages:
         return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 
 
-def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int]:
+def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int, str]:
     """A message's send_at (ms; 0: now), how long it stays valid once due (ms; 0: the
-    message TTL) and its SIM slot (0: the phone's choice), checked."""
+    message TTL), its SIM slot (0: the phone's choice) and priority, checked."""
     send_at = 0
     if message.send_at is not None:
         moment = parse_iso_ms(message.send_at) if isinstance(message.send_at, str) else message.send_at
@@ -494,7 +504,10 @@ def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int,
         if route != "device":
             raise errors.InvalidInput("sim_slot picks a SIM of one phone: send it with device_id", field="sim_slot")
         sim_slot = message.sim_slot
-    return send_at, valid_ms, sim_slot
+    priority = "normal" if message.priority is None else message.priority
+    if priority not in PRIORITIES:
+        raise errors.InvalidInput('priority must be "normal" or "high"', field="priority")
+    return send_at, valid_ms, sim_slot, priority
 
 
 def claimed_message(m: Sequence[Any]) -> ClaimedMessage:

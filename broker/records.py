@@ -87,6 +87,7 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
     send_at: str | int | None = None  # scheduled for then (ISO-8601, or ms); None or past: now
     valid_for: int | None = None  # seconds: expires this long after it is due, unless a phone took it
     sim_slot: int | None = None  # the SIM to send from (1-4), for a device-targeted message
+    priority: str | None = None  # "normal" (None: the same) or "high": claimed first in its queue
 
 
 class Segments(msgspec.Struct, frozen=True):
@@ -163,6 +164,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     received_at: int = 0
     sim_slot: int | None = None  # inbound: the SIM it came in on; outbound: the SIM asked for
     send_at: int | None = None  # when the sender scheduled it for (ms)
+    priority: Literal["normal", "high"] = "normal"  # the stored JSON has it only when high
 
 
 class Event(msgspec.Struct, frozen=True):

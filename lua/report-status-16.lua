@@ -27,6 +27,7 @@
     KEYS[13] pool state hash                {S}:pool:state
     KEYS[14] scheduled sorted set           {S}:scheduled
     KEYS[15] waiting set                    {S}:waiting
+    KEYS[16] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  device id
     ARGV[2]  message id
@@ -128,7 +129,7 @@ if retryable and msg.status == "claimed" and msg.leases < tonumber(ARGV[9]) and 
   local retryAt = 0
   local wakes = {}
   if msg.route == "pool" then
-    poolReturn(bulk, KEYS[12], KEYS[13], msg.account, msg.id)
+    poolReturn(bulk, {key = KEYS[12], state = KEYS[13], high = KEYS[16]}, msg)
     change(batch, eventsKey, msg, "queued", "", now, err)
     wakePool(wakes, KEYS[15], now, 1)
   else

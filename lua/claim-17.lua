@@ -25,6 +25,7 @@
     KEYS[14] shard owner's account hash     {S}:account (absent for a platform pool)
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] presence key                   {S}:device:<device>:presence
+    KEYS[17] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -145,7 +146,7 @@ if #c.claimed < limit then
     "LIMIT", 0, limit - #c.claimed)
   local ids = {}
   for i = 1, #queued do
-    ids[i] = string.sub(queued[i], #device + 2)
+    ids[i] = queuedId(queued[i], device)
   end
   local found = loadMessages(c.messagesKey, ids)
   for i = 1, #queued do
@@ -166,7 +167,7 @@ end
 -- 3. The pool, fair across senders, only for a device that is online.
 local online = isOnline(lastSeenKey, device, now, presenceTtl)
 if poolHere and not budgetFull and online then
-  claimFromPool(c, poolKey, poolStateKey)
+  claimFromPool(c, {key = poolKey, state = poolStateKey, high = KEYS[17]})
 end
 
 bulkRun(c.bulk)

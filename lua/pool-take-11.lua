@@ -18,6 +18,7 @@
     KEYS[8]  pool visitors sorted set       {S}:pool-visitors
     KEYS[9]  events stream                  {S}:events
     KEYS[10] waiting set                    {S}:waiting
+    KEYS[11] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -64,7 +65,7 @@ rcall("ZREMRANGEBYSCORE", visitorsKey, "-inf", now - presenceTtl)
 redeliver(c)
 local budgetFull = false
 if ARGV[7] == "1" then
-  budgetFull = claimFromPool(c, KEYS[6], KEYS[7])
+  budgetFull = claimFromPool(c, {key = KEYS[6], state = KEYS[7], high = KEYS[11]})
 end
 
 bulkRun(c.bulk)
