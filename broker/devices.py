@@ -4,12 +4,23 @@ device's name and send budget, and removal."""
 
 from __future__ import annotations
 
+import msgspec
+
 from broker import errors, ids, keys
 from broker.context import Context
 from broker.credential_cache import CredentialCache
 from broker.keys import ShardKeys
 from broker.pool_shards import PoolShards
-from broker.records import STATUSES, Account, DeviceInfo, DeviceRef, PairingCode, RegisteredDevice, SweepReport
+from broker.records import (
+    STATUSES,
+    Account,
+    DeviceInfo,
+    DeviceRef,
+    PairingCode,
+    RegisteredDevice,
+    SendWindow,
+    SweepReport,
+)
 from broker.redis_client import fields, text
 from broker.validation import check_name, check_whole_number, normalize_phone_number
 
@@ -187,6 +198,9 @@ class Devices:
                     segments_per_day=int(f["per_day"]),
                     created_ms=int(f["created"]),
                     counts=dict(zip(STATUSES, counts, strict=True)),
+                    send_window=msgspec.json.decode(f["send_window"], type=SendWindow)
+                    if f.get("send_window")
+                    else None,
                 )
             )
         return found

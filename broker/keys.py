@@ -45,7 +45,8 @@ key                                 type         what
                                                  per_minute, per_day, day, day_used, window_used,
                                                  battery, android_version, app_version,
                                                  last_seen, created, pool_turn (a pool
-                                                 phone's claims of a split pool)
+                                                 phone's claims of a split pool), send_window
+                                                 and send_open (broker/send_windows.py)
 ``{S}:device:<device>:window``      zset         ``<now>:<last id>:<segments>`` -> claim time: one charging
                                                  entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL

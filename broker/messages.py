@@ -30,6 +30,7 @@ from broker.records import (
 )
 from broker.redis_client import text
 from broker.segments import count_segments
+from broker.send_windows import REFRESH_BELOW_MS, SendWindows
 from broker.validation import (
     MAX_ERROR_CHARS,
     MAX_MESSAGE_CHARS,
@@ -52,11 +53,19 @@ an SMS from that number to that phone within it belongs to that account."""
 
 
 class Messages:
-    def __init__(self, ctx: Context, limits: AccountLimits, log: MessageLog, pool_shards: PoolShards) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        limits: AccountLimits,
+        log: MessageLog,
+        pool_shards: PoolShards,
+        send_windows: SendWindows,
+    ) -> None:
         self.ctx = ctx
         self.limits = limits
         self.log = log
         self.pool_shards = pool_shards
+        self.send_windows = send_windows
 
     def route(self, account: Account, message: OutgoingMessage, index: int) -> tuple[str, str]:
         """(route, device id) for one message, by the account's routing rules."""
@@ -199,7 +208,7 @@ class Messages:
         return EnqueueResult([text(x) for x in reply[3:]], kind == "duplicate", shard.tag, rate, statuses)
 
     async def claim(self, device: DeviceRef, limit: int | None = None) -> list[ClaimedMessage]:
-        """Atomically claim up to ``limit`` messages for one device (see claim-14.lua)."""
+        """Atomically claim up to ``limit`` messages for one device (see claim-17.lua)."""
         return (await self.claim_tasks(device, limit)).messages
 
     async def claim_tasks(
@@ -265,13 +274,19 @@ class Messages:
                 int(refuse),
                 int(charge_empty and not sharded),
                 wait,
+                REFRESH_BELOW_MS,
             ],
         )
         head = [int(x) for x in reply[0]]
         messages = [claimed_message(m) for m in reply[1:]]
-        remaining, burst, reset = head[:3]
+        remaining, burst, reset, window_ends_soon = head[:4]
+        if window_ends_soon:
+            await self.send_windows.refresh(device)
         if sharded:
-            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), head[3:], wait)
+            budget = head[4:]
+            if not budget[4] and wait != "-":
+                wait = "0"  # outside its send window: not a phone to wake
+            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), budget, wait)
             if charge_empty and not messages:
                 # Only now is it known that the claim handed nothing: charge the poll
                 # limiter (a pool phone's, so the account overrides do not apply).
@@ -373,7 +388,7 @@ class Messages:
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
-        ``queued``, while it has attempts left (see report-status-15.lua); with sent or
+        ``queued``, while it has attempts left (see report-status-16.lua); with sent or
         delivered it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")

@@ -200,6 +200,14 @@ class CreatedApiKey(msgspec.Struct, frozen=True):
     api_key: str  # shown this once; stored only as SHA-256
 
 
+class SendWindow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a device may be handed new messages (broker/send_windows.py)."""
+
+    start: str  # "HH:MM", local time
+    end: str  # "HH:MM"; before start: the window runs over midnight
+    timezone: str  # IANA name, e.g. "Europe/Berlin"
+
+
 class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     device_id: str
     device_name: str
@@ -213,6 +221,7 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     segments_per_day: int
     created_ms: int
     counts: dict[str, int]
+    send_window: SendWindow | None = None
 
 
 class MessagePage(msgspec.Struct, frozen=True):

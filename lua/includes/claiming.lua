@@ -23,6 +23,24 @@ local function newClaim(device, now, limit, leaseMs, maxLeases, keys)
   }
 end
 
+-- The device's send window (broker/send_windows.py): whether `now` is inside one of the
+-- UTC intervals of `spec` ("<start>-<end>,..."; none: no window, always open), and
+-- whether the intervals end within `refreshMs` (the caller writes the next ones).
+local function sendWindow(spec, now, refreshMs)
+  if not spec or spec == "" then
+    return true, false
+  end
+  local open, last = false, 0
+  for s, e in string.gmatch(spec, "(%d+)-(%d+)") do
+    s, e = tonumber(s), tonumber(e)
+    if s <= now and now < e then
+      open = true
+    end
+    last = e
+  end
+  return open, last - now < refreshMs
+end
+
 -- Whether a message of `segments` fits the budget. A message longer than a whole
 -- budget may go out when that budget is wholly unused.
 local function fits(c, segments)

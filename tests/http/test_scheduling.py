@@ -128,3 +128,74 @@ def test_a_batch_with_one_bad_item_queues_nothing_and_names_it(world: World) -> 
     assert expect(owner.get("/api/sms/"), 200)["items"] == []
     reply = expect(world.batch(key, messages[:1]), 202)
     assert [m["status"] for m in reply["messages"]] == ["scheduled"]
+
+
+def test_high_priority_is_claimed_first_and_shown(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    normal = expect(world.external({"api_key": key, "to": TO, "message": "news", "device_id": phone.device_id}), 202)
+    urgent = expect(
+        world.external(
+            {"api_key": key, "to": TO, "message": "code 1234", "device_id": phone.device_id, "priority": "high"}
+        ),
+        202,
+    )
+    assert [t["id"] for t in expect(phone.tasks(limit=2), 200)] == [urgent["id"], normal["id"]]
+    assert expect(owner.get(f"/api/sms/{urgent['id']}/"), 200)["priority"] == "high"
+    assert expect(owner.get(f"/api/sms/{normal['id']}/"), 200)["priority"] == "normal"
+
+
+@pytest.mark.parametrize("priority", ["urgent", "HIGH", 2, None])
+def test_an_unknown_priority_is_a_400_naming_it_and_a_batch_item_too(world: World, priority: Any) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    body = {"to": TO, "message": "x", "device_id": phone.device_id, "priority": priority}
+    if priority is None:
+        body["priority"] = "low"
+    error = expect_error(owner.post("/api/sms/send/", json=body), 400)
+    assert error.get("field") == "priority" or "priority" in error.get("detail", ""), error
+    response = world.batch(key, [{"to": TO, "message": "fine", "device_id": phone.device_id}, body])
+    assert response.status_code == 400, describe(response)
+    assert expect(owner.get("/api/sms/"), 200)["items"] == []
+
+
+def test_a_send_window_holds_new_messages_back_and_null_lifts_it(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    now = datetime.now(UTC)
+    # A one-minute window that opened two hours ago (UTC): closed now, whatever the time.
+    start = (now - timedelta(hours=2)).strftime("%H:%M")
+    end = (now - timedelta(hours=2) + timedelta(minutes=1)).strftime("%H:%M")
+    window = {"start": start, "end": end, "timezone": "UTC"}
+    shown = expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"send_window": window}), 200)
+    assert shown["send_window"] == window
+    sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "held", "device_id": phone.device_id}), 202)
+    assert expect(phone.tasks(), 200) == []
+    # Another change leaves the window as it is.
+    expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"device_name": "Night phone"}), 200)
+    assert expect(phone.tasks(), 200) == []
+    shown = expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"send_window": None}), 200)
+    assert shown["send_window"] is None
+    assert [t["id"] for t in expect(phone.tasks(), 200)] == [sent["id"]]
+
+
+@pytest.mark.parametrize(
+    ("window", "field"),
+    [
+        ({"start": "08:00", "end": "21:00", "timezone": "Mars/Olympus"}, "send_window.timezone"),
+        ({"start": "25:00", "end": "21:00", "timezone": "UTC"}, "send_window.start"),
+        ({"start": "08:00", "end": "08:00", "timezone": "UTC"}, "send_window.end"),
+    ],
+)
+def test_a_bad_send_window_is_a_400_naming_the_field_and_changes_nothing(
+    world: World, window: dict[str, str], field: str
+) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    body = {"device_name": "renamed", "send_window": window}
+    error = expect_error(owner.patch(f"/api/devices/{phone.device_id}/", json=body), 400)
+    assert error.get("field") == field, error
+    [device] = [d for d in expect(owner.get("/api/devices/"), 200) if d["device_id"] == phone.device_id]
+    assert device["device_name"] != "renamed" and device["send_window"] is None
