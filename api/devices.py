@@ -158,6 +158,9 @@ class DeviceOut(msgspec.Struct):
     created_at: str
     counts: dict[str, int]
     send_window: SendWindow | None  # when it may be handed new messages; None: any time
+    # Pool claims skip the phone until then after a run of failed reports, and why; None: not skipped.
+    pool_paused_until: str | None
+    pool_pause_reason: str | None
 
 
 class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -206,6 +209,8 @@ def device_out(info: DeviceInfo) -> DeviceOut:
         iso_utc(info.created_ms) or "",
         info.counts,
         info.send_window,
+        iso_utc(info.pool_paused_until_ms),
+        info.pool_pause_reason,
     )
 
 

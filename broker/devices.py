@@ -159,8 +159,9 @@ class Devices:
         return found[0]
 
     async def _infos(self, shard: ShardKeys, device_ids: list[str]) -> list[DeviceInfo]:
-        """Device hashes and their counters, in one round trip; removed devices are left
-        out. A pool phone's counts are added up over every pool shard it claimed from."""
+        """Device hashes, their counters and pool pauses, in one round trip; removed
+        devices are left out. A pool phone's counts are added up over every pool shard it
+        claimed from, and it shows the pause that ends last."""
         if not device_ids:
             return []
         counted = await self.pool_shards.in_use() if keys.is_pool_shard(shard.tag) else (shard.tag,)
@@ -169,8 +170,10 @@ class Devices:
                 pipe.hgetall(shard.device(device_id))
                 for tag in counted:
                     pipe.hmget(self.ctx.shard(tag).counters, [f"d:{device_id}:{st}" for st in STATUSES])
+                for tag in counted:
+                    pipe.hget(self.ctx.shard(tag).pool_failures, device_id)
             replies = await pipe.execute()
-        per_device = 1 + len(counted)
+        per_device = 1 + 2 * len(counted)
         now = self.ctx.now()
         ttl_ms = self.ctx.settings.presence_ttl_seconds * 1000
         found = []
@@ -178,10 +181,9 @@ class Devices:
             raw = replies[per_device * index]
             if not raw:
                 continue
-            counts = [
-                sum(int(c[i] or 0) for c in replies[per_device * index + 1 : per_device * (index + 1)])
-                for i in range(len(STATUSES))
-            ]
+            first = per_device * index + 1
+            counts = [sum(int(c[i] or 0) for c in replies[first : first + len(counted)]) for i in range(len(STATUSES))]
+            pause = pool_pause(replies[first + len(counted) : per_device * (index + 1)], now)
             f = fields(raw)
             last_seen = int(f["last_seen"]) if "last_seen" in f else None
             found.append(
@@ -201,6 +203,8 @@ class Devices:
                     send_window=msgspec.json.decode(f["send_window"], type=SendWindow)
                     if f.get("send_window")
                     else None,
+                    pool_paused_until_ms=pause[0] if pause else None,
+                    pool_pause_reason=pause[1] if pause else None,
                 )
             )
         return found
@@ -268,9 +272,22 @@ class Devices:
                     shard.events,
                     shard.waiting,
                     shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )
             failed, returned = failed + int(reply[0]), returned + int(reply[1])
             if not int(reply[2]):
                 return SweepReport(lost=failed, returned=returned)
+
+
+def pool_pause(entries: list[bytes | str | None], now: int) -> tuple[int, str] | None:
+    """The pause that ends last among a device's ``pool-failures`` entries (one per shard,
+    ``<streak>|<until ms>|<why>``, includes/failures.lua), if one is still running."""
+    running = []
+    for raw in entries:
+        if raw:
+            _, until, why = text(raw).split("|", 2)
+            if int(until) > now:
+                running.append((int(until), why))
+    return max(running, default=None)

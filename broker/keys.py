@@ -58,6 +58,8 @@ key                                 type         what
 ``{S}:inbound-ref:<device>:<h>``    string       a received SMS's ``ref`` (h = its SHA-256) ->
                                                  ``<shard>|<id>|<account>``, 30 days: in the
                                                  phone's own shard, so a retry finds its id
+``{S}:pool-failures``               hash         device -> ``<failed reports in a row>|<pool claims
+                                                 skip it until (ms)>|<why>`` (includes/failures.lua)
 ``{S}:pool-visitors``               zset         pool phone of another home shard -> its
                                                  last claim here (ms): online for the sweep
 ``{S}:scheduled``                   zset         scheduled message id -> its send_at (ms)
@@ -201,6 +203,7 @@ class ShardKeys:
         "leased",
         "messages",
         "pool",
+        "pool_failures",
         "pool_high",
         "pool_recipients",
         "pool_recipients_age",
@@ -227,6 +230,7 @@ class ShardKeys:
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
         self.pool_high = f"{p}:pool:high"
+        self.pool_failures = f"{p}:pool-failures"
         self.pool_visitors = f"{p}:pool-visitors"
         self.waiting = f"{p}:waiting"
         self.scheduled = f"{p}:scheduled"

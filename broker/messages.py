@@ -260,6 +260,7 @@ class Messages:
                 shard.waiting,
                 shard.device_presence(did),
                 shard.pool_high,
+                shard.pool_failures,
             ],
             [
                 did,
@@ -336,6 +337,7 @@ class Messages:
                     shard.events,
                     shard.waiting,
                     shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [
                     did,
@@ -422,6 +424,7 @@ class Messages:
                     shard.scheduled,
                     shard.waiting,
                     shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [
                     device.device_id,
@@ -436,6 +439,8 @@ class Messages:
                     RETRY_DELAY_MS,
                     self.ctx.wake_command,
                     shard.wake_channel,
+                    self.ctx.settings.pool_skip_after_failures,
+                    self.ctx.settings.pool_skip_seconds * 1000,
                 ],
             )
             retry_at = int(reply[3])

@@ -222,6 +222,9 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_ms: int
     counts: dict[str, int]
     send_window: SendWindow | None = None
+    # Pool claims skip the phone until then (ms) after a run of failed reports, and why.
+    pool_paused_until_ms: int | None = None
+    pool_pause_reason: str | None = None
 
 
 class MessagePage(msgspec.Struct, frozen=True):

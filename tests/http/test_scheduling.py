@@ -17,7 +17,12 @@ import pytest
 from tests.support.e2e_server import ServerProcess, describe, expect, expect_error
 from tests.support.http_world import TO, World
 
-SETTINGS = {"CONNECFY_AUTH_BURST": "1000", "CONNECFY_SENDS_BURST": "10000", "CONNECFY_TASKS_BURST": "10000"}
+SETTINGS = {
+    "CONNECFY_AUTH_BURST": "1000",
+    "CONNECFY_SENDS_BURST": "10000",
+    "CONNECFY_TASKS_BURST": "10000",
+    "CONNECFY_POOL_SKIP_SECONDS": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +204,27 @@ def test_a_bad_send_window_is_a_400_naming_the_field_and_changes_nothing(
     assert error.get("field") == field, error
     [device] = [d for d in expect(owner.get("/api/devices/"), 200) if d["device_id"] == phone.device_id]
     assert device["device_name"] != "renamed" and device["send_window"] is None
+
+
+def test_a_failing_phone_is_skipped_by_the_pool_shown_why_and_back_after_the_pause(world: World) -> None:
+    owner = world.signup()
+    broken, working = world.pair(owner), world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    for i in range(5):  # the account's own pool: no device_id
+        sent = expect(world.external({"api_key": key, "to": TO, "message": f"fails {i}"}), 202)
+        assert [t["id"] for t in expect(broken.tasks(limit=1), 200)] == [sent["id"]]
+        expect(broken.report(sent["id"], "failed", error="RESULT_ERROR_GENERIC_FAILURE"), 200)
+    shown = {d["device_id"]: d for d in expect(owner.get("/api/devices/"), 200)}
+    assert shown[broken.device_id]["pool_pause_reason"] == (
+        "5 failed reports in a row, the last: RESULT_ERROR_GENERIC_FAILURE"
+    )
+    assert parse(shown[broken.device_id]["pool_paused_until"]) > datetime.now(UTC)
+    assert shown[working.device_id]["pool_paused_until"] is None
+    sent = expect(world.external({"api_key": key, "to": TO, "message": "to a working phone"}), 202)
+    assert expect(broken.tasks(), 200) == []
+    assert [t["id"] for t in expect(working.tasks(), 200)] == [sent["id"]]
+    later = expect(world.external({"api_key": key, "to": TO, "message": "after the pause"}), 202)
+    deadline = time.monotonic() + 10
+    while not (got := expect(broken.tasks(), 200)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert [t["id"] for t in got] == [later["id"]]

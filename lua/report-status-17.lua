@@ -10,6 +10,8 @@
   message waits in the scheduled set and is queued for its phone again after the retry
   delay (release-due). The same report again is a repeat. A report
   accepted in the device's home shard refreshes its presence, as a heartbeat does.
+  Each accepted report that is not retryable counts toward the phone's run of failures
+  in this shard (includes/failures).
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -28,6 +30,7 @@
     KEYS[14] scheduled sorted set           {S}:scheduled
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] pool's high-priority set       {S}:pool:high
+    KEYS[17] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  message id
@@ -44,6 +47,8 @@
     ARGV[10] retry delay of a device message (ms)
     ARGV[11] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[12] the shard's wake channel       {S}:wake
+    ARGV[13] failed reports in a row after which pool claims skip the phone
+    ARGV[14] for how long (ms)
 
   Output:
     {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
@@ -63,6 +68,7 @@ local rcall = redis.call
 --- @include "includes/leases"
 --- @include "includes/pool"
 --- @include "includes/wakeups"
+--- @include "includes/failures"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -157,5 +163,8 @@ end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
+if not retryable then
+  noteReport(KEYS[17], device, status, err, now, tonumber(ARGV[13]), tonumber(ARGV[14]))
+end
 seen()
 return {id, status, "1", 0}

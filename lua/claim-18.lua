@@ -26,6 +26,7 @@
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] presence key                   {S}:device:<device>:presence
     KEYS[17] pool's high-priority set       {S}:pool:high
+    KEYS[18] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -60,6 +61,9 @@
   expired leases are still redelivered. A long poll outside it is not listed as
   waiting (a wake-up would be wasted on it).
 
+  A phone whose recent reports here all failed is skipped by the pool for a while
+  (includes/failures); its own queue is not.
+
   Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
   wholly unused. Redelivery does not charge the budget again. The window holds one
@@ -82,6 +86,7 @@ local rcall = redis.call
 --- @include "includes/gcra"
 --- @include "includes/claiming"
 --- @include "includes/wakeups"
+--- @include "includes/failures"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
@@ -180,7 +185,7 @@ end
 
 -- 3. The pool, fair across senders, only for a device that is online.
 local online = isOnline(lastSeenKey, device, now, presenceTtl)
-if poolHere and not budgetFull and online and windowOpen then
+if poolHere and not budgetFull and online and windowOpen and not poolSkips(KEYS[18], device, now) then
   claimFromPool(c, {key = poolKey, state = poolStateKey, high = KEYS[17]})
 end
 
