@@ -10,6 +10,7 @@
   message waits in the scheduled set and is queued for its phone again after the retry
   delay (release-due). The same report again is a repeat. A report
   accepted in the device's home shard refreshes its presence, as a heartbeat does.
+  A move to sent may name the SIM slot that sent the message.
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -44,6 +45,8 @@
     ARGV[10] retry delay of a device message (ms)
     ARGV[11] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[12] the shard's wake channel       {S}:wake
+    ARGV[13] with "sent": the SIM slot (1-4) that sent it, kept as the message's
+             sim_slot; 0: the phone did not say (the slot asked for, if any, stays)
 
   Output:
     {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
@@ -76,6 +79,7 @@ local status = ARGV[3]
 local err = ARGV[4]
 local now = tonumber(ARGV[5])
 local rememberMs = tonumber(ARGV[6])
+local sentFromSlot = tonumber(ARGV[13])
 
 local allowed = {
   claimed = {sent = true, delivered = true, failed = true},
@@ -153,6 +157,9 @@ if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status
     rcall("HDEL", KEYS[6], unpack(old))
     rcall("ZREM", KEYS[7], unpack(old))
   end
+end
+if status == "sent" and sentFromSlot > 0 then
+  msg.sim_slot = sentFromSlot
 end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
