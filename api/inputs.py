@@ -151,6 +151,15 @@ SendSimSlot = Annotated[
         maximum=MAX_SIM_SLOTS,
     ),
 ]
+SentSimSlot = Annotated[
+    int,
+    checked_by_the_broker(
+        "With sent: the SIM slot (1 to 4) that sent it, shown as the message's sim_slot from then on. "
+        "Nothing with delivered or failed.",
+        minimum=1,
+        maximum=MAX_SIM_SLOTS,
+    ),
+]
 Name = Annotated[
     str,
     msgspec.Meta(

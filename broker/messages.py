@@ -386,17 +386,28 @@ class Messages:
         return taken
 
     async def report_status(
-        self, device: DeviceRef, message_id: str, status: str, error: str = "", *, retryable: bool = False
+        self,
+        device: DeviceRef,
+        message_id: str,
+        status: str,
+        error: str = "",
+        *,
+        retryable: bool = False,
+        sim_slot: int | None = None,
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
-        ``queued``, while it has attempts left (see report-status-16.lua); with sent or
-        delivered it means nothing."""
+        ``queued``, while it has attempts left (see report-status-17.lua); with sent or
+        delivered it means nothing. ``sim_slot`` with sent is the SIM (1-4) that sent it,
+        kept as the message's ``sim_slot``; with delivered or failed it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
         if retryable is not False and retryable is not True:
             raise errors.InvalidInput("retryable must be true or false", field="retryable")
         retryable = retryable and status == "failed"  # a sent or delivered report has nothing to retry
+        if sim_slot is not None:
+            check_whole_number(sim_slot, "sim_slot", low=1, high=MAX_SIM_SLOTS)
+        sent_from = sim_slot if sim_slot is not None and status == "sent" else 0
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
@@ -441,6 +452,7 @@ class Messages:
                     shard.wake_channel,
                     self.ctx.settings.pool_skip_after_failures,
                     self.ctx.settings.pool_skip_seconds * 1000,
+                    sent_from,
                 ],
             )
             retry_at = int(reply[3])

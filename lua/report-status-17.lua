@@ -12,6 +12,7 @@
   accepted in the device's home shard refreshes its presence, as a heartbeat does.
   Each accepted report that is not retryable counts toward the phone's run of failures
   in this shard (includes/failures).
+  A move to sent may name the SIM slot that sent the message.
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -49,6 +50,8 @@
     ARGV[12] the shard's wake channel       {S}:wake
     ARGV[13] failed reports in a row after which pool claims skip the phone
     ARGV[14] for how long (ms)
+    ARGV[15] with "sent": the SIM slot (1-4) that sent it, kept as the message's
+             sim_slot; 0: the phone did not say (the slot asked for, if any, stays)
 
   Output:
     {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
@@ -82,6 +85,7 @@ local status = ARGV[3]
 local err = ARGV[4]
 local now = tonumber(ARGV[5])
 local rememberMs = tonumber(ARGV[6])
+local sentFromSlot = tonumber(ARGV[15])
 
 local allowed = {
   claimed = {sent = true, delivered = true, failed = true},
@@ -159,6 +163,9 @@ if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status
     rcall("HDEL", KEYS[6], unpack(old))
     rcall("ZREM", KEYS[7], unpack(old))
   end
+end
+if status == "sent" and sentFromSlot > 0 then
+  msg.sim_slot = sentFromSlot
 end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)

@@ -98,6 +98,19 @@ def test_valid_for_sets_expires_at_and_a_sim_slot_reaches_the_task(world: World)
     assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] == 2
 
 
+def test_a_sent_report_names_the_sim_that_sent_it_and_a_bad_slot_is_400(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    sent = expect(
+        owner.post("/api/sms/send/", json={"to": TO, "message": "any SIM", "device_id": phone.device_id}), 202
+    )
+    expect(phone.tasks(), 200)
+    assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] is None
+    assert expect_error(phone.report(sent["id"], "sent", sim_slot=5), 400).get("field") == "sim_slot"
+    assert expect(phone.report(sent["id"], "sent", sim_slot=2), 200)["status"] == "sent"
+    assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] == 2
+
+
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
