@@ -46,7 +46,8 @@ from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
 from broker.long_poll import Hangup
-from broker.records import Account, ClaimResult, DeviceInfo, DeviceRef
+from broker.records import Account, ClaimResult, DeviceInfo, DeviceRef, SendWindow
+from broker.send_windows import check_window
 from broker.validation import SENDER_NAME
 
 PairingCode = Annotated[
@@ -156,12 +157,19 @@ class DeviceOut(msgspec.Struct):
     segments_per_day: int
     created_at: str
     counts: dict[str, int]
+    send_window: SendWindow | None  # when it may be handed new messages; None: any time
+    # Pool claims skip the phone until then after a run of failed reports, and why; None: not skipped.
+    pool_paused_until: str | None
+    pool_pause_reason: str | None
 
 
 class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
     device_name: Name | None = None
     segments_per_minute: SegmentBudget | None = None
     segments_per_day: SegmentBudget | None = None
+    # A window of the day (HH:MM to HH:MM in an IANA time zone) outside which the phone is
+    # handed nothing new; null removes it; left out: unchanged.
+    send_window: SendWindow | msgspec.UnsetType | None = msgspec.UNSET
 
 
 async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int, wait: int) -> ClaimResult:
@@ -200,6 +208,9 @@ def device_out(info: DeviceInfo) -> DeviceOut:
         info.segments_per_day,
         iso_utc(info.created_ms) or "",
         info.counts,
+        info.send_window,
+        iso_utc(info.pool_paused_until_ms),
+        info.pool_pause_reason,
     )
 
 
@@ -347,15 +358,20 @@ class DashboardDevicesController(Controller):
         **documented(BODY, SESSION_CSRF, NOT_FOUND, security=SESSION_AND_CSRF),
     )
     async def update(self, request: Request[Any, Any, Any], device_id: PathId, data: DeviceUpdate) -> DeviceOut:
-        """Rename a device or change its send budget (segments per minute and per day)."""
+        """Rename a device, change its send budget (segments per minute and per day) or its
+        send window."""
         broker = broker_of(request)
         ref = await owned_device(broker, account_of(request), device_id)
+        if data.send_window:
+            check_window(data.send_window)  # before anything changes
         await broker.devices.update(
             ref,
             name=data.device_name,
             segments_per_minute=data.segments_per_minute,
             segments_per_day=data.segments_per_day,
         )
+        if data.send_window is not msgspec.UNSET:
+            await broker.send_windows.set(ref, data.send_window)
         return device_out(await broker.devices.info(ref))
 
     @delete(

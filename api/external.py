@@ -21,6 +21,7 @@ from api.inputs import (
     IdempotencyKey,
     MessageText,
     PhoneNumber,
+    Priority,
     SendAt,
     SendSimSlot,
     ValidFor,
@@ -44,6 +45,7 @@ class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
     send_at: SendAt | None = None
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
+    priority: Priority | None = None
 
 
 class ExternalQueued(msgspec.Struct):
@@ -58,6 +60,7 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
     send_at: SendAt | None = None
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
+    priority: Priority | None = None
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,7 +91,11 @@ class ExternalController(Controller):
         message goes to the account's own pool. API-only accounts use the platform pool."""
         result = await broker_of(request).messages.enqueue(
             account_of(request),
-            [OutgoingMessage(data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot)],
+            [
+                OutgoingMessage(
+                    data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+                )
+            ],
             idempotency_key=idempotency_key,
         )
         status = result.statuses[0] if result.statuses else "queued"
@@ -110,7 +117,8 @@ class ExternalController(Controller):
         do not exist), and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
         messages = [
-            OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot) for m in data.messages
+            OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot, m.priority)
+            for m in data.messages
         ]
         try:
             result = await broker_of(request).messages.enqueue(

@@ -135,10 +135,27 @@ ValidFor = Annotated[
         maximum=MAX_VALID_FOR_S,
     ),
 ]
+Priority = Annotated[
+    str,
+    checked_by_the_broker(
+        "`normal` (the default) or `high`: high messages are claimed before normal ones of the same device "
+        "queue, and of the same sender in a pool (senders still take turns).",
+        enum=["normal", "high"],
+    ),
+]
 SendSimSlot = Annotated[
     int,
     checked_by_the_broker(
         "The SIM to send it from (1 to 4), for a message to one device (with device_id).",
+        minimum=1,
+        maximum=MAX_SIM_SLOTS,
+    ),
+]
+SentSimSlot = Annotated[
+    int,
+    checked_by_the_broker(
+        "With sent: the SIM slot (1 to 4) that sent it, shown as the message's sim_slot from then on. "
+        "Nothing with delivered or failed.",
         minimum=1,
         maximum=MAX_SIM_SLOTS,
     ),

@@ -21,9 +21,11 @@ from api.inputs import (
     PageLimit,
     PathId,
     PhoneNumber,
+    Priority,
     QueryId,
     SendAt,
     SendSimSlot,
+    SentSimSlot,
     ValidFor,
 )
 from api.openapi import (
@@ -53,6 +55,7 @@ class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     send_at: SendAt | None = None
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
+    priority: Priority | None = None
 
 
 class Queued(msgspec.Struct):
@@ -70,6 +73,7 @@ class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["sent", "delivered", "failed"]
     error: ErrorText = ""
     retryable: bool = False  # with failed: no service, radio off; the message is put back
+    sim_slot: SentSimSlot | None = None  # with sent: the SIM that sent it
 
 
 class StatusOut(msgspec.Struct):
@@ -100,7 +104,9 @@ class MessageOut(msgspec.Struct):
     sender: str | None = msgspec.field(default=None, name="from")  # inbound: who sent it
     received_at: str | None = None  # inbound: when the phone got it (its clock)
     send_at: str | None = None  # when the sender scheduled it for
-    sim_slot: int | None = None  # outbound: the SIM asked for; inbound: the SIM it came in on
+    # outbound: the SIM asked for, then the one that sent it once its phone says; inbound: the SIM it came in on
+    sim_slot: int | None = None
+    priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
 
 
 class MessagePageOut(msgspec.Struct):
@@ -129,6 +135,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         iso_utc(record.received_at) if record.direction == "inbound" else None,
         iso_utc(record.send_at),
         record.sim_slot,
+        record.priority if record.direction == "outbound" else None,
     )
 
 
@@ -139,7 +146,9 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
         raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
-    return OutgoingMessage(data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot)
+    return OutgoingMessage(
+        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+    )
 
 
 async def send_one(
@@ -260,10 +269,16 @@ class SmsController(Controller):
         """The phone reports sent, delivered or failed for a message it holds. A failure
         with ``"retryable": true`` (no service, radio off) puts the message back: it reads
         ``queued`` at once, a pool message for any phone, a device message for this phone
-        again after 30 s, while it has attempts left (3, as leases); then it is final."""
+        again after 30 s, while it has attempts left (3, as leases); then it is final. A
+        sent report may name the SIM slot that sent it (``sim_slot``, 1-4)."""
         try:
             change = await broker_of(request).messages.report_status(
-                device_of(request), message_id, data.status, data.error, retryable=data.retryable
+                device_of(request),
+                message_id,
+                data.status,
+                data.error,
+                retryable=data.retryable,
+                sim_slot=data.sim_slot,
             )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

@@ -51,6 +51,7 @@ from broker.presence import Presence
 from broker.redis_client import RedisClient, check_writes
 from broker.schedule import Schedule
 from broker.scripts import ScriptRegistry
+from broker.send_windows import SendWindows
 from broker.sessions import Sessions
 from broker.settings import Settings
 from broker.suppressions import Suppressions
@@ -76,7 +77,8 @@ class Broker:
         self.presence = Presence(ctx)
         self.limits = AccountLimits(ctx, self.accounts)
         self.message_log = MessageLog(ctx, self.devices)
-        self.messages = Messages(ctx, self.limits, self.message_log, self.pool_shards)
+        self.send_windows = SendWindows(ctx)
+        self.messages = Messages(ctx, self.limits, self.message_log, self.pool_shards, self.send_windows)
         self.locks = Locks(ctx)
         self.sweeper = Sweeper(ctx, self.locks)
         self.webhooks = WebhookEndpoints(ctx)

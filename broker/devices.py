@@ -4,12 +4,23 @@ device's name and send budget, and removal."""
 
 from __future__ import annotations
 
+import msgspec
+
 from broker import errors, ids, keys
 from broker.context import Context
 from broker.credential_cache import CredentialCache
 from broker.keys import ShardKeys
 from broker.pool_shards import PoolShards
-from broker.records import STATUSES, Account, DeviceInfo, DeviceRef, PairingCode, RegisteredDevice, SweepReport
+from broker.records import (
+    STATUSES,
+    Account,
+    DeviceInfo,
+    DeviceRef,
+    PairingCode,
+    RegisteredDevice,
+    SendWindow,
+    SweepReport,
+)
 from broker.redis_client import fields, text
 from broker.validation import check_name, check_whole_number, normalize_phone_number
 
@@ -148,8 +159,9 @@ class Devices:
         return found[0]
 
     async def _infos(self, shard: ShardKeys, device_ids: list[str]) -> list[DeviceInfo]:
-        """Device hashes and their counters, in one round trip; removed devices are left
-        out. A pool phone's counts are added up over every pool shard it claimed from."""
+        """Device hashes, their counters and pool pauses, in one round trip; removed
+        devices are left out. A pool phone's counts are added up over every pool shard it
+        claimed from, and it shows the pause that ends last."""
         if not device_ids:
             return []
         counted = await self.pool_shards.in_use() if keys.is_pool_shard(shard.tag) else (shard.tag,)
@@ -158,8 +170,10 @@ class Devices:
                 pipe.hgetall(shard.device(device_id))
                 for tag in counted:
                     pipe.hmget(self.ctx.shard(tag).counters, [f"d:{device_id}:{st}" for st in STATUSES])
+                for tag in counted:
+                    pipe.hget(self.ctx.shard(tag).pool_failures, device_id)
             replies = await pipe.execute()
-        per_device = 1 + len(counted)
+        per_device = 1 + 2 * len(counted)
         now = self.ctx.now()
         ttl_ms = self.ctx.settings.presence_ttl_seconds * 1000
         found = []
@@ -167,10 +181,9 @@ class Devices:
             raw = replies[per_device * index]
             if not raw:
                 continue
-            counts = [
-                sum(int(c[i] or 0) for c in replies[per_device * index + 1 : per_device * (index + 1)])
-                for i in range(len(STATUSES))
-            ]
+            first = per_device * index + 1
+            counts = [sum(int(c[i] or 0) for c in replies[first : first + len(counted)]) for i in range(len(STATUSES))]
+            pause = pool_pause(replies[first + len(counted) : per_device * (index + 1)], now)
             f = fields(raw)
             last_seen = int(f["last_seen"]) if "last_seen" in f else None
             found.append(
@@ -187,6 +200,11 @@ class Devices:
                     segments_per_day=int(f["per_day"]),
                     created_ms=int(f["created"]),
                     counts=dict(zip(STATUSES, counts, strict=True)),
+                    send_window=msgspec.json.decode(f["send_window"], type=SendWindow)
+                    if f.get("send_window")
+                    else None,
+                    pool_paused_until_ms=pause[0] if pause else None,
+                    pool_pause_reason=pause[1] if pause else None,
                 )
             )
         return found
@@ -253,9 +271,23 @@ class Devices:
                     shard.pool_state,
                     shard.events,
                     shard.waiting,
+                    shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )
             failed, returned = failed + int(reply[0]), returned + int(reply[1])
             if not int(reply[2]):
                 return SweepReport(lost=failed, returned=returned)
+
+
+def pool_pause(entries: list[bytes | str | None], now: int) -> tuple[int, str] | None:
+    """The pause that ends last among a device's ``pool-failures`` entries (one per shard,
+    ``<streak>|<until ms>|<why>``, includes/failures.lua), if one is still running."""
+    running = []
+    for raw in entries:
+        if raw:
+            _, until, why = text(raw).split("|", 2)
+            if int(until) > now:
+                running.append((int(until), why))
+    return max(running, default=None)

@@ -34,7 +34,10 @@ key                                 type         what
                                                  retention window if still at that version
 ``{S}:pool``                        zset         queued pool id -> virtual finish time
 ``{S}:pool:state``                  hash         ``v``, ``f:<account>``, ``n:<account>``: fairness
-``{S}:queue``                       zset (lex)   ``<device>:<id>``: device-targeted queued ids
+``{S}:pool:high``                   zset (lex)   ``<account>:<id>``: the pool's queued high-priority
+                                                 ids, every score 0 (see includes/pool.lua)
+``{S}:queue``                       zset (lex)   ``<device>:<id>``, ``<device>:!<id>`` for high
+                                                 priority: device-targeted queued ids
 ``{S}:leased``                      zset (lex)   ``<device>:<lease_until>:<id>``: claimed ids
 ``{S}:lease-checks``                zset         claimed id -> when the sweep looks next (ms)
 ``{S}:devices``                     set          device ids of the shard
@@ -42,7 +45,8 @@ key                                 type         what
                                                  per_minute, per_day, day, day_used, window_used,
                                                  battery, android_version, app_version,
                                                  last_seen, created, pool_turn (a pool
-                                                 phone's claims of a split pool)
+                                                 phone's claims of a split pool), send_window
+                                                 and send_open (broker/send_windows.py)
 ``{S}:device:<device>:window``      zset         ``<now>:<last id>:<segments>`` -> claim time: one charging
                                                  entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
@@ -54,6 +58,8 @@ key                                 type         what
 ``{S}:inbound-ref:<device>:<h>``    string       a received SMS's ``ref`` (h = its SHA-256) ->
                                                  ``<shard>|<id>|<account>``, 30 days: in the
                                                  phone's own shard, so a retry finds its id
+``{S}:pool-failures``               hash         device -> ``<failed reports in a row>|<pool claims
+                                                 skip it until (ms)>|<why>`` (includes/failures.lua)
 ``{S}:pool-visitors``               zset         pool phone of another home shard -> its
                                                  last claim here (ms): online for the sweep
 ``{S}:scheduled``                   zset         scheduled message id -> its send_at (ms)
@@ -174,6 +180,16 @@ def is_pool_shard(tag: str) -> bool:
     return tag.startswith("p:")
 
 
+def queue_member(device_id: str, message_id: str, priority: str) -> str:
+    """A message's member of its shard's device queue (as includes/leases.lua spells it)."""
+    return f"{device_id}:!{message_id}" if priority == "high" else f"{device_id}:{message_id}"
+
+
+def pool_high_member(account_id: str, message_id: str) -> str:
+    """A high-priority message's member of its pool's high set (includes/pool.lua)."""
+    return f"{account_id}:{message_id}"
+
+
 class ShardKeys:
     """The keys of one shard, built once and reused for every call into it."""
 
@@ -187,6 +203,8 @@ class ShardKeys:
         "leased",
         "messages",
         "pool",
+        "pool_failures",
+        "pool_high",
         "pool_recipients",
         "pool_recipients_age",
         "pool_state",
@@ -211,6 +229,8 @@ class ShardKeys:
         self.events = f"{p}:events"
         self.pool = f"{p}:pool"
         self.pool_state = f"{p}:pool:state"
+        self.pool_high = f"{p}:pool:high"
+        self.pool_failures = f"{p}:pool-failures"
         self.pool_visitors = f"{p}:pool-visitors"
         self.waiting = f"{p}:waiting"
         self.scheduled = f"{p}:scheduled"

@@ -30,6 +30,7 @@ from broker.records import (
 )
 from broker.redis_client import text
 from broker.segments import count_segments
+from broker.send_windows import REFRESH_BELOW_MS, SendWindows
 from broker.validation import (
     MAX_ERROR_CHARS,
     MAX_MESSAGE_CHARS,
@@ -45,17 +46,26 @@ RETRY_DELAY_MS = 30_000
 """How long a device message its phone put back after a retryable failure waits before
 that phone is handed it again (a pool message goes to any phone at once)."""
 MAX_SIM_SLOTS = 4
+PRIORITIES = ("normal", "high")
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
 an SMS from that number to that phone within it belongs to that account."""
 
 
 class Messages:
-    def __init__(self, ctx: Context, limits: AccountLimits, log: MessageLog, pool_shards: PoolShards) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        limits: AccountLimits,
+        log: MessageLog,
+        pool_shards: PoolShards,
+        send_windows: SendWindows,
+    ) -> None:
         self.ctx = ctx
         self.limits = limits
         self.log = log
         self.pool_shards = pool_shards
+        self.send_windows = send_windows
 
     def route(self, account: Account, message: OutgoingMessage, index: int) -> tuple[str, str]:
         """(route, device id) for one message, by the account's routing rules."""
@@ -103,7 +113,7 @@ class Messages:
                 to = normalize_phone_number(message.to)
                 body = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
                 route, device_id = self.route(account, message, index)
-                send_at, valid_ms, sim_slot = check_schedule(message, route, now)
+                send_at, valid_ms, sim_slot, priority = check_schedule(message, route, now)
             except errors.InvalidInput as exc:
                 problems.append(errors.Problem(index, exc.field, exc.detail, type(exc)))
                 continue
@@ -112,15 +122,19 @@ class Messages:
                 continue
             segments = count_segments(body).count
             recipients.append((index, to))
-            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot]
+            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot, priority]
             statuses.append("scheduled" if send_at > now else "queued")
             if send_at > now and (first_due == 0 or send_at < first_due):
                 first_due = send_at
-            # A schedule, an expiry or a SIM is part of the request an Idempotency-Key names
-            # (left out when absent: the fingerprints of plain sends stay as they were).
-            canonical.append(
-                (to, body, device_id, *((send_at, valid_ms, sim_slot) if send_at or valid_ms or sim_slot else ()))
-            )
+            # A schedule, an expiry, a SIM or a high priority is part of the request an
+            # Idempotency-Key names (left out when absent: the fingerprints of plain sends
+            # stay as they were).
+            extras: tuple[int | str, ...] = ()
+            if send_at or valid_ms or sim_slot:
+                extras = (send_at, valid_ms, sim_slot)
+            if priority != "normal":
+                extras = (send_at, valid_ms, sim_slot, priority)
+            canonical.append((to, body, device_id, *extras))
             if route == "device":
                 targeted.append((index, device_id))
         if problems:
@@ -170,6 +184,7 @@ class Messages:
                 shard.thread_newest(account.id),
                 shard.waiting,
                 shard.scheduled,
+                shard.pool_high,
             ],
             [
                 account.id,
@@ -193,7 +208,7 @@ class Messages:
         return EnqueueResult([text(x) for x in reply[3:]], kind == "duplicate", shard.tag, rate, statuses)
 
     async def claim(self, device: DeviceRef, limit: int | None = None) -> list[ClaimedMessage]:
-        """Atomically claim up to ``limit`` messages for one device (see claim-14.lua)."""
+        """Atomically claim up to ``limit`` messages for one device (see claim-17.lua)."""
         return (await self.claim_tasks(device, limit)).messages
 
     async def claim_tasks(
@@ -244,6 +259,8 @@ class Messages:
                 shard.account(),
                 shard.waiting,
                 shard.device_presence(did),
+                shard.pool_high,
+                shard.pool_failures,
             ],
             [
                 did,
@@ -258,13 +275,19 @@ class Messages:
                 int(refuse),
                 int(charge_empty and not sharded),
                 wait,
+                REFRESH_BELOW_MS,
             ],
         )
         head = [int(x) for x in reply[0]]
         messages = [claimed_message(m) for m in reply[1:]]
-        remaining, burst, reset = head[:3]
+        remaining, burst, reset, window_ends_soon = head[:4]
+        if window_ends_soon:
+            await self.send_windows.refresh(device)
         if sharded:
-            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), head[3:], wait)
+            budget = head[4:]
+            if not budget[4] and wait != "-":
+                wait = "0"  # outside its send window: not a phone to wake
+            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), budget, wait)
             if charge_empty and not messages:
                 # Only now is it known that the claim handed nothing: charge the poll
                 # limiter (a pool phone's, so the account overrides do not apply).
@@ -313,6 +336,8 @@ class Messages:
                     shard.pool_visitors,
                     shard.events,
                     shard.waiting,
+                    shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [
                     did,
@@ -361,17 +386,28 @@ class Messages:
         return taken
 
     async def report_status(
-        self, device: DeviceRef, message_id: str, status: str, error: str = "", *, retryable: bool = False
+        self,
+        device: DeviceRef,
+        message_id: str,
+        status: str,
+        error: str = "",
+        *,
+        retryable: bool = False,
+        sim_slot: int | None = None,
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
-        ``queued``, while it has attempts left (see report-status-15.lua); with sent or
-        delivered it means nothing."""
+        ``queued``, while it has attempts left (see report-status-17.lua); with sent or
+        delivered it means nothing. ``sim_slot`` with sent is the SIM (1-4) that sent it,
+        kept as the message's ``sim_slot``; with delivered or failed it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
         if retryable is not False and retryable is not True:
             raise errors.InvalidInput("retryable must be true or false", field="retryable")
         retryable = retryable and status == "failed"  # a sent or delivered report has nothing to retry
+        if sim_slot is not None:
+            check_whole_number(sim_slot, "sim_slot", low=1, high=MAX_SIM_SLOTS)
+        sent_from = sim_slot if sim_slot is not None and status == "sent" else 0
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
@@ -398,6 +434,8 @@ class Messages:
                     shard.pool_state,
                     shard.scheduled,
                     shard.waiting,
+                    shard.pool_high,
+                    shard.pool_failures,
                 ],
                 [
                     device.device_id,
@@ -412,6 +450,9 @@ class Messages:
                     RETRY_DELAY_MS,
                     self.ctx.wake_command,
                     shard.wake_channel,
+                    self.ctx.settings.pool_skip_after_failures,
+                    self.ctx.settings.pool_skip_seconds * 1000,
+                    sent_from,
                 ],
             )
             retry_at = int(reply[3])
@@ -459,6 +500,7 @@ class Messages:
                     shard.pool_state,
                     shard.events,
                     shard.scheduled,
+                    shard.pool_high,
                 ],
                 [account.id, message_id, self.ctx.now()],
             )
@@ -470,9 +512,9 @@ class Messages:
         return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 
 
-def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int]:
+def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int, str]:
     """A message's send_at (ms; 0: now), how long it stays valid once due (ms; 0: the
-    message TTL) and its SIM slot (0: the phone's choice), checked."""
+    message TTL), its SIM slot (0: the phone's choice) and priority, checked."""
     send_at = 0
     if message.send_at is not None:
         moment = parse_iso_ms(message.send_at) if isinstance(message.send_at, str) else message.send_at
@@ -494,7 +536,10 @@ def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int,
         if route != "device":
             raise errors.InvalidInput("sim_slot picks a SIM of one phone: send it with device_id", field="sim_slot")
         sim_slot = message.sim_slot
-    return send_at, valid_ms, sim_slot
+    priority = "normal" if message.priority is None else message.priority
+    if priority not in PRIORITIES:
+        raise errors.InvalidInput('priority must be "normal" or "high"', field="priority")
+    return send_at, valid_ms, sim_slot, priority
 
 
 def claimed_message(m: Sequence[Any]) -> ClaimedMessage:

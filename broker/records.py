@@ -87,6 +87,7 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
     send_at: str | int | None = None  # scheduled for then (ISO-8601, or ms); None or past: now
     valid_for: int | None = None  # seconds: expires this long after it is due, unless a phone took it
     sim_slot: int | None = None  # the SIM to send from (1-4), for a device-targeted message
+    priority: str | None = None  # "normal" (None: the same) or "high": claimed first in its queue
 
 
 class Segments(msgspec.Struct, frozen=True):
@@ -163,6 +164,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     received_at: int = 0
     sim_slot: int | None = None  # inbound: the SIM it came in on; outbound: the SIM asked for
     send_at: int | None = None  # when the sender scheduled it for (ms)
+    priority: Literal["normal", "high"] = "normal"  # the stored JSON has it only when high
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -198,6 +200,14 @@ class CreatedApiKey(msgspec.Struct, frozen=True):
     api_key: str  # shown this once; stored only as SHA-256
 
 
+class SendWindow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a device may be handed new messages (broker/send_windows.py)."""
+
+    start: str  # "HH:MM", local time
+    end: str  # "HH:MM"; before start: the window runs over midnight
+    timezone: str  # IANA name, e.g. "Europe/Berlin"
+
+
 class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     device_id: str
     device_name: str
@@ -211,6 +221,10 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     segments_per_day: int
     created_ms: int
     counts: dict[str, int]
+    send_window: SendWindow | None = None
+    # Pool claims skip the phone until then (ms) after a run of failed reports, and why.
+    pool_paused_until_ms: int | None = None
+    pool_pause_reason: str | None = None
 
 
 class MessagePage(msgspec.Struct, frozen=True):

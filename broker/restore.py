@@ -96,12 +96,14 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
                 if msg.status == "queued":
                     pipe.zadd(shard.expiry, {msg.id: msg.expires})
                     if msg.route == "device":
-                        pipe.zadd(shard.queue, {f"{msg.device}:{msg.id}": 0})
+                        pipe.zadd(shard.queue, {keys.queue_member(msg.device, msg.id, msg.priority): 0})
                     else:
                         # Rows come oldest first: each sender's messages keep their order and
                         # the senders take turns, as the pool's fair queuing would have them.
                         turn = pool_counts[shard_tag][msg.account] = pool_counts[shard_tag][msg.account] + 1
                         pipe.zadd(shard.pool, {msg.id: turn})
+                        if msg.priority == "high":
+                            pipe.zadd(shard.pool_high, {keys.pool_high_member(msg.account, msg.id): 0})
                 elif msg.status == "scheduled":  # released when due, as before the loss
                     due = msg.send_at or 0
                     pipe.zadd(shard.scheduled, {msg.id: due})

@@ -60,6 +60,7 @@ class Schedule:
                     shard.pool,
                     shard.pool_state,
                     shard.waiting,
+                    shard.pool_high,
                 ],
                 [now, RELEASE_BATCH, ctx.wake_command, shard.wake_channel],
             )

@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     presence_ttl_seconds: int = 45
     lease_seconds: int = 120
     max_leases: int = 3
+    # A phone whose last pool_skip_after_failures reports were failed (not retryable) is
+    # skipped by pool claims for pool_skip_seconds (a sent or delivered report ends it).
+    pool_skip_after_failures: int = 5
+    pool_skip_seconds: int = 600
 
     # Messages.
     message_ttl_seconds: int = 86_400

@@ -46,6 +46,7 @@ class Sweeper:
                 shard.events,
                 shard.pool_visitors,
                 shard.waiting,
+                shard.pool_high,
             ],
             [
                 self.ctx.now(),

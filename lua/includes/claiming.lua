@@ -23,6 +23,24 @@ local function newClaim(device, now, limit, leaseMs, maxLeases, keys)
   }
 end
 
+-- The device's send window (broker/send_windows.py): whether `now` is inside one of the
+-- UTC intervals of `spec` ("<start>-<end>,..."; none: no window, always open), and
+-- whether the intervals end within `refreshMs` (the caller writes the next ones).
+local function sendWindow(spec, now, refreshMs)
+  if not spec or spec == "" then
+    return true, false
+  end
+  local open, last = false, 0
+  for s, e in string.gmatch(spec, "(%d+)-(%d+)") do
+    s, e = tonumber(s), tonumber(e)
+    if s <= now and now < e then
+      open = true
+    end
+    last = e
+  end
+  return open, last - now < refreshMs
+end
+
 -- Whether a message of `segments` fits the budget. A message longer than a whole
 -- budget may go out when that budget is wholly unused.
 local function fits(c, segments)
@@ -76,37 +94,105 @@ local function redeliver(c)
   end
 end
 
+-- The oldest high-priority message of `account` in the pool that this claim has not
+-- handed out or expired yet (`done`), with its score; an expired one met on the way
+-- expires. `highs` caches each sender's high ids for the claim.
+local function nextHigh(c, pool, account, done, highs)
+  local h = highs[account]
+  if not h then
+    local members = rcall("ZRANGEBYLEX", pool.high, "[" .. account .. ":", "(" .. account .. ";",
+      "LIMIT", 0, c.limit)
+    h = {ids = {}, at = 1}
+    for i = 1, #members do
+      h.ids[i] = string.sub(members[i], #account + 2)
+    end
+    highs[account] = h
+  end
+  while h.at <= #h.ids do
+    local id = h.ids[h.at]
+    h.at = h.at + 1
+    if not done[id] then
+      local msg = loadMessage(c.messagesKey, id)
+      local score = rcall("ZSCORE", pool.key, id)
+      if not msg or msg.status ~= "queued" or not score then
+        bulkAdd(c.bulk, "ZREM", pool.high, highMember(account, id))
+      elseif c.now >= msg.expires then
+        poolRemove(pool, msg)
+        expireOne(c, msg)
+        done[id] = true
+      else
+        return msg, score
+      end
+    end
+  end
+  return nil, nil
+end
+
 -- Pool messages in fair order (lowest virtual finish time first) until the claim is
--- full. Returns true when it stopped at a message that does not fit the budget.
-local function claimFromPool(c, poolKey, poolStateKey)
+-- full; at a sender's turn its oldest high-priority message goes first, and the
+-- message whose turn it was takes the high one's turn (see includes/pool). Returns
+-- true when it stopped at a message that does not fit the budget.
+local function claimFromPool(c, pool)
   if #c.claimed >= c.limit then
     return false
   end
-  local pooled = rcall("ZRANGE", poolKey, 0, c.limit - #c.claimed - 1, "WITHSCORES")
+  local pooled = rcall("ZRANGE", pool.key, 0, c.limit - #c.claimed - 1, "WITHSCORES")
   local ids = {}
   for i = 1, #pooled, 2 do
     ids[#ids + 1] = pooled[i]
   end
   local found = loadMessages(c.messagesKey, ids)
+  local anyHigh = rcall("EXISTS", pool.high) == 1
   local taken, lastScore, budgetFull = {}, nil, false
+  local done = {} -- id -> true: handed out or expired by this claim
+  local holder = {} -- id -> the record that now holds that id's turn
+  local moved, movedIds = {}, {} -- id -> its new score, for messages that gave their turn away
+  local highs = {}
   for i = 1, #ids do
-    local msg = found[i]
-    if not msg then
-      bulkAdd(c.bulk, "ZREM", poolKey, ids[i])
-    elseif c.now >= msg.expires then
-      poolRemove(poolKey, poolStateKey, msg.account, msg.id)
+    local msg = holder[ids[i]]
+    if msg == nil and not done[ids[i]] then
+      msg = found[i]
+      if not msg then
+        bulkAdd(c.bulk, "ZREM", pool.key, ids[i])
+      end
+    end
+    if msg and c.now >= msg.expires then
+      poolRemove(pool, msg)
       expireOne(c, msg)
-    elseif not fits(c, msg.segments) then
-      budgetFull = true
-      break
-    else
-      taken[#taken + 1] = {msg.id, msg.account}
+      done[msg.id] = true
+    elseif msg then
+      local pick, pickScore = msg, nil
+      if anyHigh and msg.priority ~= "high" then
+        local high, score = nextHigh(c, pool, msg.account, done, highs)
+        if high then
+          pick, pickScore = high, score
+        end
+      end
+      if not fits(c, pick.segments) then
+        budgetFull = true
+        break
+      end
+      taken[#taken + 1] = pick
+      done[pick.id] = true
       lastScore = pooled[2 * i]
-      claimOne(c, msg)
+      claimOne(c, pick)
+      if pick ~= msg then
+        holder[pick.id] = msg
+        if not moved[msg.id] then
+          movedIds[#movedIds + 1] = msg.id
+        end
+        moved[msg.id] = pickScore
+      end
     end
   end
   if #taken > 0 then
-    poolTaken(c.bulk, poolKey, poolStateKey, taken, lastScore)
+    local stays = {}
+    for i = 1, #movedIds do
+      if not done[movedIds[i]] then
+        stays[#stays + 1] = {movedIds[i], moved[movedIds[i]]}
+      end
+    end
+    poolTaken(c.bulk, pool, taken, lastScore, stays)
   end
   return budgetFull
 end

@@ -1,15 +1,29 @@
 --[[
   Where a message waits and who holds it.
 
-  Device queue: one sorted set per shard, every score 0, members "<device>:<id>"; ids
-  are time-sortable, so ZRANGEBYLEX over the "<device>:" prefix is that device's FIFO.
+  Device queue: one sorted set per shard, every score 0, members "<device>:<id>", or
+  "<device>:!<id>" for a high-priority message; ids are time-sortable and "!" sorts
+  before every id character, so ZRANGEBYLEX over the "<device>:" prefix is that
+  device's high messages, then its normal ones, each in time order.
   Leased set: one sorted set per shard, every score 0, members
   "<device>:<lease_until, 15 digits>:<id>": a device's expired leases are one
   ZRANGEBYLEX. Lease checks: sorted set of claimed ids scored by when the sweep should
   look at them next. Expiry: sorted set of queued ids scored by their TTL deadline.
 ]]
-local function queueMember(device, id)
-  return device .. ":" .. id
+local function queueMember(device, msg)
+  if msg.priority == "high" then
+    return device .. ":!" .. msg.id
+  end
+  return device .. ":" .. msg.id
+end
+
+-- The message id of a device queue member.
+local function queuedId(member, device)
+  local id = string.sub(member, #device + 2)
+  if string.sub(id, 1, 1) == "!" then
+    return string.sub(id, 2)
+  end
+  return id
 end
 
 local function leasedMember(device, leaseUntil, id)

@@ -15,7 +15,7 @@ import redis.exceptions
 
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
-from broker.records import LimitChange, OutgoingMessage
+from broker.records import LimitChange, OutgoingMessage, SendWindow
 from broker.restore import RestoreRefused, restore
 from broker.snapshotter import Snapshotter
 from tests.support.backends import history_broker
@@ -377,3 +377,49 @@ def _stored_devices(data_dir: Path) -> list[str]:
 def _stored_api_keys(data_dir: Path) -> int:
     with sqlite3.connect(data_dir / "history.sqlite3") as db:
         return int(db.execute("SELECT count(*) FROM api_keys").fetchone()[0])
+
+
+async def test_restore_keeps_schedules_priorities_expiry_sims_and_send_windows(
+    hbroker: Broker, history_store, clock
+) -> None:
+    owner, [phone] = await self_managed(hbroker)
+    sender = await hbroker.accounts.create("api@example.com", "api_only")
+    pool_phone = await pair(hbroker, None, "pool phone")
+    window = SendWindow("07:00", "10:00", "UTC")  # the test clock reads 08:00 UTC
+    await hbroker.send_windows.set(phone.ref, window)
+    d = phone.device_id
+    normal, urgent, later = (
+        await hbroker.messages.enqueue(
+            owner,
+            [
+                OutgoingMessage(TO, "normal", d),
+                OutgoingMessage(TO, "urgent", d, sim_slot=2, valid_for=600, priority="high"),
+                OutgoingMessage(TO, "later", d, send_at=clock() + 60_000, priority="high"),
+            ],
+        )
+    ).ids
+    plain, code = (
+        await hbroker.messages.enqueue(
+            sender, [OutgoingMessage(TO, "plain"), OutgoingMessage(TO, "code", priority="high")]
+        )
+    ).ids
+    before = {
+        mid: await hbroker.message_log.get(shard, mid)
+        for shard, mid in [(owner.shard, m) for m in (normal, urgent, later)]
+        + [(sender.shard, m) for m in (plain, code)]
+    }
+    await Snapshotter(hbroker, history_store).run_once()
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    await restore(hbroker, history_store)
+    for mid, record in before.items():
+        assert await hbroker.message_log.get(sender.shard if record.route == "pool" else owner.shard, mid) == record
+    assert before[urgent].priority == "high" and before[urgent].sim_slot == 2
+    assert (await hbroker.devices.info(phone.ref)).send_window == window
+    await hbroker.presence.heartbeat(phone.ref)
+    await hbroker.presence.heartbeat(pool_phone.ref)
+    assert [m.id for m in await hbroker.messages.claim(phone.ref, 5)] == [urgent, normal]
+    assert [m.id for m in await hbroker.messages.claim(pool_phone.ref, 1)] == [code]
+    clock.advance(60_000)
+    await hbroker.schedule.release_due()
+    assert [m.id for m in await hbroker.messages.claim(phone.ref, 5)] == [later]

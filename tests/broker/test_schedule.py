@@ -242,3 +242,30 @@ async def test_retryable_means_nothing_on_a_sent_report(broker: Broker) -> None:
     await broker.messages.claim(device.ref)
     change = await broker.messages.report_status(device.ref, mid, "sent", retryable=True)
     assert (change.status, change.changed) == ("sent", True)
+
+
+async def test_a_sent_report_names_the_sim_that_sent_it(broker: Broker) -> None:
+    account, [device] = await self_managed(broker)
+    asked, unasked, failed = (
+        await broker.messages.enqueue(
+            account,
+            [
+                OutgoingMessage(TO, "SIM 2", device.device_id, sim_slot=2),
+                OutgoingMessage(TO, "any SIM", device.device_id),
+                OutgoingMessage(TO, "no SIM", device.device_id),
+            ],
+        )
+    ).ids
+    await broker.messages.claim(device.ref)
+    await broker.messages.report_status(device.ref, asked, "sent", sim_slot=2)
+    await broker.messages.report_status(device.ref, unasked, "sent", sim_slot=1)
+    await broker.messages.report_status(device.ref, failed, "failed", "sim_slot_unavailable", sim_slot=3)
+    assert (await broker.message_log.get(account.shard, asked)).sim_slot == 2
+    assert (await broker.message_log.get(account.shard, unasked)).sim_slot == 1
+    assert (await broker.message_log.get(account.shard, failed)).sim_slot is None  # only sent says which SIM sent
+    await broker.messages.report_status(device.ref, unasked, "delivered", sim_slot=4)
+    assert (await broker.message_log.get(account.shard, unasked)).sim_slot == 1
+    for slot in (0, 5, True, "1"):
+        with pytest.raises(errors.InvalidInput) as refused:
+            await broker.messages.report_status(device.ref, asked, "sent", sim_slot=slot)  # type: ignore[arg-type]
+        assert refused.value.field == "sim_slot"

@@ -17,7 +17,12 @@ import pytest
 from tests.support.e2e_server import ServerProcess, describe, expect, expect_error
 from tests.support.http_world import TO, World
 
-SETTINGS = {"CONNECFY_AUTH_BURST": "1000", "CONNECFY_SENDS_BURST": "10000", "CONNECFY_TASKS_BURST": "10000"}
+SETTINGS = {
+    "CONNECFY_AUTH_BURST": "1000",
+    "CONNECFY_SENDS_BURST": "10000",
+    "CONNECFY_TASKS_BURST": "10000",
+    "CONNECFY_POOL_SKIP_SECONDS": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +98,19 @@ def test_valid_for_sets_expires_at_and_a_sim_slot_reaches_the_task(world: World)
     assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] == 2
 
 
+def test_a_sent_report_names_the_sim_that_sent_it_and_a_bad_slot_is_400(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    sent = expect(
+        owner.post("/api/sms/send/", json={"to": TO, "message": "any SIM", "device_id": phone.device_id}), 202
+    )
+    expect(phone.tasks(), 200)
+    assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] is None
+    assert expect_error(phone.report(sent["id"], "sent", sim_slot=5), 400).get("field") == "sim_slot"
+    assert expect(phone.report(sent["id"], "sent", sim_slot=2), 200)["status"] == "sent"
+    assert expect(owner.get(f"/api/sms/{sent['id']}/"), 200)["sim_slot"] == 2
+
+
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
@@ -128,3 +146,98 @@ def test_a_batch_with_one_bad_item_queues_nothing_and_names_it(world: World) -> 
     assert expect(owner.get("/api/sms/"), 200)["items"] == []
     reply = expect(world.batch(key, messages[:1]), 202)
     assert [m["status"] for m in reply["messages"]] == ["scheduled"]
+
+
+def test_high_priority_is_claimed_first_and_shown(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    normal = expect(world.external({"api_key": key, "to": TO, "message": "news", "device_id": phone.device_id}), 202)
+    urgent = expect(
+        world.external(
+            {"api_key": key, "to": TO, "message": "code 1234", "device_id": phone.device_id, "priority": "high"}
+        ),
+        202,
+    )
+    assert [t["id"] for t in expect(phone.tasks(limit=2), 200)] == [urgent["id"], normal["id"]]
+    assert expect(owner.get(f"/api/sms/{urgent['id']}/"), 200)["priority"] == "high"
+    assert expect(owner.get(f"/api/sms/{normal['id']}/"), 200)["priority"] == "normal"
+
+
+@pytest.mark.parametrize("priority", ["urgent", "HIGH", 2, None])
+def test_an_unknown_priority_is_a_400_naming_it_and_a_batch_item_too(world: World, priority: Any) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    body = {"to": TO, "message": "x", "device_id": phone.device_id, "priority": priority}
+    if priority is None:
+        body["priority"] = "low"
+    error = expect_error(owner.post("/api/sms/send/", json=body), 400)
+    assert error.get("field") == "priority" or "priority" in error.get("detail", ""), error
+    response = world.batch(key, [{"to": TO, "message": "fine", "device_id": phone.device_id}, body])
+    assert response.status_code == 400, describe(response)
+    assert expect(owner.get("/api/sms/"), 200)["items"] == []
+
+
+def test_a_send_window_holds_new_messages_back_and_null_lifts_it(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    now = datetime.now(UTC)
+    # A one-minute window that opened two hours ago (UTC): closed now, whatever the time.
+    start = (now - timedelta(hours=2)).strftime("%H:%M")
+    end = (now - timedelta(hours=2) + timedelta(minutes=1)).strftime("%H:%M")
+    window = {"start": start, "end": end, "timezone": "UTC"}
+    shown = expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"send_window": window}), 200)
+    assert shown["send_window"] == window
+    sent = expect(owner.post("/api/sms/send/", json={"to": TO, "message": "held", "device_id": phone.device_id}), 202)
+    assert expect(phone.tasks(), 200) == []
+    # Another change leaves the window as it is.
+    expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"device_name": "Night phone"}), 200)
+    assert expect(phone.tasks(), 200) == []
+    shown = expect(owner.patch(f"/api/devices/{phone.device_id}/", json={"send_window": None}), 200)
+    assert shown["send_window"] is None
+    assert [t["id"] for t in expect(phone.tasks(), 200)] == [sent["id"]]
+
+
+@pytest.mark.parametrize(
+    ("window", "field"),
+    [
+        ({"start": "08:00", "end": "21:00", "timezone": "Mars/Olympus"}, "send_window.timezone"),
+        ({"start": "25:00", "end": "21:00", "timezone": "UTC"}, "send_window.start"),
+        ({"start": "08:00", "end": "08:00", "timezone": "UTC"}, "send_window.end"),
+    ],
+)
+def test_a_bad_send_window_is_a_400_naming_the_field_and_changes_nothing(
+    world: World, window: dict[str, str], field: str
+) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    body = {"device_name": "renamed", "send_window": window}
+    error = expect_error(owner.patch(f"/api/devices/{phone.device_id}/", json=body), 400)
+    assert error.get("field") == field, error
+    [device] = [d for d in expect(owner.get("/api/devices/"), 200) if d["device_id"] == phone.device_id]
+    assert device["device_name"] != "renamed" and device["send_window"] is None
+
+
+def test_a_failing_phone_is_skipped_by_the_pool_shown_why_and_back_after_the_pause(world: World) -> None:
+    owner = world.signup()
+    broken, working = world.pair(owner), world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    for i in range(5):  # the account's own pool: no device_id
+        sent = expect(world.external({"api_key": key, "to": TO, "message": f"fails {i}"}), 202)
+        assert [t["id"] for t in expect(broken.tasks(limit=1), 200)] == [sent["id"]]
+        expect(broken.report(sent["id"], "failed", error="RESULT_ERROR_GENERIC_FAILURE"), 200)
+    shown = {d["device_id"]: d for d in expect(owner.get("/api/devices/"), 200)}
+    assert shown[broken.device_id]["pool_pause_reason"] == (
+        "5 failed reports in a row, the last: RESULT_ERROR_GENERIC_FAILURE"
+    )
+    assert parse(shown[broken.device_id]["pool_paused_until"]) > datetime.now(UTC)
+    assert shown[working.device_id]["pool_paused_until"] is None
+    sent = expect(world.external({"api_key": key, "to": TO, "message": "to a working phone"}), 202)
+    assert expect(broken.tasks(), 200) == []
+    assert [t["id"] for t in expect(working.tasks(), 200)] == [sent["id"]]
+    later = expect(world.external({"api_key": key, "to": TO, "message": "after the pause"}), 202)
+    deadline = time.monotonic() + 10
+    while not (got := expect(broken.tasks(), 200)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert [t["id"] for t in got] == [later["id"]]

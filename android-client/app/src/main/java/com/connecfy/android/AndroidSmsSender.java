@@ -19,7 +19,9 @@ import java.util.ArrayList;
  * Sends with SmsManager from the chosen SIM: the text divided into parts, one sent and
  * one delivered PendingIntent per part, answered by {@link SmsResultReceiver}. Which SIM
  * is the core's {@link SimChoice}: on a dual-SIM phone set to "ask every time" nothing is
- * sent (or claimed) until the user chooses one. Nor while that SIM has no cell service
+ * sent (or claimed) until the user chooses one. A message that names a SIM slot goes out
+ * through that slot's subscription ({@link SimChoice#forTask}; the engine fails it when
+ * the slot has no active SIM). Nor while that SIM has no cell service
  * or the radio is off ({@link CellWatch}): on Wi-Fi the gateway stays online but every
  * message would fail.
  */
@@ -84,9 +86,13 @@ final class AndroidSmsSender implements SmsSender {
     }
 
     @Override
+    public SimChoice.Decision simFor(Task task) {
+        return Sims.forTask(context, task.simSlot, ConnecfyApp.of(context).simSubscriptionId());
+    }
+
+    @Override
     @SuppressLint("MissingPermission")
-    public void send(Task task, int parts) {
-        SimChoice.Decision sim = sim();
+    public void send(Task task, int parts, SimChoice.Decision sim) {
         if (!sim.canSend()) {
             // Without a SIM Android would fail the message or ask the user which SIM to use.
             throw new IllegalStateException("no SIM to send from: " + sim.outcome);

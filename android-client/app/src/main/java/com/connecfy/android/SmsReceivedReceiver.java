@@ -1,17 +1,11 @@
 package com.connecfy.android;
 
-import android.Manifest;
-import android.annotation.SuppressLint;
 import android.content.BroadcastReceiver;
 import android.content.Context;
 import android.content.Intent;
-import android.content.pm.PackageManager;
-import android.os.Build;
 import android.os.Bundle;
 import android.provider.Telephony;
 import android.telephony.SmsMessage;
-import android.telephony.SubscriptionInfo;
-import android.telephony.SubscriptionManager;
 import android.util.Log;
 
 import com.connecfy.core.Forwarding;
@@ -96,29 +90,11 @@ public final class SmsReceivedReceiver extends BroadcastReceiver {
             return SimSlot.fromExtras(values, new SimSlot.Lookup() {
                 @Override
                 public Integer slotOf(int subscriptionId) {
-                    return slotOfSubscription(context, subscriptionId);
+                    return Sims.slotOf(context, subscriptionId);
                 }
             });
         } catch (RuntimeException e) {
             return null; // best effort: the SMS goes without its slot
-        }
-    }
-
-    /** The slot of an active subscription (the core discards anything that is not a slot). */
-    @SuppressLint("MissingPermission")
-    @SuppressWarnings("deprecation")
-    private static Integer slotOfSubscription(Context context, int subscriptionId) {
-        if (Build.VERSION.SDK_INT >= 29) {
-            return SubscriptionManager.getSlotIndex(subscriptionId); // needs no permission
-        }
-        if (context.checkSelfPermission(Manifest.permission.READ_PHONE_STATE) != PackageManager.PERMISSION_GRANTED) {
-            return null;
-        }
-        try {
-            SubscriptionInfo sim = SubscriptionManager.from(context).getActiveSubscriptionInfo(subscriptionId);
-            return sim == null ? null : sim.getSimSlotIndex();
-        } catch (SecurityException e) {
-            return null;
         }
     }
 }

@@ -131,11 +131,18 @@ public final class ApiClient implements DeviceApi {
     }
 
     @Override
-    public void reportStatus(String messageId, String status, String error) throws IOException, ApiException {
+    public void reportStatus(String messageId, String status, String error, boolean retryable, Integer simSlot)
+            throws IOException, ApiException {
         try {
             JSONObject body = new JSONObject().put("status", status);
             if (error != null && !error.isEmpty()) {
                 body.put("error", error);
+            }
+            if (retryable) {
+                body.put("retryable", true);
+            }
+            if (simSlot != null) {
+                body.put("sim_slot", simSlot.intValue());
             }
             call("POST", "/api/sms/" + segment(messageId) + "/status/", body, true);
         } catch (JSONException e) {

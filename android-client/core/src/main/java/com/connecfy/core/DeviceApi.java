@@ -25,7 +25,17 @@ public interface DeviceApi {
     List<Task> claimTasks(int limit, int waitSeconds) throws IOException, ApiException;
 
     /** {@code POST /api/sms/<id>/status/} with {@code sent}, {@code delivered} or {@code failed} (+ error). */
-    void reportStatus(String messageId, String status, String error) throws IOException, ApiException;
+    default void reportStatus(String messageId, String status, String error) throws IOException, ApiException {
+        reportStatus(messageId, status, error, false, null);
+    }
+
+    /**
+     * {@code POST /api/sms/<id>/status/}, saying more when there is more to say:
+     * {@code "retryable": true} with {@code failed} (the server puts the message back), and
+     * {@code sim_slot} (1-based; null: left out) with {@code sent}, the SIM that sent it.
+     */
+    void reportStatus(String messageId, String status, String error, boolean retryable, Integer simSlot)
+            throws IOException, ApiException;
 
     /**
      * {@code POST /api/devices/<id>/inbound/}: an SMS this phone received. Returns the

@@ -11,8 +11,10 @@ import java.util.concurrent.Executor;
 /**
  * What a paired phone does, one step at a time: claim tasks with a long poll (the server
  * holds a claim with nothing to take for up to {@link Config#longPollSeconds}), send each
- * claimed message once, within the pacer's limit, and drain the outbox (status reports and
- * received SMS). After an answer that carried messages, or an empty one the server held
+ * claimed message once (from the SIM it names, if any: {@link SmsSender#simFor}), within
+ * the pacer's limit, and drain the outbox (status reports and received SMS). A message the
+ * server put back after this phone's retryable failure is sent again when handed back
+ * ({@link SendResults#takePutBack}). After an answer that carried messages, or an empty one the server held
  * for at least half the wait, the next poll goes at once. An empty answer that came back
  * sooner means a server that does not hold polls (an older one, one shutting down, one
  * holding its maximum of waits): the next poll then comes after {@link Config#pollMillis}
@@ -563,7 +565,7 @@ public final class DeviceEngine {
         lastPollCount = tasks.size();
         pollError = null;
         for (Task task : tasks) {
-            if (sentIds.contains(task.id)) {
+            if (sentIds.contains(task.id) && !putBackToThisPhone(task)) {
                 redelivered(task);
                 continue;
             }
@@ -616,6 +618,29 @@ public final class DeviceEngine {
         reportNotHanded(task.id);
     }
 
+    /**
+     * A message this phone reported failed with {@code retryable}, whose report the server
+     * took (it no longer waits in the outbox) and which it now hands back: sent again.
+     */
+    private boolean putBackToThisPhone(Task task) {
+        return results.isPutBack(task.id) && !results.isTracked(task.id) && !outbox.hasReportFor(task.id);
+    }
+
+    /**
+     * A message that names a SIM this phone does not have: reported failed with
+     * {@code error} ({@link SimChoice#SLOT_UNAVAILABLE}), not sent from another SIM.
+     */
+    private void reportUnsendable(Task task, String error) {
+        if (outbox.hasReportFor(task.id)) {
+            return; // handed out again before the report went
+        }
+        try {
+            results.notHanded(task.id, error);
+        } catch (IOException e) {
+            otherError = "storage: " + e.getMessage();
+        }
+    }
+
     private void reportNotHanded(String messageId) {
         try {
             results.notHanded(messageId, NOT_HANDED_TO_SMS_MANAGER);
@@ -662,6 +687,13 @@ public final class DeviceEngine {
                 nextSendAt = elapsed + config.cannotSendRecheckMillis;
                 return;
             }
+            SimChoice.Decision sim = sender.simFor(task);
+            if (sim.outcome == SimChoice.Outcome.SLOT_UNAVAILABLE) {
+                waiting.poll();
+                waitingIds.remove(task.id);
+                reportUnsendable(task, sim.error);
+                continue;
+            }
             long now = clock.now();
             int parts = Math.max(1, sender.countParts(task.message));
             long wait = pacer.waitMillis(parts, now);
@@ -672,12 +704,12 @@ public final class DeviceEngine {
             waiting.poll();
             waitingIds.remove(task.id);
             try {
-                if (!sentIds.add(task.id)) {
+                if (!sentIds.add(task.id) && !results.takePutBack(task.id)) {
                     duplicatesSkipped++;
                     continue;
                 }
                 pacer.record(parts, now);
-                results.dispatched(task.id, parts);
+                results.dispatched(task.id, parts, sim.simSlot);
             } catch (IOException e) {
                 // Without a durable record the message could be sent twice, so it is not
                 // sent; it is reported failed rather than lost.
@@ -686,7 +718,7 @@ public final class DeviceEngine {
                 continue;
             }
             try {
-                sender.send(task, parts);
+                sender.send(task, parts, sim);
             } catch (Exception e) {
                 try {
                     results.notSent(task.id, e);

@@ -24,6 +24,11 @@ import org.json.JSONObject;
  * the token ({@link ApiException#refusesToken}) also stops the drain and keeps the report:
  * whether it means the phone was unpaired is for {@link DeviceEngine} to decide.
  *
+ * <p>A status report keeps what it says besides its status through restarts and retries:
+ * {@code retryable} with {@code failed}, the SIM slot with {@code sent}. A server older
+ * than those fields refuses them (400, unknown field): the report then goes again at
+ * once without them, a plain report rather than none.
+ *
  * <p>Reports of one message go in the order they were added ({@code sent} before
  * {@code delivered}); different messages do not wait for each other's backoff.
  *
@@ -68,6 +73,12 @@ public final class Outbox {
         /** {@link #SENT}, {@link #DELIVERED} or {@link #FAILED}; null for a received SMS. */
         public final String status;
         public final String error;
+        /** With {@link #FAILED}: the server may put the message back (no service, radio off...). */
+        public final boolean retryable;
+        /** With {@link #SENT}: the SIM slot (1-based) that sent it; null when unknown. */
+        public final Integer simSlot;
+        /** The server refused {@link #retryable} and {@link #simSlot} (an older one): sent without them. */
+        boolean plain;
         /** The received SMS to report; null for a status report. */
         public final InboundSms inbound;
         /** Wall time. */
@@ -78,9 +89,16 @@ public final class Outbox {
 
         Report(String messageId, String status, String error, InboundSms inbound, long queuedAt, int attempts,
                 long nextAttemptAt) {
+            this(messageId, status, error, false, null, inbound, queuedAt, attempts, nextAttemptAt);
+        }
+
+        Report(String messageId, String status, String error, boolean retryable, Integer simSlot,
+                InboundSms inbound, long queuedAt, int attempts, long nextAttemptAt) {
             this.messageId = messageId;
             this.status = status;
             this.error = error == null ? "" : error;
+            this.retryable = retryable;
+            this.simSlot = simSlot;
             this.inbound = inbound;
             this.queuedAt = queuedAt;
             this.attempts = attempts;
@@ -93,6 +111,11 @@ public final class Outbox {
 
         public long nextAttemptAt() {
             return nextAttemptAt;
+        }
+
+        /** Whether it says more than its status and error, and the server has not refused that. */
+        boolean hasExtras() {
+            return inbound == null && !plain && (retryable || simSlot != null);
         }
 
         /** Reports with the same key go one at a time, in the order they were added. */
@@ -150,12 +173,23 @@ public final class Outbox {
 
     /** Queues a status report; the same status for the same message is kept once. */
     public synchronized void add(String messageId, String status, String error) throws IOException {
+        add(messageId, status, error, false, null);
+    }
+
+    /**
+     * Queues a status report that may say more: {@code retryable} (with {@link #FAILED}),
+     * the SIM slot that sent the message (with {@link #SENT}, 1-based; null: not known).
+     * The same status for the same message is kept once.
+     */
+    public synchronized void add(String messageId, String status, String error, boolean retryable, Integer simSlot)
+            throws IOException {
         for (Report r : reports) {
             if (messageId.equals(r.messageId) && status.equals(r.status)) {
                 return;
             }
         }
-        reports.add(new Report(messageId, status, error, null, clock.now(), 0, clock.elapsedMillis()));
+        reports.add(new Report(messageId, status, error, retryable && FAILED.equals(status),
+            SENT.equals(status) ? simSlot : null, null, clock.now(), 0, clock.elapsedMillis()));
         saveStatus();
     }
 
@@ -271,7 +305,9 @@ public final class Outbox {
                 if (report.inbound != null) {
                     api.reportInbound(report.inbound);
                 } else {
-                    api.reportStatus(report.messageId, report.status, report.error);
+                    boolean extras = report.hasExtras();
+                    api.reportStatus(report.messageId, report.status, report.error, extras && report.retryable,
+                        extras ? report.simSlot : null);
                 }
                 answered(report);
                 result.accepted++;
@@ -286,6 +322,11 @@ public final class Outbox {
                     return result;
                 }
                 result.answered = true;
+                if (e.status() == 400 && report.hasExtras()) {
+                    sendPlain(report);
+                    tried.remove(report); // again at once, without the fields
+                    continue;
+                }
                 result.lastError = error;
                 if (isFinal(report, e)) {
                     answered(report);
@@ -336,6 +377,13 @@ public final class Outbox {
             }
         }
         return null;
+    }
+
+    private synchronized void sendPlain(Report report) throws IOException {
+        report.plain = true;
+        if (reports.contains(report)) {
+            saveStatus();
+        }
     }
 
     private synchronized void answered(Report report) throws IOException {
@@ -393,8 +441,11 @@ public final class Outbox {
                 JSONArray array = new JSONObject(text).getJSONArray("reports");
                 for (int i = 0; i < array.length(); i++) {
                     JSONObject o = array.getJSONObject(i);
-                    reports.add(new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
-                        null, o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest)));
+                    Report r = new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
+                        o.optBoolean("retryable", false), o.has("sim_slot") ? Integer.valueOf(o.getInt("sim_slot")) : null,
+                        null, o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest));
+                    r.plain = o.optBoolean("plain", false);
+                    reports.add(r);
                 }
             } catch (JSONException e) {
                 throw new UnreadableDocumentException(DOCUMENT, e);
@@ -440,13 +491,23 @@ public final class Outbox {
             JSONArray array = new JSONArray();
             for (Report r : reports) {
                 if (r.inbound == null) {
-                    array.put(new JSONObject()
+                    JSONObject o = new JSONObject()
                         .put("message_id", r.messageId)
                         .put("status", r.status)
                         .put("error", r.error)
                         .put("queued_at", r.queuedAt)
                         .put("attempts", r.attempts)
-                        .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed)));
+                        .put("next_attempt_at", wall + Math.max(0, r.nextAttemptAt - elapsed));
+                    if (r.retryable) {
+                        o.put("retryable", true);
+                    }
+                    if (r.simSlot != null) {
+                        o.put("sim_slot", r.simSlot.intValue());
+                    }
+                    if (r.plain) {
+                        o.put("plain", true);
+                    }
+                    array.put(o);
                 }
             }
             storage.write(DOCUMENT, new JSONObject().put("reports", array).toString());

@@ -17,21 +17,33 @@ import org.json.JSONObject;
  * {@code failed} if a delivery report says a part never arrived. Reports go to the
  * {@link Outbox}; the parts seen so far are kept in {@link Storage}, because broadcasts
  * can arrive after the app was restarted. Repeated broadcasts change nothing.
+ *
+ * <p>The {@code sent} report names the SIM slot the message went out from, when known. A
+ * failure that a later try may not meet ({@link SmsErrors#isRetryable}: no service, radio
+ * off, a rate limit...) is reported {@code retryable} when no part had left the phone yet
+ * (a retry would send those parts twice): the server then puts the message back, and the
+ * id is remembered as put back ({@value #PUT_BACK_DOCUMENT}), so when the server hands it
+ * to this phone again it is sent again rather than taken for a redelivery of a message
+ * already sent ({@link #takePutBack}).
  */
 public final class SendResults {
     static final String DOCUMENT = "parts.json";
+    static final String PUT_BACK_DOCUMENT = "put-back.json";
     static final long FORGET_AFTER_MILLIS = 3L * 24 * 60 * 60 * 1000;
 
     private static final class Tracked {
         final int parts;
         final long since;
+        /** The SIM slot it went out from (1-based), null when unknown. */
+        final Integer simSlot;
         final TreeSet<Integer> sent = new TreeSet<Integer>();
         final TreeSet<Integer> delivered = new TreeSet<Integer>();
         boolean sentReported;
 
-        Tracked(int parts, long since) {
+        Tracked(int parts, long since, Integer simSlot) {
             this.parts = parts;
             this.since = since;
+            this.simSlot = simSlot;
         }
     }
 
@@ -40,6 +52,8 @@ public final class SendResults {
     private final DailyCounts counts;
     private final Clock clock;
     private final Map<String, Tracked> tracked = new LinkedHashMap<String, Tracked>();
+    /** Messages reported failed with {@code retryable}: id -> when (wall time). */
+    private final Map<String, Long> putBack = new LinkedHashMap<String, Long>();
     /** The last part that failed for want of radio: its error and when (monotonic clock). */
     private volatile String radioFailure;
     private volatile long radioFailureAt;
@@ -50,23 +64,30 @@ public final class SendResults {
         this.counts = counts;
         this.clock = clock;
         load();
+        loadPutBack();
     }
 
-    /** The message was handed to the SMS stack in {@code parts} parts. */
+    /** The message was handed to the SMS stack in {@code parts} parts, from a SIM not known. */
     public synchronized void dispatched(String messageId, int parts) throws IOException {
-        tracked.put(messageId, new Tracked(Math.max(1, parts), clock.now()));
+        dispatched(messageId, parts, null);
+    }
+
+    /** The message was handed to the SMS stack in {@code parts} parts, from SIM slot {@code simSlot} (1-based). */
+    public synchronized void dispatched(String messageId, int parts, Integer simSlot) throws IOException {
+        tracked.put(messageId, new Tracked(Math.max(1, parts), clock.now(), simSlot));
         save();
     }
 
     /** The SMS stack refused the message outright (the send call threw). */
     public synchronized void notSent(String messageId, Throwable error) throws IOException {
-        fail(messageId, SmsErrors.notSent(error));
+        fail(messageId, SmsErrors.notSent(error), false);
     }
 
     /**
      * The message was claimed and its id recorded, but it never reached the SMS stack (a
-     * storage error in between, or the app died there): reported failed with {@code error}.
-     * The outbox gets the report first, so a storage error after it still lets it be sent.
+     * storage error in between, the app died there, or it names a SIM the phone does not
+     * have): reported failed with {@code error}, not retryable. The outbox gets the report
+     * first, so a storage error after it still lets it be sent.
      */
     public synchronized void notHanded(String messageId, String error) throws IOException {
         tracked.remove(messageId);
@@ -91,7 +112,7 @@ public final class SendResults {
                 radioFailureAt = clock.elapsedMillis();
                 radioFailure = SmsErrors.sendFailure(resultCode);
             }
-            fail(messageId, SmsErrors.sendFailure(resultCode));
+            fail(messageId, SmsErrors.sendFailure(resultCode), SmsErrors.isRetryable(resultCode) && t.sent.isEmpty());
             return;
         }
         if (!t.sent.add(part)) {
@@ -99,7 +120,7 @@ public final class SendResults {
         }
         if (t.sent.size() >= t.parts) {
             t.sentReported = true;
-            outbox.add(messageId, Outbox.SENT, "");
+            outbox.add(messageId, Outbox.SENT, "", false, t.simSlot);
             counts.countSent();
             finishIfDelivered(messageId, t);
         }
@@ -113,13 +134,31 @@ public final class SendResults {
             return;
         }
         if (!SmsErrors.deliveredOk(tpStatus)) {
-            fail(messageId, SmsErrors.deliveryFailure(tpStatus));
+            fail(messageId, SmsErrors.deliveryFailure(tpStatus), false);
             return;
         }
         if (t.delivered.add(part)) {
             finishIfDelivered(messageId, t);
             save();
         }
+    }
+
+    /** Whether the message was reported failed with {@code retryable} (and not sent again since). */
+    public synchronized boolean isPutBack(String messageId) {
+        return putBack.containsKey(messageId);
+    }
+
+    /**
+     * The server handed this phone again a message it put back after a retryable failure:
+     * true, and forgotten as put back (on disk when this returns), so it is sent once more.
+     * False for any other message, which is not to be sent again.
+     */
+    public synchronized boolean takePutBack(String messageId) throws IOException {
+        if (putBack.remove(messageId) == null) {
+            return false;
+        }
+        savePutBack();
+        return true;
     }
 
     /**
@@ -138,6 +177,8 @@ public final class SendResults {
     public synchronized void clear() throws IOException {
         tracked.clear();
         save();
+        putBack.clear();
+        savePutBack();
     }
 
     private void finishIfDelivered(String messageId, Tracked t) throws IOException {
@@ -147,27 +188,31 @@ public final class SendResults {
         }
     }
 
-    private void fail(String messageId, String error) throws IOException {
+    private void fail(String messageId, String error, boolean retryable) throws IOException {
         if (tracked.remove(messageId) == null) {
             return;
         }
-        outbox.add(messageId, Outbox.FAILED, error);
+        outbox.add(messageId, Outbox.FAILED, error, retryable, null);
         counts.countFailed();
         save();
+        if (retryable) {
+            putBack.put(messageId, clock.now());
+            savePutBack();
+        }
     }
 
     private void load() throws IOException {
-        String text = storage.read(DOCUMENT);
-        if (text == null) {
+        JSONObject all = readDocument(DOCUMENT);
+        if (all == null) {
             return;
         }
         try {
-            JSONObject all = new JSONObject(text);
             Iterator<?> keys = all.keys();
             while (keys.hasNext()) {
                 String id = (String) keys.next();
                 JSONObject o = all.getJSONObject(id);
-                Tracked t = new Tracked(o.getInt("parts"), o.getLong("since"));
+                Tracked t = new Tracked(o.getInt("parts"), o.getLong("since"),
+                    o.has("sim_slot") ? Integer.valueOf(o.getInt("sim_slot")) : null);
                 t.sentReported = o.optBoolean("sent_reported", false);
                 addAll(t.sent, o.getJSONArray("sent"));
                 addAll(t.delivered, o.getJSONArray("delivered"));
@@ -175,6 +220,50 @@ public final class SendResults {
             }
         } catch (JSONException e) {
             throw new UnreadableDocumentException(DOCUMENT, e);
+        }
+    }
+
+    private void loadPutBack() throws IOException {
+        JSONObject all = readDocument(PUT_BACK_DOCUMENT);
+        if (all == null) {
+            return;
+        }
+        Iterator<?> keys = all.keys();
+        while (keys.hasNext()) {
+            String id = (String) keys.next();
+            putBack.put(id, all.optLong(id, clock.now()));
+        }
+    }
+
+    /** A stored JSON object; null when there is none. */
+    private JSONObject readDocument(String document) throws IOException {
+        String text = storage.read(document);
+        if (text == null) {
+            return null;
+        }
+        try {
+            return new JSONObject(text);
+        } catch (JSONException e) {
+            throw new UnreadableDocumentException(document, e);
+        }
+    }
+
+    private void savePutBack() throws IOException {
+        long cutoff = clock.now() - FORGET_AFTER_MILLIS;
+        Iterator<Long> it = putBack.values().iterator();
+        while (it.hasNext()) {
+            if (it.next() < cutoff) {
+                it.remove(); // the server has given up on the message long since
+            }
+        }
+        try {
+            JSONObject all = new JSONObject();
+            for (Map.Entry<String, Long> e : putBack.entrySet()) {
+                all.put(e.getKey(), e.getValue().longValue());
+            }
+            storage.write(PUT_BACK_DOCUMENT, all.toString());
+        } catch (JSONException e) {
+            throw new IOException(e.getMessage(), e);
         }
     }
 
@@ -196,12 +285,16 @@ public final class SendResults {
             JSONObject all = new JSONObject();
             for (Map.Entry<String, Tracked> e : tracked.entrySet()) {
                 Tracked t = e.getValue();
-                all.put(e.getKey(), new JSONObject()
+                JSONObject o = new JSONObject()
                     .put("parts", t.parts)
                     .put("since", t.since)
                     .put("sent_reported", t.sentReported)
                     .put("sent", new JSONArray(t.sent))
-                    .put("delivered", new JSONArray(t.delivered)));
+                    .put("delivered", new JSONArray(t.delivered));
+                if (t.simSlot != null) {
+                    o.put("sim_slot", t.simSlot.intValue());
+                }
+                all.put(e.getKey(), o);
             }
             storage.write(DOCUMENT, all.toString());
         } catch (JSONException e) {

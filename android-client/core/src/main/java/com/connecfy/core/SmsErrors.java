@@ -134,6 +134,38 @@ public final class SmsErrors {
         }
     }
 
+    /**
+     * Whether a sent result says the message may go out later as it is: the radio off or
+     * out of service, the phone's or the network's rate limit, a modem or network error,
+     * the radio busy with a call, or the SMS stack's own retries used up. Reported with
+     * {@code "retryable": true}, so the server puts the message back. Every other code
+     * (a generic failure, a refused short code, a rejected or invalid message, a missing
+     * or blocked SIM...) is final: sending the same message again would fail the same way.
+     */
+    public static boolean isRetryable(int resultCode) {
+        switch (resultCode) {
+            case 2:   // RESULT_ERROR_RADIO_OFF
+            case 4:   // RESULT_ERROR_NO_SERVICE
+            case 5:   // RESULT_ERROR_LIMIT_EXCEEDED
+            case 9:   // RESULT_RADIO_NOT_AVAILABLE
+            case 16:  // RESULT_MODEM_ERROR
+            case 17:  // RESULT_NETWORK_ERROR
+            case 30:  // RESULT_SMS_SEND_RETRY_FAILED
+            case 100: // RESULT_RIL_RADIO_NOT_AVAILABLE
+            case 101: // RESULT_RIL_SMS_SEND_FAIL_RETRY
+            case 106: // RESULT_RIL_REQUEST_RATE_LIMITED
+            case 111: // RESULT_RIL_MODEM_ERR
+            case 112: // RESULT_RIL_NETWORK_ERR
+            case 116: // RESULT_RIL_NETWORK_NOT_READY
+            case 121: // RESULT_RIL_SIMULTANEOUS_SMS_AND_CALL_NOT_ALLOWED
+            case 123: // RESULT_RIL_BLOCKED_DUE_TO_CALL
+            case 135: // RESULT_RIL_NO_NETWORK_FOUND
+                return true;
+            default:
+                return false;
+        }
+    }
+
     /** TP-Status (3GPP TS 23.040 9.2.3.15) 0x00-0x1F: the message reached the recipient. */
     public static boolean deliveredOk(int tpStatus) {
         return tpStatus >= 0 && tpStatus < 0x20;

@@ -14,6 +14,13 @@ public interface SmsSender {
     /** How many SMS parts the text takes (SmsManager.divideMessage). */
     int countParts(String message);
 
-    /** Hands the message over; an exception means it was not sent at all. */
-    void send(Task task, int parts) throws Exception;
+    /**
+     * The SIM the message goes out from: {@link SimChoice#forTask} with what the phone says
+     * about its SIMs now. {@link SimChoice.Outcome#SLOT_UNAVAILABLE}: the message is failed
+     * with the decision's error, not sent.
+     */
+    SimChoice.Decision simFor(Task task);
+
+    /** Hands the message over, from the SIM {@link #simFor} chose; an exception means it was not sent at all. */
+    void send(Task task, int parts, SimChoice.Decision sim) throws Exception;
 }

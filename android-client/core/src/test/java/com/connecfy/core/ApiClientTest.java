@@ -136,6 +136,8 @@ public class ApiClientTest {
         reply = "{\"id\":\"M1\",\"status\":\"failed\"}";
         device().reportStatus("M1", "failed", "RESULT_ERROR_RADIO_OFF (2)");
         device().reportStatus("M1", "sent", "");
+        device().reportStatus("M2", "failed", "RESULT_ERROR_NO_SERVICE (4)", true, null);
+        device().reportStatus("M3", "sent", "", false, 2);
 
         assertEquals("POST /api/devices/dev1/heartbeat/ application/json", requests.get(0));
         assertEquals("GET /api/devices/dev1/tasks/?limit=10 null", requests.get(1));
@@ -144,6 +146,14 @@ public class ApiClientTest {
         assertEquals("failed", failed.getString("status"));
         assertEquals("RESULT_ERROR_RADIO_OFF (2)", failed.getString("error"));
         assertFalse("no empty error on success", new JSONObject(bodies.get(3)).has("error"));
+        assertFalse("no retryable unless it is", failed.has("retryable"));
+        assertFalse("no sim_slot unless known", new JSONObject(bodies.get(3)).has("sim_slot"));
+        JSONObject retryable = new JSONObject(bodies.get(4));
+        assertTrue(retryable.getBoolean("retryable"));
+        assertFalse(retryable.has("sim_slot"));
+        JSONObject fromSim2 = new JSONObject(bodies.get(5));
+        assertEquals(2, fromSim2.getInt("sim_slot"));
+        assertFalse(fromSim2.has("retryable"));
         for (String token : tokens) {
             assertEquals("tok-secret", token);
         }

@@ -38,9 +38,16 @@ final class Dashboard {
     }
 
     String send(String deviceId, String to, String message) throws IOException, JSONException {
-        String reply = expect(202, "POST", "/api/sms/send/",
-            new JSONObject().put("device_id", deviceId).put("to", to).put("message", message));
-        return new JSONObject(reply).getString("id");
+        return send(deviceId, to, message, null);
+    }
+
+    /** A message to one device, from the SIM in {@code simSlot} (1-based; null: the phone's choice). */
+    String send(String deviceId, String to, String message, Integer simSlot) throws IOException, JSONException {
+        JSONObject body = new JSONObject().put("device_id", deviceId).put("to", to).put("message", message);
+        if (simSlot != null) {
+            body.put("sim_slot", simSlot.intValue());
+        }
+        return new JSONObject(expect(202, "POST", "/api/sms/send/", body)).getString("id");
     }
 
     JSONObject message(String id) throws IOException, JSONException {

@@ -7,6 +7,7 @@ import static org.junit.Assert.assertTrue;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Random;
 import java.util.TimeZone;
@@ -370,7 +371,7 @@ public class DeviceEngineTest {
         runUntil(50000);
         assertEquals("no claim right after the radio failed: " + relative(api.pollTimes), polls,
             api.pollTimes.size());
-        assertEquals(Arrays.asList("A failed RESULT_ERROR_NO_SERVICE (4)"), api.reports);
+        assertEquals(Arrays.asList("A failed RESULT_ERROR_NO_SERVICE (4) retryable"), api.reports);
         assertTrue(engine.status().lastError, engine.status().lastError.contains("RESULT_ERROR_NO_SERVICE"));
         runUntil(90000);
         assertTrue("claims again after the pause: " + relative(api.pollTimes), api.pollTimes.size() > polls);
@@ -481,6 +482,51 @@ public class DeviceEngineTest {
         runFor(1000);
         assertTrue(sender.sent.isEmpty());
         assertEquals(Arrays.asList("A failed " + DeviceEngine.NOT_HANDED_TO_SMS_MANAGER), api.reports);
+    }
+
+    @Test
+    public void aMessageNamingASimGoesFromThatSimAndTheSentReportSaysWhich() throws IOException {
+        sender.dualSim();
+        api.pollScript.add(Arrays.asList(new Task("A", "+15551234567", "SIM 2", 2),
+            new Task("B", "+15551234567", "any SIM"), new Task("C", "+15551234567", "SIM 3", 3)));
+        runFor(1000);
+        assertEquals(Arrays.asList("A", "B"), sender.sent);
+        assertEquals("A from the SIM in slot 2, B from the app's SIM", Arrays.asList(22, 11), sender.sentFrom);
+        results.partSent("A", 0, SmsErrors.RESULT_OK);
+        results.partSent("B", 0, SmsErrors.RESULT_OK);
+        runFor(5000);
+        assertEquals(new HashSet<String>(Arrays.asList("A sent sim=2", "B sent sim=1",
+            "C failed sim_slot_unavailable (SIM 3: the phone has 2 SIM slots)")), new HashSet<String>(api.reports));
+        assertEquals(3, api.reports.size());
+    }
+
+    @Test
+    public void aMessagePutBackAfterARetryableFailureIsSentAgainWhenHandedBack() throws IOException {
+        api.pollScript.add(FakeApi.tasks("A"));
+        runFor(1000);
+        assertEquals(Arrays.asList("A"), sender.sent);
+        for (int i = 0; i < 10; i++) {
+            api.reportScript.add(FakeApi.status(500)); // the report waits a while
+        }
+        results.partSent("A", 0, 5); // RESULT_ERROR_LIMIT_EXCEEDED
+        api.pollScript.add(FakeApi.tasks("A")); // the lease ran out before the report went
+        runFor(25000);
+        assertEquals("not sent again while its report waits", Arrays.asList("A"), sender.sent);
+        assertEquals(1, engine.status().duplicatesSkipped);
+        for (int i = 0; i < 100 && api.reports.isEmpty(); i++) {
+            runFor(10000);
+        }
+        assertEquals(Arrays.asList("A failed RESULT_ERROR_LIMIT_EXCEEDED (5) retryable"), api.reports);
+        engine = newEngine(); // and the app restarts before the server hands it back
+        api.pollScript.add(FakeApi.tasks("A"));
+        runFor(30000);
+        assertEquals("the server put it back and handed it back: sent again", Arrays.asList("A", "A"), sender.sent);
+        results.partSent("A", 0, SmsErrors.RESULT_OK);
+        api.pollScript.add(FakeApi.tasks("A")); // a redelivery now is one
+        runFor(30000);
+        assertEquals(Arrays.asList("A", "A"), sender.sent);
+        assertEquals(Arrays.asList("A failed RESULT_ERROR_LIMIT_EXCEEDED (5) retryable", "A sent sim=1"),
+            api.reports);
     }
 
     @Test

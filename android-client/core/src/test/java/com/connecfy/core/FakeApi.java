@@ -35,7 +35,9 @@ class FakeApi implements DeviceApi {
     volatile boolean holds;
     private Hold holding;
     int interrupts;
+    /** The status reports the server took, and every one it was sent, whatever its answer. */
     final List<String> reports = new ArrayList<String>();
+    final List<String> reportsTried = new ArrayList<String>();
     final ArrayDeque<Object> heartbeatScript = new ArrayDeque<Object>();
     final ArrayDeque<Object> pollScript = new ArrayDeque<Object>();
     final ArrayDeque<Object> reportScript = new ArrayDeque<Object>();
@@ -168,12 +170,23 @@ class FakeApi implements DeviceApi {
         }
     }
 
+    /**
+     * A status report as {@link #reports} and the log spell it: {@code "<id> <status>"}, then
+     * the error, {@code retryable} and {@code sim=<slot>} when the report has them.
+     */
+    static String report(String messageId, String status, String error, boolean retryable, Integer simSlot) {
+        return messageId + " " + status + (error.isEmpty() ? "" : " " + error) + (retryable ? " retryable" : "")
+            + (simSlot == null ? "" : " sim=" + simSlot);
+    }
+
     @Override
-    public synchronized void reportStatus(String messageId, String status, String error)
-            throws IOException, ApiException {
+    public synchronized void reportStatus(String messageId, String status, String error, boolean retryable,
+            Integer simSlot) throws IOException, ApiException {
+        String report = report(messageId, status, error, retryable, simSlot);
         log.add("report " + messageId + " " + status + "@" + clock.now());
+        reportsTried.add(report);
         raise(reportScript.poll());
-        reports.add(messageId + " " + status + (error.isEmpty() ? "" : " " + error));
+        reports.add(report);
     }
 
     @Override

@@ -85,14 +85,14 @@ public class GatewayTest {
         final java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
         final RecordingSender sender = new RecordingSender(clock) {
             @Override
-            public synchronized void send(Task task, int parts) {
+            public synchronized void send(Task task, int parts, SimChoice.Decision sim) {
                 inTick.countDown();
                 try {
                     release.await();
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                 }
-                super.send(task, parts);
+                super.send(task, parts, sim);
             }
         };
         final DeviceEngine engine = engine(gateway, sender);
@@ -301,14 +301,14 @@ public class GatewayTest {
         final java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
         RecordingSender sender = new RecordingSender(clock) {
             @Override
-            public synchronized void send(Task task, int parts) {
+            public synchronized void send(Task task, int parts, SimChoice.Decision sim) {
                 sending.countDown();
                 try {
                     release.await(5, java.util.concurrent.TimeUnit.SECONDS);
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                 }
-                super.send(task, parts);
+                super.send(task, parts, sim);
             }
         };
         final DeviceEngine engine = engine(gateway, sender);

@@ -211,4 +211,40 @@ public class OutboxTest {
         long wait = reopened.nextAttemptAt() - clock.elapsedMillis();
         assertTrue("wait " + wait, wait > 0 && wait <= backoff.ceilingMillis(Integer.MAX_VALUE));
     }
+
+    @Test
+    public void retryableAndTheSimSlotSurviveARestartAndAFailedAttempt() throws IOException {
+        Outbox outbox = open();
+        outbox.add("a", Outbox.FAILED, "RESULT_ERROR_NO_SERVICE (4)", true, null);
+        outbox.add("b", Outbox.SENT, "", false, 2);
+        outbox.add("c", Outbox.DELIVERED, "", true, 2); // neither means anything with delivered
+        api.reportScript.add(new IOException("network down"));
+        outbox.drain(api);
+        Outbox reopened = open(); // the app restarts while offline
+        clock.advance(backoff.ceilingMillis(Integer.MAX_VALUE));
+        assertEquals(3, reopened.drain(api).accepted);
+        assertEquals(Arrays.asList("a failed RESULT_ERROR_NO_SERVICE (4) retryable", "b sent sim=2", "c delivered"),
+            api.reports);
+        assertEquals("the attempt that got no answer said as much",
+            "a failed RESULT_ERROR_NO_SERVICE (4) retryable", api.reportsTried.get(0));
+    }
+
+    @Test
+    public void aServerThatRefusesTheNewFieldsGetsThePlainReportAtOnce() throws IOException {
+        Outbox outbox = open();
+        outbox.add("a", Outbox.SENT, "", false, 2);
+        outbox.add("b", Outbox.FAILED, "RESULT_ERROR_RADIO_OFF (2)", true, null);
+        outbox.add("c", Outbox.SENT, "");
+        api.reportScript.add(FakeApi.badInput("unknown field sim_slot"));
+        api.reportScript.add(Boolean.TRUE);
+        api.reportScript.add(FakeApi.badInput("unknown field retryable"));
+        api.reportScript.add(Boolean.TRUE);
+        api.reportScript.add(FakeApi.badInput("a plain report the server will never take"));
+        Outbox.DrainResult r = outbox.drain(api);
+        assertEquals(Arrays.asList("a sent sim=2", "a sent", "b failed RESULT_ERROR_RADIO_OFF (2) retryable",
+            "b failed RESULT_ERROR_RADIO_OFF (2)", "c sent"), api.reportsTried);
+        assertEquals(Arrays.asList("a sent", "b failed RESULT_ERROR_RADIO_OFF (2)"), api.reports);
+        assertEquals("a plain report refused is dropped as before", 1, r.dropped);
+        assertEquals(0, outbox.size());
+    }
 }

@@ -41,7 +41,7 @@ public class SendResultsTest {
     private List<String> queued() {
         List<String> out = new ArrayList<String>();
         for (Outbox.Report r : outbox.pending()) {
-            out.add(r.messageId + " " + r.status + (r.error.isEmpty() ? "" : " " + r.error));
+            out.add(FakeApi.report(r.messageId, r.status, r.error, r.retryable, r.simSlot));
         }
         return out;
     }
@@ -201,5 +201,81 @@ public class SendResultsTest {
         clock.advance(2 * 60 * 60 * 1000L);
         assertEquals(0, counts.sentToday());
         assertEquals(0, counts.failedToday());
+    }
+
+    @Test
+    public void theSentReportNamesTheSimSlotItWentOutFromThroughARestart() throws IOException {
+        results.dispatched("m", 2, 2);
+        results.dispatched("n", 1);
+        results.partSent("m", 0, SmsErrors.RESULT_OK);
+        reopen();
+        results.partSent("m", 1, SmsErrors.RESULT_OK);
+        results.partSent("n", 0, SmsErrors.RESULT_OK);
+        results.partDelivered("m", 0, 0x00);
+        results.partDelivered("m", 1, 0x00);
+        assertEquals(Arrays.asList("m sent sim=2", "n sent", "m delivered"), queued());
+    }
+
+    @Test
+    public void noServiceRadioOffAndLimitsAreRetryableOtherFailuresAreNot() throws IOException {
+        int[] retryable = {2, 4, 5, 9, 16, 17, 30, 100, 101, 106, 111, 112, 116, 121, 123, 135};
+        int[] fin = {1, 3, 6, 7, 8, 10, 11, 14, 19, 20, 21, 32, 102, 120, 124, 134, 500};
+        List<String> expected = new ArrayList<String>();
+        for (int code : retryable) {
+            results.dispatched("r" + code, 1);
+            results.partSent("r" + code, 0, code);
+            expected.add("r" + code + " failed " + SmsErrors.sendFailure(code) + " retryable");
+        }
+        for (int code : fin) {
+            results.dispatched("f" + code, 1);
+            results.partSent("f" + code, 0, code);
+            expected.add("f" + code + " failed " + SmsErrors.sendFailure(code));
+        }
+        assertEquals(expected, queued());
+        assertEquals(retryable.length + fin.length, counts.failedToday());
+        assertEquals(true, results.isPutBack("r4"));
+        assertEquals(false, results.isPutBack("f1"));
+    }
+
+    @Test
+    public void aFailureAfterAPartLeftThePhoneIsNotRetryable() throws IOException {
+        results.dispatched("m", 2);
+        results.partSent("m", 0, SmsErrors.RESULT_OK);
+        results.partSent("m", 1, 4); // RESULT_ERROR_NO_SERVICE: a retry would send part 1 twice
+        results.dispatched("n", 1);
+        results.notSent("n", new IllegalStateException("no SIM"));
+        results.dispatched("d", 1);
+        results.partSent("d", 0, SmsErrors.RESULT_OK);
+        results.partDelivered("d", 0, 0x41);
+        assertEquals(Arrays.asList("m failed RESULT_ERROR_NO_SERVICE (4)", "n failed NOT_SENT IllegalStateException: "
+            + "no SIM", "d sent", "d failed DELIVERY_FAILED (TP-Status 0x41)"), queued());
+        assertEquals(false, results.isPutBack("m"));
+    }
+
+    @Test
+    public void aPutBackMessageIsSentAgainOnceThroughARestart() throws IOException {
+        results.dispatched("m", 1);
+        results.partSent("m", 0, 2); // RESULT_ERROR_RADIO_OFF
+        reopen();
+        assertEquals(true, results.isPutBack("m"));
+        assertEquals(true, results.takePutBack("m"));
+        reopen();
+        assertEquals("taken once, on disk", false, results.takePutBack("m"));
+        assertEquals(false, results.isPutBack("m"));
+    }
+
+    @Test
+    public void putBackMessagesAreForgottenAfterThreeDaysAndWithThePairing() throws IOException {
+        results.dispatched("old", 1);
+        results.partSent("old", 0, 4);
+        clock.advance(SendResults.FORGET_AFTER_MILLIS + 1);
+        results.dispatched("new", 1);
+        results.partSent("new", 0, 4);
+        reopen();
+        assertEquals(false, results.isPutBack("old"));
+        assertEquals(true, results.isPutBack("new"));
+        results.clear();
+        reopen();
+        assertEquals(false, results.isPutBack("new"));
     }
 }

@@ -42,6 +42,8 @@ public class ServerIntegrationTest {
     private static final String USER_AGENT = "Connecfy-Android-test/1.0.0";
     private static final long LEASE_MILLIS = 2000;
     private static final int WAIT_SECONDS = 2;
+    /** Each phone's SIMs: subscription 7 in slot 1 (its default SMS SIM), 8 in slot 2. */
+    private static final int[] SIMS = {7, 8};
 
     private static ConnecfyServer server;
     private static Dashboard dashboard;
@@ -77,6 +79,8 @@ public class ServerIntegrationTest {
         final File dir;
         final FakeClock clock;
         final List<String> handedToSms = new ArrayList<String>();
+        /** The subscription each message in {@link #handedToSms} went out from. */
+        final List<Integer> sentFrom = new ArrayList<Integer>();
         final List<String> unpaired = new ArrayList<String>();
         Gateway gateway;
         DeviceCredentials credentials;
@@ -113,8 +117,20 @@ public class ServerIntegrationTest {
                 }
 
                 @Override
-                public void send(Task task, int parts) {
+                public SimChoice.Decision simFor(Task task) {
+                    return SimChoice.forTask(task.simSlot, 2, SIMS, SIMS[0], SimChoice.DEFAULT,
+                        new SimSlot.Lookup() {
+                            @Override
+                            public Integer slotOf(int subscriptionId) {
+                                return subscriptionId == SIMS[0] ? 0 : subscriptionId == SIMS[1] ? 1 : null;
+                            }
+                        });
+                }
+
+                @Override
+                public void send(Task task, int parts, SimChoice.Decision sim) {
                     handedToSms.add(task.id);
+                    sentFrom.add(sim.subscriptionId);
                 }
             };
             Heartbeat.Source source = new Heartbeat.Source() {
@@ -209,7 +225,7 @@ public class ServerIntegrationTest {
         results.partDelivered(delivered, 0, 0x00);
         results.partSent(undelivered, 0, SmsErrors.RESULT_OK);
         results.partDelivered(undelivered, 0, 0x41);
-        results.partSent(notSent, 0, 2);
+        results.partSent(notSent, 0, 1); // RESULT_ERROR_GENERIC_FAILURE: final
         phone.gateway.outbox.add("01JAAAAAAAAAAAAAAAAAAAAAAA", Outbox.SENT, ""); // unknown to the server: 404
         phone.drainOutbox();
 
@@ -222,10 +238,44 @@ public class ServerIntegrationTest {
         assertEquals(Arrays.asList("queued", "claimed", "sent", "failed"), statuses(m2.getJSONArray("timeline")));
         JSONObject m3 = dashboard.message(notSent);
         assertEquals("failed", m3.getString("status"));
-        assertEquals("RESULT_ERROR_RADIO_OFF (2)", m3.getString("error"));
+        assertEquals("RESULT_ERROR_GENERIC_FAILURE (1)", m3.getString("error"));
+        assertEquals("the sent report names the SIM that sent it", 1, m1.getInt("sim_slot"));
         assertEquals(2, phone.gateway.counts.sentToday());
         assertEquals(2, phone.gateway.counts.failedToday());
         assertTrue(phone.unpaired.isEmpty());
+    }
+
+    @Test
+    public void aMessageGoesFromTheSimItNamesAndARetryableFailurePutsItBack() throws Exception {
+        Phone phone = new Phone();
+        phone.pair("Dual-SIM phone");
+        String device = phone.credentials.deviceId;
+        String fromSim2 = dashboard.send(device, "+15559998888", "From SIM 2", 2);
+        String anySim = dashboard.send(device, "+15559998888", "From any SIM", null);
+        String noService = dashboard.send(device, "+15559998888", "No service on SIM 2", 2);
+        String noSim3 = dashboard.send(device, "+15559998888", "From SIM 3", 3);
+
+        phone.engine.tick();
+        assertEquals(Arrays.asList(fromSim2, anySim, noService), phone.handedToSms);
+        assertEquals("each from its SIM: 8 sits in slot 2", Arrays.asList(SIMS[1], SIMS[0], SIMS[1]), phone.sentFrom);
+        SendResults results = phone.gateway.results;
+        results.partSent(fromSim2, 0, SmsErrors.RESULT_OK);
+        results.partSent(anySim, 0, SmsErrors.RESULT_OK);
+        results.partSent(noService, 0, 4); // RESULT_ERROR_NO_SERVICE
+        phone.drainOutbox();
+
+        JSONObject sent = dashboard.message(anySim);
+        assertEquals("sent", sent.getString("status"));
+        assertEquals("the SIM that sent it, though the sender named none", 1, sent.getInt("sim_slot"));
+        assertEquals(2, dashboard.message(fromSim2).getInt("sim_slot"));
+        JSONObject putBack = dashboard.message(noService);
+        assertEquals("queued", putBack.getString("status"));
+        assertEquals(Arrays.asList("queued", "claimed", "queued"), statuses(putBack.getJSONArray("timeline")));
+        assertEquals("RESULT_ERROR_NO_SERVICE (4)", putBack.getString("error"));
+        JSONObject refused = dashboard.message(noSim3);
+        assertEquals("failed", refused.getString("status"));
+        assertEquals("sim_slot_unavailable (SIM 3: the phone has 2 SIM slots)", refused.getString("error"));
+        assertTrue(phone.gateway.results.isPutBack(noService));
     }
 
     @Test
@@ -280,9 +330,10 @@ public class ServerIntegrationTest {
         }
         phone.drainOutbox();
         assertEquals("delivered", dashboard.message(first).getString("status"));
-        JSONObject failed = dashboard.message(second);
-        assertEquals("failed", failed.getString("status"));
-        assertEquals("RESULT_ERROR_NO_SERVICE (4)", failed.getString("error"));
+        JSONObject putBack = dashboard.message(second);
+        assertEquals("the failure stayed retryable through the restart: the message was put back", "queued",
+            putBack.getString("status"));
+        assertEquals("RESULT_ERROR_NO_SERVICE (4)", putBack.getString("error"));
         for (int i = 0; i < 10 && !phone.engine.status().isOnline(phone.clock.now()); i++) {
             phone.clock.advance(Math.min(phone.engine.tick(), 60000)); // the next heartbeat after its backoff
         }

@@ -18,6 +18,8 @@
     KEYS[8]  pool visitors sorted set       {S}:pool-visitors
     KEYS[9]  events stream                  {S}:events
     KEYS[10] waiting set                    {S}:waiting
+    KEYS[11] pool's high-priority set       {S}:pool:high
+    KEYS[12] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -43,6 +45,7 @@ local rcall = redis.call
 --- @include "includes/leases"
 --- @include "includes/claiming"
 --- @include "includes/wakeups"
+--- @include "includes/failures"
 
 local visitorsKey = KEYS[8]
 local device = ARGV[1]
@@ -63,8 +66,8 @@ rcall("ZREMRANGEBYSCORE", visitorsKey, "-inf", now - presenceTtl)
 
 redeliver(c)
 local budgetFull = false
-if ARGV[7] == "1" then
-  budgetFull = claimFromPool(c, KEYS[6], KEYS[7])
+if ARGV[7] == "1" and not poolSkips(KEYS[12], device, now) then
+  budgetFull = claimFromPool(c, {key = KEYS[6], state = KEYS[7], high = KEYS[11]})
 end
 
 bulkRun(c.bulk)

@@ -21,6 +21,7 @@
     KEYS[15] each thread's newest id        {S}:threads:<account>:newest
     KEYS[16] waiting set                    {S}:waiting
     KEYS[17] scheduled sorted set           {S}:scheduled
+    KEYS[18] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -33,9 +34,10 @@
     ARGV[9]  send burst (messages); a batch costs its message count
     ARGV[10] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[11] the shard's wake channel       {S}:wake
-    then nine arguments per message:
+    then ten arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
-      send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none)
+      send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none),
+      priority ("normal" | "high")
 
   A message whose send_at is later than now is "scheduled": it waits in the
   scheduled set (id -> send_at), neither queued nor claimable, until release-due
@@ -99,7 +101,7 @@ local sendBurst = tonumber(ARGV[9])
 local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
 local FIRST = 12
-local PER = 9
+local PER = 10
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
   return redis.error_reply("BAD_REQUEST message count does not match arguments")
@@ -145,6 +147,9 @@ for i = 0, n - 1 do
   end
   if not tonumber(ARGV[base + 5]) then
     return redis.error_reply("BAD_REQUEST segments must be a number")
+  end
+  if ARGV[base + 9] ~= "normal" and ARGV[base + 9] ~= "high" then
+    return redis.error_reply("BAD_REQUEST unknown priority")
   end
 end
 if #missing > 0 then
@@ -234,6 +239,9 @@ for i = 0, n - 1 do
   if simSlot > 0 then
     msg.sim_slot = simSlot
   end
+  if ARGV[base + 9] == "high" then
+    msg.priority = "high"
+  end
   if route ~= "device" then
     msg.device = ""
   end
@@ -242,10 +250,10 @@ for i = 0, n - 1 do
     bulkAdd(bulk, "ZADD", KEYS[17], sendAt, id)
   else
     if route == "device" then
-      bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, id))
+      bulkAdd(bulk, "ZADD", queueKey, 0, queueMember(msg.device, msg))
       wakeDevice(wakes, KEYS[16], msg.device, now)
     else
-      pooled[#pooled + 1] = id
+      pooled[#pooled + 1] = msg
     end
     bulkAdd(bulk, "ZADD", expiryKey, msg.expires, id)
   end
@@ -257,7 +265,7 @@ for i = 0, n - 1 do
   reply[#reply + 1] = id
 end
 if #pooled > 0 then
-  poolPush(bulk, poolKey, poolStateKey, account, pooled)
+  poolPush(bulk, {key = poolKey, state = poolStateKey, high = KEYS[18]}, account, pooled)
 end
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)

@@ -10,6 +10,9 @@
   message waits in the scheduled set and is queued for its phone again after the retry
   delay (release-due). The same report again is a repeat. A report
   accepted in the device's home shard refreshes its presence, as a heartbeat does.
+  Each accepted report that is not retryable counts toward the phone's run of failures
+  in this shard (includes/failures).
+  A move to sent may name the SIM slot that sent the message.
 
   Input:
     KEYS[1]  messages hash                  {S}:messages
@@ -27,6 +30,8 @@
     KEYS[13] pool state hash                {S}:pool:state
     KEYS[14] scheduled sorted set           {S}:scheduled
     KEYS[15] waiting set                    {S}:waiting
+    KEYS[16] pool's high-priority set       {S}:pool:high
+    KEYS[17] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  message id
@@ -43,6 +48,10 @@
     ARGV[10] retry delay of a device message (ms)
     ARGV[11] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[12] the shard's wake channel       {S}:wake
+    ARGV[13] failed reports in a row after which pool claims skip the phone
+    ARGV[14] for how long (ms)
+    ARGV[15] with "sent": the SIM slot (1-4) that sent it, kept as the message's
+             sim_slot; 0: the phone did not say (the slot asked for, if any, stays)
 
   Output:
     {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
@@ -62,6 +71,7 @@ local rcall = redis.call
 --- @include "includes/leases"
 --- @include "includes/pool"
 --- @include "includes/wakeups"
+--- @include "includes/failures"
 
 local messagesKey = KEYS[1]
 local countersKey = KEYS[2]
@@ -75,6 +85,7 @@ local status = ARGV[3]
 local err = ARGV[4]
 local now = tonumber(ARGV[5])
 local rememberMs = tonumber(ARGV[6])
+local sentFromSlot = tonumber(ARGV[15])
 
 local allowed = {
   claimed = {sent = true, delivered = true, failed = true},
@@ -128,7 +139,7 @@ if retryable and msg.status == "claimed" and msg.leases < tonumber(ARGV[9]) and 
   local retryAt = 0
   local wakes = {}
   if msg.route == "pool" then
-    poolReturn(bulk, KEYS[12], KEYS[13], msg.account, msg.id)
+    poolReturn(bulk, {key = KEYS[12], state = KEYS[13], high = KEYS[16]}, msg)
     change(batch, eventsKey, msg, "queued", "", now, err)
     wakePool(wakes, KEYS[15], now, 1)
   else
@@ -153,8 +164,14 @@ if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status
     rcall("ZREM", KEYS[7], unpack(old))
   end
 end
+if status == "sent" and sentFromSlot > 0 then
+  msg.sim_slot = sentFromSlot
+end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)
 flush(batch, messagesKey, countersKey)
+if not retryable then
+  noteReport(KEYS[17], device, status, err, now, tonumber(ARGV[13]), tonumber(ARGV[14]))
+end
 seen()
 return {id, status, "1", 0}

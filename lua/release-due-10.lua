@@ -17,6 +17,7 @@
     KEYS[7]  pool sorted set                {S}:pool
     KEYS[8]  pool state hash                {S}:pool:state
     KEYS[9]  waiting set                    {S}:waiting
+    KEYS[10] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  now (ms)
     ARGV[2]  most messages to release in this call
@@ -51,19 +52,19 @@ for i = 1, #due do
   bulkAdd(bulk, "ZREM", scheduledKey, due[i])
   local msg = found[i]
   if msg and msg.status == "queued" and msg.route == "device" then
-    bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg.id))
+    bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg))
     wakeDevice(wakes, KEYS[9], msg.device, now)
     released = released + 1
   elseif msg and msg.status == "scheduled" then
     if msg.route == "device" then
-      bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg.id))
+      bulkAdd(bulk, "ZADD", KEYS[6], 0, queueMember(msg.device, msg))
       wakeDevice(wakes, KEYS[9], msg.device, now)
     else
       if not pooled[msg.account] then
         pooled[msg.account] = {}
         senders[#senders + 1] = msg.account
       end
-      table.insert(pooled[msg.account], msg.id)
+      table.insert(pooled[msg.account], msg)
     end
     bulkAdd(bulk, "ZADD", KEYS[5], msg.expires, msg.id)
     change(batch, eventsKey, msg, "queued", msg.device, now, nil)
@@ -72,7 +73,7 @@ for i = 1, #due do
 end
 local inPool = 0
 for i = 1, #senders do
-  poolPush(bulk, KEYS[7], KEYS[8], senders[i], pooled[senders[i]])
+  poolPush(bulk, {key = KEYS[7], state = KEYS[8], high = KEYS[10]}, senders[i], pooled[senders[i]])
   inPool = inPool + #pooled[senders[i]]
 end
 bulkRun(bulk)

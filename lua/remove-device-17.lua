@@ -21,6 +21,8 @@
     KEYS[13] pool state hash                {S}:pool:state
     KEYS[14] events stream                  {S}:events
     KEYS[15] waiting set                    {S}:waiting
+    KEYS[16] pool's high-priority set       {S}:pool:high
+    KEYS[17] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -63,6 +65,7 @@ rcall("DEL", deviceKey, windowKey, presenceKey)
 rcall("SREM", devicesKey, device)
 rcall("ZREM", lastSeenKey, device)
 rcall("ZREM", KEYS[15], device)
+rcall("HDEL", KEYS[17], device)
 
 local bulk = newBulk()
 local changes = newBatch()
@@ -71,7 +74,7 @@ local failed, returned = 0, 0
 local queued = rcall("ZRANGEBYLEX", queueKey, "[" .. device .. ":", "(" .. device .. ";", "LIMIT", 0, perCall)
 local ids = {}
 for i = 1, #queued do
-  ids[i] = string.sub(queued[i], #device + 2)
+  ids[i] = queuedId(queued[i], device)
   bulkAdd(bulk, "ZREM", queueKey, queued[i])
   bulkAdd(bulk, "ZREM", expiryKey, ids[i])
 end
@@ -96,7 +99,7 @@ for i = 1, #ids do
   local msg = found[i]
   if msg and msg.status == "claimed" then
     if msg.route == "pool" and now < msg.expires then
-      poolReturn(bulk, poolKey, poolStateKey, msg.account, msg.id)
+      poolReturn(bulk, {key = poolKey, state = poolStateKey, high = KEYS[16]}, msg)
       bulkAdd(bulk, "ZADD", expiryKey, msg.expires, msg.id)
       change(changes, eventsKey, msg, "queued", "", now, nil)
       returned = returned + 1

@@ -12,6 +12,7 @@
     KEYS[6]  pool state hash                {S}:pool:state
     KEYS[7]  events stream                  {S}:events
     KEYS[8]  scheduled sorted set           {S}:scheduled
+    KEYS[9]  pool's high-priority set       {S}:pool:high
 
     ARGV[1]  account id (the sender; another account's message is not found)
     ARGV[2]  message id
@@ -56,9 +57,9 @@ rcall("ZREM", KEYS[8], id)  -- scheduled, or a device message held back for a re
 if msg.status == "scheduled" then
   -- neither queued nor pooled yet
 elseif msg.route == "device" then
-  rcall("ZREM", queueKey, queueMember(msg.device, id))
+  rcall("ZREM", queueKey, queueMember(msg.device, msg))
 else
-  poolRemove(poolKey, poolStateKey, account, id)
+  poolRemove({key = poolKey, state = poolStateKey, high = KEYS[9]}, msg)
 end
 rcall("ZREM", expiryKey, id)
 local batch = newBatch()

@@ -26,6 +26,7 @@
     KEYS[11] pool visitors sorted set       {S}:pool-visitors (phones of other home
                                             shards of a sharded platform pool)
     KEYS[12] waiting set                    {S}:waiting
+    KEYS[13] pool's high-priority set       {S}:pool:high
 
     ARGV[1]  now (ms)
     ARGV[2]  most messages to look at, per kind of work
@@ -50,12 +51,11 @@ local queueKey = KEYS[3]
 local leasedKey = KEYS[4]
 local leaseChecksKey = KEYS[5]
 local expiryKey = KEYS[6]
-local poolKey = KEYS[7]
-local poolStateKey = KEYS[8]
 local lastSeenKey = KEYS[9]
 local eventsKey = KEYS[10]
 local visitorsKey = KEYS[11]
 local waitingKey = KEYS[12]
+local pool = {key = KEYS[7], state = KEYS[8], high = KEYS[13]}
 
 local now = tonumber(ARGV[1])
 local perCall = tonumber(ARGV[2])
@@ -77,9 +77,9 @@ for i = 1, #due do
   bulkAdd(bulk, "ZREM", expiryKey, due[i])
   if msg and msg.status == "queued" then
     if msg.route == "device" then
-      bulkAdd(bulk, "ZREM", queueKey, queueMember(msg.device, msg.id))
+      bulkAdd(bulk, "ZREM", queueKey, queueMember(msg.device, msg))
     else
-      poolRemove(poolKey, poolStateKey, msg.account, msg.id)
+      poolRemove(pool, msg)
     end
     change(changes, eventsKey, msg, "expired", msg.device, now, nil)
     expired = expired + 1
@@ -104,7 +104,7 @@ for i = 1, #due do
   elseif msg.route == "pool" and not isOnline(lastSeenKey, msg.device, now, presenceTtl)
       and not isOnline(visitorsKey, msg.device, now, presenceTtl) then
     dropLease(bulk, leasedKey, leaseChecksKey, msg)
-    poolReturn(bulk, poolKey, poolStateKey, msg.account, msg.id)
+    poolReturn(bulk, pool, msg)
     bulkAdd(bulk, "ZADD", expiryKey, msg.expires, msg.id)
     change(changes, eventsKey, msg, "queued", "", now, nil)
     returned = returned + 1

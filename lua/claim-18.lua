@@ -25,6 +25,8 @@
     KEYS[14] shard owner's account hash     {S}:account (absent for a platform pool)
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] presence key                   {S}:device:<device>:presence
+    KEYS[17] pool's high-priority set       {S}:pool:high
+    KEYS[18] failing phones hash            {S}:pool-failures
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -42,13 +44,25 @@
              (a claim that hands something is never charged)
     ARGV[12] "-": a plain poll; else a long poll's claim: the end of its wait (ms), or
              0 for the claim that ends it (see noteWaiting in includes/wakeups)
+    ARGV[13] a send window's intervals left (ms) below which the claim asks for more
 
   Output:
-    {{remaining, burst, reset_ms}, {id, to, body, segments, sim slot}, ...}: the poll rate limiter
-    after this claim (whether it was charged or not), then the claimed messages, oldest first (none when nothing fits).
+    {{remaining, burst, reset_ms, refresh}, {id, to, body, segments, sim slot}, ...}: the
+    poll rate limiter after this claim (whether it was charged or not), 1 when the send
+    window needs its next intervals written (else 0), then the claimed messages, oldest
+    first (none when nothing fits).
     With ARGV[9] 0 the first element goes on: {..., minute_used, per_minute, day_used,
     per_day, online (0/1), turn}, the budget after this claim, whether the device is
-    online, and a number that grows by one each claim (where its pool visit starts).
+    online and inside its send window, and a number that grows by one each claim (where
+    its pool visit starts).
+
+  Send window (the device hash's send_open, broker/send_windows.py): outside it the
+  device is handed nothing new, neither from its queue nor from the pool; its own
+  expired leases are still redelivered. A long poll outside it is not listed as
+  waiting (a wake-up would be wasted on it).
+
+  A phone whose recent reports here all failed is skipped by the pool for a while
+  (includes/failures); its own queue is not.
 
   Budget: the device hash's per_minute (segments in any 60 s) and per_day (segments
   per UTC day). A message longer than a whole budget may go out when that budget is
@@ -72,6 +86,7 @@ local rcall = redis.call
 --- @include "includes/gcra"
 --- @include "includes/claiming"
 --- @include "includes/wakeups"
+--- @include "includes/failures"
 
 local deviceKey = KEYS[1]
 local windowKey = KEYS[2]
@@ -95,7 +110,7 @@ local refuse = ARGV[10] == "1"
 local chargeEmpty = ARGV[11] == "1"
 local wait = ARGV[12]
 
-local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used")
+local limits = rcall("HMGET", deviceKey, "per_minute", "per_day", "day", "day_used", "window_used", "send_open")
 if not limits[1] then
   return redis.error_reply("DEVICE_NOT_FOUND " .. device)
 end
@@ -135,17 +150,22 @@ if #leaving > 0 then
   rcall("ZREMRANGEBYSCORE", windowKey, "-inf", now - 60000)
 end
 
+local windowOpen, windowStale = sendWindow(limits[6], now, tonumber(ARGV[13]))
+if not windowOpen and wait ~= "-" then
+  wait = "0"
+end
+
 -- 1. This device's own leases that ran out.
 redeliver(c)
 
 -- 2. This device's own queue.
 local budgetFull = false
-if #c.claimed < limit then
+if windowOpen and #c.claimed < limit then
   local queued = rcall("ZRANGEBYLEX", queueKey, "[" .. device .. ":", "(" .. device .. ";",
     "LIMIT", 0, limit - #c.claimed)
   local ids = {}
   for i = 1, #queued do
-    ids[i] = string.sub(queued[i], #device + 2)
+    ids[i] = queuedId(queued[i], device)
   end
   local found = loadMessages(c.messagesKey, ids)
   for i = 1, #queued do
@@ -165,8 +185,8 @@ end
 
 -- 3. The pool, fair across senders, only for a device that is online.
 local online = isOnline(lastSeenKey, device, now, presenceTtl)
-if poolHere and not budgetFull and online then
-  claimFromPool(c, poolKey, poolStateKey)
+if poolHere and not budgetFull and online and windowOpen and not poolSkips(KEYS[18], device, now) then
+  claimFromPool(c, {key = poolKey, state = poolStateKey, high = KEYS[17]})
 end
 
 bulkRun(c.bulk)
@@ -184,11 +204,11 @@ if chargeEmpty and #claimed == 0 then
 else
   rate = gcraCheck(rateKey, now, pollInterval, pollBurst, 0)
 end
-local head = {rate.remaining, pollBurst, rate.reset}
+local head = {rate.remaining, pollBurst, rate.reset, windowStale and 1 or 0}
 if not poolHere then
   local turn = rcall("HINCRBY", deviceKey, "pool_turn", 1)
-  head = {rate.remaining, pollBurst, rate.reset, c.minuteUsed, c.perMinute, c.dayUsed, c.perDay,
-    online and 1 or 0, turn}
+  head = {rate.remaining, pollBurst, rate.reset, windowStale and 1 or 0, c.minuteUsed, c.perMinute,
+    c.dayUsed, c.perDay, (online and windowOpen) and 1 or 0, turn}
 end
 table.insert(claimed, 1, head)
 return claimed
