@@ -6,7 +6,7 @@ a scheduled or queued message is cancelled from its row, which shows what it bec
 without a reload (``claimed`` when a phone took it first); a send time or expiry the
 server refuses is said next to the field, by its label, and nothing is queued; the
 Overview and Devices pages name a phone that is offline while messages wait for it, and
-not one that is online.
+not one that is online; a high-priority send is claimed before a normal one sent first.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -77,6 +77,18 @@ def fill_send_form(page: Any, phone: Phone, text: str) -> None:
     page.get_by_label("Message").fill(text)
 
 
+def press_send(page: Any) -> str:
+    """Press Send and wait for the answer to this press: the new message's id."""
+    shown = page.locator("[data-sent-id]")
+    before = shown.inner_text() if shown.count() else ""
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_function(
+        "(before) => { const id = document.querySelector('[data-sent-id]'); return id && id.textContent !== before; }",
+        arg=before,
+    )
+    return str(shown.inner_text())
+
+
 def test_a_send_scheduled_on_the_send_page_waits_then_turns_queued_on_its_own(people: Any, world: World) -> None:
     carol, phone, page = at_the_send_page(people, world, "schedule", "Pixel 8")
     assert page.evaluate("() => new Date(2026, 0, 1).getTimezoneOffset()") == -345, "the browser is in Kathmandu"
@@ -86,13 +98,12 @@ def test_a_send_scheduled_on_the_send_page_waits_then_turns_queued_on_its_own(pe
     page.get_by_label("Expires after").fill("2")
     assert page.get_by_label("Unit of the expiry").input_value() == "3600", "hours unless minutes are chosen"
     page.get_by_label("SIM").select_option("2")
-    page.get_by_role("button", name="Send").click()
+    message_id = press_send(page)
     outcome = page.locator("[data-sent-status]")
-    see(outcome).to_have_attribute("data-sent-status", "scheduled")
+    assert outcome.get_attribute("data-sent-status") == "scheduled"
     assert outcome.inner_text().startswith("Scheduled for ")
     assert outcome.locator("time").get_attribute("datetime") is not None
     shoot(page, "send-scheduled")
-    message_id = page.locator("[data-sent-id]").inner_text()
 
     status, sent = carol.api("GET", f"/api/sms/{message_id}/", None)
     assert status == 200
@@ -128,15 +139,12 @@ def test_cancel_on_the_messages_page_updates_the_row(people: Any, world: World) 
     dave, phone, page = at_the_send_page(people, world, "cancel", "Pixel 6a")
     fill_send_form(page, phone, "See you tomorrow.")
     page.get_by_label("Send time").fill(wall_clock(datetime.now(UTC) + timedelta(hours=1)))
-    page.get_by_role("button", name="Send").click()
-    see(page.locator("[data-sent-status]")).to_have_attribute("data-sent-status", "scheduled")
-    later = page.locator("[data-sent-id]").inner_text()
+    later = press_send(page)
+    assert page.locator("[data-sent-status]").get_attribute("data-sent-status") == "scheduled"
     page.get_by_label("Send time").fill("")
     page.get_by_label("Message").fill("Right now.")
-    page.get_by_role("button", name="Send").click()
-    see(page.locator("[data-sent-id]")).not_to_have_text(later)
+    now = press_send(page)
     assert page.locator("[data-sent-status]").inner_text() == "Queued."
-    now = page.locator("[data-sent-id]").inner_text()
 
     page = dave.open("/messages/")
     page.evaluate("() => { window.stillTheSamePage = true; }")
@@ -279,3 +287,21 @@ def test_a_phone_offline_with_messages_waiting_is_named_in_a_banner(people: Any,
         expect(shop.heartbeat(), 200)
         see(banner).to_be_hidden(timeout=10_000)
         assert page.evaluate("() => window.stillTheSamePage") is True
+
+
+def test_a_high_priority_send_is_claimed_before_the_normal_one(people: Any, world: World) -> None:
+    gus, phone, page = at_the_send_page(people, world, "priority", "Pixel 9")
+    assert page.get_by_label("Priority").input_value() == "normal"
+    fill_send_form(page, phone, "This month's newsletter.")
+    normal = press_send(page)
+    page.get_by_label("Message").fill("Your code is 123456.")
+    page.get_by_label("Priority").select_option("high")
+    high = press_send(page)
+
+    assert {m["id"]: m["priority"] for m in messages(gus)} == {normal: "normal", high: "high"}
+    assert [t["id"] for t in expect(phone.tasks(limit=1), 200)] == [high], "sent second, claimed first"
+
+    page = gus.open("/messages/")
+    row = page.locator(f"[data-message-id='{high}']")
+    row.locator("summary").click()
+    assert row.locator("[data-field=priority]").inner_text() == "high"
