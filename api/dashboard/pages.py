@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import zoneinfo
 from collections.abc import AsyncIterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -77,6 +79,12 @@ async def page_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: Ba
         if exc.status_code == 401:
             raise LoginRequired from None
         raise
+
+
+@cache
+def time_zones() -> list[str]:
+    """The IANA time zone names a send window may use, for the Devices page to offer."""
+    return sorted(zoneinfo.available_timezones())
 
 
 def see_other(location: str) -> Response[str]:
@@ -170,7 +178,9 @@ class AccountPages(Controller):
     async def devices(self, request: Request[Any, Any, Any]) -> Template:
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
-        return await _page("devices.html", request, "devices", devices=[device_out(d) for d in devices])
+        return await _page(
+            "devices.html", request, "devices", devices=[device_out(d) for d in devices], time_zones=time_zones()
+        )
 
     @get("/devices/add/")
     async def add_device(self, request: Request[Any, Any, Any], pool: str | None = None) -> Template:

@@ -6,7 +6,8 @@ a scheduled or queued message is cancelled from its row, which shows what it bec
 without a reload (``claimed`` when a phone took it first); a send time or expiry the
 server refuses is said next to the field, by its label, and nothing is queued; the
 Overview and Devices pages name a phone that is offline while messages wait for it, and
-not one that is online; a high-priority send is claimed before a normal one sent first.
+not one that is online; a high-priority send is claimed before a normal one sent first;
+a send window set on the Devices page holds the phone's messages until it is removed.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -305,3 +306,58 @@ def test_a_high_priority_send_is_claimed_before_the_normal_one(people: Any, worl
     row = page.locator(f"[data-message-id='{high}']")
     row.locator("summary").click()
     assert row.locator("[data-field=priority]").inner_text() == "high"
+
+
+def test_a_send_window_set_on_the_devices_page_holds_messages_until_it_opens(people: Any, world: World) -> None:
+    hal = people(timezone_id=ZONE)
+    hal.signup(email("window"), PASSWORD)
+    phone = paired(hal, world, "Depot phone")
+
+    page = hal.open("/devices/")
+    card = page.locator(f"li[data-device-id='{phone.device_id}']")
+    note = card.locator("[data-window-note]")
+    remove = card.get_by_role("button", name="Remove the send window of Depot phone")
+    assert note.inner_text() == "any time (no window)"
+    assert remove.is_hidden()
+    zone = card.get_by_label("Time zone")
+    # The browser's own zone to begin with, by the name its ICU gives (Asia/Katmandu, the old spelling, here).
+    assert zone.input_value() == page.evaluate("() => Intl.DateTimeFormat().resolvedOptions().timeZone")
+    assert zone.input_value() in ("Asia/Kathmandu", "Asia/Katmandu")
+
+    # An hour that has not come yet in Berlin: the window is closed now.
+    berlin = datetime.now(ZoneInfo("Europe/Berlin"))
+    opens, closes = ((berlin + timedelta(hours=h)).strftime("%H:%M") for h in (2, 3))
+    card.get_by_label("Window opens").fill(opens)
+    card.get_by_label("Window closes").fill(closes)
+    zone.fill("Mars/Olympus_Mons")
+    card.get_by_role("button", name="Save the send window of Depot phone").click()
+    error = card.locator("form.send-window .error")
+    see(error).to_have_text("Time zone: timezone must be an IANA time zone name, e.g. Europe/Berlin")
+    assert zone.get_attribute("aria-invalid") == "true"
+    status, [device] = hal.api("GET", "/api/devices/", None)
+    assert status == 200 and device["send_window"] is None, "nothing changed"
+
+    zone.fill("Europe/Berlin")
+    card.get_by_role("button", name="Save the send window of Depot phone").click()
+    page.get_by_text("Send window saved").wait_for()
+    assert error.is_hidden() and zone.get_attribute("aria-invalid") is None
+    assert note.inner_text() == f"new messages go out from {opens} to {closes} (Europe/Berlin) only"
+    see(remove).to_be_visible()
+    status, [device] = hal.api("GET", "/api/devices/", None)
+    assert device["send_window"] == {"start": opens, "end": closes, "timezone": "Europe/Berlin"}
+    shoot(page, "devices-send-window")
+
+    status, sent = hal.api("POST", "/api/sms/send/", {"device_id": phone.device_id, "to": TO, "message": "Later."})
+    assert status == 202
+    assert expect(phone.tasks(), 200) == [], "outside the window the phone is handed nothing"
+
+    page = hal.open("/devices/")
+    assert card.get_by_label("Window opens").input_value() == opens, "the page shows the window it has"
+    assert card.get_by_label("Time zone").input_value() == "Europe/Berlin"
+    remove.click()
+    page.get_by_text("Send window removed").wait_for()
+    assert note.inner_text() == "any time (no window)"
+    assert remove.is_hidden() and card.get_by_label("Window opens").input_value() == ""
+    status, [device] = hal.api("GET", "/api/devices/", None)
+    assert device["send_window"] is None
+    assert [t["id"] for t in expect(phone.tasks(), 200)] == [sent["id"]]

@@ -60,10 +60,18 @@ function localMoment(value) {
     (offset < 0 ? "-" : "+") + pad(Math.floor(Math.abs(offset) / 60)) + ":" + pad(Math.abs(offset) % 60);
 }
 
+/* body.a.b = value for a field named "a.b". */
+function put(body, name, value) {
+  const path = name.split(".");
+  let node = body;
+  for (const key of path.slice(0, -1)) node = node[key] = node[key] || {};
+  node[path[path.length - 1]] = value;
+}
+
 /* Fields to a JSON body: numbers as numbers (data-number selects too, scaled by the unit
-   chosen in their data-scale-by select), local times with the browser's offset, empty
-   optional fields left out, and the checked values of data-list checkboxes as a list
-   (an empty one when none is checked). */
+   chosen in their data-scale-by select), local times with the browser's offset, a
+   dotted name as a nested object, empty optional fields left out, and the checked
+   values of data-list checkboxes as a list (an empty one when none is checked). */
 function formBody(form) {
   const body = {};
   for (const el of form.elements) {
@@ -75,9 +83,9 @@ function formBody(form) {
     }
     if ((el.type === "radio" || el.type === "checkbox") && !el.checked) continue;
     if (el.value === "" && !el.required) continue;
-    if ("localTime" in el.dataset) body[el.name] = localMoment(el.value);
-    else if (el.dataset.scaleBy) body[el.name] = Math.round(Number(el.value) * Number(document.getElementById(el.dataset.scaleBy).value));
-    else body[el.name] = el.type === "number" || "number" in el.dataset ? Number(el.value) : el.value;
+    if ("localTime" in el.dataset) put(body, el.name, localMoment(el.value));
+    else if (el.dataset.scaleBy) put(body, el.name, Math.round(Number(el.value) * Number(document.getElementById(el.dataset.scaleBy).value)));
+    else put(body, el.name, el.type === "number" || "number" in el.dataset ? Number(el.value) : el.value);
   }
   return body;
 }
@@ -139,6 +147,10 @@ const afterSubmit = {
     toast("Key \u201c" + body.name + "\u201d created");
     refreshSection("key-list");
   },
+  "window-saved": (form, body) => {
+    showSendWindow(form, body.send_window);
+    toast("Send window saved");
+  },
   "suppression-added": (form, body) => {
     form.reset();
     toast("Added " + body.phone + " to the list");
@@ -153,6 +165,18 @@ const afterSubmit = {
     refreshSection("webhook-list");
   },
 };
+
+/* A device's send window as the server now has it (null: none). */
+function showSendWindow(form, w) {
+  form.querySelector("[data-window-note]").textContent = w
+    ? "new messages go out from " + w.start + " to " + w.end + " (" + w.timezone + ") only"
+    : "any time (no window)";
+  form.querySelector('[data-action="remove-window"]').hidden = !w;
+  if (!w) {
+    form.elements.namedItem("send_window.start").value = "";
+    form.elements.namedItem("send_window.end").value = "";
+  }
+}
 
 /* Re-render one section of this page from the server (the key itself stays on screen). */
 async function refreshSection(id) {
@@ -211,6 +235,13 @@ const actions = {
     if (!confirm("Remove " + button.dataset.name + "? Its token stops working at once.")) return;
     const result = await api("DELETE", "/api/devices/" + button.dataset.deviceId + "/");
     if (result.ok) location.reload(); else toast(problem(result));
+  },
+  "remove-window": async (button) => {
+    const form = button.closest("form");
+    const result = await api("PATCH", form.dataset.api.split(" ")[1], { send_window: null });
+    if (!result.ok) return toast(problem(result));
+    showSendWindow(form, result.body.send_window);
+    toast("Send window removed: new messages go out at any time");
   },
   "cancel-message": async (button) => {
     const row = button.closest("li.message");
@@ -640,6 +671,8 @@ document.addEventListener("click", (event) => {
 document.addEventListener("DOMContentLoaded", () => {
   localTimes();
   setInterval(localTimes, 15000);
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  for (const input of document.querySelectorAll("[data-browser-zone]")) input.value = input.value || zone;
   if (document.querySelector("[data-live-devices]")) poll("/api/devices/", updateDeviceCards);
   if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
   if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
