@@ -332,6 +332,13 @@ def test_limit_request_approved_by_the_operator_who_sees_the_pool(
     operator_api = world.api()
     expect(operator_api.post("/api/auth/login/", json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD}), 200)
     pool_phone = world.pair(operator_api, "Pool phone 1", pool=True)
+    broken = world.pair(operator_api, "Pool phone 2", pool=True)
+    shop = world.signup("api_only")
+    key = world.api_key(shop)["api_key"]
+    for i in range(5):  # five failed reports in a row: the pool skips the phone
+        sent = expect(world.external({"api_key": key, "to": TO, "message": f"fails {i}"}), 202)
+        assert [t["id"] for t in expect(broken.tasks(limit=1), 200)] == [sent["id"]]
+        expect(broken.report(sent["id"], "failed", error="RESULT_ERROR_GENERIC_FAILURE (1)"), 200)
 
     frank = people()
     frank.signup(email("frank"), PASSWORD, "api_only")
@@ -349,6 +356,13 @@ def test_limit_request_approved_by_the_operator_who_sees_the_pool(
     page.wait_for_selector("body[data-ready=true]")
     pool_row = page.locator("table.pool tr", has_text="Pool phone 1")
     assert pool_row.locator(".badge").inner_text() == "Online"
+    assert pool_row.locator("[data-field=pool_pause]").inner_text() == "Takes work"
+    skipped = page.locator("table.pool tr", has_text="Pool phone 2").locator("[data-field=pool_pause]").inner_text()
+    assert re.fullmatch(
+        r"Skipped by the pool, back in (9|10) min: 5 failed reports in a row, the last: "
+        r"RESULT_ERROR_GENERIC_FAILURE \(1\)",
+        skipped,
+    ), skipped
     request = page.locator(".request", has_text="Appointment reminders for 3 clinics")
     request.get_by_label("Note to the account").fill("Welcome aboard")
     shoot(page, "settings-operator")
