@@ -47,7 +47,7 @@ from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
 from broker.long_poll import Hangup
 from broker.records import Account, ClaimResult, DeviceInfo, DeviceRef, SendWindow
-from broker.send_windows import check_window
+from broker.send_windows import CLOCK_TIME, check_window
 from broker.validation import SENDER_NAME
 
 PairingCode = Annotated[
@@ -163,13 +163,24 @@ class DeviceOut(msgspec.Struct):
     pool_pause_reason: str | None
 
 
+ClockTime = Annotated[
+    str, checked_by_the_broker("A local time of day, HH:MM (00:00 to 23:59).", pattern=CLOCK_TIME.pattern)
+]
+
+
+class SendWindowIn(msgspec.Struct, forbid_unknown_fields=True):
+    start: ClockTime
+    end: ClockTime  # before start: the window runs over midnight; equal to it: refused
+    timezone: Annotated[str, checked_by_the_broker("An IANA time zone name, e.g. Europe/Berlin.", min_length=1)]
+
+
 class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
     device_name: Name | None = None
     segments_per_minute: SegmentBudget | None = None
     segments_per_day: SegmentBudget | None = None
     # A window of the day (HH:MM to HH:MM in an IANA time zone) outside which the phone is
     # handed nothing new; null removes it; left out: unchanged.
-    send_window: SendWindow | msgspec.UnsetType | None = msgspec.UNSET
+    send_window: SendWindowIn | msgspec.UnsetType | None = msgspec.UNSET
 
 
 async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int, wait: int) -> ClaimResult:
@@ -362,16 +373,17 @@ class DashboardDevicesController(Controller):
         send window."""
         broker = broker_of(request)
         ref = await owned_device(broker, account_of(request), device_id)
-        if data.send_window:
-            check_window(data.send_window)  # before anything changes
+        window = data.send_window
+        if isinstance(window, SendWindowIn):
+            window = check_window(SendWindow(window.start, window.end, window.timezone))  # before anything changes
         await broker.devices.update(
             ref,
             name=data.device_name,
             segments_per_minute=data.segments_per_minute,
             segments_per_day=data.segments_per_day,
         )
-        if data.send_window is not msgspec.UNSET:
-            await broker.send_windows.set(ref, data.send_window)
+        if window is not msgspec.UNSET:
+            await broker.send_windows.set(ref, window)
         return device_out(await broker.devices.info(ref))
 
     @delete(

@@ -35,7 +35,7 @@ HORIZON_DAYS = 35
 REFRESH_DAYS = 28
 DAY_MS = 86_400_000
 REFRESH_BELOW_MS = REFRESH_DAYS * DAY_MS
-_CLOCK_TIME = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$")
+CLOCK_TIME = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 @cache
@@ -47,7 +47,7 @@ def check_window(window: SendWindow) -> SendWindow:
     """The window, checked: each problem names its field (``send_window.start`` etc.)."""
     for name in ("start", "end"):
         value = getattr(window, name)
-        if not isinstance(value, str) or not _CLOCK_TIME.match(value):
+        if not isinstance(value, str) or not CLOCK_TIME.match(value):
             raise errors.InvalidInput(
                 f"{name} must be a time of day as HH:MM (00:00 to 23:59)", field=f"send_window.{name}"
             )

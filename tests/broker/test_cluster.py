@@ -28,7 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
-from broker.records import Account, OutgoingMessage, RegisteredDevice, SweepReport
+from broker.records import Account, OutgoingMessage, RegisteredDevice, SendWindow, SweepReport
 from broker.redis_client import text
 from broker.scripts import ScriptRegistry
 from broker.webhooks.dispatcher import LaneLost, WebhookDispatcher
@@ -354,6 +354,10 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         a = per_account[account.id]["a"]
         await broker.devices.update(a.ref, name="Renamed", segments_per_minute=20, segments_per_day=500)
         assert (await broker.devices.get(a.ref))["per_minute"] == "20"
+        await broker.send_windows.set(a.ref, SendWindow("08:00", "21:00", "Europe/Berlin"))
+        assert (await broker.devices.info(a.ref)).send_window == SendWindow("08:00", "21:00", "Europe/Berlin")
+        await broker.send_windows.set(a.ref, None)
+        assert (await broker.devices.info(a.ref)).send_window is None
         waiting = (
             await broker.messages.enqueue(account, [OutgoingMessage(TO, "for a removed phone", a.device_id)])
         ).ids[0]

@@ -249,10 +249,13 @@ def _realistic(value: Any, fx: Fixtures) -> Any:
         "received_at": "2026-12-05T12:00:00.123Z",  # the pattern cannot say which days February has
         # Nor how far ahead a send may be scheduled (30 days), nor that February has no 30th.
         "send_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat(timespec="seconds"),
+        "timezone": "Europe/Berlin",  # nor which names the time zone database has
     }
     made = {
         key: real[key] if isinstance(item, str) and key in real else _realistic(item, fx) for key, item in value.items()
     }
+    if isinstance(made.get("start"), str) and made.get("start") == made.get("end"):
+        made["end"] = "23:59" if made["start"] != "23:59" else "00:00"  # a send window must not be empty
     if isinstance(made.get("sim_slot"), int | float) and made.get("device_id") is None:
         made["device_id"] = fx.spare.device_id  # a SIM is one phone's: the document cannot say so
     return made
