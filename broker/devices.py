@@ -254,6 +254,7 @@ class Devices:
                     shard.events,
                     shard.waiting,
                     shard.pool_high,
+                    shard.offline,
                 ],
                 [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )

@@ -22,6 +22,8 @@
     KEYS[14] events stream                  {S}:events
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] pool's high-priority set       {S}:pool:high
+    KEYS[17] offline set                    {S}:offline (presence-changes: no event
+                                            for a removed device)
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -64,6 +66,7 @@ rcall("DEL", deviceKey, windowKey, presenceKey)
 rcall("SREM", devicesKey, device)
 rcall("ZREM", lastSeenKey, device)
 rcall("ZREM", KEYS[15], device)
+rcall("SREM", KEYS[17], device)
 
 local bulk = newBulk()
 local changes = newBatch()
