@@ -25,6 +25,7 @@ from api.openapi import (
 from api.state import broker_of, courier_of
 from broker.clock import iso_utc
 from broker.webhooks.endpoints import Attempt, Endpoint
+from broker.webhooks.events import TEST_EVENT
 
 READ = documented(SESSION, security=SESSION_COOKIE_ONLY)
 READ_ONE = documented(PARAMETERS, SESSION, NOT_FOUND, security=SESSION_COOKIE_ONLY)
@@ -64,6 +65,8 @@ class DeliveryOut(msgspec.Struct):
     event_id: str
     event_type: str
     message_id: str | None
+    device_id: str | None  # the phone of a message's change, or whose presence changed
+    device_name: str | None  # device.offline, device.online: the phone's name then
     attempt: int
     outcome: str  # delivered, failed, gave_up, disabled, test
     status_code: int | None
@@ -100,7 +103,9 @@ def delivery_out(attempt: Attempt) -> DeliveryOut:
     return DeliveryOut(
         event.id,
         event.type,
-        None if event.type == "webhook.test" else event.message_id,
+        None if event.type == TEST_EVENT else event.message_id or None,
+        event.device or None,
+        event.device_name or None,
         attempt.attempt,
         attempt.outcome,
         attempt.status_code,
@@ -124,8 +129,9 @@ class WebhooksController(Controller):
         **documented(BODY, SESSION_CSRF, CONFLICT, security=SESSION_AND_CSRF),
     )
     async def create(self, request: Request[Any, Any, Any], data: NewWebhookBody) -> NewWebhookOut:
-        """Register an HTTPS endpoint for the account's message status events. The secret
-        in this response is shown only here."""
+        """Register an HTTPS endpoint for the account's events: its messages' status
+        changes, and its phones going offline and coming back online (the platform
+        pool's phones' for the operator). The secret in this response is shown only here."""
         endpoint = await broker_of(request).webhooks.create(account_of(request), data.url, data.events)
         return NewWebhookOut(**msgspec.structs.asdict(webhook_out(endpoint)), secret=endpoint.secret)
 

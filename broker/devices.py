@@ -273,6 +273,7 @@ class Devices:
                     shard.waiting,
                     shard.pool_high,
                     shard.pool_failures,
+                    shard.offline,
                 ],
                 [did, self.ctx.now(), self.ctx.settings.sweep_batch, self.ctx.wake_command, shard.wake_channel],
             )

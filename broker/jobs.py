@@ -1,6 +1,7 @@
-"""The background jobs: the sweeper (expiry, lost devices, pool returns), the release
-of scheduled messages when due, the history snapshotter and the webhook dispatcher, as
-tasks of the running event loop, with the task that keeps their shard leases.
+"""The background jobs: the sweeper (expiry, lost devices, pool returns; after each sweep,
+the devices' changes of presence), the release of scheduled messages when due, the
+history snapshotter and the webhook dispatcher, as tasks of the running event loop, with
+the task that keeps their shard leases.
 
 ``connecfy serve`` runs them in a process of their own (``connecfy background``), so this
 work never competes with a request on a worker's event loop; an ASGI server other than
@@ -42,6 +43,7 @@ async def sweep_forever(
     while True:
         try:
             report = await broker.sweeper.sweep_held(leases)
+            await broker.presence.watch_held(leases)
             pass_log.ok()
             if report is not None and on_sweep is not None:
                 on_sweep(report)

@@ -26,7 +26,9 @@ key                                 type         what
 ``{S}:idempotency:<account>:<h>``   string       fingerprint|ids, 24 h (h = SHA-256 of the key)
 ``{S}:expiry``                      zset         queued id -> TTL deadline (ms)
 ``{S}:events``                      stream       one entry per status change (id, account,
-                                                 status, device, at, error); consumer group
+                                                 status, device, at, error), and one per
+                                                 presence change of a device (event, account,
+                                                 device, at); consumer group
                                                  ``snapshotter``, entries deleted once stored
 ``{S}:trim``                        zset         ``<account>:<id>:<version>`` -> last change (ms):
                                                  finished messages stored in the history
@@ -51,6 +53,15 @@ key                                 type         what
                                                  entry per claim, the last 60 s
 ``{S}:device:<device>:presence``    string       last heartbeat, expires after the presence TTL
 ``{S}:last-seen``                   zset         device id -> last heartbeat (ms)
+``{S}:offline``                     set          devices whose presence lapsed after they were
+                                                 seen: each had its ``device.offline`` event,
+                                                 and its return is a ``device.online`` one
+                                                 (``presence-changes-5.lua``); a removed
+                                                 device leaves it
+``{S}:presence-watch``              hash         ``through``: lapses of presence up to this
+                                                 last-seen time (ms) have been looked at;
+                                                 ``now``: the last look's time, which later
+                                                 looks never go back from
 ``{S}:pool-recipients``             hash         platform pool: ``<device>:<to>`` -> ``<account>|<ms>``,
                                                  who a pool phone last sent to that number for
 ``{S}:pool-recipients:age``         zset         ``<device>:<to>`` -> when (ms): older than 30
@@ -202,6 +213,7 @@ class ShardKeys:
         "lease_checks",
         "leased",
         "messages",
+        "offline",
         "pool",
         "pool_failures",
         "pool_high",
@@ -210,6 +222,7 @@ class ShardKeys:
         "pool_state",
         "pool_visitors",
         "prefix",
+        "presence_watch",
         "queue",
         "quota",
         "scheduled",
@@ -242,6 +255,8 @@ class ShardKeys:
         self.lease_checks = f"{p}:lease-checks"
         self.devices = f"{p}:devices"
         self.last_seen = f"{p}:last-seen"
+        self.offline = f"{p}:offline"
+        self.presence_watch = f"{p}:presence-watch"
         self.trim = f"{p}:trim"
 
     def device(self, device_id: str) -> str:

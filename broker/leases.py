@@ -5,15 +5,18 @@ time, under an expiring lease with a fencing token: ``{S}:background`` holds
 ``<holder>|<token>`` and expires after :data:`LEASE_MS`; ``{S}:background:fence``
 counts the holders (taken, renewed and released by ``lock-acquire``, ``lock-renew`` and
 ``lock-release``). One lease per shard covers all of the shard's background work, so
-one process does it all: the sweep, copying the shard's stream to the history store
-and trimming what is stored, fanning the stream out to webhook lanes, and, in an
-account shard, delivering the account's webhook lanes. The three jobs of a process
+one process does it all: the sweep and the look for devices' changes of presence,
+copying the shard's stream to the history store and trimming what is stored, fanning
+the stream out to webhook lanes, and, in an account shard, delivering the account's
+webhook lanes. The three jobs of a process
 share its :class:`ShardLeases`, whose own task renews the leases every
 :data:`BEAT_MS`, whatever a job is busy with.
 
 The lease lives in the shard's own slot so that a script writing to the shard checks
-the token in the same atomic call as its write: the snapshotter's trim (``trim-4``) and
-every change to an account's webhook lanes (``webhook-lane-5``, ``webhook-disable-4``).
+the token in the same atomic call as its write: the snapshotter's trim (``trim-4``), the
+look for devices' changes of presence (``presence-changes-5``, whose events a stale
+holder would otherwise announce from its stale clock) and every change to an account's
+webhook lanes (``webhook-lane-5``, ``webhook-disable-4``).
 A process that paused past its lease (a long GC pause, a stopped or frozen host) and
 comes back finds those writes refused, and renewing fails, so it drops the shard. What
 a paused holder may still do is harmless: an upsert into the history store (never moves

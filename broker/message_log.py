@@ -272,12 +272,14 @@ class MessageLog:
         return {name: int(value or 0) for name, value in zip(names, values, strict=True)}
 
     async def events(self, shard_tag: str, count: int = 1000) -> list[Event]:
-        """The shard's status-change stream, oldest first (what the snapshotter and the
-        webhook dispatcher read)."""
+        """The status changes in the shard's stream, oldest first (what the snapshotter
+        and the webhook dispatcher read; devices' changes of presence left out)."""
         entries = await self.ctx.redis.xrange(self.ctx.shard(shard_tag).events, count=count)
         found = []
         for stream_id, raw in entries or []:
             f = fields(raw or {})
+            if "id" not in f:
+                continue
             found.append(
                 Event(text(stream_id), f["id"], f["account"], f["status"], f["device"], int(f["at"]), f["error"])
             )

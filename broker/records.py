@@ -130,6 +130,15 @@ class SweepReport(msgspec.Struct, frozen=True):
     more: bool = False
 
 
+class PresenceReport(msgspec.Struct, frozen=True):
+    """Presence changes found by the background pass: devices that went offline, that
+    came back online, and whether a shard had lapses left for another call."""
+
+    offline: int = 0
+    online: int = 0
+    more: bool = False
+
+
 class RateDecision(msgspec.Struct, frozen=True):
     allowed: bool
     limit: int

@@ -212,7 +212,8 @@ class Snapshotter:
                 Batch(
                     shard,
                     [_text(entry_id) for entry_id, _ in entries],
-                    message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f)),
+                    # A device's change of presence (no message id) is for webhooks only.
+                    message_ids=list(dict.fromkeys(_text(f[b"id"]) for _, f in entries if f and b"id" in f)),
                 )
             )
         wanted = [b for b in batches if b.message_ids]

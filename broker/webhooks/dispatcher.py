@@ -1,5 +1,6 @@
-"""The webhook dispatcher: turns every status change into events for the endpoints that
-want them, and delivers those, retrying, in order per message.
+"""The webhook dispatcher: turns every status change, and every change of a device's
+presence, into events for the endpoints that want them, and delivers those, retrying, in
+order per message (and per device).
 
 Each background process dispatches for the shards it holds (:mod:`broker.leases`). Which
 shard owns which work: the fan-out of a shard's stream belongs to the holder of that
@@ -11,8 +12,8 @@ appends to lanes of an account shard held elsewhere adds ``<account>|<endpoint>`
 
 Fan-out (every ``webhook_poll_ms``): read each held shard's stream through the
 ``webhooks`` consumer group (first what an earlier holder read but did not acknowledge,
-then new entries); for each entry, find the endpoints of the message's account that
-want its event type; append the event to the endpoint lane its message hashes to
+then new entries); for each entry, find the endpoints of its account that want its event
+type; append the event to the endpoint lane its message (or device) hashes to
 (``webhook-queue-2.lua``, which keeps per lane and source shard the last entry appended,
 so an entry read again, after a crash or by a holder that paused past its lease, is not
 queued twice), then acknowledge. Nothing here waits on a receiver.
@@ -285,11 +286,14 @@ class WebhookDispatcher:
             if entry.get("account"):
                 by_account[entry["account"]].append((_text(entry_id), entry))
         endpoints = await self._endpoints(sorted(by_account))
+        names = await self._device_names(
+            shard, [e for account in endpoints for _, e in by_account[account] if "event" in e]
+        )
         now = self.broker.clock()
         calls: list[tuple[Endpoint, int, list[str]]] = []
         for account, account_entries in by_account.items():
             for endpoint in endpoints.get(account, []):
-                calls += self._queue(shard, endpoint, account_entries, now)
+                calls += self._queue(shard, endpoint, account_entries, names, now)
         touched: set[LaneKey] = set()
         replies = await call_each(
             self.broker.ctx,
@@ -331,22 +335,47 @@ class WebhookDispatcher:
             await self.redis.sadd(keys.WEBHOOK_WAKE, *sorted(elsewhere))
 
     def _queue(
-        self, shard: str, endpoint: Endpoint, entries: list[tuple[str, dict[str, str]]], now: int
+        self,
+        shard: str,
+        endpoint: Endpoint,
+        entries: list[tuple[str, dict[str, str]]],
+        names: dict[str, str],
+        now: int,
     ) -> list[tuple[Endpoint, int, list[str]]]:
         """The ``webhook-queue`` calls that append the events ``endpoint`` wants among its
         account's ``entries`` of ``shard``'s stream: (endpoint, lane, script arguments),
-        one per lane; the script skips what the lane has queued from ``shard`` already."""
+        one per lane; the script skips what the lane has queued from ``shard`` already.
+        A device's event carries its name from ``names``; a device not there was removed
+        meanwhile, and a removed device has no events."""
         by_lane: dict[int, list[str]] = defaultdict(list)
         for entry_id, entry in entries:
-            if not endpoint.wants(f"message.{entry['status']}", int(entry["at"])):
+            if not endpoint.wants(events.event_type(entry), int(entry["at"])):
                 continue
-            event = events.event_from_stream(shard, entry_id, entry, now)
-            by_lane[endpoint.lane_of(event.message_id)] += [entry_id, msgspec.json.encode(event).decode()]
+            name = ""
+            if "event" in entry:
+                if entry["device"] not in names:
+                    continue
+                name = names[entry["device"]]
+            event = events.event_from_stream(shard, entry_id, entry, now, name)
+            by_lane[endpoint.lane_of(event.ordering_key)] += [entry_id, msgspec.json.encode(event).decode()]
         backlog = self.settings.webhook_backlog_max
         return [
             (endpoint, lane, [f"mark:{shard}:{lane}", f"mark:{shard}", str(backlog), *pairs])
             for lane, pairs in sorted(by_lane.items())
         ]
+
+    async def _device_names(self, shard: str, entries: list[dict[str, str]]) -> dict[str, str]:
+        """Device id -> name, of the devices of ``entries`` (changes of presence in
+        ``shard``'s stream) that still exist: the name they go out with."""
+        devices = sorted({entry["device"] for entry in entries})
+        if not devices:
+            return {}
+        keyring = self.broker.shard(shard)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for device in devices:
+                pipe.hget(keyring.device(device), "name")
+            found = await pipe.execute()
+        return {device: _text(name) for device, name in zip(devices, found, strict=True) if name is not None}
 
     async def _endpoints(self, accounts: list[str]) -> dict[str, list[Endpoint]]:
         """Each account's endpoints."""

@@ -56,9 +56,10 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
             return [self.secret, self.previous_secret]
         return [self.secret]
 
-    def lane_of(self, message_id: str) -> int:
-        """The lane a message's events share, so they are delivered in order."""
-        return zlib.crc32(message_id.encode()) % self.lanes
+    def lane_of(self, ordering_key: str) -> int:
+        """The lane a message's events share (or a device's: ``QueuedEvent.ordering_key``),
+        so they are delivered in order."""
+        return zlib.crc32(ordering_key.encode()) % self.lanes
 
     def wants(self, event_type: str, at_ms: int) -> bool:
         return self.enabled and event_type in self.events and at_ms >= self.created_ms
@@ -263,7 +264,9 @@ class WebhookEndpoints:
         again: events.QueuedEvent = msgspec.structs.replace(logged, queued_ms=now, manual=True)
         shard = self.ctx.account_shard(account.id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(shard.webhook_lane(endpoint.id, endpoint.lane_of(again.message_id)), msgspec.json.encode(again))
+            pipe.rpush(
+                shard.webhook_lane(endpoint.id, endpoint.lane_of(again.ordering_key)), msgspec.json.encode(again)
+            )
             pipe.hincrby(shard.webhook(endpoint.id), "queued", 1)
             await pipe.execute()
         await self.redis.sadd(keys.WEBHOOK_WAKE, f"{account.id}|{endpoint.id}")

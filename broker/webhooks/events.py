@@ -1,9 +1,15 @@
-"""Webhook events: what a status change becomes, its body, and its signature.
+"""Webhook events: what a status change, or a device's change of presence, becomes, its
+body, and its signature.
 
 An event is built from one entry of a shard's stream. Its id is derived from the shard
 and the entry id, so reading the same entry again (after a crash) gives the same event,
 and every retry and manual redelivery of it carries that id: receivers de-duplicate by
 it. The body is the same bytes on every attempt.
+
+A message's events are ``message.<status>``, with the message in ``data``. A device's
+are ``device.offline`` and ``device.online`` (``presence-changes-5.lua``), with
+``device_id``, ``device_name`` and ``at`` (when its presence lapsed, or when it was seen
+again) beside ``type`` at the top of the body, as the design names them.
 
 Signature (header ``Connecfy-Signature``): ``t=<unix seconds>,v1=<hex>``, where the hex is
 HMAC-SHA256 with the endpoint's secret over ``<t>.<body>``. For a day after a secret is
@@ -23,7 +29,9 @@ from broker.clock import iso_utc
 from broker.ids import crockford_base32
 from broker.records import STATUSES
 
-EVENT_TYPES: tuple[str, ...] = tuple(f"message.{status}" for status in STATUSES)
+MESSAGE_EVENT_TYPES: tuple[str, ...] = tuple(f"message.{status}" for status in STATUSES)
+DEVICE_EVENT_TYPES: tuple[str, ...] = ("device.offline", "device.online")
+EVENT_TYPES: tuple[str, ...] = (*MESSAGE_EVENT_TYPES, *DEVICE_EVENT_TYPES)
 TEST_EVENT = "webhook.test"
 SIGNATURE_HEADER = "Connecfy-Signature"
 EVENT_ID_HEADER = "Connecfy-Event-Id"
@@ -36,14 +44,21 @@ class QueuedEvent(msgspec.Struct, array_like=True, frozen=True):
 
     id: str
     type: str
-    message_id: str
+    message_id: str  # "" for a device's event
     device: str
-    at: int  # ms, when the status changed
+    at: int  # ms, when the status changed (a device's event: when it went offline or came back)
     error: str
     queued_ms: int  # when it was first queued for this endpoint: retries stop a day later
     manual: bool = False  # queued again by hand from the delivery log
     sender: str = ""  # message.received: who sent the SMS
     text: str = ""  # message.received: its text
+    device_name: str = ""  # device.offline, device.online: the device's name when the event was queued
+
+    @property
+    def ordering_key(self) -> str:
+        """What the events that must arrive in order share (one lane): the message, or
+        for a device's events the device."""
+        return self.device if self.type in DEVICE_EVENT_TYPES else self.message_id
 
 
 class EventData(msgspec.Struct, omit_defaults=False):
@@ -70,13 +85,45 @@ class EventBody(msgspec.Struct):
     data: EventData | ReceivedData | dict[str, str]
 
 
+class DeviceEventBody(msgspec.Struct):
+    """``device.offline``, ``device.online``: the design's fields (type, device_id,
+    device_name, at) with the id and created_at every event has."""
+
+    id: str
+    type: str
+    created_at: str
+    device_id: str
+    device_name: str
+    at: str
+
+
 def event_id(shard: str, stream_id: str) -> str:
     """``evt_`` and 26 base32 digits of a hash of the stream entry: stable for the event."""
     digest = hashlib.sha256(f"{shard}|{stream_id}".encode()).digest()
     return "evt_" + crockford_base32(int.from_bytes(digest[:17], "big") >> 6, 26).lower()
 
 
-def event_from_stream(shard: str, stream_id: str, fields: dict[str, str], queued_ms: int) -> QueuedEvent:
+def event_type(fields: dict[str, str]) -> str:
+    """The event type of a stream entry: a device's change of presence names its own,
+    a message's status change is ``message.<status>``."""
+    return fields.get("event") or f"message.{fields['status']}"
+
+
+def event_from_stream(
+    shard: str, stream_id: str, fields: dict[str, str], queued_ms: int, device_name: str = ""
+) -> QueuedEvent:
+    kind = event_type(fields)
+    if kind in DEVICE_EVENT_TYPES:
+        return QueuedEvent(
+            event_id(shard, stream_id),
+            kind,
+            "",
+            fields["device"],
+            int(fields["at"]),
+            "",
+            queued_ms,
+            device_name=device_name,
+        )
     return QueuedEvent(
         event_id(shard, stream_id),
         f"message.{fields['status']}",
@@ -91,6 +138,9 @@ def event_from_stream(shard: str, stream_id: str, fields: dict[str, str], queued
 
 
 def body(event: QueuedEvent) -> bytes:
+    if event.type in DEVICE_EVENT_TYPES:
+        at = iso_utc(event.at) or ""
+        return msgspec.json.encode(DeviceEventBody(event.id, event.type, at, event.device, event.device_name, at))
     if event.type == TEST_EVENT:
         data: EventData | ReceivedData | dict[str, str] = {"endpoint_id": event.message_id}
     elif event.type == "message.received":

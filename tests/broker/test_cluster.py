@@ -28,7 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
-from broker.records import Account, OutgoingMessage, RegisteredDevice, SendWindow, SweepReport
+from broker.records import Account, OutgoingMessage, PresenceReport, RegisteredDevice, SendWindow, SweepReport
 from broker.redis_client import text
 from broker.scripts import ScriptRegistry
 from broker.webhooks.dispatcher import LaneLost, WebhookDispatcher
@@ -346,6 +346,14 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
     assert await broker.redis.llen(lane_key) == 0
     await dispatcher._disable(endpoint, token, attempt, clock.now_ms)
     assert not (await broker.webhooks.get(hooked, endpoint.id)).enabled
+    # Devices' changes of presence, each shard's look fenced by its token too: the first
+    # look starts the watch; Pixel C, silent for a TTL, goes offline, then comes back.
+    await dispatcher.leases.beat()
+    assert await broker.presence.watch_held(dispatcher.leases) == PresenceReport()
+    clock.advance(settings.presence_ttl_seconds * 1000)
+    assert await broker.presence.watch_held(dispatcher.leases) == PresenceReport(offline=1)
+    await broker.presence.heartbeat(b.ref)
+    assert await broker.presence.watch_held(dispatcher.leases) == PresenceReport(online=1)
     await dispatcher.leases.leave()
     assert await broker.redis.zcard(keys.BACKGROUND) == 0
 

@@ -21,7 +21,7 @@ from broker.webhooks.addresses import SafeResolver, WebhookUrlRefused, address_a
 from broker.webhooks.courier import Courier
 from broker.webhooks.dispatcher import FanOutReport, WebhookDispatcher, backoff_ms
 from tests.support.backends import roomy_settings
-from tests.support.fleet import TO, self_managed
+from tests.support.fleet import TO, lane_events, self_managed
 from tests.support.webhook_receiver import Receiver
 
 URL = "https://hooks.example.com/connecfy"
@@ -220,17 +220,6 @@ async def fan_out_once(broker: Broker, leases: ShardLeases | None = None) -> Fan
         await dispatcher.stop()
         if leases is None:
             await dispatcher.leases.leave()
-
-
-async def lane_events(broker: Broker, account_id: str, endpoint) -> list[events.QueuedEvent]:
-    shard = broker.shard(keys.account_shard(account_id))
-    found = []
-    for lane in range(endpoint.lanes):
-        found += [
-            msgspec.json.decode(raw, type=events.QueuedEvent)
-            for raw in await broker.redis.lrange(shard.webhook_lane(endpoint.id, lane), 0, -1)
-        ]
-    return found
 
 
 async def test_fan_out_queues_each_wanted_change_once_in_message_order(broker: Broker) -> None:

@@ -24,7 +24,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
     see = None
 
 from broker.webhooks.events import EVENT_TYPES, verify
-from tests.support.browser import SERVER_SETTINGS, shoot
+from tests.support.browser import SERVER_SETTINGS, Person, shoot
 from tests.support.e2e_server import Api, ServerProcess, expect
 from tests.support.http_world import PASSWORD, TO, World
 from tests.support.people import duplicate_button_names, email, register
@@ -168,7 +168,14 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
     rows = log_rows(log)
     assert [r["Event"] for r in rows] == [*reversed(MESSAGE_EVENTS), "webhook.test"]
     for row in rows[:-1]:
-        assert (row["Message"], row["Attempt"], row["Outcome"], row["Status"], row["Error"], row["Next retry"]) == (
+        assert (
+            row["Message or phone"],
+            row["Attempt"],
+            row["Outcome"],
+            row["Status"],
+            row["Error"],
+            row["Next retry"],
+        ) == (
             message_id,
             "1",
             "delivered",
@@ -177,7 +184,7 @@ def test_an_endpoint_added_on_the_page_gets_signed_events_and_one_is_delivered_a
             "–",
         ), row
         assert re.fullmatch(r"\d+ ms", row["Latency"]), row
-    assert (rows[-1]["Message"], rows[-1]["Outcome"], rows[-1]["Status"]) == ("–", "test", "204")
+    assert (rows[-1]["Message or phone"], rows[-1]["Outcome"], rows[-1]["Status"]) == ("–", "test", "204")
     assert log.locator("tr[data-event-type='webhook.test'] button").count() == 0
     assert log.locator("button[data-action=redeliver]").count() == len(MESSAGE_EVENTS)
     assert duplicate_button_names(page) == []
@@ -288,6 +295,59 @@ def test_a_failing_endpoint_shows_why_it_was_disabled_and_enable_takes_it_back(
     endpoint = expect(user.get(f"/api/webhooks/{failing_id}/"), 200)
     assert (endpoint["enabled"], endpoint["disabled_reason"], endpoint["disabled_at"]) == (True, None, None)
     assert expect(user.get(f"/api/webhooks/{good_id}/"), 200)["enabled"] is True
+
+
+def test_the_page_offers_device_events_and_its_log_names_the_phone(
+    browser: Any, receivers: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """On a server whose phones are offline 3 s after their last sighting: an endpoint for
+    device.offline and device.online only, ticked on the page, gets a silent phone's
+    offline and its return; the delivery log names the phone, and redelivers an event."""
+    settings = {**WEBHOOK_SETTINGS, "CONNECFY_PRESENCE_TTL_SECONDS": "3"}
+    process = ServerProcess(tmp_path_factory.mktemp("presence"), settings=settings).start()
+    world, person = World(process), Person(browser, process.base_url)
+    try:
+        receiver = receivers()
+        person.signup(email("presence"), PASSWORD)
+        page = person.open("/webhooks/")
+        page.get_by_label("URL").fill(receiver.url)
+        for box in page.locator("input[name=events]").all():
+            if not (box.get_attribute("value") or "").startswith("device."):
+                box.uncheck()
+        page.get_by_role("button", name="Add endpoint").click()
+        card = card_of(page, receiver.url)
+        card.wait_for()
+        assert card.locator("[data-field=events]").inner_text() == "device.offline, device.online"
+        secret = page.locator("[data-new-secret] [data-secret-value]").inner_text()
+
+        status, code = person.api("POST", "/api/devices/pairing-codes/", None)
+        assert status == 201
+        phone = register(world, code["code"], "Pixel 7")
+        expect(phone.heartbeat({"battery": 90}), 200)
+        receiver.wait_for(lambda: len(of_type(receiver, "device.offline")) == 1)
+        expect(phone.heartbeat(), 200)
+        receiver.wait_for(lambda: len(of_type(receiver, "device.online")) == 1)
+        offline, online = receiver.delivered()[:2]
+        assert [offline.event["type"], online.event["type"]] == ["device.offline", "device.online"]
+        assert all(r.event["device_id"] == phone.device_id and signed_with(secret, r) for r in (offline, online))
+
+        log = open_log(card)
+        see(log.locator("tbody tr[data-outcome=delivered]")).to_have_count(2, timeout=WAIT_MS)
+        rows = log_rows(log)  # newest first; the phone may have gone silent again since
+        assert [(r["Event"], r["Message or phone"], r["Outcome"]) for r in rows[-2:]] == [
+            ("device.online", "Pixel 7", "delivered"),
+            ("device.offline", "Pixel 7", "delivered"),
+        ]
+        event_id = offline.event["id"]
+        row = log.locator(f"tr[data-event-id='{event_id}']")
+        row.get_by_role("button", name=f"Redeliver device.offline of Pixel 7, event {event_id}").click()
+        receiver.wait_for(lambda: len([r for r in receiver.delivered() if r.event["id"] == event_id]) == 2)
+        assert [r.body for r in receiver.delivered() if r.event["id"] == event_id] == [offline.body] * 2
+        assert duplicate_button_names(page) == []
+    finally:
+        person.close()
+        world.close()
+        process.stop()
 
 
 def test_the_page_asks_for_a_session_first_and_is_no_api_path(server: ServerProcess) -> None:

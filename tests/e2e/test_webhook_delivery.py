@@ -27,7 +27,7 @@ from broker import Settings
 from broker.webhooks.events import verify
 from tests.support.e2e_server import Api, ServerProcess, expect, expect_error
 from tests.support.http_world import TO, World
-from tests.support.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver, docs_receiver
 
 LOOPBACK = {
     "CONNECFY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",
@@ -382,17 +382,6 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_the_reason(tm
     finally:
         world.close()
         assert server.stop() == 0, server.output()[-3000:]
-
-
-def docs_receiver(secret: str) -> dict[str, Any]:
-    """The receiver example of docs/webhooks.md, run as written with this endpoint's secret."""
-    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
-    section = text[text.index("## Receiving webhooks") :]
-    code = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
-    assert 'SECRET = b"whsec_..."' in code
-    namespace: dict[str, Any] = {"__name__": "docs_receiver"}
-    exec(code.replace('b"whsec_..."', repr(secret.encode())), namespace)  # noqa: S102 - our own docs
-    return namespace
 
 
 def test_the_docs_receiver_verifies_and_deduplicates(

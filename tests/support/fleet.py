@@ -1,9 +1,14 @@
-"""Small builders shared by the broker tests: accounts with paired, online devices."""
+"""Small builders shared by the broker tests: accounts with paired, online devices; what
+waits in a webhook endpoint's lanes."""
 
 from __future__ import annotations
 
-from broker import Broker
+import msgspec
+
+from broker import Broker, keys
 from broker.records import Account, RegisteredDevice
+from broker.webhooks.endpoints import Endpoint
+from broker.webhooks.events import QueuedEvent
 
 TO = "+15551234567"
 
@@ -32,6 +37,18 @@ async def self_managed(
 ) -> tuple[Account, list[RegisteredDevice]]:
     account = await broker.accounts.create(email, "self_managed")
     return account, [await pair(broker, account, f"phone {i}") for i in range(devices)]
+
+
+async def lane_events(broker: Broker, account_id: str, endpoint: Endpoint) -> list[QueuedEvent]:
+    """The events waiting in a webhook endpoint's lanes, lane by lane, oldest first."""
+    shard = broker.shard(keys.account_shard(account_id))
+    found = []
+    for lane in range(endpoint.lanes):
+        found += [
+            msgspec.json.decode(raw, type=QueuedEvent)
+            for raw in await broker.redis.lrange(shard.webhook_lane(endpoint.id, lane), 0, -1)
+        ]
+    return found
 
 
 async def redis_snapshot(redis) -> dict:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -99,3 +100,14 @@ class Receiver:
         raise AssertionError(
             f"receiver: condition not met in {timeout} s; got {len(self.received)} requests, {self.hung} held"
         )
+
+
+def docs_receiver(secret: str) -> dict[str, Any]:
+    """The receiver example of docs/webhooks.md, run as written with this endpoint's secret."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    section = text[text.index("## Receiving webhooks") :]
+    code = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
+    assert 'SECRET = b"whsec_..."' in code
+    namespace: dict[str, Any] = {"__name__": "docs_receiver"}
+    exec(code.replace('b"whsec_..."', repr(secret.encode())), namespace)  # noqa: S102 - our own docs
+    return namespace

@@ -352,7 +352,8 @@ function deliveryRow(d, redeliver) {
   return el("tr", { "data-event-id": d.event_id, "data-event-type": d.event_type, "data-outcome": d.outcome },
     el("td", { "data-label": "Time" }, timeNode(d.at)),
     el("td", { "data-label": "Event" }, d.event_type),
-    el("td", { "data-label": "Message" }, d.message_id ? el("code", {}, d.message_id) : dash()),
+    el("td", { "data-label": "Message or phone" }, d.message_id ? el("code", {}, d.message_id) :
+      d.device_name ? el("span", { title: d.device_id }, d.device_name) : dash()),
     el("td", { "data-label": "Attempt" }, String(d.attempt), d.manual ? el("span", { class: "muted" }, " (redelivery)") : ""),
     el("td", { "data-label": "Outcome" }, el("span", { class: "status status-" + d.outcome }, d.outcome.replace("_", " "))),
     el("td", { "data-label": "Status" }, d.status_code === null ? dash() : String(d.status_code)),
@@ -360,7 +361,8 @@ function deliveryRow(d, redeliver) {
     el("td", { "data-label": "Error" }, d.error || dash()),
     el("td", { "data-label": "Next retry" }, d.next_retry_at ? timeNode(d.next_retry_at) : dash()),
     el("td", {}, redeliver ? el("button", { type: "button", "data-action": "redeliver", "data-event-id": d.event_id,
-      "aria-label": "Redeliver " + d.event_type + " of " + d.message_id }, "Redeliver") : ""));
+      "aria-label": "Redeliver " + d.event_type + " of " + (d.message_id || d.device_name + ", event " + d.event_id) },
+      "Redeliver") : ""));
 }
 
 async function loadDeliveries(log) {
@@ -375,7 +377,7 @@ async function loadDeliveries(log) {
     note.textContent = problem(result);
     return;
   }
-  /* One Redeliver per message event, on its newest line, while the endpoint takes events. */
+  /* One Redeliver per message or device event, on its newest line, while the endpoint takes events. */
   const seen = new Set();
   const rows = result.body.map((d) => {
     const offer = card.dataset.enabled === "true" && d.event_type !== "webhook.test" && !seen.has(d.event_id);

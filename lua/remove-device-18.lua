@@ -23,6 +23,8 @@
     KEYS[15] waiting set                    {S}:waiting
     KEYS[16] pool's high-priority set       {S}:pool:high
     KEYS[17] failing phones hash            {S}:pool-failures
+    KEYS[18] offline set                    {S}:offline (presence-changes: no event
+                                            for a removed device)
 
     ARGV[1]  device id
     ARGV[2]  now (ms)
@@ -66,6 +68,7 @@ rcall("SREM", devicesKey, device)
 rcall("ZREM", lastSeenKey, device)
 rcall("ZREM", KEYS[15], device)
 rcall("HDEL", KEYS[17], device)
+rcall("SREM", KEYS[18], device)
 
 local bulk = newBulk()
 local changes = newBatch()
