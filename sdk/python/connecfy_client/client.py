@@ -19,7 +19,7 @@ import httpx
 import msgspec
 
 from connecfy_client.connections import DEFAULT_BASE_URL, AsyncConnection, Connection
-from connecfy_client.errors import ConnecfyError, from_response, no_answer
+from connecfy_client.errors import ConnecfyError, ServerError, from_response, no_answer
 from connecfy_client.models import BatchQueued, Outgoing, Priority, Queued
 from connecfy_client.retries import Retries
 
@@ -73,7 +73,12 @@ class _ExternalApi:
         """The typed result of a 2xx, or the error the answer stands for (returned, not raised)."""
         if not response.is_success:
             return from_response(response.status_code, response.content, response.headers)
-        result = msgspec.json.decode(response.content, type=send.result)
+        try:
+            result = msgspec.json.decode(response.content, type=send.result)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # A 2xx that is not the API's answer (a proxy's page, another service): the
+            # message may or may not be queued, and no retry can tell.
+            return ServerError(f"unexpected answer to a send: {exc}", status_code=response.status_code)
         replayed = response.headers.get("idempotent-replayed") == "true"
         return msgspec.structs.replace(result, idempotency_key=send.idempotency_key, replayed=replayed)
 
