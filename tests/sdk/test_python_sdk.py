@@ -287,6 +287,7 @@ def run_webhook_checks(server: ServerProcess, user: Api, key: str, receiver: Rec
     assert event.id == delivery.headers["Connecfy-Event-Id"]
     lowered = {name.lower(): value for name, value in delivery.headers.items()}
     assert verify(delivery.body.decode(), lowered, secret) == event
+    assert verify(delivery.body, delivery.headers, secret.encode()) == event
 
     header = delivery.headers["Connecfy-Signature"]
     stamp = int(header.split(",")[0].removeprefix("t="))

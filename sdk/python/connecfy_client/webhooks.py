@@ -50,15 +50,16 @@ class WebhookEvent(msgspec.Struct, frozen=True):
     data: EventData
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
+def signature(secret: str | bytes, timestamp: int, body: bytes) -> str:
     """The ``v1`` hex the server sends for ``body`` at ``timestamp`` with ``secret``."""
-    return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
 
 
 def verify(
     body: bytes | str,
     headers: Mapping[str, str],
-    secret: str | Iterable[str],
+    secret: str | bytes | Iterable[str | bytes],
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
@@ -84,7 +85,7 @@ def verify(
     clock = time.time() if now is None else now
     if abs(clock - timestamp) > tolerance:
         raise WebhookVerificationError(f"signature timestamp {timestamp} is more than {tolerance:g} s from now")
-    secrets = [secret] if isinstance(secret, str) else list(secret)
+    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
     if not secrets:
         raise ValueError("no secret to verify with")
     expected = [signature(s, timestamp, raw).encode() for s in secrets]
