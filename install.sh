@@ -84,6 +84,12 @@ if [ -n "$TEST" ]; then
     fi
 fi
 
+# With --test, also the Python SDK (sdk/python, a package of its own), which tests/sdk
+# drive against a real server; one pip run resolves both.
 EXTRAS=""
-[ -n "$TEST" ] && EXTRAS="[test]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --editable ".$EXTRAS"
+SDK=""
+if [ -n "$TEST" ]; then
+    EXTRAS="[test]"
+    SDK="./sdk/python"
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --editable ".$EXTRAS" ${SDK:+--editable "$SDK"}
