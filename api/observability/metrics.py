@@ -79,6 +79,10 @@ WEBHOOK_ATTEMPTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+# Every outcome's series exists from the start, at 0: an alert on increase() of one that
+# appeared only with its first count would never see that count.
+for _outcome in ("delivered", "failed", "gave_up", "disabled"):
+    WEBHOOK_ATTEMPTS.labels(_outcome)
 WEBHOOK_DELAY = Histogram(
     "connecfy_webhook_delay_seconds",
     "From a status change to its webhook's 2xx, retries included.",
@@ -178,13 +182,21 @@ def _gauge_families(gauges: Gauges | None) -> list[GaugeMetricFamily]:
     shards = GaugeMetricFamily(
         "connecfy_shards", "Shards: one per self-managed account, one per platform pool.", labels=["shard"]
     )
+    pool_wait = GaugeMetricFamily(
+        "connecfy_pool_wait_seconds",
+        "How long the message next in line in a pool has been queued (since its send_at "
+        "when scheduled), the longest over the pools of account shards (shard=account) "
+        "or of the platform pool (shard=platform); 0 when they are empty.",
+        labels=["shard"],
+    )
     for kind, totals in (("account", gauges.account), ("platform", gauges.platform)):
         queued.add_metric(["device", kind], totals.device_queued)
         queued.add_metric(["pool", kind], totals.pool_queued)
         devices.add_metric([kind], totals.devices)
         online.add_metric([kind], totals.devices_online)
         shards.add_metric([kind], totals.shards)
-    return [up, queued, devices, online, shards]
+        pool_wait.add_metric([kind], gauges.pool_wait_seconds(totals))
+    return [up, queued, devices, online, shards, pool_wait]
 
 
 class _Families:

@@ -203,6 +203,11 @@ def test_queue_depths_devices_online_and_claims(server: ServerProcess) -> None:
     assert value(samples, "connecfy_devices", shard="account") == 2
     assert value(samples, "connecfy_devices_online", shard="account") == 1
     assert value(samples, "connecfy_devices_online", shard="platform") == 0
+    # The pools' messages next in line were queued over a second ago.
+    assert 1 <= value(samples, "connecfy_pool_wait_seconds", shard="platform") < 60
+    assert 1 <= value(samples, "connecfy_pool_wait_seconds", shard="account") < 60
+    assert value(samples, "connecfy_webhook_attempts_total", outcome="disabled") == 0
+    assert ("connecfy_webhook_attempts_total", frozenset({("outcome", "disabled")})) in samples
 
     expect(second_phone.post(f"/api/devices/{second}/heartbeat/", json={}), 200)
     tasks = expect(first_phone.get(f"/api/devices/{first}/tasks/", params={"limit": 2}), 200)
