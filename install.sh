@@ -13,9 +13,10 @@ PYTHON="${PYTHON:-python3}"
 # What the tests run besides Python: real Redis 7 and redis-cli (the cluster test), curl
 # (the API walk-through in docs/api.md), wrk (the load bench's baselines), chromium (the dashboard
 # tests), PostgreSQL's server binaries (the history tests start their own cluster), and a
-# JDK with JUnit 4 and Android's org.json (the Android client's core), and systemd's
-# systemd-analyze (deploy/'s unit is verified).
-TEST_PACKAGES="redis-server redis-tools curl wrk chromium postgresql default-jdk-headless junit4 libandroid-json-org-java systemd"
+# JDK with JUnit 4 and Android's org.json (the Android client's core), systemd's
+# systemd-analyze (deploy/'s unit is verified), and Prometheus's promtool (deploy/monitoring's
+# alert rules and example configuration are checked).
+TEST_PACKAGES="redis-server redis-tools curl wrk chromium postgresql default-jdk-headless junit4 libandroid-json-org-java systemd prometheus"
 
 TEST=""
 case "${1:-}" in

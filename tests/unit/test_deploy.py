@@ -1,7 +1,10 @@
 """The files in deploy/ hold together: the systemd units pass ``systemd-analyze
 verify``, the example environment names only settings Connecfy knows, the compose file
-wires Connecfy to its Redis and PostgreSQL with settings it knows, and the Redis and
-PostgreSQL configuration files are taken by the servers they are for."""
+wires Connecfy to its Redis and PostgreSQL with settings it knows, the Redis and
+PostgreSQL configuration files are taken by the servers they are for, and the Prometheus
+alert rules and example configuration pass ``promtool`` (the rules also fire, and stay
+quiet, where they should: ``promtool test rules``). Whether the dashboard and the rules
+query metrics that exist: tests/e2e/test_monitoring.py."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 import redis
 import yaml
 
@@ -138,3 +142,155 @@ def test_the_compose_file_wires_connecfy_to_its_services() -> None:
     assert context == ROOT
     dockerfile = (context / app["build"]["dockerfile"]).read_text()
     assert '.venv/bin/connecfy", "serve"' in dockerfile
+
+
+MONITORING = DEPLOY / "monitoring"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            raise AssertionError("promtool is missing: install.sh --test installs Debian's prometheus")
+        pytest.skip("no promtool here (Debian's prometheus); CI installs it")
+    return found
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_alert_rules_pass_promtool() -> None:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    result = run_promtool("check", "rules", str(MONITORING / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts)} rules found" in result.stdout, result.stdout
+    for alert in alerts:
+        assert alert["labels"]["severity"] in {"critical", "warning"}, alert
+        assert "for" in alert and alert["annotations"]["summary"] and alert["annotations"]["description"], alert
+
+
+def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
+    broken = (MONITORING / "alerts.yml").read_text().replace("== 0\n        for: 1m", "== \n        for: 1m", 1)
+    assert broken != (MONITORING / "alerts.yml").read_text()
+    (tmp_path / "alerts.yml").write_text(broken)
+    assert run_promtool("check", "rules", str(tmp_path / "alerts.yml")).returncode != 0
+
+
+def test_the_example_prometheus_configuration_passes_promtool(tmp_path: Path) -> None:
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "connecfy" and 'up{job="connecfy"}' in (MONITORING / "alerts.yml").read_text()
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    # promtool opens the token file and the rule files: a token file here, the rules beside.
+    token = tmp_path / "connecfy-metrics-token"
+    token.write_text("a-token\n")
+    job["authorization"]["credentials_file"] = str(token)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    shutil.copy(MONITORING / "alerts.yml", tmp_path / "alerts.yml")
+    result = run_promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout and "rules found" in result.stdout, result.stdout
+
+
+# Each case: input series (promtool's expanding notation, one sample a minute), the
+# alerts firing at the given minute (name -> labels of each), for `promtool test rules`.
+RULE_CASES = {
+    "pool_no_phone": (
+        {
+            'connecfy_queued_messages{queue="pool", shard="platform", instance="a"}': "3x20",
+            'connecfy_devices_online{shard="platform", instance="a"}': "1 1 0x18",
+        },
+        {4: [], 8: [("ConnecfyPoolNoPhoneOnline", {})]},
+    ),
+    "pool_phone_online": (
+        {
+            'connecfy_queued_messages{queue="pool", shard="platform", instance="a"}': "3x20",
+            'connecfy_devices_online{shard="platform", instance="a"}': "1x20",
+        },
+        {10: []},
+    ),
+    "pool_wait": (
+        {'connecfy_pool_wait_seconds{shard="platform", instance="a"}': "0+60x30"},
+        {10: [], 25: [("ConnecfyPoolWaitLong", {})]},
+    ),
+    "redis_down": (
+        {
+            'connecfy_redis_up{instance="a"}': "1 1 0x10",
+            'connecfy_redis_up{instance="b"}': "1x12",
+        },
+        {2: [], 5: [("ConnecfyRedisUnreachable", {"instance": "a"})]},
+    ),
+    "endpoint_disabled": (
+        {'connecfy_webhook_attempts_total{outcome="disabled", instance="a"}': "0 0 0 1x10"},
+        {2: [], 6: [("ConnecfyWebhookEndpointDisabled", {})]},
+    ),
+    "errors": (
+        {
+            'connecfy_http_requests_total{route="/api/sms/send/", method="POST", status="202", instance="a"}': "0+600x30",
+            'connecfy_http_requests_total{route="/api/sms/send/", method="POST", status="503", instance="a"}': (
+                "0x10 0+120x20"
+            ),
+        },
+        {9: [], 25: [("ConnecfyHighErrorRatio", {})]},
+    ),
+    "few_errors": (
+        {
+            'connecfy_http_requests_total{route="/healthz", method="GET", status="200", instance="a"}': "0+600x30",
+            'connecfy_http_requests_total{route="/healthz", method="GET", status="500", instance="a"}': "0+6x30",
+        },
+        {25: []},
+    ),
+}
+
+
+def test_the_alerts_fire_where_they_should(tmp_path: Path) -> None:
+    tests = []
+    for name, (series, expected) in RULE_CASES.items():
+        tests.append(
+            {
+                "name": name,
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": [
+                    {
+                        "eval_time": f"{minute}m",
+                        "alertname": alert,
+                        "exp_alerts": [{"exp_labels": {"severity": _severity(alert), **labels}}],
+                    }
+                    for minute, firing in expected.items()
+                    for alert, labels in firing
+                ]
+                + [
+                    {"eval_time": f"{minute}m", "alertname": alert, "exp_alerts": []}
+                    for minute, firing in expected.items()
+                    if not firing
+                    for alert in _alerts()
+                ],
+            }
+        )
+    # promtool compares annotations too: the rules are tested without theirs.
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            del rule["annotations"]
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "alerts_test.yml").write_text(
+        yaml.safe_dump({"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": tests})
+    )
+    result = run_promtool("test", "rules", str(tmp_path / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout, result.stdout
+
+
+def _alerts() -> list[str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    return [rule["alert"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def _severity(alert: str) -> str:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    [severity] = [r["labels"]["severity"] for g in rules["groups"] for r in g["rules"] if r["alert"] == alert]
+    return str(severity)
