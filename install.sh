@@ -14,8 +14,8 @@ PYTHON="${PYTHON:-python3}"
 # (the API walk-through in docs/api.md), wrk (the load bench's baselines), chromium (the dashboard
 # tests), PostgreSQL's server binaries (the history tests start their own cluster), and a
 # JDK with JUnit 4 and Android's org.json (the Android client's core), systemd's
-# systemd-analyze (deploy/'s unit is verified), and Prometheus's promtool (deploy/monitoring's
-# alert rules and example configuration are checked).
+# systemd-analyze (deploy/'s unit is verified), and Prometheus with its promtool (deploy/monitoring's
+# alert rules and example configuration are checked, and loaded into a real Prometheus).
 TEST_PACKAGES="redis-server redis-tools curl wrk chromium postgresql default-jdk-headless junit4 libandroid-json-org-java systemd prometheus"
 
 TEST=""
