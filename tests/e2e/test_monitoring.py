@@ -12,7 +12,6 @@ calls for (a pool message, no pool phone) is pending."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.observability import GAUGES_MAX_AGE_SECONDS
 from tests.support.e2e_server import ServerProcess, expect, free_port
 from tests.support.http_world import TO, World
+from tests.support.prometheus import prometheus_program
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 TOKEN = "metrics-" + uuid.uuid4().hex
@@ -215,20 +215,11 @@ def test_words_that_are_not_metrics_are_not_taken_for_metrics() -> None:
 # A real Prometheus ---------------------------------------------------------------------
 
 
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        if os.environ.get("CI"):
-            raise AssertionError("prometheus is missing: install.sh --test installs Debian's prometheus")
-        pytest.skip("no prometheus here (Debian's prometheus); CI installs it")
-    return found
-
-
 @pytest.fixture(scope="module")
 def prometheus(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's Prometheus on loopback with deploy/monitoring's configuration and rules,
     scraping the server once a second with the metrics token from a file."""
-    binary = prometheus_binary()
+    binary = prometheus_program("prometheus")
     where = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}

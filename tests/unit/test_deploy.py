@@ -15,7 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 import redis
 import yaml
 
@@ -23,6 +22,7 @@ from broker.settings import Settings
 from connecfy.redis_server import RedisServer
 from tests.support.cluster import cluster_port
 from tests.support.postgres_server import postgres_bin
+from tests.support.prometheus import prometheus_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -147,17 +147,8 @@ def test_the_compose_file_wires_connecfy_to_its_services() -> None:
 MONITORING = DEPLOY / "monitoring"
 
 
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            raise AssertionError("promtool is missing: install.sh --test installs Debian's prometheus")
-        pytest.skip("no promtool here (Debian's prometheus); CI installs it")
-    return found
-
-
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([prometheus_program("promtool"), *args], capture_output=True, text=True, timeout=60)
 
 
 def test_the_alert_rules_pass_promtool() -> None:
