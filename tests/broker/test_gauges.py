@@ -49,3 +49,21 @@ async def test_a_scheduled_pool_message_waits_from_its_send_at(broker: Broker, c
     gauges = await broker.gauges()
     assert gauges.platform.pool_queued == 1
     assert gauges.pool_wait_seconds(gauges.platform) == 5
+
+
+async def test_scheduled_heads_ahead_by_id_do_not_hide_an_older_wait(broker: Broker, clock) -> None:
+    """Pools are read oldest id first, a few at a time: nine scheduled messages (older
+    ids, released late) come before the message that has really waited longest."""
+    at = clock() + 100 * SECOND
+    for i in range(9):
+        owner, _ = await self_managed(broker, f"scheduled-{i}@example.com", devices=0)
+        await broker.messages.enqueue(owner, [OutgoingMessage(TO, "later", send_at=at)])
+    clock.advance(10 * SECOND)
+    waiting, _ = await self_managed(broker, "waiting@example.com", devices=0)
+    await broker.messages.enqueue(waiting, [OutgoingMessage(TO, "now")])
+    clock.advance(95 * SECOND)
+    while (await broker.schedule.release_due())[0]:
+        pass
+    gauges = await broker.gauges()
+    assert gauges.account.pool_queued == 10
+    assert gauges.pool_wait_seconds(gauges.account) == 95
