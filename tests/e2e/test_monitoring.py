@@ -180,6 +180,29 @@ def test_the_files_query_something() -> None:
     } <= rules, rules
 
 
+def test_the_dashboard_imports_with_a_prometheus_data_source_input() -> None:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    assert [(i["name"], i["type"], i["pluginId"]) for i in dashboard["__inputs"]] == [
+        ("DS_PROMETHEUS", "datasource", "prometheus")
+    ]
+    assert dashboard["id"] is None and dashboard["uid"] and dashboard["title"]
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    taken: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+        if panel["type"] != "row":
+            assert panel["targets"] and panel["description"], panel["title"]
+            for source in [panel["datasource"]] + [t["datasource"] for t in panel["targets"]]:
+                assert source == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, panel["title"]
+
+
 def test_every_metric_the_dashboard_and_alerts_use_is_served(exposed: Exposed) -> None:
     assert unknown_series(every_expression(), exposed) == []
 
