@@ -107,16 +107,20 @@ function labelOf(control) {
 /* A refusal that names a field of this form: the field is marked and focused, and the
    sentence starts with its label (the API's own name for it stays in the detail). The
    send endpoints number the message they refuse ("message 0: ..."); a form sends one,
-   so the number is left out. */
+   so the number is left out, whether or not a field is named. */
 function fieldProblem(form, result) {
   const body = result.body || {};
+  const detail = typeof body.index === "number" ? problem(result).replace(/^message \d+: /, "") : problem(result);
   const control = body.field && form.elements.namedItem(body.field);
-  if (!control || !control.labels) return problem(result);
+  if (!control || !control.labels) return detail;
   control.setAttribute("aria-invalid", "true");
   control.focus();
-  const detail = typeof body.index === "number" ? problem(result).replace(/^message \d+: /, "") : problem(result);
   const hint = control.dataset.errorHint ? " (" + control.dataset.errorHint + ")" : "";
   return labelOf(control) + ": " + detail + hint;
+}
+
+function segmentsText(n) {
+  return n === 1 ? "1 segment" : n + " segments";
 }
 
 const afterSubmit = {
@@ -127,7 +131,7 @@ const afterSubmit = {
       ? ["Scheduled for ", el("time", { datetime: body.send_at }, new Date(body.send_at).toLocaleString()), "."]
       : ["Queued."];
     box.replaceChildren(
-      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + body.segments + " segment(s) to " + body.to + ". "),
+      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + segmentsText(body.segments) + " to " + body.to + ". "),
       el("p", {}, "Expires ", el("time", { datetime: body.expires_at, "data-sent-expires": "" }, new Date(body.expires_at).toLocaleString()),
         " if no phone has taken it by then."),
       el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" }, "see its status")));
@@ -217,6 +221,9 @@ async function submitApiForm(event) {
     /* Refused (4xx): nothing was queued, the corrected form is a new request. Unknown
        outcome (no answer, 5xx): the retry keeps the key so it cannot queue twice. */
     if (result.status !== 0 && result.status < 500) delete form.dataset.idempotencyKey;
+    /* The outcome of an earlier send no longer stands beside this refusal. */
+    const earlier = form.parentElement.querySelector("[data-sent]");
+    if (earlier) earlier.hidden = true;
     showError(form, fieldProblem(form, result));
     return;
   }
