@@ -1,6 +1,7 @@
 """The gaps a new user met on the dashboard, in headless Chromium against a real
 ``connecfy serve``: the Send page speaks of one message (no batch numbering, no stale
-"Queued" box under a new error, "1 segment" and "2 segments").
+"Queued" box under a new error, "1 segment" and "2 segments"); "Sent" counts sent or
+delivered on the Overview and on each device's card alike.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -15,6 +16,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
     see = None
 
 from tests.support.browser import shoot
+from tests.support.e2e_server import expect
 from tests.support.http_world import PASSWORD, TO, World
 from tests.support.people import email, paired
 
@@ -44,3 +46,31 @@ def test_the_send_page_speaks_of_one_message(people: Any, world: World) -> None:
     assert error.inner_text() == "no such device"
     assert sent.is_hidden(), "the earlier Queued box no longer stands beside the error"
     shoot(page, "send-refused")
+
+
+def test_sent_counts_sent_or_delivered_on_the_overview_and_the_device_card(people: Any, world: World) -> None:
+    jo = people()
+    jo.signup(email("jo"), PASSWORD)
+    phone = paired(jo, world, "Galaxy A54")
+    for text in ("one", "two", "three"):
+        assert jo.api("POST", "/api/sms/send/", {"device_id": phone.device_id, "to": TO, "message": text})[0] == 202
+    first, second, _ = phone.claim()
+    expect(phone.report(first["id"], "sent"), 200)
+    expect(phone.report(second["id"], "sent"), 200)
+    expect(phone.report(second["id"], "delivered"), 200)
+
+    page = jo.open("/")
+    page.wait_for_selector("body[data-stats-loaded=true]")
+    label = page.locator(".stat", has=page.locator("[data-stat=sent]")).locator(".label")
+    assert label.inner_text() == "Sent or delivered"
+    assert page.locator("[data-stat=sent]").inner_text() == "2"
+    assert page.locator("[data-stat=delivered]").inner_text() == "1"
+
+    page = jo.open("/devices/")
+    card = page.locator(f"li[data-device-id='{phone.device_id}'] .counts")
+    see(card.locator("div", has_text="Sent or delivered").locator("dd")).to_have_text("2")
+    assert card.locator("div", has_text="Of them delivered").locator("dd").inner_text() == "1"
+    # The same after the page has read the devices again on its own.
+    page.evaluate("() => { document.querySelector('[data-count=sent_or_delivered]').textContent = '?'; }")
+    see(card.locator("[data-count=sent_or_delivered]")).to_have_text("2", timeout=10_000)
+    shoot(page, "devices-counts")

@@ -511,7 +511,9 @@ function updateDeviceCards(devices) {
     card.querySelector('[data-field="battery"]').textContent = d.battery === null ? "–" : d.battery + " %";
     card.querySelector('[data-field="android_version"]').textContent = d.android_version || "–";
     card.querySelector('[data-field="app_version"]').textContent = d.app_version || "–";
-    for (const dd of card.querySelectorAll("[data-count]")) dd.textContent = d.counts[dd.dataset.count] || 0;
+    /* "Sent" counts sent or delivered, as the overview and GET /api/stats/ do. */
+    const counts = Object.assign({ sent_or_delivered: (d.counts.sent || 0) + (d.counts.delivered || 0) }, d.counts);
+    for (const dd of card.querySelectorAll("[data-count]")) dd.textContent = counts[dd.dataset.count] || 0;
   }
 }
 
