@@ -344,6 +344,7 @@ def test_limit_request_approved_by_the_operator_who_sees_the_pool(
     frank.signup(email("frank"), PASSWORD, "api_only")
     page = frank.open("/settings/")
     assert page.locator("[data-limit=daily_quota]").inner_text() == "100 messages"
+    assert page.locator("[data-limit-request] h2").inner_text() == "Ask for higher limits"
     page.get_by_label("Daily quota").fill("5000")
     page.get_by_label("Why you need them").fill("Appointment reminders for 3 clinics")
     page.get_by_role("button", name="Send request").click()
@@ -354,6 +355,8 @@ def test_limit_request_approved_by_the_operator_who_sees_the_pool(
     operator.login(OPERATOR_EMAIL, OPERATOR_PASSWORD, "/settings/")
     page = operator.page
     page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("[data-limit-request]").count() == 0, "the operator is not offered a request to themselves"
+    assert page.get_by_text("Ask for higher limits").count() == 0
     pool_row = page.locator("table.pool tr", has_text="Pool phone 1")
     assert pool_row.locator(".badge").inner_text() == "Online"
     assert pool_row.locator("[data-field=pool_pause]").inner_text() == "Takes work"
