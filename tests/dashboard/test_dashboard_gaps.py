@@ -1,7 +1,8 @@
 """The gaps a new user met on the dashboard, in headless Chromium against a real
 ``connecfy serve``: the Send page speaks of one message (no batch numbering, no stale
 "Queued" box under a new error, "1 segment" and "2 segments"); "Sent" counts sent or
-delivered on the Overview and on each device's card alike.
+delivered on the Overview and on each device's card alike; a pairing code a phone has
+used stops counting down and says so.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -18,7 +19,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
 from tests.support.browser import shoot
 from tests.support.e2e_server import expect
 from tests.support.http_world import PASSWORD, TO, World
-from tests.support.people import email, paired
+from tests.support.people import email, paired, register
 
 
 def test_the_send_page_speaks_of_one_message(people: Any, world: World) -> None:
@@ -74,3 +75,38 @@ def test_sent_counts_sent_or_delivered_on_the_overview_and_the_device_card(peopl
     page.evaluate("() => { document.querySelector('[data-count=sent_or_delivered]').textContent = '?'; }")
     see(card.locator("[data-count=sent_or_delivered]")).to_have_text("2", timeout=10_000)
     shoot(page, "devices-counts")
+
+
+def pairing_code_shown(page: Any, other_than: str = "") -> str:
+    page.wait_for_function(
+        "(old) => { const c = document.querySelector('[data-pairing-code]').textContent;"
+        " return /^[A-Z0-9]{8}$/.test(c) && c !== old; }",
+        arg=other_than,
+    )
+    return str(page.locator("[data-pairing-code]").inner_text())
+
+
+def test_a_used_pairing_code_says_so_and_stops_counting_down(people: Any, world: World) -> None:
+    kim = people()
+    kim.signup(email("kim"), PASSWORD)
+    page = kim.open("/devices/add/")
+    code = pairing_code_shown(page)
+    expiry = page.locator("[data-pairing-expiry]")
+    see(expiry).to_contain_text("works once")
+    phone = register(world, code, "Nokia G42")
+    see(expiry).to_have_text(
+        "Used: Nokia G42 paired with this code, which works no more. Make a new code to pair another phone."
+    )
+    page.wait_for_selector(f"[data-paired-device='{phone.device_id}']")
+    page.wait_for_timeout(1_200)  # a countdown tick would have written over it
+    assert expiry.inner_text().startswith("Used: Nokia G42")
+    shoot(page, "add-device-used")
+
+    # A new code counts down again, and is "used" only by the phone that pairs with it.
+    page.get_by_role("button", name="New code").click()
+    second = pairing_code_shown(page, other_than=code)
+    see(expiry).to_contain_text("works once")
+    page.wait_for_timeout(3_500)  # the list is read again (every 3 s): the first phone does not count
+    assert "works once" in expiry.inner_text()
+    register(world, second, "Nokia G42 (2)")
+    see(expiry).to_contain_text("Used: Nokia G42 (2) paired")

@@ -578,8 +578,11 @@ function watchNewSms(link) {
 }
 
 /* Add Device: a fresh one-time code from the JSON API, its QR code, the countdown, and a
-   note as soon as a phone has used it. */
+   note as soon as a phone has used it. A device that appears in the account's list after
+   the code was made paired with it (a code works once): the countdown stops and says so. */
 let countdown = null;
+let pairingSeen = null; /* device ids listed when the current code was made */
+let pairingLatest = null; /* device ids of the latest read of the list */
 
 async function newPairingCode() {
   const box = document.querySelector("[data-pairing]");
@@ -592,6 +595,9 @@ async function newPairingCode() {
     return;
   }
   error.hidden = true;
+  pairingSeen = new Set(pairingLatest || box.dataset.known.split(",").filter(Boolean));
+  box.dataset.codeState = "unused";
+  box.classList.remove("used");
   const { code, expires_at: expiresAt } = result.body;
   box.querySelector("[data-pairing-code]").textContent = code;
   const img = box.querySelector("[data-pairing-qr]");
@@ -620,6 +626,15 @@ function watchPairing() {
   const known = new Set(box.dataset.known.split(",").filter(Boolean));
   const path = box.dataset.pool === "true" ? "/api/devices/?pool=true" : "/api/devices/";
   poll(path, (devices) => {
+    pairingLatest = devices.map((d) => d.device_id);
+    const usedBy = pairingSeen ? devices.filter((d) => !pairingSeen.has(d.device_id)) : [];
+    if (usedBy.length && box.dataset.codeState === "unused") {
+      clearInterval(countdown);
+      box.dataset.codeState = "used";
+      box.classList.add("used");
+      box.querySelector("[data-pairing-expiry]").textContent = "Used: " + usedBy[0].device_name +
+        " paired with this code, which works no more. Make a new code to pair another phone.";
+    }
     const fresh = devices.filter((d) => !known.has(d.device_id));
     if (!fresh.length) return;
     const note = box.querySelector("[data-paired]");
