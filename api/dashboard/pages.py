@@ -44,6 +44,7 @@ from broker.messages import MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
 from broker.suppressions import PAGE_MAX as SUPPRESSIONS_PAGE_MAX
+from broker.validation import MAX_NAME_CHARS
 from broker.webhooks.events import EVENT_TYPES, SIGNATURE_HEADER
 
 HERE = Path(__file__).parent
@@ -179,7 +180,12 @@ class AccountPages(Controller):
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         return await _page(
-            "devices.html", request, "devices", devices=[device_out(d) for d in devices], time_zones=time_zones()
+            "devices.html",
+            request,
+            "devices",
+            devices=[device_out(d) for d in devices],
+            time_zones=time_zones(),
+            max_name_chars=MAX_NAME_CHARS,
         )
 
     @get("/devices/add/")

@@ -2,7 +2,7 @@
 ``connecfy serve``: the Send page speaks of one message (no batch numbering, no stale
 "Queued" box under a new error, "1 segment" and "2 segments"); "Sent" counts sent or
 delivered on the Overview and on each device's card alike; a pairing code a phone has
-used stops counting down and says so.
+used stops counting down and says so; a device is renamed on its card.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -110,3 +110,24 @@ def test_a_used_pairing_code_says_so_and_stops_counting_down(people: Any, world:
     assert "works once" in expiry.inner_text()
     register(world, second, "Nokia G42 (2)")
     see(expiry).to_contain_text("Used: Nokia G42 (2) paired")
+
+
+def test_a_device_is_renamed_on_the_devices_page(people: Any, world: World) -> None:
+    lee = people()
+    lee.signup(email("lee"), PASSWORD)
+    phone = paired(lee, world, "Pixel 6")
+    page = lee.open("/devices/")
+    card = page.locator(f"li[data-device-id='{phone.device_id}']")
+    card.get_by_label("Name", exact=True).fill("  Front desk phone ")
+    card.get_by_role("button", name="Rename Pixel 6").click()
+    see(card.locator("h2")).to_have_text("Front desk phone")
+    [listed] = lee.api("GET", "/api/devices/", None)[1]
+    assert listed["device_name"] == "Front desk phone"
+    expect(phone.heartbeat(), 200)  # the same phone, its token unchanged
+    shoot(page, "devices-renamed")
+
+    name = card.get_by_label("Name", exact=True)
+    name.fill(" ")
+    card.get_by_role("button", name="Rename Front desk phone").click()
+    assert name.evaluate("(input) => input.validity.patternMismatch"), "a blank name is refused before it is sent"
+    assert lee.api("GET", "/api/devices/", None)[1][0]["device_name"] == "Front desk phone"
