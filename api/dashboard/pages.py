@@ -20,6 +20,7 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
+from litestar.exceptions import HTTPException
 from litestar.handlers import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Stream, Template
@@ -31,7 +32,7 @@ from api.credentials import SESSION_COOKIE, account_of, session_guard
 from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
 from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
 from api.devices import device_out
-from api.errors import ApiError
+from api.errors import ApiError, http_error
 from api.limits import limits_out, request_out
 from api.sms import MessageOut, message_out
 from api.state import broker_of
@@ -96,6 +97,26 @@ def _to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[str
     path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path  # as asked: trailing slash kept
     target = path + (f"?{request.url.query}" if request.url.query else "")
     return see_other(f"{LOGIN_PATH}?next={quote(target, safe='')}")
+
+
+def wants_page(request: Request[Any, Any, Any]) -> bool:
+    """A browser asking for a page (HTML preferred to JSON), not a call to the JSON API."""
+    if request.url.path.startswith("/api/"):
+        return False
+    return request.accept.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def page_or_json_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A wrong address answers a browser with an HTML page "not found" (404); the JSON API,
+    and anyone asking for JSON, keep the JSON error."""
+    if exc.status_code == 404 and wants_page(request):
+        return Template(
+            template_name="not_found.html",
+            context={"account": None, "nav": "not-found", "unread": 0, "path": request.url.path},
+            status_code=404,
+            headers={h.name: h.value for h in PAGE_HEADERS if h.value is not None},
+        )
+    return http_error(request, exc)
 
 
 def local_next(value: str | None) -> str:

@@ -2,7 +2,8 @@
 ``connecfy serve``: the Send page speaks of one message (no batch numbering, no stale
 "Queued" box under a new error, "1 segment" and "2 segments"); "Sent" counts sent or
 delivered on the Overview and on each device's card alike; a pairing code a phone has
-used stops counting down and says so; a device is renamed on its card.
+used stops counting down and says so; a device is renamed on its card; a wrong
+address is an HTML page "not found" for a browser and JSON for the API.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 try:
     from playwright.sync_api import expect as see
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
 from tests.support.browser import shoot
-from tests.support.e2e_server import expect
+from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import PASSWORD, TO, World
 from tests.support.people import email, paired, register
 
@@ -131,3 +134,31 @@ def test_a_device_is_renamed_on_the_devices_page(people: Any, world: World) -> N
     card.get_by_role("button", name="Rename Front desk phone").click()
     assert name.evaluate("(input) => input.validity.patternMismatch"), "a blank name is refused before it is sent"
     assert lee.api("GET", "/api/devices/", None)[1][0]["device_name"] == "Front desk phone"
+
+
+def test_a_wrong_address_answers_a_browser_with_a_page_and_the_api_with_json(
+    people: Any, world: World, server: ServerProcess
+) -> None:
+    max_ = people()
+    max_.signup(email("max"), PASSWORD)
+    for path in ("/messages/nope", "/devices/xyz", "/no/such/page/"):
+        response = max_.page.goto(path)
+        assert response is not None and response.status == 404, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert response.headers["x-frame-options"] == "DENY", path
+        max_.page.wait_for_selector("body[data-ready=true]")
+        assert max_.page.locator("h1").inner_text() == "Page not found", path
+        assert path in max_.page.locator("[data-not-found]").inner_text()
+    max_.page.get_by_role("link", name="Messages").click()
+    max_.page.wait_for_url(f"{server.base_url}/messages/")
+    max_.page.goto("/devices/xyz")
+    shoot(max_.page, "not-found")
+
+    with httpx.Client(base_url=server.base_url) as client:
+        for accept in ("application/json", "*/*"):
+            answer = client.get("/messages/nope", headers={"accept": accept})
+            assert answer.status_code == 404 and answer.json()["code"] == "not_found", accept
+        for path in ("/api/nope/", "/api/sms/nope/extra/"):
+            answer = client.get(path, headers={"accept": "text/html,*/*;q=0.8"})
+            assert answer.status_code == 404 and answer.headers["content-type"].startswith("application/json"), path
+            assert answer.json()["code"] == "not_found"
