@@ -20,7 +20,7 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.handlers import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Stream, Template
@@ -288,6 +288,27 @@ class AccountPages(Controller):
             filters=filters,
             paged=bool(cursor),
             problem=problem,
+        )
+
+    @get("/messages/{message_id:str}/")
+    async def message(self, request: Request[Any, Any, Any], message_id: str) -> Template:
+        """One message with its status timeline, read again by the page's script while it
+        is open; another account's message, or none, is the page "not found"."""
+        account, broker = account_of(request), broker_of(request)
+        if not ids.is_plain_id(message_id):
+            raise NotFoundException()
+        try:
+            record = await broker.message_log.get(account.shard, message_id)
+        except errors.MessageNotFound:
+            raise NotFoundException() from None
+        if record.account != account.id:
+            raise NotFoundException()
+        return await _page(
+            "message.html",
+            request,
+            "messages",
+            message=message_out(record),
+            device_names=await _device_names(broker, account),
         )
 
     @get("/inbox/")

@@ -3,13 +3,15 @@
 "Queued" box under a new error, "1 segment" and "2 segments"); "Sent" counts sent or
 delivered on the Overview and on each device's card alike; a pairing code a phone has
 used stops counting down and says so; a device is renamed on its card; a wrong
-address is an HTML page "not found" for a browser and JSON for the API.
+address is an HTML page "not found" for a browser and JSON for the API; a message has a
+page of its own that follows its timeline, and the Messages list finds a number's.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -21,8 +23,16 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
 
 from tests.support.browser import shoot
 from tests.support.e2e_server import ServerProcess, expect
-from tests.support.http_world import PASSWORD, TO, World
+from tests.support.http_world import PASSWORD, TO, Phone, World
 from tests.support.people import email, paired, register
+
+
+def send_from(page: Any, phone: Phone, to: str, text: str) -> None:
+    """Fill the Send page's form for ``phone`` and press Send."""
+    page.get_by_label("From device").select_option(phone.device_id)
+    page.get_by_label("To").fill(to)
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
 
 
 def test_the_send_page_speaks_of_one_message(people: Any, world: World) -> None:
@@ -30,10 +40,7 @@ def test_the_send_page_speaks_of_one_message(people: Any, world: World) -> None:
     ivy.signup(email("ivy"), PASSWORD)
     phone = paired(ivy, world, "Pixel 8")
     page = ivy.open("/send/")
-    page.get_by_label("From device").select_option(phone.device_id)
-    page.get_by_label("To").fill(TO)
-    page.get_by_label("Message").fill("Short.")
-    page.get_by_role("button", name="Send").click()
+    send_from(page, phone, TO, "Short.")
     sent = page.locator("[data-sent]")
     see(sent).to_contain_text("Queued. 1 segment to " + TO + ".")
 
@@ -156,9 +163,62 @@ def test_a_wrong_address_answers_a_browser_with_a_page_and_the_api_with_json(
 
     with httpx.Client(base_url=server.base_url) as client:
         for accept in ("application/json", "*/*"):
-            answer = client.get("/messages/nope", headers={"accept": accept})
+            answer = client.get("/no/such/page/", headers={"accept": accept})
             assert answer.status_code == 404 and answer.json()["code"] == "not_found", accept
         for path in ("/api/nope/", "/api/sms/nope/extra/"):
             answer = client.get(path, headers={"accept": "text/html,*/*;q=0.8"})
             assert answer.status_code == 404 and answer.headers["content-type"].startswith("application/json"), path
             assert answer.json()["code"] == "not_found"
+
+
+OTHER = "+15557654321"
+
+
+def test_a_message_has_a_page_of_its_own_and_messages_are_found_by_number(
+    people: Any, world: World, server: ServerProcess
+) -> None:
+    nia = people()
+    nia.signup(email("nia"), PASSWORD)
+    phone = paired(nia, world, "Moto E")
+    page = nia.open("/send/")
+    send_from(page, phone, OTHER, "To the other number.")
+    other_id = page.locator("[data-sent-id]").inner_text()
+    send_from(page, phone, TO, "Your parcel arrives today.")
+    see(page.locator("[data-sent-id]")).not_to_have_text(other_id)
+    message_id = page.locator("[data-sent-id]").inner_text()
+
+    # "see its status" opens the message's own page, which follows it without a reload.
+    page.get_by_role("link", name="see its status").click()
+    page.wait_for_url(f"{server.base_url}/messages/{message_id}/")
+    page.wait_for_selector("body[data-ready=true]")
+    card = page.locator(f"li[data-message-id='{message_id}']")
+    assert card.locator(".text").inner_text() == "Your parcel arrives today."
+    assert card.locator(".timeline .status").all_inner_texts() == ["queued"]
+    page.evaluate("() => { window.stillTheSamePage = true; }")
+    claimed = {t["id"] for t in phone.claim()}
+    assert claimed == {message_id, other_id}
+    expect(phone.report(message_id, "sent"), 200)
+    see(card.locator(".timeline .status")).to_have_text(["queued", "claimed", "sent"], timeout=10_000)
+    assert page.evaluate("() => window.stillTheSamePage") is True
+    assert card.locator(".timeline li").nth(1).inner_text().endswith("on Moto E")
+    shoot(page, "message")
+
+    # From the list: each message links to its page; the Number filter finds one number's.
+    page = nia.open("/messages/")
+    row = page.locator(f"li[data-message-id='{other_id}']")
+    row.locator("summary").click()
+    row.locator("[data-message-link]").click()
+    page.wait_for_url(f"{server.base_url}/messages/{other_id}/")
+    page = nia.open("/messages/")
+    page.get_by_label("Number").fill(OTHER)
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"phone=%2B15557654321"))
+    assert [li.get_attribute("data-message-id") for li in page.locator(".messages > li").all()] == [other_id]
+
+    # Someone else's message, or none: the page "not found".
+    stranger = people()
+    stranger.signup(email("stranger"), PASSWORD)
+    for path in (f"/messages/{message_id}/", "/messages/nosuchmessage/"):
+        response = stranger.page.goto(path)
+        assert response is not None and response.status == 404, path
+        assert "Your parcel" not in stranger.page.content()

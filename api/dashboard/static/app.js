@@ -134,7 +134,7 @@ const afterSubmit = {
       el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + segmentsText(body.segments) + " to " + body.to + ". "),
       el("p", {}, "Expires ", el("time", { datetime: body.expires_at, "data-sent-expires": "" }, new Date(body.expires_at).toLocaleString()),
         " if no phone has taken it by then."),
-      el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" }, "see its status")));
+      el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" + encodeURIComponent(body.id) + "/" }, "see its status")));
     box.hidden = false;
     form.elements.message.value = "";
     form.elements.message.dispatchEvent(new Event("input"));
@@ -465,10 +465,15 @@ async function refreshMessageRow(row) {
   }
 }
 
-/* A scheduled row whose send time has passed is read again until it is due no more. */
+/* A scheduled row whose send time has passed is read again until it is due no more; on a
+   message's own page it is read again until it reaches an end (or waits for a send time). */
+const SETTLED = ["delivered", "failed", "expired", "cancelled", "received"];
+
 function watchScheduledRows() {
+  const single = document.querySelector("[data-message-page] > li");
   setInterval(() => {
     if (document.hidden) return;
+    if (single && !SETTLED.includes(single.dataset.status) && single.dataset.status !== "scheduled") refreshMessageRow(single);
     for (const row of document.querySelectorAll('.messages > li[data-status="scheduled"][data-send-at]')) {
       if (Date.parse(row.dataset.sendAt) <= Date.now()) refreshMessageRow(row);
     }
