@@ -4,7 +4,8 @@
 delivered on the Overview and on each device's card alike; a pairing code a phone has
 used stops counting down and says so; a device is renamed on its card; a wrong
 address is an HTML page "not found" for a browser and JSON for the API; a message has a
-page of its own that follows its timeline, and the Messages list finds a number's.
+page of its own that follows its timeline, and the Messages list finds a number's; an
+API-only sender sees the platform pool's phones online and how long its messages wait.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -23,7 +24,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
 
 from tests.support.browser import shoot
 from tests.support.e2e_server import ServerProcess, expect
-from tests.support.http_world import PASSWORD, TO, Phone, World
+from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
 from tests.support.people import email, paired, register
 
 
@@ -222,3 +223,53 @@ def test_a_message_has_a_page_of_its_own_and_messages_are_found_by_number(
         response = stranger.page.goto(path)
         assert response is not None and response.status == 404, path
         assert "Your parcel" not in stranger.page.content()
+
+
+def pool_status_after_next_read(page: Any) -> Any:
+    box = page.locator("[data-pool-status]")
+    reads = int(box.get_attribute("data-reads") or 0)
+    page.wait_for_function(f"() => Number(document.querySelector('[data-pool-status]').dataset.reads || 0) > {reads}")
+    return box
+
+
+def test_an_api_only_sender_is_told_when_no_pool_phone_is_online(
+    people: Any, world: World, server: ServerProcess
+) -> None:
+    ola = people()
+    ola.signup(email("ola"), PASSWORD, "api_only")
+    page = ola.open("/send/")
+    box = pool_status_after_next_read(page)
+    assert box.locator("[data-pool-online]").inner_text() == "0 of 0 pool phones online"
+    assert box.locator("[data-pool-banner]").is_hidden(), "nothing waits yet"
+    page.get_by_label("To").fill(TO)
+    page.get_by_label("Message").fill("Waiting for a phone.")
+    page.get_by_role("button", name="Send").click()
+    message_id = page.locator("[data-sent-id]").inner_text()
+    banner = box.locator("[data-pool-banner]")
+    see(banner).to_contain_text("No pool phone is online. Your message waits until one is (the oldest since")
+    shoot(page, "send-pool-offline")
+
+    status, stats = ola.api("GET", "/api/stats/", None)
+    status_of_message, sent = ola.api("GET", f"/api/sms/{message_id}/", None)
+    assert status == 200 and status_of_message == 200
+    assert stats["pool"] == {"phones": 0, "phones_online": 0, "oldest_queued_at": sent["created_at"]}
+    page = ola.open("/")
+    box = pool_status_after_next_read(page)
+    assert box.locator("[data-pool-banner]").is_visible()
+    assert "your oldest waiting message was queued" in box.locator("[data-pool-wait]").inner_text()
+    shoot(page, "overview-pool-offline")
+
+    # A pool phone comes online: the banner goes, without a reload; once it took the
+    # message nothing waits.
+    server.create_operator(OPERATOR_EMAIL, OPERATOR_PASSWORD)
+    operator = world.api()
+    expect(operator.post("/api/auth/login/", json={"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD}), 200)
+    pool_phone = world.pair(operator, "Pool phone", pool=True)
+    see(box.locator("[data-pool-online]")).to_have_text("1 of 1 pool phone online", timeout=10_000)
+    assert box.locator("[data-pool-banner]").is_hidden()
+    assert [t["id"] for t in pool_phone.claim()] == [message_id]
+    see(box.locator("[data-pool-wait]")).to_have_text("· none of your messages is waiting", timeout=10_000)
+    assert ola.api("GET", "/api/stats/", None)[1]["pool"]["oldest_queued_at"] is None
+
+    # A self-managed account has no pool status.
+    assert "pool" in (own := expect(world.signup().get("/api/stats/"), 200)) and own["pool"] is None

@@ -522,7 +522,32 @@ function updateDeviceCards(devices) {
   }
 }
 
+/* An API-only account's view of the platform pool (GET /api/stats/ "pool"): phones online,
+   since when its oldest queued message waits, and a banner while messages wait with no
+   pool phone online to take them. */
+function showPoolStatus(stats) {
+  const box = document.querySelector("[data-pool-status]");
+  if (!box || !stats.pool) return;
+  const { phones, phones_online: online, oldest_queued_at: oldest } = stats.pool;
+  box.querySelector("[data-pool-online]").textContent =
+    online + " of " + phones + (phones === 1 ? " pool phone" : " pool phones") + " online";
+  box.querySelector("[data-pool-wait]").replaceChildren(...(oldest
+    ? ["· your oldest waiting message was queued ", timeNode(oldest)]
+    : ["· none of your messages is waiting"]));
+  const banner = box.querySelector("[data-pool-banner]");
+  const waiting = stats.queued;
+  banner.replaceChildren(...(online === 0 && waiting > 0
+    ? [el("strong", {}, "No pool phone is online."), " ",
+      waiting === 1 ? "Your message waits" : "Your " + waiting + " messages wait",
+      " until one is", ...(oldest ? [" (the oldest since ", timeNode(oldest), ")"] : []),
+      "; each expires if no phone takes it in time."]
+    : []));
+  banner.hidden = !(online === 0 && waiting > 0);
+  box.dataset.reads = (Number(box.dataset.reads) || 0) + 1;
+}
+
 function updateOverview(stats) {
+  showPoolStatus(stats);
   const online = stats.devices.filter((d) => d.online).length;
   const values = Object.assign({}, stats, {
     success_rate: stats.sent + stats.failed ? stats.success_rate.toFixed(1) + " %" : "–",
@@ -704,6 +729,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const input of document.querySelectorAll("[data-browser-zone]")) input.value = input.value || zone;
   if (document.querySelector("[data-live-devices]")) poll("/api/devices/", updateDeviceCards);
   if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
+  else if (document.querySelector("[data-pool-status]")) poll("/api/stats/", showPoolStatus);
   if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
   if (document.getElementById("gsm-tables")) watchSegments();
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
