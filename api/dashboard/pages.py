@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, Router, get
@@ -30,6 +30,7 @@ from litestar.template.config import TemplateConfig
 from api.api_keys import key_out
 from api.credentials import SESSION_COOKIE, account_of, session_guard
 from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
+from api.dashboard.guides import android_guide_html
 from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
 from api.devices import device_out
 from api.errors import ApiError, http_error
@@ -53,6 +54,7 @@ LOGIN_PATH = "/login/"
 THREADS_PER_PAGE = 50
 THREAD_PAGE = 50  # messages of one conversation a page
 SUPPRESSIONS_PER_PAGE = 50
+MAX_SERVER_ADDRESS = 200  # characters of a server address typed for the phone
 # The GSM 03.38 tables, for the pages that count segments as a person types.
 GSM_TABLES = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
 # Everything the pages load comes from this server; they are never framed by another site.
@@ -137,6 +139,18 @@ def local_next(value: str | None) -> str:
     return "/"
 
 
+def is_server_address(value: str) -> bool:
+    """An address a phone can be given: http or https, a host, no query or fragment."""
+    if len(value) > MAX_SERVER_ADDRESS or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
 def server_url(request: Request[Any, Any, Any]) -> str:
     """The base URL the browser used to reach the dashboard: what the phone should call."""
     return str(request.base_url).rstrip("/")
@@ -182,6 +196,11 @@ class PublicPages(Controller):
     async def signup(self, request: Request[Any, Any, Any]) -> Template:
         return await _page("signup.html", request, "signup", signup_open=broker_of(request).settings.signup_open)
 
+    @get("/help/android-app/")
+    async def android_app(self, request: Request[Any, Any, Any]) -> Template:
+        """How to build and install the phone app (``docs/android.md``)."""
+        return await _page("guide.html", request, "help", title="The Android app", guide=android_guide_html())
+
 
 class AccountPages(Controller):
     """Everything behind the login."""
@@ -222,16 +241,20 @@ class AccountPages(Controller):
             "devices",
             pool=pool_code,
             server_url=server_url(request),
+            max_server_address=MAX_SERVER_ADDRESS,
             known_device_ids=[d.device_id for d in known],
             code_ttl_seconds=broker.settings.pairing_code_ttl_seconds,
         )
 
     @get("/devices/pairing-qr.svg")
-    async def pairing_qr(self, request: Request[Any, Any, Any], code: str) -> Response[str]:
-        """The QR code of a pairing code (the code itself is made by the JSON API)."""
+    async def pairing_qr(self, request: Request[Any, Any, Any], code: str, server: str | None = None) -> Response[str]:
+        """The QR code of a pairing code (the code itself is made by the JSON API), for
+        the address the browser used or ``server``, the one the person typed for the phone."""
         if not ids.is_plain_id(code, max_chars=32):
             raise ApiError(400, "invalid_request", "code must be letters and digits")
-        svg = pairing_qr_svg(pairing_uri(server_url(request), code))
+        if server is not None and not is_server_address(server):
+            raise ApiError(400, "invalid_request", "server must be an http:// or https:// address with a host")
+        svg = pairing_qr_svg(pairing_uri(server or server_url(request), code))
         return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
     @get("/send/")

@@ -24,7 +24,7 @@ from broker.segments import count_segments
 from tests.support.browser import horizontal_overflow, shoot, unlabelled_controls
 from tests.support.e2e_server import ServerProcess, expect, expect_error
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, World
-from tests.support.people import email, register
+from tests.support.people import decode_qr, email, register
 
 PAGES = (
     "/",
@@ -38,17 +38,6 @@ PAGES = (
     "/webhooks/",
     "/settings/",
 )
-
-
-def decode_qr(png: bytes) -> str:
-    """The text of the one QR code in a PNG (zxing-cpp reads it as a phone camera would)."""
-    import io
-
-    import zxingcpp
-    from PIL import Image
-
-    [barcode] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
-    return barcode.text
 
 
 def stat(page: Any, name: str) -> str:

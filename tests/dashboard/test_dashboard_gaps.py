@@ -5,7 +5,9 @@ delivered on the Overview and on each device's card alike; a pairing code a phon
 used stops counting down and says so; a device is renamed on its card; a wrong
 address is an HTML page "not found" for a browser and JSON for the API; a message has a
 page of its own that follows its timeline, and the Messages list finds a number's; an
-API-only sender sees the platform pool's phones online and how long its messages wait.
+API-only sender sees the platform pool's phones online and how long its messages wait;
+Add Device warns of a loopback address, takes the one the phone should use for its QR
+code, and links to the app's build and install guide.
 
 Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'.
 """
@@ -22,10 +24,11 @@ try:
 except ImportError:  # the browser fixture then fails under CI and skips elsewhere
     see = None
 
+from api.dashboard.pairing_qr import pairing_uri
 from tests.support.browser import shoot
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
-from tests.support.people import email, paired, register
+from tests.support.people import decode_qr, email, paired, register
 
 
 def send_from(page: Any, phone: Phone, to: str, text: str) -> None:
@@ -273,3 +276,47 @@ def test_an_api_only_sender_is_told_when_no_pool_phone_is_online(
 
     # A self-managed account has no pool status.
     assert "pool" in (own := expect(world.signup().get("/api/stats/"), 200)) and own["pool"] is None
+
+
+def qr_text(page: Any) -> str:
+    """The pairing QR code as a phone camera reads it, once its picture has loaded."""
+    page.wait_for_function(
+        "() => { const img = document.querySelector('img[data-pairing-qr]'); return img.complete && img.naturalWidth > 0; }"
+    )
+    return decode_qr(page.locator("img[data-pairing-qr]").screenshot())
+
+
+def test_add_device_warns_of_a_loopback_address_and_takes_the_one_the_phone_uses(
+    people: Any, server: ServerProcess
+) -> None:
+    pat = people()
+    pat.signup(email("pat"), PASSWORD)
+    page = pat.open("/devices/add/")
+    code = pairing_code_shown(page)
+    warning = page.locator("[data-loopback-warning]")
+    see(warning).to_be_visible()  # the dashboard was opened on 127.0.0.1
+    assert qr_text(page) == pairing_uri(server.base_url, code)
+
+    # The address the phone should use (a name that is only written into the code).
+    address = page.get_by_label("Server address for the phone")
+    address.fill("http://sms-gateway.example:8000")
+    see(warning).to_be_hidden()
+    see(page.locator("[data-server-shown]")).to_have_text("http://sms-gateway.example:8000")
+    page.wait_for_function("() => document.querySelector('img[data-pairing-qr]').src.includes('sms-gateway')")
+    assert qr_text(page) == pairing_uri("http://sms-gateway.example:8000", code)
+    shoot(page, "add-device-address")
+    for loopback in ("http://localhost:8000", "http://[::1]:8000", "http://127.0.1.1"):
+        address.fill(loopback)
+        see(warning).to_be_visible()
+
+    # The app's build and install guide is a click away.
+    page.get_by_role("link", name="Install the Connecfy app").click()
+    page.wait_for_url(f"{server.base_url}/help/android-app/")
+    assert page.locator("[data-guide] h2", has_text="Build and install").is_visible()
+    assert "./gradlew assembleDebug" in page.locator("[data-guide] pre").first.inner_text()
+
+    with httpx.Client(base_url=server.base_url) as client:
+        client.cookies.update({c["name"]: c["value"] for c in pat.context.cookies()})
+        for bad in ("ftp://example.test/", "http://", "http://host.example/?x=1", "javascript:alert(1)"):
+            answer = client.get("/devices/pairing-qr.svg", params={"code": code, "server": bad})
+            assert answer.status_code == 400 and answer.json()["code"] == "invalid_request", bad

@@ -630,10 +630,8 @@ async function newPairingCode() {
   box.classList.remove("used");
   const { code, expires_at: expiresAt } = result.body;
   box.querySelector("[data-pairing-code]").textContent = code;
-  const img = box.querySelector("[data-pairing-qr]");
-  img.src = "/devices/pairing-qr.svg?code=" + encodeURIComponent(code);
-  img.hidden = false;
   box.dataset.code = code;
+  showPairingQr(box);
   const expiry = box.querySelector("[data-pairing-expiry]");
   clearInterval(countdown);
   const show = () => {
@@ -649,6 +647,38 @@ async function newPairingCode() {
   };
   show();
   countdown = setInterval(show, 1000);
+}
+
+/* Whether a phone could never reach this host: the computer's own loopback names. */
+function isLoopback(hostname) {
+  const host = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") || /^127\./.test(host) || host === "::1" || host === "0.0.0.0";
+}
+
+/* The address typed for the phone, when it is one: http(s), a host, nothing after the path. */
+function phoneServer() {
+  const input = document.querySelector("[data-phone-server]");
+  try {
+    const url = new URL(input.value.trim());
+    if (!["http:", "https:"].includes(url.protocol) || !url.hostname || url.search || url.hash) return null;
+    return url;
+  } catch (err) {
+    return null;
+  }
+}
+
+/* The QR code and the steps carry the address typed for the phone; a loopback one is warned of. */
+function showPairingQr(box) {
+  const url = phoneServer();
+  const input = document.querySelector("[data-phone-server]");
+  input.setAttribute("aria-invalid", url ? "false" : "true");
+  box.querySelector("[data-loopback-warning]").hidden = !(url && isLoopback(url.hostname));
+  if (!url || !box.dataset.code) return;
+  const server = url.href.replace(/\/$/, "");
+  box.querySelector("[data-server-shown]").textContent = server;
+  const img = box.querySelector("[data-pairing-qr]");
+  img.src = "/devices/pairing-qr.svg?" + new URLSearchParams({ code: box.dataset.code, server });
+  img.hidden = false;
 }
 
 function watchPairing() {
@@ -730,7 +760,13 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.querySelector("[data-live-devices]")) poll("/api/devices/", updateDeviceCards);
   if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
   else if (document.querySelector("[data-pool-status]")) poll("/api/stats/", showPoolStatus);
-  if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
+  if (document.querySelector("[data-pairing]")) {
+    const box = document.querySelector("[data-pairing]");
+    document.querySelector("[data-phone-server]").addEventListener("input", () => showPairingQr(box));
+    showPairingQr(box);
+    newPairingCode();
+    watchPairing();
+  }
   if (document.getElementById("gsm-tables")) watchSegments();
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
   if (document.getElementById("device-names")) watchScheduledRows();
