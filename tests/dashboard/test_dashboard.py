@@ -199,7 +199,7 @@ def test_api_key_is_shown_once_works_and_stops_when_revoked(people: Any, world: 
     # API-only: the send form has no device picker, the message goes to the pool.
     page = bob.open("/send/")
     assert page.locator("select[name=device_id]").count() == 0
-    assert page.get_by_text("platform pool").is_visible()
+    assert page.get_by_text("Sent through the platform pool").is_visible()
     page = bob.open("/messages/")
     assert page.locator(".messages > li").count() == 1
     shoot(page, "messages-api-only")
