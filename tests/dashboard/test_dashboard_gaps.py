@@ -25,7 +25,7 @@ except ImportError:  # the browser fixture then fails under CI and skips elsewhe
     see = None
 
 from api.dashboard.pairing_qr import pairing_uri
-from tests.support.browser import shoot
+from tests.support.browser import DESKTOP, PHONE, horizontal_overflow, shoot
 from tests.support.e2e_server import ServerProcess, expect
 from tests.support.http_world import OPERATOR_EMAIL, OPERATOR_PASSWORD, PASSWORD, TO, Phone, World
 from tests.support.people import decode_qr, email, paired, register
@@ -314,6 +314,9 @@ def test_add_device_warns_of_a_loopback_address_and_takes_the_one_the_phone_uses
     page.wait_for_url(f"{server.base_url}/help/android-app/")
     assert page.locator("[data-guide] h2", has_text="Build and install").is_visible()
     assert "./gradlew assembleDebug" in page.locator("[data-guide] pre").first.inner_text()
+    page.set_viewport_size(PHONE)
+    assert horizontal_overflow(page) <= 0, "the guide fits a phone"
+    page.set_viewport_size(DESKTOP)
 
     with httpx.Client(base_url=server.base_url) as client:
         client.cookies.update({c["name"]: c["value"] for c in pat.context.cookies()})
