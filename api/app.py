@@ -16,13 +16,14 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request
+from litestar.exceptions import HTTPException
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
-from api.dashboard import dashboard_router, template_config
+from api.dashboard import dashboard_router, page_or_json_error, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
 from api.external import ExternalController
@@ -201,7 +202,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             dashboard_router,
         ],
         template_config=template_config,
-        exception_handlers=exception_handlers(),
+        exception_handlers={**exception_handlers(), HTTPException: page_or_json_error},
         before_request=check_request,
         middleware=[answer_options],
         request_max_body_size=MAX_BODY,

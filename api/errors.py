@@ -146,7 +146,7 @@ _HTTP_CODES = {
 }
 
 
-def _http_error(_: Request, exc: HTTPException) -> Response:
+def http_error(_: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if exc.status_code < 500 else "the server could not complete the request"
     return Response(
@@ -191,7 +191,7 @@ def exception_handlers() -> dict[type[Exception] | int, Any]:
         ApiError: _api_error,
         errors.BrokerError: _broker_error,
         ValidationException: _validation_error,
-        HTTPException: _http_error,
+        HTTPException: http_error,
         RedisError: _store_error,
         Exception: _unexpected,
     }

@@ -11,6 +11,15 @@ from api.credentials import account_of, session_guard
 from api.devices import DeviceOut, device_out
 from api.openapi import SESSION, SESSION_COOKIE_ONLY, documented
 from api.state import broker_of
+from broker.clock import iso_utc
+
+
+class PoolStatusOut(msgspec.Struct):
+    """The platform pool that sends an API-only account's messages."""
+
+    phones: int  # pool phones paired
+    phones_online: int  # of them, online now
+    oldest_queued_at: str | None  # when the account's oldest message still queued was made; None: none waits
 
 
 class StatsOut(msgspec.Struct):
@@ -27,6 +36,7 @@ class StatsOut(msgspec.Struct):
     opted_out: int  # numbers on the account's suppression list
     devices: list[DeviceOut]
     scheduled: int = 0  # waiting for their send_at (counted in total_messages)
+    pool: PoolStatusOut | None = None  # API-only accounts: the platform pool's status; else None
 
 
 class StatsController(Controller):
@@ -58,4 +68,7 @@ class StatsController(Controller):
             await broker.suppressions.count(account),
             [device_out(d) for d in stats.devices],
             scheduled=counts["scheduled"],
+            pool=None
+            if stats.pool is None
+            else PoolStatusOut(stats.pool.phones, stats.pool.phones_online, iso_utc(stats.pool.oldest_queued_ms)),
         )

@@ -57,9 +57,22 @@ class Filters(msgspec.Struct, frozen=True):
         )
 
 
+QUEUED_LOOKBACK = 100  # queued messages a pool status reads to find the oldest
+
+
+class PoolStatus(msgspec.Struct, frozen=True):
+    """The platform pool as an API-only sender sees it: how many phones could take its
+    messages now, and since when its oldest queued message waits."""
+
+    phones: int  # paired pool phones
+    phones_online: int  # of them, seen within the presence TTL
+    oldest_queued_ms: int | None  # creation of the oldest queued message (of the newest QUEUED_LOOKBACK)
+
+
 class Stats(msgspec.Struct, frozen=True):
     counts: dict[str, int]
     devices: list[DeviceInfo]
+    pool: PoolStatus | None = None  # API-only accounts only
 
 
 class MessageLog:
@@ -252,10 +265,30 @@ class MessageLog:
         return found
 
     async def stats(self, account: Account) -> Stats:
-        """Counts per state for the account, and its devices with presence and counts."""
+        """Counts per state for the account, and its devices with presence and counts; for
+        an API-only account, the platform pool's status instead of devices."""
         counts = await self.account_counts(account)
-        devices = [] if account.account_type == "api_only" else await self.devices.list_for(account)
-        return Stats(counts, devices)
+        if account.account_type == "api_only":
+            return Stats(counts, [], await self.pool_status(account, counts["queued"]))
+        return Stats(counts, await self.devices.list_for(account))
+
+    async def pool_status(self, account: Account, queued: int) -> PoolStatus:
+        """One pipeline over the pool shards (``SCARD`` of the phones, ``ZCOUNT`` of the
+        last-seen set above the presence horizon, as :mod:`broker.gauges` counts them),
+        and, while messages wait, one page of the sender's queued ones."""
+        shards = await self.devices.pool_shards.in_use()
+        horizon = f"({self.ctx.now() - self.ctx.settings.presence_ttl_seconds * 1000}"
+        pipe = self.ctx.redis.pipeline(transaction=False)
+        for tag in shards:
+            shard = self.ctx.shard(tag)
+            pipe.scard(shard.devices)
+            pipe.zcount(shard.last_seen, horizon, "+inf")
+        replies = await pipe.execute()
+        oldest = None
+        if queued > 0:
+            waiting = await self.page(account, limit=QUEUED_LOOKBACK, status="queued")
+            oldest = min((r.created for r in waiting.items), default=None)
+        return PoolStatus(sum(int(n) for n in replies[0::2]), sum(int(n) for n in replies[1::2]), oldest)
 
     async def counters(self, shard_tag: str) -> dict[str, int]:
         """The raw counters hash of a shard (``a:<account>:<status>``, ``d:<device>:<status>``)."""

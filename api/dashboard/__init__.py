@@ -6,6 +6,6 @@ a person makes (sign up, pair, send, cancel, revoke, request limits) is a ``fetc
 one code path for every rule. Every asset is served by the app (no CDN).
 """
 
-from api.dashboard.pages import dashboard_router, template_config
+from api.dashboard.pages import dashboard_router, page_or_json_error, template_config
 
-__all__ = ["dashboard_router", "template_config"]
+__all__ = ["dashboard_router", "page_or_json_error", "template_config"]

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, Router, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.handlers import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Stream, Template
@@ -29,9 +30,10 @@ from litestar.template.config import TemplateConfig
 from api.api_keys import key_out
 from api.credentials import SESSION_COOKIE, account_of, session_guard
 from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
+from api.dashboard.guides import android_guide_html
 from api.dashboard.pairing_qr import pairing_qr_svg, pairing_uri
 from api.devices import device_out
-from api.errors import ApiError
+from api.errors import ApiError, http_error
 from api.limits import limits_out, request_out
 from api.sms import MessageOut, message_out
 from api.state import broker_of
@@ -44,6 +46,7 @@ from broker.messages import MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
 from broker.records import STATUSES, Account
 from broker.segments import GSM_BASIC, GSM_EXTENSION
 from broker.suppressions import PAGE_MAX as SUPPRESSIONS_PAGE_MAX
+from broker.validation import MAX_NAME_CHARS
 from broker.webhooks.events import EVENT_TYPES, SIGNATURE_HEADER
 
 HERE = Path(__file__).parent
@@ -51,6 +54,7 @@ LOGIN_PATH = "/login/"
 THREADS_PER_PAGE = 50
 THREAD_PAGE = 50  # messages of one conversation a page
 SUPPRESSIONS_PER_PAGE = 50
+MAX_SERVER_ADDRESS = 200  # characters of a server address typed for the phone
 # The GSM 03.38 tables, for the pages that count segments as a person types.
 GSM_TABLES = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
 # Everything the pages load comes from this server; they are never framed by another site.
@@ -97,6 +101,26 @@ def _to_login(request: Request[Any, Any, Any], _: LoginRequired) -> Response[str
     return see_other(f"{LOGIN_PATH}?next={quote(target, safe='')}")
 
 
+def wants_page(request: Request[Any, Any, Any]) -> bool:
+    """A browser asking for a page (HTML preferred to JSON), not a call to the JSON API."""
+    if request.url.path.startswith("/api/"):
+        return False
+    return request.accept.best_match(["application/json", "text/html"]) == "text/html"
+
+
+def page_or_json_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A wrong address answers a browser with an HTML page "not found" (404); the JSON API,
+    and anyone asking for JSON, keep the JSON error."""
+    if exc.status_code == 404 and wants_page(request):
+        return Template(
+            template_name="not_found.html",
+            context={"account": None, "nav": "not-found", "unread": 0, "path": request.url.path},
+            status_code=404,
+            headers={h.name: h.value for h in PAGE_HEADERS if h.value is not None},
+        )
+    return http_error(request, exc)
+
+
 def local_next(value: str | None) -> str:
     """Where to go after logging in: a path on this server only (no open redirect).
 
@@ -113,6 +137,18 @@ def local_next(value: str | None) -> str:
     ):
         return value
     return "/"
+
+
+def is_server_address(value: str) -> bool:
+    """An address a phone can be given: http or https, a host, no query or fragment."""
+    if len(value) > MAX_SERVER_ADDRESS or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
 
 
 def server_url(request: Request[Any, Any, Any]) -> str:
@@ -160,6 +196,11 @@ class PublicPages(Controller):
     async def signup(self, request: Request[Any, Any, Any]) -> Template:
         return await _page("signup.html", request, "signup", signup_open=broker_of(request).settings.signup_open)
 
+    @get("/help/android-app/")
+    async def android_app(self, request: Request[Any, Any, Any]) -> Template:
+        """How to build and install the phone app (``docs/android.md``)."""
+        return await _page("guide.html", request, "help", title="The Android app", guide=android_guide_html())
+
 
 class AccountPages(Controller):
     """Everything behind the login."""
@@ -179,7 +220,12 @@ class AccountPages(Controller):
         account, broker = account_of(request), broker_of(request)
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         return await _page(
-            "devices.html", request, "devices", devices=[device_out(d) for d in devices], time_zones=time_zones()
+            "devices.html",
+            request,
+            "devices",
+            devices=[device_out(d) for d in devices],
+            time_zones=time_zones(),
+            max_name_chars=MAX_NAME_CHARS,
         )
 
     @get("/devices/add/")
@@ -195,16 +241,20 @@ class AccountPages(Controller):
             "devices",
             pool=pool_code,
             server_url=server_url(request),
+            max_server_address=MAX_SERVER_ADDRESS,
             known_device_ids=[d.device_id for d in known],
             code_ttl_seconds=broker.settings.pairing_code_ttl_seconds,
         )
 
     @get("/devices/pairing-qr.svg")
-    async def pairing_qr(self, request: Request[Any, Any, Any], code: str) -> Response[str]:
-        """The QR code of a pairing code (the code itself is made by the JSON API)."""
+    async def pairing_qr(self, request: Request[Any, Any, Any], code: str, server: str | None = None) -> Response[str]:
+        """The QR code of a pairing code (the code itself is made by the JSON API), for
+        the address the browser used or ``server``, the one the person typed for the phone."""
         if not ids.is_plain_id(code, max_chars=32):
             raise ApiError(400, "invalid_request", "code must be letters and digits")
-        svg = pairing_qr_svg(pairing_uri(server_url(request), code))
+        if server is not None and not is_server_address(server):
+            raise ApiError(400, "invalid_request", "server must be an http:// or https:// address with a host")
+        svg = pairing_qr_svg(pairing_uri(server or server_url(request), code))
         return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
     @get("/send/")
@@ -261,6 +311,27 @@ class AccountPages(Controller):
             filters=filters,
             paged=bool(cursor),
             problem=problem,
+        )
+
+    @get("/messages/{message_id:str}/")
+    async def message(self, request: Request[Any, Any, Any], message_id: str) -> Template:
+        """One message with its status timeline, read again by the page's script while it
+        is open; another account's message, or none, is the page "not found"."""
+        account, broker = account_of(request), broker_of(request)
+        if not ids.is_plain_id(message_id):
+            raise NotFoundException()
+        try:
+            record = await broker.message_log.get(account.shard, message_id)
+        except errors.MessageNotFound:
+            raise NotFoundException() from None
+        if record.account != account.id:
+            raise NotFoundException()
+        return await _page(
+            "message.html",
+            request,
+            "messages",
+            message=message_out(record),
+            device_names=await _device_names(broker, account),
         )
 
     @get("/inbox/")

@@ -1,8 +1,10 @@
 """What the dashboard tests do as people and phones: fresh addresses, a simulated phone
-redeeming the code it was shown, and the check that row buttons say which row."""
+redeeming the code it was shown, the check that row buttons say which row, and the
+QR code read as a phone camera reads it."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
@@ -41,3 +43,12 @@ def duplicate_button_names(page: Any) -> list[str]:
     names = page.evaluate("""() => [...document.querySelectorAll("main button")]
         .map((b) => b.getAttribute("aria-label") || b.textContent.trim())""")
     return sorted({n for n in names if names.count(n) > 1})
+
+
+def decode_qr(png: bytes) -> str:
+    """The text of the one QR code in a PNG (zxing-cpp reads it as a phone camera would)."""
+    import zxingcpp
+    from PIL import Image
+
+    [barcode] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    return barcode.text

@@ -107,16 +107,20 @@ function labelOf(control) {
 /* A refusal that names a field of this form: the field is marked and focused, and the
    sentence starts with its label (the API's own name for it stays in the detail). The
    send endpoints number the message they refuse ("message 0: ..."); a form sends one,
-   so the number is left out. */
+   so the number is left out, whether or not a field is named. */
 function fieldProblem(form, result) {
   const body = result.body || {};
+  const detail = typeof body.index === "number" ? problem(result).replace(/^message \d+: /, "") : problem(result);
   const control = body.field && form.elements.namedItem(body.field);
-  if (!control || !control.labels) return problem(result);
+  if (!control || !control.labels) return detail;
   control.setAttribute("aria-invalid", "true");
   control.focus();
-  const detail = typeof body.index === "number" ? problem(result).replace(/^message \d+: /, "") : problem(result);
   const hint = control.dataset.errorHint ? " (" + control.dataset.errorHint + ")" : "";
   return labelOf(control) + ": " + detail + hint;
+}
+
+function segmentsText(n) {
+  return n === 1 ? "1 segment" : n + " segments";
 }
 
 const afterSubmit = {
@@ -127,10 +131,10 @@ const afterSubmit = {
       ? ["Scheduled for ", el("time", { datetime: body.send_at }, new Date(body.send_at).toLocaleString()), "."]
       : ["Queued."];
     box.replaceChildren(
-      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + body.segments + " segment(s) to " + body.to + ". "),
+      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + segmentsText(body.segments) + " to " + body.to + ". "),
       el("p", {}, "Expires ", el("time", { datetime: body.expires_at, "data-sent-expires": "" }, new Date(body.expires_at).toLocaleString()),
         " if no phone has taken it by then."),
-      el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" }, "see its status")));
+      el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" + encodeURIComponent(body.id) + "/" }, "see its status")));
     box.hidden = false;
     form.elements.message.value = "";
     form.elements.message.dispatchEvent(new Event("input"));
@@ -217,6 +221,9 @@ async function submitApiForm(event) {
     /* Refused (4xx): nothing was queued, the corrected form is a new request. Unknown
        outcome (no answer, 5xx): the retry keeps the key so it cannot queue twice. */
     if (result.status !== 0 && result.status < 500) delete form.dataset.idempotencyKey;
+    /* The outcome of an earlier send no longer stands beside this refusal. */
+    const earlier = form.parentElement.querySelector("[data-sent]");
+    if (earlier) earlier.hidden = true;
     showError(form, fieldProblem(form, result));
     return;
   }
@@ -460,10 +467,15 @@ async function refreshMessageRow(row) {
   }
 }
 
-/* A scheduled row whose send time has passed is read again until it is due no more. */
+/* A scheduled row whose send time has passed is read again until it is due no more; on a
+   message's own page it is read again until it reaches an end (or waits for a send time). */
+const SETTLED = ["delivered", "failed", "expired", "cancelled", "received"];
+
 function watchScheduledRows() {
+  const single = document.querySelector("[data-message-page] > li");
   setInterval(() => {
     if (document.hidden) return;
+    if (single && !SETTLED.includes(single.dataset.status) && single.dataset.status !== "scheduled") refreshMessageRow(single);
     for (const row of document.querySelectorAll('.messages > li[data-status="scheduled"][data-send-at]')) {
       if (Date.parse(row.dataset.sendAt) <= Date.now()) refreshMessageRow(row);
     }
@@ -506,11 +518,38 @@ function updateDeviceCards(devices) {
     card.querySelector('[data-field="battery"]').textContent = d.battery === null ? "–" : d.battery + " %";
     card.querySelector('[data-field="android_version"]').textContent = d.android_version || "–";
     card.querySelector('[data-field="app_version"]').textContent = d.app_version || "–";
-    for (const dd of card.querySelectorAll("[data-count]")) dd.textContent = d.counts[dd.dataset.count] || 0;
+    /* "Sent" counts sent or delivered, as the overview and GET /api/stats/ do. */
+    const counts = Object.assign({ sent_or_delivered: (d.counts.sent || 0) + (d.counts.delivered || 0) }, d.counts);
+    for (const dd of card.querySelectorAll("[data-count]")) dd.textContent = counts[dd.dataset.count] || 0;
   }
 }
 
+/* An API-only account's view of the platform pool (GET /api/stats/ "pool"): phones online,
+   since when its oldest queued message waits, and a banner while messages wait with no
+   pool phone online to take them. */
+function showPoolStatus(stats) {
+  const box = document.querySelector("[data-pool-status]");
+  if (!box || !stats.pool) return;
+  const { phones, phones_online: online, oldest_queued_at: oldest } = stats.pool;
+  box.querySelector("[data-pool-online]").textContent =
+    online + " of " + phones + (phones === 1 ? " pool phone" : " pool phones") + " online";
+  box.querySelector("[data-pool-wait]").replaceChildren(...(oldest
+    ? ["· your oldest waiting message was queued ", timeNode(oldest)]
+    : ["· none of your messages is waiting"]));
+  const banner = box.querySelector("[data-pool-banner]");
+  const waiting = stats.queued;
+  banner.replaceChildren(...(online === 0 && waiting > 0
+    ? [el("strong", {}, "No pool phone is online."), " ",
+      waiting === 1 ? "Your message waits" : "Your " + waiting + " messages wait",
+      " until one is", ...(oldest ? [" (the oldest since ", timeNode(oldest), ")"] : []),
+      "; each expires if no phone takes it in time."]
+    : []));
+  banner.hidden = !(online === 0 && waiting > 0);
+  box.dataset.reads = (Number(box.dataset.reads) || 0) + 1;
+}
+
 function updateOverview(stats) {
+  showPoolStatus(stats);
   const online = stats.devices.filter((d) => d.online).length;
   const values = Object.assign({}, stats, {
     success_rate: stats.sent + stats.failed ? stats.success_rate.toFixed(1) + " %" : "–",
@@ -571,8 +610,11 @@ function watchNewSms(link) {
 }
 
 /* Add Device: a fresh one-time code from the JSON API, its QR code, the countdown, and a
-   note as soon as a phone has used it. */
+   note as soon as a phone has used it. A device that appears in the account's list after
+   the code was made paired with it (a code works once): the countdown stops and says so. */
 let countdown = null;
+let pairingSeen = null; /* device ids listed when the current code was made */
+let pairingLatest = null; /* device ids of the latest read of the list */
 
 async function newPairingCode() {
   const box = document.querySelector("[data-pairing]");
@@ -585,12 +627,13 @@ async function newPairingCode() {
     return;
   }
   error.hidden = true;
+  pairingSeen = new Set(pairingLatest || box.dataset.known.split(",").filter(Boolean));
+  box.dataset.codeState = "unused";
+  box.classList.remove("used");
   const { code, expires_at: expiresAt } = result.body;
   box.querySelector("[data-pairing-code]").textContent = code;
-  const img = box.querySelector("[data-pairing-qr]");
-  img.src = "/devices/pairing-qr.svg?code=" + encodeURIComponent(code);
-  img.hidden = false;
   box.dataset.code = code;
+  showPairingQr(box);
   const expiry = box.querySelector("[data-pairing-expiry]");
   clearInterval(countdown);
   const show = () => {
@@ -608,11 +651,52 @@ async function newPairingCode() {
   countdown = setInterval(show, 1000);
 }
 
+/* Whether a phone could never reach this host: the computer's own loopback names. */
+function isLoopback(hostname) {
+  const host = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return host === "localhost" || host.endsWith(".localhost") || /^127\./.test(host) || host === "::1" || host === "0.0.0.0";
+}
+
+/* The address typed for the phone, when it is one: http(s), a host, nothing after the path. */
+function phoneServer() {
+  const input = document.querySelector("[data-phone-server]");
+  try {
+    const url = new URL(input.value.trim());
+    if (!["http:", "https:"].includes(url.protocol) || !url.hostname || url.search || url.hash) return null;
+    return url;
+  } catch (err) {
+    return null;
+  }
+}
+
+/* The QR code and the steps carry the address typed for the phone; a loopback one is warned of. */
+function showPairingQr(box) {
+  const url = phoneServer();
+  const input = document.querySelector("[data-phone-server]");
+  input.setAttribute("aria-invalid", url ? "false" : "true");
+  box.querySelector("[data-loopback-warning]").hidden = !(url && isLoopback(url.hostname));
+  if (!url || !box.dataset.code) return;
+  const server = url.href.replace(/\/$/, "");
+  box.querySelector("[data-server-shown]").textContent = server;
+  const img = box.querySelector("[data-pairing-qr]");
+  img.src = "/devices/pairing-qr.svg?" + new URLSearchParams({ code: box.dataset.code, server });
+  img.hidden = false;
+}
+
 function watchPairing() {
   const box = document.querySelector("[data-pairing]");
   const known = new Set(box.dataset.known.split(",").filter(Boolean));
   const path = box.dataset.pool === "true" ? "/api/devices/?pool=true" : "/api/devices/";
   poll(path, (devices) => {
+    pairingLatest = devices.map((d) => d.device_id);
+    const usedBy = pairingSeen ? devices.filter((d) => !pairingSeen.has(d.device_id)) : [];
+    if (usedBy.length && box.dataset.codeState === "unused") {
+      clearInterval(countdown);
+      box.dataset.codeState = "used";
+      box.classList.add("used");
+      box.querySelector("[data-pairing-expiry]").textContent = "Used: " + usedBy[0].device_name +
+        " paired with this code, which works no more. Make a new code to pair another phone.";
+    }
     const fresh = devices.filter((d) => !known.has(d.device_id));
     if (!fresh.length) return;
     const note = box.querySelector("[data-paired]");
@@ -677,7 +761,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const input of document.querySelectorAll("[data-browser-zone]")) input.value = input.value || zone;
   if (document.querySelector("[data-live-devices]")) poll("/api/devices/", updateDeviceCards);
   if (document.querySelector("[data-live-stats]")) poll("/api/stats/", updateOverview);
-  if (document.querySelector("[data-pairing]")) { newPairingCode(); watchPairing(); }
+  else if (document.querySelector("[data-pool-status]")) poll("/api/stats/", showPoolStatus);
+  if (document.querySelector("[data-pairing]")) {
+    const box = document.querySelector("[data-pairing]");
+    document.querySelector("[data-phone-server]").addEventListener("input", () => showPairingQr(box));
+    showPairingQr(box);
+    newPairingCode();
+    watchPairing();
+  }
   if (document.getElementById("gsm-tables")) watchSegments();
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
   if (document.getElementById("device-names")) watchScheduledRows();
