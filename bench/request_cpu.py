@@ -19,7 +19,9 @@ that ``api.app:app_from_env`` puts around it for a server is left out, unless
 ``--served``: then the app is measured as a server serves it, inside that wrapper
 (``api.observability.instrument``), with the JSON log lines that ``configure_logging``
 sets up written to ``/dev/null`` (file descriptor 2 is pointed there while the app runs;
-the progress lines go to the terminal's stderr all the same).
+the progress lines go to the terminal's stderr all the same) and the metrics kept in
+prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, a temp dir), as
+``connecfy serve`` keeps them.
 Everything after that goes straight into the ASGI app: each request is a hand-built
 ``http`` scope with ``receive``/``send`` callables, no HTTP client or server in between,
 one request at a time on one event loop (uvloop when importable). The setup (signup,
@@ -898,7 +900,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup_seconds": args.warmup,
         "clock": "time.process_time() per request: CPU of this process (app, framework, event loop, redis-py), not redis-server's",
     }
-    with private_redis(binary) as (url, redis_version):
+    with contextlib.ExitStack() as stack:
+        if args.served:  # before prometheus_client is imported: it picks its value store then
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="connecfy-request-cpu-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        url, redis_version = stack.enter_context(private_redis(binary))
         environment["redis_version"] = redis_version
         git = environment["git"]
         changed = f" ({git['changed_code_files']} files changed)" if git["code_differs_from_commit"] else ""
