@@ -102,6 +102,11 @@ def rate_headers(decision: RateDecision) -> dict[str, str]:
     return headers
 
 
+def rate_header_pairs(decision: RateDecision) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_headers` as a response sends them (names in lower case)."""
+    return [(name.lower().encode(), value.encode()) for name, value in rate_headers(decision).items()]
+
+
 def _broker_error(request: Request, exc: errors.BrokerError) -> Response:
     status = next((s for cls, s in _BROKER_STATUS.items() if isinstance(exc, cls)), 400)
     extra: dict[str, Any] = {}
