@@ -57,9 +57,9 @@ from api.state import broker_in, broker_of
 from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
-from broker.long_poll import MAX_WAIT_SECONDS, Hangup
+from broker.long_poll import Hangup
 from broker.records import Account, ClaimResult, DeviceInfo, DeviceRef
-from broker.validation import MAX_CLAIM_LIMIT, SENDER_NAME
+from broker.validation import SENDER_NAME
 
 PairingCode = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,16}$", description="The code from the Add Device screen.")
@@ -236,7 +236,14 @@ async def take_heartbeat(scope: Any, broker: Broker, device: DeviceRef, data: He
 
 # The hot paths of the two (api/hot_path.py): the same work, on plain requests.
 
-_TASKS_QUERY = {b"limit": (1, MAX_CLAIM_LIMIT), b"wait": (0, MAX_WAIT_SECONDS)}
+
+def _bounds(**parameters: Any) -> dict[bytes, tuple[int, int]]:
+    """Each query parameter's (least, most), from its declaration (``Parameter(ge=, le=)``):
+    the hot path takes in range what the handler's validation takes."""
+    return {name.encode(): (kind.__metadata__[0].ge, kind.__metadata__[0].le) for name, kind in parameters.items()}
+
+
+_TASKS_QUERY = _bounds(limit=ClaimLimit, wait=WaitSeconds)
 _CREDENTIALS = frozenset({b"x-device-token", b"authorization"})
 _CREDENTIALS_AND_BODY = _CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
 _encode = msgspec.json.Encoder().encode
