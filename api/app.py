@@ -169,9 +169,9 @@ def _valid_with_whole_floats(value: Any, declared: Any) -> bool:
     return True
 
 
-def create_app(settings: Settings | None = None, *, sweep: bool = True, hot_paths: bool = True) -> Litestar:
-    """The app. ``hot_paths=False`` serves the phone's plain requests too through
-    Litestar's handlers (``api/hot_path.py``), as tests compare the two."""
+def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
+    """The app. With ``phone_hot_path`` off in ``settings`` the phone's plain requests
+    too are served by Litestar's handlers (``api/hot_path.py``), as tests compare the two."""
     settings = settings or Settings.from_env()
     if not settings.redis_url:
         raise ValueError("the app needs REDIS_URL (connecfy serve starts a private Redis and sets it)")
@@ -233,7 +233,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True, hot_path
         template_config=template_config,
         exception_handlers=exception_handlers(),
         before_request=check_request,
-        middleware=[route_entry if hot_paths else answer_options],
+        middleware=[route_entry if settings.phone_hot_path else answer_options],
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
         openapi_config=openapi_config(__version__),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from litestar.connection import Request
@@ -18,10 +19,9 @@ from litestar.testing import TestClient
 from api.app import create_app
 from broker import Settings
 from connecfy.redis_server import RedisServer
+from tests.support import phone_variants as variants
 from tests.support.backends import NEWEST_REAL, ROOMY_LIMITS
-
-HEARTBEAT = {"battery": 81, "android_version": "14", "app_version": "1.0.0"}
-JSON_TYPE = ("Content-Type", "application/json")
+from tests.support.phone_variants import HEARTBEAT, JSON_TYPE, QUERIES, Headers, bodies
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def clients(real_servers: dict[str, RedisServer], tmp_path: Path) -> Iterator[tu
     settings = Settings(redis_url=server.url, data_dir=str(tmp_path), background_in_workers=False, **ROOMY_LIMITS)
     with (
         TestClient(app=create_app(settings)) as hot,
-        TestClient(app=create_app(settings, hot_paths=False)) as litestar,
+        TestClient(app=create_app(msgspec.structs.replace(settings, phone_hot_path=False))) as litestar,
     ):
         yield hot, litestar
 
@@ -79,50 +79,8 @@ def same_answers(clients: tuple[Any, Any], method: str, path: str, **request: An
     return replies[0][0], replies[0][2]
 
 
-def credentials(phones: dict[str, str]) -> list[list[tuple[str, str]]]:
-    a, b = phones["a_token"], phones["b_token"]
-    return [
-        [("X-Device-Token", a)],
-        [("Authorization", f"Bearer {a}")],
-        [("authorization", f"bearer  {a} ")],
-        [("X-Device-Token", f" {a}\t")],
-        [("X-Device-Token", a), ("Authorization", "Bearer nope")],
-        [("X-Device-Token", "nope"), ("Authorization", f"Bearer {a}")],
-        [("X-Device-Token", a), ("X-Device-Token", "nope")],
-        [("X-Device-Token", "nope"), ("X-Device-Token", a)],
-        [("X-Device-Token", "")],
-        [("X-Device-Token", " ")],
-        [("Authorization", "Basic abc")],
-        [("X-Device-Token", b)],  # the other phone's token on this phone's path: 403
-        [],
-    ]
-
-
-QUERIES = [
-    "",
-    "limit=5",
-    "limit=100",
-    "limit=101",
-    "limit=0",
-    "limit=010",
-    "limit=+5",
-    "limit=%35",
-    "limit=5.0",
-    "limit=",
-    "limit",
-    "limit=5&limit=6",
-    "limit=5&foo=1",
-    "foo=1",
-    "limit=5&",
-    "&limit=5",
-    "wait=0",
-    "wait=0&limit=3",
-    "limit=3&wait=00",
-    "wait=-1",
-    "wait=61",
-    "wait=999999999999",
-    "LIMIT=5",
-]
+def credentials(phones: dict[str, str]) -> list[Headers]:
+    return variants.credentials(phones["a_token"], phones["b_token"])
 
 
 def test_a_poll_is_answered_alike_with_and_without_the_hot_path(
@@ -161,36 +119,6 @@ def test_a_poll_hands_over_the_same_tasks_either_way(clients: tuple[Any, Any], p
     assert handed[0][1] == handed[1][1] == handed[2][1]
 
 
-def bodies() -> list[tuple[bytes | None, list[tuple[str, str]]]]:
-    whole = json.dumps(HEARTBEAT).encode()
-    return [
-        (whole, [JSON_TYPE]),
-        (b"null", [JSON_TYPE]),
-        (b"{}", [JSON_TYPE]),
-        (None, []),
-        (b"", [JSON_TYPE]),
-        (b"", [("Content-Type", "text/plain")]),
-        (json.dumps({"battery": 81.0}).encode(), [JSON_TYPE]),
-        (json.dumps({"battery": 81.5}).encode(), [JSON_TYPE]),
-        (json.dumps({"battery": "81"}).encode(), [JSON_TYPE]),
-        (json.dumps({"battery": 101}).encode(), [JSON_TYPE]),
-        (json.dumps({"battery": None}).encode(), [JSON_TYPE]),
-        (json.dumps({"extra": 1}).encode(), [JSON_TYPE]),
-        (json.dumps({"app_version": "x" * 10_000}).encode(), [JSON_TYPE]),
-        (b"[]", [JSON_TYPE]),
-        (b"{not json", [JSON_TYPE]),
-        (b"\xff{}", [JSON_TYPE]),
-        (b"[" * 5000 + b"]" * 5000, [JSON_TYPE]),
-        (whole, [("Content-Type", "text/plain")]),
-        (whole, [("Content-Type", "application/json; charset=utf-8")]),
-        (whole, [("Content-Type", "Application/JSON")]),
-        (whole, []),
-        (whole, [JSON_TYPE, ("Content-Type", "text/plain")]),
-        (whole, [JSON_TYPE, ("Content-Length", str(len(whole)))]),
-        (b" " * 70_000 + whole, [JSON_TYPE]),
-    ]
-
-
 def test_a_heartbeat_is_answered_alike_with_and_without_the_hot_path(
     clients: tuple[Any, Any], phones: dict[str, str]
 ) -> None:
@@ -216,8 +144,8 @@ def test_a_plain_poll_and_heartbeat_take_the_hot_path(
     clients: tuple[Any, Any], phones: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No ``Request`` is made for them (Litestar makes one for every request it handles,
-    and for every error it answers)."""
-    hot, _ = clients
+    and for every error it answers), unless the hot path is turned off."""
+    hot, litestar = clients
     made = []
     original = Request.__init__
 
@@ -233,3 +161,6 @@ def test_a_plain_poll_and_heartbeat_take_the_hot_path(
     assert made == []
     assert hot.get(f"/api/devices/{phones['a']}/tasks/?limit=010", headers=token).status_code == 400
     assert made  # handed to Litestar
+    made.clear()
+    assert litestar.get(f"/api/devices/{phones['a']}/tasks/?limit=10&wait=0", headers=token).json() == []
+    assert made  # CONNECFY_PHONE_HOT_PATH=false: Litestar's handler
