@@ -159,21 +159,25 @@ class Lockstep:
         path: str,
         headers: Headers = (),  # type: ignore[assignment]
         body: bytes | list[bytes] | None = None,
-        before: Callable[[World], object] | None = None,
+        before: Callable[[World], threading.Thread] | None = None,
     ) -> tuple[int, Any]:
         """``path`` and ``headers`` may name ``{a}`` and ``{a_token}`` (and b, c): each
-        world's own. ``before(world)`` runs right before each world's request. The
-        answer's status and JSON body (None when it is not JSON)."""
+        world's own. ``before(world)`` starts a thread right before each world's request,
+        joined before the answers are compared. The answer's status and JSON body (None
+        when it is not JSON)."""
         request_id = f"hot-path-{len(self.request_ids):04d}"
         self.request_ids.append(request_id)
         answers = []
+        started: list[threading.Thread] = []
         for world in self.worlds:
             own = {name: device_id for name, (device_id, _) in world.phones.items()}
             own.update({f"{name}_token": token for name, (_, token) in world.phones.items()})
             if before is not None:
-                before(world)
+                started.append(before(world))
             sent_headers = [(name, value.format(**own)) for name, value in headers]
             answers.append(exchange(world, method, path.format(**own), sent_headers, body, request_id))
+        for thread in started:  # what it did (a send) names an id the answer may hold
+            thread.join()
         told = [self.told(world, answer) for world, answer in zip(self.worlds, answers, strict=True)]
         what = f"{method} {path} {headers} {body[:80] if isinstance(body, bytes) else body}"
         assert told[0][0] == told[1][0], f"{what}: {told[0]} != {told[1]}"
@@ -233,6 +237,11 @@ def phone_metrics(world: World) -> dict[tuple[str, frozenset[tuple[str, str]]], 
     return found
 
 
+def started(thread: threading.Thread) -> threading.Thread:
+    thread.start()
+    return thread
+
+
 def test_the_hot_path_answers_as_litestar_does_over_http(worlds: tuple[World, World]) -> None:
     hot, reference = worlds
     step = Lockstep(hot, reference)
@@ -259,7 +268,7 @@ def test_the_hot_path_answers_as_litestar_does_over_http(worlds: tuple[World, Wo
     # Long polls: one that finds nothing, one woken by a send while it waits.
     assert step.same("GET", f"{tasks}?wait=1", token) == (200, [])
     status, woken = step.same(
-        "GET", f"{tasks}?wait=10&limit=3", token, before=lambda world: threading.Timer(0.5, world.send, ("a",)).start()
+        "GET", f"{tasks}?wait=10&limit=3", token, before=lambda world: started(threading.Timer(0.5, world.send, ("a",)))
     )
     assert status == 200 and len(woken) == 1, woken
 
