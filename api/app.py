@@ -23,12 +23,15 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
+from api.credentials import device_guard
 from api.dashboard import dashboard_router, page_or_json_error, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
 from api.external import ExternalController
 from api.health import HealthController
+from api.hot_path import HOT_PATH, check_hot_paths
 from api.inbox import InboxController
+from api.inputs import MAX_BODY
 from api.limits import AccountLimitsController, OperatorController
 from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
 from api.openapi import ClosedStructs, openapi_config
@@ -43,7 +46,6 @@ from broker.jobs import Observers, start_jobs, stop_jobs
 from broker.redis_client import redis_for
 from broker.webhooks.courier import Courier
 
-MAX_BODY = 64 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -56,17 +58,43 @@ def _declared_body(request: Request[Any, Any, Any]) -> Any:
     return Any if field is None else field.annotation
 
 
-def answer_options(app: ASGIApp) -> ASGIApp:
+async def _answer_options(scope: Scope, receive: Receive, send: Send) -> None:
     """``OPTIONS`` on any route: 204 with ``Allow`` listing every method of the path,
     answered before the route's guards (Litestar's own answer comes after them, so it
     asked for the path's credential): it tells nothing the API document does not."""
+    allowed: dict[str, str] = Litestar.from_scope(scope).state.allowed_methods
+    allow = allowed.get(str(scope.get("path_template")), "OPTIONS")
+    await ASGIResponse(status_code=204, headers={"Allow": allow})(scope, receive, send)
+
+
+def answer_options(app: ASGIApp) -> ASGIApp:
+    """Every route's way in without the hot path: ``OPTIONS`` answered, else the route."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("method") == "OPTIONS":
-            allowed: dict[str, str] = Litestar.from_scope(scope).state.allowed_methods
-            allow = allowed.get(str(scope.get("path_template")), "OPTIONS")
-            await ASGIResponse(status_code=204, headers={"Allow": allow})(scope, receive, send)
+            await _answer_options(scope, receive, send)
             return
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def route_entry(app: ASGIApp) -> ASGIApp:
+    """Every route's way in, once Litestar has routed the request: ``OPTIONS`` answered
+    (:func:`_answer_options`); the phone's hot path (``api/hot_path.py``) for a route
+    that has one, which answers a plain request itself and hands any other on; else the
+    route, as Litestar serves it."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "OPTIONS":
+            await _answer_options(scope, receive, send)
+            return
+        hot_path = scope["route_handler"].opt.get(HOT_PATH)
+        if hot_path is not None:
+            handed_on = await hot_path(scope, receive, send)
+            if handed_on is None:
+                return
+            receive = handed_on
         await app(scope, receive, send)
 
     return middleware
@@ -143,6 +171,8 @@ def _valid_with_whole_floats(value: Any, declared: Any) -> bool:
 
 
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
+    """The app. With ``phone_hot_path`` off in ``settings`` the phone's plain requests
+    too are served by Litestar's handlers (``api/hot_path.py``), as tests compare the two."""
     settings = settings or Settings.from_env()
     if not settings.redis_url:
         raise ValueError("the app needs REDIS_URL (connecfy serve starts a private Redis and sets it)")
@@ -183,7 +213,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             await history.close()
             await broker.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             PhoneController,
             DashboardDevicesController,
@@ -204,7 +234,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         template_config=template_config,
         exception_handlers={**exception_handlers(), HTTPException: page_or_json_error},
         before_request=check_request,
-        middleware=[answer_options],
+        middleware=[route_entry if settings.phone_hot_path else answer_options],
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
         openapi_config=openapi_config(__version__),
@@ -212,6 +242,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         debug=False,
         logging_config=None,  # configure_logging() owns the log format: JSON lines
     )
+    check_hot_paths(app, [device_guard], check_request, MAX_BODY)
+    return app
 
 
 def app_from_env() -> Any:

@@ -21,7 +21,7 @@ from litestar.handlers import BaseRouteHandler
 
 from api.errors import forbidden, not_authenticated, not_json, not_sent_as_json
 from api.state import broker_of
-from broker import errors
+from broker import Broker, errors
 from broker.records import Account, DeviceRef, Session
 
 SESSION_COOKIE = "sessionid"
@@ -30,15 +30,20 @@ CSRF_HEADER = "X-CSRFToken"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _device_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    token = connection.headers.get("x-device-token")
+def device_token(token: str | None, authorization: str | None) -> str | None:
+    """The device token sent as ``X-Device-Token`` (first) or ``Authorization: Bearer``, from
+    those two headers' values; None when neither carries one."""
     if token:
         return token.strip()
-    authorization = connection.headers.get("authorization", "")
-    scheme, _, value = authorization.partition(" ")
+    scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def _device_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    headers = connection.headers
+    return device_token(headers.get("x-device-token"), headers.get("authorization"))
 
 
 async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -47,25 +52,43 @@ async def device_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     The token's device comes from the broker's per-process memory of tokens (one Redis
     round trip saved on every poll and heartbeat); a device removed since is caught by
     the handler's script call, which then answers through :func:`unpaired`."""
-    token = _device_token(connection)
+    await admit_device(
+        broker_of(connection), connection.scope["state"], _device_token(connection), connection.path_params
+    )
+
+
+async def admit_device(
+    broker: Broker, state: dict[str, Any], token: str | None, path_params: dict[str, Any]
+) -> DeviceRef:
+    """:func:`device_guard`'s work, on the request's parts (the phone's hot path,
+    ``api/hot_path.py``, calls it without a connection object): the device of ``token``,
+    kept in the connection's ``state`` (the scope's) with the token, or the guard's 401
+    or 403."""
     if not token:
         raise not_authenticated("send the device token as X-Device-Token or Authorization: Bearer")
-    device = await broker_of(connection).devices.for_token(token)
+    device = await broker.devices.for_token(token)
     if device is None:
         raise not_authenticated("unknown device token")
-    connection.state.device = device
-    connection.state.device_token = token
-    path_device = connection.path_params.get("device_id")
+    state["device"] = device
+    state["device_token"] = token
+    path_device = path_params.get("device_id")
     if path_device is not None and path_device != device.device_id:
-        if not await still_paired(connection):  # a removed device's token is unknown, not another's
-            raise unpaired(connection)
+        # A removed device's token is unknown, not another's: a fresh lookup tells.
+        if await broker.devices.find_by_token(token) is None:
+            raise unpaired_token(broker, token)
         raise forbidden("this token belongs to another device")
+    return device
 
 
 def unpaired(connection: ASGIConnection[Any, Any, Any, Any]) -> Exception:
     """The 401 for a token whose device was removed after the token was remembered:
     the token is forgotten, and answered as any unknown token is."""
-    broker_of(connection).devices.forget_token(connection.state.device_token)
+    return unpaired_token(broker_of(connection), connection.state.device_token)
+
+
+def unpaired_token(broker: Broker, token: str) -> Exception:
+    """:func:`unpaired`, given the broker and the token."""
+    broker.devices.forget_token(token)
     return not_authenticated("unknown device token")
 
 

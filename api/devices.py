@@ -9,11 +9,23 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.openapi import ResponseSpec
+from litestar.types import Receive, Send
 
-from api.credentials import account_of, device_guard, device_of, session_guard, unpaired
-from api.errors import ApiError, forbidden, not_found, rate_headers
+from api.credentials import (
+    account_of,
+    admit_device,
+    device_guard,
+    device_of,
+    device_token,
+    session_guard,
+    unpaired,
+    unpaired_token,
+)
+from api.errors import ApiError, forbidden, not_found, rate_header_pairs, rate_headers
+from api.hot_path import HOT_PATH, JSON, plain_headers, plain_number, plain_query, read_body, replaying, send_json
 from api.inputs import (
     E164_POSSIBLE,
+    MAX_BODY,
     Battery,
     ClaimLimit,
     Name,
@@ -41,7 +53,7 @@ from api.openapi import (
     SESSION_CSRF,
     documented,
 )
-from api.state import broker_of
+from api.state import broker_in, broker_of
 from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
@@ -183,11 +195,12 @@ class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
     send_window: SendWindowIn | msgspec.UnsetType | None = msgspec.UNSET
 
 
-async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int, wait: int) -> ClaimResult:
+async def _long_poll(
+    scope: Any, receive: Receive, broker: Broker, device: DeviceRef, limit: int, wait: int
+) -> ClaimResult:
     """A long poll, watching the connection meanwhile: a phone that hung up gets
     nothing claimed for it after that."""
     hangup = Hangup()
-    receive = request.receive
 
     async def watch() -> None:
         try:
@@ -199,10 +212,115 @@ async def _long_poll(request: Request[Any, Any, Any], broker: Broker, limit: int
 
     watcher = asyncio.create_task(watch())
     try:
-        with long_poll(request.scope):  # type: ignore[arg-type]
-            return await broker.long_poll.claim(device_of(request), limit, wait, hangup)
+        with long_poll(scope):
+            return await broker.long_poll.claim(device, limit, wait, hangup)
     finally:
         watcher.cancel()
+
+
+DEFAULT_CLAIM_LIMIT = 10
+
+
+async def claim_tasks(
+    scope: Any, receive: Receive, broker: Broker, device: DeviceRef, limit: int, wait: int
+) -> ClaimResult:
+    """The work of ``GET .../tasks/``, for the handler and its hot path alike."""
+    try:
+        if wait:
+            result = await _long_poll(scope, receive, broker, device, limit, wait)
+        else:
+            result = await broker.messages.claim_tasks(device, limit)
+    except errors.DeviceNotFound:
+        raise unpaired_token(broker, scope["state"]["device_token"]) from None
+    claimed(len(result.messages))
+    return result
+
+
+def tasks_out(result: ClaimResult) -> list[Task]:
+    """The tasks a claim answers with."""
+    return [Task(m.id, m.to, m.message, m.sim_slot) for m in result.messages]
+
+
+async def take_heartbeat(scope: Any, broker: Broker, device: DeviceRef, data: HeartbeatBody | None) -> HeartbeatOut:
+    """The work of ``POST .../heartbeat/``, for the handler and its hot path alike."""
+    data = data or HeartbeatBody()
+    try:
+        seen = await broker.presence.heartbeat(
+            device, battery=data.battery, android_version=data.android_version, app_version=data.app_version
+        )
+    except errors.DeviceNotFound:
+        raise unpaired_token(broker, scope["state"]["device_token"]) from None
+    return HeartbeatOut("ok", device.device_id, iso_utc(seen) or "")
+
+
+# The hot paths of the two (api/hot_path.py): the same work, on plain requests.
+
+
+def _bounds(**parameters: Any) -> dict[bytes, tuple[int, int]]:
+    """Each query parameter's (least, most), from its declaration (``Parameter(ge=, le=)``):
+    the hot path takes in range what the handler's validation takes."""
+    return {name.encode(): (kind.__metadata__[0].ge, kind.__metadata__[0].le) for name, kind in parameters.items()}
+
+
+_TASKS_QUERY = _bounds(limit=ClaimLimit, wait=WaitSeconds)
+_CREDENTIALS = frozenset({b"x-device-token", b"authorization"})
+_CREDENTIALS_AND_BODY = _CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
+_encode = msgspec.json.Encoder().encode
+_decode_heartbeat = msgspec.json.Decoder(HeartbeatBody | None).decode  # strict, as check_request decodes
+
+
+async def _admitted(scope: Any, headers: dict[bytes, bytes]) -> tuple[Broker, DeviceRef]:
+    """The broker and the device of the request's token, as :func:`device_guard` admits it."""
+    broker = broker_in(scope)
+    token = headers.get(b"x-device-token")
+    authorization = headers.get(b"authorization")
+    sent = device_token(
+        None if token is None else token.decode("latin-1"),
+        None if authorization is None else authorization.decode("latin-1"),
+    )
+    return broker, await admit_device(broker, scope["state"], sent, scope["path_params"])
+
+
+async def tasks_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
+    """``GET .../tasks/`` with a plain query (``limit``, ``wait``) and credentials."""
+    limit, wait = DEFAULT_CLAIM_LIMIT, 0
+    if scope["query_string"]:
+        values = plain_query(scope["query_string"], _TASKS_QUERY)
+        if values is None:
+            return receive
+        limit = values.get(b"limit", limit)
+        wait = values.get(b"wait", wait)
+    headers = plain_headers(scope["headers"], _CREDENTIALS)
+    if headers is None:
+        return receive
+    broker, device = await _admitted(scope, headers)
+    result = await claim_tasks(scope, receive, broker, device, limit, wait)
+    body = _encode(tasks_out(result))
+    await send_json(send, 200, body, rate_header_pairs(result.rate))
+    return None
+
+
+async def heartbeat_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
+    """``POST .../heartbeat/`` with plain credentials and a plain JSON body, or none."""
+    headers = plain_headers(scope["headers"], _CREDENTIALS_AND_BODY)
+    if headers is None or b"transfer-encoding" in headers:
+        return receive
+    length = plain_number(headers.get(b"content-length", b"0"))
+    if length is None or length > MAX_BODY or (length and headers.get(b"content-type") != JSON):
+        return receive
+    broker, device = await _admitted(scope, headers)
+    body, messages = await read_body(receive, length)
+    if body is None:
+        return replaying(messages, receive)
+    data = None
+    if body:
+        try:
+            data = _decode_heartbeat(body)
+        except Exception:  # not JSON, or not of the declared types: as Litestar answers it
+            return replaying(messages, receive)
+    out = await take_heartbeat(scope, broker, device, data)
+    await send_json(send, 200, _encode(out))
+    return None
 
 
 def device_out(info: DeviceInfo) -> DeviceOut:
@@ -249,11 +367,12 @@ class PhoneController(Controller):
     @get(
         "/{device_id:str}/tasks/",
         guards=[device_guard],
+        opt={HOT_PATH: tasks_hot_path},
         operation_id="claimTasks",
         **documented(PARAMETERS, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
     async def tasks(
-        self, request: Request[Any, Any, Any], limit: ClaimLimit = 10, wait: WaitSeconds = 0
+        self, request: Request[Any, Any, Any], limit: ClaimLimit = DEFAULT_CLAIM_LIMIT, wait: WaitSeconds = 0
     ) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
         With ``wait`` and nothing to claim, the request waits up to that many seconds
@@ -261,38 +380,21 @@ class PhoneController(Controller):
         ``[]`` when none came. Only a poll that hands over nothing is charged to the
         tasks limit; polling with nothing to take faster than it allows gets 429 with
         ``Retry-After``."""
-        broker = broker_of(request)
-        try:
-            if wait:
-                result = await _long_poll(request, broker, limit, wait)
-            else:
-                result = await broker.messages.claim_tasks(device_of(request), limit)
-        except errors.DeviceNotFound:
-            raise unpaired(request) from None
-        claimed(len(result.messages))
-        return Response(
-            [Task(m.id, m.to, m.message, m.sim_slot) for m in result.messages], headers=rate_headers(result.rate)
-        )
+        result = await claim_tasks(request.scope, request.receive, broker_of(request), device_of(request), limit, wait)
+        return Response(tasks_out(result), headers=rate_headers(result.rate))
 
     @post(
         "/{device_id:str}/heartbeat/",
         status_code=200,
         guards=[device_guard],
+        opt={HOT_PATH: heartbeat_hot_path},
         operation_id="heartbeat",
         **documented(BODY, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
     async def heartbeat(self, request: Request[Any, Any, Any], data: HeartbeatBody | None = None) -> HeartbeatOut:
         """Presence, battery and versions. A claim and a status report count as presence
         too, so a long-polling phone needs a heartbeat only every few minutes."""
-        data = data or HeartbeatBody()
-        device = device_of(request)
-        try:
-            seen = await broker_of(request).presence.heartbeat(
-                device, battery=data.battery, android_version=data.android_version, app_version=data.app_version
-            )
-        except errors.DeviceNotFound:
-            raise unpaired(request) from None
-        return HeartbeatOut("ok", device.device_id, iso_utc(seen) or "")
+        return await take_heartbeat(request.scope, broker_of(request), device_of(request), data)
 
     @post(
         "/{device_id:str}/inbound/",

@@ -102,6 +102,11 @@ def rate_headers(decision: RateDecision) -> dict[str, str]:
     return headers
 
 
+def rate_header_pairs(decision: RateDecision) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_headers` as a response sends them (names in lower case)."""
+    return [(name.lower().encode(), value.encode()) for name, value in rate_headers(decision).items()]
+
+
 def _broker_error(request: Request, exc: errors.BrokerError) -> Response:
     status = next((s for cls, s in _BROKER_STATUS.items() if isinstance(exc, cls)), 400)
     extra: dict[str, Any] = {}
@@ -149,9 +154,13 @@ _HTTP_CODES = {
 def http_error(_: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "error")
     detail = exc.detail if exc.status_code < 500 else "the server could not complete the request"
-    return Response(
-        _body(exc.status_code, code, detail), status_code=exc.status_code, headers=getattr(exc, "headers", None) or {}
-    )
+    headers = dict(getattr(exc, "headers", None) or {})
+    for name, value in headers.items():
+        if name.lower() == "allow":
+            # Litestar's 405 lists a set of methods, in an order that differs from one
+            # worker process to the next; sorted, as an OPTIONS answer lists them.
+            headers[name] = ", ".join(sorted(method.strip() for method in value.split(",")))
+    return Response(_body(exc.status_code, code, detail), status_code=exc.status_code, headers=headers)
 
 
 def store_unavailable(refused: StoreRefused | None = None) -> ApiError:

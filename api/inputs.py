@@ -227,6 +227,8 @@ MessageStatus = Literal[STATUSES]  # type: ignore[valid-type]
 
 # Parameters ----------------------------------------------------------------------------------
 
+MAX_BODY = 64 * 1024  # bytes of a request body (413 past it)
+
 PathId = Annotated[str, Parameter(min_length=1, max_length=MAX_ID_CHARS)]
 ClaimLimit = Annotated[int, Parameter(ge=1, le=MAX_CLAIM_LIMIT)]
 WaitSeconds = Annotated[

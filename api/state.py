@@ -21,6 +21,12 @@ def broker_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Broker:
     return connection.app.state.broker  # type: ignore[no-any-return]
 
 
+def broker_in(scope: Any) -> Broker:
+    """:func:`broker_of`, from the ASGI scope alone (the phone's hot path makes no
+    connection object)."""
+    return scope["litestar_app"].state.broker  # type: ignore[no-any-return]
+
+
 def courier_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Courier:
     """The courier of the dashboard's test events (the dispatcher has its own)."""
     return connection.app.state.webhook_courier  # type: ignore[no-any-return]

@@ -15,16 +15,29 @@ measures older checkouts as well as the current one. It starts a private
 snapshots, appendonly off), builds the app with rate limits, quotas and device budgets
 far above anything a run can use and the background jobs off, and runs its lifespan.
 It measures ``create_app``'s app itself: the request id, access log and metrics wrapper
-that ``api.app:app_from_env`` puts around it for a server is left out.
+that ``api.app:app_from_env`` puts around it for a server is left out, unless
+``--served``: then the app is measured as a server serves it, inside that wrapper
+(``api.observability.instrument``), with the JSON log lines that ``configure_logging``
+sets up written to ``/dev/null`` (file descriptor 2 is pointed there while the app runs;
+the progress lines go to the terminal's stderr all the same) and the metrics kept in
+prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, a temp dir), as
+``connecfy serve`` keeps them.
 Everything after that goes straight into the ASGI app: each request is a hand-built
 ``http`` scope with ``receive``/``send`` callables, no HTTP client or server in between,
 one request at a time on one event loop (uvloop when importable). The setup (signup,
 two paired phones, an API key) goes through the same path.
 
-Endpoints, in this order:
+Endpoints, in this order (``--endpoints`` picks some; ``healthz`` is always measured):
 
 ``GET /healthz``
     The baseline: a request that reaches a handler and touches nothing (200).
+``GET /bare-redis`` (``bare_redis``)
+    Not our app: a bare Litestar app with one GET handler that makes one no-op
+    ``EVALSHA`` (``return 1``) through a client like the server's (``broker.redis_client.connect``
+    with a pool of 64) and returns a small JSON object, as ``bench/load/bare_app.py``'s
+    ``/bare-redis`` (the capacity bench's "bare GET + no-op EVALSHA"): the least CPU a
+    request making one script call can cost on this stack. ``bare`` is the same app's
+    ``GET /bare`` without the call. Neither is wrapped, with ``--served`` or not.
 ``POST /api/devices/<id>/heartbeat/``
     ``X-Device-Token`` and ``{"battery", "android_version", "app_version"}`` (200).
 ``GET /api/devices/<id>/tasks/?limit=10``
@@ -32,6 +45,10 @@ Endpoints, in this order:
     time) ``POST /api/external/send-batch/`` queues exactly 10 messages per claim to come
     for the phone, and every claim must return exactly 10 (200). Leases are made long
     enough that nothing is redelivered during a run.
+``GET /api/devices/<id>/tasks/`` (``tasks_empty``)
+    A poll of the same phone that finds nothing to claim (200, ``[]``), as the capacity
+    bench's "GET tasks (empty)": its queue was emptied by ``tasks`` (or is empty when
+    that one is not measured).
 ``POST /api/external/send/``
     ``{"api_key", "to", "message", "device_id"}`` to a second phone of the same
     self-managed account, so the claiming phone's queue is left alone (202).
@@ -49,8 +66,10 @@ median CPU per request, the mean wall time and requests/s (one request at a time
 read before and after the round (outside the measured time): round trips per request
 (``total_reads_processed``: one per command, or per pipeline), the server's CPU per
 request, and calls per request of each command (a script's own calls included). The
-table and ``--json`` give the medians over the rounds, and each endpoint's CPU as a
-multiple of the baseline's.
+table and ``--json`` give the medians over the rounds, each endpoint's CPU as a
+multiple of the baseline's, and when ``bare_redis`` was measured, its CPU as a share of
+each endpoint's (``% bare+EVALSHA``: 100% would be an endpoint as cheap as the bare GET
+with one no-op script call).
 
 Each figure depends on the machine: compare runs made one after the other on the same
 idle machine with the same options, and alternate them. The JSON records the checkout
@@ -529,9 +548,49 @@ class Send(Endpoint):
             raise RuntimeError(f"{self.label}: {reply.describe()}")
 
 
-ENDPOINTS: tuple[type[Endpoint], ...] = (Healthz, Heartbeat, Tasks, Send)
+class TasksEmpty(Endpoint):
+    name = "tasks_empty"
+    label = "GET /api/devices/<id>/tasks/ (empty)"
+
+    def request(self) -> Request:
+        path = f"/api/devices/{self.setup.phone_id}/tasks/"
+        return Request("GET", path, headers={"x-device-token": self.setup.phone_token})
+
+    def check(self, reply: Reply) -> None:
+        if expect(reply, 200, self.label) != []:
+            raise RuntimeError(f"{self.label}: expected no tasks, got {reply.describe()}")
+
+
+BARE_ANSWER = {"status": "ok", "device_id": "01J0000000000000000000000"}
+
+
+class Bare(Endpoint):
+    name = "bare"
+    label = "GET /bare (bare Litestar, not our app)"
+
+    def request(self) -> Request:
+        return Request("GET", "/bare")
+
+    def check(self, reply: Reply) -> None:
+        if expect(reply, 200, self.label) != BARE_ANSWER:
+            raise RuntimeError(f"{self.label}: {reply.describe()}")
+
+
+class BareRedis(Bare):
+    name = "bare_redis"
+    label = "GET /bare-redis (+ no-op EVALSHA)"
+
+    def request(self) -> Request:
+        return Request("GET", "/bare-redis")
+
+
+ENDPOINTS: tuple[type[Endpoint], ...] = (Healthz, Bare, BareRedis, Heartbeat, Tasks, TasksEmpty, Send)
+BARE_ENDPOINTS = frozenset({"bare", "bare_redis"})
 NOTES = {
     "healthz": "no Redis; the cost of reaching any handler",
+    "bare": "a bare Litestar app's GET: no middleware, no guard, a small JSON answer",
+    "bare_redis": "the bare GET plus one no-op EVALSHA through a client like the server's",
+    "tasks_empty": "a poll that finds nothing to claim",
     "heartbeat": "presence, battery and versions of one phone",
     "tasks": f"each claim returns exactly {CLAIM_LIMIT} queued messages (queued before each round, outside the timing)",
     "send": "one message to a named phone of a self-managed account",
@@ -594,7 +653,7 @@ async def measure(endpoint: Endpoint, args: argparse.Namespace) -> dict[str, Any
     warmup = summarise(chunks)
     per_round = max(WARMUP_CHUNK, min(MAX_REQUESTS_PER_ROUND, math.ceil(args.seconds * warmup["requests_per_second"])))
     print(
-        f"  {endpoint.name:9} warm-up    {warmup['cpu_us_mean']:9.1f} us CPU/request; {per_round:,} requests a round",
+        f"  {endpoint.name:11} warm-up    {warmup['cpu_us_mean']:9.1f} us CPU/request; {per_round:,} requests a round",
         file=sys.stderr,
         flush=True,
     )
@@ -603,7 +662,7 @@ async def measure(endpoint: Endpoint, args: argparse.Namespace) -> dict[str, Any
         figures = summarise([await endpoint.run(per_round)])
         rounds.append(figures)
         print(
-            f"  {endpoint.name:9} round {index + 1}/{args.rounds} {figures['cpu_us_mean']:9.1f} us CPU/request "
+            f"  {endpoint.name:11} round {index + 1}/{args.rounds} {figures['cpu_us_mean']:9.1f} us CPU/request "
             f"{figures['requests_per_second']:9,.0f} requests/s",
             file=sys.stderr,
             flush=True,
@@ -614,7 +673,11 @@ async def measure(endpoint: Endpoint, args: argparse.Namespace) -> dict[str, Any
         "expected_status": endpoint.status,
         "statuses_verified": endpoint.verified,
         "requests_per_round": per_round,
-        "messages_per_claim": CLAIM_LIMIT if endpoint.name == "tasks" else None,
+        "messages_per_claim": CLAIM_LIMIT
+        if endpoint.name == "tasks"
+        else 0
+        if endpoint.name == "tasks_empty"
+        else None,
         "median": {name: statistics.median(r[name] for r in rounds) for name in FIGURES},
         "warmup": warmup,
         "rounds": rounds,
@@ -640,25 +703,97 @@ def build_app(create_app: Any, settings_class: Any, redis_url: str, data_dir: st
     return app, {"settings": applied, "create_app_options": options}
 
 
+def bare_app(redis_url: str) -> Any:
+    """The bare baseline app: ``bench/load/bare_app.py``'s two GETs, its Redis client made
+    as the server's is (``broker.redis_client.connect`` where the checkout has it)."""
+    from litestar import Litestar, get
+    from litestar.datastructures import State
+
+    @get("/bare", sync_to_thread=False)
+    def bare() -> dict[str, str]:
+        return dict(BARE_ANSWER)
+
+    @get("/bare-redis")
+    async def bare_redis(state: State) -> dict[str, str]:
+        await state["redis"].evalsha(state["sha"], 1, "{bench}:noop", "a", "b")
+        return dict(BARE_ANSWER)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> Any:
+        try:
+            from broker.redis_client import connect
+        except ImportError:
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(redis_url)
+        else:
+            client = connect(redis_url, max_connections=64)
+        app.state["redis"], app.state["sha"] = client, await client.script_load("return 1")
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    return Litestar(route_handlers=[bare, bare_redis], openapi_config=None, lifespan=[lifespan])
+
+
+@contextlib.contextmanager
+def served_logging(progress_fd: int) -> Iterator[None]:
+    """The JSON log lines a server writes (``configure_logging``), to ``/dev/null``: file
+    descriptor 2 points there meanwhile, and ``sys.stderr`` (the progress lines) writes to
+    a copy of the original one."""
+    from api.observability import configure_logging
+
+    configure_logging()  # its handler writes to sys.stderr as it is now: file descriptor 2
+    saved = os.dup(2)
+    stderr = sys.stderr
+    sys.stderr = os.fdopen(progress_fd, "w", closefd=False)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+        sys.stderr = stderr
+
+
 async def bench(args: argparse.Namespace, root: Path, redis_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     import api
     from api.app import create_app
     from broker import Settings
 
-    with tempfile.TemporaryDirectory(prefix="connecfy-request-cpu-data-") as data_dir:
+    progress = os.dup(2)
+    with (
+        tempfile.TemporaryDirectory(prefix="connecfy-request-cpu-data-") as data_dir,
+        served_logging(progress) if args.served else contextlib.nullcontext(),
+    ):
         app, configuration = build_app(create_app, Settings, redis_url, data_dir)
+        measured = app
+        if args.served:  # as api.app:app_from_env does, after configure_logging
+            from api.observability import instrument
+
+            measured = instrument(app)
+        configuration["served"] = args.served
+        bare = bare_app(redis_url)
         results: dict[str, Any] = {}
         server = ServerCounters(redis_url)
         try:
-            async with Lifespan(app):
+            async with Lifespan(app), Lifespan(bare):
                 setup = await set_up(app)
                 for kind in ENDPOINTS:
-                    results[kind.name] = await measure(kind(app, setup, server), args)
+                    if kind.name in args.endpoints:
+                        target = bare if kind.name in BARE_ENDPOINTS else measured
+                        results[kind.name] = await measure(kind(target, setup, server), args)
         finally:
             server.close()
+    os.close(progress)
     base = results["healthz"]["median"]["cpu_us_mean"]
+    floor = results["bare_redis"]["median"]["cpu_us_mean"] if "bare_redis" in results else None
     for figures in results.values():
         figures["cpu_x_baseline"] = figures["median"]["cpu_us_mean"] / base
+        figures["bare_redis_share"] = None if floor is None else floor / figures["median"]["cpu_us_mean"]
     return {"api_file": api.__file__, **configuration}, results
 
 
@@ -688,19 +823,23 @@ def versions() -> dict[str, str]:
 def print_table(results: dict[str, Any]) -> None:
     print(
         f"{'endpoint':40} {'status':>6} {'CPU us/req':>11} {'p50':>8} {'x no-op':>8} "
-        f"{'wall us/req':>12} {'req/s':>8} {'CPU/wall':>9} {'trips':>6} {'srv us/req':>11}"
+        f"{'% bare+EVALSHA':>15} {'wall us/req':>12} {'req/s':>8} {'CPU/wall':>9} {'trips':>6} {'srv us/req':>11}"
     )
     for figures in results.values():
         median = figures["median"]
+        share = figures["bare_redis_share"]
         print(
             f"{figures['label']:40} {figures['expected_status']:>6} {median['cpu_us_mean']:11.1f} "
-            f"{median['cpu_us_p50']:8.1f} {figures['cpu_x_baseline']:8.2f} {median['wall_us_mean']:12.1f} "
+            f"{median['cpu_us_p50']:8.1f} {figures['cpu_x_baseline']:8.2f} "
+            f"{'' if share is None else f'{share:.1%}':>15} {median['wall_us_mean']:12.1f} "
             f"{median['requests_per_second']:8,.0f} {median['cpu_share_of_wall']:9.0%} "
             f"{median['redis_round_trips_per_request']:6.2f} {median['redis_server_cpu_us_per_request']:11.1f}"
         )
     print("trips: Redis round trips per request; srv us/req: redis-server's CPU per request")
-    print(f"tasks: {NOTES['tasks']}")
-    print(f"send: {NOTES['send']}")
+    print("% bare+EVALSHA: the CPU of GET /bare-redis as a share of each endpoint's")
+    for name in ("tasks", "tasks_empty", "send"):
+        if name in results:
+            print(f"{name}: {NOTES[name]}")
     verified = sum(f["statuses_verified"] for f in results.values())
     print(f"every status checked: {verified:,} requests (setup and queueing not counted)")
 
@@ -716,7 +855,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--code", metavar="DIR", help="the checkout to measure (default: the current directory)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="measure the app inside the request id, access log and metrics wrapper, as a server serves it",
+    )
+    names = [kind.name for kind in ENDPOINTS]
+    parser.add_argument(
+        "--endpoints",
+        metavar="NAMES",
+        default=",".join(names),
+        help=f"comma-separated, of {', '.join(names)} (default: all; healthz is always measured)",
+    )
     args = parser.parse_args(argv)
+    chosen = {name.strip() for name in args.endpoints.split(",") if name.strip()}
+    unknown = sorted(chosen - set(names))
+    if unknown:
+        parser.error(f"unknown endpoints: {', '.join(unknown)}")
+    args.endpoints = chosen | {"healthz"}
     if not 1 <= args.rounds <= 100 or not 0 < args.seconds <= 60 or not 0 <= args.warmup <= 60:
         parser.error("--rounds must be in 1..100, --seconds in (0, 60], --warmup in [0, 60]")
     args.warmup = min(args.warmup, args.seconds)
@@ -744,7 +900,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup_seconds": args.warmup,
         "clock": "time.process_time() per request: CPU of this process (app, framework, event loop, redis-py), not redis-server's",
     }
-    with private_redis(binary) as (url, redis_version):
+    with contextlib.ExitStack() as stack:
+        if args.served:  # before prometheus_client is imported: it picks its value store then
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="connecfy-request-cpu-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        url, redis_version = stack.enter_context(private_redis(binary))
         environment["redis_version"] = redis_version
         git = environment["git"]
         changed = f" ({git['changed_code_files']} files changed)" if git["code_differs_from_commit"] else ""

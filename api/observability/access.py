@@ -25,8 +25,17 @@ _INTERNAL_ERROR = encoder.encode(
 )
 
 
+_fresh_ids: list[str] = []  # request ids not given yet, from one read of the random source
+os.register_at_fork(after_in_child=_fresh_ids.clear)  # a child gives none of its parent's
+FRESH_IDS_PER_READ = 256
+
+
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    """24 hex digits (96 random bits); one read of the random source per 256 ids."""
+    if not _fresh_ids:
+        raw = os.urandom(12 * FRESH_IDS_PER_READ).hex()
+        _fresh_ids.extend(raw[i : i + 24] for i in range(0, len(raw), 24))
+    return _fresh_ids.pop()
 
 
 class ObservedApp:
@@ -48,19 +57,24 @@ class ObservedApp:
         path = scope["path"]  # as sent: the router normalizes scope["path"] in place
         rid = None
         forwarded = None
+        # A request with neither header has no body (HTTP/1.1), so nothing to drain.
+        body_done = True
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 if rid is None and _valid_request_id(value):
                     rid = value.decode()
             elif name == b"x-forwarded-for":
                 forwarded = value if forwarded is None else forwarded + b", " + value
+            elif name == b"content-length":
+                body_done = body_done and value == b"0"
+            elif name == b"transfer-encoding":
+                body_done = False
         if rid is None:
             rid = new_request_id()
         rid_header = (REQUEST_ID_HEADER, rid.encode())
         token = request_id.set(rid)
         status = 0
         sent = 0
-        body_done = False
 
         async def receive_tracked() -> Any:
             nonlocal body_done

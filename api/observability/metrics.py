@@ -19,11 +19,12 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from api.errors import ApiError
+from api.observability.logs import pid
 from api.state import broker_of
 from broker import Broker
 from broker.gauges import Gauges
@@ -33,6 +34,12 @@ from broker.webhooks.endpoints import Attempt
 log = logging.getLogger("connecfy.api")
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:
+    # Each increment of a multiprocess value asks for the process id, to notice a fork
+    # (a child must write files of its own); by default with os.getpid(), a system call
+    # each time, four a request. pid() is the same id, kept current across a fork. Set
+    # before any metric is made: each keeps the value store it was made with.
+    values.ValueClass = values.MultiProcessValue(process_identifier=pid)
 # Our own metrics; in multiprocess mode their values live in files per worker and a
 # scrape merges them, so this registry is only read when there is one process.
 REGISTRY = CollectorRegistry(auto_describe=True)

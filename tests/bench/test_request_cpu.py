@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ENDPOINTS = {"healthz": 200, "heartbeat": 200, "tasks": 200, "send": 202}
+ENDPOINTS = {
+    "healthz": 200,
+    "bare": 200,
+    "bare_redis": 200,
+    "heartbeat": 200,
+    "tasks": 200,
+    "tasks_empty": 200,
+    "send": 202,
+}
 
 
 def test_request_cpu_smoke_run(tmp_path: Path) -> None:
@@ -36,6 +44,28 @@ def test_request_cpu_smoke_run(tmp_path: Path) -> None:
         measured = endpoint["warmup"]["requests"] + sum(r["requests"] for r in endpoint["rounds"])
         assert endpoint["statuses_verified"] == measured > 0, name
     assert figures["endpoints"]["tasks"]["messages_per_claim"] == 10
-    # The baseline never reaches Redis (nor does anything else: no background jobs); the others do.
+    assert figures["endpoints"]["tasks_empty"]["messages_per_claim"] == 0
+    # The baselines never reach Redis but for the bare GET's one no-op script (nor does
+    # anything else: no background jobs); the others do.
     trips = {name: e["median"]["redis_round_trips_per_request"] for name, e in figures["endpoints"].items()}
-    assert trips["healthz"] == 0 and min(trips["heartbeat"], trips["tasks"], trips["send"]) >= 1, trips
+    assert trips["healthz"] == trips["bare"] == 0 and trips["bare_redis"] == 1, trips
+    assert min(trips["heartbeat"], trips["tasks"], trips["tasks_empty"], trips["send"]) >= 1, trips
+    assert figures["served"] is False
+    assert figures["endpoints"]["bare_redis"]["bare_redis_share"] == 1
+    assert all(e["bare_redis_share"] > 0 for e in figures["endpoints"].values())
+
+
+def test_request_cpu_served_and_chosen_endpoints(tmp_path: Path) -> None:
+    """``--served`` measures the app inside the request id, access log and metrics wrapper
+    (its log lines kept off the terminal); ``--endpoints`` picks some, and the no-op
+    baseline comes along."""
+    out = tmp_path / "request-cpu.json"
+    command = [sys.executable, "bench/request_cpu.py", "--rounds", "1", "--seconds", "0.2", "--json", str(out)]
+    command += ["--served", "--endpoints", "heartbeat,tasks_empty"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"logger":"connecfy.access"' not in result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["served"] is True
+    assert set(figures["endpoints"]) == {"healthz", "heartbeat", "tasks_empty"}
+    assert all(e["bare_redis_share"] is None for e in figures["endpoints"].values())

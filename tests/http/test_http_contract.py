@@ -802,7 +802,7 @@ def test_an_id_written_with_angle_brackets(server: ServerProcess, world: World, 
     expect_error(sender.user.patch("/api/devices/%3Cid%3E/", json={"device_name": "x"}), 404)
 
 
-def test_options_lists_the_methods_without_a_credential(server: ServerProcess) -> None:
+def test_options_and_405_list_the_methods_without_a_credential(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.base_url) as anonymous:
         for path, allow in (
             ("/api/webhooks/", "GET, OPTIONS, POST"),
@@ -811,6 +811,11 @@ def test_options_lists_the_methods_without_a_credential(server: ServerProcess) -
         ):
             response = anonymous.options(path)
             assert response.status_code == 204 and response.headers["Allow"] == allow, describe(response)
+            # A method the path does not take: 405 lists them in the same order (Litestar's
+            # own order differs from one worker process to the next).
+            refused = anonymous.put(path)
+            expect_error(refused, 405)
+            assert refused.headers["Allow"] == allow, describe(refused)
 
 
 def test_phone_endpoints_refuse_bad_input(world: World, sender: Sender) -> None:

@@ -1,0 +1,168 @@
+"""The phone's hot path: a plain ``GET /api/devices/{id}/tasks/`` or ``POST
+/api/devices/{id}/heartbeat/`` answered from the ASGI scope, without Litestar's
+per-request machinery around the handler.
+
+Every paired phone polls and sends heartbeats all day long, so these two requests are
+most of what a server answers, and most of their CPU went to that machinery, not to
+their work: a ``Request`` object, the guard called with a copy of the route handler,
+the before-request check, the parameters parsed and validated, the body decoded a second
+time, a ``Response`` object and its headers. Litestar still routes the request (404, 405,
+the trailing slash, the path's device id) and still turns whatever is raised into the
+JSON error shape: its exception middleware is outside the route's entry
+(``route_entry`` in ``api/app.py``), which calls a route's hot path when it has one.
+
+A hot path takes only a request whose every part is plain, and hands anything else to
+the route as Litestar serves it, so that every refusal and every tolerated oddity is
+Litestar's, as before:
+
+- a query of the route's parameters alone, each at most once, each a decimal number as
+  plainly written as can be (``10``, not ``010``, ``+10`` or ``1%30``) within its bounds;
+- headers the path reads (the credentials, the body's) sent once each;
+- a body of exactly ``Content-Length`` bytes sent as ``application/json`` that decodes as
+  the declared type in the strict decode of ``check_request`` (which is what Litestar's
+  lenient decode then makes of it too), or no body at all.
+
+It runs the same credential check as the route's guard (:func:`api.credentials.admit_device`),
+first, as the guard does (the body, when read, is read after it), then the same handler
+work, and sends what Litestar would: the handler's JSON with the route's headers, then
+``content-type`` and ``content-length``. A request handed on after its body was read gets
+that body again from the receive it is handed with. :func:`check_hot_paths` refuses an
+app in which a route with a hot path has anything that the hot path would skip (another
+guard, an after-request hook, response headers, a dependency...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Receive, ReceiveMessage, Send
+
+HOT_PATH = "connecfy.hot_path"
+"""The key, in a route handler's ``opt``, of its hot path."""
+
+HotPath = Callable[[Any, Receive, Send], Awaitable[Receive | None]]
+"""``(scope, receive, send)``: None when it answered the request, else the receive to hand
+the route with (which gives again what was read of the body)."""
+
+JSON = b"application/json"
+_JSON_TYPE = (b"content-type", JSON)
+_NUMBER = re.compile(rb"0|[1-9][0-9]{0,8}")
+
+
+def json_response_start(status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> Message:
+    """The ``http.response.start`` Litestar sends for a JSON ``body``: ``headers``, then
+    the content type and length."""
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, _JSON_TYPE, (b"content-length", str(len(body)).encode())],
+    }
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """A JSON response, as Litestar sends one."""
+    await send(json_response_start(status, body, headers))
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def plain_number(text: bytes) -> int | None:
+    """``text`` as a number when it is a plain decimal (``10``, not ``010`` or ``+10``)."""
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+def plain_query(query: bytes, bounds: dict[bytes, tuple[int, int]]) -> dict[bytes, int] | None:
+    """The numbers of a query like ``limit=10&wait=30``: only names of ``bounds``, each
+    once, each value a plain decimal within its (low, high); None for any other query."""
+    values: dict[bytes, int] = {}
+    for pair in query.split(b"&"):
+        name, equals, text = pair.partition(b"=")
+        bound = bounds.get(name)
+        value = plain_number(text)
+        if bound is None or not equals or name in values or value is None or not bound[0] <= value <= bound[1]:
+            return None
+        values[name] = value
+    return values
+
+
+def plain_headers(headers: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[bytes, bytes] | None:
+    """The ``wanted`` headers of a request; None when one of them was sent more than once."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in wanted:
+            if name in found:
+                return None
+            found[name] = value
+    return found
+
+
+async def read_body(receive: Receive, length: int) -> tuple[bytes | None, list[ReceiveMessage]]:
+    """The body, when it is exactly ``length`` bytes; and every message read (to give
+    again to the route when the body is not plain)."""
+    messages: list[ReceiveMessage] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > length:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if size != length:
+        return None, messages
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks), messages
+
+
+def replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
+    """``receive``, after giving ``messages`` again."""
+    pending = list(messages)
+
+    async def again() -> ReceiveMessage:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return again
+
+
+def check_hot_paths(app: Litestar, guards: list[Any], before_request: Any, max_body: int) -> None:
+    """Refuse an app in which a route with a hot path has anything the hot path would
+    skip: guards other than ``guards``, a before-request hook other than
+    ``before_request``, an after-request or after-response hook, response headers,
+    cookies, ``ETag`` or ``Cache-Control``, a DTO, a dependency, response caching, a
+    before-send hook, or another body size limit than ``max_body``."""
+    if app.before_send:
+        raise RuntimeError("the phone's hot path sends responses without the app's before-send hooks")
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.opt.get(HOT_PATH) is None:
+                continue
+            layers = handler.ownership_layers
+            skipped = {
+                "guards": handler.resolve_guards() != guards,
+                "before_request": handler.resolve_before_request() is not before_request,
+                "after_request": any(getattr(layer, "after_request", None) for layer in layers),
+                "after_response": handler.resolve_after_response() is not None,
+                "response_headers": bool(handler.resolve_response_headers()),
+                "response_cookies": bool(handler.resolve_response_cookies()),
+                "etag": any(getattr(layer, "etag", None) for layer in layers),
+                "cache_control": any(getattr(layer, "cache_control", None) for layer in layers),
+                "dto": handler.resolve_data_dto() is not None or handler.resolve_return_dto() is not None,
+                "dependencies": bool(handler.resolve_dependencies()),
+                "cache": bool(handler.cache),
+                "request_max_body_size": handler.resolve_request_max_body_size() != max_body,
+            }
+            found = sorted(name for name, present in skipped.items() if present)
+            if found:
+                raise RuntimeError(f"{route.path} has a hot path, which would skip its {', '.join(found)}")
