@@ -632,7 +632,8 @@ def print_pool(part: dict[str, Any], out: Callable[[str], None]) -> None:
         "enqueue_messages_per_second": "backlog enqueue msgs/s",
     }
     for key, label in labels.items():
-        cells = [f"{fmt(medians[n][key])} ({ratios[n][key]:.2f}×)" for n in names]
+        # A ratio is n/a when its single-node base read 0 (a run too short for Redis's CPU clock).
+        cells = [f"{fmt(medians[n][key])} ({fmt(ratios[n][key], '.2f')}×)" for n in names]
         out(f"{label:26}" + "".join(f"{c:>30}" for c in cells))
     for n in names:
         m = medians[n]

@@ -165,6 +165,40 @@ def test_cluster_bench_drains_the_pool_exactly_once_in_each_configuration(tmp_pa
     assert "busiest node µs/claim" in done.stdout
 
 
+def test_the_pool_table_prints_a_ratio_whose_base_read_zero_as_n_a() -> None:
+    """A short run on one Redis can read 0 µs of Redis CPU: its ratios are None, and the
+    table says n/a instead of failing the whole bench."""
+    from bench.cluster_bench import print_pool
+
+    keys = [
+        "claims_per_second",
+        "messages_per_second",
+        "claim_p50_ms",
+        "claim_p99_ms",
+        "cpu_percent_total",
+        "client_cpu_percent",
+        "redis_cpu_us_per_claim",
+        "busiest_node_cpu_us_per_claim",
+        "client_cpu_us_per_claim",
+        "enqueue_messages_per_second",
+    ]
+    by_node = {"cpu_percent_by_node": {"single": 0.0}, "evalsha_per_claim_by_node": {"single": 1.0}}
+    medians = {
+        "single, 1 pool shard": {
+            **dict.fromkeys(keys, 1.0),
+            "redis_cpu_us_per_claim": 0.0,
+            **by_node,
+            "script_us_per_claim_by_node": {"single": 0.0},
+            "shards_by_node": {"single": ["p:default"]},
+        }
+    }
+    ratios = {"single, 1 pool shard": {**dict.fromkeys(keys, 1.0), "redis_cpu_us_per_claim": None}}
+    lines: list[str] = []
+    print_pool({"medians": medians, "ratios_to_single": ratios}, lines.append)
+    [row] = [line for line in lines if line.startswith("Redis CPU µs/claim")]
+    assert "0.0 (n/a×)" in row
+
+
 def test_capacity_runs_every_endpoint(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (apt-get install wrk)")
