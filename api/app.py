@@ -23,7 +23,6 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
-from api.credentials import device_guard
 from api.dashboard import dashboard_router, page_or_json_error, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
@@ -81,7 +80,7 @@ def answer_options(app: ASGIApp) -> ASGIApp:
 
 def route_entry(app: ASGIApp) -> ASGIApp:
     """Every route's way in, once Litestar has routed the request: ``OPTIONS`` answered
-    (:func:`_answer_options`); the phone's hot path (``api/hot_path.py``) for a route
+    (:func:`_answer_options`); the hot path (``api/hot_path.py``) for a route
     that has one, which answers a plain request itself and hands any other on; else the
     route, as Litestar serves it."""
 
@@ -91,7 +90,7 @@ def route_entry(app: ASGIApp) -> ASGIApp:
             return
         hot_path = scope["route_handler"].opt.get(HOT_PATH)
         if hot_path is not None:
-            handed_on = await hot_path(scope, receive, send)
+            handed_on = await hot_path.serve(scope, receive, send)
             if handed_on is None:
                 return
             receive = handed_on
@@ -171,8 +170,9 @@ def _valid_with_whole_floats(value: Any, declared: Any) -> bool:
 
 
 def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Litestar:
-    """The app. With ``phone_hot_path`` off in ``settings`` the phone's plain requests
-    too are served by Litestar's handlers (``api/hot_path.py``), as tests compare the two."""
+    """The app. With ``hot_paths`` off in ``settings`` the plain polls, heartbeats and
+    external sends too are served by Litestar's handlers (``api/hot_path.py``), as tests
+    compare the two."""
     settings = settings or Settings.from_env()
     if not settings.redis_url:
         raise ValueError("the app needs REDIS_URL (connecfy serve starts a private Redis and sets it)")
@@ -234,7 +234,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         template_config=template_config,
         exception_handlers={**exception_handlers(), HTTPException: page_or_json_error},
         before_request=check_request,
-        middleware=[route_entry if settings.phone_hot_path else answer_options],
+        middleware=[route_entry if settings.hot_paths else answer_options],
         request_max_body_size=MAX_BODY,
         lifespan=[lifespan],
         openapi_config=openapi_config(__version__),
@@ -242,7 +242,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
         debug=False,
         logging_config=None,  # configure_logging() owns the log format: JSON lines
     )
-    check_hot_paths(app, [device_guard], check_request, MAX_BODY)
+    check_hot_paths(app, check_request, MAX_BODY)
     return app
 
 

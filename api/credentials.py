@@ -12,7 +12,8 @@ Each guard stores what it resolved on ``connection.state``; handlers read it bac
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
@@ -22,7 +23,10 @@ from litestar.handlers import BaseRouteHandler
 from api.errors import forbidden, not_authenticated, not_json, not_sent_as_json
 from api.state import broker_of
 from broker import Broker, errors
+from broker.api_keys import Admission
 from broker.records import Account, DeviceRef, Session
+
+T = TypeVar("T")
 
 SESSION_COOKIE = "sessionid"
 CSRF_COOKIE = "csrftoken"
@@ -149,12 +153,40 @@ async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseR
             if request.content_type[0] != "application/json":
                 raise not_sent_as_json() from None
             raise not_json(exc) from None
+    await admit_api_key(broker_of(connection), connection.scope["state"], key)
+
+
+async def admit_api_key(broker: Broker, state: dict[str, Any], key: str) -> Admission:
+    """:func:`api_key_guard`'s check of the key it read (the external send's hot path,
+    ``api/hot_path.py``, calls it on the key of a body it decoded): the key's admission
+    (:meth:`broker.api_keys.ApiKeys.admit`), kept in the connection's ``state`` (the
+    scope's) with its account and the key, or the guard's 401."""
     if not key:
         raise not_authenticated("send the API key as api_key in the JSON body")
-    account = await broker_of(connection).api_keys.find_account(key)
-    if account is None:
+    admission = await broker.api_keys.admit(key)
+    if admission is None:
         raise not_authenticated("unknown or revoked API key")
-    connection.state.account = account
+    state["account"] = admission.account
+    state["admission"] = admission
+    state["api_key"] = key
+    return admission
+
+
+async def as_key_holder(
+    broker: Broker, state: dict[str, Any], enqueue: Callable[[Account, int | None], Awaitable[T]]
+) -> T:
+    """``enqueue(account, epoch)`` as the account whose API key :func:`admit_api_key`
+    admitted, under the credentials epoch it was admitted under. When the epoch has moved
+    since (a key of the account revoked, its limits changed; nothing was queued), the key
+    is checked afresh (401 if it was revoked) and ``enqueue`` runs once more, with the
+    account as it is now and no epoch to hold."""
+    admission: Admission = state["admission"]
+    try:
+        return await enqueue(admission.account, admission.epoch)
+    except errors.StaleCredentials:
+        broker.api_keys.forget(state["api_key"])
+        admission = await admit_api_key(broker, state, state["api_key"])
+        return await enqueue(admission.account, None)
 
 
 def device_of(connection: ASGIConnection[Any, Any, Any, Any]) -> DeviceRef:

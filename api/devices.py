@@ -22,7 +22,17 @@ from api.credentials import (
     unpaired_token,
 )
 from api.errors import ApiError, forbidden, not_found, rate_header_pairs, rate_headers
-from api.hot_path import HOT_PATH, JSON, plain_headers, plain_number, plain_query, read_body, replaying, send_json
+from api.hot_path import (
+    HOT_PATH,
+    JSON,
+    HotPath,
+    plain_headers,
+    plain_number,
+    plain_query,
+    read_body,
+    replaying,
+    send_json,
+)
 from api.inputs import (
     E164_POSSIBLE,
     MAX_BODY,
@@ -367,7 +377,7 @@ class PhoneController(Controller):
     @get(
         "/{device_id:str}/tasks/",
         guards=[device_guard],
-        opt={HOT_PATH: tasks_hot_path},
+        opt={HOT_PATH: HotPath(tasks_hot_path, device_guard)},
         operation_id="claimTasks",
         **documented(PARAMETERS, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
@@ -387,7 +397,7 @@ class PhoneController(Controller):
         "/{device_id:str}/heartbeat/",
         status_code=200,
         guards=[device_guard],
-        opt={HOT_PATH: heartbeat_hot_path},
+        opt={HOT_PATH: HotPath(heartbeat_hot_path, device_guard)},
         operation_id="heartbeat",
         **documented(BODY, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )

@@ -4,7 +4,8 @@
 as a whole first (any bad item: 400 naming every bad index, 404 when the only bad
 items name unknown devices; nothing queued) and
 queued in one script call, so all or none of it is queued. A batch counts its messages
-against the send rate limit and the daily quota.
+against the send rate limit and the daily quota. A plain ``/send/`` is answered by its
+hot path (``api/hot_path.py``), with the handler's answer.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.types import Receive, Send
 
-from api.credentials import account_of, api_key_guard
+from api.credentials import admit_api_key, api_key_guard, as_key_holder
 from api.errors import ApiError
+from api.hot_path import HOT_PATH, JSON, HotPath, plain_headers, plain_number, read_body, replaying, send_json
 from api.inputs import (
+    MAX_BODY,
     ExternalSendDevice,
     IdempotencyKey,
     MessageText,
@@ -28,9 +32,10 @@ from api.inputs import (
 )
 from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
 from api.sms import send_headers
-from api.state import broker_of
-from broker import errors
-from broker.records import OutgoingMessage
+from api.state import broker_in, broker_of
+from broker import Broker, errors
+from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
+from broker.records import Account, EnqueueResult, OutgoingMessage
 from broker.validation import MAX_BATCH_MESSAGES
 
 BATCH_MAX_BYTES = 2 * 1024 * 1024
@@ -73,6 +78,61 @@ class BatchQueued(msgspec.Struct):
     messages: list[ExternalQueued]
 
 
+async def send_one(
+    broker: Broker, state: dict[str, Any], data: ExternalSendBody, idempotency_key: str | None
+) -> tuple[ExternalQueued, dict[str, str]]:
+    """The work of ``POST /api/external/send/`` once the key is admitted, for the handler
+    and its hot path alike: what it answers, and the headers."""
+    message = OutgoingMessage(
+        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+    )
+
+    async def enqueue(account: Account, epoch: int | None) -> EnqueueResult:
+        return await broker.messages.enqueue(
+            account, [message], idempotency_key=idempotency_key, credentials_epoch=epoch
+        )
+
+    result = await as_key_holder(broker, state, enqueue)
+    status = result.statuses[0] if result.statuses else "queued"
+    return ExternalQueued(result.ids[0], status), send_headers(result)
+
+
+_SEND_HEADERS = frozenset({b"content-type", b"content-length", b"transfer-encoding", b"idempotency-key"})
+_encode = msgspec.json.Encoder().encode
+_decode_send = msgspec.json.Decoder(ExternalSendBody).decode  # strict, as check_request decodes
+
+
+async def send_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
+    """``POST /api/external/send/`` with no query, a JSON body of exactly its
+    ``Content-Length`` that decodes as the declared body, and at most a plain
+    ``Idempotency-Key``: the API key of the body checked as :func:`api_key_guard` checks
+    it, then the handler's work."""
+    headers = plain_headers(scope["headers"], _SEND_HEADERS)
+    if headers is None or scope["query_string"] or b"transfer-encoding" in headers:
+        return receive
+    length = plain_number(headers.get(b"content-length", b""))
+    if not length or length > MAX_BODY or headers.get(b"content-type") != JSON:
+        return receive
+    idempotency_key = None
+    if b"idempotency-key" in headers:
+        idempotency_key = headers[b"idempotency-key"].decode("latin-1")
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            return receive
+    body, messages = await read_body(receive, length)
+    if body is None:
+        return replaying(messages, receive)
+    try:
+        data = _decode_send(body)
+    except Exception:  # not JSON, or not of the declared types: as Litestar answers it
+        return replaying(messages, receive)
+    broker = broker_in(scope)
+    await admit_api_key(broker, scope["state"], data.api_key)
+    out, out_headers = await send_one(broker, scope["state"], data, idempotency_key)
+    pairs = [(name.lower().encode(), value.encode()) for name, value in out_headers.items()]
+    await send_json(send, 202, _encode(out), pairs)
+    return None
+
+
 class ExternalController(Controller):
     path = "/api/external"
     tags = ["external"]
@@ -82,6 +142,7 @@ class ExternalController(Controller):
         status_code=202,
         guards=[api_key_guard],
         operation_id="externalSend",
+        opt={HOT_PATH: HotPath(send_hot_path, api_key_guard)},
         **documented(BODY, API_KEY, NOT_FOUND, CONFLICT),
     )
     async def send(
@@ -89,17 +150,8 @@ class ExternalController(Controller):
     ) -> Response[ExternalQueued]:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        result = await broker_of(request).messages.enqueue(
-            account_of(request),
-            [
-                OutgoingMessage(
-                    data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
-                )
-            ],
-            idempotency_key=idempotency_key,
-        )
-        status = result.statuses[0] if result.statuses else "queued"
-        return Response(ExternalQueued(result.ids[0], status), status_code=202, headers=send_headers(result))
+        out, headers = await send_one(broker_of(request), request.scope["state"], data, idempotency_key)
+        return Response(out, status_code=202, headers=headers)
 
     @post(
         "/send-batch/",
@@ -120,10 +172,15 @@ class ExternalController(Controller):
             OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot, m.priority)
             for m in data.messages
         ]
-        try:
-            result = await broker_of(request).messages.enqueue(
-                account_of(request), messages, idempotency_key=idempotency_key
+        broker = broker_of(request)
+
+        async def enqueue(account: Account, epoch: int | None) -> EnqueueResult:
+            return await broker.messages.enqueue(
+                account, messages, idempotency_key=idempotency_key, credentials_epoch=epoch
             )
+
+        try:
+            result = await as_key_holder(broker, request.scope["state"], enqueue)
         except errors.DeviceNotFound as exc:
             # Only unknown devices are wrong (any other bad item is found first, and a
             # batch with both is a 400 naming them all): 404, as for a single send.

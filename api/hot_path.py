@@ -1,12 +1,13 @@
-"""The phone's hot path: a plain ``GET /api/devices/{id}/tasks/`` or ``POST
-/api/devices/{id}/heartbeat/`` answered from the ASGI scope, without Litestar's
-per-request machinery around the handler.
+"""The hot paths: a plain ``GET /api/devices/{id}/tasks/``, ``POST
+/api/devices/{id}/heartbeat/`` or ``POST /api/external/send/`` answered from the ASGI
+scope, without Litestar's per-request machinery around the handler.
 
-Every paired phone polls and sends heartbeats all day long, so these two requests are
-most of what a server answers, and most of their CPU went to that machinery, not to
-their work: a ``Request`` object, the guard called with a copy of the route handler,
-the before-request check, the parameters parsed and validated, the body decoded a second
-time, a ``Response`` object and its headers. Litestar still routes the request (404, 405,
+Every paired phone polls and sends heartbeats all day long, and high-volume senders send
+one message a request, so these three requests are most of what a server answers, and
+most of their CPU went to that machinery, not to their work: a ``Request`` object, the
+guard called with a copy of the route handler, the before-request check, the parameters
+parsed and validated, the body decoded a second time, a ``Response`` object and its
+headers. Litestar still routes the request (404, 405,
 the trailing slash, the path's device id) and still turns whatever is raised into the
 JSON error shape: its exception middleware is outside the route's entry
 (``route_entry`` in ``api/app.py``), which calls a route's hot path when it has one.
@@ -17,13 +18,14 @@ Litestar's, as before:
 
 - a query of the route's parameters alone, each at most once, each a decimal number as
   plainly written as can be (``10``, not ``010``, ``+10`` or ``1%30``) within its bounds;
-- headers the path reads (the credentials, the body's) sent once each;
+- headers the path reads (the credentials, the body's, ``Idempotency-Key``) sent once each;
 - a body of exactly ``Content-Length`` bytes sent as ``application/json`` that decodes as
   the declared type in the strict decode of ``check_request`` (which is what Litestar's
   lenient decode then makes of it too), or no body at all.
 
-It runs the same credential check as the route's guard (:func:`api.credentials.admit_device`),
-first, as the guard does (the body, when read, is read after it), then the same handler
+It runs the same credential check as the route's guard (:func:`api.credentials.admit_device`
+first, as the guard does, the body read after it; or the API key of a body that decodes,
+as :func:`api.credentials.api_key_guard` finds it), then the same handler
 work, and sends what Litestar would: the handler's JSON with the route's headers, then
 ``content-type`` and ``content-length``. A request handed on after its body was read gets
 that body again from the receive it is handed with. :func:`check_hot_paths` refuses an
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar
@@ -42,11 +45,18 @@ from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, ReceiveMessage, Send
 
 HOT_PATH = "connecfy.hot_path"
-"""The key, in a route handler's ``opt``, of its hot path."""
+"""The key, in a route handler's ``opt``, of its :class:`HotPath`."""
 
-HotPath = Callable[[Any, Receive, Send], Awaitable[Receive | None]]
-"""``(scope, receive, send)``: None when it answered the request, else the receive to hand
-the route with (which gives again what was read of the body)."""
+
+@dataclass(frozen=True)
+class HotPath:
+    """A route's hot path, and the guard whose check it runs itself (the route's only one)."""
+
+    serve: Callable[[Any, Receive, Send], Awaitable[Receive | None]]
+    """``(scope, receive, send)``: None when it answered the request, else the receive to
+    hand the route with (which gives again what was read of the body)."""
+    guard: Callable[..., Any]
+
 
 JSON = b"application/json"
 _JSON_TYPE = (b"content-type", JSON)
@@ -134,23 +144,24 @@ def replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
     return again
 
 
-def check_hot_paths(app: Litestar, guards: list[Any], before_request: Any, max_body: int) -> None:
+def check_hot_paths(app: Litestar, before_request: Any, max_body: int) -> None:
     """Refuse an app in which a route with a hot path has anything the hot path would
-    skip: guards other than ``guards``, a before-request hook other than
+    skip: a guard other than the one it runs itself, a before-request hook other than
     ``before_request``, an after-request or after-response hook, response headers,
     cookies, ``ETag`` or ``Cache-Control``, a DTO, a dependency, response caching, a
     before-send hook, or another body size limit than ``max_body``."""
     if app.before_send:
-        raise RuntimeError("the phone's hot path sends responses without the app's before-send hooks")
+        raise RuntimeError("the hot paths send responses without the app's before-send hooks")
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
-            if handler.opt.get(HOT_PATH) is None:
+            hot_path = handler.opt.get(HOT_PATH)
+            if hot_path is None:
                 continue
             layers = handler.ownership_layers
             skipped = {
-                "guards": handler.resolve_guards() != guards,
+                "guards": handler.resolve_guards() != [hot_path.guard],
                 "before_request": handler.resolve_before_request() is not before_request,
                 "after_request": any(getattr(layer, "after_request", None) for layer in layers),
                 "after_response": handler.resolve_after_response() is not None,

@@ -137,6 +137,13 @@ class RoutingError(InvalidInput):
     code = "routing_error"
 
 
+class StaleCredentials(BrokerError):
+    """The account's credentials epoch moved since its API key was admitted (a key was
+    revoked or its limits changed): nothing was queued; check the key again."""
+
+    code = "stale_credentials"
+
+
 class RateLimited(BrokerError):
     """Too many requests: try again after ``decision.retry_after_ms``."""
 
@@ -251,4 +258,6 @@ def from_script_reply(message: str) -> BrokerError | None:
         return PairingCodeInvalid(detail)
     if code == "BAD_REQUEST":
         return InvalidInput(detail)
+    if code == "STALE_CREDENTIALS":
+        return StaleCredentials(detail)
     return None

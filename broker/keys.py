@@ -206,6 +206,7 @@ class ShardKeys:
 
     __slots__ = (
         "counters",
+        "credentials",
         "devices",
         "events",
         "expiry",
@@ -258,6 +259,10 @@ class ShardKeys:
         self.offline = f"{p}:offline"
         self.presence_watch = f"{p}:presence-watch"
         self.trim = f"{p}:trim"
+        # account id -> a number moved whenever one of the account's API keys is revoked
+        # or its limits change: a process that admitted a key under the number it read
+        # enqueues only while it holds (see ApiKeys.admit).
+        self.credentials = f"{p}:credentials"
 
     def device(self, device_id: str) -> str:
         return f"{self.prefix}:device:{device_id}"

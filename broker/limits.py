@@ -8,6 +8,7 @@ from redis.exceptions import WatchError
 
 from broker import errors, ids, keys
 from broker.accounts import Accounts
+from broker.api_keys import move_credentials_epoch
 from broker.context import Context
 from broker.records import LIMIT_FIELDS, Account, LimitChange, LimitRequest, Limits, RateDecision
 from broker.redis_client import hash_mapping, text
@@ -83,6 +84,7 @@ class AccountLimits:
             if values.keys() & {"tasks_per_minute", "tasks_burst"}:
                 for device_id in [text(d) for d in await redis.smembers(own.devices)]:
                     await redis.delete(own.poll_rate(device_id))
+            await move_credentials_epoch(self.ctx, account)
         return account
 
     async def request(self, account: Account, requested: LimitChange, reason: str) -> LimitRequest:

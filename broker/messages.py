@@ -87,11 +87,14 @@ class Messages:
         messages: Sequence[OutgoingMessage],
         *,
         idempotency_key: str | None = None,
+        credentials_epoch: int | None = None,
     ) -> EnqueueResult:
         """Queue one message or a batch, all or nothing, in one call to Redis.
 
         Self-managed accounts: a ``device_id`` puts the message in that device's queue,
         none puts it in the account's own pool. API-only accounts: the platform pool.
+        ``credentials_epoch``: the epoch an API key was admitted under
+        (:meth:`ApiKeys.admit`); StaleCredentials, with nothing queued, once it moved.
         """
         settings = self.ctx.settings
         if not 1 <= len(messages) <= settings.batch_max_messages:
@@ -185,6 +188,7 @@ class Messages:
                 shard.waiting,
                 shard.scheduled,
                 shard.pool_high,
+                shard.credentials,
             ],
             [
                 account.id,
@@ -198,6 +202,7 @@ class Messages:
                 limits.sends_burst,
                 self.ctx.wake_command,
                 shard.wake_channel,
+                "" if credentials_epoch is None else credentials_epoch,
                 *args,
             ],
         )

@@ -41,10 +41,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # takes a Redis lock, so one of each works at a time). connecfy serve turns this off
     # for its workers and runs them in a connecfy background process instead.
     background_in_workers: bool = True
-    # A plain poll or heartbeat answered from the ASGI scope (api/hot_path.py), with the
-    # same answer as Litestar's handler at less CPU; false serves them through the
-    # handler like every other request.
-    phone_hot_path: bool = True
+    # A plain poll, heartbeat or external send answered from the ASGI scope
+    # (api/hot_path.py), with the same answer as Litestar's handler at less CPU; false
+    # serves them through the handler like every other request.
+    hot_paths: bool = True
 
     # HTTP (connecfy serve). The listen queue, which the kernel caps at
     # net.core.somaxconn; the connections each worker holds at once (a phone on its own

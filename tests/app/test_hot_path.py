@@ -33,7 +33,7 @@ def clients(real_servers: dict[str, RedisServer], tmp_path: Path) -> Iterator[tu
     settings = Settings(redis_url=server.url, data_dir=str(tmp_path), background_in_workers=False, **ROOMY_LIMITS)
     with (
         TestClient(app=create_app(settings)) as hot,
-        TestClient(app=create_app(msgspec.structs.replace(settings, phone_hot_path=False))) as litestar,
+        TestClient(app=create_app(msgspec.structs.replace(settings, hot_paths=False))) as litestar,
     ):
         yield hot, litestar
 
@@ -140,13 +140,11 @@ def test_a_heartbeat_is_answered_alike_with_and_without_the_hot_path(
     assert seen == {200, 400, 401, 403, 413, 415}
 
 
-def test_a_plain_poll_and_heartbeat_take_the_hot_path(
-    clients: tuple[Any, Any], phones: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No ``Request`` is made for them (Litestar makes one for every request it handles,
-    and for every error it answers), unless the hot path is turned off."""
-    hot, litestar = clients
-    made = []
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every ``Request`` made from now on (Litestar makes one for every request it
+    handles, and for every error it answers)."""
+    made: list[Any] = []
     original = Request.__init__
 
     def counted(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -154,6 +152,15 @@ def test_a_plain_poll_and_heartbeat_take_the_hot_path(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Request, "__init__", counted)
+    return made
+
+
+def test_a_plain_poll_and_heartbeat_take_the_hot_path(
+    clients: tuple[Any, Any], phones: dict[str, str], made: list[Any]
+) -> None:
+    """No ``Request`` is made for them (Litestar makes one for every request it handles,
+    and for every error it answers), unless the hot path is turned off."""
+    hot, litestar = clients
     token = {"X-Device-Token": phones["a_token"]}
     assert hot.get(f"/api/devices/{phones['a']}/tasks/?limit=10&wait=0", headers=token).json() == []
     assert hot.post(f"/api/devices/{phones['a']}/heartbeat/", json=HEARTBEAT, headers=token).status_code == 200
@@ -163,4 +170,87 @@ def test_a_plain_poll_and_heartbeat_take_the_hot_path(
     assert made  # handed to Litestar
     made.clear()
     assert litestar.get(f"/api/devices/{phones['a']}/tasks/?limit=10&wait=0", headers=token).json() == []
-    assert made  # CONNECFY_PHONE_HOT_PATH=false: Litestar's handler
+    assert made  # CONNECFY_HOT_PATHS=false: Litestar's handler
+
+
+@pytest.fixture
+def api_key(clients: tuple[Any, Any], phones: dict[str, str]) -> str:
+    hot, _ = clients
+    reply = hot.post("/api/api-keys/", json={"name": "crm"}, headers={"X-CSRFToken": hot.cookies["csrftoken"]})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["api_key"])
+
+
+def sent_answer(reply: Any) -> tuple[int, list[tuple[str, str]], Any]:
+    """:func:`answer`, with a new message's id as what it is."""
+    status, headers, body = answer(reply)
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and body.get("status") in ("queued", "scheduled"):
+        body["id"] = "<id>"
+    return status, headers, body
+
+
+def test_an_external_send_is_answered_alike_with_and_without_the_hot_path(
+    clients: tuple[Any, Any], phones: dict[str, str], api_key: str
+) -> None:
+    hot, litestar = clients
+    path = "/api/external/send/"
+    plain = {"api_key": api_key, "to": "+15551234567", "message": "hello", "device_id": phones["a"]}
+    json_type = {"content-type": "application/json"}
+    variants_sent: list[tuple[str, bytes | Any, dict[str, str]]] = [
+        (path, json.dumps(plain).encode(), json_type),
+        (path, json.dumps({**plain, "priority": "high", "valid_for": 600}).encode(), json_type),
+        (path, json.dumps({**plain, "send_at": "2099-01-01T00:00:00Z"}).encode(), json_type),
+        (path, json.dumps({k: v for k, v in plain.items() if k != "device_id"}).encode(), json_type),
+        (path, json.dumps({**plain, "api_key": "not-a-key"}).encode(), json_type),
+        (path, json.dumps({**plain, "api_key": ""}).encode(), json_type),
+        (path, json.dumps({k: v for k, v in plain.items() if k != "api_key"}).encode(), json_type),
+        (path, json.dumps({**plain, "to": 15551234567}).encode(), json_type),
+        (path, json.dumps({**plain, "to": "12"}).encode(), json_type),
+        (path, json.dumps({**plain, "message": ""}).encode(), json_type),
+        (path, json.dumps({**plain, "device_id": "nosuchdevice"}).encode(), json_type),
+        (path, json.dumps({**plain, "valid_for": 600.0}).encode(), json_type),
+        (path, json.dumps({**plain, "colour": "red"}).encode(), json_type),
+        (path, json.dumps({**plain, "priority": "urgent"}).encode(), json_type),
+        (path, b'{"api_key": "' + api_key.encode() + b'", "to": ', json_type),
+        (path, b"", json_type),
+        (path, json.dumps(plain).encode(), {"content-type": "text/plain"}),
+        (path, json.dumps(plain).encode(), {"content-type": "application/json; charset=utf-8"}),
+        (path, json.dumps(plain).encode(), {}),
+        (path + "?x=1", json.dumps(plain).encode(), json_type),
+        (path, json.dumps(plain).encode(), {**json_type, "Idempotency-Key": ""}),
+        (path, json.dumps(plain).encode(), {**json_type, "Idempotency-Key": "k" * 300}),
+        (path.rstrip("/"), json.dumps(plain).encode(), json_type),
+        (path, b"x" * (70 * 1024), json_type),
+    ]
+    seen = set()
+    for target, content, headers in variants_sent:
+        replies = [sent_answer(client.post(target, content=content, headers=headers)) for client in (hot, litestar)]
+        assert replies[0] == replies[1], (target, content[:200], headers)
+        seen.add(replies[0][0])
+    # Sent in chunks (no Content-Length): Litestar's handler reads it.
+    chunks = [json.dumps(plain).encode()[:7], json.dumps(plain).encode()[7:]]
+    replies = [sent_answer(c.post(path, content=iter(chunks), headers=json_type)) for c in (hot, litestar)]
+    assert replies[0] == replies[1] and replies[0][0] == 202
+    # An Idempotency-Key, first and repeated (each app its own key: they share one Redis).
+    for attempt in range(2):
+        replies = [
+            sent_answer(client.post(path, json=plain, headers={"Idempotency-Key": f"order-{name}"}))
+            for name, client in (("hot", hot), ("litestar", litestar))
+        ]
+        assert replies[0] == replies[1]
+        assert ("idempotent-replayed", "true") in replies[0][1] if attempt else replies[0][0] == 202
+    assert seen == {202, 400, 401, 404, 413, 415}
+
+
+def test_a_plain_external_send_takes_the_hot_path(
+    clients: tuple[Any, Any], phones: dict[str, str], api_key: str, made: list[Any]
+) -> None:
+    hot, litestar = clients
+    body = {"api_key": api_key, "to": "+15551234567", "message": "hello", "device_id": phones["a"]}
+    assert hot.post("/api/external/send/", json=body).status_code == 202
+    assert hot.post("/api/external/send/", json=body, headers={"Idempotency-Key": "a1"}).status_code == 202
+    assert made == []
+    assert hot.post("/api/external/send/", json={**body, "api_key": "Wrong"}).status_code == 401
+    made.clear()  # Litestar makes a Request to answer an error
+    assert litestar.post("/api/external/send/", json=body).status_code == 202
+    assert made  # CONNECFY_HOT_PATHS=false: Litestar's handler

@@ -1,5 +1,5 @@
 """The phone's hot path over real HTTP: two ``connecfy serve``, each on its own private
-Redis, one of them with ``CONNECFY_PHONE_HOT_PATH=false`` (every poll and heartbeat
+Redis, one of them with ``CONNECFY_HOT_PATHS=false`` (every poll and heartbeat
 through Litestar's handler), are sent the same requests in lockstep on one kept-alive
 connection each, and must answer each alike to the byte: status line, every header in
 order (the request ids are the test's own), body; the ids, tokens and clocks of the two
@@ -87,9 +87,7 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Wo
     try:
         for hot in ("true", "false"):
             data_dir: Path = tmp_path_factory.mktemp(f"hot-path-{hot}")
-            server = ServerProcess(
-                data_dir, settings={**SETTINGS, "CONNECFY_PHONE_HOT_PATH": hot}, separate_stderr=True
-            )
+            server = ServerProcess(data_dir, settings={**SETTINGS, "CONNECFY_HOT_PATHS": hot}, separate_stderr=True)
             server.start()
             world = World(
                 server,

@@ -1,4 +1,4 @@
-"""The parts of the phone's hot path (``api/hot_path.py``): what counts as a plain query,
+"""The parts of the hot paths (``api/hot_path.py``): what counts as a plain query,
 plain headers and a plain body, the body given again to the route, and the check that
 refuses a hot path which would skip something of its route."""
 
@@ -15,6 +15,7 @@ from litestar.handlers import BaseRouteHandler
 
 from api.hot_path import (
     HOT_PATH,
+    HotPath,
     check_hot_paths,
     plain_headers,
     plain_number,
@@ -104,6 +105,10 @@ async def _guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
     return None
 
 
+async def _other_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    return None
+
+
 async def _before(request: Any) -> None:
     return None
 
@@ -112,8 +117,8 @@ async def _hot(scope: Any, receive: Any, send: Any) -> Any:
     return receive
 
 
-def app_with(**options: Any) -> Litestar:
-    @get("/hot", guards=[_guard], opt={HOT_PATH: _hot}, **options)
+def app_with(guards: list[Any] | None = None, **options: Any) -> Litestar:
+    @get("/hot", guards=[_guard] if guards is None else guards, opt={HOT_PATH: HotPath(_hot, _guard)}, **options)
     async def hot() -> dict[str, str]:
         return {}
 
@@ -125,16 +130,17 @@ def app_with(**options: Any) -> Litestar:
 
 
 def test_the_check_accepts_a_route_it_can_serve_and_refuses_one_whose_parts_it_would_skip() -> None:
-    check_hot_paths(app_with(), [_guard], _before, 1024)  # the other route's headers are its own business
+    check_hot_paths(app_with(), _before, 1024)  # the other route's headers are its own business
     for options, skipped in (
         ({"response_headers": [ResponseHeader(name="X-Extra", value="1")]}, "response_headers"),
         ({"after_request": lambda response: response}, "after_request"),
         ({"cache": True}, "cache"),
         ({"request_max_body_size": 10}, "request_max_body_size"),
+        ({"guards": []}, "guards"),
+        ({"guards": [_other_guard]}, "guards"),
+        ({"guards": [_guard, _other_guard]}, "guards"),
     ):
         with pytest.raises(RuntimeError, match=skipped):
-            check_hot_paths(app_with(**options), [_guard], _before, 1024)
-    with pytest.raises(RuntimeError, match="guards"):
-        check_hot_paths(app_with(), [], _before, 1024)
+            check_hot_paths(app_with(**options), _before, 1024)
     with pytest.raises(RuntimeError, match="before_request"):
-        check_hot_paths(app_with(), [_guard], None, 1024)
+        check_hot_paths(app_with(), None, 1024)

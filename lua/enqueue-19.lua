@@ -22,6 +22,7 @@
     KEYS[16] waiting set                    {S}:waiting
     KEYS[17] scheduled sorted set           {S}:scheduled
     KEYS[18] pool's high-priority set       {S}:pool:high
+    KEYS[19] credentials epochs hash        {S}:credentials
 
     ARGV[1]  account id
     ARGV[2]  now (ms)
@@ -34,6 +35,8 @@
     ARGV[9]  send burst (messages); a batch costs its message count
     ARGV[10] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[11] the shard's wake channel       {S}:wake
+    ARGV[12] the sender's credentials epoch the caller admitted its API key under
+             (KEYS[19]'s field for the account, "0" when unset), "" to skip the check
     then ten arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
       send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none),
@@ -52,10 +55,13 @@
   Wake-ups (includes/wakeups): each device a message is queued for, when it waits,
   and one waiting phone per message put in the pool.
 
-  Checks run in this order and a failed one changes nothing: idempotency, devices,
-  suppressed recipients, rate, quota.
+  Checks run in this order and a failed one changes nothing: credentials epoch,
+  idempotency, devices, suppressed recipients, rate, quota.
 
   Errors:
+    STALE_CREDENTIALS              the epoch moved since the caller admitted the key (a
+                                   key revoked or the account's limits changed): check
+                                   the key again
     DEVICE_NOT_FOUND <i>[,<i>...]  these messages name no device of this shard
     RECIPIENT_OPTED_OUT <i>[,<i>...]  these messages go to numbers on the sender's
                                    suppression list (they replied STOP, or were added)
@@ -100,7 +106,8 @@ local sendInterval = tonumber(ARGV[8])
 local sendBurst = tonumber(ARGV[9])
 local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
-local FIRST = 12
+local admittedEpoch = ARGV[12]
+local FIRST = 13
 local PER = 10
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
@@ -108,6 +115,9 @@ if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterva
 end
 if wakeCommand ~= "PUBLISH" and wakeCommand ~= "SPUBLISH" then
   return redis.error_reply("BAD_REQUEST unknown wake-up command")
+end
+if admittedEpoch ~= "" and (rcall("HGET", KEYS[19], account) or "0") ~= admittedEpoch then
+  return redis.error_reply("STALE_CREDENTIALS the API key must be checked again")
 end
 
 if fingerprint ~= "" then
