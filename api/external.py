@@ -17,6 +17,7 @@ from litestar import Controller, Request, Response, post
 from api.credentials import account_of, api_key_guard
 from api.errors import ApiError
 from api.inputs import (
+    Encrypted,
     ExternalSendDevice,
     IdempotencyKey,
     MessageText,
@@ -27,10 +28,9 @@ from api.inputs import (
     ValidFor,
 )
 from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
-from api.sms import send_headers
+from api.sms import outgoing, send_headers
 from api.state import broker_of
 from broker import errors
-from broker.records import OutgoingMessage
 from broker.validation import MAX_BATCH_MESSAGES
 
 BATCH_MAX_BYTES = 2 * 1024 * 1024
@@ -46,6 +46,7 @@ class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class ExternalQueued(msgspec.Struct):
@@ -61,6 +62,7 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -91,11 +93,7 @@ class ExternalController(Controller):
         message goes to the account's own pool. API-only accounts use the platform pool."""
         result = await broker_of(request).messages.enqueue(
             account_of(request),
-            [
-                OutgoingMessage(
-                    data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
-                )
-            ],
+            [outgoing(data)],
             idempotency_key=idempotency_key,
         )
         status = result.statuses[0] if result.statuses else "queued"
@@ -116,10 +114,7 @@ class ExternalController(Controller):
         ``errors`` name every bad index (a 404 when the only bad items name devices that
         do not exist), and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
-        messages = [
-            OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot, m.priority)
-            for m in data.messages
-        ]
+        messages = [outgoing(m) for m in data.messages]
         try:
             result = await broker_of(request).messages.enqueue(
                 account_of(request), messages, idempotency_key=idempotency_key

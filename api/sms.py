@@ -13,6 +13,7 @@ from api.inputs import (
     ConversationPhone,
     Cursor,
     DashboardSendDevice,
+    Encrypted,
     ErrorText,
     IdempotencyKey,
     MessageDirection,
@@ -56,6 +57,7 @@ class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class Queued(msgspec.Struct):
@@ -67,6 +69,7 @@ class Queued(msgspec.Struct):
     created_at: str
     send_at: str | None
     expires_at: str
+    encrypted: bool  # the message is an end-to-end envelope; segments is then its upper bound
 
 
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -107,6 +110,7 @@ class MessageOut(msgspec.Struct):
     # outbound: the SIM asked for, then the one that sent it once its phone says; inbound: the SIM it came in on
     sim_slot: int | None = None
     priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
+    encrypted: bool = False  # message is an end-to-end envelope the server cannot read
 
 
 class MessagePageOut(msgspec.Struct):
@@ -136,6 +140,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         iso_utc(record.send_at),
         record.sim_slot,
         record.priority if record.direction == "outbound" else None,
+        record.encrypted,
     )
 
 
@@ -146,8 +151,20 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
         raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
+    return outgoing(data)
+
+
+def outgoing(data: Any) -> OutgoingMessage:
+    """The message a send body (dashboard, external, batch item) asks for, field by field."""
     return OutgoingMessage(
-        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+        data.to,
+        data.message,
+        data.device_id,
+        data.send_at,
+        data.valid_for,
+        data.sim_slot,
+        data.priority,
+        data.encrypted,
     )
 
 
@@ -168,6 +185,7 @@ async def send_one(
         iso_utc(record.created) or "",
         iso_utc(record.send_at),
         iso_utc(record.expires) or "",
+        record.encrypted,
     )
     return Response(queued, status_code=202, headers=send_headers(result))
 
