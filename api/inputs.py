@@ -33,7 +33,13 @@ from broker.envelopes import MAX_ENVELOPE_CHARS, MIN_ENVELOPE_CHARS
 from broker.ids import MAX_ID_CHARS
 from broker.long_poll import MAX_WAIT_SECONDS
 from broker.message_log import MAX_PAGE
-from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS, MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
+from broker.messages import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_REPORTED_SEGMENTS,
+    MAX_SIM_SLOTS,
+    MAX_VALID_FOR_S,
+    MIN_VALID_FOR_S,
+)
 from broker.records import STATUSES
 from broker.validation import (
     MAX_CLAIM_LIMIT,
@@ -175,6 +181,16 @@ SentSimSlot = Annotated[
         "Nothing with delivered or failed.",
         minimum=1,
         maximum=MAX_SIM_SLOTS,
+    ),
+]
+SentSegments = Annotated[
+    int,
+    checked_by_the_broker(
+        "With sent, for an end-to-end encrypted message: the segments it took, counted by the phone from the "
+        "decrypted text; kept as the message's segments in place of the upper bound the server charged. "
+        "Ignored for a plain message (the server counted it) and with delivered or failed.",
+        minimum=1,
+        maximum=MAX_REPORTED_SEGMENTS,
     ),
 ]
 Name = Annotated[

@@ -26,6 +26,7 @@ from api.inputs import (
     QueryId,
     SendAt,
     SendSimSlot,
+    SentSegments,
     SentSimSlot,
     ValidFor,
 )
@@ -77,6 +78,7 @@ class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     error: ErrorText = ""
     retryable: bool = False  # with failed: no service, radio off; the message is put back
     sim_slot: SentSimSlot | None = None  # with sent: the SIM that sent it
+    segments: SentSegments | None = None  # with sent of an encrypted message: the real count
 
 
 class StatusOut(msgspec.Struct):
@@ -288,7 +290,8 @@ class SmsController(Controller):
         with ``"retryable": true`` (no service, radio off) puts the message back: it reads
         ``queued`` at once, a pool message for any phone, a device message for this phone
         again after 30 s, while it has attempts left (3, as leases); then it is final. A
-        sent report may name the SIM slot that sent it (``sim_slot``, 1-4)."""
+        sent report may name the SIM slot that sent it (``sim_slot``, 1-4) and, for an
+        end-to-end encrypted message, the segments it took (``segments``)."""
         try:
             change = await broker_of(request).messages.report_status(
                 device_of(request),
@@ -297,6 +300,7 @@ class SmsController(Controller):
                 data.error,
                 retryable=data.retryable,
                 sim_slot=data.sim_slot,
+                segments=data.segments,
             )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

@@ -46,6 +46,8 @@ RETRY_DELAY_MS = 30_000
 """How long a device message its phone put back after a retryable failure waits before
 that phone is handed it again (a pool message goes to any phone at once)."""
 MAX_SIM_SLOTS = 4
+MAX_REPORTED_SEGMENTS = 255
+"""The most segments a phone may report a message took (a concatenated SMS has at most 255 parts)."""
 PRIORITIES = ("normal", "high")
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
@@ -409,12 +411,15 @@ class Messages:
         *,
         retryable: bool = False,
         sim_slot: int | None = None,
+        segments: int | None = None,
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
         ``queued``, while it has attempts left (see report-status-17.lua); with sent or
         delivered it means nothing. ``sim_slot`` with sent is the SIM (1-4) that sent it,
-        kept as the message's ``sim_slot``; with delivered or failed it means nothing."""
+        kept as the message's ``sim_slot``; with delivered or failed it means nothing.
+        ``segments`` with sent of an encrypted message is the count the phone made from
+        the text, kept in place of the upper bound; otherwise it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
         if retryable is not False and retryable is not True:
@@ -423,6 +428,9 @@ class Messages:
         if sim_slot is not None:
             check_whole_number(sim_slot, "sim_slot", low=1, high=MAX_SIM_SLOTS)
         sent_from = sim_slot if sim_slot is not None and status == "sent" else 0
+        if segments is not None:
+            check_whole_number(segments, "segments", low=1, high=MAX_REPORTED_SEGMENTS)
+        sent_segments = segments if segments is not None and status == "sent" else 0
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
@@ -468,6 +476,7 @@ class Messages:
                     self.ctx.settings.pool_skip_after_failures,
                     self.ctx.settings.pool_skip_seconds * 1000,
                     sent_from,
+                    sent_segments,
                 ],
             )
             retry_at = int(reply[3])

@@ -153,6 +153,27 @@ def test_each_send_endpoint_takes_an_envelope_and_shows_it_encrypted(world: Worl
     assert e2e.decrypt(tasks[sent["external"]]["message"], PASSPHRASE) == text
 
 
+def test_the_phone_reports_the_real_segment_count_of_an_encrypted_message(world: World) -> None:
+    owner = world.signup()
+    phone = world.pair(owner)
+    key = world.api_key(owner)["api_key"]
+    text = "Ж" * 100  # 200 bytes: charged at most 4 segments; really 2
+    sealed = expect(
+        world.external({"api_key": key, "to": TO, "message": e2e.encrypt(text, PASSPHRASE), "encrypted": True}), 202
+    )["id"]
+    plain = expect(world.external({"api_key": key, "to": TO, "message": text}), 202)["id"]
+    assert expect(owner.get(f"/api/sms/{sealed}/"), 200)["segments"] == 4
+    assert {t["id"] for t in tasks_of(phone)} == {sealed, plain}
+    # A count with failed, or out of range, changes nothing / is refused.
+    expect_error(phone.report(sealed, "sent", segments=0), 400)
+    expect_error(phone.report(sealed, "sent", segments=256), 400)
+    assert expect(phone.report(sealed, "sent", segments=2), 200)["status"] == "sent"
+    assert expect(owner.get(f"/api/sms/{sealed}/"), 200)["segments"] == 2
+    # The server counted the plain one itself: a phone's count does not replace it.
+    assert expect(phone.report(plain, "sent", segments=7), 200)["status"] == "sent"
+    assert expect(owner.get(f"/api/sms/{plain}/"), 200)["segments"] == 2
+
+
 def test_a_malformed_envelope_is_refused_naming_message_and_nothing_is_queued(world: World) -> None:
     owner = world.signup()
     phone = world.pair(owner)
@@ -204,8 +225,9 @@ def test_an_idempotent_repeat_of_an_encrypted_send_is_the_same_message(world: Wo
 # The server never holds the text -------------------------------------------------------
 
 
-async def _store_text(url: str) -> tuple[str, int]:
-    """Every row of every table of the history store as text, and how many message rows."""
+async def _store_text(url: str, ids: list[str]) -> tuple[str, int]:
+    """Every row of every table of the history store as text, and how many of ``ids`` it
+    holds as sent."""
     conn = await asyncpg.connect(url)
     try:
         tables = [
@@ -215,7 +237,7 @@ async def _store_text(url: str) -> tuple[str, int]:
         dump = []
         for table in tables:
             dump += [str(tuple(row.values())) for row in await conn.fetch(f'SELECT * FROM "{table}"')]
-        rows = await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'")
+        rows = await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sent' AND id = ANY($1)", ids)
         return "\n".join(dump), int(rows)
     finally:
         await conn.close()
@@ -261,7 +283,7 @@ def test_the_server_never_holds_the_plaintext(world: World, server: ServerProces
     # The snapshotter writes them to PostgreSQL.
     deadline = time.monotonic() + 30
     while True:
-        dump, rows = asyncio.run(_store_text(database_url))
+        dump, rows = asyncio.run(_store_text(database_url, ids))
         if rows >= len(ids) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
