@@ -112,10 +112,13 @@ public final class DeviceEngine {
     private static final class Claimed {
         /** As claimed; once an encrypted one is opened, the task with its text (opened once). */
         Task task;
+        /** It came end-to-end encrypted (its task, once opened, no longer says so). */
+        final boolean encrypted;
         final long claimedAt;
 
         Claimed(Task task, long claimedAt) {
             this.task = task;
+            this.encrypted = task.encrypted;
             this.claimedAt = claimedAt;
         }
     }
@@ -741,7 +744,7 @@ public final class DeviceEngine {
                     continue;
                 }
                 pacer.record(parts, now);
-                results.dispatched(task.id, parts, sim.simSlot);
+                results.dispatched(task.id, parts, sim.simSlot, claimed.encrypted);
             } catch (IOException e) {
                 // Without a durable record the message could be sent twice, so it is not
                 // sent; it is reported failed rather than lost.

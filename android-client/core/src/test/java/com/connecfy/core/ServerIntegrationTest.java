@@ -292,7 +292,7 @@ public class ServerIntegrationTest {
     @Test
     public void anEncryptedMessageIsDecryptedBeforeSendingAndAWrongPassphraseFailsItForGood() throws Exception {
         JSONArray vectors = EnvelopeTest.vectors().getJSONArray("vectors");
-        JSONObject first = vectors.getJSONObject(2);
+        JSONObject first = vectors.getJSONObject(5);
         JSONObject second = vectors.getJSONObject(3);
         Phone phone = new Phone();
         phone.pair("Encrypting phone");
@@ -308,6 +308,7 @@ public class ServerIntegrationTest {
         assertEquals("sent", sent.getString("status"));
         assertTrue(sent.getBoolean("encrypted"));
         assertEquals("the server still holds only the envelope", first.getString("envelope"), sent.getString("message"));
+        assertEquals("the count the phone made (one part here) replaced the upper bound", 1, sent.getInt("segments"));
 
         // The second was made with another passphrase than the phone's.
         String refused = dashboard.sendEncrypted(device, "+15559998888", second.getString("envelope"));
