@@ -4,8 +4,8 @@ real ``connecfy serve``:
 - on a secure page (``http://127.0.0.1``, which browsers count as secure like HTTPS) the
   Encrypt option seals the typed text with WebCrypto; the server then holds only the
   envelope (its API, its Redis), which the Python SDK decrypts to the typed text, and
-  which the phone's task carries with ``"encrypted": true``; the message's page says it
-  is encrypted and shows no text; a missing passphrase is named and nothing is sent;
+  which the phone's task carries with ``"encrypted": true``; the message's page and its
+  conversation say it is encrypted and show no text; a missing passphrase is named and nothing is sent;
 - on a plain-HTTP address (a name mapped to 127.0.0.1 inside Chromium, which is not a
   secure context) the page says why it cannot encrypt and offers no Encrypt option,
   and still sends plain messages.
@@ -95,6 +95,9 @@ def test_the_send_page_encrypts_in_the_browser_and_the_server_holds_only_the_env
     assert "Encrypted end to end" in shown.locator("[data-field=encrypted]").inner_text()
     assert "door code" not in shown.locator("main").inner_text()
     shoot(shown, "message-encrypted")
+    thread = dana.open("/inbox/thread/?phone=%2B15551234567")  # the conversation with that number
+    assert thread.locator(f"[data-message-id='{message_id}'] [data-encrypted]").is_visible()
+    assert "door code" not in thread.locator("main").inner_text()
 
 
 def test_on_plain_http_the_page_says_why_and_offers_no_encryption(
