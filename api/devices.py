@@ -94,6 +94,7 @@ class Task(msgspec.Struct, omit_defaults=True):
     to: str
     message: str
     sim_slot: int | None = None  # the SIM the sender asked for (1-4); left out: the phone's choice
+    encrypted: bool = False  # message is an end-to-end envelope to decrypt before sending; left out: plain
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -248,7 +249,7 @@ async def claim_tasks(
 
 def tasks_out(result: ClaimResult) -> list[Task]:
     """The tasks a claim answers with."""
-    return [Task(m.id, m.to, m.message, m.sim_slot) for m in result.messages]
+    return [Task(m.id, m.to, m.message, m.sim_slot, m.encrypted) for m in result.messages]
 
 
 async def take_heartbeat(scope: Any, broker: Broker, device: DeviceRef, data: HeartbeatBody | None) -> HeartbeatOut:

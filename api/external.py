@@ -21,6 +21,7 @@ from api.errors import ApiError
 from api.hot_path import HOT_PATH, JSON, HotPath, plain_headers, plain_number, read_body, replaying, send_json
 from api.inputs import (
     MAX_BODY,
+    Encrypted,
     ExternalSendDevice,
     IdempotencyKey,
     MessageText,
@@ -31,11 +32,11 @@ from api.inputs import (
     ValidFor,
 )
 from api.openapi import API_KEY, API_KEY_DESCRIPTION, BODY, CONFLICT, NOT_FOUND, documented
-from api.sms import send_headers
+from api.sms import outgoing, send_headers
 from api.state import broker_in, broker_of
 from broker import Broker, errors
 from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS
-from broker.records import Account, EnqueueResult, OutgoingMessage
+from broker.records import Account, EnqueueResult
 from broker.validation import MAX_BATCH_MESSAGES
 
 BATCH_MAX_BYTES = 2 * 1024 * 1024
@@ -51,6 +52,7 @@ class ExternalSendBody(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class ExternalQueued(msgspec.Struct):
@@ -66,6 +68,7 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,14 +81,12 @@ class BatchQueued(msgspec.Struct):
     messages: list[ExternalQueued]
 
 
-async def send_one(
+async def send_external(
     broker: Broker, state: dict[str, Any], data: ExternalSendBody, idempotency_key: str | None
 ) -> tuple[ExternalQueued, dict[str, str]]:
     """The work of ``POST /api/external/send/`` once the key is admitted, for the handler
     and its hot path alike: what it answers, and the headers."""
-    message = OutgoingMessage(
-        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
-    )
+    message = outgoing(data)
 
     async def enqueue(account: Account, epoch: int | None) -> EnqueueResult:
         return await broker.messages.enqueue(
@@ -127,7 +128,7 @@ async def send_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | N
         return replaying(messages, receive)
     broker = broker_in(scope)
     await admit_api_key(broker, scope["state"], data.api_key)
-    out, out_headers = await send_one(broker, scope["state"], data, idempotency_key)
+    out, out_headers = await send_external(broker, scope["state"], data, idempotency_key)
     pairs = [(name.lower().encode(), value.encode()) for name, value in out_headers.items()]
     await send_json(send, 202, _encode(out), pairs)
     return None
@@ -150,7 +151,7 @@ class ExternalController(Controller):
     ) -> Response[ExternalQueued]:
         """Queue one message. Self-managed accounts may name a device; without one the
         message goes to the account's own pool. API-only accounts use the platform pool."""
-        out, headers = await send_one(broker_of(request), request.scope["state"], data, idempotency_key)
+        out, headers = await send_external(broker_of(request), request.scope["state"], data, idempotency_key)
         return Response(out, status_code=202, headers=headers)
 
     @post(
@@ -168,10 +169,7 @@ class ExternalController(Controller):
         ``errors`` name every bad index (a 404 when the only bad items name devices that
         do not exist), and nothing is queued. The ids come back in the
         order sent. ``Idempotency-Key`` covers the whole batch."""
-        messages = [
-            OutgoingMessage(m.to, m.message, m.device_id, m.send_at, m.valid_for, m.sim_slot, m.priority)
-            for m in data.messages
-        ]
+        messages = [outgoing(m) for m in data.messages]
         broker = broker_of(request)
 
         async def enqueue(account: Account, epoch: int | None) -> EnqueueResult:

@@ -29,10 +29,17 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 from broker.accounts import MAX_EMAIL_CHARS
 from broker.clock import ISO_MOMENT
 from broker.devices import MAX_SEGMENTS_BUDGET
+from broker.envelopes import MAX_ENVELOPE_CHARS, MIN_ENVELOPE_CHARS
 from broker.ids import MAX_ID_CHARS
 from broker.long_poll import MAX_WAIT_SECONDS
 from broker.message_log import MAX_PAGE
-from broker.messages import MAX_IDEMPOTENCY_KEY_CHARS, MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
+from broker.messages import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_REPORTED_SEGMENTS,
+    MAX_SIM_SLOTS,
+    MAX_VALID_FOR_S,
+    MIN_VALID_FOR_S,
+)
 from broker.records import STATUSES
 from broker.validation import (
     MAX_CLAIM_LIMIT,
@@ -118,7 +125,23 @@ OptionalPhoneNumber = Annotated[
     str,
     checked_by_the_broker(PHONE_NUMBER + " Empty: no number.", pattern=rf"^(?:\+{POSSIBLE_NUMBER})?$"),
 ]
-MessageText = Annotated[str, checked_by_the_broker(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+MessageText = Annotated[
+    str,
+    checked_by_the_broker(
+        f"The text: 1 to {MAX_MESSAGE_CHARS} characters. With `encrypted`, the end-to-end envelope "
+        f"`v1:<base64(salt16 ‖ nonce12 ‖ ciphertext ‖ tag16)>` instead ({MIN_ENVELOPE_CHARS} to "
+        f"{MAX_ENVELOPE_CHARS} characters).",
+        min_length=1,
+        max_length=MAX_ENVELOPE_CHARS,
+    ),
+]
+Encrypted = Annotated[
+    bool,
+    msgspec.Meta(
+        description="`message` is an end-to-end envelope that only the account's phones can decrypt (self-managed "
+        "accounts; API-only accounts get 400). Budgets are charged the most segments its plaintext's size allows."
+    ),
+]
 SendAt = Annotated[
     str,
     checked_by_the_broker(
@@ -158,6 +181,16 @@ SentSimSlot = Annotated[
         "Nothing with delivered or failed.",
         minimum=1,
         maximum=MAX_SIM_SLOTS,
+    ),
+]
+SentSegments = Annotated[
+    int,
+    checked_by_the_broker(
+        "With sent, for an end-to-end encrypted message: the segments it took, counted by the phone from the "
+        "decrypted text; kept as the message's segments in place of the upper bound the server charged. "
+        "Ignored for a plain message (the server counted it) and with delivered or failed.",
+        minimum=1,
+        maximum=MAX_REPORTED_SEGMENTS,
     ),
 ]
 Name = Annotated[

@@ -13,6 +13,7 @@ from api.inputs import (
     ConversationPhone,
     Cursor,
     DashboardSendDevice,
+    Encrypted,
     ErrorText,
     IdempotencyKey,
     MessageDirection,
@@ -25,6 +26,7 @@ from api.inputs import (
     QueryId,
     SendAt,
     SendSimSlot,
+    SentSegments,
     SentSimSlot,
     ValidFor,
 )
@@ -56,6 +58,7 @@ class SendBody(msgspec.Struct, forbid_unknown_fields=True):
     valid_for: ValidFor | None = None
     sim_slot: SendSimSlot | None = None
     priority: Priority | None = None
+    encrypted: Encrypted = False
 
 
 class Queued(msgspec.Struct):
@@ -67,6 +70,7 @@ class Queued(msgspec.Struct):
     created_at: str
     send_at: str | None
     expires_at: str
+    encrypted: bool  # the message is an end-to-end envelope; segments is then its upper bound
 
 
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,6 +78,7 @@ class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     error: ErrorText = ""
     retryable: bool = False  # with failed: no service, radio off; the message is put back
     sim_slot: SentSimSlot | None = None  # with sent: the SIM that sent it
+    segments: SentSegments | None = None  # with sent of an encrypted message: the real count
 
 
 class StatusOut(msgspec.Struct):
@@ -107,6 +112,7 @@ class MessageOut(msgspec.Struct):
     # outbound: the SIM asked for, then the one that sent it once its phone says; inbound: the SIM it came in on
     sim_slot: int | None = None
     priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
+    encrypted: bool = False  # message is an end-to-end envelope the server cannot read
 
 
 class MessagePageOut(msgspec.Struct):
@@ -136,6 +142,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         iso_utc(record.send_at),
         record.sim_slot,
         record.priority if record.direction == "outbound" else None,
+        record.encrypted,
     )
 
 
@@ -146,8 +153,20 @@ def routed_message(account: Account, data: SendBody) -> OutgoingMessage:
         raise ApiError(400, "device_id_required", "self-managed accounts choose the device: pass device_id")
     if account.account_type == "api_only" and data.device_id is not None:
         raise ApiError(400, "device_id_not_allowed", "API-only accounts send through the platform pool: omit device_id")
+    return outgoing(data)
+
+
+def outgoing(data: Any) -> OutgoingMessage:
+    """The message a send body (dashboard, external, batch item) asks for, field by field."""
     return OutgoingMessage(
-        data.to, data.message, data.device_id, data.send_at, data.valid_for, data.sim_slot, data.priority
+        data.to,
+        data.message,
+        data.device_id,
+        data.send_at,
+        data.valid_for,
+        data.sim_slot,
+        data.priority,
+        data.encrypted,
     )
 
 
@@ -168,6 +187,7 @@ async def send_one(
         iso_utc(record.created) or "",
         iso_utc(record.send_at),
         iso_utc(record.expires) or "",
+        record.encrypted,
     )
     return Response(queued, status_code=202, headers=send_headers(result))
 
@@ -270,7 +290,8 @@ class SmsController(Controller):
         with ``"retryable": true`` (no service, radio off) puts the message back: it reads
         ``queued`` at once, a pool message for any phone, a device message for this phone
         again after 30 s, while it has attempts left (3, as leases); then it is final. A
-        sent report may name the SIM slot that sent it (``sim_slot``, 1-4)."""
+        sent report may name the SIM slot that sent it (``sim_slot``, 1-4) and, for an
+        end-to-end encrypted message, the segments it took (``segments``)."""
         try:
             change = await broker_of(request).messages.report_status(
                 device_of(request),
@@ -279,6 +300,7 @@ class SmsController(Controller):
                 data.error,
                 retryable=data.retryable,
                 sim_slot=data.sim_slot,
+                segments=data.segments,
             )
         except errors.MessageNotFound:
             if not await still_paired(request):  # a removed device's messages are no longer its own

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from broker import errors, ids, keys, schedule
+from broker import envelopes, errors, ids, keys, schedule
 from broker.clock import parse_iso_ms
 from broker.context import Context
 from broker.limits import AccountLimits
@@ -46,6 +46,8 @@ RETRY_DELAY_MS = 30_000
 """How long a device message its phone put back after a retryable failure waits before
 that phone is handed it again (a pool message goes to any phone at once)."""
 MAX_SIM_SLOTS = 4
+MAX_REPORTED_SEGMENTS = 255
+"""The most segments a phone may report a message took (a concatenated SMS has at most 255 parts)."""
 PRIORITIES = ("normal", "high")
 RECIPIENT_MEMORY_MS = 30 * 86_400_000
 """How long a platform pool phone remembers which account it last sent to a number for:
@@ -114,7 +116,7 @@ class Messages:
         for index, message in enumerate(messages):
             try:
                 to = normalize_phone_number(message.to)
-                body = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
+                segments = check_body(account, message)
                 route, device_id = self.route(account, message, index)
                 send_at, valid_ms, sim_slot, priority = check_schedule(message, route, now)
             except errors.InvalidInput as exc:
@@ -123,9 +125,22 @@ class Messages:
             except errors.DeviceNotFound:
                 problems.append(errors.Problem(index, "device_id", "no such device"))
                 continue
-            segments = count_segments(body).count
+            body = message.message
             recipients.append((index, to))
-            args += [message_ids[index], route, device_id, to, body, segments, send_at, valid_ms, sim_slot, priority]
+            encrypted = int(message.encrypted)
+            args += [
+                message_ids[index],
+                route,
+                device_id,
+                to,
+                body,
+                segments,
+                send_at,
+                valid_ms,
+                sim_slot,
+                priority,
+                encrypted,
+            ]
             statuses.append("scheduled" if send_at > now else "queued")
             if send_at > now and (first_due == 0 or send_at < first_due):
                 first_due = send_at
@@ -137,6 +152,8 @@ class Messages:
                 extras = (send_at, valid_ms, sim_slot)
             if priority != "normal":
                 extras = (send_at, valid_ms, sim_slot, priority)
+            if encrypted:
+                extras = (send_at, valid_ms, sim_slot, priority, "encrypted")
             canonical.append((to, body, device_id, *extras))
             if route == "device":
                 targeted.append((index, device_id))
@@ -399,12 +416,15 @@ class Messages:
         *,
         retryable: bool = False,
         sim_slot: int | None = None,
+        segments: int | None = None,
     ) -> StatusChange:
         """A phone's report on a message it holds: sent, delivered or failed. A
         ``retryable`` failure (no service, radio off) of a claimed message puts it back,
         ``queued``, while it has attempts left (see report-status-17.lua); with sent or
         delivered it means nothing. ``sim_slot`` with sent is the SIM (1-4) that sent it,
-        kept as the message's ``sim_slot``; with delivered or failed it means nothing."""
+        kept as the message's ``sim_slot``; with delivered or failed it means nothing.
+        ``segments`` with sent of an encrypted message is the count the phone made from
+        the text, kept in place of the upper bound; otherwise it means nothing."""
         if status not in REPORTED_STATUSES:
             raise errors.InvalidInput("status must be sent, delivered or failed", field="status")
         if retryable is not False and retryable is not True:
@@ -413,6 +433,9 @@ class Messages:
         if sim_slot is not None:
             check_whole_number(sim_slot, "sim_slot", low=1, high=MAX_SIM_SLOTS)
         sent_from = sim_slot if sim_slot is not None and status == "sent" else 0
+        if segments is not None:
+            check_whole_number(segments, "segments", low=1, high=MAX_REPORTED_SEGMENTS)
+        sent_segments = segments if segments is not None and status == "sent" else 0
         if not ids.is_plain_id(message_id):
             raise errors.MessageNotFound()
         check_text(error, "error", max_chars=MAX_ERROR_CHARS)
@@ -458,6 +481,7 @@ class Messages:
                     self.ctx.settings.pool_skip_after_failures,
                     self.ctx.settings.pool_skip_seconds * 1000,
                     sent_from,
+                    sent_segments,
                 ],
             )
             retry_at = int(reply[3])
@@ -517,6 +541,24 @@ class Messages:
         return StatusChange(text(reply[0]), text(reply[1]), text(reply[2]) == "1")
 
 
+def check_body(account: Account, message: OutgoingMessage) -> int:
+    """A message's text checked, and the segments it is charged: counted from a plain
+    text; for an end-to-end envelope (self-managed accounts only: the platform pool's
+    phones hold no sender's passphrase), the most a plaintext of its size can take."""
+    if message.encrypted is not False and message.encrypted is not True:
+        raise errors.InvalidInput("encrypted must be true or false", field="encrypted")
+    if not message.encrypted:
+        body = check_text(message.message, "message", min_chars=1, max_chars=MAX_MESSAGE_CHARS)
+        return count_segments(body).count
+    if account.account_type != "self_managed":
+        raise errors.InvalidInput(
+            "API-only accounts cannot send encrypted messages: the platform pool's phones do not hold your "
+            "passphrase; send the text without encrypted",
+            field="encrypted",
+        )
+    return envelopes.most_segments(envelopes.plaintext_bytes(message.message))
+
+
 def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int, int, int, str]:
     """A message's send_at (ms; 0: now), how long it stays valid once due (ms; 0: the
     message TTL), its SIM slot (0: the phone's choice) and priority, checked."""
@@ -548,8 +590,9 @@ def check_schedule(message: OutgoingMessage, route: str, now: int) -> tuple[int,
 
 
 def claimed_message(m: Sequence[Any]) -> ClaimedMessage:
-    """One message of a claim script's reply: id, to, body, segments, SIM slot (0: any)."""
-    return ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3]), int(m[4]) or None)
+    """One message of a claim script's reply: id, to, body, segments, SIM slot (0: any),
+    encrypted ("1") or not ("0")."""
+    return ClaimedMessage(text(m[0]), text(m[1]), text(m[2]), int(m[3]), int(m[4]) or None, text(m[5]) == "1")
 
 
 def repeat_or_refuse(trimmed: MessageRecord, status: str) -> StatusChange:

@@ -88,6 +88,7 @@ class OutgoingMessage(msgspec.Struct, frozen=True):
     valid_for: int | None = None  # seconds: expires this long after it is due, unless a phone took it
     sim_slot: int | None = None  # the SIM to send from (1-4), for a device-targeted message
     priority: str | None = None  # "normal" (None: the same) or "high": claimed first in its queue
+    encrypted: bool = False  # ``message`` is an end-to-end envelope (broker.envelopes)
 
 
 class Segments(msgspec.Struct, frozen=True):
@@ -110,6 +111,7 @@ class ClaimedMessage(msgspec.Struct, frozen=True):
     message: str
     segments: int
     sim_slot: int | None = None  # the SIM the sender asked for (1-4); None: the phone's choice
+    encrypted: bool = False  # ``message`` is an envelope the phone decrypts
 
 
 class ClaimResult(msgspec.Struct, frozen=True):
@@ -174,6 +176,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     sim_slot: int | None = None  # inbound: the SIM it came in on; outbound: the SIM asked for
     send_at: int | None = None  # when the sender scheduled it for (ms)
     priority: Literal["normal", "high"] = "normal"  # the stored JSON has it only when high
+    encrypted: bool = False  # ``message`` is an end-to-end envelope; the stored JSON has it only when true
 
 
 class Event(msgspec.Struct, frozen=True):

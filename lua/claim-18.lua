@@ -47,7 +47,7 @@
     ARGV[13] a send window's intervals left (ms) below which the claim asks for more
 
   Output:
-    {{remaining, burst, reset_ms, refresh}, {id, to, body, segments, sim slot}, ...}: the
+    {{remaining, burst, reset_ms, refresh}, {id, to, body, segments, sim slot, encrypted}, ...}: the
     poll rate limiter after this claim (whether it was charged or not), 1 when the send
     window needs its next intervals written (else 0), then the claimed messages, oldest
     first (none when nothing fits).

@@ -37,10 +37,11 @@
     ARGV[11] the shard's wake channel       {S}:wake
     ARGV[12] the sender's credentials epoch the caller admitted its API key under
              (KEYS[19]'s field for the account, "0" when unset), "" to skip the check
-    then ten arguments per message:
+    then eleven arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
       send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none),
-      priority ("normal" | "high")
+      priority ("normal" | "high"), encrypted ("1": the body is an end-to-end
+      envelope, kept as the record's "encrypted": true; "0": plain text)
 
   A message whose send_at is later than now is "scheduled": it waits in the
   scheduled set (id -> send_at), neither queued nor claimable, until release-due
@@ -108,7 +109,7 @@ local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
 local admittedEpoch = ARGV[12]
 local FIRST = 13
-local PER = 10
+local PER = 11
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
   return redis.error_reply("BAD_REQUEST message count does not match arguments")
@@ -160,6 +161,9 @@ for i = 0, n - 1 do
   end
   if ARGV[base + 9] ~= "normal" and ARGV[base + 9] ~= "high" then
     return redis.error_reply("BAD_REQUEST unknown priority")
+  end
+  if ARGV[base + 10] ~= "0" and ARGV[base + 10] ~= "1" then
+    return redis.error_reply("BAD_REQUEST encrypted must be 0 or 1")
   end
 end
 if #missing > 0 then
@@ -251,6 +255,9 @@ for i = 0, n - 1 do
   end
   if ARGV[base + 9] == "high" then
     msg.priority = "high"
+  end
+  if ARGV[base + 10] == "1" then
+    msg.encrypted = true
   end
   if route ~= "device" then
     msg.device = ""

@@ -33,7 +33,7 @@
     ARGV[12] "-" outside a long poll, else as the claim script's ARGV[12]
 
   Output:
-    {charged, budget_full, senders, {id, to, body, segments, sim slot}, ...}: the segments to
+    {charged, budget_full, senders, {id, to, body, segments, sim slot, encrypted}, ...}: the segments to
     charge to the home shard, 1 when the claim stopped at a message that does not fit
     the budget, how many senders still have messages in this shard's pool (what the
     caller splits its next claims by), then the messages handed out, oldest first.

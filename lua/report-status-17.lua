@@ -52,6 +52,10 @@
     ARGV[14] for how long (ms)
     ARGV[15] with "sent": the SIM slot (1-4) that sent it, kept as the message's
              sim_slot; 0: the phone did not say (the slot asked for, if any, stays)
+    ARGV[16] with "sent" of an end-to-end encrypted message: the segments it took
+             (the phone counted them from the text), kept as its segments in place of
+             the upper bound charged when it was claimed; 0: the phone did not say.
+             Ignored for a plain message, whose count the server made itself.
 
   Output:
     {id, status, changed, retry_at}   changed is "1" for a move, "0" for a repeat;
@@ -86,6 +90,7 @@ local err = ARGV[4]
 local now = tonumber(ARGV[5])
 local rememberMs = tonumber(ARGV[6])
 local sentFromSlot = tonumber(ARGV[15])
+local sentSegments = tonumber(ARGV[16])
 
 local allowed = {
   claimed = {sent = true, delivered = true, failed = true},
@@ -166,6 +171,9 @@ if rememberMs > 0 and msg.route == "pool" and msg.status == "claimed" and status
 end
 if status == "sent" and sentFromSlot > 0 then
   msg.sim_slot = sentFromSlot
+end
+if status == "sent" and msg.encrypted and sentSegments and sentSegments > 0 then
+  msg.segments = sentSegments
 end
 change(batch, eventsKey, msg, status, device, now, err)
 bulkRun(bulk)

@@ -8,7 +8,7 @@
     device, now, limit, leaseMs, maxLeases
     minuteUsed, perMinute, dayUsed, perDay   the budget in segments, charged as it goes
     charged                                   segments this call charged
-    claimed                                   {id, to, body, segments, sim slot (0: any)}
+    claimed                                   {id, to, body, segments, sim slot (0: any), encrypted (1 or 0)}
                                               handed out, in order
     bulk, batch                               the writes, run by the script at its end
     messagesKey, eventsKey, expiryKey, leasedKey, leaseChecksKey
@@ -50,7 +50,13 @@ local function fits(c, segments)
 end
 
 local function hand(c, msg)
-  c.claimed[#c.claimed + 1] = {msg.id, msg.to, msg.body, tostring(msg.segments), tostring(tonumber(msg.sim_slot) or 0)}
+  local encrypted = "0"
+  if msg.encrypted then
+    encrypted = "1"
+  end
+  c.claimed[#c.claimed + 1] = {
+    msg.id, msg.to, msg.body, tostring(msg.segments), tostring(tonumber(msg.sim_slot) or 0), encrypted
+  }
 end
 
 local function claimOne(c, msg)

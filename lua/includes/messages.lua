@@ -4,7 +4,9 @@
   A message is a JSON object in the shard's messages hash (field = id):
     id, account, to, body, segments, route ("device" | "pool"), device (the device
     that holds it, or the target device while queued; "" for a queued pool message),
-    status, created, expires, leases, lease_until, updated, error, and timeline: one
+    status, created, expires, leases, lease_until, updated, error, the optional send_at,
+    sim_slot, priority ("high" only) and encrypted (true only: the body is an end-to-end
+    envelope), and timeline: one
     [status, at, device, error] entry per status change, oldest first.
 
   A script gathers its status changes in a batch (newBatch, change), then writes them

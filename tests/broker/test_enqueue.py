@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from connecfy_client import e2e
 
 from broker import Broker, errors
 from broker.records import OutgoingMessage
@@ -182,3 +183,39 @@ async def test_unknown_account_shard_device_is_not_found(broker: Broker) -> None
     with pytest.raises(errors.DeviceNotFound):
         await broker.messages.enqueue(other, [OutgoingMessage(TO, "x", device.device_id)])
     assert await broker.message_log.counters(other.shard) == {}
+
+
+async def test_an_encrypted_message_is_charged_its_bound_and_handed_over_as_sent(broker: Broker) -> None:
+    """On every backend: the envelope is kept as sent, with "encrypted" and the segment
+    bound, and the claim hands it over marked; a bad envelope or an API-only sender is an
+    item error naming its field, and nothing of the batch is queued."""
+    account, [device] = await self_managed(broker)
+    text = "Ж" * 100  # 200 UTF-8 bytes: at most 4 segments
+    envelope = e2e.encrypt(text, "pw")
+    [sealed, plain] = (
+        await broker.messages.enqueue(
+            account,
+            [
+                OutgoingMessage(TO, envelope, device.device_id, encrypted=True),
+                OutgoingMessage(TO, text, device.device_id),
+            ],
+        )
+    ).ids
+    record = await broker.message_log.get(account.shard, sealed)
+    assert (record.encrypted, record.message, record.segments) == (True, envelope, 4)
+    assert (await broker.message_log.get(account.shard, plain)).encrypted is False
+    claimed = {m.id: m for m in await broker.messages.claim(device.ref, 10)}
+    assert claimed[sealed].encrypted and claimed[sealed].message == envelope and claimed[sealed].segments == 4
+    assert not claimed[plain].encrypted and claimed[plain].segments == 2
+
+    with pytest.raises(errors.InvalidInput) as raised:
+        await broker.messages.enqueue(
+            account,
+            [OutgoingMessage(TO, envelope, encrypted=True), OutgoingMessage(TO, "v1:AAAA", encrypted=True)],
+        )
+    assert [(p.index, p.field) for p in raised.value.problems] == [(1, "message")]
+    sender = await broker.accounts.create("pool-sender@example.com", "api_only")
+    with pytest.raises(errors.InvalidInput) as raised:
+        await broker.messages.enqueue(sender, [OutgoingMessage(TO, envelope, encrypted=True)])
+    assert raised.value.field == "encrypted"
+    assert [m.id for m in await broker.messages.claim(device.ref, 10)] == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions
+from connecfy_client import e2e
 
 from broker import Broker, keys
 from broker.history import HistoryStore, messages
@@ -423,3 +424,21 @@ async def test_restore_keeps_schedules_priorities_expiry_sims_and_send_windows(
     clock.advance(60_000)
     await hbroker.schedule.release_due()
     assert [m.id for m in await hbroker.messages.claim(phone.ref, 5)] == [later]
+
+
+async def test_restore_keeps_an_encrypted_message_encrypted(hbroker: Broker, history_store) -> None:
+    owner, [phone] = await self_managed(hbroker)
+    envelope = e2e.encrypt("the gate code is 4711", "our passphrase")
+    [sealed] = (
+        await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, envelope, phone.device_id, encrypted=True)])
+    ).ids
+    before = await hbroker.message_log.get(owner.shard, sealed)
+    assert before.encrypted and before.message == envelope and before.segments == 1
+    await Snapshotter(hbroker, history_store).run_once()
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    await restore(hbroker, history_store)
+    assert await hbroker.message_log.get(owner.shard, sealed) == before
+    await hbroker.presence.heartbeat(phone.ref)
+    [task] = await hbroker.messages.claim(phone.ref, 5)
+    assert (task.id, task.message, task.encrypted) == (sealed, envelope, True)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "android-client" / "core"
 MAIN = CORE / "src" / "main" / "java"
 TEST = CORE / "src" / "test" / "java"
+RESOURCES = CORE / "src" / "test" / "resources"  # e2e-vectors.json, on the class path as Gradle puts it
 CONNECFY = Path(sys.executable).parent / "connecfy"
 JARS = {
     "json": Path("/usr/share/java/json-android.jar"),
@@ -142,7 +143,7 @@ def test_core_compiles_for_java_8_and_its_junit_suite_passes(tmp_path: Path) -> 
             f"-Dconnecfy.bin={CONNECFY}",
             f"-Dconnecfy.work={work}",
             "-cp",
-            os.pathsep.join([classpath, str(main_out), str(test_out)]),
+            os.pathsep.join([classpath, str(main_out), str(test_out), str(RESOURCES)]),
             "org.junit.runner.JUnitCore",
             *sorted(classes),
         ],

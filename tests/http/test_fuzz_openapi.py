@@ -53,6 +53,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from connecfy_client import e2e
 from hypothesis import HealthCheck, Phase, given
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
@@ -60,6 +61,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoverageScenario
 
 from broker.long_poll import MAX_WAIT_SECONDS
+from broker.validation import MAX_MESSAGE_CHARS
 from tests.support.e2e_server import Api, ServerProcess, expect
 
 POSITIVE_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
@@ -234,6 +236,9 @@ def _body_has_api_key(document: dict[str, Any], operation: Any) -> bool:
     return "api_key" in (schema.get("properties") or {})
 
 
+ENVELOPE = e2e.encrypt("fuzz", "fuzz passphrase")
+
+
 def _realistic(value: Any, fx: Fixtures) -> Any:
     """The body with real values where the document cannot say which are valid: its
     ``api_key``, ``device_id``, ``url`` and ``received_at`` strings, at any depth (a
@@ -258,6 +263,13 @@ def _realistic(value: Any, fx: Fixtures) -> Any:
         made["end"] = "23:59" if made["start"] != "23:59" else "00:00"  # a send window must not be empty
     if isinstance(made.get("sim_slot"), int | float) and made.get("device_id") is None:
         made["device_id"] = fx.spare.device_id  # a SIM is one phone's: the document cannot say so
+    # What ``message`` may hold depends on ``encrypted``, which the document says in words:
+    # an envelope with it, at most 1,600 characters of text without it.
+    if isinstance(made.get("message"), str) and "to" in made:
+        if made.get("encrypted") is True:
+            made["message"] = ENVELOPE
+        else:
+            made["message"] = made["message"][:MAX_MESSAGE_CHARS]
     return made
 
 

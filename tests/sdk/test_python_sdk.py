@@ -38,6 +38,7 @@ from connecfy_client import (
     RateLimited,
     Retries,
     SessionClient,
+    e2e,
 )
 from connecfy_client.webhooks import WebhookVerificationError, verify
 
@@ -131,6 +132,28 @@ def test_send_and_batch_with_every_field(server: ServerProcess, sender: Sender) 
     assert [t.status for t in stored.timeline] == ["scheduled"]
     two = sender.session.message(batch.messages[1].id)
     assert (two.to, two.device_id, two.priority) == ("+15557654321", sender.phone.device_id, "high")
+
+
+def test_a_passphrase_encrypts_end_to_end_and_a_retry_sends_the_same_envelope(
+    server: ServerProcess, sender: Sender
+) -> None:
+    passphrase = "shared with my phones ✓"
+    proxy = DroppingProxy(server.port, drop=1)
+    try:
+        with Client(sender.key, proxy.url, retries=FAST) as client:
+            one = client.send(TO, "Ваш код: 1234", passphrase=passphrase)  # its answer is lost once
+        assert one.replayed and proxy.connections == 2
+    finally:
+        proxy.close()
+    with Client(sender.key, server.base_url) as client:
+        batch = client.send_batch([Outgoing(TO, "batch secret 😀", passphrase=passphrase), Outgoing(TO, "plain")])
+    stored = [sender.session.message(i) for i in (one.id, *(m.id for m in batch.messages))]
+    assert [m.encrypted for m in stored] == [True, True, False]
+    assert [e2e.decrypt(m.message, passphrase) for m in stored[:2]] == ["Ваш код: 1234", "batch secret 😀"]
+    assert stored[2].message == "plain"
+    assert sorted(sender.texts()).count("plain") == 1 and len(sender.texts()) == 3  # the retry queued nothing more
+    with pytest.raises(e2e.DecryptionFailed):
+        e2e.decrypt(stored[0].message, "another passphrase")
 
 
 def test_the_history_pager_walks_every_page(server: ServerProcess, sender: Sender) -> None:

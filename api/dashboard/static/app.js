@@ -131,7 +131,8 @@ const afterSubmit = {
       ? ["Scheduled for ", el("time", { datetime: body.send_at }, new Date(body.send_at).toLocaleString()), "."]
       : ["Queued."];
     box.replaceChildren(
-      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome), " " + segmentsText(body.segments) + " to " + body.to + ". "),
+      el("p", {}, el("strong", { "data-sent-status": body.status }, ...outcome),
+        (body.encrypted ? " Encrypted end to end: at most " : " ") + segmentsText(body.segments) + " to " + body.to + ". "),
       el("p", {}, "Expires ", el("time", { datetime: body.expires_at, "data-sent-expires": "" }, new Date(body.expires_at).toLocaleString()),
         " if no phone has taken it by then."),
       el("p", {}, "Message id ", el("code", { "data-sent-id": "" }, body.id), " · ", el("a", { href: "/messages/" + encodeURIComponent(body.id) + "/" }, "see its status")));
@@ -139,6 +140,7 @@ const afterSubmit = {
     form.elements.message.value = "";
     form.elements.message.dispatchEvent(new Event("input"));
     delete form.dataset.idempotencyKey;
+    delete form.dataset.sealed;
   },
   "key-created": (form, body) => {
     const box = document.querySelector("[data-new-key]");
@@ -215,12 +217,22 @@ async function submitApiForm(event) {
     form.dataset.idempotencyKey = form.dataset.idempotencyKey || crypto.getRandomValues(new Uint32Array(4)).join("-");
     headers["Idempotency-Key"] = form.dataset.idempotencyKey;
   }
-  const result = await api(method, path, formBody(form), headers);
+  let body = formBody(form);
+  if (form.querySelector("[data-encrypt]")) {
+    const sealed = await encryptedBody(form, body);
+    if (!sealed) {
+      if (button) button.disabled = false;
+      return;
+    }
+    body = sealed;
+  }
+  const result = await api(method, path, body, headers);
   if (button) button.disabled = false;
   if (!result.ok) {
     /* Refused (4xx): nothing was queued, the corrected form is a new request. Unknown
        outcome (no answer, 5xx): the retry keeps the key so it cannot queue twice. */
     if (result.status !== 0 && result.status < 500) delete form.dataset.idempotencyKey;
+    if (result.status !== 0 && result.status < 500) delete form.dataset.sealed;
     /* The outcome of an earlier send no longer stands beside this refusal. */
     const earlier = form.parentElement.querySelector("[data-sent]");
     if (earlier) earlier.hidden = true;
@@ -707,6 +719,70 @@ function watchPairing() {
   });
 }
 
+/* End-to-end encryption on the Send page: the envelope of connecfy_client.e2e and the
+   phone app, v1:base64(salt16 | nonce12 | AES-256-GCM ciphertext and tag16), the key
+   PBKDF2-HMAC-SHA256 (100,000 iterations) of the passphrase's UTF-8 bytes. WebCrypto
+   exists only in a secure context (HTTPS, localhost): elsewhere the option is not offered. */
+const E2E_ITERATIONS = 100000;
+
+function canEncrypt() {
+  return window.isSecureContext === true && !!(window.crypto && crypto.subtle);
+}
+
+async function sealText(text, passphrase) {
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const nonce = crypto.getRandomValues(new Uint8Array(12));
+  const material = await crypto.subtle.importKey("raw", new TextEncoder().encode(passphrase), "PBKDF2", false, ["deriveKey"]);
+  const key = await crypto.subtle.deriveKey({ name: "PBKDF2", hash: "SHA-256", salt, iterations: E2E_ITERATIONS },
+    material, { name: "AES-GCM", length: 256 }, false, ["encrypt"]);
+  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv: nonce }, key, new TextEncoder().encode(text)));
+  const raw = new Uint8Array(28 + sealed.length);
+  raw.set(salt, 0);
+  raw.set(nonce, 16);
+  raw.set(sealed, 28);
+  let binary = "";
+  for (const byte of raw) binary += String.fromCharCode(byte);
+  return "v1:" + btoa(binary);
+}
+
+/* The body with its message encrypted when the Encrypt box is ticked (null: refused
+   here, the error shown). A retry of the same text and passphrase sends the same
+   envelope, so its Idempotency-Key still names the same request. */
+async function encryptedBody(form, body) {
+  const toggle = form.querySelector("[data-encrypt-toggle]");
+  if (!toggle || !toggle.checked) return body;
+  const field = form.querySelector("[data-encrypt-passphrase]");
+  if (!canEncrypt()) {
+    showError(form, "This page cannot encrypt: it is not a secure context (HTTPS or localhost).");
+    return null;
+  }
+  if (!field.value) {
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+    showError(form, "Passphrase: enter the passphrase your phones use to decrypt.");
+    return null;
+  }
+  const earlier = form.dataset.sealed ? JSON.parse(form.dataset.sealed) : null;
+  let envelope;
+  if (earlier && earlier.text === body.message && earlier.passphrase === field.value) {
+    envelope = earlier.envelope;
+  } else {
+    envelope = await sealText(body.message, field.value);
+    form.dataset.sealed = JSON.stringify({ text: body.message, passphrase: field.value, envelope });
+  }
+  return Object.assign({}, body, { message: envelope, encrypted: true });
+}
+
+function watchEncryption(box) {
+  const available = canEncrypt();
+  box.querySelector("[data-encrypt-available]").hidden = !available;
+  box.querySelector("[data-encrypt-unavailable]").hidden = available;
+  const toggle = box.querySelector("[data-encrypt-toggle]");
+  const field = box.querySelector("[data-encrypt-passphrase]");
+  toggle.disabled = !available;
+  toggle.addEventListener("change", () => { field.disabled = !toggle.checked; });
+}
+
 /* Segments as the phone will split the text: the GSM 03.38 tables come from the server
    (broker/segments.py); the packing mirrors count_segments there. */
 function segmentsOf(text, tables) {
@@ -770,6 +846,8 @@ document.addEventListener("DOMContentLoaded", () => {
     watchPairing();
   }
   if (document.getElementById("gsm-tables")) watchSegments();
+  const encryption = document.querySelector("[data-encrypt]");
+  if (encryption) watchEncryption(encryption);
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
   if (document.getElementById("device-names")) watchScheduledRows();
   const newSms = document.querySelector("[data-new-sms]");

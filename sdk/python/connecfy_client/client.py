@@ -58,9 +58,10 @@ class _ExternalApi:
         valid_for: int | timedelta | None,
         sim_slot: int | None,
         priority: Priority | None,
+        passphrase: str | None,
         idempotency_key: str | None,
     ) -> _Send:
-        item = Outgoing(to, message, device_id, send_at, valid_for, sim_slot, priority)
+        item = Outgoing(to, message, device_id, send_at, valid_for, sim_slot, priority, passphrase)
         body = {"api_key": self.api_key, **item.body()}
         return _Send(SEND_PATH, msgspec.json.encode(body), idempotency_key or new_key(), Queued)
 
@@ -126,10 +127,12 @@ class Client(_ExternalApi, Connection):
         valid_for: int | timedelta | None = None,
         sim_slot: int | None = None,
         priority: Priority | None = None,
+        passphrase: str | None = None,
         idempotency_key: str | None = None,
     ) -> Queued:
-        """Queue one message; the answer's ``id`` is the message's."""
-        send = self._one(to, message, device_id, send_at, valid_for, sim_slot, priority, idempotency_key)
+        """Queue one message; the answer's ``id`` is the message's. With ``passphrase``
+        the text is encrypted end to end here, once: every retry sends the same envelope."""
+        send = self._one(to, message, device_id, send_at, valid_for, sim_slot, priority, passphrase, idempotency_key)
         result: Queued = self._post(send)
         return result
 
@@ -181,10 +184,12 @@ class AsyncClient(_ExternalApi, AsyncConnection):
         valid_for: int | timedelta | None = None,
         sim_slot: int | None = None,
         priority: Priority | None = None,
+        passphrase: str | None = None,
         idempotency_key: str | None = None,
     ) -> Queued:
-        """Queue one message; the answer's ``id`` is the message's."""
-        send = self._one(to, message, device_id, send_at, valid_for, sim_slot, priority, idempotency_key)
+        """Queue one message; the answer's ``id`` is the message's. With ``passphrase``
+        the text is encrypted end to end here, once: every retry sends the same envelope."""
+        send = self._one(to, message, device_id, send_at, valid_for, sim_slot, priority, passphrase, idempotency_key)
         result: Queued = await self._post(send)
         return result
 

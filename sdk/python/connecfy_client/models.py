@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from connecfy_client import e2e
+
 Priority = Literal["normal", "high"]
 
 
@@ -37,7 +39,9 @@ class Outgoing(msgspec.Struct, frozen=True):
 
     ``send_at``: an aware datetime or ISO-8601 text with a zone (at most 30 days ahead);
     ``valid_for``: seconds (30 to 86,400) or a timedelta; ``sim_slot``: 1 to 4 with a
-    ``device_id``; ``priority``: ``"normal"`` or ``"high"``.
+    ``device_id``; ``priority``: ``"normal"`` or ``"high"``; ``passphrase``: encrypt the
+    text end to end with it (:mod:`connecfy_client.e2e`; self-managed accounts, whose
+    phones hold the same passphrase): only the envelope leaves this process.
     """
 
     to: str
@@ -47,10 +51,15 @@ class Outgoing(msgspec.Struct, frozen=True):
     valid_for: int | timedelta | None = None
     sim_slot: int | None = None
     priority: Priority | None = None
+    passphrase: str | None = None
 
     def body(self) -> dict[str, Any]:
-        """The JSON object the server takes: fields left out are not sent."""
+        """The JSON object the server takes: fields left out are not sent. With a
+        passphrase, each call makes a new envelope (fresh salt and nonce)."""
         body: dict[str, Any] = {"to": self.to, "message": self.message}
+        if self.passphrase is not None:
+            body["message"] = e2e.encrypt(self.message, self.passphrase)
+            body["encrypted"] = True
         if self.device_id is not None:
             body["device_id"] = self.device_id
         if self.send_at is not None:
@@ -105,6 +114,7 @@ class Message(msgspec.Struct, frozen=True):
     send_at: str | None = None
     sim_slot: int | None = None
     priority: str | None = None
+    encrypted: bool = False  # message is an envelope: connecfy_client.e2e.decrypt(message, passphrase)
 
 
 class MessagePage(msgspec.Struct, frozen=True):

@@ -37,6 +37,7 @@ public final class ConnecfyApp extends Application {
     private static final String PREFS = "connecfy";
     private static final String PREF_ENABLED = "gateway_enabled";
     private static final String PREF_SIM = "sim_subscription_id";
+    private static final String PREF_PASSPHRASE = "e2e_passphrase";
     private static final String PREF_RESTART_ATTEMPTS = "restart_attempts";
 
     /**
@@ -153,6 +154,18 @@ public final class ConnecfyApp extends Application {
 
     void setSimSubscriptionId(int id) {
         prefs().edit().putInt(PREF_SIM, id).apply();
+    }
+
+    /**
+     * The passphrase that opens end-to-end encrypted messages ("" when none is set), kept
+     * in the app's private preferences, which no backup or transfer takes (no_backup.xml).
+     */
+    String e2ePassphrase() {
+        return prefs().getString(PREF_PASSPHRASE, "");
+    }
+
+    void setE2ePassphrase(String passphrase) {
+        prefs().edit().putString(PREF_PASSPHRASE, passphrase).apply();
     }
 
     /** Whether Android exempts the app from battery optimisation (part of the set-up). */

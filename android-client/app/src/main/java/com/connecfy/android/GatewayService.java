@@ -20,6 +20,7 @@ import android.util.Log;
 import com.connecfy.core.DeviceCredentials;
 import com.connecfy.core.DeviceEngine;
 import com.connecfy.core.EngineStatus;
+import com.connecfy.core.Envelope;
 import com.connecfy.core.Gateway;
 
 import java.io.IOException;
@@ -118,6 +119,14 @@ public final class GatewayService extends Service {
             }
             DeviceEngine.Config config = new DeviceEngine.Config();
             config.pollExecutor = pollExecutor;
+            final ConnecfyApp settings = app;
+            // Read at each encrypted message: a passphrase changed in the app counts at once.
+            config.passphrase = new Envelope.Passphrase() {
+                @Override
+                public String get() {
+                    return settings.e2ePassphrase();
+                }
+            };
             // Stops the engine of an earlier run of this service first (waiting for its tick and poll).
             engine = gateway.engine(credentials, app.userAgent(), new AndroidSmsSender(GatewayService.this, cells),
                 new PhoneHeartbeat(GatewayService.this), config, new Listener());

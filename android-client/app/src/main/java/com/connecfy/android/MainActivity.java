@@ -17,6 +17,7 @@ import android.widget.AdapterView;
 import android.widget.ArrayAdapter;
 import android.widget.Button;
 import android.widget.CompoundButton;
+import android.widget.EditText;
 import android.widget.Spinner;
 import android.widget.Switch;
 import android.widget.TextView;
@@ -132,6 +133,17 @@ public final class MainActivity extends Activity {
             @Override
             public void run() {
                 requestPermissions(new String[] {Manifest.permission.READ_PHONE_STATE}, REQUEST_PHONE_STATE);
+            }
+        });
+        final EditText passphrase = findViewById(R.id.passphrase);
+        passphrase.setText(ConnecfyApp.of(this).e2ePassphrase());
+        click(R.id.save_passphrase, new Runnable() {
+            @Override
+            public void run() {
+                String value = passphrase.getText().toString();
+                ConnecfyApp.of(MainActivity.this).setE2ePassphrase(value);
+                Toast.makeText(MainActivity.this, value.isEmpty() ? R.string.passphrase_cleared
+                    : R.string.passphrase_saved, Toast.LENGTH_SHORT).show();
             }
         });
         click(R.id.choose_sim, new Runnable() {

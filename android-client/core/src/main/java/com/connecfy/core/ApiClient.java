@@ -133,6 +133,12 @@ public final class ApiClient implements DeviceApi {
     @Override
     public void reportStatus(String messageId, String status, String error, boolean retryable, Integer simSlot)
             throws IOException, ApiException {
+        reportStatus(messageId, status, error, retryable, simSlot, null);
+    }
+
+    @Override
+    public void reportStatus(String messageId, String status, String error, boolean retryable, Integer simSlot,
+            Integer segments) throws IOException, ApiException {
         try {
             JSONObject body = new JSONObject().put("status", status);
             if (error != null && !error.isEmpty()) {
@@ -143,6 +149,9 @@ public final class ApiClient implements DeviceApi {
             }
             if (simSlot != null) {
                 body.put("sim_slot", simSlot.intValue());
+            }
+            if (segments != null) {
+                body.put("segments", segments.intValue());
             }
             call("POST", "/api/sms/" + segment(messageId) + "/status/", body, true);
         } catch (JSONException e) {

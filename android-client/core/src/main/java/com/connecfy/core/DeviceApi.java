@@ -38,6 +38,16 @@ public interface DeviceApi {
             throws IOException, ApiException;
 
     /**
+     * As {@link #reportStatus(String, String, String, boolean, Integer)}, with {@code sent}
+     * of an end-to-end encrypted message also {@code segments}, the parts it took (null:
+     * left out); the server keeps it in place of the upper bound it charged.
+     */
+    default void reportStatus(String messageId, String status, String error, boolean retryable, Integer simSlot,
+            Integer segments) throws IOException, ApiException {
+        reportStatus(messageId, status, error, retryable, simSlot);
+    }
+
+    /**
      * {@code POST /api/devices/<id>/inbound/}: an SMS this phone received. Returns the
      * server's id for it; the same {@code ref} again returns the same id and stores nothing
      * twice, so a retry is always safe.

@@ -75,6 +75,11 @@ public final class DeviceEngine {
          * goes on meanwhile; {@link Listener#onPollAnswered} then asks for a tick.
          */
         public Executor pollExecutor;
+        /**
+         * The passphrase that opens end-to-end encrypted messages (the app's setting);
+         * null: none set, and every encrypted message fails with {@link Envelope#DECRYPT_FAILED}.
+         */
+        public Envelope.Passphrase passphrase;
     }
 
     /** The longest {@code wait} the server takes. */
@@ -105,11 +110,15 @@ public final class DeviceEngine {
 
     /** A claimed message and when (monotonic clock) the claim was asked for. */
     private static final class Claimed {
-        final Task task;
+        /** As claimed; once an encrypted one is opened, the task with its text (opened once). */
+        Task task;
+        /** It came end-to-end encrypted (its task, once opened, no longer says so). */
+        final boolean encrypted;
         final long claimedAt;
 
         Claimed(Task task, long claimedAt) {
             this.task = task;
+            this.encrypted = task.encrypted;
             this.claimedAt = claimedAt;
         }
     }
@@ -641,6 +650,21 @@ public final class DeviceEngine {
         }
     }
 
+    /**
+     * The text of an encrypted task, opened with the passphrase of the app's settings, or
+     * null when it cannot be (no passphrase, another one, a malformed envelope): the
+     * message then fails for good, since no retry would change that.
+     */
+    private String open(Task task) {
+        Envelope.Passphrase source = config.passphrase;
+        try {
+            return Envelope.open(task.message, source == null ? null : source.get());
+        } catch (Envelope.DecryptFailed e) {
+            otherError = "cannot decrypt message " + task.id + ": " + e.getMessage();
+            return null;
+        }
+    }
+
     private void reportNotHanded(String messageId) {
         try {
             results.notHanded(messageId, NOT_HANDED_TO_SMS_MANAGER);
@@ -687,6 +711,17 @@ public final class DeviceEngine {
                 nextSendAt = elapsed + config.cannotSendRecheckMillis;
                 return;
             }
+            if (task.encrypted) {
+                String text = open(task);
+                if (text == null) {
+                    waiting.poll();
+                    waitingIds.remove(task.id);
+                    reportUnsendable(task, Envelope.DECRYPT_FAILED);
+                    continue;
+                }
+                task = task.opened(text);
+                claimed.task = task; // a wait for the pacer does not derive the key again
+            }
             SimChoice.Decision sim = sender.simFor(task);
             if (sim.outcome == SimChoice.Outcome.SLOT_UNAVAILABLE) {
                 waiting.poll();
@@ -709,7 +744,7 @@ public final class DeviceEngine {
                     continue;
                 }
                 pacer.record(parts, now);
-                results.dispatched(task.id, parts, sim.simSlot);
+                results.dispatched(task.id, parts, sim.simSlot, claimed.encrypted);
             } catch (IOException e) {
                 // Without a durable record the message could be sent twice, so it is not
                 // sent; it is reported failed rather than lost.

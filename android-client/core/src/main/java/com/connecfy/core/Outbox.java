@@ -77,6 +77,8 @@ public final class Outbox {
         public final boolean retryable;
         /** With {@link #SENT}: the SIM slot (1-based) that sent it; null when unknown. */
         public final Integer simSlot;
+        /** With {@link #SENT} of an end-to-end encrypted message: the segments it took; else null. */
+        public final Integer segments;
         /** The server refused {@link #retryable} and {@link #simSlot} (an older one): sent without them. */
         boolean plain;
         /** The received SMS to report; null for a status report. */
@@ -94,6 +96,12 @@ public final class Outbox {
 
         Report(String messageId, String status, String error, boolean retryable, Integer simSlot,
                 InboundSms inbound, long queuedAt, int attempts, long nextAttemptAt) {
+            this(messageId, status, error, retryable, simSlot, null, inbound, queuedAt, attempts, nextAttemptAt);
+        }
+
+        Report(String messageId, String status, String error, boolean retryable, Integer simSlot, Integer segments,
+                InboundSms inbound, long queuedAt, int attempts, long nextAttemptAt) {
+            this.segments = segments;
             this.messageId = messageId;
             this.status = status;
             this.error = error == null ? "" : error;
@@ -115,7 +123,7 @@ public final class Outbox {
 
         /** Whether it says more than its status and error, and the server has not refused that. */
         boolean hasExtras() {
-            return inbound == null && !plain && (retryable || simSlot != null);
+            return inbound == null && !plain && (retryable || simSlot != null || segments != null);
         }
 
         /** Reports with the same key go one at a time, in the order they were added. */
@@ -183,13 +191,23 @@ public final class Outbox {
      */
     public synchronized void add(String messageId, String status, String error, boolean retryable, Integer simSlot)
             throws IOException {
+        add(messageId, status, error, retryable, simSlot, null);
+    }
+
+    /**
+     * As {@link #add(String, String, String, boolean, Integer)}, with {@link #SENT} also the
+     * segments an end-to-end encrypted message took (null: left out).
+     */
+    public synchronized void add(String messageId, String status, String error, boolean retryable, Integer simSlot,
+            Integer segments) throws IOException {
         for (Report r : reports) {
             if (messageId.equals(r.messageId) && status.equals(r.status)) {
                 return;
             }
         }
-        reports.add(new Report(messageId, status, error, retryable && FAILED.equals(status),
-            SENT.equals(status) ? simSlot : null, null, clock.now(), 0, clock.elapsedMillis()));
+        boolean sent = SENT.equals(status);
+        reports.add(new Report(messageId, status, error, retryable && FAILED.equals(status), sent ? simSlot : null,
+            sent ? segments : null, null, clock.now(), 0, clock.elapsedMillis()));
         saveStatus();
     }
 
@@ -307,7 +325,7 @@ public final class Outbox {
                 } else {
                     boolean extras = report.hasExtras();
                     api.reportStatus(report.messageId, report.status, report.error, extras && report.retryable,
-                        extras ? report.simSlot : null);
+                        extras ? report.simSlot : null, extras ? report.segments : null);
                 }
                 answered(report);
                 result.accepted++;
@@ -443,7 +461,7 @@ public final class Outbox {
                     JSONObject o = array.getJSONObject(i);
                     Report r = new Report(o.getString("message_id"), o.getString("status"), o.optString("error", ""),
                         o.optBoolean("retryable", false), o.has("sim_slot") ? Integer.valueOf(o.getInt("sim_slot")) : null,
-                        null, o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest));
+                        o.has("segments") ? Integer.valueOf(o.getInt("segments")) : null, null, o.optLong("queued_at", 0), o.optInt("attempts", 0), elapsed + waitLeft(o, wall, longest));
                     r.plain = o.optBoolean("plain", false);
                     reports.add(r);
                 }
@@ -503,6 +521,9 @@ public final class Outbox {
                     }
                     if (r.simSlot != null) {
                         o.put("sim_slot", r.simSlot.intValue());
+                    }
+                    if (r.segments != null) {
+                        o.put("segments", r.segments.intValue());
                     }
                     if (r.plain) {
                         o.put("plain", true);

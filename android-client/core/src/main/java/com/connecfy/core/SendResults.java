@@ -36,14 +36,17 @@ public final class SendResults {
         final long since;
         /** The SIM slot it went out from (1-based), null when unknown. */
         final Integer simSlot;
+        /** It was end-to-end encrypted: the sent report tells the server its real part count. */
+        final boolean encrypted;
         final TreeSet<Integer> sent = new TreeSet<Integer>();
         final TreeSet<Integer> delivered = new TreeSet<Integer>();
         boolean sentReported;
 
-        Tracked(int parts, long since, Integer simSlot) {
+        Tracked(int parts, long since, Integer simSlot, boolean encrypted) {
             this.parts = parts;
             this.since = since;
             this.simSlot = simSlot;
+            this.encrypted = encrypted;
         }
     }
 
@@ -74,7 +77,16 @@ public final class SendResults {
 
     /** The message was handed to the SMS stack in {@code parts} parts, from SIM slot {@code simSlot} (1-based). */
     public synchronized void dispatched(String messageId, int parts, Integer simSlot) throws IOException {
-        tracked.put(messageId, new Tracked(Math.max(1, parts), clock.now(), simSlot));
+        dispatched(messageId, parts, simSlot, false);
+    }
+
+    /**
+     * As {@link #dispatched(String, int, Integer)}; {@code encrypted}: the server charged it
+     * an upper bound, so its sent report carries {@code parts} as the real segment count.
+     */
+    public synchronized void dispatched(String messageId, int parts, Integer simSlot, boolean encrypted)
+            throws IOException {
+        tracked.put(messageId, new Tracked(Math.max(1, parts), clock.now(), simSlot, encrypted));
         save();
     }
 
@@ -120,7 +132,7 @@ public final class SendResults {
         }
         if (t.sent.size() >= t.parts) {
             t.sentReported = true;
-            outbox.add(messageId, Outbox.SENT, "", false, t.simSlot);
+            outbox.add(messageId, Outbox.SENT, "", false, t.simSlot, t.encrypted ? Integer.valueOf(t.parts) : null);
             counts.countSent();
             finishIfDelivered(messageId, t);
         }
@@ -212,7 +224,7 @@ public final class SendResults {
                 String id = (String) keys.next();
                 JSONObject o = all.getJSONObject(id);
                 Tracked t = new Tracked(o.getInt("parts"), o.getLong("since"),
-                    o.has("sim_slot") ? Integer.valueOf(o.getInt("sim_slot")) : null);
+                    o.has("sim_slot") ? Integer.valueOf(o.getInt("sim_slot")) : null, o.optBoolean("encrypted", false));
                 t.sentReported = o.optBoolean("sent_reported", false);
                 addAll(t.sent, o.getJSONArray("sent"));
                 addAll(t.delivered, o.getJSONArray("delivered"));
@@ -293,6 +305,9 @@ public final class SendResults {
                     .put("delivered", new JSONArray(t.delivered));
                 if (t.simSlot != null) {
                     o.put("sim_slot", t.simSlot.intValue());
+                }
+                if (t.encrypted) {
+                    o.put("encrypted", true);
                 }
                 all.put(e.getKey(), o);
             }

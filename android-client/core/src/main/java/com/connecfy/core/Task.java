@@ -18,16 +18,31 @@ public final class Task {
      * no phone has, so the message fails rather than going out from another SIM.
      */
     public final Integer simSlot;
+    /**
+     * {@link #message} is an end-to-end envelope ({@link Envelope}) that the phone opens
+     * with its passphrase before sending; false for plain text.
+     */
+    public final boolean encrypted;
 
     public Task(String id, String to, String message) {
         this(id, to, message, null);
     }
 
     public Task(String id, String to, String message, Integer simSlot) {
+        this(id, to, message, simSlot, false);
+    }
+
+    public Task(String id, String to, String message, Integer simSlot, boolean encrypted) {
         this.id = id;
         this.to = to;
         this.message = message;
         this.simSlot = simSlot;
+        this.encrypted = encrypted;
+    }
+
+    /** The same task with its envelope opened: {@code text} to send, no longer encrypted. */
+    Task opened(String text) {
+        return new Task(id, to, text, simSlot, false);
     }
 
     static List<Task> listFromJson(JSONArray array) throws JSONException {
@@ -35,7 +50,7 @@ public final class Task {
         for (int i = 0; i < array.length(); i++) {
             JSONObject item = array.getJSONObject(i);
             tasks.add(new Task(item.getString("id"), item.getString("to"), item.getString("message"),
-                simSlot(item)));
+                simSlot(item), item.optBoolean("encrypted", false)));
         }
         return tasks;
     }
@@ -54,6 +69,7 @@ public final class Task {
 
     @Override
     public String toString() {
-        return "Task(" + id + " to " + to + (simSlot == null ? "" : " from SIM " + simSlot) + ")";
+        return "Task(" + id + " to " + to + (simSlot == null ? "" : " from SIM " + simSlot)
+            + (encrypted ? ", encrypted" : "") + ")";
     }
 }

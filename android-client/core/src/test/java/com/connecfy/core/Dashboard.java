@@ -50,6 +50,13 @@ final class Dashboard {
         return new JSONObject(expect(202, "POST", "/api/sms/send/", body)).getString("id");
     }
 
+    /** An end-to-end encrypted message to one device: {@code envelope} is its {@code v1:} envelope. */
+    String sendEncrypted(String deviceId, String to, String envelope) throws IOException, JSONException {
+        JSONObject body = new JSONObject().put("device_id", deviceId).put("to", to).put("message", envelope)
+            .put("encrypted", true);
+        return new JSONObject(expect(202, "POST", "/api/sms/send/", body)).getString("id");
+    }
+
     JSONObject message(String id) throws IOException, JSONException {
         return new JSONObject(expect(200, "GET", "/api/sms/" + id + "/", null));
     }

@@ -16,6 +16,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 
+import org.json.JSONObject;
 import org.junit.Before;
 import org.junit.Rule;
 import org.junit.Test;
@@ -482,6 +483,54 @@ public class DeviceEngineTest {
         runFor(1000);
         assertTrue(sender.sent.isEmpty());
         assertEquals(Arrays.asList("A failed " + DeviceEngine.NOT_HANDED_TO_SMS_MANAGER), api.reports);
+    }
+
+    private void passphrase(final String value) {
+        config.passphrase = new Envelope.Passphrase() {
+            @Override
+            public String get() {
+                return value;
+            }
+        };
+    }
+
+    @Test
+    public void anEncryptedMessageIsOpenedWithTheSettingsPassphraseAndSentAsItsText() throws Exception {
+        JSONObject vector = EnvelopeTest.vectors().getJSONArray("vectors").getJSONObject(3);
+        passphrase(vector.getString("passphrase"));
+        api.pollScript.add(Arrays.asList(new Task("A", "+15551234567", vector.getString("envelope"), null, true),
+            new Task("B", "+15551234567", "plain")));
+        runFor(1000);
+        assertEquals(Arrays.asList("A", "B"), sender.sent);
+        assertEquals(Arrays.asList(vector.getString("plaintext"), "plain"), sender.texts);
+        // Its parts are counted from the text, not from the (longer) envelope: when they
+        // are all sent, the message is.
+        int parts = sender.countParts(vector.getString("plaintext"));
+        assertTrue(parts < sender.countParts(vector.getString("envelope")));
+        for (int part = 0; part < parts; part++) {
+            results.partSent("A", part, SmsErrors.RESULT_OK);
+        }
+        runFor(5000);
+        assertEquals("the real count goes with the encrypted one's sent report",
+            Arrays.asList("A sent sim=1 segments=" + parts), api.reports);
+    }
+
+    @Test
+    public void aWrongPassphraseOrABadEnvelopeFailsForGoodWithDecryptFailed() throws Exception {
+        JSONObject vector = EnvelopeTest.vectors().getJSONArray("vectors").getJSONObject(0);
+        passphrase(vector.getString("passphrase") + " but not quite");
+        api.pollScript.add(Arrays.asList(new Task("A", "+15551234567", vector.getString("envelope"), null, true),
+            new Task("B", "+15551234567", "v1:%%%%", null, true), new Task("C", "+15551234567", "plain")));
+        runFor(5000);
+        assertEquals(Arrays.asList("C"), sender.sent);
+        assertEquals(new HashSet<String>(Arrays.asList("A failed decrypt_failed", "B failed decrypt_failed")),
+            new HashSet<String>(api.reports));
+        // Without any passphrase set, the same.
+        config.passphrase = null;
+        api.pollScript.add(Arrays.asList(new Task("D", "+15551234567", vector.getString("envelope"), null, true)));
+        runFor(30000);
+        assertTrue(api.reports.contains("D failed decrypt_failed"));
+        assertEquals(Arrays.asList("C"), sender.sent);
     }
 
     @Test

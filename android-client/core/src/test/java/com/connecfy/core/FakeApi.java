@@ -182,7 +182,14 @@ class FakeApi implements DeviceApi {
     @Override
     public synchronized void reportStatus(String messageId, String status, String error, boolean retryable,
             Integer simSlot) throws IOException, ApiException {
-        String report = report(messageId, status, error, retryable, simSlot);
+        reportStatus(messageId, status, error, retryable, simSlot, null);
+    }
+
+    @Override
+    public synchronized void reportStatus(String messageId, String status, String error, boolean retryable,
+            Integer simSlot, Integer segments) throws IOException, ApiException {
+        String report = report(messageId, status, error, retryable, simSlot)
+            + (segments == null ? "" : " segments=" + segments);
         log.add("report " + messageId + " " + status + "@" + clock.now());
         reportsTried.add(report);
         raise(reportScript.poll());

@@ -12,6 +12,8 @@ import java.util.List;
 class RecordingSender implements SmsSender {
     private final Clock clock;
     final List<String> sent = new ArrayList<String>();
+    /** The text each message in {@link #sent} went out with. */
+    final List<String> texts = new ArrayList<String>();
     final List<Long> sentAt = new ArrayList<Long>();
     /** The subscription each message in {@link #sent} went out from. */
     final List<Integer> sentFrom = new ArrayList<Integer>();
@@ -72,6 +74,7 @@ class RecordingSender implements SmsSender {
             throw failWith;
         }
         sent.add(task.id);
+        texts.add(task.message);
         sentAt.add(clock.now());
         sentFrom.add(sim.subscriptionId);
     }

@@ -41,7 +41,8 @@ public class SendResultsTest {
     private List<String> queued() {
         List<String> out = new ArrayList<String>();
         for (Outbox.Report r : outbox.pending()) {
-            out.add(FakeApi.report(r.messageId, r.status, r.error, r.retryable, r.simSlot));
+            out.add(FakeApi.report(r.messageId, r.status, r.error, r.retryable, r.simSlot)
+                + (r.segments == null ? "" : " segments=" + r.segments));
         }
         return out;
     }
@@ -64,6 +65,19 @@ public class SendResultsTest {
         assertEquals(Arrays.asList("m sent", "m delivered"), queued());
         assertEquals(1, counts.sentToday());
         assertEquals(0, results.tracking());
+    }
+
+    @Test
+    public void anEncryptedMessagesSentReportCarriesItsPartsAcrossRestarts() throws IOException {
+        results.dispatched("e", 2, 1, true);
+        results.dispatched("p", 2, 1, false);
+        results.partSent("e", 0, SmsErrors.RESULT_OK);
+        reopen(); // the tracked parts come back from storage
+        results.partSent("e", 1, SmsErrors.RESULT_OK);
+        results.partSent("p", 0, SmsErrors.RESULT_OK);
+        results.partSent("p", 1, SmsErrors.RESULT_OK);
+        reopen(); // and so does the waiting report
+        assertEquals(Arrays.asList("e sent sim=1 segments=2", "p sent sim=1"), queued());
     }
 
     @Test

@@ -79,6 +79,10 @@ public class ServerIntegrationTest {
         final File dir;
         final FakeClock clock;
         final List<String> handedToSms = new ArrayList<String>();
+        /** The text each message in {@link #handedToSms} went out with. */
+        final List<String> textsToSms = new ArrayList<String>();
+        /** The passphrase in the app's settings (null: none). */
+        volatile String passphrase;
         /** The subscription each message in {@link #handedToSms} went out from. */
         final List<Integer> sentFrom = new ArrayList<Integer>();
         final List<String> unpaired = new ArrayList<String>();
@@ -130,6 +134,7 @@ public class ServerIntegrationTest {
                 @Override
                 public void send(Task task, int parts, SimChoice.Decision sim) {
                     handedToSms.add(task.id);
+                    textsToSms.add(task.message);
                     sentFrom.add(sim.subscriptionId);
                 }
             };
@@ -151,6 +156,12 @@ public class ServerIntegrationTest {
             };
             DeviceEngine.Config config = new DeviceEngine.Config();
             config.longPollSeconds = WAIT_SECONDS;
+            config.passphrase = new Envelope.Passphrase() {
+                @Override
+                public String get() {
+                    return passphrase;
+                }
+            };
             return gateway.engine(credentials, USER_AGENT, sms, source, config, listener);
         }
 
@@ -276,6 +287,43 @@ public class ServerIntegrationTest {
         assertEquals("failed", refused.getString("status"));
         assertEquals("sim_slot_unavailable (SIM 3: the phone has 2 SIM slots)", refused.getString("error"));
         assertTrue(phone.gateway.results.isPutBack(noService));
+    }
+
+    @Test
+    public void anEncryptedMessageIsDecryptedBeforeSendingAndAWrongPassphraseFailsItForGood() throws Exception {
+        JSONArray vectors = EnvelopeTest.vectors().getJSONArray("vectors");
+        JSONObject first = vectors.getJSONObject(5);
+        JSONObject second = vectors.getJSONObject(3);
+        Phone phone = new Phone();
+        phone.pair("Encrypting phone");
+        String device = phone.credentials.deviceId;
+        phone.passphrase = first.getString("passphrase");
+        String opened = dashboard.sendEncrypted(device, "+15559998888", first.getString("envelope"));
+        phone.engine.tick();
+        assertEquals(Arrays.asList(opened), phone.handedToSms);
+        assertEquals(Arrays.asList(first.getString("plaintext")), phone.textsToSms);
+        phone.gateway.results.partSent(opened, 0, SmsErrors.RESULT_OK);
+        phone.drainOutbox();
+        JSONObject sent = dashboard.message(opened);
+        assertEquals("sent", sent.getString("status"));
+        assertTrue(sent.getBoolean("encrypted"));
+        assertEquals("the server still holds only the envelope", first.getString("envelope"), sent.getString("message"));
+        assertEquals("the count the phone made (one part here) replaced the upper bound", 1, sent.getInt("segments"));
+
+        // The second was made with another passphrase than the phone's.
+        String refused = dashboard.sendEncrypted(device, "+15559998888", second.getString("envelope"));
+        long deadline = System.currentTimeMillis() + 15000;
+        while (phone.gateway.outbox.size() == 0 && System.currentTimeMillis() < deadline) {
+            phone.clock.advance(Math.min(phone.engine.tick(), 2000));
+            Thread.sleep(20);
+        }
+        phone.drainOutbox();
+        assertEquals("not handed to SmsManager", Arrays.asList(opened), phone.handedToSms);
+        JSONObject failed = dashboard.message(refused);
+        assertEquals("failed", failed.getString("status"));
+        assertEquals(Envelope.DECRYPT_FAILED, failed.getString("error"));
+        assertEquals("final, not put back", Arrays.asList("queued", "claimed", "failed"),
+            statuses(failed.getJSONArray("timeline")));
     }
 
     @Test
