@@ -107,6 +107,7 @@ class MessageOut(msgspec.Struct):
     # outbound: the SIM asked for, then the one that sent it once its phone says; inbound: the SIM it came in on
     sim_slot: int | None = None
     priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
+    campaign_id: str | None = None  # the campaign it was queued for, if any
 
 
 class MessagePageOut(msgspec.Struct):
@@ -136,6 +137,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         iso_utc(record.send_at),
         record.sim_slot,
         record.priority if record.direction == "outbound" else None,
+        record.campaign or None,
     )
 
 
@@ -213,9 +215,11 @@ class SmsController(Controller):
         device_id: QueryId = None,
         direction: MessageDirection = None,
         phone: ConversationPhone = None,
+        campaign_id: QueryId = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status, device,
-        direction, or the conversation with one number (``phone``), in any combination."""
+        direction, the conversation with one number (``phone``), or the campaign they
+        were queued for (``campaign_id``), in any combination."""
         if phone is not None:
             phone = normalize_phone_number(phone, "phone")  # the broker takes sender names too
         page = await broker_of(request).message_log.page(
@@ -226,6 +230,7 @@ class SmsController(Controller):
             device_id=device_id,
             direction=direction,
             phone=phone,
+            campaign=campaign_id,
         )
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 

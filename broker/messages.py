@@ -87,11 +87,14 @@ class Messages:
         messages: Sequence[OutgoingMessage],
         *,
         idempotency_key: str | None = None,
+        campaign: str = "",
     ) -> EnqueueResult:
         """Queue one message or a batch, all or nothing, in one call to Redis.
 
         Self-managed accounts: a ``device_id`` puts the message in that device's queue,
         none puts it in the account's own pool. API-only accounts: the platform pool.
+        ``campaign``: the id of the campaign the messages are queued for (each record
+        keeps it, and the shard counts the campaign's messages per state).
         """
         settings = self.ctx.settings
         if not 1 <= len(messages) <= settings.batch_max_messages:
@@ -198,6 +201,7 @@ class Messages:
                 limits.sends_burst,
                 self.ctx.wake_command,
                 shard.wake_channel,
+                campaign,
                 *args,
             ],
         )

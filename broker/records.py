@@ -174,6 +174,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     sim_slot: int | None = None  # inbound: the SIM it came in on; outbound: the SIM asked for
     send_at: int | None = None  # when the sender scheduled it for (ms)
     priority: Literal["normal", "high"] = "normal"  # the stored JSON has it only when high
+    campaign: str = ""  # the campaign it was queued for (the stored JSON has it only then)
 
 
 class Event(msgspec.Struct, frozen=True):

@@ -34,6 +34,8 @@
     ARGV[9]  send burst (messages); a batch costs its message count
     ARGV[10] the command that publishes wake-ups: PUBLISH or SPUBLISH
     ARGV[11] the shard's wake channel       {S}:wake
+    ARGV[12] campaign id the messages belong to, "" for none (kept in each record as
+             "campaign"; its messages are counted under "c:<campaign>:<status>")
     then ten arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
       send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none),
@@ -100,7 +102,8 @@ local sendInterval = tonumber(ARGV[8])
 local sendBurst = tonumber(ARGV[9])
 local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
-local FIRST = 12
+local campaign = ARGV[12]
+local FIRST = 13
 local PER = 10
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
@@ -241,6 +244,9 @@ for i = 0, n - 1 do
   end
   if ARGV[base + 9] == "high" then
     msg.priority = "high"
+  end
+  if campaign ~= "" then
+    msg.campaign = campaign
   end
   if route ~= "device" then
     msg.device = ""

@@ -5,11 +5,13 @@
     id, account, to, body, segments, route ("device" | "pool"), device (the device
     that holds it, or the target device while queued; "" for a queued pool message),
     status, created, expires, leases, lease_until, updated, error, and timeline: one
-    [status, at, device, error] entry per status change, oldest first.
+    [status, at, device, error] entry per status change, oldest first; "campaign", the
+    campaign it was queued for, when it was.
 
   A script gathers its status changes in a batch (newBatch, change), then writes them
   with flush: the counters hash ("a:<account>:<status>", "a:<account>:total",
-  "d:<device>:<status>") moves once per distinct field, all records are saved in one
+  "d:<device>:<status>", and "c:<campaign>:<status>", "c:<campaign>:total" for a
+  campaign's messages) moves once per distinct field, all records are saved in one
   HSET, and each change appends one event to the shard's stream.
 ]]
 local function loadMessages(messagesKey, ids)
@@ -50,6 +52,9 @@ local function countStatus(batch, msg, delta)
   if msg.device ~= "" then
     count(batch, "d:" .. msg.device .. ":" .. msg.status, delta)
   end
+  if msg.campaign then
+    count(batch, "c:" .. msg.campaign .. ":" .. msg.status, delta)
+  end
 end
 
 -- Keep a record to save, without a status change (a redelivery's new lease).
@@ -71,6 +76,9 @@ end
 -- A new message, already queued: counted, saved and announced at flush.
 local function created(batch, eventsKey, msg)
   count(batch, "a:" .. msg.account .. ":total", 1)
+  if msg.campaign then
+    count(batch, "c:" .. msg.campaign .. ":total", 1)
+  end
   countStatus(batch, msg, 1)
   msg.timeline = {{msg.status, msg.updated, msg.device, ""}}
   keep(batch, msg)
