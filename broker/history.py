@@ -361,12 +361,12 @@ class HistoryStore:
             if len(rows) < chunk:
                 return
 
-    async def message_counts(self) -> list[tuple[str, str, str, str, int]]:
-        """Stored messages per (shard, account, device, status), counted by the database."""
-        columns = (messages.c.shard, messages.c.account, messages.c.device, messages.c.status)
+    async def message_counts(self) -> list[tuple[str, str, str, str, str, int]]:
+        """Stored messages per (shard, account, device, campaign, status), counted by the database."""
+        columns = (messages.c.shard, messages.c.account, messages.c.device, messages.c.campaign, messages.c.status)
         query = sa.select(*columns, sa.func.count()).group_by(*columns)
         async with self.engine.connect() as conn:
-            return [(r[0], r[1], r[2], r[3], int(r[4])) for r in (await conn.execute(query)).all()]
+            return [(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in (await conn.execute(query)).all()]
 
     async def lag_ms(self) -> list[int]:
         """Per stored message, how long after its last status change its row was written."""

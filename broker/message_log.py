@@ -41,8 +41,6 @@ class Filters(msgspec.Struct, frozen=True):
             raise errors.InvalidInput(f"status must be one of {', '.join(STATUSES)}", field="status")
         if self.direction is not None and self.direction not in DIRECTIONS:
             raise errors.InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}", field="direction")
-        if self.campaign is not None and not ids.is_plain_id(self.campaign):
-            raise errors.InvalidInput("campaign_id is not a campaign id", field="campaign_id")
         if self.phone is None:
             return self
         return msgspec.structs.replace(self, phone=check_sender(self.phone, "phone"))

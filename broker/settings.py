@@ -84,6 +84,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     quota_api_only: int = 100
     quota_self_managed: int = 10_000
 
+    # Campaigns: national numbers in a campaign's file are read as numbers of this
+    # country (ISO 3166 code such as US or DE; empty: every number must be international,
+    # +<country code>...), unless the upload names another; a draft never started is
+    # deleted after campaign_draft_ttl_seconds, a done or cancelled campaign after
+    # campaign_retention_days (its messages stay in the history).
+    default_country: str = ""
+    campaign_draft_ttl_seconds: int = 7 * 86_400
+    campaign_retention_days: int = 30
+
     pairing_code_ttl_seconds: int = 600
     session_ttl_seconds: int = 14 * 86_400
     sweep_batch: int = 500

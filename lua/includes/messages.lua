@@ -52,7 +52,7 @@ local function countStatus(batch, msg, delta)
   if msg.device ~= "" then
     count(batch, "d:" .. msg.device .. ":" .. msg.status, delta)
   end
-  if msg.campaign then
+  if msg.campaign and msg.campaign ~= "" then
     count(batch, "c:" .. msg.campaign .. ":" .. msg.status, delta)
   end
 end
@@ -76,7 +76,7 @@ end
 -- A new message, already queued: counted, saved and announced at flush.
 local function created(batch, eventsKey, msg)
   count(batch, "a:" .. msg.account .. ":total", 1)
-  if msg.campaign then
+  if msg.campaign and msg.campaign ~= "" then
     count(batch, "c:" .. msg.campaign .. ":total", 1)
   end
   countStatus(batch, msg, 1)
