@@ -107,10 +107,13 @@ class CheckedRow(msgspec.Struct, array_like=True, frozen=True):
 
 class CheckedFile(msgspec.Struct):
     """What the file holds once checked: the rows that may be sent (numbers unique, not yet
-    checked against the suppression list), and the counts of the report."""
+    checked against the suppression list), and the counts of the report. Each valid row
+    is kept as its stored JSON (a :class:`CheckedRow`), beside its number: a third of
+    the memory of the rows as objects."""
 
     rows: int = 0  # non-blank data rows
-    valid: list[CheckedRow] = msgspec.field(default_factory=list)
+    valid: list[bytes] = msgspec.field(default_factory=list)
+    numbers: list[str] = msgspec.field(default_factory=list)  # of each valid row
     invalid: list[RowProblem] = msgspec.field(default_factory=list)  # the first MAX_REPORTED
     invalid_rows: int = 0
     duplicates: int = 0
@@ -212,6 +215,7 @@ def _check_rows(
     checked: CheckedFile,
 ) -> None:
     seen: set[str] = set()
+    encode = msgspec.json.Encoder().encode
     columns = template.columns
     phone_column, phone_index = phone
 
@@ -244,5 +248,6 @@ def _check_rows(
             checked.duplicates += 1
             continue
         seen.add(to)
-        checked.valid.append(CheckedRow(row, to, values))
+        checked.valid.append(encode(CheckedRow(row, to, values)))
+        checked.numbers.append(to)
         checked.segments.append(count_segments(message).count)

@@ -169,3 +169,24 @@ async def test_a_campaign_is_the_senders_own(broker: Broker) -> None:
         await broker.campaigns.get(other, campaign.id)
     with pytest.raises(errors.CampaignNotFound):
         await broker.campaigns.start(other, campaign.id)
+
+
+async def test_a_draft_never_started_and_a_finished_campaign_are_deleted_in_time(broker: Broker, clock) -> None:
+    account, _ = await self_managed(broker)
+    body = "phone,name,code\n+15550000001,A,1\n"
+    draft = await broker.campaigns.create(account, request(), csv_file(body))
+    finished = await broker.campaigns.create(account, request(), csv_file(body))
+    await broker.campaigns.start(account, finished.id)
+    await run_until_settled(broker, account)
+    assert (await broker.campaigns.get(account, finished.id)).state == "done"
+    clock.now_ms += broker.settings.campaign_draft_ttl_seconds * 1000 + 1
+    await broker.campaigns.work(account.shard)
+    with pytest.raises(errors.CampaignNotFound):
+        await broker.campaigns.get(account, draft.id)
+    assert [c.id for c in (await broker.campaigns.page(account)).items] == [finished.id]
+    clock.now_ms += broker.settings.campaign_retention_days * 86_400_000
+    await broker.campaigns.work(account.shard)
+    assert (await broker.campaigns.page(account)).items == []
+    shard = broker.shard(account.shard)
+    assert [k for k in await broker.message_log.counters(account.shard) if k.startswith("c:")] == []
+    assert not await broker.redis.exists(shard.campaign_rows(account.id, draft.id), shard.campaigns_expiry())
