@@ -190,3 +190,26 @@ async def test_a_draft_never_started_and_a_finished_campaign_are_deleted_in_time
     shard = broker.shard(account.shard)
     assert [k for k in await broker.message_log.counters(account.shard) if k.startswith("c:")] == []
     assert not await broker.redis.exists(shard.campaign_rows(account.id, draft.id), shard.campaigns_expiry())
+
+
+async def test_a_send_limit_that_holds_a_campaign_long_pauses_it_and_it_resumes(broker: Broker, clock) -> None:
+    account, _ = await self_managed(broker)
+    await broker.limits.set(account.id, LimitChange(sends_per_second=1, sends_burst=10))
+    account = await broker.accounts.get(account.id)
+    rows = "".join(f"+1555004{i:04d},N{i},{i}\n" for i in range(25))
+    campaign = await broker.campaigns.create(account, request(), csv_file("phone,name,code\n" + rows))
+    await broker.campaigns.start(account, campaign.id)
+    await run_until_settled(broker, account)
+    paused = await broker.campaigns.get(account, campaign.id)
+    assert (paused.state, paused.reason, paused.counts.queued) == ("paused", "rate_limited", 10)
+    assert paused.resume_at == clock() + 10_000  # ten more messages at one a second
+    clock.now_ms += 10_000
+    await run_until_settled(broker, account)
+    again = await broker.campaigns.get(account, campaign.id)
+    # The last five wait 5 s: a wait that short keeps it sending.
+    assert (again.state, again.reason, again.counts.queued) == ("sending", "", 20)
+    assert again.resume_at == clock() + 5_000
+    clock.now_ms += 5_000
+    await run_until_settled(broker, account)
+    done = await broker.campaigns.get(account, campaign.id)
+    assert (done.state, done.reason, done.counts.queued) == ("done", "", 25)
