@@ -189,6 +189,14 @@ def test_cancel_stops_what_no_phone_holds_yet(world: World) -> None:
     claimed = phone.claim(limit=5)
     assert len(claimed) == 5
     assert expect(owner.get(f"/api/sms/{claimed[0]['id']}/"), 200)["campaign_id"] == campaign["id"]
+    page = owner.get(f"/messages/{claimed[0]['id']}/")  # the dashboard's message page names it
+    assert page.status_code == 200 and 'data-field="campaign_id"' in page.text and campaign["id"] in page.text
+    listed = owner.get("/messages/", params={"campaign_id": campaign["id"]})
+    assert listed.status_code == 200 and listed.text.count('<li class="card message"') == 20, listed.text[-2000:]
+    assert (
+        owner.get("/messages/", params={"campaign_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}).text.count("data-message-id=")
+        == 0
+    )
     cancelled = expect(owner.post(f"/api/campaigns/{campaign['id']}/cancel/"), 200)
     assert cancelled["state"] == "cancelled"
     after = wait_for(owner, campaign["id"], lambda c: c["counts"]["cancelled"] == 15)
