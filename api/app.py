@@ -21,6 +21,7 @@ from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.account_settings import AccountSettingsController
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
 from api.campaigns import MULTIPART, CampaignsController
@@ -227,6 +228,7 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             ApiKeysController,
             SuppressionsController,
             CampaignsController,
+            AccountSettingsController,
             InboxController,
             StatsController,
             AuthController,

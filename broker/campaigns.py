@@ -37,7 +37,6 @@ import time
 from typing import IO, Any
 
 import msgspec
-import phonenumbers
 
 from broker import errors, ids
 from broker.accounts import Accounts
@@ -48,7 +47,7 @@ from broker.limits import AccountLimits
 from broker.messages import Messages, check_schedule
 from broker.records import STATUSES, Account, OutgoingMessage
 from broker.redis_client import fields, text
-from broker.validation import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, check_name, check_text
+from broker.validation import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, check_country, check_name, check_text
 
 CHUNK_ROWS = 500
 """The most rows one enqueue call of a campaign takes (less when the account's send
@@ -75,7 +74,7 @@ class CampaignRequest(msgspec.Struct, frozen=True, kw_only=True):
     send_at: str | None = None
     priority: str | None = None
     valid_for: int | None = None
-    default_country: str | None = None  # ISO 3166 code for national numbers; the setting's by default
+    default_country: str | None = None  # ISO 3166 code for national numbers; the account's, else the server's
 
 
 class Report(msgspec.Struct, frozen=True):
@@ -177,11 +176,8 @@ class Campaigns:
         shard = self.ctx.shard(account.shard)
         if route == "device" and not await self.ctx.redis.sismember(shard.devices, device_id):
             raise errors.DeviceNotFound("no such device")
-        region = (request.default_country or settings.default_country or "").upper() or None
-        if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
-            raise errors.InvalidInput(
-                "default_country must be a two-letter country code such as US or DE", field="default_country"
-            )
+        country = request.default_country or account.default_country or settings.default_country
+        region = check_country(country) if country else None
         checked = await asyncio.to_thread(check_file, file, template, phone_column, region)
         suppressed = await self._suppressed(account, checked.numbers)
         rows: list[bytes] = []

@@ -137,7 +137,8 @@ the store.
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
 operator, password_hash, created_ms, the raised limits sends_per_second, sends_burst,
-tasks_per_minute, tasks_burst, and pending_request, the id of a waiting limit request).
+tasks_per_minute, tasks_burst, pending_request, the id of a waiting limit request, and
+default_country, the country its campaign files' national numbers are read in).
 The claim script reads the tasks limits from it; in a platform pool it is absent and
 pool phones use the server's defaults. Also ``{a:<account>}:inbox-seen`` (hash: ``at``,
 when the account last opened the dashboard's inbox, ms; ``received``, its

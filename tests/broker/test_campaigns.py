@@ -213,3 +213,29 @@ async def test_a_send_limit_that_holds_a_campaign_long_pauses_it_and_it_resumes(
     await run_until_settled(broker, account)
     done = await broker.campaigns.get(account, campaign.id)
     assert (done.state, done.reason, done.counts.queued) == ("done", "", 25)
+
+
+async def test_national_numbers_are_read_in_the_accounts_country_unless_the_upload_names_another(
+    broker: Broker,
+) -> None:
+    account, _ = await self_managed(broker)
+    body = "phone,name,code\n030 1234567,A,1\n+1 555 200 0000,B,2\n"
+
+    async def numbers(campaign_id: str) -> list[str]:
+        rows = await broker.redis.lrange(broker.shard(account.shard).campaign_rows(account.id, campaign_id), 0, -1)
+        return [msgspec.json.decode(r)[1] for r in rows]
+
+    international_only = await broker.campaigns.create(account, request(), csv_file(body))
+    assert [(p.row, p.field) for p in international_only.report.invalid] == [(1, "phone")]
+    account = await broker.accounts.set_default_country(account, "de")
+    assert (await broker.accounts.get(account.id)).default_country == "DE"
+    german = await broker.campaigns.create(account, request(), csv_file(body))
+    assert await numbers(german.id) == ["+49301234567", "+15552000000"]
+    swiss = await broker.campaigns.create(account, request(default_country="CH"), csv_file(body))
+    assert await numbers(swiss.id) == ["+41301234567", "+15552000000"]
+    with pytest.raises(errors.InvalidInput):
+        await broker.accounts.set_default_country(account, "ZZ")
+    with pytest.raises(errors.InvalidInput):
+        await broker.campaigns.create(account, request(default_country="XX"), csv_file(body))
+    account = await broker.accounts.set_default_country(account, None)
+    assert (await broker.accounts.get(account.id)).default_country == ""

@@ -237,4 +237,19 @@ def test_a_file_that_cannot_make_a_campaign_is_refused_and_stores_nothing(world:
     )
     expect_error(refused, 403, "forbidden")
     expect_error(owner.get("/api/campaigns/01ARZ3NDEKTSV4RRFFQ69G5FAV/"), 404, "campaign_not_found")
+    expect_error(upload(owner, b"phone\n+15550000001\n", template="hi", default_country="XX"), 400, "invalid_input")
     assert expect(owner.get("/api/campaigns/"), 200)["items"] == []
+
+
+def test_national_numbers_are_read_in_the_accounts_country_or_the_uploads(world: World) -> None:
+    owner = world.signup()
+    assert expect(owner.get("/api/account/settings/"), 200) == {"default_country": None, "server_default_country": None}
+    expect_error(owner.patch("/api/account/settings/", json={"default_country": "ZZ"}), 400)
+    expect(owner.patch("/api/account/settings/", json={"default_country": "DE"}), 200)
+    national = b"phone\n030 1234567\n"
+    assert expect(upload(owner, national, template="hi"), 201)["report"]["valid"] == 1
+    made = expect(upload(owner, national, template="hi", default_country="CH"), 201)
+    expect(owner.post(f"/api/campaigns/{made['id']}/start/"), 202)
+    wait_for(owner, made["id"], lambda c: c["state"] == "done")
+    assert [m["to"] for m in campaign_messages(owner, made["id"])] == ["+41301234567"]
+    assert expect(owner.patch("/api/account/settings/", json={"default_country": None}), 200)["default_country"] is None

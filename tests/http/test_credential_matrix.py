@@ -323,6 +323,10 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/campaigns/{campaign_id}/cancel/"): Row(
         "session", 200, lambda a: Call(f"/api/campaigns/{fresh_campaign(a)}/cancel/"), other_session=404
     ),
+    ("GET", "/api/account/settings/"): Row("session", 200, lambda a: Call("/api/account/settings/"), other_session=200),
+    ("PATCH", "/api/account/settings/"): Row(
+        "session", 200, lambda a: Call("/api/account/settings/", {"default_country": "US"}), other_session=200
+    ),
     ("GET", "/api/account/limits/"): Row("session", 200, lambda a: Call("/api/account/limits/"), other_session=200),
     ("GET", "/api/account/limit-requests/"): Row(
         "session", 200, lambda a: Call("/api/account/limit-requests/"), other_session=200
