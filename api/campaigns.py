@@ -185,5 +185,5 @@ class CampaignsController(Controller):
     )
     async def cancel(self, request: Request[Any, Any, Any], campaign_id: PathId) -> CampaignOut:
         """Cancel: no further row is queued, and its messages no phone holds yet are
-        cancelled (within a second or so, by the background process)."""
+        cancelled by the background process, 200 at a time."""
         return campaign_out(await broker_of(request).campaigns.cancel(account_of(request), campaign_id))
