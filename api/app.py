@@ -21,8 +21,10 @@ from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.account_settings import AccountSettingsController
 from api.api_keys import ApiKeysController
 from api.auth import AuthController
+from api.campaigns import MULTIPART, CampaignsController
 from api.dashboard import dashboard_router, page_or_json_error, template_config
 from api.devices import DashboardDevicesController, PhoneController
 from api.errors import ApiError, exception_handlers, not_json, not_sent_as_json
@@ -117,6 +119,10 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         return
     has_body = request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
     if not has_body:
+        return
+    if request.route_handler.opt.get(MULTIPART):
+        if request.content_type[0] != "multipart/form-data":
+            raise ApiError(415, "unsupported_media_type", "send the body as multipart/form-data")
         return
     if request.content_type[0] != "application/json":
         raise not_sent_as_json()
@@ -221,6 +227,8 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
             ExternalController,
             ApiKeysController,
             SuppressionsController,
+            CampaignsController,
+            AccountSettingsController,
             InboxController,
             StatsController,
             AuthController,

@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from api.state import broker_of
 from broker import errors
+from broker.campaign_files import FileTooLarge
 from broker.records import RateDecision
 from broker.redis_client import REDIS_UNREACHABLE, RedisError, StoreRefused, refusal
 
@@ -76,6 +77,9 @@ _BROKER_STATUS: dict[type[errors.BrokerError], int] = {
     errors.LimitRequestDecided: 409,
     errors.AlreadySuppressed: 409,
     errors.NotSuppressed: 404,
+    errors.CampaignNotFound: 404,
+    errors.CampaignStateConflict: 409,
+    FileTooLarge: 413,
 }
 
 

@@ -113,6 +113,7 @@ class MessageOut(msgspec.Struct):
     sim_slot: int | None = None
     priority: str | None = None  # outbound: "normal" or "high"; None for a received SMS
     encrypted: bool = False  # message is an end-to-end envelope the server cannot read
+    campaign_id: str | None = None  # the campaign it was queued for, if any
 
 
 class MessagePageOut(msgspec.Struct):
@@ -143,6 +144,7 @@ def message_out(record: MessageRecord) -> MessageOut:
         record.sim_slot,
         record.priority if record.direction == "outbound" else None,
         record.encrypted,
+        record.campaign or None,
     )
 
 
@@ -233,9 +235,11 @@ class SmsController(Controller):
         device_id: QueryId = None,
         direction: MessageDirection = None,
         phone: ConversationPhone = None,
+        campaign_id: QueryId = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status, device,
-        direction, or the conversation with one number (``phone``), in any combination."""
+        direction, the conversation with one number (``phone``), or the campaign they
+        were queued for (``campaign_id``), in any combination."""
         if phone is not None:
             phone = normalize_phone_number(phone, "phone")  # the broker takes sender names too
         page = await broker_of(request).message_log.page(
@@ -246,6 +250,7 @@ class SmsController(Controller):
             device_id=device_id,
             direction=direction,
             phone=phone,
+            campaign=campaign_id,
         )
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 

@@ -11,6 +11,7 @@ from broker.context import Context
 from broker.pool_shards import PoolShards
 from broker.records import Account, AccountType
 from broker.redis_client import fields, hash_mapping, text
+from broker.validation import check_country
 
 MAX_EMAIL_CHARS = 254
 
@@ -71,6 +72,17 @@ class Accounts:
         if not raw:
             raise errors.AccountNotFound()
         return account_from_hash(raw)
+
+    async def set_default_country(self, account: Account, country: str | None) -> Account:
+        """Set (or, with None or "", clear) the country the account's campaign files'
+        national numbers are read in; InvalidInput for a code ``phonenumbers`` does not know."""
+        key = self.ctx.account_shard(account.id).account()
+        if not country:
+            await self.ctx.redis.hdel(key, "default_country")
+            return msgspec.structs.replace(account, default_country="")
+        code = check_country(country)
+        await self.ctx.redis.hset(key, "default_country", code)
+        return msgspec.structs.replace(account, default_country=code)
 
     async def find_by_email(self, email: str) -> Account:
         account_id = await self.ctx.redis.get(keys.email_index(email))

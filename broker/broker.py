@@ -22,6 +22,7 @@ inbox         which received SMS the account has not seen (:mod:`broker.inbox`)
 wakeups       this process's wake-up subscribers and waits (:mod:`broker.wakeups`)
 long_poll     claims that wait for work (:mod:`broker.long_poll`)
 schedule      the release of scheduled messages when due (:mod:`broker.schedule`)
+campaigns     bulk sends from a CSV file (:mod:`broker.campaigns`)
 ============  =====================================================================
 
 Scripts never read the clock: the context's clock gives every call its time (tests move
@@ -35,6 +36,7 @@ from redis.asyncio.cluster import RedisCluster
 from broker import keys
 from broker.accounts import Accounts
 from broker.api_keys import ApiKeys
+from broker.campaigns import Campaigns
 from broker.context import Clock, Context, wall_clock_ms
 from broker.devices import Devices
 from broker.gauges import Gauges, read_gauges
@@ -88,6 +90,7 @@ class Broker:
         self.wakeups = Wakeups(ctx)
         self.long_poll = LongPoll(ctx, self.messages, self.pool_shards, self.wakeups)
         self.schedule = Schedule(ctx)
+        self.campaigns = Campaigns(ctx, self.accounts, self.limits, self.messages)
 
     # The context, for the background jobs and tests ------------------------------------
 

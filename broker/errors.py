@@ -197,6 +197,22 @@ class LimitRequestDecided(BrokerError):
     code = "limit_request_decided"
 
 
+class CampaignNotFound(BrokerError):
+    """No such campaign for this account."""
+
+    code = "campaign_not_found"
+
+
+class CampaignStateConflict(BrokerError):
+    """The campaign's state does not allow that."""
+
+    code = "invalid_campaign_state"
+
+    def __init__(self, current: str, action: str) -> None:
+        super().__init__(f"the campaign is {current}: it cannot be {action}")
+        self.current = current
+
+
 class LockLost(BrokerError):
     """A background job's lock is another holder's now (its lease lapsed): stop."""
 
@@ -256,6 +272,10 @@ def from_script_reply(message: str) -> BrokerError | None:
         return IdempotencyKeyReused(detail)
     if code == "PAIRING_CODE_INVALID":
         return PairingCodeInvalid(detail)
+    if code == "CAMPAIGN_NOT_FOUND":
+        return CampaignNotFound()
+    if code == "CAMPAIGN_STATE":
+        return CampaignStateConflict(detail, "changed so")
     if code == "BAD_REQUEST":
         return InvalidInput(detail)
     if code == "STALE_CREDENTIALS":

@@ -35,9 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from broker.records import MessageRecord
 from broker.settings import Settings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first. 2: ``messages.direction`` and ``messages.counterpart``, with their
-indexes; a version 1 store gets them at start-up, filled in from each row's record."""
+indexes; a version 1 store gets them at start-up, filled in from each row's record.
+3: ``messages.campaign`` (the campaign a message was queued for, ""), with its index;
+no message of an older store belongs to a campaign, so it is added empty."""
 MIGRATION_BATCH = 1_000
 SQLITE_FILE = "history.sqlite3"
 FINISHED: frozenset[str] = frozenset({"sent", "delivered", "failed", "expired", "cancelled", "received"})
@@ -68,12 +70,16 @@ messages = sa.Table(
     # ``record``): "outbound" or "inbound", and the number (or sender name) at the other end.
     sa.Column("direction", sa.String(8), nullable=False, server_default="outbound"),
     sa.Column("counterpart", sa.String(32), nullable=False, server_default=""),
+    # Since schema version 3: the campaign the message was queued for, "" for none.
+    sa.Column("campaign", sa.String(32), nullable=False, server_default=""),
     sa.Index("messages_account_id", "account", "id"),
     sa.Index("messages_updated", "updated"),
     sa.Index("messages_account_direction_id", "account", "direction", "id"),
     sa.Index("messages_account_counterpart_id", "account", "counterpart", "id"),
+    sa.Index("messages_account_campaign_id", "account", "campaign", "id"),
 )
 ADDED_IN_2 = ("direction", "counterpart")
+ADDED_IN_3 = ("campaign",)
 
 accounts = sa.Table(
     "accounts",
@@ -237,6 +243,7 @@ class HistoryStore:
                 "record": msgspec.json.encode(r).decode(),
                 "direction": r.direction,
                 "counterpart": counterpart(r),
+                "campaign": r.campaign,
             }
             for r in records
         ]
@@ -268,9 +275,11 @@ class HistoryStore:
         device: str | None,
         direction: str | None = None,
         phone: str | None = None,
+        campaign: str | None = None,
     ) -> list[MessageRecord]:
         """An account's stored messages, newest first, ids below ``before``; ``phone``:
-        only those of the conversation with that number (to it, or from it)."""
+        only those of the conversation with that number (to it, or from it);
+        ``campaign``: only those queued for that campaign."""
         query = sa.select(messages.c.record).where(messages.c.account == account)
         if before is not None:
             query = query.where(messages.c.id < before)
@@ -282,6 +291,8 @@ class HistoryStore:
             query = query.where(messages.c.direction == direction)
         if phone is not None:
             query = query.where(messages.c.counterpart == phone)
+        if campaign is not None:
+            query = query.where(messages.c.campaign == campaign)
         query = query.order_by(messages.c.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             raws = (await conn.execute(query)).scalars().all()
@@ -350,12 +361,12 @@ class HistoryStore:
             if len(rows) < chunk:
                 return
 
-    async def message_counts(self) -> list[tuple[str, str, str, str, int]]:
-        """Stored messages per (shard, account, device, status), counted by the database."""
-        columns = (messages.c.shard, messages.c.account, messages.c.device, messages.c.status)
+    async def message_counts(self) -> list[tuple[str, str, str, str, str, int]]:
+        """Stored messages per (shard, account, device, campaign, status), counted by the database."""
+        columns = (messages.c.shard, messages.c.account, messages.c.device, messages.c.campaign, messages.c.status)
         query = sa.select(*columns, sa.func.count()).group_by(*columns)
         async with self.engine.connect() as conn:
-            return [(r[0], r[1], r[2], r[3], int(r[4])) for r in (await conn.execute(query)).all()]
+            return [(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in (await conn.execute(query)).all()]
 
     async def lag_ms(self) -> list[int]:
         """Per stored message, how long after its last status change its row was written."""
@@ -452,10 +463,11 @@ class HistoryStore:
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
-    """Bring a version 1 ``messages`` table to version 2: the columns it lacks (empty
-    until :meth:`HistoryStore._fill_counterparts` fills them) and their indexes."""
+    """Bring an older ``messages`` table to this version: the columns it lacks (those of
+    version 2 empty until :meth:`HistoryStore._fill_counterparts` fills them) and their
+    indexes."""
     present = {column["name"] for column in sa.inspect(conn).get_columns("messages")}
-    for name in ADDED_IN_2:
+    for name in (*ADDED_IN_2, *ADDED_IN_3):
         if name not in present:
             column = messages.c[name]
             ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)

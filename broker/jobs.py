@@ -1,6 +1,6 @@
 """The background jobs: the sweeper (expiry, lost devices, pool returns; after each sweep,
 the devices' changes of presence), the release of scheduled messages when due, the
-history snapshotter and the webhook dispatcher, as tasks of the running event loop, with
+history snapshotter, the webhook dispatcher and the campaigns' queueing, as tasks of the running event loop, with
 the task that keeps their shard leases.
 
 ``connecfy serve`` runs them in a process of their own (``connecfy background``), so this
@@ -71,6 +71,27 @@ async def release_forever(broker: Broker) -> None:
             await asyncio.sleep(RELEASE_INTERVAL_SECONDS)
 
 
+CAMPAIGN_INTERVAL_SECONDS = 0.2
+
+
+async def campaigns_forever(broker: Broker, leases: ShardLeases) -> None:
+    """Queue the rows of the sending campaigns, and cancel the messages of the cancelled
+    ones, of the shards this process holds (:mod:`broker.campaigns`); at once again
+    while some campaign has more to do now."""
+    pass_log = PassLog(log, "campaigns")
+    while True:
+        more = False
+        try:
+            for tag in list(leases.tokens()):
+                more |= await broker.campaigns.work(tag)
+            pass_log.ok()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed pass is retried on the next tick
+            pass_log.failed(exc)
+        await asyncio.sleep(0 if more else CAMPAIGN_INTERVAL_SECONDS)
+
+
 class Observers(msgspec.Struct, frozen=True):
     """What the jobs report to (the API's metrics): each sweep pass, each webhook POST."""
 
@@ -91,7 +112,7 @@ class Jobs(msgspec.Struct):
 def start_jobs(
     broker: Broker, history: HistoryStore, observers: Observers = NO_OBSERVERS, *, host: Host | None = None
 ) -> Jobs:
-    """The four jobs, and the task renewing their leases, as tasks of the running loop;
+    """The five jobs, and the task renewing their leases, as tasks of the running loop;
     :func:`stop_jobs` stops them. ``host``: where this process runs (by default the
     machine and the data directory of the settings)."""
     leases = ShardLeases(broker.ctx, holder=uuid.uuid4().hex, host=host, local_store=history.is_local)
@@ -101,6 +122,7 @@ def start_jobs(
             asyncio.create_task(leases.run_forever(), name="shard-leases"),
             asyncio.create_task(sweep_forever(broker, leases, observers.on_sweep), name="sweeper"),
             asyncio.create_task(release_forever(broker), name="scheduled-releases"),
+            asyncio.create_task(campaigns_forever(broker, leases), name="campaigns"),
             asyncio.create_task(Snapshotter(broker, history, leases=leases).run_forever(), name="snapshotter"),
             asyncio.create_task(
                 WebhookDispatcher(broker, on_attempt=observers.on_webhook, leases=leases).run_forever(),

@@ -109,7 +109,25 @@ key                                 type         what
 ``{S}:webhook:<ep>:retry``          hash         lane -> ``<attempts>|<next attempt ms>`` of its
                                                  first event, while that one is failing
 ``{S}:webhook:<ep>:log``            list         the latest delivery attempts, newest first
+``{S}:campaign:<account>:<c>``      hash         a campaign (:mod:`broker.campaigns`): name,
+                                                 template, columns, phone_column, device, send_at,
+                                                 valid_for, priority, state, report (JSON), valid,
+                                                 chunk, next_row, plan, skipped, resume_at, reason,
+                                                 cancel_cursor, created, started, finished
+``{S}:campaign:<account>:<c>:rows`` list         its valid rows, in file order: JSON ``[row,
+                                                 to, [values of the template's columns]]``;
+                                                 deleted once every row is queued or the
+                                                 campaign is cancelled
+``{S}:campaign:<account>:<c>:sent`` list         the ids of the messages queued for it, in order
+``{S}:campaigns:<account>``         zset (lex)   a sender's campaign ids, every score 0 (ids sort by time)
+``{S}:campaigns:active``            set          ``<account>|<c>``: campaigns the background job
+                                                 works on (sending, paused, cancelling)
+``{S}:campaigns:expiry``            zset         ``<account>|<c>`` -> when the campaign is deleted
+                                                 (ms): a draft's end, or a finished one's retention
 ==================================  ===========  ============================================
+
+A campaign's messages are counted in the shard's counters hash as ``c:<c>:<status>`` and
+``c:<c>:total``, by the same scripts that count them per account.
 
 The inbox's threads live as long as their newest message does: trimming a message from
 Redis leaves its thread (the history store has the message), and a thread whose newest
@@ -119,7 +137,8 @@ the store.
 
 Account shard only: ``{a:<account>}:account`` (hash: email, account_type, daily_quota,
 operator, password_hash, created_ms, the raised limits sends_per_second, sends_burst,
-tasks_per_minute, tasks_burst, and pending_request, the id of a waiting limit request).
+tasks_per_minute, tasks_burst, pending_request, the id of a waiting limit request, and
+default_country, the country its campaign files' national numbers are read in).
 The claim script reads the tasks limits from it; in a platform pool it is absent and
 pool phones use the server's defaults. Also ``{a:<account>}:inbox-seen`` (hash: ``at``,
 when the account last opened the dashboard's inbox, ms; ``received``, its
@@ -310,6 +329,24 @@ class ShardKeys:
 
     def suppression(self, account_id: str) -> str:
         return f"{self.prefix}:suppression:{account_id}"
+
+    def campaign(self, account_id: str, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{account_id}:{campaign_id}"
+
+    def campaign_rows(self, account_id: str, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{account_id}:{campaign_id}:rows"
+
+    def campaign_sent(self, account_id: str, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{account_id}:{campaign_id}:sent"
+
+    def campaigns(self, account_id: str) -> str:
+        return f"{self.prefix}:campaigns:{account_id}"
+
+    def campaigns_active(self) -> str:
+        return f"{self.prefix}:campaigns:active"
+
+    def campaigns_expiry(self) -> str:
+        return f"{self.prefix}:campaigns:expiry"
 
     def limit_requests(self) -> str:
         return f"{self.prefix}:limit-requests"

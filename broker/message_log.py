@@ -32,6 +32,7 @@ class Filters(msgspec.Struct, frozen=True):
     device_id: str | None = None
     direction: str | None = None
     phone: str | None = None  # the conversation with that number (to it, or from it), or sender name
+    campaign: str | None = None  # the campaign the messages were queued for
 
     def check(self) -> Filters:
         """The filters with each value checked (InvalidInput naming the field) and the
@@ -46,7 +47,7 @@ class Filters(msgspec.Struct, frozen=True):
 
     @property
     def narrowing(self) -> bool:
-        return any(v is not None for v in (self.status, self.device_id, self.direction, self.phone))
+        return any(v is not None for v in (self.status, self.device_id, self.direction, self.phone, self.campaign))
 
     def match(self, record: MessageRecord) -> bool:
         return (
@@ -54,6 +55,7 @@ class Filters(msgspec.Struct, frozen=True):
             and (self.device_id is None or record.device == self.device_id)
             and (self.direction is None or record.direction == self.direction)
             and (self.phone is None or counterpart(record) == self.phone)
+            and (self.campaign is None or record.campaign == self.campaign)
         )
 
 
@@ -110,18 +112,20 @@ class MessageLog:
         device_id: str | None = None,
         direction: str | None = None,
         phone: str | None = None,
+        campaign: str | None = None,
         scan_limit: int = SCAN_LIMIT,
     ) -> MessagePage:
         """A sender's messages, newest first, from Redis (hot ones) and the history store
         (stored ones, trimmed from Redis or not) merged by id without duplicates: a
         message shows from the moment it is queued and stays after it is trimmed.
         Optionally only one status, device or direction, or the conversation with one
-        number (``phone``: messages to it and from it; or a sender name: what it sent).
+        number (``phone``: messages to it and from it; or a sender name: what it sent),
+        or one campaign's.
 
         Each source is complete from the top down to its own bound (the last id it
         looked at, or nothing left); the page keeps only what lies above the higher of
         the two bounds, so no message is skipped between pages."""
-        filters = Filters(status, device_id, direction, phone).check()
+        filters = Filters(status, device_id, direction, phone, campaign).check()
         hot = await self._list_hot(account, limit, cursor, filters, scan_limit)
         if self.history is None:
             return hot
@@ -133,6 +137,7 @@ class MessageLog:
             device=filters.device_id,
             direction=filters.direction,
             phone=filters.phone,
+            campaign=filters.campaign,
         )
         return await self._merge(account, hot, stored, limit, filters)
 

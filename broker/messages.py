@@ -90,6 +90,7 @@ class Messages:
         *,
         idempotency_key: str | None = None,
         credentials_epoch: int | None = None,
+        campaign: str = "",
     ) -> EnqueueResult:
         """Queue one message or a batch, all or nothing, in one call to Redis.
 
@@ -97,6 +98,8 @@ class Messages:
         none puts it in the account's own pool. API-only accounts: the platform pool.
         ``credentials_epoch``: the epoch an API key was admitted under
         (:meth:`ApiKeys.admit`); StaleCredentials, with nothing queued, once it moved.
+        ``campaign``: the id of the campaign the messages are queued for (each record
+        keeps it, and the shard counts the campaign's messages per state).
         """
         settings = self.ctx.settings
         if not 1 <= len(messages) <= settings.batch_max_messages:
@@ -220,6 +223,7 @@ class Messages:
                 self.ctx.wake_command,
                 shard.wake_channel,
                 "" if credentials_epoch is None else credentials_epoch,
+                campaign,
                 *args,
             ],
         )

@@ -46,6 +46,9 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     # An API-only account's home shard in the platform pool, chosen when it was created
     # (see broker.pool_shards); empty for one made before the pool was split: shard 0.
     pool_home: str = ""
+    # The country a campaign file's national numbers are read in (ISO 3166, e.g. "US");
+    # empty: the server's CONNECFY_DEFAULT_COUNTRY.
+    default_country: str = ""
 
     @property
     def shard(self) -> str:
@@ -177,6 +180,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     send_at: int | None = None  # when the sender scheduled it for (ms)
     priority: Literal["normal", "high"] = "normal"  # the stored JSON has it only when high
     encrypted: bool = False  # ``message`` is an end-to-end envelope; the stored JSON has it only when true
+    campaign: str = ""  # the campaign it was queued for (the stored JSON has it only then)
 
 
 class Event(msgspec.Struct, frozen=True):

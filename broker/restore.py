@@ -63,13 +63,16 @@ async def restore(broker: Broker, store: HistoryStore, *, chunk: int = CHUNK) ->
     accounts, devices, key_records = await store.directory()
     counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     stored_messages = 0
-    for shard_tag, account, device, status, count in await store.message_counts():
+    for shard_tag, account, device, campaign, status, count in await store.message_counts():
         counts = counters[shard_tag]
         if status != "received":  # total counts what the account sent, as the scripts keep it
             counts[f"a:{account}:total"] += count
         counts[f"a:{account}:{status}"] += count
         if device:
             counts[f"d:{device}:{status}"] += count
+        if campaign:
+            counts[f"c:{campaign}:total"] += count
+            counts[f"c:{campaign}:{status}"] += count
         stored_messages += count
     shards = {
         *broker.pool_shards.configured,

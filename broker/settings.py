@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from broker.validation import MAX_BATCH_MESSAGES, MAX_CLAIM_LIMIT
+from broker.validation import COUNTRY_CODES, MAX_BATCH_MESSAGES, MAX_CLAIM_LIMIT
 
 ENV_PREFIX = "CONNECFY_"
 MAX_POOL_SHARDS = 64
@@ -84,6 +84,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     quota_api_only: int = 100
     quota_self_managed: int = 10_000
 
+    # Campaigns: national numbers in a campaign's file are read as numbers of this
+    # country (ISO 3166 code such as US or DE; empty: every number must be international,
+    # +<country code>...), unless the account set its own or the upload names one; a draft never started is
+    # deleted after campaign_draft_ttl_seconds, a done or cancelled campaign after
+    # campaign_retention_days (its messages stay in the history).
+    default_country: str = ""
+    campaign_draft_ttl_seconds: int = 7 * 86_400
+    campaign_retention_days: int = 30
+
     pairing_code_ttl_seconds: int = 600
     session_ttl_seconds: int = 14 * 86_400
     sweep_batch: int = 500
@@ -149,6 +158,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"setting claim_max_limit must not exceed {MAX_CLAIM_LIMIT}, the API's own maximum")
         if self.pool_shards > MAX_POOL_SHARDS:
             raise ValueError(f"setting pool_shards must not exceed {MAX_POOL_SHARDS}")
+        if self.default_country and self.default_country.upper() not in COUNTRY_CODES:
+            raise ValueError(f"setting default_country must be a country code such as US, not {self.default_country!r}")
         if self.batch_max_messages > MAX_BATCH_MESSAGES:
             raise ValueError(f"setting batch_max_messages must not exceed {MAX_BATCH_MESSAGES}, the API's own maximum")
 

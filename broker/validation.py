@@ -89,3 +89,15 @@ def check_sender(sender: object, field: str = "from") -> str:
             f"{field} must be a number in E.164 or a sender name of 1 to 15 letters, digits and spaces", field=field
         )
     return sender
+
+
+COUNTRY_CODES = tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
+"""The ISO 3166 codes ``phonenumbers`` reads national numbers of."""
+
+
+def check_country(value: object, field: str = "default_country") -> str:
+    """An ISO 3166 two-letter country code that ``phonenumbers`` knows (any case), upper-cased."""
+    code = value.strip().upper() if isinstance(value, str) else ""
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise errors.InvalidInput(f"{field} must be a two-letter country code such as US or DE", field=field)
+    return code

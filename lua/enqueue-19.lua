@@ -37,6 +37,8 @@
     ARGV[11] the shard's wake channel       {S}:wake
     ARGV[12] the sender's credentials epoch the caller admitted its API key under
              (KEYS[19]'s field for the account, "0" when unset), "" to skip the check
+    ARGV[13] campaign id the messages belong to, "" for none (kept in each record as
+             "campaign"; its messages are counted under "c:<campaign>:<status>")
     then eleven arguments per message:
       id, route ("device" | "pool"), device id ("" for pool), to, body, segments,
       send_at (ms; 0: now), valid for (ms; 0: the message TTL), SIM slot (0: none),
@@ -108,7 +110,8 @@ local sendBurst = tonumber(ARGV[9])
 local wakeCommand = ARGV[10]
 local wakeChannel = ARGV[11]
 local admittedEpoch = ARGV[12]
-local FIRST = 13
+local campaign = ARGV[13]
+local FIRST = 14
 local PER = 11
 
 if not n or n < 1 or n > 1000 or #ARGV ~= FIRST - 1 + PER * n or not sendInterval or not sendBurst then
@@ -258,6 +261,9 @@ for i = 0, n - 1 do
   end
   if ARGV[base + 10] == "1" then
     msg.encrypted = true
+  end
+  if campaign ~= "" then
+    msg.campaign = campaign
   end
   if route ~= "device" then
     msg.device = ""

@@ -281,20 +281,27 @@ class AccountPages(Controller):
         device_id: str | None = None,
         direction: str | None = None,
         phone: str | None = None,
+        campaign_id: str | None = None,
         cursor: str | None = None,
     ) -> Template:
         account, broker = account_of(request), broker_of(request)
-        filters = {
-            k: v.strip()
-            for k, v in {"status": status, "device_id": device_id, "direction": direction, "phone": phone}.items()
-            if v and v.strip()
+        given = {
+            "status": status,
+            "device_id": device_id,
+            "direction": direction,
+            "phone": phone,
+            "campaign_id": campaign_id,
         }
+        filters = {k: v.strip() for k, v in given.items() if v and v.strip()}
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
         problem = None
         items: list[Any] = []
         next_cursor = None
         try:
-            page = await broker.message_log.page(account, limit=50, cursor=cursor or None, **filters)
+            named = {k: v for k, v in filters.items() if k != "campaign_id"}
+            page = await broker.message_log.page(
+                account, limit=50, cursor=cursor or None, campaign=filters.get("campaign_id"), **named
+            )
             items = [message_out(r) for r in page.items]
             next_cursor = page.next_cursor
         except errors.InvalidInput as exc:

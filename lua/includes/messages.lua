@@ -7,11 +7,13 @@
     status, created, expires, leases, lease_until, updated, error, the optional send_at,
     sim_slot, priority ("high" only) and encrypted (true only: the body is an end-to-end
     envelope), and timeline: one
-    [status, at, device, error] entry per status change, oldest first.
+    [status, at, device, error] entry per status change, oldest first; "campaign", the
+    campaign it was queued for, when it was.
 
   A script gathers its status changes in a batch (newBatch, change), then writes them
   with flush: the counters hash ("a:<account>:<status>", "a:<account>:total",
-  "d:<device>:<status>") moves once per distinct field, all records are saved in one
+  "d:<device>:<status>", and "c:<campaign>:<status>", "c:<campaign>:total" for a
+  campaign's messages) moves once per distinct field, all records are saved in one
   HSET, and each change appends one event to the shard's stream.
 ]]
 local function loadMessages(messagesKey, ids)
@@ -52,6 +54,9 @@ local function countStatus(batch, msg, delta)
   if msg.device ~= "" then
     count(batch, "d:" .. msg.device .. ":" .. msg.status, delta)
   end
+  if msg.campaign and msg.campaign ~= "" then
+    count(batch, "c:" .. msg.campaign .. ":" .. msg.status, delta)
+  end
 end
 
 -- Keep a record to save, without a status change (a redelivery's new lease).
@@ -73,6 +78,9 @@ end
 -- A new message, already queued: counted, saved and announced at flush.
 local function created(batch, eventsKey, msg)
   count(batch, "a:" .. msg.account .. ":total", 1)
+  if msg.campaign and msg.campaign ~= "" then
+    count(batch, "c:" .. msg.campaign .. ":total", 1)
+  end
   countStatus(batch, msg, 1)
   msg.timeline = {{msg.status, msg.updated, msg.device, ""}}
   keep(batch, msg)

@@ -18,6 +18,7 @@ A missing binary (redis-cli beside a redis-server) is a failure, never a skip.
 from __future__ import annotations
 
 import bisect
+import io
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from broker import Broker, Settings, errors, keys
+from broker.campaigns import CampaignRequest
 from broker.records import Account, OutgoingMessage, PresenceReport, RegisteredDevice, SendWindow, SweepReport
 from broker.redis_client import text
 from broker.scripts import ScriptRegistry
@@ -394,6 +396,17 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         assert [m.id for m in (await threads(account)).items] == [stray.id, received.id]
         await broker.redis.hdel(broker.shard(account.shard).messages, stray.id)
         assert [m.id for m in (await threads(account)).items] == [received.id]
+
+    # A campaign in each account's shard: stored, started, queued by the job, cancelled.
+    for account in accounts:
+        upload = io.BytesIO(b"phone,name\n+15550003333,Ann\n+15550004444,Bo\n")
+        campaign = await broker.campaigns.create(account, CampaignRequest(name="c", template="Hi {name}"), upload)
+        await broker.campaigns.start(account, campaign.id)
+        assert not await broker.campaigns.work(account.shard)
+        assert (await broker.campaigns.get(account, campaign.id)).counts.queued == 2
+        await broker.campaigns.cancel(account, campaign.id)
+        assert not await broker.campaigns.work(account.shard)
+        assert (await broker.campaigns.get(account, campaign.id)).counts.cancelled == 2
 
     # Rate limits: one per client address (its own slot), one inside an account's shard.
     for limiter in (keys.client_rate("login", "127.0.0.1"), broker.shard(accounts[0].shard).send_rate(accounts[0].id)):

@@ -472,7 +472,7 @@ async def test_a_version_1_store_gets_direction_and_counterpart_at_start(store_u
             )
         for _ in range(2):  # a second start (another worker) finds nothing left to do
             await store.start()
-            assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+            assert await store.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
             async with store.engine.connect() as conn:
                 rows = (
                     await conn.execute(sa.text("SELECT id, direction, counterpart FROM messages ORDER BY id"))

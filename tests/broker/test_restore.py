@@ -442,3 +442,23 @@ async def test_restore_keeps_an_encrypted_message_encrypted(hbroker: Broker, his
     await hbroker.presence.heartbeat(phone.ref)
     [task] = await hbroker.messages.claim(phone.ref, 5)
     assert (task.id, task.message, task.encrypted) == (sealed, envelope, True)
+
+
+async def test_restore_keeps_the_campaign_of_each_message_and_its_counts(hbroker: Broker, history_store) -> None:
+    owner, [phone] = await self_managed(hbroker)
+    d = phone.device_id
+    tagged = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, "listed", d)] * 2, campaign="c1")).ids
+    [plain] = (await hbroker.messages.enqueue(owner, [OutgoingMessage(TO, "plain", d)])).ids
+    before = await hbroker.message_log.counters(owner.shard)
+    assert (before["c:c1:total"], before["c:c1:queued"]) == (2, 2)
+    await Snapshotter(hbroker, history_store).run_once()
+    await hbroker.redis.flushall()
+    await hbroker.start()
+    await restore(hbroker, history_store)
+    assert await hbroker.message_log.counters(owner.shard) == before
+    assert [m.id for m in (await hbroker.message_log.page(owner, campaign="c1")).items] == tagged[::-1]
+    await hbroker.presence.heartbeat(phone.ref)
+    assert {m.id for m in await hbroker.messages.claim(phone.ref, 5)} == {*tagged, plain}
+    after = await hbroker.message_log.counters(owner.shard)
+    assert (after["c:c1:queued"], after["c:c1:claimed"]) == (0, 2)
+    assert not [name for name in after if name.startswith("c::")]  # a plain message counts in no campaign

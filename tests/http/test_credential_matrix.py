@@ -102,6 +102,17 @@ class Call:
     body: dict[str, Any] | None = None
     session: Any = None  # a fresh session of A for this cell (logout)
     other: Any = None  # a fresh session of B for this cell (logout)
+    files: dict[str, Any] | None = None  # a multipart body: these files, ``body`` its other fields
+
+
+CAMPAIGN_FILE = {"file": ("list.csv", b"phone,name\n+15551234567,Ann\n", "text/csv")}
+CAMPAIGN_FORM = {"name": "matrix", "template": "Hi {name}"}
+
+
+def fresh_campaign(a: Accounts) -> str:
+    made = expect(a.owner.post("/api/campaigns/", files=CAMPAIGN_FILE, data=CAMPAIGN_FORM), 201)
+    a.secrets.add(made["id"])
+    return str(made["id"])
 
 
 def fresh_message(a: Accounts, *, claimed: bool = False) -> str:
@@ -299,6 +310,23 @@ ROWS: dict[tuple[str, str], Row] = {
         lambda a: Call(f"/api/webhooks/{webhook(a)}/deliveries/{logged_event(a)}/redeliver/"),
         other_session=404,
     ),
+    ("GET", "/api/campaigns/"): Row("session", 200, lambda a: Call("/api/campaigns/"), other_session=200),
+    ("POST", "/api/campaigns/"): Row(
+        "session", 201, lambda a: Call("/api/campaigns/", CAMPAIGN_FORM, files=CAMPAIGN_FILE), other_session=201
+    ),
+    ("GET", "/api/campaigns/{campaign_id}/"): Row(
+        "session", 200, lambda a: Call(f"/api/campaigns/{fresh_campaign(a)}/"), other_session=404
+    ),
+    ("POST", "/api/campaigns/{campaign_id}/start/"): Row(
+        "session", 202, lambda a: Call(f"/api/campaigns/{fresh_campaign(a)}/start/"), other_session=404
+    ),
+    ("POST", "/api/campaigns/{campaign_id}/cancel/"): Row(
+        "session", 200, lambda a: Call(f"/api/campaigns/{fresh_campaign(a)}/cancel/"), other_session=404
+    ),
+    ("GET", "/api/account/settings/"): Row("session", 200, lambda a: Call("/api/account/settings/"), other_session=200),
+    ("PATCH", "/api/account/settings/"): Row(
+        "session", 200, lambda a: Call("/api/account/settings/", {"default_country": "US"}), other_session=200
+    ),
     ("GET", "/api/account/limits/"): Row("session", 200, lambda a: Call("/api/account/limits/"), other_session=200),
     ("GET", "/api/account/limit-requests/"): Row(
         "session", 200, lambda a: Call("/api/account/limit-requests/"), other_session=200
@@ -370,6 +398,8 @@ def send(a: Accounts, base_url: str, method: str, call: Call, kind: str) -> http
     if key and method in UNSAFE:
         body = {**(body or {}), "api_key": key}
     with httpx.Client(base_url=base_url, timeout=15) as client:
+        if call.files is not None:
+            return client.request(method, call.path, headers=headers, files=call.files, data=body)
         return client.request(method, call.path, headers=headers, json=body)
 
 

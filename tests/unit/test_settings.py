@@ -43,6 +43,7 @@ def test_environment_overrides() -> None:
         {"CONNECFY_REDIS_WAIT_REPLICAS": "-1"},
         {"CONNECFY_POOL_SHARDS": "0"},
         {"CONNECFY_POOL_SHARDS": "65"},
+        {"CONNECFY_DEFAULT_COUNTRY": "Germany"},
     ],
 )
 def test_bad_environment_is_an_error(env) -> None:
