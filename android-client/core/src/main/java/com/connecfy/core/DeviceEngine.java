@@ -719,6 +719,14 @@ public final class DeviceEngine {
                     reportUnsendable(task, Envelope.DECRYPT_FAILED);
                     continue;
                 }
+                if (text.codePointCount(0, text.length()) > Envelope.MAX_TEXT_CHARS) {
+                    // The server takes 1,600 characters, and cannot see inside an envelope:
+                    // the phone keeps the limit.
+                    waiting.poll();
+                    waitingIds.remove(task.id);
+                    reportUnsendable(task, Envelope.TOO_LONG);
+                    continue;
+                }
                 task = task.opened(text);
                 claimed.task = task; // a wait for the pacer does not derive the key again
             }

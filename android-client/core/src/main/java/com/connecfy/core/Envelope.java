@@ -21,6 +21,10 @@ import javax.crypto.spec.SecretKeySpec;
 public final class Envelope {
     /** The error the phone reports for a message it could not decrypt. */
     public static final String DECRYPT_FAILED = "decrypt_failed";
+    /** The error of an envelope that opens to more than {@link #MAX_TEXT_CHARS} characters. */
+    public static final String TOO_LONG = "message_too_long";
+    /** The most characters (code points) a message may have, as the server counts them. */
+    public static final int MAX_TEXT_CHARS = 1600;
     public static final String PREFIX = "v1:";
     public static final int ITERATIONS = 100000;
     static final int SALT_BYTES = 16;

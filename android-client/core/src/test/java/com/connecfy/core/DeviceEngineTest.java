@@ -534,6 +534,42 @@ public class DeviceEngineTest {
     }
 
     @Test
+    public void anEncryptedMessageLongerThanTheServerTakesFailsForGoodWithMessageTooLong() throws Exception {
+        passphrase("our passphrase");
+        StringBuilder longest = new StringBuilder();
+        for (int i = 0; i < Envelope.MAX_TEXT_CHARS - 1; i++) {
+            longest.append('a');
+        }
+        longest.append("\ud83d\ude00"); // one character, two chars in Java: 1,600 all told
+        api.pollScript.add(Arrays.asList(
+            new Task("A", "+15551234567", seal(longest.toString(), "our passphrase"), null, true),
+            new Task("B", "+15551234567", seal(longest + "a", "our passphrase"), null, true)));
+        runFor(5000);
+        assertEquals(Arrays.asList("B failed message_too_long"), api.reports);
+        assertEquals(Arrays.asList("A"), sender.sent);
+        assertEquals(Arrays.asList(longest.toString()), sender.texts);
+    }
+
+    /** An envelope as the SDK and the dashboard make one (their vectors: EnvelopeTest). */
+    private static String seal(String text, String passphrase) throws Exception {
+        byte[] salt = new byte[16];
+        byte[] nonce = new byte[12];
+        new java.security.SecureRandom().nextBytes(salt);
+        new java.security.SecureRandom().nextBytes(nonce);
+        byte[] key = javax.crypto.SecretKeyFactory.getInstance("PBKDF2WithHmacSHA256").generateSecret(
+            new javax.crypto.spec.PBEKeySpec(passphrase.toCharArray(), salt, Envelope.ITERATIONS, 256)).getEncoded();
+        javax.crypto.Cipher cipher = javax.crypto.Cipher.getInstance("AES/GCM/NoPadding");
+        cipher.init(javax.crypto.Cipher.ENCRYPT_MODE, new javax.crypto.spec.SecretKeySpec(key, "AES"),
+            new javax.crypto.spec.GCMParameterSpec(128, nonce));
+        byte[] sealed = cipher.doFinal(text.getBytes("UTF-8"));
+        byte[] all = new byte[salt.length + nonce.length + sealed.length];
+        System.arraycopy(salt, 0, all, 0, salt.length);
+        System.arraycopy(nonce, 0, all, salt.length, nonce.length);
+        System.arraycopy(sealed, 0, all, salt.length + nonce.length, sealed.length);
+        return Envelope.PREFIX + java.util.Base64.getEncoder().encodeToString(all);
+    }
+
+    @Test
     public void aMessageNamingASimGoesFromThatSimAndTheSentReportSaysWhich() throws IOException {
         sender.dualSim();
         api.pollScript.add(Arrays.asList(new Task("A", "+15551234567", "SIM 2", 2),
