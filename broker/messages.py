@@ -5,11 +5,13 @@ script call; see the scripts in ``lua/`` for what happens inside."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from broker import envelopes, errors, ids, keys, schedule
 from broker.clock import parse_iso_ms
@@ -28,7 +30,7 @@ from broker.records import (
     RateDecision,
     StatusChange,
 )
-from broker.redis_client import text
+from broker.redis_client import StoreNotReplicated, text
 from broker.segments import count_segments
 from broker.send_windows import REFRESH_BELOW_MS, SendWindows
 from broker.validation import (
@@ -254,19 +256,57 @@ class Messages:
         device's presence is refreshed, and it is listed as waiting until that time (ms)
         when the claim hands it nothing, or taken off the list when it hands something
         or when ``waiting_until`` is 0 (the claim that ends the wait). None: a plain poll,
-        which leaves the list alone."""
+        which leaves the list alone.
+
+        A claim answered StoreNotReplicated (its writes not copied to the replicas in
+        time: the phone is told to try again) ends the leases it took at once
+        (lease-end), so that the phone's next claim is handed the same messages again
+        rather than after a whole lease."""
         settings = self.ctx.settings
         if limit is None:
             limit = settings.claim_default_limit
         if not isinstance(limit, int) or not 1 <= limit <= settings.claim_max_limit:
             raise errors.InvalidInput(f"limit must be 1 to {settings.claim_max_limit}", field="limit")
+        held: list[tuple[str, str]] = []  # (shard tag, id) of each message this claim leased
+        try:
+            return await self._claim_tasks(device, limit, refuse, charge_empty, waiting_until, held)
+        except StoreNotReplicated:
+            await self._end_leases(device.device_id, held)
+            raise
+
+    async def _end_leases(self, device_id: str, held: list[tuple[str, str]]) -> None:
+        """End now the leases of ``held`` that ``device_id`` still holds (lease-end),
+        shard by shard; one that cannot be ended runs its course."""
+        now = self.ctx.now()
+        by_shard: dict[str, list[str]] = {}
+        for tag, message_id in held:
+            by_shard.setdefault(tag, []).append(message_id)
+        for tag, message_ids in by_shard.items():
+            shard = self.ctx.shard(tag)
+            with contextlib.suppress(RedisError):
+                await self.ctx.call(
+                    "lease-end", [shard.messages, shard.leased, shard.lease_checks], [device_id, now, *message_ids]
+                )
+
+    async def _claim_tasks(
+        self,
+        device: DeviceRef,
+        limit: int,
+        refuse: bool,
+        charge_empty: bool,
+        waiting_until: int | None,
+        held: list[tuple[str, str]],
+    ) -> ClaimResult:
+        """:meth:`claim_tasks`'s work, each message it leases noted in ``held``, the
+        failed call's too."""
+        settings = self.ctx.settings
         shard = self.ctx.shard(device.shard)
         did = device.device_id
         now = self.ctx.now()
         wait = "-" if waiting_until is None else str(waiting_until)
         pool_tags = await self._pool_shards_of(device)
         sharded = len(pool_tags) > 1
-        reply = await self.ctx.call(
+        claim = self.ctx.call(
             "claim",
             [
                 shard.device(did),
@@ -304,6 +344,7 @@ class Messages:
                 REFRESH_BELOW_MS,
             ],
         )
+        reply = await _noting_leases(claim, held, shard.tag, 1)
         head = [int(x) for x in reply[0]]
         messages = [claimed_message(m) for m in reply[1:]]
         remaining, burst, reset, window_ends_soon = head[:4]
@@ -313,7 +354,7 @@ class Messages:
             budget = head[4:]
             if not budget[4] and wait != "-":
                 wait = "0"  # outside its send window: not a phone to wake
-            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), budget, wait)
+            messages += await self._claim_pool_shards(device, pool_tags, now, limit - len(messages), budget, wait, held)
             if charge_empty and not messages:
                 # Only now is it known that the claim handed nothing: charge the poll
                 # limiter (a pool phone's, so the account overrides do not apply).
@@ -326,7 +367,14 @@ class Messages:
         return ClaimResult(messages, RateDecision(True, burst, remaining, 0, reset))
 
     async def _claim_pool_shards(
-        self, device: DeviceRef, tags: Sequence[str], now: int, room: int, budget: list[int], wait: str
+        self,
+        device: DeviceRef,
+        tags: Sequence[str],
+        now: int,
+        room: int,
+        budget: list[int],
+        wait: str,
+        held: list[tuple[str, str]],
     ) -> list[ClaimedMessage]:
         """The rest of a pool phone's claim when the platform pool is split: pool-take
         calls (one single-slot script each) over the pool shards, from the shard after the
@@ -349,7 +397,7 @@ class Messages:
 
         async def visit(tag: str, most: int) -> list[Any]:
             shard = self.ctx.shard(tag)
-            reply: list[Any] = await self.ctx.call(
+            call = self.ctx.call(
                 "pool-take",
                 [
                     shard.messages,
@@ -380,6 +428,7 @@ class Messages:
                     wait,
                 ],
             )
+            reply: list[Any] = await _noting_leases(call, held, tag, 3)
             visited.add(tag)
             self.pool_shards.saw(tag, int(reply[2]))
             return reply
@@ -627,3 +676,16 @@ def invalid_messages(problems: list[errors.Problem]) -> errors.BrokerError:
         field="messages",
         problems=problems,
     )
+
+
+async def _noting_leases(call: Awaitable[Any], held: list[tuple[str, str]], tag: str, first: int) -> Any:
+    """The reply of a claiming script's ``call`` (its messages from ``reply[first]`` on),
+    each message it leased noted in ``held`` as (``tag``, id): those of a call answered
+    StoreNotReplicated too, from the reply that ran on the primary alone."""
+    try:
+        reply = await call
+    except StoreNotReplicated as exc:
+        held.extend((tag, claimed_message(m).id) for answer in exc.answers[:1] for m in answer[first:])
+        raise
+    held.extend((tag, claimed_message(m).id) for m in reply[first:])
+    return reply

@@ -143,12 +143,18 @@ class StoreNotReplicated(StoreRefused):
     refusals the command did run, on the primary alone, where a failover could lose it;
     so the client is not told it succeeded. Its retry is safe: a send repeated with its
     ``Idempotency-Key`` gets the same ids (once replicas hold them), a repeated status
-    report is the usual no-op, and messages of a claim whose answer was this stay leased
-    until their lease runs out, like those of any lost answer."""
+    report is the usual no-op, and the leases of a claim whose answer was this end at
+    once, so the phone's next claim is handed the same messages again."""
 
     code = "store_not_replicated"
     detail = "the message store could not copy the change to its replicas in time; try again shortly"
     retry_after = 5
+
+    def __init__(self, reply: str, answers: Sequence[Any] = ()) -> None:
+        super().__init__(reply)
+        # The replies of the commands that ran on the primary alone (a claim's: see
+        # Messages.claim_tasks, which ends the leases its phone never heard of).
+        self.answers = list(answers)
 
 
 # The exception classes redis-py raises for a refusal (checked in order: MasterDownError
@@ -385,7 +391,7 @@ async def replicated(
         *answers, acked = replies
         if int(acked) < replicas:
             raise StoreNotReplicated(
-                f"WAIT {replicas}: {acked} replica(s) acknowledged within {loop.time() - started:.3f} s"
+                f"WAIT {replicas}: {acked} replica(s) acknowledged within {loop.time() - started:.3f} s", answers
             )
         return answers
 

@@ -170,6 +170,36 @@ async def test_while_no_replica_acknowledges_each_waited_write_is_store_not_repl
         await broker.close()
 
 
+@pytest.mark.parametrize("route", ["device", "pool"])
+async def test_a_claim_refused_for_its_replica_hands_the_same_messages_again_at_the_next_claim(
+    servers: PrimaryWithReplica, route: str
+) -> None:
+    """Its leases end at once (lease-end), given back to the messages' count: the phone's
+    next claim gets them again, not a whole lease (120 s) later, and no other phone does."""
+    assert servers.replica is not None
+    broker = await broker_on(servers.primary.url, replicas=1, timeout_ms=SHORT_MS)
+    try:
+        account, [device, other] = await self_managed(broker, devices=2)
+        target = device.device_id if route == "device" else None
+        queued = (await broker.messages.enqueue(account, [OutgoingMessage(TO, f"m{i}", target) for i in range(3)])).ids
+        for phone in (device, other):
+            await broker.presence.heartbeat(phone.ref)
+        with stopped(servers.replica), pytest.raises(StoreNotReplicated):
+            await broker.messages.claim(device.ref, 2)
+        # The other phone gets none of the two (the pool's third message is free to take).
+        taken = [m.id for m in await broker.messages.claim(other.ref, 5)]
+        assert taken == ([] if route == "device" else [queued[2]])
+        again = await broker.messages.claim(device.ref, 2)
+        assert [m.id for m in again] == queued[:2]
+        for message_id in queued[:2]:
+            record = await broker.message_log.get(account.shard, message_id)
+            assert (record.status, record.device, record.leases) == ("claimed", device.device_id, 1)
+        rest = [m.id for m in await broker.messages.claim(device.ref, 5)]
+        assert rest == ([queued[2]] if route == "device" else [])
+    finally:
+        await broker.close()
+
+
 async def test_with_no_replicas_to_wait_for_no_wait_is_sent(servers: PrimaryWithReplica) -> None:
     raw = redis.Redis(port=servers.primary.port)
     try:
