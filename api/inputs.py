@@ -278,6 +278,14 @@ Cursor = Annotated[
     Parameter(min_length=1, max_length=MAX_ID_CHARS, pattern=PLAIN_ID, description="`next_cursor` of a page."),
 ]
 QueryId = Annotated[str | None, Parameter(min_length=1, max_length=MAX_ID_CHARS)]
+QueryMoment = Annotated[
+    str | None,
+    Parameter(
+        pattern=ISO_MOMENT.pattern,
+        description="ISO-8601 with seconds and a time zone (e.g. 2026-12-24T00:00:00Z; URL-encode a `+` offset as "
+        "`%2B`): the messages made (accepted, or received) then or later for `since`, then or earlier for `until`.",
+    ),
+]
 MessageDirection = Annotated[
     Literal["outbound", "inbound"] | None,
     Parameter(description="`outbound`: what the account sent; `inbound`: the SMS its phones received for it."),

@@ -24,6 +24,7 @@ from api.inputs import (
     PhoneNumber,
     Priority,
     QueryId,
+    QueryMoment,
     SendAt,
     SendSimSlot,
     SentSegments,
@@ -45,7 +46,7 @@ from api.openapi import (
 )
 from api.state import broker_of
 from broker import Broker, errors
-from broker.clock import iso_utc
+from broker.clock import iso_utc, parse_iso_ms
 from broker.records import Account, EnqueueResult, MessageRecord, OutgoingMessage
 from broker.validation import normalize_phone_number
 
@@ -194,6 +195,17 @@ async def send_one(
     return Response(queued, status_code=202, headers=send_headers(result))
 
 
+def moment_ms(value: str | None, field: str) -> int | None:
+    """A query's ISO-8601 moment as ms since the epoch (None: not given); a day the
+    calendar does not have is a 400 naming ``field``."""
+    if value is None:
+        return None
+    ms = parse_iso_ms(value)
+    if ms is None:
+        raise ApiError(400, "invalid_request", f"{field}: not a moment the calendar has", field=field)
+    return ms
+
+
 def send_headers(result: EnqueueResult) -> dict[str, str]:
     """The send limiter after this request, and whether it repeated an earlier one."""
     headers = rate_headers(result.rate) if result.rate is not None else {}
@@ -236,10 +248,13 @@ class SmsController(Controller):
         direction: MessageDirection = None,
         phone: ConversationPhone = None,
         campaign_id: QueryId = None,
+        since: QueryMoment = None,
+        until: QueryMoment = None,
     ) -> MessagePageOut:
         """The account's messages, newest first, 50 a page; filter by status, device,
-        direction, the conversation with one number (``phone``), or the campaign they
-        were queued for (``campaign_id``), in any combination."""
+        direction, the conversation with one number (``phone``), the campaign they
+        were queued for (``campaign_id``), or when they were made (``since``, ``until``,
+        both included), in any combination."""
         if phone is not None:
             phone = normalize_phone_number(phone, "phone")  # the broker takes sender names too
         page = await broker_of(request).message_log.page(
@@ -251,6 +266,8 @@ class SmsController(Controller):
             direction=direction,
             phone=phone,
             campaign=campaign_id,
+            since_ms=moment_ms(since, "since"),
+            until_ms=moment_ms(until, "until"),
         )
         return MessagePageOut([message_out(r) for r in page.items], page.next_cursor)
 

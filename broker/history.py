@@ -276,13 +276,17 @@ class HistoryStore:
         direction: str | None = None,
         phone: str | None = None,
         campaign: str | None = None,
+        lowest: str | None = None,
     ) -> list[MessageRecord]:
-        """An account's stored messages, newest first, ids below ``before``; ``phone``:
+        """An account's stored messages, newest first, ids below ``before`` and from
+        ``lowest`` up; ``phone``:
         only those of the conversation with that number (to it, or from it);
         ``campaign``: only those queued for that campaign."""
         query = sa.select(messages.c.record).where(messages.c.account == account)
         if before is not None:
             query = query.where(messages.c.id < before)
+        if lowest is not None:
+            query = query.where(messages.c.id >= lowest)
         if status is not None:
             query = query.where(messages.c.status == status)
         if device is not None:

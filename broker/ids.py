@@ -32,6 +32,29 @@ def message_id(now_ms: int) -> str:
     return message_ids(now_ms, 1)[0]
 
 
+_CROCKFORD_VALUES = {c: i for i, c in enumerate(_CROCKFORD)}
+
+
+def message_id_ms(message_id: str) -> int | None:
+    """The millisecond a message id was made in (its first 10 characters); None for a
+    string that is not one of ours."""
+    if len(message_id) != 26:
+        return None
+    value = 0
+    for char in message_id[:10]:
+        digit = _CROCKFORD_VALUES.get(char)
+        if digit is None:
+            return None
+        value = value * 32 + digit
+    return value
+
+
+def first_message_id(ms: int) -> str:
+    """The least message id of millisecond ``ms`` (every id made in it or later sorts at
+    or after it; every id made before it, before it)."""
+    return crockford_base32(max(0, min(ms, 2**48 - 1)) << 80, 26)
+
+
 def message_ids(now_ms: int, count: int) -> list[str]:
     """``count`` message ids in ascending order, so a batch keeps its order in queues.
     The random bits of all of them come from one read of the system's random source."""

@@ -103,7 +103,9 @@ class Inbound:
                 raise errors.InvalidInput("the ref was taken and dropped meanwhile: send it again", field="ref")
         tag, message_id, account = text(taken).split("|")
         shard = self.ctx.shard(tag)
-        now = self.ctx.now()
+        # Made when its id was (the first report of it): a listing by time (since, until)
+        # reads the id, so the two agree, a retried report's included.
+        now = ids.message_id_ms(message_id) or self.ctx.now()
         word = keyword(message) or ""
         entry = msgspec.json.encode({"reason": f"replied {message.strip().upper()}", "created_ms": now}).decode()
         reply = await self.ctx.call(

@@ -113,6 +113,8 @@ class MessageLog:
         direction: str | None = None,
         phone: str | None = None,
         campaign: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
         scan_limit: int = SCAN_LIMIT,
     ) -> MessagePage:
         """A sender's messages, newest first, from Redis (hot ones) and the history store
@@ -120,19 +122,27 @@ class MessageLog:
         message shows from the moment it is queued and stays after it is trimmed.
         Optionally only one status, device or direction, or the conversation with one
         number (``phone``: messages to it and from it; or a sender name: what it sent),
-        or one campaign's.
+        or one campaign's; and only those made (accepted, or received) from ``since_ms``
+        to ``until_ms``, both included: ids are time-sortable, so these are id bounds.
 
         Each source is complete from the top down to its own bound (the last id it
         looked at, or nothing left); the page keeps only what lies above the higher of
         the two bounds, so no message is skipped between pages."""
         filters = Filters(status, device_id, direction, phone, campaign).check()
-        hot = await self._list_hot(account, limit, cursor, filters, scan_limit)
+        if cursor is not None and not ids.is_plain_id(cursor):
+            raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
+        if until_ms is not None:
+            below = ids.first_message_id(until_ms + 1)
+            cursor = below if cursor is None else min(cursor, below)
+        lowest = None if since_ms is None else ids.first_message_id(since_ms)
+        hot = await self._list_hot(account, limit, cursor, filters, scan_limit, lowest)
         if self.history is None:
             return hot
         stored = await self.history.list_messages(
             account.id,
             limit=limit,
             before=cursor,
+            lowest=lowest,
             status=filters.status,
             device=filters.device_id,
             direction=filters.direction,
@@ -170,10 +180,12 @@ class MessageLog:
         cursor: str | None,
         filters: Filters,
         scan_limit: int,
+        lowest: str | None = None,
     ) -> MessagePage:
         """A sender's messages, newest first, ``limit`` a page, those ``filters`` let
-        through. A filtered page reads at most ``scan_limit`` ids; ``next_cursor`` then
-        points past what was read, so a client pages on through sparse matches."""
+        through, ids from ``lowest`` up. A filtered page reads at most ``scan_limit`` ids;
+        ``next_cursor`` then points past what was read, so a client pages on through
+        sparse matches."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE}", field="limit")
         if cursor is not None and not ids.is_plain_id(cursor):
@@ -183,11 +195,12 @@ class MessageLog:
         index = shard.sent(account.id)
         items: list[MessageRecord] = []
         upper = "+" if cursor is None else f"({cursor}"
+        floor = "-" if lowest is None else f"[{lowest}"
         scanned = 0
         last: str | None = None
         while len(items) < limit and scanned < scan_limit:
             chunk = min(MAX_PAGE, scan_limit - scanned) if filters.narrowing else limit
-            found = [text(i) for i in await redis.zrevrangebylex(index, upper, "-", start=0, num=chunk)]
+            found = [text(i) for i in await redis.zrevrangebylex(index, upper, floor, start=0, num=chunk)]
             if not found:
                 last = None
                 break

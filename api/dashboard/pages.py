@@ -11,6 +11,7 @@ import csv
 import io
 import zoneinfo
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,21 @@ HERE = Path(__file__).parent
 LOGIN_PATH = "/login/"
 THREADS_PER_PAGE = 50
 THREAD_PAGE = 50  # messages of one conversation a page
+DAY_MS = 86_400_000
+
+
+def utc_day_ms(day: str | None, field: str) -> int | None:
+    """The start of a UTC day written ``YYYY-MM-DD`` (a date field's value), in ms since
+    the epoch; None when not given; InvalidInput naming ``field`` for anything else."""
+    if day is None:
+        return None
+    try:
+        moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise errors.InvalidInput(f"{field}: a day is written YYYY-MM-DD", field=field) from None
+    return int(moment.timestamp() * 1000)
+
+
 SUPPRESSIONS_PER_PAGE = 50
 MAX_SERVER_ADDRESS = 200  # characters of a server address typed for the phone
 # The GSM 03.38 tables, for the pages that count segments as a person types.
@@ -282,8 +298,13 @@ class AccountPages(Controller):
         direction: str | None = None,
         phone: str | None = None,
         campaign_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
         cursor: str | None = None,
     ) -> Template:
+        """The account's messages, 50 a page, with the filters of ``GET /api/sms/``; the
+        dates (``since``, ``until``: days, both included) are UTC days, as the page shows
+        times in UTC."""
         account, broker = account_of(request), broker_of(request)
         given = {
             "status": status,
@@ -291,6 +312,8 @@ class AccountPages(Controller):
             "direction": direction,
             "phone": phone,
             "campaign_id": campaign_id,
+            "since": since,
+            "until": until,
         }
         filters = {k: v.strip() for k, v in given.items() if v and v.strip()}
         devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
@@ -298,9 +321,16 @@ class AccountPages(Controller):
         items: list[Any] = []
         next_cursor = None
         try:
-            named = {k: v for k, v in filters.items() if k != "campaign_id"}
+            named = {k: v for k, v in filters.items() if k not in ("campaign_id", "since", "until")}
+            first_day, last_day = utc_day_ms(filters.get("since"), "since"), utc_day_ms(filters.get("until"), "until")
             page = await broker.message_log.page(
-                account, limit=50, cursor=cursor or None, campaign=filters.get("campaign_id"), **named
+                account,
+                limit=50,
+                cursor=cursor or None,
+                campaign=filters.get("campaign_id"),
+                since_ms=first_day,
+                until_ms=None if last_day is None else last_day + DAY_MS - 1,
+                **named,
             )
             items = [message_out(r) for r in page.items]
             next_cursor = page.next_cursor

@@ -296,6 +296,17 @@ async def test_filters_and_threads_cross_the_redis_store_boundary_without_gaps_o
                 filters,
                 limit,
             )
+    # When they were made, both ends included, wherever they are kept.
+    made = sorted({r.created for r in every})
+    middle = made[len(made) // 2]
+    for since, until in ((made[1], made[-2]), (None, middle), (middle, None), (middle, middle), (made[-1] + 1, None)):
+        expected = [
+            r.id for r in every if (since is None or r.created >= since) and (until is None or r.created <= until)
+        ]
+        assert expected or since == made[-1] + 1
+        for limit in (1, 3, 50):
+            found = await everything(hbroker, account, limit, since_ms=since, until_ms=until)  # type: ignore[arg-type]
+            assert [r.id for r in found] == expected, (since, until, limit)
     # One thread per number that wrote, at its newest message either way, wherever that is kept.
     wrote = {r.sender for r in inbound}
     newest: dict[str, str] = {}

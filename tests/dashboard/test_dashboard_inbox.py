@@ -16,6 +16,7 @@ import io
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,23 @@ def test_a_conversation_in_the_inbox_is_answered_through_the_phone_it_came_to(pe
     assert page.locator(".messages > li .preview").all_inner_texts() == ["Wrong number, sorry"]
     page = alice.open("/messages/?phone=%2B12")
     assert "is not a phone number" in page.locator("p.error").inner_text()
+    # And by the UTC days they were made in, both included (a day either side: the test
+    # may cross midnight).
+    today = datetime.now(UTC).date()
+    days = {n: (today + timedelta(days=n)).isoformat() for n in (-2, -1, 1)}
+    page = alice.open("/messages/?direction=inbound")
+    page.get_by_label("From (UTC day)").fill(days[-1])
+    page.get_by_label("To (UTC day)").fill(days[1])
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(rf"since={days[-1]}&until={days[1]}"))
+    assert page.locator(".messages > li").count() == 3
+    page.get_by_label("From (UTC day)").fill("")
+    page.get_by_label("To (UTC day)").fill(days[-2])
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(rf"until={days[-2]}"))
+    assert page.locator(".messages > li").count() == 0 and page.get_by_text("No messages match").is_visible()
+    page = alice.open("/messages/?since=12/05/2026")
+    assert "a day is written YYYY-MM-DD" in page.locator("p.error").inner_text()
 
     # A reply to a number on the suppression list is refused, and the thread says why.
     texts(front, BEN, "STOP")

@@ -165,6 +165,18 @@ def test_history_filters_by_direction_and_by_conversation_with_the_cursor_and_na
         assert listed(limit=limit, phone=ann, device_id=two.device_id) == [ann_in_2]
         assert listed(limit=limit, phone=ann, status="received") == [ann_in_2, ann_in_1]
         assert listed(limit=limit, phone=bob, status="received") == []
+    # When they were made (since, until: both included), alone and with the other filters.
+    made = {m["id"]: m["created_at"] for m in expect(owner.get("/api/sms/"), 200)["items"]}
+    middle = made[to_bob]
+    for limit in (1, 50):
+        assert listed(limit=limit, since=middle) == [i for i in got[::-1] if made[i] >= middle]
+        assert listed(limit=limit, until=middle) == [i for i in got[::-1] if made[i] <= middle]
+        assert listed(limit=limit, since=made[to_ann], until=middle) == [
+            i for i in got[::-1] if made[to_ann] <= made[i] <= middle
+        ]
+        assert listed(limit=limit, since=made[ann_in_1], phone=ann) == [ann_in_2, to_ann, ann_in_1]
+        assert listed(limit=limit, until="2000-01-01T00:00:00+01:00") == []
+        assert listed(limit=limit, since="2099-01-01T00:00:00Z") == []
     [message] = expect(owner.get("/api/sms/", params={"phone": ann, "direction": "outbound"}), 200)["items"]
     assert (message["to"], message["direction"], message["from"]) == (ann, "outbound", None)
     # The + of a number written plainly into the query string (a space once decoded) is refused.
@@ -176,6 +188,10 @@ def test_history_filters_by_direction_and_by_conversation_with_the_cursor_and_na
         ("phone=%2B1555", "phone"),
         ("phone=BANK", "phone"),
         ("phone=%2B15553330001&status=bogus", "status"),
+        ("since=yesterday", "since"),
+        ("since=2026-12-05", "since"),
+        ("until=2026-02-30T00:00:00Z", "until"),
+        ("until=2026-12-05T10:00:00+01:00", "until"),  # the + read as a space
     ):
         refused = expect_error(owner.get(f"/api/sms/?{query}"), 400)
         assert refused["field"] == field, (query, refused)

@@ -164,6 +164,15 @@ def test_the_history_pager_walks_every_page(server: ServerProcess, sender: Sende
     assert [m.id for p in pages for m in p.items] == ids[::-1]  # newest first
     assert [m.id for m in sender.session.messages(page_size=3, status="queued")] == ids[::-1]
     assert list(sender.session.messages(status="sent")) == []
+    # When they were made: an aware datetime or an ISO-8601 string, both ends included.
+    every = [(m.id, m.created_at) for m in sender.session.messages()]  # newest first
+    middle = dict(every)[ids[2]]
+    since = [m.id for m in sender.session.messages(page_size=2, since=middle)]
+    assert since == [i for i, made in every if made >= middle] and ids[2] in since
+    until = datetime.fromisoformat(middle)
+    assert [m.id for m in sender.session.messages(until=until)] == [i for i, made in every if made <= middle]
+    with pytest.raises(ValueError, match="aware datetime"):
+        list(sender.session.messages(until=until.replace(tzinfo=None)))
 
     async def walk() -> list[str]:
         async with AsyncSessionClient(server.base_url) as session:

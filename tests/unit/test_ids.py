@@ -35,3 +35,13 @@ def test_message_ids_carry_their_millisecond_and_sort_in_a_batch() -> None:
         value = sum(CROCKFORD.index(c) << (5 * i) for i, c in enumerate(reversed(message_id)))
         assert len(message_id) == 26 and value >> 80 == now
     assert ids.message_id(now + 1) > max(batch)
+
+
+def test_a_message_id_tells_its_millisecond_and_the_first_id_of_a_millisecond_bounds_it() -> None:
+    for ms in (0, 1, 1_800_000_000_000, 2**48 - 1):
+        made = ids.message_ids(ms, 20)
+        assert {ids.message_id_ms(i) for i in made} == {ms}
+        assert all(ids.first_message_id(ms) <= i for i in made)
+        if ms < 2**48 - 1:
+            assert all(i < ids.first_message_id(ms + 1) for i in made)
+    assert [ids.message_id_ms(x) for x in ("", "short", "I" * 26, "0" * 27)] == [None] * 4

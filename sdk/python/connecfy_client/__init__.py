@@ -22,7 +22,7 @@ from connecfy_client.errors import (
 )
 from connecfy_client.models import BatchQueued, Message, MessagePage, Outgoing, Queued, TimelineEntry
 from connecfy_client.retries import Retries
-from connecfy_client.session import Account, AsyncSessionClient, SessionClient
+from connecfy_client.session import Account, AsyncSessionClient, HistoryFilters, SessionClient
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "Conflict",
     "ConnecfyError",
     "ConnectionFailed",
+    "HistoryFilters",
     "InvalidRequest",
     "ItemError",
     "Message",

@@ -115,6 +115,7 @@ class Message(msgspec.Struct, frozen=True):
     sim_slot: int | None = None
     priority: str | None = None
     encrypted: bool = False  # message is an envelope: connecfy_client.e2e.decrypt(message, passphrase)
+    campaign_id: str | None = None  # the campaign it was queued for
 
 
 class MessagePage(msgspec.Struct, frozen=True):

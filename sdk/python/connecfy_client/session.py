@@ -9,7 +9,8 @@ methods) and pages through ``GET /api/sms/``, newest first, following ``next_cur
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import msgspec
@@ -29,19 +30,32 @@ class Account(msgspec.Struct, frozen=True):
     daily_quota: int = 0
 
 
-def history_query(
-    limit: int,
-    cursor: str | None,
-    status: str | None,
-    device_id: str | None,
-    direction: str | None,
-    phone: str | None,
-) -> dict[str, str]:
-    """The query of one history page: the filters given, each once."""
+class HistoryFilters(TypedDict, total=False):
+    """What ``GET /api/sms/`` narrows the history to, in any combination."""
+
+    status: str
+    device_id: str
+    direction: str  # "outbound" or "inbound"
+    phone: str  # the conversation with this number (E.164)
+    campaign_id: str
+    since: datetime | str  # made then or later: an aware datetime, or ISO-8601 with a zone
+    until: datetime | str  # made then or earlier
+
+
+def history_query(limit: int, cursor: str | None, filters: HistoryFilters) -> dict[str, str]:
+    """The query of one history page: the filters given, each once (a datetime written
+    as ISO-8601, which must carry its time zone)."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"page_size must be 1 to {MAX_PAGE}")
-    given = {"cursor": cursor, "status": status, "device_id": device_id, "direction": direction, "phone": phone}
-    return {"limit": str(limit), **{name: value for name, value in given.items() if value is not None}}
+    query = {"limit": str(limit), **({"cursor": cursor} if cursor is not None else {})}
+    for name, value in filters.items():
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"{name} must be an aware datetime (with a time zone)")
+            value = value.isoformat()
+        if value is not None:
+            query[name] = str(value)
+    return query
 
 
 def _csrf(http: httpx.Client | httpx.AsyncClient) -> dict[str, str]:
@@ -85,38 +99,21 @@ class SessionClient(Connection):
         message: Message = self._call("GET", f"/api/sms/{message_id}/", Message)
         return message
 
-    def pages(
-        self,
-        *,
-        page_size: int = 50,
-        status: str | None = None,
-        device_id: str | None = None,
-        direction: str | None = None,
-        phone: str | None = None,
-    ) -> Iterator[MessagePage]:
-        """The history's pages, newest first, each fetched when the one before is used up."""
+    def pages(self, *, page_size: int = 50, **filters: Unpack[HistoryFilters]) -> Iterator[MessagePage]:
+        """The history's pages, newest first, each fetched when the one before is used up
+        (``filters``: :class:`HistoryFilters`)."""
         cursor: str | None = None
         while True:
-            query = history_query(page_size, cursor, status, device_id, direction, phone)
+            query = history_query(page_size, cursor, filters)
             page: MessagePage = self._call("GET", "/api/sms/", MessagePage, params=query)
             yield page
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
 
-    def messages(
-        self,
-        *,
-        page_size: int = 50,
-        status: str | None = None,
-        device_id: str | None = None,
-        direction: str | None = None,
-        phone: str | None = None,
-    ) -> Iterator[Message]:
+    def messages(self, *, page_size: int = 50, **filters: Unpack[HistoryFilters]) -> Iterator[Message]:
         """Every message of the history that matches, newest first, across pages."""
-        for page in self.pages(
-            page_size=page_size, status=status, device_id=device_id, direction=direction, phone=phone
-        ):
+        for page in self.pages(page_size=page_size, **filters):
             yield from page.items
 
 
@@ -148,35 +145,17 @@ class AsyncSessionClient(AsyncConnection):
         message: Message = await self._call("GET", f"/api/sms/{message_id}/", Message)
         return message
 
-    async def pages(
-        self,
-        *,
-        page_size: int = 50,
-        status: str | None = None,
-        device_id: str | None = None,
-        direction: str | None = None,
-        phone: str | None = None,
-    ) -> AsyncIterator[MessagePage]:
+    async def pages(self, *, page_size: int = 50, **filters: Unpack[HistoryFilters]) -> AsyncIterator[MessagePage]:
         cursor: str | None = None
         while True:
-            query = history_query(page_size, cursor, status, device_id, direction, phone)
+            query = history_query(page_size, cursor, filters)
             page: MessagePage = await self._call("GET", "/api/sms/", MessagePage, params=query)
             yield page
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
 
-    async def messages(
-        self,
-        *,
-        page_size: int = 50,
-        status: str | None = None,
-        device_id: str | None = None,
-        direction: str | None = None,
-        phone: str | None = None,
-    ) -> AsyncIterator[Message]:
-        async for page in self.pages(
-            page_size=page_size, status=status, device_id=device_id, direction=direction, phone=phone
-        ):
+    async def messages(self, *, page_size: int = 50, **filters: Unpack[HistoryFilters]) -> AsyncIterator[Message]:
+        async for page in self.pages(page_size=page_size, **filters):
             for item in page.items:
                 yield item
