@@ -229,11 +229,8 @@ async def _long_poll(
         watcher.cancel()
 
 
-DEFAULT_CLAIM_LIMIT = 10
-
-
 async def claim_tasks(
-    scope: Any, receive: Receive, broker: Broker, device: DeviceRef, limit: int, wait: int
+    scope: Any, receive: Receive, broker: Broker, device: DeviceRef, limit: int | None, wait: int
 ) -> ClaimResult:
     """The work of ``GET .../tasks/``, for the handler and its hot path alike."""
     try:
@@ -294,7 +291,8 @@ async def _admitted(scope: Any, headers: dict[bytes, bytes]) -> tuple[Broker, De
 
 async def tasks_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
     """``GET .../tasks/`` with a plain query (``limit``, ``wait``) and credentials."""
-    limit, wait = DEFAULT_CLAIM_LIMIT, 0
+    limit: int | None = None  # the server's CONNECFY_CLAIM_DEFAULT_LIMIT
+    wait = 0
     if scope["query_string"]:
         values = plain_query(scope["query_string"], _TASKS_QUERY)
         if values is None:
@@ -383,7 +381,7 @@ class PhoneController(Controller):
         **documented(PARAMETERS, DEVICE, ANOTHER_DEVICE, security=DEVICE_TOKEN),
     )
     async def tasks(
-        self, request: Request[Any, Any, Any], limit: ClaimLimit = DEFAULT_CLAIM_LIMIT, wait: WaitSeconds = 0
+        self, request: Request[Any, Any, Any], limit: ClaimLimit = None, wait: WaitSeconds = 0
     ) -> Response[list[Task]]:
         """Atomically claim the messages this phone should send now (leased 120 s).
         With ``wait`` and nothing to claim, the request waits up to that many seconds

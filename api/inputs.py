@@ -263,7 +263,14 @@ MessageStatus = Literal[STATUSES]  # type: ignore[valid-type]
 MAX_BODY = 64 * 1024  # bytes of a request body (413 past it)
 
 PathId = Annotated[str, Parameter(min_length=1, max_length=MAX_ID_CHARS)]
-ClaimLimit = Annotated[int, Parameter(ge=1, le=MAX_CLAIM_LIMIT)]
+ClaimLimit = Annotated[
+    int | None,
+    Parameter(
+        ge=1,
+        le=MAX_CLAIM_LIMIT,
+        description="Most messages to claim; default: the server's CONNECFY_CLAIM_DEFAULT_LIMIT (10 unless set).",
+    ),
+]
 WaitSeconds = Annotated[
     int,
     Parameter(

@@ -23,6 +23,8 @@ from tests.support import phone_variants as variants
 from tests.support.backends import NEWEST_REAL, ROOMY_LIMITS
 from tests.support.phone_variants import HEARTBEAT, JSON_TYPE, QUERIES, Headers, bodies
 
+DEFAULT_LIMIT = 3  # CONNECFY_CLAIM_DEFAULT_LIMIT: a poll without ?limit= claims this many
+
 
 @pytest.fixture
 def clients(real_servers: dict[str, RedisServer], tmp_path: Path) -> Iterator[tuple[Any, Any]]:
@@ -30,7 +32,13 @@ def clients(real_servers: dict[str, RedisServer], tmp_path: Path) -> Iterator[tu
     server = real_servers[NEWEST_REAL]
     with redis.Redis.from_url(server.url) as plain:
         plain.flushall()
-    settings = Settings(redis_url=server.url, data_dir=str(tmp_path), background_in_workers=False, **ROOMY_LIMITS)
+    settings = Settings(
+        redis_url=server.url,
+        data_dir=str(tmp_path),
+        background_in_workers=False,
+        claim_default_limit=DEFAULT_LIMIT,
+        **ROOMY_LIMITS,
+    )
     with (
         TestClient(app=create_app(settings)) as hot,
         TestClient(app=create_app(msgspec.structs.replace(settings, hot_paths=False))) as litestar,
@@ -117,6 +125,20 @@ def test_a_poll_hands_over_the_same_tasks_either_way(clients: tuple[Any, Any], p
         [{"id": t[0]["id"], "to": "+15551234567", "message": "hi"}] for t, _ in handed
     ]
     assert handed[0][1] == handed[1][1] == handed[2][1]
+
+
+def test_a_poll_without_a_limit_claims_the_servers_default_either_way(
+    clients: tuple[Any, Any], phones: dict[str, str]
+) -> None:
+    hot, _ = clients
+    csrf = {"X-CSRFToken": hot.cookies["csrftoken"]}
+    token = {"X-Device-Token": phones["a_token"]}
+    for client in clients:
+        for _ in range(DEFAULT_LIMIT + 2):
+            body = {"to": "+15551234567", "message": "hi", "device_id": phones["a"]}
+            assert hot.post("/api/sms/send/", json=body, headers=csrf).status_code == 202
+        assert len(client.get(f"/api/devices/{phones['a']}/tasks/", headers=token).json()) == DEFAULT_LIMIT
+        assert len(client.get(f"/api/devices/{phones['a']}/tasks/?limit=10", headers=token).json()) == 2
 
 
 def test_a_heartbeat_is_answered_alike_with_and_without_the_hot_path(
