@@ -335,6 +335,10 @@ def prepare(case: Any, fx: Fixtures, n: int) -> dict[str, str]:
     if (type(wait) is int or (isinstance(wait, str) and wait.isdigit())) and 1 < int(wait) <= MAX_WAIT_SECONDS:
         # A long poll of a second: its path runs, and the run does not wait out minutes.
         case.query = {**case.query, "wait": type(wait)(1)}
+    if case.query and _generated_valid(case, ParameterLocation.QUERY):
+        # The pattern of a moment cannot say which days February has, nor that there was no year 0.
+        moments = {"since": "2026-12-01T00:00:00Z", "until": "2026-12-31T23:59:59.999+01:00"}
+        case.query = {k: moments[k] if k in moments and isinstance(v, str) else v for k, v in case.query.items()}
 
     if isinstance(case.body, dict) and _generated_valid(case, ParameterLocation.BODY):
         body = _realistic(case.body, fx)
