@@ -304,6 +304,7 @@ class AccountPages(Controller):
             max_file_mib=MAX_FILE_BYTES // (1024 * 1024),
             max_file_bytes=MAX_FILE_BYTES,
             max_rows=MAX_ROWS,
+            max_name_chars=MAX_NAME_CHARS,
             max_days_ahead=schedule.MAX_AHEAD_MS // 86_400_000,
         )
 

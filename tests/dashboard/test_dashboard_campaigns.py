@@ -207,3 +207,20 @@ def test_an_api_only_account_has_the_page_without_a_device_choice(people: Any) -
     see(page.get_by_role("heading", name="New campaign")).to_be_visible()
     see(page.get_by_text("Sent through the platform pool of phones.")).to_be_visible()
     assert page.get_by_label("From device").count() == 0
+    # A file over 10 MiB: the server's 413 is said in the form, nothing is stored.
+    big = b"phone,name\n" + b"+15557000001,Ann\n" * (10 * 1024 * 1024 // 17 + 1)
+    page.locator("[data-campaign-file]").set_input_files(
+        files=[{"name": "big.csv", "mimeType": "text/csv", "buffer": big}]
+    )
+    see(page.get_by_label("Phone column")).to_have_value("phone")
+    page.get_by_label("Template").fill("Hi {name}")
+    page.get_by_role("button", name="Upload and check").click()
+    error = page.locator("form [role=alert]")
+    see(error).to_have_text("Name: 'name' must be 1 to 64 characters")
+    page.get_by_label("Name", exact=True).fill("Too big")
+    page.get_by_role("button", name="Upload and check").click()
+    see(error).to_contain_text("CSV file: ")
+    assert f"a campaign takes at most {10 * 1024 * 1024:,}" in error.inner_text(), error.inner_text()
+    assert page.locator("[data-upload-report]").is_hidden()
+    status, listed = frank.api("GET", "/api/campaigns/", None)
+    assert status == 200 and listed["items"] == []
