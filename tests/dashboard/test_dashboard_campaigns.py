@@ -5,7 +5,8 @@ segments); a template naming a column the file lacks is refused by the server an
 the form, storing nothing; the upload shows the exact validation report with a CSV of the
 rejected rows; Start on the report and the campaign page's progress bar and counts follow
 the campaign to ``done`` and the phone's sends without a reload; Cancel on another
-campaign. Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'."""
+campaign; an API-only account's file over 10 MiB is refused in the form (413), and its
+campaign over the daily quota shows as paused, with why and when it tries again. Screenshots go to ``tests/.screenshots/`` like the other dashboard tests'."""
 
 from __future__ import annotations
 
@@ -200,7 +201,7 @@ def test_upload_preview_report_start_progress_and_cancel(people: Any, world: Wor
     see(page.locator("#campaign-list [data-campaign-id]")).to_have_count(2)
 
 
-def test_an_api_only_account_has_the_page_without_a_device_choice(people: Any) -> None:
+def test_an_api_only_account_uploads_without_a_device_and_sees_a_pause(people: Any) -> None:
     frank: Person = people()
     frank.signup(email("campaign-api"), PASSWORD, account_type="api_only")
     page = frank.open("/campaigns/")
@@ -224,3 +225,23 @@ def test_an_api_only_account_has_the_page_without_a_device_choice(people: Any) -
     assert page.locator("[data-upload-report]").is_hidden()
     status, listed = frank.api("GET", "/api/campaigns/", None)
     assert status == 200 and listed["items"] == []
+
+    # 101 rows against an API-only account's daily quota of 100: the campaign pauses, and says why.
+    rows = "".join(f"+1555800{i:04d},Name{i}\n" for i in range(101))
+    page.locator("[data-campaign-file]").set_input_files(
+        files=[{"name": "many.csv", "mimeType": "text/csv", "buffer": f"phone,name\n{rows}".encode()}]
+    )
+    see(page.locator("[data-file-chosen]")).to_contain_text("many.csv")
+    page.get_by_label("Name", exact=True).fill("Over the quota")
+    page.get_by_role("button", name="Upload and check").click()
+    see(page.locator("[data-upload-report] [data-report=valid]")).to_have_text("101")
+    page.locator("[data-upload-report]").get_by_role("button", name="Start").click()
+    page.wait_for_url("**/campaigns/*/")
+    page.wait_for_selector("body[data-ready=true]")
+    see(page.locator("[data-campaign-state]")).to_have_text("paused", timeout=20_000)
+    note = page.locator("[data-state-note]")
+    see(note).to_contain_text("Paused: the account's daily quota is used up. It resumes by itself (next try: ")
+    assert note.locator("time").get_attribute("datetime")
+    see(page.locator("[data-progress-text]")).to_have_text("100 of 101 queued \u00b7 0 sent")
+    see(page.get_by_role("button", name="Cancel campaign")).to_be_visible()
+    shoot(page, "campaign-paused")

@@ -1088,7 +1088,7 @@ function campaignStateNote(c) {
     case "sending": return ["Sending: the rows are queued a chunk at a time."];
     case "paused":
       return ["Paused: " + (PAUSE_REASONS[c.reason] || c.reason || "held") + ". It resumes by itself",
-        ...(c.resume_at ? [", next try ", timeNode(c.resume_at)] : []), "."];
+        ...(c.resume_at ? [" (next try: ", timeNode(c.resume_at), ")"] : []), "."];
     case "done": return ["Done: every valid row is queued."];
     default: return [c.reason === "device_removed" ? "Cancelled: its device was removed." : "Cancelled: nothing more is queued."];
   }
