@@ -29,6 +29,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.api_keys import key_out
+from api.campaigns import campaign_out
 from api.credentials import SESSION_COOKIE, account_of, session_guard
 from api.dashboard.activity import RECENT_MESSAGES, hourly_activity
 from api.dashboard.guides import android_guide_html
@@ -41,6 +42,7 @@ from api.state import broker_of
 from api.suppressions import suppression_out
 from api.webhooks import webhook_out
 from broker import Broker, errors, ids, schedule
+from broker.campaign_files import MAX_FILE_BYTES, MAX_ROWS
 from broker.clock import duration_text, iso_utc
 from broker.history import counterpart
 from broker.messages import MAX_SIM_SLOTS, MAX_VALID_FOR_S, MIN_VALID_FOR_S
@@ -70,6 +72,7 @@ def utc_day_ms(day: str | None, field: str) -> int | None:
 
 
 SUPPRESSIONS_PER_PAGE = 50
+CAMPAIGNS_PER_PAGE = 50
 MAX_SERVER_ADDRESS = 200  # characters of a server address typed for the phone
 # The GSM 03.38 tables, for the pages that count segments as a person types.
 GSM_TABLES = {"basic": "".join(sorted(GSM_BASIC)), "extension": "".join(sorted(GSM_EXTENSION))}
@@ -287,6 +290,57 @@ class AccountPages(Controller):
             default_expiry=duration_text(broker.settings.message_ttl_seconds),
             expiry_range=f"{duration_text(MIN_VALID_FOR_S)} to {duration_text(MAX_VALID_FOR_S)}",
             max_days_ahead=schedule.MAX_AHEAD_MS // 86_400_000,
+        )
+
+    @get("/campaigns/")
+    async def campaigns(self, request: Request[Any, Any, Any], cursor: str | None = None) -> Template:
+        """The account's campaigns, newest first, and the form for a new one: the file is read
+        in the browser for its columns and a preview, then uploaded to ``POST /api/campaigns/``."""
+        account, broker = account_of(request), broker_of(request)
+        problem = None
+        items: list[Any] = []
+        next_cursor = None
+        try:
+            page = await broker.campaigns.page(account, limit=CAMPAIGNS_PER_PAGE, cursor=cursor or None)
+            items = [campaign_out(c) for c in page.items]
+            next_cursor = page.next_cursor
+        except errors.InvalidInput as exc:
+            problem = exc.detail
+        devices = [] if account.account_type == "api_only" else await broker.devices.list_for(account)
+        return await _page(
+            "campaigns.html",
+            request,
+            "campaigns",
+            campaigns=items,
+            next_cursor=next_cursor,
+            paged=bool(cursor),
+            problem=problem,
+            devices=[device_out(d) for d in devices],
+            gsm_tables=GSM_TABLES,
+            max_file_mib=MAX_FILE_BYTES // (1024 * 1024),
+            max_file_bytes=MAX_FILE_BYTES,
+            max_rows=MAX_ROWS,
+            max_name_chars=MAX_NAME_CHARS,
+            max_days_ahead=schedule.MAX_AHEAD_MS // 86_400_000,
+        )
+
+    @get("/campaigns/{campaign_id:str}/")
+    async def campaign(self, request: Request[Any, Any, Any], campaign_id: str) -> Template:
+        """One campaign: its report, Start and Cancel, and its progress, which the page's
+        script reads again from ``GET /api/campaigns/<id>/`` while it goes on."""
+        account, broker = account_of(request), broker_of(request)
+        if not ids.is_plain_id(campaign_id):
+            raise NotFoundException()
+        try:
+            found = await broker.campaigns.get(account, campaign_id)
+        except errors.CampaignNotFound:
+            raise NotFoundException() from None
+        return await _page(
+            "campaign.html",
+            request,
+            "campaigns",
+            campaign=msgspec.to_builtins(campaign_out(found)),
+            device_names=await _device_names(broker, account),
         )
 
     @get("/messages/")

@@ -31,6 +31,7 @@ PAGES = (
     "/devices/",
     "/devices/add/",
     "/send/",
+    "/campaigns/",
     "/messages/",
     "/inbox/",
     "/suppressions/",
@@ -388,7 +389,7 @@ def test_every_page_fits_a_phone_and_labels_its_controls(people: Any) -> None:
         grace.page.set_viewport_size({"width": 390, "height": 844})
         assert horizontal_overflow(page) <= 0, path
         assert unlabelled_controls(page) == [], path
-        assert page.locator("nav[aria-label=Main] a").count() == 9
+        assert page.locator("nav[aria-label=Main] a").count() == 10
     missing = grace.page.request.get("/static/no-such-file.css")
     assert missing.status == 404
 
@@ -448,5 +449,9 @@ def test_pages_need_a_session_answer_html_and_stay_out_of_the_api_schema(server:
         export = user.get("/suppressions/export.csv")
         assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
         assert export.text == "phone,reason,added_at\r\n"
+        assert user.get("/campaigns/nosuchcampaign/", headers={"accept": "text/html"}).status_code == 404
+        assert user.get("/campaigns/no-such-campaign/", headers={"accept": "text/html"}).status_code == 404
+        listed = user.get("/campaigns/", params={"cursor": "not a cursor"})
+        assert listed.status_code == 200 and "cursor is not one this server gave out" in listed.text
         bad_cursor = user.get("/messages/", params={"cursor": "not a cursor"})
         assert bad_cursor.status_code == 200 and "cursor is not one this server gave out" in bad_cursor.text

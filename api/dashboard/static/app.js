@@ -13,7 +13,9 @@ function cookie(name) {
 async function api(method, path, body, headers) {
   const init = { method, credentials: "same-origin", headers: Object.assign({ Accept: "application/json" }, headers || {}) };
   if (!["GET", "HEAD"].includes(method)) init.headers["X-CSRFToken"] = cookie("csrftoken");
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; /* multipart: the browser writes the Content-Type with its boundary */
+  } else if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -301,6 +303,9 @@ const actions = {
     }
   },
   "new-code": () => newPairingCode(),
+  "start-campaign": (button) => startCampaign(button),
+  "cancel-campaign": (button) => cancelCampaign(button),
+  "insert-column": (button) => insertColumn(button.dataset.column),
   "test-webhook": (button) => testWebhook(button),
   "rotate-secret": async (button) => {
     const card = button.closest("[data-webhook-id]");
@@ -822,6 +827,345 @@ function watchSegments() {
   render();
 }
 
+/* Campaigns: the CSV file is read in this browser (its first rows for the columns and the
+   preview, all of it for the download of the rejected rows), the template rendered as
+   broker/campaign_files.py renders it, then the file is uploaded to POST /api/campaigns/. */
+const CAMPAIGN_HEAD_BYTES = 65536;
+const CAMPAIGN_PREVIEW_ROWS = 5;
+const CAMPAIGN_POLL_MS = 1500;
+const TEMPLATE_PART = /\{\{|\}\}|\{([^{}]*)\}|[{}]/g;
+
+/* The delimiter the server picks: whichever of ";" and "," the first line has more of. */
+function csvDelimiter(text) {
+  const first = text.split("\n", 1)[0];
+  return first.split(";").length > first.split(",").length ? ";" : ",";
+}
+
+/* CSV records as Python's csv reader makes them (quotes, "" inside quotes, CRLF, LF or CR);
+   a blank line is a record of one empty cell. */
+function csvRecords(text, delimiter) {
+  const records = [];
+  let record = [], cell = "", quoted = false, i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { cell += '"'; i += 2; continue; }
+      if (c === '"') { quoted = false; i += 1; continue; }
+      cell += c; i += 1; continue;
+    }
+    if (c === '"' && cell === "") { quoted = true; i += 1; continue; }
+    if (c === delimiter) { record.push(cell); cell = ""; i += 1; continue; }
+    if (c === "\r" || c === "\n") {
+      record.push(cell); records.push(record); record = []; cell = "";
+      i += c === "\r" && text[i + 1] === "\n" ? 2 : 1;
+      continue;
+    }
+    cell += c; i += 1;
+  }
+  if (cell !== "" || record.length) { record.push(cell); records.push(record); }
+  return records;
+}
+
+const blankRecord = (r) => !r.some((c) => c.trim());
+
+/* The header and the rows after it, numbered as the report numbers them (from 1 on the
+   line after the header, blank lines counted). */
+function csvTable(text) {
+  text = text.replace(/^\ufeff/, "");
+  const records = csvRecords(text, csvDelimiter(text));
+  let start = 0;
+  while (start < records.length && blankRecord(records[start])) start += 1;
+  if (start >= records.length) return null;
+  return { header: records[start].map((c) => c.trim()), rows: records.slice(start + 1) };
+}
+
+/* The template for one row: {text, unknown}; unknown names a column the file lacks. */
+function renderTemplate(template, header, cells) {
+  let unknown = null, empty = null;
+  const text = template.replace(TEMPLATE_PART, (token, name) => {
+    if (token === "{{" || token === "}}") return token[0];
+    if (name === undefined) return token;
+    const index = header.indexOf(name.trim());
+    if (index < 0) { unknown = unknown || name.trim(); return token; }
+    const value = (cells[index] || "").trim();
+    if (!value) empty = empty || name.trim();
+    return value;
+  });
+  return { text, unknown, empty };
+}
+
+function chooseDefaultColumn(header) {
+  return header.find((n) => n === "phone") || header.find((n) => n.toLowerCase() === "phone") ||
+    header.find((n) => /phone|mobile|number|tel/i.test(n)) || header[0];
+}
+
+function campaignPreview(form) {
+  const state = form.campaignFile;
+  const box = form.querySelector("[data-preview]");
+  if (!state || !state.head) { box.hidden = true; return; }
+  const tables = JSON.parse(document.getElementById("gsm-tables").textContent);
+  const template = form.elements.template.value;
+  const phoneIndex = state.head.header.indexOf(form.elements.phone_column.value);
+  const rows = [];
+  let note = "";
+  state.head.rows.forEach((cells, i) => {
+    if (rows.length >= CAMPAIGN_PREVIEW_ROWS || blankRecord(cells)) return;
+    const rendered = renderTemplate(template, state.head.header, cells);
+    if (rendered.unknown) note = "The file has no column \u201c" + rendered.unknown + "\u201d: the upload would be refused.";
+    const s = segmentsOf(rendered.text, tables);
+    const empty = rendered.empty ? el("span", { class: "error-text" }, " (no " + rendered.empty + ": this row is rejected)") : "";
+    rows.push(el("tr", { "data-preview-row": String(i + 1) },
+      el("td", { "data-label": "Row" }, String(i + 1)),
+      el("td", { "data-label": "To" }, phoneIndex >= 0 ? (cells[phoneIndex] || "").trim() : ""),
+      el("td", { "data-label": "Message" }, rendered.text, empty),
+      el("td", { "data-label": "Encoding", "data-preview-encoding": "" }, s.encoding),
+      el("td", { "data-label": "Segments", "data-preview-segments": "" }, String(s.count))));
+  });
+  form.querySelector("[data-preview-rows]").replaceChildren(...rows);
+  let noteBox = box.querySelector("[data-template-note]");
+  if (!noteBox) {
+    noteBox = el("p", { class: "hint", "data-template-note": "" });
+    box.append(noteBox);
+  }
+  noteBox.textContent = note;
+  noteBox.hidden = !note;
+  box.hidden = false;
+}
+
+function insertColumn(name) {
+  const area = document.getElementById("template");
+  const token = "{" + name + "}";
+  const start = area.selectionStart, end = area.selectionEnd;
+  area.value = area.value.slice(0, start) + token + area.value.slice(end);
+  area.selectionStart = area.selectionEnd = start + token.length;
+  area.focus();
+  area.dispatchEvent(new Event("input"));
+}
+
+async function chooseCampaignFile(form, file) {
+  if (!file) return;
+  showError(form, "");
+  form.parentElement.querySelector("[data-upload-report]").hidden = true;
+  form.campaignFile = { file, head: null };
+  const chosen = form.querySelector("[data-file-chosen]");
+  chosen.textContent = file.name + " \u00b7 " + (file.size < 1024 ? file.size + " bytes" : Math.ceil(file.size / 1024) + " KiB");
+  chosen.hidden = false;
+  const whole = file.size <= CAMPAIGN_HEAD_BYTES;
+  let text = await file.slice(0, CAMPAIGN_HEAD_BYTES).text();
+  if (!whole) text = text.slice(0, Math.max(0, text.lastIndexOf("\n"))); /* no half row */
+  const head = csvTable(text);
+  const select = form.elements.phone_column;
+  const buttons = form.querySelector("[data-columns]");
+  if (!head || !head.header.some(Boolean)) {
+    select.replaceChildren(el("option", { value: "" }, "no header row found"));
+    select.disabled = true;
+    buttons.replaceChildren();
+    showError(form, "CSV file: it has no header row naming its columns.");
+    campaignPreview(form);
+    return;
+  }
+  form.campaignFile.head = head;
+  const names = head.header.filter(Boolean);
+  select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  select.value = chooseDefaultColumn(names);
+  select.disabled = false;
+  buttons.replaceChildren(...names.map((n) => el("button", { type: "button", "data-action": "insert-column", "data-column": n,
+    "aria-label": "Insert the column " + n }, "{" + n + "}")));
+  campaignPreview(form);
+}
+
+/* A cell a spreadsheet shows as text (as the server's CSV exports write it). */
+function csvCell(value) {
+  let v = String(value);
+  if (/^[=@\t\r]/.test(v) || (/^[+-]/.test(v) && !/^[+-][\d\s().-]*$/.test(v))) v = "'" + v;
+  return /[",\r\n;]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+}
+
+/* The rejected rows as a CSV: row, field, problem and, when the file is at hand, the row's own cells. */
+function rejectedCsv(report, table) {
+  const lines = [["row", "field", "problem", ...(table ? table.header : [])]];
+  for (const p of report.invalid) lines.push([p.row, p.field, p.detail, ...(table ? table.rows[p.row - 1] || [] : [])]);
+  return lines.map((cells) => cells.map(csvCell).join(",")).join("\r\n") + "\r\n";
+}
+
+function reportNodes(report, table) {
+  const fact = (label, key, value) => el("div", {}, el("dt", {}, label), el("dd", { "data-report": key }, String(value)));
+  const nodes = [el("dl", { class: "facts" },
+    fact("Rows", "rows", report.rows),
+    fact("Valid (to send)", "valid", report.valid),
+    fact("Invalid", "invalid_rows", report.invalid_rows),
+    fact("Duplicates", "duplicates", report.duplicates),
+    fact("Opted out", "opted_out", report.opted_out),
+    fact("Longest message", "max_segments", segmentsText(report.max_segments)),
+    fact("All messages", "segments", segmentsText(report.segments)))];
+  if (report.invalid.length) {
+    nodes.push(el("div", { class: "table-scroll" }, el("table", { class: "invalid-rows" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Row"), el("th", { scope: "col" }, "Field"), el("th", { scope: "col" }, "Problem"))),
+      el("tbody", {}, ...report.invalid.map((p) => el("tr", { "data-invalid-row": String(p.row) },
+        el("td", { "data-label": "Row" }, String(p.row)), el("td", { "data-label": "Field" }, p.field),
+        el("td", { "data-label": "Problem" }, p.detail)))))));
+    if (report.invalid_rows > report.invalid.length) {
+      nodes.push(el("p", { class: "hint" }, "The first " + report.invalid.length + " of " + report.invalid_rows + " invalid rows are listed."));
+    }
+    const href = URL.createObjectURL(new Blob([rejectedCsv(report, table)], { type: "text/csv" }));
+    nodes.push(el("p", {}, el("a", { class: "button", href, download: "rejected-rows.csv", "data-rejected-download": "" }, "Download rejected rows")));
+  } else {
+    nodes.push(el("p", { class: "muted" }, "No row was rejected."));
+  }
+  return nodes;
+}
+
+async function uploadCampaign(event) {
+  const form = event.target;
+  event.preventDefault();
+  showError(form, "");
+  for (const marked of form.querySelectorAll("[aria-invalid]")) marked.removeAttribute("aria-invalid");
+  const state = form.campaignFile;
+  if (!state) {
+    form.elements.file.setAttribute("aria-invalid", "true");
+    return showError(form, "CSV file: choose or drop a file first.");
+  }
+  const data = new FormData();
+  data.append("file", state.file, state.file.name);
+  for (const name of ["name", "template", "phone_column", "device_id", "priority"]) {
+    const control = form.elements.namedItem(name);
+    if (control && control.value !== "") data.append(name, control.value);
+  }
+  if (form.elements.send_at.value) data.append("send_at", localMoment(form.elements.send_at.value));
+  const button = form.querySelector("[type=submit]");
+  button.disabled = true;
+  const result = await api("POST", "/api/campaigns/", data);
+  button.disabled = false;
+  const box = form.parentElement.querySelector("[data-upload-report]");
+  if (!result.ok) {
+    box.hidden = true;
+    return showError(form, fieldProblem(form, result));
+  }
+  const campaign = result.body;
+  const table = csvTable(await state.file.text());
+  box.replaceChildren(
+    el("h3", {}, "Checked: \u201c" + (campaign.name || campaign.id) + "\u201d is a draft"),
+    ...reportNodes(campaign.report, table),
+    el("p", {}, "Nothing is sent until you start it. ",
+      el("a", { href: "/campaigns/" + campaign.id + "/", "data-campaign-link": "" }, "Open the campaign")),
+    el("button", { type: "button", class: "primary", "data-action": "start-campaign", "data-campaign-id": campaign.id,
+      ...(campaign.report.valid ? {} : { disabled: "" }) }, "Start"));
+  box.hidden = false;
+  refreshSection("campaign-list");
+}
+
+function watchCampaignForm(form) {
+  const zone = form.querySelector("[data-drop-zone]");
+  const input = form.querySelector("[data-campaign-file]");
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => { event.preventDefault(); zone.classList.add("over"); });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    const files = event.dataTransfer && event.dataTransfer.files;
+    if (!files || !files.length) return;
+    try { input.files = files; } catch (err) { /* the input shows no name; the file is still kept */ }
+    chooseCampaignFile(form, files[0]);
+  });
+  input.addEventListener("change", () => chooseCampaignFile(form, input.files[0]));
+  form.elements.template.addEventListener("input", () => campaignPreview(form));
+  form.elements.phone_column.addEventListener("change", () => campaignPreview(form));
+  form.addEventListener("submit", uploadCampaign);
+}
+
+const PAUSE_REASONS = {
+  quota_exceeded: "the account's daily quota is used up",
+  rate_limited: "the send limit is holding it",
+};
+
+function campaignStateNote(c) {
+  switch (c.state) {
+    case "draft":
+      return c.send_at ? ["A draft: once started, its messages are sent from ", timeNode(c.send_at), "."]
+        : ["A draft: nothing is sent until you start it."];
+    case "sending": return ["Sending: the rows are queued a chunk at a time."];
+    case "paused":
+      return ["Paused: " + (PAUSE_REASONS[c.reason] || c.reason || "held") + ". It resumes by itself",
+        ...(c.resume_at ? [" (next try: ", timeNode(c.resume_at), ")"] : []), "."];
+    case "done": return ["Done: every valid row is queued."];
+    default: return [c.reason === "device_removed" ? "Cancelled: its device was removed." : "Cancelled: nothing more is queued."];
+  }
+}
+
+/* Whether the page should read the campaign again: it is queueing, or messages it queued
+   are still waiting for a phone. */
+function campaignLive(c) {
+  const settled = c.counts.sent + c.counts.failed + c.counts.cancelled;
+  return c.state === "sending" || c.state === "paused" || (c.state === "done" && settled < c.counts.queued);
+}
+
+function showCampaign(c) {
+  const badge = document.querySelector("[data-campaign-state]");
+  badge.textContent = c.state;
+  badge.className = "status status-" + c.state;
+  document.querySelector("[data-state-note]").replaceChildren(...campaignStateNote(c));
+  const bar = document.querySelector("[data-progress]");
+  bar.max = c.report.valid || 1;
+  bar.value = Math.min(c.counts.queued, c.report.valid);
+  document.querySelector("[data-progress-text]").textContent =
+    c.counts.queued + " of " + c.report.valid + " queued \u00b7 " + c.counts.sent + " sent";
+  for (const dd of document.querySelectorAll("[data-count]")) dd.textContent = c.counts[dd.dataset.count];
+  document.querySelector('[data-field="started_at"]').replaceChildren(timeNode(c.started_at, "not yet"));
+  document.querySelector('[data-field="finished_at"]').replaceChildren(timeNode(c.finished_at, "not yet"));
+  document.querySelector('[data-action="start-campaign"]').hidden = c.state !== "draft";
+  document.querySelector('[data-action="cancel-campaign"]').hidden = !["draft", "sending", "paused"].includes(c.state);
+  document.querySelector("[data-campaign]").dataset.state = c.state;
+}
+
+let campaignTimer = null;
+
+function followCampaign(id) {
+  clearTimeout(campaignTimer);
+  const tick = async () => {
+    const result = await api("GET", "/api/campaigns/" + id + "/");
+    if (result.ok) showCampaign(result.body);
+    if (!result.ok || campaignLive(result.body)) campaignTimer = setTimeout(tick, CAMPAIGN_POLL_MS);
+  };
+  campaignTimer = setTimeout(tick, CAMPAIGN_POLL_MS);
+}
+
+function watchCampaign() {
+  const c = JSON.parse(document.getElementById("campaign-data").textContent);
+  document.querySelector("[data-campaign-report]").replaceChildren(...reportNodes(c.report, null));
+  showCampaign(c);
+  if (campaignLive(c)) followCampaign(c.id);
+}
+
+async function startCampaign(button) {
+  const page = document.querySelector("[data-campaign]");
+  const id = button.dataset.campaignId || page.dataset.campaign;
+  button.disabled = true;
+  const result = await api("POST", "/api/campaigns/" + id + "/start/");
+  button.disabled = false;
+  if (!result.ok) return toast(problem(result));
+  if (!page) {
+    location.href = "/campaigns/" + id + "/";
+    return;
+  }
+  showCampaign(result.body);
+  toast("Started");
+  followCampaign(id);
+}
+
+async function cancelCampaign(button) {
+  if (!confirm("Cancel this campaign? No further row is queued, and its messages no phone holds yet are cancelled.")) return;
+  const id = document.querySelector("[data-campaign]").dataset.campaign;
+  button.disabled = true;
+  const result = await api("POST", "/api/campaigns/" + id + "/cancel/");
+  button.disabled = false;
+  if (!result.ok) return toast(problem(result));
+  showCampaign(result.body);
+  toast("Cancelled");
+  followCampaign(id);
+}
+
 document.addEventListener("submit", submitApiForm);
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-action]");
@@ -845,7 +1189,10 @@ document.addEventListener("DOMContentLoaded", () => {
     newPairingCode();
     watchPairing();
   }
-  if (document.getElementById("gsm-tables")) watchSegments();
+  if (document.getElementById("gsm-tables") && document.getElementById("message")) watchSegments();
+  const campaignForm = document.querySelector("[data-campaign-form]");
+  if (campaignForm) watchCampaignForm(campaignForm);
+  if (document.getElementById("campaign-data")) watchCampaign();
   const encryption = document.querySelector("[data-encrypt]");
   if (encryption) watchEncryption(encryption);
   if (document.getElementById("webhook-list")) watchDeliveryLogs();
