@@ -271,10 +271,10 @@ class Messages:
         try:
             return await self._claim_tasks(device, limit, refuse, charge_empty, waiting_until, held)
         except StoreNotReplicated:
-            await self._end_leases(device.device_id, held)
+            await self.end_leases(device.device_id, held)
             raise
 
-    async def _end_leases(self, device_id: str, held: list[tuple[str, str]]) -> None:
+    async def end_leases(self, device_id: str, held: list[tuple[str, str]]) -> None:
         """End now the leases of ``held`` that ``device_id`` still holds (lease-end),
         shard by shard; one that cannot be ended runs its course."""
         now = self.ctx.now()

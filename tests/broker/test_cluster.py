@@ -198,6 +198,11 @@ async def run_every_operation(broker: Broker, clock: Any) -> list[Account]:
         assert [m.id for m in claimed] == [single.ids[0], batch.ids[0], batch.ids[2], batch.ids[3]]
         assert [m.message for m in claimed] == ["single", "batch a", "own pool 1", "own pool 2"]
         assert [m.id for m in await broker.messages.claim(b.ref)] == [batch.ids[1]]
+        # As after a claim answered store_not_replicated: its leases end (lease-end), and
+        # the next claim hands the message again, its count of leases as it was.
+        await broker.messages.end_leases(b.device_id, [(account.shard, batch.ids[1])])
+        assert [m.id for m in await broker.messages.claim(b.ref)] == [batch.ids[1]]
+        assert (await broker.message_log.get(account.shard, batch.ids[1])).leases == 1
         late = (await broker.messages.enqueue(account, [OutgoingMessage(TO, "expire me", b.device_id)])).ids[0]
 
         assert (await broker.messages.report_status(a.ref, single.ids[0], "sent")).changed
