@@ -183,13 +183,11 @@ class MessageLog:
         lowest: str | None = None,
     ) -> MessagePage:
         """A sender's messages, newest first, ``limit`` a page, those ``filters`` let
-        through, ids from ``lowest`` up. A filtered page reads at most ``scan_limit`` ids;
-        ``next_cursor`` then points past what was read, so a client pages on through
-        sparse matches."""
+        through, ids from ``lowest`` up (``cursor`` checked by :meth:`page`). A filtered
+        page reads at most ``scan_limit`` ids; ``next_cursor`` then points past what was
+        read, so a client pages on through sparse matches."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE}", field="limit")
-        if cursor is not None and not ids.is_plain_id(cursor):
-            raise errors.InvalidInput("cursor is not one this server gave out", field="cursor")
         redis = self.ctx.redis
         shard = self.ctx.shard(account.shard)
         index = shard.sent(account.id)
