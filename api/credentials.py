@@ -21,7 +21,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from api.errors import forbidden, not_authenticated, not_json, not_sent_as_json
-from api.state import broker_of
+from api.state import broker_in, broker_of
 from broker import Broker, errors
 from broker.api_keys import Admission
 from broker.records import Account, DeviceRef, Session
@@ -84,6 +84,24 @@ async def admit_device(
     return device
 
 
+DEVICE_CREDENTIALS = frozenset({b"x-device-token", b"authorization"})
+"""The headers that carry a device token (as the ASGI scope names them)."""
+
+
+async def admit_device_in(scope: Any, headers: dict[bytes, bytes]) -> tuple[Broker, DeviceRef]:
+    """A hot path's :func:`device_guard` (``api/hot_path.py``): the broker and the device
+    of the token in ``headers`` (the request's :data:`DEVICE_CREDENTIALS`, each sent once),
+    admitted as the guard admits it."""
+    broker = broker_in(scope)
+    token = headers.get(b"x-device-token")
+    authorization = headers.get(b"authorization")
+    sent = device_token(
+        None if token is None else token.decode("latin-1"),
+        None if authorization is None else authorization.decode("latin-1"),
+    )
+    return broker, await admit_device(broker, scope["state"], sent, scope["path_params"])
+
+
 def unpaired(connection: ASGIConnection[Any, Any, Any, Any]) -> Exception:
     """The 401 for a token whose device was removed after the token was remembered:
     the token is forgotten, and answered as any unknown token is."""
@@ -96,9 +114,10 @@ def unpaired_token(broker: Broker, token: str) -> Exception:
     return not_authenticated("unknown device token")
 
 
-async def still_paired(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """Whether the request's device token still names a device (a fresh lookup)."""
-    return await broker_of(connection).devices.find_by_token(connection.state.device_token) is not None
+async def still_paired(broker: Broker, state: dict[str, Any]) -> bool:
+    """Whether the device token :func:`device_guard` let in (kept in the connection's
+    ``state``) still names a device (a fresh lookup)."""
+    return await broker.devices.find_by_token(state["device_token"]) is not None
 
 
 async def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

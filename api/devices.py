@@ -12,11 +12,11 @@ from litestar.openapi import ResponseSpec
 from litestar.types import Receive, Send
 
 from api.credentials import (
+    DEVICE_CREDENTIALS,
     account_of,
-    admit_device,
+    admit_device_in,
     device_guard,
     device_of,
-    device_token,
     session_guard,
     unpaired,
     unpaired_token,
@@ -63,7 +63,7 @@ from api.openapi import (
     SESSION_CSRF,
     documented,
 )
-from api.state import broker_in, broker_of
+from api.state import broker_of
 from broker import Broker, errors
 from broker.clock import ISO_MOMENT, iso_utc
 from broker.inbound import MAX_INBOUND_CHARS, MAX_SIM_SLOT, REF_PATTERN
@@ -271,22 +271,9 @@ def _bounds(**parameters: Any) -> dict[bytes, tuple[int, int]]:
 
 
 _TASKS_QUERY = _bounds(limit=ClaimLimit, wait=WaitSeconds)
-_CREDENTIALS = frozenset({b"x-device-token", b"authorization"})
-_CREDENTIALS_AND_BODY = _CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
+_CREDENTIALS_AND_BODY = DEVICE_CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
 _encode = msgspec.json.Encoder().encode
 _decode_heartbeat = msgspec.json.Decoder(HeartbeatBody | None).decode  # strict, as check_request decodes
-
-
-async def _admitted(scope: Any, headers: dict[bytes, bytes]) -> tuple[Broker, DeviceRef]:
-    """The broker and the device of the request's token, as :func:`device_guard` admits it."""
-    broker = broker_in(scope)
-    token = headers.get(b"x-device-token")
-    authorization = headers.get(b"authorization")
-    sent = device_token(
-        None if token is None else token.decode("latin-1"),
-        None if authorization is None else authorization.decode("latin-1"),
-    )
-    return broker, await admit_device(broker, scope["state"], sent, scope["path_params"])
 
 
 async def tasks_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
@@ -299,10 +286,10 @@ async def tasks_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | 
             return receive
         limit = values.get(b"limit", limit)
         wait = values.get(b"wait", wait)
-    headers = plain_headers(scope["headers"], _CREDENTIALS)
+    headers = plain_headers(scope["headers"], DEVICE_CREDENTIALS)
     if headers is None:
         return receive
-    broker, device = await _admitted(scope, headers)
+    broker, device = await admit_device_in(scope, headers)
     result = await claim_tasks(scope, receive, broker, device, limit, wait)
     body = _encode(tasks_out(result))
     await send_json(send, 200, body, rate_header_pairs(result.rate))
@@ -317,7 +304,7 @@ async def heartbeat_hot_path(scope: Any, receive: Receive, send: Send) -> Receiv
     length = plain_number(headers.get(b"content-length", b"0"))
     if length is None or length > MAX_BODY or (length and headers.get(b"content-type") != JSON):
         return receive
-    broker, device = await _admitted(scope, headers)
+    broker, device = await admit_device_in(scope, headers)
     body, messages = await read_body(receive, length)
     if body is None:
         return replaying(messages, receive)

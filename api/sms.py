@@ -6,10 +6,21 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.types import Receive, Send
 
-from api.credentials import account_of, device_guard, device_of, session_guard, still_paired, unpaired
+from api.credentials import (
+    DEVICE_CREDENTIALS,
+    account_of,
+    admit_device_in,
+    device_guard,
+    session_guard,
+    still_paired,
+    unpaired_token,
+)
 from api.errors import ApiError, not_found, rate_headers
+from api.hot_path import HOT_PATH, JSON, HotPath, plain_headers, plain_number, read_body, replaying, send_json
 from api.inputs import (
+    MAX_BODY,
     ConversationPhone,
     Cursor,
     DashboardSendDevice,
@@ -214,6 +225,63 @@ def send_headers(result: EnqueueResult) -> dict[str, str]:
     return headers
 
 
+async def take_report(broker: Broker, state: dict[str, Any], message_id: str, data: StatusBody) -> StatusOut:
+    """The work of ``POST /api/sms/{id}/status/`` once :func:`device_guard` admitted the
+    device (kept in ``state``), for the handler and its hot path alike."""
+    try:
+        change = await broker.messages.report_status(
+            state["device"],
+            message_id,
+            data.status,
+            data.error,
+            retryable=data.retryable,
+            sim_slot=data.sim_slot,
+            segments=data.segments,
+        )
+    except errors.MessageNotFound:
+        if not await still_paired(broker, state):  # a removed device's messages are no longer its own
+            raise unpaired_token(broker, state["device_token"]) from None
+        raise
+    return StatusOut(change.id, change.status)
+
+
+# The status report's hot path (api/hot_path.py): a phone reports every message it sends
+# (sent, and often delivered), so at a high message rate this is the request a server
+# answers most.
+
+_ID_LENGTH = (PathId.__metadata__[0].min_length, PathId.__metadata__[0].max_length)  # as the handler validates
+_REPORT_HEADERS = DEVICE_CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
+_encode = msgspec.json.Encoder().encode
+_decode_report = msgspec.json.Decoder(StatusBody).decode  # strict, as check_request decodes
+
+
+async def report_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
+    """``POST /api/sms/{id}/status/`` with no query, an id within the path parameter's
+    bounds, plain credentials and a JSON body of exactly its ``Content-Length`` that
+    decodes as the declared body: the device admitted as :func:`device_guard` admits it
+    (before the body is read, as the guard runs before it), then the handler's work."""
+    message_id = scope["path_params"]["message_id"]
+    if scope["query_string"] or not _ID_LENGTH[0] <= len(message_id) <= _ID_LENGTH[1]:
+        return receive
+    headers = plain_headers(scope["headers"], _REPORT_HEADERS)
+    if headers is None or b"transfer-encoding" in headers:
+        return receive
+    length = plain_number(headers.get(b"content-length", b""))
+    if not length or length > MAX_BODY or headers.get(b"content-type") != JSON:
+        return receive
+    broker, _ = await admit_device_in(scope, headers)
+    body, messages = await read_body(receive, length)
+    if body is None:
+        return replaying(messages, receive)
+    try:
+        data = _decode_report(body)
+    except Exception:  # not JSON, or not of the declared types: as Litestar answers it
+        return replaying(messages, receive)
+    out = await take_report(broker, scope["state"], message_id, data)
+    await send_json(send, 200, _encode(out))
+    return None
+
+
 class SmsController(Controller):
     path = "/api/sms"
     tags = ["dashboard: messages"]
@@ -304,6 +372,7 @@ class SmsController(Controller):
         "/{message_id:str}/status/",
         status_code=200,
         guards=[device_guard],
+        opt={HOT_PATH: HotPath(report_hot_path, device_guard)},
         operation_id="reportStatus",
         **documented(BODY, DEVICE, NOT_FOUND, CONFLICT, security=DEVICE_TOKEN),
     )
@@ -314,18 +383,4 @@ class SmsController(Controller):
         again after 30 s, while it has attempts left (3, as leases); then it is final. A
         sent report may name the SIM slot that sent it (``sim_slot``, 1-4) and, for an
         end-to-end encrypted message, the segments it took (``segments``)."""
-        try:
-            change = await broker_of(request).messages.report_status(
-                device_of(request),
-                message_id,
-                data.status,
-                data.error,
-                retryable=data.retryable,
-                sim_slot=data.sim_slot,
-                segments=data.segments,
-            )
-        except errors.MessageNotFound:
-            if not await still_paired(request):  # a removed device's messages are no longer its own
-                raise unpaired(request) from None
-            raise
-        return StatusOut(change.id, change.status)
+        return await take_report(broker_of(request), request.scope["state"], message_id, data)

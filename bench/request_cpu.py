@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""In-process CPU per request of the three hot endpoints, next to a no-op request.
+"""In-process CPU per request of the phone's and the sender's endpoints, next to a no-op request.
 
 Run it from the root of the checkout to measure (the code under test is the one in the
 current directory when it holds ``api/`` and ``broker/``, else this file's checkout)::
@@ -52,6 +52,9 @@ Endpoints, in this order (``--endpoints`` picks some; ``healthz`` is always meas
 ``POST /api/external/send/``
     ``{"api_key", "to", "message", "device_id"}`` to a second phone of the same
     self-managed account, so the claiming phone's queue is left alone (202).
+``POST /api/sms/<id>/status/`` (``status``)
+    The second phone's ``{"status": "sent"}``, each request on a message of its own that
+    the phone claimed before the round (outside the measured time) (200).
 
 Each endpoint gets a warm-up (``--warmup`` seconds, at most ``--seconds``), then
 ``--rounds`` rounds of N requests, N sized from the warm-up's rate to take about
@@ -109,6 +112,7 @@ TO = "+15551234567"
 TEXT = "Your Connecfy code is 123456"
 PASSWORD = "correct horse battery staple"
 HEARTBEAT = {"battery": 81, "android_version": "14", "app_version": "1.0.0"}
+SENT = {"status": "sent"}
 WARMUP_CHUNK = 50
 MAX_WARMUP_CHUNKS = 1_000
 MAX_REQUESTS_PER_ROUND = 1_000_000
@@ -393,6 +397,7 @@ class Setup:
     phone_id: str
     phone_token: str
     sink_id: str
+    sink_token: str
     api_key: str
 
 
@@ -426,11 +431,11 @@ async def set_up(app: Any) -> Setup:
         return device_id, token
 
     phone_id, phone_token = await pair("Claiming phone")
-    sink_id, _ = await pair("Sending phone")
+    sink_id, sink_token = await pair("Sending phone")
     key = expect(
         await call(app, Request("POST", "/api/api-keys/", headers=session, body={"name": "bench"})), 201, "API key"
     )
-    return Setup(phone_id, phone_token, sink_id, key["api_key"])
+    return Setup(phone_id, phone_token, sink_id, sink_token, key["api_key"])
 
 
 # Endpoints -------------------------------------------------------------------------
@@ -456,17 +461,22 @@ class Endpoint:
     async def prepare(self, requests: int) -> None:
         """Make ``requests`` requests possible (outside the measured time)."""
 
+    def requests(self, count: int) -> list[Request]:
+        """The ``count`` requests of a round (the same one, unless an endpoint needs each
+        apart)."""
+        return [self.request()] * count
+
     async def run(self, requests: int) -> Sample:
         """``requests`` measured requests."""
         await self.prepare(requests)
         gc.collect()
         before = self.server.read()
-        prepared = self.request()
+        prepared = self.requests(requests)
         app = self.app
         cpu: list[float] = []
         wall: list[float] = []
-        for _ in range(requests):
-            scope, receive, send, reply = prepared.parts()
+        for i in range(requests):
+            scope, receive, send, reply = prepared[i].parts()
             started = time.perf_counter()
             cpu_started = time.process_time()
             await app(scope, receive, send)
@@ -561,6 +571,45 @@ class TasksEmpty(Endpoint):
             raise RuntimeError(f"{self.label}: expected no tasks, got {reply.describe()}")
 
 
+class Status(Endpoint):
+    name = "status"
+    label = "POST /api/sms/<id>/status/"
+
+    def __init__(self, app: Any, setup: Setup, server: ServerCounters) -> None:
+        super().__init__(app, setup, server)
+        self.held: list[str] = []  # messages the sending phone claimed and has not reported on
+        self.reported: set[str] = set()
+
+    async def prepare(self, requests: int) -> None:
+        """Queue ``requests`` messages for the second phone and claim them all with it."""
+        item = {"to": TO, "message": TEXT, "device_id": self.setup.sink_id}
+        wanted = requests - len(self.held)
+        while wanted > 0:
+            count = min(BATCH_MAX, wanted)
+            body = {"api_key": self.setup.api_key, "messages": [item] * count}
+            expect(await call(self.app, Request("POST", "/api/external/send-batch/", body=body)), 202, "send-batch")
+            wanted -= count
+        token = {"x-device-token": self.setup.sink_token}
+        while len(self.held) < requests:
+            claim = Request("GET", f"/api/devices/{self.setup.sink_id}/tasks/", query="limit=100", headers=token)
+            tasks = expect(await call(self.app, claim), 200, "claim for status reports")
+            if not tasks:
+                raise RuntimeError(f"{self.label}: {len(self.held)} messages claimed of {requests}")
+            self.held += [task["id"] for task in tasks]
+
+    def requests(self, count: int) -> list[Request]:
+        """Each request reports ``sent`` for a message of its own."""
+        ids, self.held = self.held[:count], self.held[count:]
+        self.reported = set(ids)
+        token = {"x-device-token": self.setup.sink_token}
+        return [Request("POST", f"/api/sms/{i}/status/", headers=token, body=SENT) for i in ids]
+
+    def check(self, reply: Reply) -> None:
+        answer = expect(reply, 200, self.label)
+        if answer.get("status") != "sent" or answer.get("id") not in self.reported:
+            raise RuntimeError(f"{self.label}: {reply.describe()}")
+
+
 BARE_ANSWER = {"status": "ok", "device_id": "01J0000000000000000000000"}
 
 
@@ -584,7 +633,7 @@ class BareRedis(Bare):
         return Request("GET", "/bare-redis")
 
 
-ENDPOINTS: tuple[type[Endpoint], ...] = (Healthz, Bare, BareRedis, Heartbeat, Tasks, TasksEmpty, Send)
+ENDPOINTS: tuple[type[Endpoint], ...] = (Healthz, Bare, BareRedis, Heartbeat, Tasks, TasksEmpty, Send, Status)
 BARE_ENDPOINTS = frozenset({"bare", "bare_redis"})
 NOTES = {
     "healthz": "no Redis; the cost of reaching any handler",
@@ -594,6 +643,7 @@ NOTES = {
     "heartbeat": "presence, battery and versions of one phone",
     "tasks": f"each claim returns exactly {CLAIM_LIMIT} queued messages (queued before each round, outside the timing)",
     "send": "one message to a named phone of a self-managed account",
+    "status": "the phone's sent report on a message it claimed (a message of its own for each request)",
 }
 
 
@@ -846,7 +896,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="In-process CPU per request of the claim, the heartbeat and the external send, next to /healthz."
+        description="In-process CPU per request of the claim, the heartbeat, the external send and the status report, next to /healthz."
     )
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds per endpoint (default 5)")
     parser.add_argument("--seconds", type=float, default=2.0, help="about how long each round lasts (default 2)")

@@ -276,3 +276,137 @@ def test_a_plain_external_send_takes_the_hot_path(
     made.clear()  # Litestar makes a Request to answer an error
     assert litestar.post("/api/external/send/", json=body).status_code == 202
     assert made  # CONNECFY_HOT_PATHS=false: Litestar's handler
+
+
+@pytest.fixture
+def roomy_phone(clients: tuple[Any, Any], phones: dict[str, str]) -> None:
+    """Phone a's send budget out of the way of the many messages the report tests claim."""
+    hot, _ = clients
+    budget = {"segments_per_minute": 10_000, "segments_per_day": 100_000}
+    reply = hot.patch(f"/api/devices/{phones['a']}/", json=budget, headers={"X-CSRFToken": hot.cookies["csrftoken"]})
+    assert reply.status_code == 200, reply.text
+
+
+def claimed_pair(clients: tuple[Any, Any], phones: dict[str, str]) -> list[str]:
+    """Two new messages claimed by phone a: one to report on through each app."""
+    hot, _ = clients
+    csrf = {"X-CSRFToken": hot.cookies["csrftoken"]}
+    for _ in range(2):
+        body = {"to": "+15551234567", "message": "hi", "device_id": phones["a"]}
+        assert hot.post("/api/sms/send/", json=body, headers=csrf).status_code == 202
+    tasks = hot.get(f"/api/devices/{phones['a']}/tasks/?limit=2", headers={"X-Device-Token": phones["a_token"]})
+    ids = [task["id"] for task in tasks.json()]
+    assert len(ids) == 2, tasks.text
+    return ids
+
+
+def reported(clients: tuple[Any, Any], ids: list[str], suffix: str = "/", **request: Any) -> list[Any]:
+    """The same report sent through each app, each on its own message: the answers, with
+    each message's id as what it is."""
+    answers = []
+    for client, message_id in zip(clients, ids, strict=True):
+        status, headers, body = answer(client.post(f"/api/sms/{message_id}/status{suffix}", **request))
+        if isinstance(body, dict):
+            body = {k: v.replace(message_id, "<id>") if isinstance(v, str) else v for k, v in body.items()}
+        answers.append((status, headers, body))
+    return answers
+
+
+@pytest.mark.usefixtures("roomy_phone")
+def test_a_status_report_is_answered_alike_with_and_without_the_hot_path(
+    clients: tuple[Any, Any], phones: dict[str, str]
+) -> None:
+    json_type = [JSON_TYPE]
+    sent = json.dumps({"status": "sent"}).encode()
+    reports: list[tuple[bytes | list[bytes], Headers]] = [
+        (sent, json_type),
+        (json.dumps({"status": "delivered"}).encode(), json_type),
+        (json.dumps({"status": "failed", "error": "RESULT_ERROR_NO_SERVICE"}).encode(), json_type),
+        (json.dumps({"status": "failed", "error": "radio off", "retryable": True}).encode(), json_type),
+        (json.dumps({"status": "sent", "retryable": True}).encode(), json_type),
+        (json.dumps({"status": "sent", "sim_slot": 2, "segments": 1}).encode(), json_type),
+        (json.dumps({"status": "sent", "sim_slot": "2"}).encode(), json_type),
+        (json.dumps({"status": "sent", "sim_slot": 2.0}).encode(), json_type),
+        (json.dumps({"status": "sent", "sim_slot": 9}).encode(), json_type),
+        (json.dumps({"status": "sent", "segments": 0}).encode(), json_type),
+        (json.dumps({"status": "failed", "retryable": "yes"}).encode(), json_type),
+        (json.dumps({"status": "failed", "error": "x" * 10_000}).encode(), json_type),
+        (json.dumps({"status": "queued"}).encode(), json_type),
+        (json.dumps({"status": 1}).encode(), json_type),
+        (json.dumps({"error": "no status"}).encode(), json_type),
+        (json.dumps({"status": "sent", "colour": "red"}).encode(), json_type),
+        (b"null", json_type),
+        (b"[]", json_type),
+        (b"{not json", json_type),
+        (b"\xff{}", json_type),
+        (b"", json_type),
+        (b"[" * 5000 + b"]" * 5000, json_type),
+        (sent, [("Content-Type", "text/plain")]),
+        (sent, [("Content-Type", "application/json; charset=utf-8")]),
+        (sent, []),
+        (sent, [JSON_TYPE, ("Content-Type", "text/plain")]),
+        (sent, [JSON_TYPE, ("Content-Length", str(len(sent)))]),
+        (b" " * 70_000 + sent, json_type),
+        ([sent[:4], sent[4:]], json_type),  # in chunks, no Content-Length: Litestar reads it
+    ]
+    seen = set()
+    token = credentials(phones)[0]
+    for content, headers in reports:
+        ids = claimed_pair(clients, phones)
+        replies = reported(clients, ids, content=content, headers=token + headers)
+        assert replies[0] == replies[1], (content, headers)
+        seen.add(replies[0][0])
+    for credential in credentials(phones):
+        replies = reported(clients, claimed_pair(clients, phones), json={"status": "sent"}, headers=credential)
+        assert replies[0] == replies[1], credential
+        seen.add(replies[0][0])
+    for suffix in ("", "/?x=1"):
+        replies = reported(clients, claimed_pair(clients, phones), suffix, json={"status": "sent"}, headers=token)
+        assert replies[0] == replies[1], suffix
+    for message_id in ("01J00000000000000000000000", "x" * 65, "a%20b"):
+        replies = reported(clients, [message_id, message_id], json={"status": "sent"}, headers=token)
+        assert replies[0] == replies[1], message_id
+        seen.add(replies[0][0])
+    assert seen == {200, 400, 401, 404, 413, 415}, seen
+
+
+def test_a_removed_phones_report_is_401_either_way(clients: tuple[Any, Any], phones: dict[str, str]) -> None:
+    """A token each app still remembers, of a phone removed since: a message it does not
+    hold is answered with the unknown token's 401 (not the message's 404), through both."""
+    hot, _ = clients
+    csrf = {"X-CSRFToken": hot.cookies["csrftoken"]}
+    token = {"X-Device-Token": phones["b_token"]}
+    ids = []
+    for _ in range(2):
+        body = {"to": "+15551234567", "message": "hi", "device_id": phones["b"]}
+        assert hot.post("/api/sms/send/", json=body, headers=csrf).status_code == 202
+    for client in clients:  # each app remembers the token
+        ids += [task["id"] for task in client.get(f"/api/devices/{phones['b']}/tasks/?limit=1", headers=token).json()]
+    assert len(ids) == 2
+    assert hot.delete(f"/api/devices/{phones['b']}/", headers=csrf).status_code == 204
+    replies = reported(clients, ids, json={"status": "sent"}, headers=list(token.items()))
+    assert replies[0] == replies[1]  # the messages it held went back with the phone: 409
+    unknown = ["01J00000000000000000000000"] * 2
+    replies = reported(clients, unknown, json={"status": "sent"}, headers=list(token.items()))
+    assert replies[0] == replies[1]
+    assert replies[0][0] == 401 and replies[0][2]["detail"] == "unknown device token", replies[0]
+
+
+def test_a_plain_status_report_takes_the_hot_path(
+    clients: tuple[Any, Any], phones: dict[str, str], made: list[Any]
+) -> None:
+    hot, litestar = clients
+    token = {"X-Device-Token": phones["a_token"]}
+    first, second = claimed_pair(clients, phones)
+    made.clear()
+    assert hot.post(f"/api/sms/{first}/status/", json={"status": "sent"}, headers=token).json() == {
+        "id": first,
+        "status": "sent",
+    }
+    assert hot.post(f"/api/sms/{first}/status/", json={"status": "delivered"}, headers=token).status_code == 200
+    assert made == []
+    assert hot.post(f"/api/sms/{first}/status/?x=1", json={"status": "delivered"}, headers=token).status_code == 200
+    assert made  # handed to Litestar
+    made.clear()
+    assert litestar.post(f"/api/sms/{second}/status/", json={"status": "sent"}, headers=token).status_code == 200
+    assert made  # CONNECFY_HOT_PATHS=false: Litestar's handler

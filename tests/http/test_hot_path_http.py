@@ -51,6 +51,7 @@ class World:
     connection: http.client.HTTPConnection
     names: dict[str, str] = field(default_factory=dict)  # each id or token of this world -> what it stands for
     phones: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (device id, token)
+    messages: dict[str, str] = field(default_factory=dict)  # m0, m1, ... (in the order sent) -> id
 
     def csrf(self) -> dict[str, str]:
         return {"X-CSRFToken": self.dashboard.cookies["csrftoken"]}
@@ -71,6 +72,7 @@ class World:
         reply = self.dashboard.post("/api/sms/send/", json=body, headers=self.csrf())
         assert reply.status_code == 202, reply.text
         self.names[reply.json()["id"]] = f"<message {len(self.names)}>"
+        self.messages[f"m{len(self.messages)}"] = reply.json()["id"]
 
     def told(self, text: bytes) -> bytes:
         """``text`` with this world's ids and tokens as what they stand for, and moments as one."""
@@ -159,8 +161,8 @@ class Lockstep:
         body: bytes | list[bytes] | None = None,
         before: Callable[[World], threading.Thread] | None = None,
     ) -> tuple[int, Any]:
-        """``path`` and ``headers`` may name ``{a}`` and ``{a_token}`` (and b, c): each
-        world's own. ``before(world)`` starts a thread right before each world's request,
+        """``path`` and ``headers`` may name ``{a}`` and ``{a_token}`` (and b, c), and
+        ``path`` the messages sent, ``{m0}``, ``{m1}``...: each world's own. ``before(world)`` starts a thread right before each world's request,
         joined before the answers are compared. The answer's status and JSON body (None
         when it is not JSON)."""
         request_id = f"hot-path-{len(self.request_ids):04d}"
@@ -170,6 +172,7 @@ class Lockstep:
         for world in self.worlds:
             own = {name: device_id for name, (device_id, _) in world.phones.items()}
             own.update({f"{name}_token": token for name, (_, token) in world.phones.items()})
+            own.update(world.messages)
             if before is not None:
                 started.append(before(world))
             sent_headers = [(name, value.format(**own)) for name, value in headers]
@@ -227,7 +230,8 @@ def phone_metrics(world: World) -> dict[tuple[str, frozenset[tuple[str, str]]], 
     for family in text_string_to_metric_families(reply.text):
         for sample in family.samples:
             labels = dict(sample.labels)
-            phone_route = labels.get("route", "").startswith("/api/devices/{device_id}/")
+            route = labels.get("route", "")
+            phone_route = route.startswith("/api/devices/{device_id}/") or route == "/api/sms/{message_id}/status/"
             counted = sample.name in ("connecfy_http_requests_total", "connecfy_http_request_duration_seconds_count")
             claims = sample.name in ("connecfy_claims_total", "connecfy_claimed_messages_total")
             if (counted and phone_route) or claims or sample.name == "connecfy_long_polls_waiting":
@@ -270,6 +274,35 @@ def test_the_hot_path_answers_as_litestar_does_over_http(worlds: tuple[World, Wo
     )
     assert status == 200 and len(woken) == 1, woken
 
+    # Status reports on the three handed over (m0, m1, m2): plain ones, each body the hot
+    # path hands on, other credentials, an unknown message.
+    json_token = [*token, JSON_TYPE]
+    for message, report in (
+        ("m0", {"status": "sent", "sim_slot": 1}),
+        ("m0", {"status": "delivered"}),
+        ("m1", {"status": "failed", "error": "radio off", "retryable": True}),
+        ("m2", {"status": "sent"}),
+    ):
+        status, out = step.same("POST", f"/api/sms/{{{message}}}/status/", json_token, json.dumps(report).encode())
+        assert (status, out["status"]) == (200, "queued" if report.get("retryable") else report["status"]), out
+    report_path = "/api/sms/{m2}/status/"
+    delivered = json.dumps({"status": "delivered"}).encode()
+    for headers, body in (
+        (json_token, b'{"status": "bogus"}'),
+        (json_token, b'{"status": "delivered", "sim_slot": "1"}'),
+        (json_token, b"{not json"),
+        (json_token, b""),
+        (token, delivered),
+        ([*token, ("Content-Type", "text/plain")], delivered),
+        (json_token, [delivered[:5], delivered[5:]]),
+        ([("X-Device-Token", "nope"), JSON_TYPE], delivered),
+        ([("X-Device-Token", "{b_token}"), JSON_TYPE], delivered),
+        ([JSON_TYPE], delivered),
+    ):
+        step.same("POST", report_path, headers, body)
+    step.same("POST", report_path + "?x=1", json_token, delivered)
+    step.same("POST", "/api/sms/01J00000000000000000000000/status/", json_token, delivered)
+
     # Heartbeats: every body, with a good token, another phone's and none; every way of
     # sending the token; in chunks; without the path's slash.
     for body, headers in bodies():
@@ -299,17 +332,25 @@ def test_the_hot_path_answers_as_litestar_does_over_http(worlds: tuple[World, Wo
     assert step.same("GET", "/api/devices/{c}/tasks/", c_token)[0] == 401
     assert step.same("POST", "/api/devices/{c}/heartbeat/", c_token)[0] == 401
     assert step.same("GET", tasks, c_token)[0] == 401
+    unknown = "/api/sms/01J00000000000000000000000/status/"
+    assert step.same("POST", unknown, [*c_token, JSON_TYPE], delivered)[0] == 401
 
     assert step.statuses >= {200, 400, 401, 403, 404, 405, 413, 415, 429}
 
     # The access lines and the metrics of all that.
-    time.sleep(0.2)  # a line is written once its response is sent
-    lines = [access_lines(world, step.request_ids) for world in worlds]
+    deadline = time.monotonic() + 10  # a line is written once its response is sent
+    while True:
+        lines = [access_lines(world, step.request_ids) for world in worlds]
+        if not any("missing" in line for found in lines for line in found) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for hot_line, reference_line in zip(*lines, strict=True):
         assert hot_line == reference_line
     routes = {line["route"] for line in lines[0]}
     assert "/api/devices/{device_id}/tasks/ (long poll)" in routes, routes
-    assert phone_metrics(hot) == phone_metrics(reference)
+    metrics = phone_metrics(hot)
+    assert any(dict(labels).get("route") == "/api/sms/{message_id}/status/" for _, labels in metrics), metrics
+    assert metrics == phone_metrics(reference)
 
 
 def test_a_long_poll_waiting_when_the_server_stops_is_answered_alike(worlds: tuple[World, World]) -> None:
