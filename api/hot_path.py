@@ -1,9 +1,11 @@
 """The hot paths: a plain ``GET /api/devices/{id}/tasks/``, ``POST
-/api/devices/{id}/heartbeat/`` or ``POST /api/external/send/`` answered from the ASGI
-scope, without Litestar's per-request machinery around the handler.
+/api/devices/{id}/heartbeat/``, ``POST /api/sms/{id}/status/`` or ``POST
+/api/external/send/`` answered from the ASGI scope, without Litestar's per-request
+machinery around the handler.
 
-Every paired phone polls and sends heartbeats all day long, and high-volume senders send
-one message a request, so these three requests are most of what a server answers, and
+Every paired phone polls and sends heartbeats all day long and reports each message it
+sends (sent, often delivered), and high-volume senders send one message a request, so
+these four requests are most of what a server answers, and
 most of their CPU went to that machinery, not to their work: a ``Request`` object, the
 guard called with a copy of the route handler, the before-request check, the parameters
 parsed and validated, the body decoded a second time, a ``Response`` object and its
