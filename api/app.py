@@ -11,6 +11,8 @@ history snapshotter and the webhook dispatcher, each on the shards this process 
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +36,14 @@ from api.hot_path import HOT_PATH, check_hot_paths
 from api.inbox import InboxController
 from api.inputs import MAX_BODY
 from api.limits import AccountLimitsController, OperatorController
-from api.observability import MetricsController, configure_logging, instrument, swept, webhook_attempted
+from api.observability import (
+    MetricsController,
+    configure_logging,
+    instrument,
+    swept,
+    watch_gc_pauses,
+    webhook_attempted,
+)
 from api.openapi import ClosedStructs, openapi_config
 from api.shutdown import on_stopping
 from api.sms import SmsController
@@ -254,8 +263,33 @@ def create_app(settings: Settings | None = None, *, sweep: bool = True) -> Lites
     return app
 
 
+# A served worker's collector, once its app has started: the objects of the code and the
+# app (about 100,000, from imports to the routes' models) frozen out of every later
+# collection, and the young generation collected after 10,000 new objects instead of 700,
+# full collections after 50 of the middle one's instead of 10. A long poll keeps its
+# request's objects for up to a minute, so a worker holding thousands of them has a large
+# live heap that a full collection walks in one go, every request waiting meanwhile; see
+# docs/benchmarks.md ("Garbage collection in the workers").
+GC_THRESHOLDS = (10_000, 10, 50)
+
+
+async def settle_heap(_: Litestar) -> None:
+    """The served worker's collector set up (:data:`GC_THRESHOLDS`), after startup."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    logging.getLogger("connecfy.api").info(
+        "collector settled: %d objects of the started app frozen, thresholds %s", gc.get_freeze_count(), GC_THRESHOLDS
+    )
+
+
 def app_from_env() -> Any:
     """Factory for ASGI servers (``api.app:app_from_env``), configured by the environment:
-    the app inside the request id, access log and metrics wrapper."""
+    the app inside the request id, access log and metrics wrapper; its collector's pauses
+    timed, and set up for a long-running worker once the app has started
+    (:func:`settle_heap`)."""
     configure_logging()
-    return instrument(create_app(Settings.from_env()))
+    watch_gc_pauses("worker")
+    app = create_app(Settings.from_env())
+    app.on_startup.append(settle_heap)
+    return instrument(app)

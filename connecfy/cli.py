@@ -216,7 +216,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 
 def background_command(settings: Settings, data_dir: str | None, parent_pid: int | None) -> int:
-    from api.observability import configure_logging, swept, webhook_attempted
+    from api.observability import configure_logging, swept, watch_gc_pauses, webhook_attempted
     from broker.jobs import Observers
     from connecfy.background import check_history_shared, run
 
@@ -232,6 +232,7 @@ def background_command(settings: Settings, data_dir: str | None, parent_pid: int
         check_redis_answers(settings.redis_url, settings)
         check_history_shared(settings)
     configure_logging()
+    watch_gc_pauses("background")
     run_async(run(settings, observers=Observers(swept, webhook_attempted), parent_pid=parent_pid))
     return 0
 

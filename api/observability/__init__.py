@@ -1,7 +1,7 @@
 """Metrics, request ids and JSON logs, one module each:
 
 - :mod:`api.observability.metrics`: the Prometheus counters (requests, claims, sweeps,
-  webhook attempts) and ``GET /metrics``;
+  webhook attempts, the garbage collector's pauses) and ``GET /metrics``;
 - :mod:`api.observability.logs`: every log record one JSON object per line on stderr;
 - :mod:`api.observability.access`: the ASGI wrapper giving every request an id, an
   access line and its count and latency.
@@ -16,6 +16,7 @@ from api.observability.metrics import (
     MetricsController,
     claimed,
     swept,
+    watch_gc_pauses,
     webhook_attempted,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "instrument",
     "logging_dictconfig",
     "swept",
+    "watch_gc_pauses",
     "webhook_attempted",
 ]

@@ -9,6 +9,7 @@ the gauges (queue depths, devices, presence) are read from Redis at scrape time
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -96,6 +97,35 @@ WEBHOOK_DELAY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0, 86400.0),
     registry=REGISTRY,
 )
+
+GC_PAUSES = Histogram(
+    "connecfy_gc_pause_seconds",
+    "Time a process stood still in Python's cyclic garbage collector, by kind of process "
+    "(worker: requests wait; background: jobs wait) and generation (2: a full collection, "
+    "which walks every object the process keeps).",
+    ["process", "generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+_gc_pauses: list[Any] = []  # this process's series, by generation
+_gc_started = [0.0]
+
+
+def watch_gc_pauses(process: str) -> None:
+    """Time every collection of this process's cyclic garbage collector into
+    :data:`GC_PAUSES` under ``process`` (``worker`` or ``background``; once per process,
+    however often called). A full collection stops every request of a worker for as long
+    as it takes: this is how a latency spike is told to be one."""
+    if _timing_gc not in gc.callbacks:
+        _gc_pauses[:] = [GC_PAUSES.labels(process, str(generation)) for generation in range(3)]
+        gc.callbacks.append(_timing_gc)
+
+
+def _timing_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _gc_pauses[info["generation"]].observe(time.perf_counter() - _gc_started[0])
 
 
 @contextlib.contextmanager

@@ -151,6 +151,15 @@ def print_window(window: dict[str, Any], out: Any = sys.stdout) -> None:
             f"server claims: {claims['claims']:,} handing over {claims['messages']:,} messages "
             f"({claims['messages'] / claims['claims']:.2f} a claim)\n"
         )
+    for key, pauses in window["server"].get("gc", {}).items():
+        process, generation = key.split()
+        longest = pauses["longest_up_to_ms"]
+        w(
+            f"server GC pauses, {process}s' generation {generation}: {pauses['count']:,}, {pauses['total_ms']:,.0f} ms in all, "
+            f"{pauses['over_50ms']:,} over 50 ms, the longest "
+            + ("over 1 s" if longest is None else f"up to {longest:g} ms")
+            + "\n"
+        )
     for queue, row in window["claimed_after_202"].items():
         w(
             f"202 → claimed, {queue}: {row['count']:,} messages, p50 {row['p50_ms']:,.0f} ms, "

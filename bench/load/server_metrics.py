@@ -8,7 +8,10 @@ in between. A quantile is read from it as Prometheus's ``histogram_quantile`` do
 10, 25, 50, 100, 250 ms ... 10 s): a quantile beyond the last finite bound (a long poll
 that waited 30 s) is given as None, with that bound. Request counts by status come
 from ``connecfy_http_requests``, claims and claimed messages from ``connecfy_claims``
-and ``connecfy_claimed_messages``.
+and ``connecfy_claimed_messages``, and the workers' garbage-collector pauses from
+``connecfy_gc_pause_seconds`` (by process and generation: how many, their total, and the bucket the
+longest fell in), the cause to rule in or out when every request kind's latency jumps in
+the same second.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 DURATION = "connecfy_http_request_duration_seconds"
+GC_PAUSES = "connecfy_gc_pause_seconds"
 REQUESTS = "connecfy_http_requests"
 
 
@@ -52,6 +56,9 @@ class Snapshot:
     buckets: dict[tuple[str, str], dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     statuses: dict[tuple[str, str], dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     counters: dict[str, float] = field(default_factory=dict)
+    # The collector's pauses by "<process> <generation>" (worker 2: the workers' full collections).
+    gc_buckets: dict[str, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
+    gc_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def parse(text: str) -> Snapshot:
@@ -67,6 +74,11 @@ def parse(text: str) -> Snapshot:
                 snapshot.statuses[key][labels["status"]] = sample.value
             elif sample.name in ("connecfy_claims_total", "connecfy_claimed_messages_total"):
                 snapshot.counters[sample.name] = sample.value
+            elif sample.name == GC_PAUSES + "_bucket":
+                key = f"{labels['process']} {labels['generation']}"
+                snapshot.gc_buckets[key][float(labels["le"])] = sample.value
+            elif sample.name == GC_PAUSES + "_sum":
+                snapshot.gc_seconds[f"{labels['process']} {labels['generation']}"] = sample.value
     return snapshot
 
 
@@ -145,4 +157,26 @@ def window(before: Snapshot | None, after: Snapshot | None, tasks_kind: str) -> 
     claimed = after.counters.get("connecfy_claimed_messages_total", 0.0) - before.counters.get(
         "connecfy_claimed_messages_total", 0.0
     )
-    return {"kinds": kinds, "claims": {"claims": int(claims), "messages": int(claimed)}}
+    return {"kinds": kinds, "claims": {"claims": int(claims), "messages": int(claimed)}, "gc": gc_pauses(before, after)}
+
+
+def gc_pauses(before: Snapshot, after: Snapshot) -> dict[str, Any]:
+    """The collector's pauses between the snapshots, by kind of process and generation
+    (``worker 2``: the workers' full collections, all workers together): how many, their total (ms), how many took over 50 ms, and the upper
+    bound of the bucket the longest fell in (ms; None past the last bucket)."""
+    found: dict[str, Any] = {}
+    for key, counts in sorted(after.gc_buckets.items()):
+        earlier = before.gc_buckets.get(key, {})
+        between = {bound: count - earlier.get(bound, 0.0) for bound, count in counts.items()}
+        total = between.get(math.inf, 0.0)
+        if not total:
+            continue
+        longest = min((b for b, n in between.items() if n >= total), default=math.inf)
+        seconds = after.gc_seconds.get(key, 0.0) - before.gc_seconds.get(key, 0.0)
+        found[key] = {
+            "count": int(total),
+            "total_ms": round(seconds * 1000, 1),
+            "over_50ms": int(total - between.get(0.05, 0.0)),
+            "longest_up_to_ms": None if math.isinf(longest) else longest * 1000,
+        }
+    return found

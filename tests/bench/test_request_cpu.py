@@ -17,6 +17,7 @@ ENDPOINTS = {
     "tasks": 200,
     "tasks_empty": 200,
     "send": 202,
+    "status": 200,
 }
 
 

@@ -306,6 +306,21 @@ def test_log_lines_are_json_with_the_request_id(server: ServerProcess) -> None:
     assert len(line["path"]) == 512 and line["status"] == 404
 
 
+def test_each_worker_settles_its_collector_and_times_its_pauses(server: ServerProcess) -> None:
+    """Once its app has started, each worker freezes the app's objects out of later
+    collections and says so; every worker's collections are timed in /metrics."""
+    settled = [e for e in log_lines(server) if e["message"].startswith("collector settled: ")]
+    assert len({e["pid"] for e in settled}) == 2, settled  # both workers
+    assert all(int(e["message"].split()[2]) > 10_000 for e in settled), settled
+    for _ in range(50):  # requests make objects, which make young collections
+        assert httpx.get(f"{server.base_url}/api/stats/").status_code == 401
+    samples = scrape(server)
+    young = samples.get(
+        ("connecfy_gc_pause_seconds_count", frozenset({("process", "worker"), ("generation", "0")})), 0.0
+    )
+    assert young > 0, sorted(name for name, _ in samples if name.startswith("connecfy_gc"))
+
+
 # Sweeps -----------------------------------------------------------------------------------
 
 
