@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from bench.load.redis_nodes import RedisNodes
 
 READY_TIMEOUT = 60.0
+LATENCY_THRESHOLD_MS = 20  # Redis's latency monitor notes events longer than this
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,10 +171,56 @@ class Deployment:
         figures["redis_used_memory"] = await self.redis_memory()
         return figures
 
+    def _redis_urls(self) -> list[str]:
+        """A URL of each Redis node: every node of a cluster the bench started, or the one URL known."""
+        urls = [f"redis://{name}" for name in self.redis_nodes.names()] if self.redis_nodes else [self.redis_url]
+        return [url for url in urls if url] if all(urls) else []
+
+    async def watch_redis_latency(self) -> None:
+        """Have each Redis node note every event that takes over
+        :data:`LATENCY_THRESHOLD_MS` in its latency monitor (a slow command or script, an
+        append-only file write or fsync, an expire cycle...), from now on, for
+        :meth:`redis_latency`. Only on a Redis of the bench's or of the server it started:
+        a target's configuration is not the bench's to change."""
+        if self.redis_kind == "target":
+            return
+        for url in self._redis_urls():
+            client = aioredis.from_url(url, socket_timeout=2)
+            try:
+                await client.config_set("latency-monitor-threshold", LATENCY_THRESHOLD_MS)
+                await client.execute_command("LATENCY", "RESET")
+            except (aioredis.RedisError, OSError):
+                pass
+            finally:
+                await client.aclose()
+
+    async def redis_latency(self, since: float, until: float) -> dict[str, dict[str, float]] | None:
+        """The latency monitor's events between two moments (Unix seconds, whole ones as
+        Redis keeps them), all nodes together: by event, how many and the longest (ms).
+        None when it was not watched or cannot be read."""
+        if self.redis_kind == "target":
+            return None
+        events: dict[str, dict[str, float]] = {}
+        for url in self._redis_urls():
+            client = aioredis.from_url(url, socket_timeout=2)
+            try:
+                for row in await client.execute_command("LATENCY", "LATEST"):
+                    name = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+                    for at, ms in await client.execute_command("LATENCY", "HISTORY", name):
+                        if int(since) <= int(at) <= until:
+                            found = events.setdefault(name, {"count": 0, "max_ms": 0})
+                            found["count"] += 1
+                            found["max_ms"] = max(found["max_ms"], int(ms))
+            except (aioredis.RedisError, OSError):
+                return None
+            finally:
+                await client.aclose()
+        return events
+
     async def redis_memory(self) -> int | None:
         """``used_memory`` of the Redis, summed over the nodes of a cluster the bench started."""
-        urls = [f"redis://{name}" for name in self.redis_nodes.names()] if self.redis_nodes else [self.redis_url]
-        if not all(urls):
+        urls = self._redis_urls()
+        if not urls:
             return None
         total = 0
         for url in urls:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load.client import KINDS, Recorder, percentile
+from bench.load.deployment import LATENCY_THRESHOLD_MS
 
 
 def ms(seconds: float) -> str:
@@ -160,6 +161,10 @@ def print_window(window: dict[str, Any], out: Any = sys.stdout) -> None:
             + ("over 1 s" if longest is None else f"up to {longest:g} ms")
             + "\n"
         )
+    latency = window.get("redis_latency_events")
+    if latency is not None:
+        events = ", ".join(f"{name} {e['count']:,} (longest {e['max_ms']:,} ms)" for name, e in sorted(latency.items()))
+        w(f"Redis latency monitor, events over {LATENCY_THRESHOLD_MS} ms: {events or 'none'}\n")
     for queue, row in window["claimed_after_202"].items():
         w(
             f"202 → claimed, {queue}: {row['count']:,} messages, p50 {row['p50_ms']:,.0f} ms, "

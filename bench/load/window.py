@@ -9,12 +9,16 @@ judged by, each side by side with the client's own:
 - requests per phone per minute, by kind (polls, long polls, heartbeats, reports);
 - 202 → claimed, p50/p99, by where the message waited (device queue, the account's own
   pool, the platform pool);
-- each generator process's event-loop lag and CPU, and the connections it held.
+- each generator process's event-loop lag and CPU, and the connections it held;
+- the workers' garbage-collector pauses (from ``/metrics``) and Redis's latency monitor's
+  events over 20 ms (a slow command or script, an append-only file write or fsync...),
+  the two causes to rule in or out when every request kind's latency jumps at once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from bench.load import loop_lag, server_metrics
@@ -31,20 +35,25 @@ class Window:
         self.start = self.end = 0.0
         self.metrics: list[server_metrics.Snapshot | None] = []
         self.memory: list[dict[str, Any]] = []
+        self.wall: list[float] = []  # Unix time of each snapshot
+        self.redis_latency: dict[str, dict[str, float]] | None = None
 
     async def snapshot(self) -> float:
         """Read the server's metrics and memory now; returns the run second it was taken."""
         at = self.recorder.now()
+        self.wall.append(time.time())
         self.metrics.append(await server_metrics.scrape(self.deployment.base_url))
         self.memory.append(await self.deployment.memory())
         return at
 
     async def open(self) -> None:
+        await self.deployment.watch_redis_latency()
         self.start = await self.snapshot()
 
     async def close(self) -> None:
         self.end = self.recorder.now()
         await self.snapshot()
+        self.redis_latency = await self.deployment.redis_latency(self.wall[0], self.wall[-1])
 
     def figures(self, ledger: Ledger, fleet: Fleet, phones: int, tasks_kind: str, parent_lag: Any) -> dict[str, Any]:
         start, end = self.start, self.end
@@ -92,6 +101,7 @@ class Window:
             "claimed_after_202": claimed,
             "generators": fleet.figures(start, end),
             "parent_loop_lag_ms": loop_lag.summary(parent_lag.samples, start, end),
+            "redis_latency_events": self.redis_latency,
             "memory": {
                 "start": self.memory[0] if self.memory else None,
                 "end": self.memory[-1] if self.memory else None,

@@ -71,6 +71,11 @@ def test_long_polls_against_polling_each_phone_on_its_own_address(tmp_path: Path
         assert all(g["loop_lag_ms"]["samples"] > 0 and g["connections_max"] > 0 for g in generators["by_process"])
         assert generators["source_addresses"] == PHONES
         assert run["window"]["server"]["kinds"]["status"]["count"] > 0
+        # The causes of a whole-system spike to rule in or out: the collector's pauses
+        # (the background process keeps Python's thresholds, so it collects within seconds)
+        # and the private Redis's latency monitor, read.
+        assert any(key.startswith("background ") for key in run["window"]["server"]["gc"]), run["window"]["server"]
+        assert isinstance(run["window"]["redis_latency_events"], dict)
         memory = run["window"]["memory"]
         assert memory["start"]["server_rss_bytes"] > 0 and memory["end"]["redis_used_memory"] > 0
 
