@@ -94,7 +94,9 @@ class ObservedApp:
             await send(message)
 
         try:
-            await self.app(scope, receive_tracked, send_with_id)
+            # Without a body to track the server's own receive goes on as it is (a long
+            # poll then watches its connection without a task: api/devices.py).
+            await self.app(scope, receive if body_done else receive_tracked, send_with_id)
             if not body_done and status:
                 await _drain(receive)
         except Exception:
