@@ -239,7 +239,11 @@ class _Watch:
         self._pending = None
         if message.cancelled():
             return  # stopped
-        if message.exception() is not None or message.result()["type"] == "http.disconnect":
+        try:
+            went_away = message.exception() is not None or message.result()["type"] == "http.disconnect"
+        except Exception:  # not an ASGI message: nothing more to learn from this connection
+            went_away = True
+        if went_away:
             self._hangup()
         else:
             self._next()
