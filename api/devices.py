@@ -206,27 +206,76 @@ class DeviceUpdate(msgspec.Struct, forbid_unknown_fields=True):
     send_window: SendWindowIn | msgspec.UnsetType | None = msgspec.UNSET
 
 
+class _Watch:
+    """Watches a waiting request's connection, and tells ``hangup`` when the client goes
+    away (an ``http.disconnect``, or a ``receive`` that fails) until :meth:`stop`.
+
+    A server whose ``receive()`` hands back a future (granian's does) is watched through
+    that future's done callback, with no task of its own: thousands of waits are held at
+    once. Any other ``receive`` (a coroutine) is awaited in a task."""
+
+    __slots__ = ("_hangup", "_pending", "_receive", "_task")
+
+    def __init__(self, receive: Receive, hangup: Hangup) -> None:
+        self._receive = receive
+        self._hangup = hangup
+        self._pending: asyncio.Future[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._next()
+
+    def _next(self) -> None:
+        try:
+            message = self._receive()
+        except Exception:
+            self._hangup()
+            return
+        if asyncio.isfuture(message):
+            self._pending = message
+            message.add_done_callback(self._received)
+        else:
+            self._task = asyncio.ensure_future(self._rest(message))
+
+    def _received(self, message: asyncio.Future[Any]) -> None:
+        self._pending = None
+        if message.cancelled():
+            return  # stopped
+        try:
+            went_away = message.exception() is not None or message.result()["type"] == "http.disconnect"
+        except Exception:  # not an ASGI message: nothing more to learn from this connection
+            went_away = True
+        if went_away:
+            self._hangup()
+        else:
+            self._next()
+
+    async def _rest(self, first: Any) -> None:
+        try:
+            message = await first
+            while message["type"] != "http.disconnect":
+                message = await self._receive()
+        except Exception:  # the server has no more to say about this request: it went away
+            pass
+        self._hangup()
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
 async def _long_poll(
     scope: Any, receive: Receive, broker: Broker, device: DeviceRef, limit: int, wait: int
 ) -> ClaimResult:
     """A long poll, watching the connection meanwhile: a phone that hung up gets
     nothing claimed for it after that."""
     hangup = Hangup()
-
-    async def watch() -> None:
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-        except Exception:  # the server has no more to say about this request: it went away
-            pass
-        hangup()
-
-    watcher = asyncio.create_task(watch())
+    watch = _Watch(receive, hangup)
     try:
         with long_poll(scope):
             return await broker.long_poll.claim(device, limit, wait, hangup)
     finally:
-        watcher.cancel()
+        watch.stop()
 
 
 async def claim_tasks(

@@ -55,6 +55,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_backlog: int = 4096
     http_connections_per_worker: int = 12_000
     http_idle_timeout_seconds: int = 30
+    # Cleartext HTTP/2 (prior knowledge, "h2c") beside HTTP/1.1 on serve's port. Off, serve
+    # speaks HTTP/1.1 only, and a worker holds an idle keep-alive connection in about half
+    # the memory (bench/wait_memory.py); clients get HTTP/2 from a TLS proxy in front
+    # (deploy/nginx), which speaks HTTP/1.1 to serve.
+    http2_cleartext: bool = False
 
     # Long polls (GET .../tasks/?wait=N): the most a worker process holds at once; one
     # more is answered at once, as a plain poll. Each costs a socket and a few KiB.

@@ -7,9 +7,9 @@ waiting set and publishes their ids on the shard's wake channel
 subscriber connection to Redis (on a Cluster one per primary, subscribed with
 ``SSUBSCRIBE`` to the channels of the slots it serves), the channels its waits need
 (subscribed while a wait needs them and :data:`IDLE_UNSUBSCRIBE_SECONDS` after), and
-the waits themselves, each an :class:`asyncio.Event` that its request awaits. A wake
-for a device sets the events of the waits this worker holds for it; the other
-workers' subscribers see the same message and hold none.
+the waits themselves (:class:`Wait`: a flag, and a future its request awaits). A wake
+for a device wakes the waits this worker holds for it; the other workers' subscribers
+see the same message and hold none.
 
 A wake may be lost (a connection that dropped, a channel that moved with its slot in a
 failover), never a message: a subscriber that subscribes again wakes every wait on its
@@ -23,8 +23,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -49,31 +49,64 @@ RETRY_SECONDS = (0.1, 2.0)
 _SUBSCRIBE = {"PUBLISH": ("SUBSCRIBE", "UNSUBSCRIBE"), "SPUBLISH": ("SSUBSCRIBE", "SUNSUBSCRIBE")}
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Wait:
-    """One waiting request: its device, the channels that can wake it, and the event
-    it awaits. :meth:`end` wakes it for good (its client went away, the worker stops)."""
+    """One waiting request: its device, the channels that can wake it, and whether it
+    was woken. :meth:`end` wakes it for good (its client went away, the worker stops).
 
-    __slots__ = ("channels", "device_id", "ended", "woken")
+    It holds thousands at once, so it is lean: a flag, and while it sleeps one future
+    and one timer (no :class:`asyncio.Event`, whose waiters' deque is some 600 bytes,
+    and no :func:`asyncio.wait_for`, which runs the wait in a task of its own). As a
+    context manager (:meth:`Wakeups.wait`) it is held by its worker from entry to exit."""
 
-    def __init__(self, device_id: str, channels: Sequence[str]) -> None:
+    __slots__ = ("_waiter", "_wakeups", "channels", "device_id", "ended", "woken")
+
+    def __init__(self, device_id: str, channels: Sequence[str], wakeups: Wakeups | None = None) -> None:
         self.device_id = device_id
         self.channels = tuple(channels)
-        self.woken = asyncio.Event()
+        self.woken = False
         self.ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._wakeups = wakeups
+
+    def wake(self) -> None:
+        self.woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def end(self) -> None:
         self.ended = True
-        self.woken.set()
+        self.wake()
 
     async def sleep(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for a wake; True when woken (the event is cleared)."""
-        if not self.woken.is_set():
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.woken.wait(), max(seconds, 0.0))
-        if self.woken.is_set() and not self.ended:
-            self.woken.clear()
+        """Wait up to ``seconds`` for a wake; True when woken (the flag is cleared)."""
+        if not self.woken:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(max(seconds, 0.0), _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if self.woken and not self.ended:
+            self.woken = False
             return True
         return self.ended
+
+    async def __aenter__(self) -> Wait:
+        assert self._wakeups is not None
+        await self._wakeups._hold(self)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._wakeups is not None
+        self._wakeups._release(self)
 
 
 class _Subscriber:
@@ -202,7 +235,7 @@ class Wakeups:
         self.ctx = ctx
         self.subscribe_command, self.unsubscribe_command = _SUBSCRIBE[ctx.wake_command]
         self.closing = False
-        self._waits: dict[str, set[Wait]] = {}
+        self._waits: dict[str, list[Wait]] = {}  # a list: one wait a device, seldom two
         self._count = 0
         self._refs: dict[str, int] = {}
         self._idle: dict[str, float] = {}
@@ -222,13 +255,19 @@ class Wakeups:
     def waits_for(self, device_id: str) -> int:
         return len(self._waits.get(device_id, ()))
 
-    @asynccontextmanager
-    async def wait(self, device_id: str, channels: Sequence[str]) -> AsyncIterator[Wait]:
-        """A wait for ``device_id``, woken by wakes on ``channels``: subscribed before it
-        is handed over (up to :data:`SUBSCRIBE_TIMEOUT_SECONDS`), so a wake published
-        after the caller's next claim reaches it."""
-        wait = Wait(device_id, channels)
-        self._waits.setdefault(device_id, set()).add(wait)
+    def wait(self, device_id: str, channels: Sequence[str]) -> Wait:
+        """A wait for ``device_id``, woken by wakes on ``channels``, to enter with
+        ``async with``: subscribed before it is handed over (up to
+        :data:`SUBSCRIBE_TIMEOUT_SECONDS`), so a wake published after the caller's next
+        claim reaches it; held by this worker until the block ends."""
+        return Wait(device_id, channels, self)
+
+    async def _hold(self, wait: Wait) -> None:
+        held = self._waits.get(wait.device_id)
+        if held is None:
+            self._waits[wait.device_id] = [wait]
+        else:
+            held.append(wait)
         self._count += 1
         for channel in wait.channels:
             self._refs[channel] = self._refs.get(channel, 0) + 1
@@ -237,30 +276,33 @@ class Wakeups:
             wait.end()
         try:
             await self._subscribe(wait.channels)
-            yield wait
-        finally:
-            held = self._waits.get(device_id)
-            if held is not None:
-                held.discard(wait)
-                if not held:
-                    del self._waits[device_id]
-            self._count -= 1
-            now = time.monotonic()
-            for channel in wait.channels:
-                left = self._refs[channel] = self._refs[channel] - 1
-                if left == 0:
-                    self._idle[channel] = now
+        except BaseException:
+            self._release(wait)
+            raise
+
+    def _release(self, wait: Wait) -> None:
+        held = self._waits.get(wait.device_id)
+        if held is not None and wait in held:
+            held.remove(wait)
+            if not held:
+                del self._waits[wait.device_id]
+        self._count -= 1
+        now = time.monotonic()
+        for channel in wait.channels:
+            left = self._refs[channel] = self._refs[channel] - 1
+            if left == 0:
+                self._idle[channel] = now
 
     def wake_devices(self, device_ids: Iterable[str]) -> None:
         for device_id in device_ids:
             for wait in self._waits.get(device_id, ()):
-                wait.woken.set()
+                wait.wake()
 
     def wake_channel(self, channel: str) -> None:
         for waits in self._waits.values():
             for wait in waits:
                 if channel in wait.channels:
-                    wait.woken.set()
+                    wait.wake()
 
     def end_all(self) -> None:
         """The worker stops: every wait ends now, and a new one ends as it starts."""

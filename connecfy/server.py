@@ -163,7 +163,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
     """Serve until SIGTERM or SIGINT, then exit 0. A mistake found before serving (the
     data directory, the port, the private Redis) is a :class:`CommandError`."""
     global _SERVE_PID
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
     from connecfy.workers import Workers
@@ -216,6 +216,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, data_dir: s
             workers=workers,
             backlog=settings.http_backlog,
             backpressure=connections,
+            # HTTP/1.1 only unless asked: granian's automatic mode, which also takes
+            # cleartext HTTP/2, holds each connection in about twice the memory.
+            http=HTTPModes.auto if settings.http2_cleartext else HTTPModes.http1,
             http1_settings=HTTP1Settings(header_read_timeout=settings.http_idle_timeout_seconds * 1000),
             loop=Loops.uvloop,
             log_access=False,

@@ -76,13 +76,6 @@ class ObservedApp:
         status = 0
         sent = 0
 
-        async def receive_tracked() -> Any:
-            nonlocal body_done
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
         async def send_with_id(message: Any) -> None:
             nonlocal status, sent
             kind = message["type"]
@@ -94,7 +87,20 @@ class ObservedApp:
             await send(message)
 
         try:
-            await self.app(scope, receive_tracked, send_with_id)
+            if body_done:
+                # Nothing to track: the server's own receive goes on as it is (a long
+                # poll then watches its connection without a task: api/devices.py).
+                await self.app(scope, receive, send_with_id)
+            else:
+
+                async def receive_tracked() -> Any:
+                    nonlocal body_done
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        body_done = True
+                    return message
+
+                await self.app(scope, receive_tracked, send_with_id)
             if not body_done and status:
                 await _drain(receive)
         except Exception:

@@ -3,6 +3,8 @@ with the same worker count, event loop and access-log setting as ``connecfy serv
 What an endpoint of ours does is compared with what these do on the same box.
 
 ``/bare``        nothing else: what Litestar on granian can answer at all;
+``/bare-wait``   ``?wait=N``: answers after N seconds (at most 60), a long poll with
+                 nothing else (``bench/wait_memory.py`` holds one per connection);
 ``/bare-redis``  plus one no-op ``EVALSHA`` through the server's own Redis client (hiredis
                  packing, same pool): the most an endpoint making one script call could
                  reach, before any credential check, validation or real script work.
@@ -14,6 +16,7 @@ What an endpoint of ours does is compared with what these do on the same box.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -28,6 +31,12 @@ NOOP = "return 1"
 
 @get("/bare", sync_to_thread=False)
 def bare() -> dict[str, str]:
+    return {"status": "ok", "device_id": "01J0000000000000000000000"}
+
+
+@get("/bare-wait")
+async def bare_wait(wait: int = 0) -> dict[str, str]:
+    await asyncio.sleep(min(max(wait, 0), 60))
     return {"status": "ok", "device_id": "01J0000000000000000000000"}
 
 
@@ -48,16 +57,21 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await app.state["redis"].aclose()
 
 
-app = Litestar(route_handlers=[bare, bare_redis], openapi_config=None, lifespan=[lifespan])
+app = Litestar(route_handlers=[bare, bare_wait, bare_redis], openapi_config=None, lifespan=[lifespan])
 
 
 def main() -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--idle-seconds", type=int, default=30, help="how long an idle keep-alive connection stays open (default 30)"
+    )
+    parser.add_argument("--connections", type=int, default=None, help="connections a worker holds at once")
     args = parser.parse_args()
     Granian(
         "bench.load.bare_app:app",
@@ -65,6 +79,8 @@ def main() -> None:
         port=args.port,
         interface=Interfaces.ASGI,
         workers=args.workers,
+        backpressure=args.connections,
+        http1_settings=HTTP1Settings(header_read_timeout=args.idle_seconds * 1000),
         loop=Loops.uvloop,
         log_access=False,
     ).serve()

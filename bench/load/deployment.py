@@ -45,10 +45,10 @@ def connecfy_command() -> list[str]:
     return [sys.executable, "-m", "connecfy.cli"]
 
 
-def checkout_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with this checkout first on ``PYTHONPATH``, so the server, its workers and
-    its background process run the code beside this bench."""
-    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+def checkout_env(env: dict[str, str], root: Path = ROOT) -> dict[str, str]:
+    """``env`` with this checkout (or the one at ``root``) first on ``PYTHONPATH``, so the
+    server, its workers and its background process run the code beside this bench."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))}
 
 
 def free_port() -> int:
@@ -263,8 +263,10 @@ class LocalServer:
         time_scale: float,
         extra: dict[str, str] | None = None,
         redis_nodes: RedisNodes | None = None,
+        root: Path = ROOT,
     ) -> None:
         self.workers = workers
+        self.root = root  # the checkout whose code the server runs
         self.settings = {**scaled_settings(time_scale), **(extra or {})}
         self.redis_nodes = redis_nodes
         if redis_nodes is not None:
@@ -275,7 +277,7 @@ class LocalServer:
 
     def start(self) -> Deployment:
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("CONNECFY_")}
-        env = checkout_env({**env, **self.settings})
+        env = checkout_env({**env, **self.settings}, self.root)
         with open(self.dir / "server.log", "wb") as log:
             self.process = subprocess.Popen(
                 [

@@ -6,6 +6,7 @@ once, and a waiting phone still gets its message."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -100,3 +101,35 @@ def test_more_phone_connections_than_a_worker_admitted_leave_senders_and_the_das
     finally:
         world.close()
         assert server.stop() == 0, server.output()
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _answer_to_http2(port: int) -> bytes:
+    """The first bytes serve answers a cleartext HTTP/2 client (prior knowledge) with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(H2_PREFACE + EMPTY_SETTINGS_FRAME)
+        try:
+            return conn.recv(64)
+        except OSError:  # reset, or nothing in time
+            return b""
+
+
+def test_serve_speaks_http1_only_unless_cleartext_http2_is_asked_for(tmp_path: Path) -> None:
+    for name, settings, speaks_http2 in (
+        ("default", {}, False),
+        ("h2c", {"CONNECFY_HTTP2_CLEARTEXT": "true"}, True),
+    ):
+        data_dir = tmp_path / name
+        data_dir.mkdir()
+        server = ServerProcess(data_dir, settings=settings).start()
+        try:
+            answer = _answer_to_http2(server.port)
+            # An HTTP/2 server's first frame is its SETTINGS (type 4) on stream 0.
+            settings_frame = len(answer) >= 9 and answer[3] == 0x04 and answer[5:9] == b"\x00\x00\x00\x00"
+            assert settings_frame == speaks_http2, (name, answer)
+            assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+        finally:
+            server.stop()
