@@ -23,19 +23,17 @@ from api.credentials import (
 )
 from api.errors import ApiError, forbidden, not_found, rate_header_pairs, rate_headers
 from api.hot_path import (
+    BODY_HEADERS,
     HOT_PATH,
-    JSON,
     HotPath,
+    json_body_length,
     plain_headers,
-    plain_number,
     plain_query,
-    read_body,
-    replaying,
+    read_json,
     send_json,
 )
 from api.inputs import (
     E164_POSSIBLE,
-    MAX_BODY,
     Battery,
     ClaimLimit,
     Name,
@@ -320,7 +318,7 @@ def _bounds(**parameters: Any) -> dict[bytes, tuple[int, int]]:
 
 
 _TASKS_QUERY = _bounds(limit=ClaimLimit, wait=WaitSeconds)
-_CREDENTIALS_AND_BODY = DEVICE_CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
+_CREDENTIALS_AND_BODY = DEVICE_CREDENTIALS | BODY_HEADERS
 _encode = msgspec.json.Encoder().encode
 _decode_heartbeat = msgspec.json.Decoder(HeartbeatBody | None).decode  # strict, as check_request decodes
 
@@ -348,21 +346,13 @@ async def tasks_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | 
 async def heartbeat_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | None:
     """``POST .../heartbeat/`` with plain credentials and a plain JSON body, or none."""
     headers = plain_headers(scope["headers"], _CREDENTIALS_AND_BODY)
-    if headers is None or b"transfer-encoding" in headers:
-        return receive
-    length = plain_number(headers.get(b"content-length", b"0"))
-    if length is None or length > MAX_BODY or (length and headers.get(b"content-type") != JSON):
+    length = None if headers is None else json_body_length(headers, optional=True)
+    if headers is None or length is None:
         return receive
     broker, device = await admit_device_in(scope, headers)
-    body, messages = await read_body(receive, length)
-    if body is None:
-        return replaying(messages, receive)
-    data = None
-    if body:
-        try:
-            data = _decode_heartbeat(body)
-        except Exception:  # not JSON, or not of the declared types: as Litestar answers it
-            return replaying(messages, receive)
+    data, handed_on = await read_json(receive, length, _decode_heartbeat)
+    if handed_on is not None:
+        return handed_on
     out = await take_heartbeat(scope, broker, device, data)
     await send_json(send, 200, _encode(out))
     return None

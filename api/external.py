@@ -18,9 +18,8 @@ from litestar.types import Receive, Send
 
 from api.credentials import admit_api_key, api_key_guard, as_key_holder
 from api.errors import ApiError
-from api.hot_path import HOT_PATH, JSON, HotPath, plain_headers, plain_number, read_body, replaying, send_json
+from api.hot_path import BODY_HEADERS, HOT_PATH, HotPath, json_body_length, plain_headers, read_json, send_json
 from api.inputs import (
-    MAX_BODY,
     Encrypted,
     ExternalSendDevice,
     IdempotencyKey,
@@ -98,7 +97,7 @@ async def send_external(
     return ExternalQueued(result.ids[0], status), send_headers(result)
 
 
-_SEND_HEADERS = frozenset({b"content-type", b"content-length", b"transfer-encoding", b"idempotency-key"})
+_SEND_HEADERS = BODY_HEADERS | {b"idempotency-key"}
 _encode = msgspec.json.Encoder().encode
 _decode_send = msgspec.json.Decoder(ExternalSendBody).decode  # strict, as check_request decodes
 
@@ -109,23 +108,17 @@ async def send_hot_path(scope: Any, receive: Receive, send: Send) -> Receive | N
     ``Idempotency-Key``: the API key of the body checked as :func:`api_key_guard` checks
     it, then the handler's work."""
     headers = plain_headers(scope["headers"], _SEND_HEADERS)
-    if headers is None or scope["query_string"] or b"transfer-encoding" in headers:
-        return receive
-    length = plain_number(headers.get(b"content-length", b""))
-    if not length or length > MAX_BODY or headers.get(b"content-type") != JSON:
+    length = None if headers is None else json_body_length(headers)
+    if headers is None or length is None or scope["query_string"]:
         return receive
     idempotency_key = None
     if b"idempotency-key" in headers:
         idempotency_key = headers[b"idempotency-key"].decode("latin-1")
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
             return receive
-    body, messages = await read_body(receive, length)
-    if body is None:
-        return replaying(messages, receive)
-    try:
-        data = _decode_send(body)
-    except Exception:  # not JSON, or not of the declared types: as Litestar answers it
-        return replaying(messages, receive)
+    data, handed_on = await read_json(receive, length, _decode_send)
+    if handed_on is not None:
+        return handed_on
     broker = broker_in(scope)
     await admit_api_key(broker, scope["state"], data.api_key)
     out, out_headers = await send_external(broker, scope["state"], data, idempotency_key)

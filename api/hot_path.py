@@ -46,6 +46,8 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, ReceiveMessage, Send
 
+from api.inputs import MAX_BODY
+
 HOT_PATH = "connecfy.hot_path"
 """The key, in a route handler's ``opt``, of its :class:`HotPath`."""
 
@@ -132,6 +134,40 @@ async def read_body(receive: Receive, length: int) -> tuple[bytes | None, list[R
     if size != length:
         return None, messages
     return chunks[0] if len(chunks) == 1 else b"".join(chunks), messages
+
+
+BODY_HEADERS = frozenset({b"content-type", b"content-length", b"transfer-encoding"})
+"""The headers a hot path reads to take a body (with :func:`plain_headers`)."""
+
+
+def json_body_length(headers: dict[bytes, bytes], *, optional: bool = False) -> int | None:
+    """The ``Content-Length`` of a plain JSON body, from a request's :data:`BODY_HEADERS`:
+    no ``Transfer-Encoding``, a plain number of at most ``MAX_BODY`` bytes, sent as
+    exactly ``application/json``; with ``optional``, 0 for no body at all (no length, or
+    0, and then any type). None when the body is not plain."""
+    if b"transfer-encoding" in headers:
+        return None
+    length = plain_number(headers.get(b"content-length", b"0" if optional else b""))
+    if length is None or length > MAX_BODY or (not length and not optional):
+        return None
+    if length and headers.get(b"content-type") != JSON:
+        return None
+    return length
+
+
+async def read_json(receive: Receive, length: int, decode: Callable[[bytes], Any]) -> tuple[Any, Receive | None]:
+    """The body of exactly ``length`` bytes, decoded strictly by ``decode`` (None for no
+    body), and None; or, when the body is not that or does not decode, (None, the receive
+    to hand the route with), which gives again what was read."""
+    body, messages = await read_body(receive, length)
+    if body is None:
+        return None, replaying(messages, receive)
+    if not body:
+        return None, None
+    try:
+        return decode(body), None
+    except Exception:  # not JSON, or not of the declared types: as Litestar answers it
+        return None, replaying(messages, receive)
 
 
 def replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:

@@ -18,9 +18,8 @@ from api.credentials import (
     unpaired_token,
 )
 from api.errors import ApiError, not_found, rate_headers
-from api.hot_path import HOT_PATH, JSON, HotPath, plain_headers, plain_number, read_body, replaying, send_json
+from api.hot_path import BODY_HEADERS, HOT_PATH, HotPath, json_body_length, plain_headers, read_json, send_json
 from api.inputs import (
-    MAX_BODY,
     ConversationPhone,
     Cursor,
     DashboardSendDevice,
@@ -250,7 +249,7 @@ async def take_report(broker: Broker, state: dict[str, Any], message_id: str, da
 # answers most.
 
 _ID_LENGTH = (PathId.__metadata__[0].min_length, PathId.__metadata__[0].max_length)  # as the handler validates
-_REPORT_HEADERS = DEVICE_CREDENTIALS | {b"content-type", b"content-length", b"transfer-encoding"}
+_REPORT_HEADERS = DEVICE_CREDENTIALS | BODY_HEADERS
 _encode = msgspec.json.Encoder().encode
 _decode_report = msgspec.json.Decoder(StatusBody).decode  # strict, as check_request decodes
 
@@ -264,19 +263,13 @@ async def report_hot_path(scope: Any, receive: Receive, send: Send) -> Receive |
     if scope["query_string"] or not _ID_LENGTH[0] <= len(message_id) <= _ID_LENGTH[1]:
         return receive
     headers = plain_headers(scope["headers"], _REPORT_HEADERS)
-    if headers is None or b"transfer-encoding" in headers:
-        return receive
-    length = plain_number(headers.get(b"content-length", b""))
-    if not length or length > MAX_BODY or headers.get(b"content-type") != JSON:
+    length = None if headers is None else json_body_length(headers)
+    if headers is None or length is None:
         return receive
     broker, _ = await admit_device_in(scope, headers)
-    body, messages = await read_body(receive, length)
-    if body is None:
-        return replaying(messages, receive)
-    try:
-        data = _decode_report(body)
-    except Exception:  # not JSON, or not of the declared types: as Litestar answers it
-        return replaying(messages, receive)
+    data, handed_on = await read_json(receive, length, _decode_report)
+    if handed_on is not None:
+        return handed_on
     out = await take_report(broker, scope["state"], message_id, data)
     await send_json(send, 200, _encode(out))
     return None

@@ -17,12 +17,14 @@ from api.hot_path import (
     HOT_PATH,
     HotPath,
     check_hot_paths,
+    json_body_length,
     plain_headers,
     plain_number,
     plain_query,
     read_body,
     replaying,
 )
+from api.inputs import MAX_BODY
 
 BOUNDS = {b"limit": (1, 100), b"wait": (0, 60)}
 
@@ -144,3 +146,23 @@ def test_the_check_accepts_a_route_it_can_serve_and_refuses_one_whose_parts_it_w
             check_hot_paths(app_with(**options), _before, 1024)
     with pytest.raises(RuntimeError, match="before_request"):
         check_hot_paths(app_with(), None, 1024)
+
+
+def test_json_body_length() -> None:
+    json = {b"content-type": b"application/json"}
+    assert json_body_length({**json, b"content-length": b"12"}) == 12
+    assert json_body_length({**json, b"content-length": str(MAX_BODY).encode()}) == MAX_BODY
+    for headers in (
+        {**json, b"content-length": str(MAX_BODY + 1).encode()},
+        {**json, b"content-length": b"012"},
+        {**json, b"content-length": b"12", b"transfer-encoding": b"chunked"},
+        {b"content-type": b"text/plain", b"content-length": b"12"},
+        {b"content-length": b"12"},
+        {**json, b"content-length": b"0"},
+        json,
+        {},
+    ):
+        assert json_body_length(headers) is None, headers
+    # A body that may be left out: none at all is 0, whatever the type.
+    assert [json_body_length(h, optional=True) for h in ({}, {b"content-length": b"0"}, json)] == [0, 0, 0]
+    assert json_body_length({b"content-length": b"12"}, optional=True) is None
